@@ -1,0 +1,267 @@
+"""Core types, ``chain``, tree helpers and hyperparameter validation.
+
+The base types are optax's, so that every transformation here is an
+``optax.GradientTransformation`` and drops into optax, Flax ``TrainState`` and
+``nnx.Optimizer`` unchanged. Everything else in this module is ours.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from optax import (  # base types only; the math lives in this package
+    EmptyState,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    OptState,
+    Params,
+    Schedule,
+    Updates,
+)
+
+ScalarOrSchedule = Union[float, jax.Array, Schedule]
+MaskOrFn = Union[None, Any, Callable[[Params], Any]]
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "GradientTransformationExtraArgs",
+    "OptState",
+    "Params",
+    "Schedule",
+    "ScalarOrSchedule",
+    "Updates",
+    "chain",
+    "identity",
+]
+
+
+# --------------------------------------------------------------------------- #
+# Hyperparameter validation
+# --------------------------------------------------------------------------- #
+
+def is_concrete_scalar(x: Any) -> bool:
+    """True for Python / NumPy real numbers (not bools, arrays, tracers or callables)."""
+    return isinstance(x, (numbers.Real, np.number)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_scalar(
+    name: str,
+    value: Any,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    schedule_ok: bool = True,
+) -> Any:
+    """Validate a concrete hyperparameter; pass arrays, tracers and schedules through.
+
+    Raises ``ValueError("Invalid <name>: <value>. Expected ...")`` when a Python or NumPy
+    number lies outside ``[low, high]`` (bounds open where asked) or is NaN. Returns
+    ``value`` unchanged so it can be used inline.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Invalid {name}: {value!r}. Expected a number, got a bool.")
+    if callable(value):
+        if not schedule_ok:
+            raise TypeError(
+                f"Invalid {name}: {value!r}. Expected a number; schedules are not supported "
+                f"for {name}."
+            )
+        return value
+    if isinstance(value, str):
+        raise TypeError(f"Invalid {name}: {value!r}. Expected a number, got a string.")
+    if not is_concrete_scalar(value):
+        return value  # jax arrays, tracers, numpy arrays: checked by the caller's math
+    v = float(value)
+    ok = not np.isnan(v)
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        parts = []
+        if low is not None:
+            parts.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            parts.append(f"{'<' if high_open else '<='} {high:g}")
+        expected = " and ".join(parts) if parts else "a finite number"
+        sched = " or a schedule (a function of the step count)" if schedule_ok else ""
+        raise ValueError(f"Invalid {name}: {value!r}. Expected a number {expected}{sched}.")
+    return value
+
+
+def check_nonneg(name: str, value: Any, **kw) -> Any:
+    return check_scalar(name, value, low=0.0, **kw)
+
+
+def check_decay(name: str, value: Any, **kw) -> Any:
+    """A decay rate / beta: a number in [0, 1)."""
+    return check_scalar(name, value, low=0.0, high=1.0, high_open=True, **kw)
+
+
+def check_int(name: str, value: Any, *, low: int = 0) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
+        raise TypeError(f"Invalid {name}: {value!r}. Expected an integer >= {low}.")
+    if value < low:
+        raise ValueError(f"Invalid {name}: {value!r}. Expected an integer >= {low}.")
+    return int(value)
+
+
+def resolve(hparam: ScalarOrSchedule, count: jax.Array) -> Any:
+    """The value of a hyperparameter at step ``count`` (call it if it is a schedule)."""
+    return hparam(count) if callable(hparam) else hparam
+
+
+# --------------------------------------------------------------------------- #
+# Tree helpers
+# --------------------------------------------------------------------------- #
+
+def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
+    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+
+
+def tree_full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
+    return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype), tree)
+
+
+def tree_cast_like(tree: Any, like: Any) -> Any:
+    """Cast every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.asarray(y).dtype), tree, like)
+
+
+def tree_sum_squares(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    return sum(jnp.sum(abs_sq(x)) for x in leaves)
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """sqrt of the sum of squared magnitudes over all leaves."""
+    return jnp.sqrt(tree_sum_squares(tree))
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """|x|^2, real for complex inputs."""
+    if jnp.iscomplexobj(x):
+        return (x.real * x.real + x.imag * x.imag)
+    return x * x
+
+
+def increment(count: jax.Array) -> jax.Array:
+    """count + 1, saturating at int32 max instead of wrapping around."""
+    limit = jnp.iinfo(jnp.int32).max
+    return jnp.where(count < limit, count + 1, limit).astype(jnp.int32)
+
+
+def zero_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
+    """moment / (1 - decay**count), leaf-wise, in each leaf's dtype."""
+    def corr(t):
+        c = 1 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32)
+        return (t / c.astype(t.dtype)).astype(t.dtype)
+    return jax.tree.map(corr, moment)
+
+
+def ema_update(new: Any, old: Any, decay: Any, order: int = 1) -> Any:
+    """decay * old + (1 - decay) * new**order (|new|**2 for order 2, complex-safe)."""
+    def f(g, m):
+        x = g if order == 1 else abs_sq(g)
+        return (decay * m + (1 - decay) * x).astype(m.dtype)
+    return jax.tree.map(f, new, old)
+
+
+def check_same_structure(updates: Any, reference: Any, where: str) -> None:
+    """Raise a ValueError naming both structures when two trees do not line up.
+
+    Runs at trace time (structures are static), so it costs nothing under ``jit``.
+    """
+    s_u, s_r = jax.tree.structure(updates), jax.tree.structure(reference)
+    if s_u != s_r:
+        raise ValueError(
+            f"{where}: the gradient tree does not match the optimizer state.\n"
+            f"  gradients:           {s_u}\n"
+            f"  state (from init):   {s_r}\n"
+            "Call `init` on parameters with the same structure as the gradients you pass "
+            "to `update` (same keys, same nesting, same number of leaves)."
+        )
+    for i, (a, b) in enumerate(zip(jax.tree.leaves(updates), jax.tree.leaves(reference))):
+        if jnp.shape(a) != jnp.shape(b):
+            path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(reference)[0][i][0])
+            raise ValueError(
+                f"{where}: gradient leaf {path or i} has shape {jnp.shape(a)}, but the "
+                f"optimizer state was initialised for shape {jnp.shape(b)}. Re-run `init` on "
+                "parameters of the shapes you train."
+            )
+
+
+def require_params(params: Any, where: str) -> None:
+    if params is None:
+        raise ValueError(
+            f"{where} needs the current parameters: call `update(grads, state, params)`."
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Composition
+# --------------------------------------------------------------------------- #
+
+def _accepts_extra_args(tx: GradientTransformation) -> bool:
+    return isinstance(tx, GradientTransformationExtraArgs)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Apply transformations in order; the state is a tuple of their states.
+
+    Extra keyword arguments given to ``update`` (e.g. ``value=`` for line searches) are
+    forwarded to the transformations that accept them (``GradientTransformationExtraArgs``).
+    """
+    for i, tx in enumerate(transforms):
+        if not (hasattr(tx, "init") and hasattr(tx, "update")):
+            raise TypeError(
+                f"chain: argument {i} is {type(tx).__name__}, expected a GradientTransformation "
+                "(an object with `init` and `update`)."
+            )
+
+    def init_fn(params):
+        return tuple(tx.init(params) for tx in transforms)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if len(state) != len(transforms):
+            raise ValueError(
+                f"chain: the state has {len(state)} entries but the chain has "
+                f"{len(transforms)} transformations; was it built by this chain's init?"
+            )
+        new_state = []
+        for tx, s in zip(transforms, state):
+            if _accepts_extra_args(tx):
+                updates, s = tx.update(updates, s, params, **extra_args)
+            else:
+                updates, s = tx.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def identity() -> GradientTransformation:
+    """Leave updates unchanged (useful as a placeholder in ``partition``)."""
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        return updates, state
+
+    return GradientTransformation(init_fn, update_fn)
