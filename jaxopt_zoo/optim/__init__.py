@@ -1,0 +1,28 @@
+"""Optimizer families: each file holds its state, its ``scale_by_*`` block and its aliases."""
+
+from jaxopt_zoo.optim.adabelief import adabelief, scale_by_belief
+from jaxopt_zoo.optim.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
+from jaxopt_zoo.optim.adafactor import (
+    FactoredState,
+    adafactor,
+    scale_by_factored_rms,
+    scale_by_param_block_rms,
+)
+from jaxopt_zoo.optim.adagrad import ScaleByRssState, adagrad, scale_by_rss
+from jaxopt_zoo.optim.adam import (
+    ScaleByAdamState,
+    ScaleByAmsgradState,
+    adam,
+    adamw,
+    amsgrad,
+    nadam,
+    nadamw,
+    scale_by_adam,
+)
+from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from jaxopt_zoo.optim.lamb import lamb, lars
+from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
+from jaxopt_zoo.optim.radam import radam, scale_by_radam
+from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
+from jaxopt_zoo.optim.sgd import sgd
+from jaxopt_zoo.optim.yogi import scale_by_yogi, yogi

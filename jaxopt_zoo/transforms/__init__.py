@@ -1,0 +1,14 @@
+"""Generic building blocks, one concept per file."""
+
+from jaxopt_zoo.transforms.clipping import clip, clip_by_block_rms, clip_by_global_norm
+from jaxopt_zoo.transforms.conditional import SkipNotFiniteState, all_finite, skip_not_finite
+from jaxopt_zoo.transforms.learning_rate import (
+    ScaleByScheduleState,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+)
+from jaxopt_zoo.transforms.masking import MaskedState, PartitionState, masked, partition
+from jaxopt_zoo.transforms.momentum import EmaState, TraceState, ema, trace
+from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
+from jaxopt_zoo.transforms.weight_decay import add_decayed_weights, add_l2_regularization

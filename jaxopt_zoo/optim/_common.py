@@ -1,0 +1,39 @@
+"""Small pieces shared by the optimizer families."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    MaskOrFn,
+    ScalarOrSchedule,
+    chain,
+)
+from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
+from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
+
+
+def moment_dtype(param: jax.Array, dtype: Optional[Any]) -> Any:
+    return jnp.dtype(dtype) if dtype is not None else param.dtype
+
+
+def scaled_with_decay(
+    scaler: GradientTransformation,
+    learning_rate: ScalarOrSchedule,
+    weight_decay: Any = 0.0,
+    mask: MaskOrFn = None,
+) -> GradientTransformation:
+    """``scaler -> decoupled weight decay (if any) -> -learning_rate``."""
+    parts = [scaler]
+    if not _is_zero(weight_decay):
+        parts.append(add_decayed_weights(weight_decay, mask))
+    parts.append(scale_by_learning_rate(learning_rate))
+    return chain(*parts)
+
+
+def _is_zero(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0

@@ -1,0 +1,62 @@
+"""AdaBelief: Adam with the variance of the gradient around its EMA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    abs_sq,
+    bias_correction,
+    check_same_structure,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
+
+
+def scale_by_belief(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16,
+                    eps_root: Any = 1e-16) -> GradientTransformation:
+    """``m_hat / (sqrt(s_hat) + eps)`` with ``s_t = b2 s_{t-1} + (1-b2)(g_t - m_t)^2 + eps_root``."""
+    check_betas(b1, b2, eps, eps_root)
+
+    def init_fn(params):
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_belief")
+        mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
+                          updates, state.mu)
+        nu = jax.tree.map(
+            lambda g, m, s: (b2 * s + (1 - b2) * abs_sq(g.astype(m.dtype) - m).astype(s.dtype)
+                             + eps_root).astype(s.dtype),
+            updates, mu, state.nu)
+        count = increment(state.count)
+        mu_hat = bias_correction(mu, b1, count)
+        nu_hat = bias_correction(nu, b2, count)
+        out = jax.tree.map(lambda m, s, g: (m / (jnp.sqrt(s) + eps)).astype(g.dtype),
+                           mu_hat, nu_hat, updates)
+        return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adabelief(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
+              eps: Any = 1e-16, eps_root: Any = 1e-16) -> GradientTransformation:
+    """AdaBelief (Zhuang et al. 2020, https://arxiv.org/abs/2010.07468).
+
+    ::
+
+        m_t = b1 * m_{t-1} + (1 - b1) * g_t
+        s_t = b2 * s_{t-1} + (1 - b2) * (g_t - m_t)^2 + eps_root
+        p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(s_t / (1 - b2^t)) + eps)
+    """
+    return scaled_with_decay(scale_by_belief(b1, b2, eps, eps_root), learning_rate)

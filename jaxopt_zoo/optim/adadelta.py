@@ -1,0 +1,77 @@
+"""AdaDelta."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    MaskOrFn,
+    ScalarOrSchedule,
+    abs_sq,
+    chain,
+    check_decay,
+    check_nonneg,
+    check_same_structure,
+)
+from jaxopt_zoo.optim._common import _is_zero
+from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
+from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
+
+
+class ScaleByAdaDeltaState(NamedTuple):
+    e_g: Any  # running average of squared gradients
+    e_x: Any  # running average of squared updates
+
+
+def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation:
+    """AdaDelta's unit-correcting rescaling ``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g``."""
+    check_decay("rho", rho, schedule_ok=False)
+    check_nonneg("eps", eps, schedule_ok=False)
+
+    def init_fn(params):
+        z = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        return ScaleByAdaDeltaState(e_g=z, e_x=jax.tree.map(jnp.zeros_like, z))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.e_g, "scale_by_adadelta")
+        e_g = jax.tree.map(
+            lambda g, e: (rho * e + (1 - rho) * abs_sq(g).astype(e.dtype)).astype(e.dtype),
+            updates, state.e_g)
+        out = jax.tree.map(
+            lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps) * g).astype(g.dtype),
+            updates, e_g, state.e_x)
+        e_x = jax.tree.map(
+            lambda d, e: (rho * e + (1 - rho) * abs_sq(d).astype(e.dtype)).astype(e.dtype),
+            out, state.e_x)
+        return out, ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: Any = 0.9, eps: Any = 1e-6,
+             weight_decay: Any = 0.0, weight_decay_mask: MaskOrFn = None
+             ) -> GradientTransformation:
+    """AdaDelta (Zeiler 2012, https://arxiv.org/abs/1212.5701).
+
+    ::
+
+        g_t   = grad_t + weight_decay * p_{t-1}
+        E[g^2]_t  = rho * E[g^2]_{t-1} + (1 - rho) * g_t^2
+        dx_t  = sqrt(E[dx^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) * g_t
+        E[dx^2]_t = rho * E[dx^2]_{t-1} + (1 - rho) * dx_t^2
+        p_t   = p_{t-1} - lr * dx_t
+
+    The default ``learning_rate=1.0`` is the paper's and PyTorch's, so ``adadelta()``
+    descends (optax 0.2.8's ``adadelta()`` with no learning rate ascends). Keras' defaults
+    differ: ``compat.keras.adadelta``.
+    """
+    parts = []
+    if not _is_zero(weight_decay):
+        parts.append(add_decayed_weights(weight_decay, weight_decay_mask))
+    parts += [scale_by_adadelta(rho, eps), scale_by_learning_rate(learning_rate)]
+    return chain(*parts)

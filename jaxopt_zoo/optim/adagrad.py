@@ -1,0 +1,67 @@
+"""AdaGrad."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    abs_sq,
+    check_nonneg,
+    check_same_structure,
+)
+from jaxopt_zoo.optim._common import scaled_with_decay
+
+
+class ScaleByRssState(NamedTuple):
+    sum_of_squares: Any
+
+
+def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7,
+                 eps_in_sqrt: bool = True) -> GradientTransformation:
+    """Divide by the root of the running sum of squared gradients.
+
+    ``s_t = s_{t-1} + g_t^2`` (``s_0 = initial_accumulator_value``); the output is
+    ``g / sqrt(s_t + eps)`` (0 where ``s_t == 0``) or, with ``eps_in_sqrt=False``,
+    ``g / (sqrt(s_t) + eps)``.
+    """
+    check_nonneg("initial_accumulator_value", initial_accumulator_value, schedule_ok=False)
+    check_nonneg("eps", eps, schedule_ok=False)
+
+    def init_fn(params):
+        return ScaleByRssState(sum_of_squares=jax.tree.map(
+            lambda p: jnp.full(p.shape, initial_accumulator_value, jnp.real(p).dtype), params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.sum_of_squares, "scale_by_rss")
+        s = jax.tree.map(lambda g, s: (s + abs_sq(g).astype(s.dtype)).astype(s.dtype),
+                         updates, state.sum_of_squares)
+        if eps_in_sqrt:
+            def leaf(g, s):
+                return jnp.where(s > 0, g * jax.lax.rsqrt(s + eps), 0).astype(g.dtype)
+        else:
+            def leaf(g, s):
+                return (g / (jnp.sqrt(s) + eps)).astype(g.dtype)
+        return jax.tree.map(leaf, updates, s), ScaleByRssState(sum_of_squares=s)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.1,
+            eps: Any = 1e-7) -> GradientTransformation:
+    """AdaGrad (Duchi, Hazan & Singer 2011, JMLR 12).
+
+    ::
+
+        s_t = s_{t-1} + g_t^2            (s_0 = initial_accumulator_value)
+        p_t = p_{t-1} - lr * g_t / sqrt(s_t + eps)
+
+    The same formula as optax and Keras; PyTorch puts ``eps`` outside the root and starts
+    the sum at 0 (``compat.torch.adagrad``).
+    """
+    return scaled_with_decay(scale_by_rss(initial_accumulator_value, eps), learning_rate)

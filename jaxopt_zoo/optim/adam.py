@@ -1,0 +1,201 @@
+"""Adam and its relatives: AdamW, AMSGrad, NAdam (Nesterov), NAdamW."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    MaskOrFn,
+    ScalarOrSchedule,
+    abs_sq,
+    bias_correction,
+    check_decay,
+    check_nonneg,
+    check_same_structure,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
+
+
+class ScaleByAdamState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+class ScaleByAmsgradState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+    nu_max: Any
+
+
+def check_betas(b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
+    check_decay("b1", b1, schedule_ok=False)
+    check_decay("b2", b2, schedule_ok=False)
+    check_nonneg("eps", eps, schedule_ok=False)
+    check_nonneg("eps_root", eps_root, schedule_ok=False)
+
+
+def adam_moments(updates, mu, nu, b1, b2):
+    """New first and second moments (second moment of |g|^2, real for complex g)."""
+    mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
+                      updates, mu)
+    nu = jax.tree.map(lambda g, v: (b2 * v + (1 - b2) * abs_sq(g).astype(v.dtype)).astype(v.dtype),
+                      updates, nu)
+    return mu, nu
+
+
+def scale_by_adam(
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+) -> GradientTransformation:
+    """Rescale by Adam's bias-corrected moments: ``m_hat / (sqrt(v_hat + eps_root) + eps)``.
+
+    ``nesterov`` uses NAdam's look-ahead first moment
+    ``b1 * m_t / (1 - b1^(t+1)) + (1 - b1) * g_t / (1 - b1^t)`` (Dozat 2016); ``amsgrad``
+    divides by the running maximum of ``v_hat`` (Reddi et al. 2018).
+    """
+    check_betas(b1, b2, eps, eps_root)
+
+    def init_fn(params):
+        mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=moment_dtype(p, mu_dtype)), params)
+        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        if amsgrad:
+            return ScaleByAmsgradState(count=zero_count(), mu=mu, nu=nu,
+                                       nu_max=jax.tree.map(jnp.zeros_like, nu))
+        return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_adam")
+        mu, nu = adam_moments(updates, state.mu, state.nu, b1, b2)
+        count = increment(state.count)
+        if nesterov:
+            mu_next = bias_correction(mu, b1, increment(count))
+            g_hat = bias_correction(updates, b1, count)
+            mu_hat = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g.astype(m.dtype),
+                                  mu_next, g_hat)
+        else:
+            mu_hat = bias_correction(mu, b1, count)
+        nu_hat = bias_correction(nu, b2, count)
+        if amsgrad:
+            nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu_hat)
+            denom_src = nu_max
+        else:
+            denom_src = nu_hat
+        out = jax.tree.map(
+            lambda m, v, g: (m / (jnp.sqrt(v + eps_root) + eps)).astype(g.dtype),
+            mu_hat, denom_src, updates)
+        if amsgrad:
+            return out, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+        return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+) -> GradientTransformation:
+    r"""Adam (Kingma & Ba 2015, https://arxiv.org/abs/1412.6980).
+
+    With ``g_t`` the gradient at step ``t = 1, 2, ...``::
+
+        m_t = b1 * m_{t-1} + (1 - b1) * g_t
+        v_t = b2 * v_{t-1} + (1 - b2) * |g_t|^2
+        m_hat = m_t / (1 - b1^t),   v_hat = v_t / (1 - b2^t)
+        p_t = p_{t-1} - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      b1, b2: decay rates of the first and second moments, in [0, 1).
+      eps, eps_root: added outside / inside the square root.
+      mu_dtype: dtype of the first moment (default: the parameter's).
+      nesterov: NAdam's look-ahead first moment (see ``nadam``).
+      amsgrad: divide by the running maximum of ``v_hat`` (see ``amsgrad``).
+
+    Returns:
+      An ``optax.GradientTransformation``: ``chain(scale_by_adam, scale_by_learning_rate)``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxopt_zoo as jz
+      >>> tx = jz.adam(1e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+    """
+    return scaled_with_decay(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, amsgrad=amsgrad),
+        learning_rate)
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Optional[Any] = None,
+    weight_decay: Any = 1e-4,
+    mask: MaskOrFn = None,
+    *,
+    nesterov: bool = False,
+    amsgrad: bool = False,
+) -> GradientTransformation:
+    """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019, arXiv:1711.05101).
+
+    ``p_t = p_{t-1} - lr * (m_hat / (sqrt(v_hat + eps_root) + eps) + weight_decay * p_{t-1})``;
+    the decay is not divided by ``sqrt(v_hat)``, unlike L2 regularization in Adam.
+    ``mask`` selects the decayed parameters (a tree of booleans or a function of the params).
+    """
+    return scaled_with_decay(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, amsgrad=amsgrad),
+        learning_rate, weight_decay, mask)
+
+
+def amsgrad(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
+            eps_root: Any = 0.0, mu_dtype: Optional[Any] = None) -> GradientTransformation:
+    """AMSGrad (Reddi et al. 2018, https://openreview.net/forum?id=ryQu7f-RZ).
+
+    Adam with ``v_max_t = max(v_max_{t-1}, v_hat_t)`` in the denominator:
+    ``p_t = p_{t-1} - lr * m_hat / (sqrt(v_max_t + eps_root) + eps)``.
+    """
+    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, amsgrad=True)
+
+
+def nadam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
+          eps_root: Any = 0.0, mu_dtype: Optional[Any] = None) -> GradientTransformation:
+    """NAdam: Adam with Nesterov momentum (Dozat 2016, ICLR workshop).
+
+    ``m_bar = b1 * m_t / (1 - b1^(t+1)) + (1 - b1) * g_t / (1 - b1^t)``;
+    ``p_t = p_{t-1} - lr * m_bar / (sqrt(v_hat + eps_root) + eps)``. PyTorch's and Keras'
+    NAdam add a momentum-decay schedule: see ``jaxopt_zoo.compat``.
+    """
+    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
+
+
+def nadamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
+           eps_root: Any = 0.0, mu_dtype: Optional[Any] = None, weight_decay: Any = 1e-4,
+           mask: MaskOrFn = None) -> GradientTransformation:
+    """NAdamW: ``nadam`` with decoupled weight decay as in ``adamw``."""
+    return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
+                 nesterov=True)

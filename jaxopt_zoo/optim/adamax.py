@@ -1,0 +1,66 @@
+"""AdaMax: Adam with the infinity norm."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    bias_correction,
+    check_same_structure,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim.adam import check_betas
+
+
+class ScaleByAdamaxState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> GradientTransformation:
+    """``m_hat / u_t`` with ``u_t = max(b2 * u_{t-1}, |g_t| + eps)``."""
+    check_betas(b1, b2, eps)
+
+    def init_fn(params):
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        return ScaleByAdamaxState(count=zero_count(), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_adamax")
+        mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
+                          updates, state.mu)
+        nu = jax.tree.map(
+            lambda g, u: jnp.maximum(b2 * u, jnp.abs(g).astype(u.dtype) + eps).astype(u.dtype),
+            updates, state.nu)
+        count = increment(state.count)
+        mu_hat = bias_correction(mu, b1, count)
+        out = jax.tree.map(lambda m, u, g: (m / u).astype(g.dtype), mu_hat, nu, updates)
+        return out, ScaleByAdamaxState(count=count, mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
+           eps: Any = 1e-8) -> GradientTransformation:
+    """AdaMax (Kingma & Ba 2015, section 7.1).
+
+    ::
+
+        m_t = b1 * m_{t-1} + (1 - b1) * g_t
+        u_t = max(b2 * u_{t-1}, |g_t| + eps)
+        p_t = p_{t-1} - lr / (1 - b1^t) * m_t / u_t
+
+    Identical to PyTorch's Adamax and optax's ``adamax``; Keras adds eps outside the max
+    (``compat.keras.adamax``).
+    """
+    return scaled_with_decay(scale_by_adamax(b1, b2, eps), learning_rate)

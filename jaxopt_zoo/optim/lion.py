@@ -1,0 +1,65 @@
+"""Lion: sign momentum."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    MaskOrFn,
+    ScalarOrSchedule,
+    check_decay,
+    check_same_structure,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
+
+
+class ScaleByLionState(NamedTuple):
+    count: jax.Array
+    mu: Any
+
+
+def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
+                  ) -> GradientTransformation:
+    """``sign(b1 * m + (1 - b1) * g)``, then ``m <- b2 * m + (1 - b2) * g``."""
+    check_decay("b1", b1, schedule_ok=False)
+    check_decay("b2", b2, schedule_ok=False)
+
+    def init_fn(params):
+        return ScaleByLionState(
+            count=zero_count(),
+            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=moment_dtype(p, mu_dtype)), params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_lion")
+        out = jax.tree.map(
+            lambda g, m: jnp.sign(b1 * m + (1 - b1) * g.astype(m.dtype)).astype(g.dtype),
+            updates, state.mu)
+        mu = jax.tree.map(lambda g, m: (b2 * m + (1 - b2) * g.astype(m.dtype)).astype(m.dtype),
+                          updates, state.mu)
+        return out, ScaleByLionState(count=increment(state.count), mu=mu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def lion(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.99,
+         mu_dtype: Optional[Any] = None, weight_decay: Any = 1e-3, mask: MaskOrFn = None
+         ) -> GradientTransformation:
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms",
+    https://arxiv.org/abs/2302.06675).
+
+    ::
+
+        c_t = sign(b1 * m_{t-1} + (1 - b1) * g_t)
+        p_t = p_{t-1} - lr * (c_t + weight_decay * p_{t-1})
+        m_t = b2 * m_{t-1} + (1 - b2) * g_t
+
+    Use a learning rate 3-10x smaller than AdamW's and a weight decay 3-10x larger.
+    """
+    return scaled_with_decay(scale_by_lion(b1, b2, mu_dtype), learning_rate, weight_decay, mask)

@@ -1,0 +1,79 @@
+"""RAdam: Adam with a rectified adaptive learning rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    bias_correction,
+    check_nonneg,
+    check_same_structure,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, check_betas
+
+
+def radam_rectification(count: jax.Array, b2: Any):
+    """(rho_t, r_t) of RAdam at step ``count`` (1-based): the variance rectification term."""
+    t = count.astype(jnp.float32)
+    b2 = jnp.asarray(b2, jnp.float32)
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    b2t = b2 ** t
+    rho_t = rho_inf - 2.0 * t * b2t / (1.0 - b2t)
+    safe = jnp.maximum(rho_t, 5.0 + 1e-6)
+    r_t = jnp.sqrt((safe - 4.0) * (safe - 2.0) * rho_inf
+                   / ((rho_inf - 4.0) * (rho_inf - 2.0) * safe))
+    return rho_t, r_t
+
+
+def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
+                   threshold: Any = 5.0) -> GradientTransformation:
+    """RAdam's rescaling: ``r_t * m_hat / (sqrt(v_hat + eps_root) + eps)`` when
+    ``rho_t >= threshold``, else the un-adapted ``m_hat``."""
+    check_betas(b1, b2, eps, eps_root)
+    check_nonneg("threshold", threshold, schedule_ok=False)
+
+    def init_fn(params):
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_radam")
+        mu, nu = adam_moments(updates, state.mu, state.nu, b1, b2)
+        count = increment(state.count)
+        mu_hat = bias_correction(mu, b1, count)
+        nu_hat = bias_correction(nu, b2, count)
+        rho_t, r_t = radam_rectification(count, b2)
+        adaptive = rho_t >= threshold
+
+        def leaf(m, v, g):
+            rect = r_t.astype(m.dtype) * m / (jnp.sqrt(v + eps_root) + eps)
+            return jnp.where(adaptive, rect, m).astype(g.dtype)
+
+        return jax.tree.map(leaf, mu_hat, nu_hat, updates), ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
+          eps_root: Any = 0.0, threshold: Any = 5.0) -> GradientTransformation:
+    """RAdam (Liu et al. 2020, https://arxiv.org/abs/1908.03265).
+
+    ::
+
+        m_t, v_t, m_hat, v_hat as in Adam
+        rho_inf = 2 / (1 - b2) - 1,   rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+        r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+        p_t = p_{t-1} - lr * r_t * m_hat / (sqrt(v_hat + eps_root) + eps)   if rho_t >= threshold
+        p_t = p_{t-1} - lr * m_hat                                          otherwise
+    """
+    return scaled_with_decay(scale_by_radam(b1, b2, eps, eps_root, threshold), learning_rate)

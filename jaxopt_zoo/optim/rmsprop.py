@@ -1,0 +1,129 @@
+"""RMSProp: plain, centered, with heavy-ball or Nesterov momentum."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    abs_sq,
+    bias_correction,
+    chain,
+    check_decay,
+    check_nonneg,
+    check_same_structure,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim._common import _is_zero
+from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
+from jaxopt_zoo.transforms.momentum import trace
+
+
+class ScaleByRmsState(NamedTuple):
+    count: jax.Array
+    nu: Any
+
+
+class ScaleByStddevState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def scale_by_rms(
+    decay: Any = 0.9,
+    eps: Any = 1e-8,
+    initial_scale: Any = 0.0,
+    eps_in_sqrt: bool = True,
+    bias_correction_: bool = False,
+    *,
+    centered: bool = False,
+) -> GradientTransformation:
+    """Divide by the root of an EMA of squared gradients.
+
+    ``v_t = decay * v_{t-1} + (1 - decay) * g^2`` (``v_0 = initial_scale``); with
+    ``centered`` also ``m_t = decay * m_{t-1} + (1 - decay) * g`` and ``v_t - m_t^2``
+    replaces ``v_t``. The output is ``g / sqrt(v + eps)`` or, with ``eps_in_sqrt=False``,
+    ``g / (sqrt(v) + eps)``. ``bias_correction_`` divides ``v`` (and ``m``) by
+    ``1 - decay^t``.
+    """
+    check_decay("decay", decay, schedule_ok=False)
+    check_nonneg("eps", eps, schedule_ok=False)
+    check_nonneg("initial_scale", initial_scale, schedule_ok=False)
+
+    def init_fn(params):
+        nu = jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, jnp.real(p).dtype), params)
+        if centered:
+            return ScaleByStddevState(count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params),
+                                      nu=nu)
+        return ScaleByRmsState(count=zero_count(), nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.nu, "scale_by_rms")
+        nu = jax.tree.map(
+            lambda g, v: (decay * v + (1 - decay) * abs_sq(g).astype(v.dtype)).astype(v.dtype),
+            updates, state.nu)
+        count = increment(state.count)
+        nu_hat = bias_correction(nu, decay, count) if bias_correction_ else nu
+        if centered:
+            mu = jax.tree.map(
+                lambda g, m: (decay * m + (1 - decay) * g.astype(m.dtype)).astype(m.dtype),
+                updates, state.mu)
+            mu_hat = bias_correction(mu, decay, count) if bias_correction_ else mu
+            var = jax.tree.map(lambda v, m: v - abs_sq(m), nu_hat, mu_hat)
+        else:
+            var = nu_hat
+        if eps_in_sqrt:
+            out = jax.tree.map(lambda g, v: (g * jax.lax.rsqrt(v + eps)).astype(g.dtype),
+                               updates, var)
+        else:
+            out = jax.tree.map(lambda g, v: (g / (jnp.sqrt(v) + eps)).astype(g.dtype),
+                               updates, var)
+        if centered:
+            return out, ScaleByStddevState(count=count, mu=mu, nu=nu)
+        return out, ScaleByRmsState(count=count, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: Any = 0.9,
+    eps: Any = 1e-8,
+    initial_scale: Any = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: Optional[Any] = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    """RMSProp (Hinton 2012, Lecture 6e), optionally centered (Graves 2013) and with momentum.
+
+    ::
+
+        v_t = decay * v_{t-1} + (1 - decay) * g_t^2             (v_0 = initial_scale)
+        s_t = v_t - m_t^2  with  m_t = decay * m_{t-1} + (1 - decay) * g_t   if centered
+        d_t = lr * g_t / sqrt(s_t + eps)                          (eps_in_sqrt)
+        b_t = momentum * b_{t-1} + d_t;   p_t = p_{t-1} - b_t    (momentum: lr inside b)
+        p_t = p_{t-1} - (d_t + momentum * b_t)                   (nesterov)
+
+    With ``nesterov=True`` this is the textbook's "RMSProp with Nesterov momentum"
+    (Goodfellow et al. 2016, Algorithm 8.6) written without the look-ahead evaluation. The
+    learning rate sits inside the momentum buffer, as in optax, Keras and the textbook
+    (PyTorch keeps it outside; see ``compat.torch.rmsprop``).
+    """
+    parts = [scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
+                          centered=centered),
+             scale_by_learning_rate(learning_rate)]
+    has_momentum = momentum is not None and not _is_zero(momentum)
+    if nesterov and not has_momentum:
+        raise ValueError(f"Invalid momentum: {momentum!r}. Nesterov momentum needs momentum > 0.")
+    if has_momentum:
+        parts.append(trace(momentum, nesterov))
+    return chain(*parts)

@@ -1,0 +1,68 @@
+"""Yogi: additive second-moment updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    abs_sq,
+    bias_correction,
+    check_nonneg,
+    check_same_structure,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
+
+
+def scale_by_yogi(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3, eps_root: Any = 0.0,
+                  initial_accumulator_value: Any = 1e-6) -> GradientTransformation:
+    """``m_hat / (sqrt(v_hat + eps_root) + eps)`` with Yogi's
+    ``v_t = v_{t-1} - (1 - b2) * sign(v_{t-1} - g^2) * g^2``."""
+    check_betas(b1, b2, eps, eps_root)
+    check_nonneg("initial_accumulator_value", initial_accumulator_value, schedule_ok=False)
+
+    def init_fn(params):
+        mu = jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
+        nu = jax.tree.map(
+            lambda p: jnp.full(p.shape, initial_accumulator_value, jnp.real(p).dtype), params)
+        return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_yogi")
+        mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
+                          updates, state.mu)
+
+        def nu_leaf(g, v):
+            g2 = abs_sq(g).astype(v.dtype)
+            return (v - (1 - b2) * jnp.sign(v - g2) * g2).astype(v.dtype)
+
+        nu = jax.tree.map(nu_leaf, updates, state.nu)
+        count = increment(state.count)
+        mu_hat = bias_correction(mu, b1, count)
+        nu_hat = bias_correction(nu, b2, count)
+        out = jax.tree.map(lambda m, v, g: (m / (jnp.sqrt(v + eps_root) + eps)).astype(g.dtype),
+                           mu_hat, nu_hat, updates)
+        return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def yogi(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
+         eps: Any = 1e-3) -> GradientTransformation:
+    """Yogi (Zaheer et al. 2018, NeurIPS, "Adaptive Methods for Nonconvex Optimization").
+
+    ::
+
+        m_t = b1 * m_{t-1} + (1 - b1) * g_t                      (m_0 = v_0 = 1e-6)
+        v_t = v_{t-1} - (1 - b2) * sign(v_{t-1} - g_t^2) * g_t^2
+        p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
+    """
+    return scaled_with_decay(scale_by_yogi(b1, b2, eps), learning_rate)

@@ -1,0 +1,139 @@
+"""Name -> optimizer constructor, for the CLI, experiments and tests.
+
+``get("adam", learning_rate=3e-4)`` builds an optimizer; ``available()`` lists the names.
+Names with a framework prefix (``"torch.adam"``, ``"keras.adam"``) build the
+``jaxopt_zoo.compat`` versions with that framework's formulas and defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from jaxopt_zoo.core import GradientTransformation
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Callable[..., GradientTransformation]
+    default_lr: Optional[float]  # used when the caller gives no learning rate
+    paper: str
+    blocks: str
+    verified: Tuple[str, ...]  # references it is tested against
+    fixed: Dict[str, Any] = dataclasses.field(default_factory=dict)  # preset kwargs
+
+    def defaults(self) -> Dict[str, Any]:
+        """The constructor's keyword defaults, with this entry's presets applied."""
+        sig = inspect.signature(self.factory)
+        out = {k: p.default for k, p in sig.parameters.items()
+               if p.default is not inspect.Parameter.empty}
+        out.update(self.fixed)
+        if self.default_lr is not None:
+            out["learning_rate"] = self.default_lr
+        return out
+
+
+_REGISTRY: Dict[str, Entry] = {}
+
+
+def register(name: str, factory: Callable[..., GradientTransformation], *,
+             default_lr: Optional[float], paper: str, blocks: str,
+             verified: Tuple[str, ...] = (), **fixed: Any) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"An optimizer named {name!r} is already registered.")
+    _REGISTRY[name] = Entry(name, factory, default_lr, paper, blocks, tuple(verified), fixed)
+
+
+def available(prefix: Optional[str] = None) -> List[str]:
+    """Registered names, sorted; ``prefix="torch."`` lists the PyTorch-compatible ones."""
+    names = sorted(_REGISTRY)
+    if prefix is None:
+        return [n for n in names if "." not in n]
+    return [n for n in names if n.startswith(prefix)]
+
+
+def entry(name: str) -> Entry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(
+            f"Unknown optimizer {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def get(name: str, **kwargs: Any) -> GradientTransformation:
+    """Build the optimizer ``name``; ``learning_rate`` defaults to the entry's default."""
+    e = entry(name)
+    params = inspect.signature(e.factory).parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise TypeError(f"{name}: unknown argument(s) {unknown}; it takes "
+                        f"{', '.join(params)}.")
+    kw = dict(e.fixed)
+    if e.default_lr is not None and "learning_rate" in params:
+        kw["learning_rate"] = e.default_lr
+    kw.update(kwargs)
+    return e.factory(**kw)
+
+
+# --------------------------------------------------------------------------- #
+# The built-in optimizers: one line each.
+# --------------------------------------------------------------------------- #
+from jaxopt_zoo import optim as _o  # noqa: E402
+
+_OPTAX = ("optax",)
+register("sgd", _o.sgd, default_lr=0.01, paper="Robbins & Monro 1951",
+         blocks="scale_by_learning_rate", verified=_OPTAX + ("torch",))
+register("momentum", _o.sgd, default_lr=0.01, paper="Polyak 1964",
+         blocks="trace -> scale_by_learning_rate", verified=_OPTAX + ("torch",), momentum=0.9)
+register("nesterov", _o.sgd, default_lr=0.01, paper="Nesterov 1983; Sutskever et al. 2013",
+         blocks="trace(nesterov) -> scale_by_learning_rate", verified=_OPTAX + ("torch",),
+         momentum=0.9, nesterov=True)
+register("adagrad", _o.adagrad, default_lr=0.01, paper="Duchi et al. 2011",
+         blocks="scale_by_rss -> scale_by_learning_rate", verified=_OPTAX)
+register("rmsprop", _o.rmsprop, default_lr=1e-3, paper="Hinton 2012 (Lecture 6e)",
+         blocks="scale_by_rms -> scale_by_learning_rate", verified=_OPTAX)
+register("rmsprop_centered", _o.rmsprop, default_lr=1e-3, paper="Graves 2013",
+         blocks="scale_by_rms(centered) -> scale_by_learning_rate", verified=_OPTAX,
+         centered=True)
+register("rmsprop_nesterov", _o.rmsprop, default_lr=1e-3,
+         paper="Goodfellow et al. 2016, Alg. 8.6",
+         blocks="scale_by_rms -> scale_by_learning_rate -> trace(nesterov)", verified=_OPTAX,
+         momentum=0.9, nesterov=True)
+register("adadelta", _o.adadelta, default_lr=1.0, paper="Zeiler 2012",
+         blocks="scale_by_adadelta -> scale_by_learning_rate", verified=_OPTAX)
+register("adam", _o.adam, default_lr=1e-3, paper="Kingma & Ba 2015",
+         blocks="scale_by_adam -> scale_by_learning_rate", verified=_OPTAX)
+register("adamw", _o.adamw, default_lr=1e-3, paper="Loshchilov & Hutter 2019",
+         blocks="scale_by_adam -> add_decayed_weights -> scale_by_learning_rate",
+         verified=_OPTAX)
+register("amsgrad", _o.amsgrad, default_lr=1e-3, paper="Reddi et al. 2018",
+         blocks="scale_by_adam(amsgrad) -> scale_by_learning_rate", verified=_OPTAX)
+register("adamax", _o.adamax, default_lr=2e-3, paper="Kingma & Ba 2015, sec. 7.1",
+         blocks="scale_by_adamax -> scale_by_learning_rate", verified=_OPTAX)
+register("nadam", _o.nadam, default_lr=2e-3, paper="Dozat 2016",
+         blocks="scale_by_adam(nesterov) -> scale_by_learning_rate", verified=_OPTAX)
+register("nadamw", _o.nadamw, default_lr=1e-3, paper="Dozat 2016; Loshchilov & Hutter 2019",
+         blocks="scale_by_adam(nesterov) -> add_decayed_weights -> scale_by_learning_rate",
+         verified=_OPTAX)
+register("radam", _o.radam, default_lr=1e-3, paper="Liu et al. 2020",
+         blocks="scale_by_radam -> scale_by_learning_rate", verified=_OPTAX)
+register("adabelief", _o.adabelief, default_lr=1e-3, paper="Zhuang et al. 2020",
+         blocks="scale_by_belief -> scale_by_learning_rate", verified=_OPTAX)
+register("yogi", _o.yogi, default_lr=1e-2, paper="Zaheer et al. 2018",
+         blocks="scale_by_yogi -> scale_by_learning_rate", verified=_OPTAX)
+register("lion", _o.lion, default_lr=1e-4, paper="Chen et al. 2023",
+         blocks="scale_by_lion -> add_decayed_weights -> scale_by_learning_rate",
+         verified=_OPTAX)
+register("lamb", _o.lamb, default_lr=1e-3, paper="You et al. 2020",
+         blocks="scale_by_adam -> add_decayed_weights -> scale_by_trust_ratio -> "
+                "scale_by_learning_rate", verified=_OPTAX)
+register("lars", _o.lars, default_lr=0.1, paper="You et al. 2017",
+         blocks="add_decayed_weights -> masked(scale_by_trust_ratio) -> "
+                "scale_by_learning_rate -> trace", verified=_OPTAX)
+register("adafactor", _o.adafactor, default_lr=1e-2, paper="Shazeer & Stern 2018",
+         blocks="scale_by_factored_rms -> clip_by_block_rms -> scale_by_learning_rate -> "
+                "scale_by_param_block_rms", verified=_OPTAX)

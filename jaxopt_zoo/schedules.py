@@ -1,0 +1,190 @@
+"""Learning-rate schedules: plain functions of the (integer) step count, usable under jit.
+
+Each constructor validates its arguments and returns ``schedule(count) -> scalar``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Sequence
+
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import check_int, check_nonneg, check_scalar
+
+Schedule = Callable[..., jnp.ndarray]
+
+
+def _f32(count):
+    return jnp.asarray(count, jnp.float32)
+
+
+def constant(value: float) -> Schedule:
+    """``lr(t) = value``."""
+    check_nonneg("value", value, schedule_ok=False)
+    return lambda count: jnp.asarray(value, jnp.float32)
+
+
+def linear(init_value: float, end_value: float, transition_steps: int,
+           transition_begin: int = 0) -> Schedule:
+    """The textbook's linear decay: ``(1 - a) * init + a * end`` with ``a = t / tau``
+    clipped to [0, 1], so constant at ``end_value`` after ``tau = transition_steps``
+    (Goodfellow et al. 2016, eq. 8.14). ``transition_begin`` delays the start.
+    """
+    check_nonneg("init_value", init_value, schedule_ok=False)
+    check_nonneg("end_value", end_value, schedule_ok=False)
+    check_int("transition_steps", transition_steps, low=1)
+    check_int("transition_begin", transition_begin, low=0)
+
+    def schedule(count):
+        a = jnp.clip((_f32(count) - transition_begin) / transition_steps, 0.0, 1.0)
+        return (1 - a) * init_value + a * end_value
+
+    return schedule
+
+
+def polynomial(init_value: float, end_value: float, power: float, transition_steps: int,
+               transition_begin: int = 0) -> Schedule:
+    """``end + (init - end) * (1 - a)^power``, ``a = clip((t - begin) / steps, 0, 1)``."""
+    check_int("transition_steps", transition_steps, low=1)
+    check_int("transition_begin", transition_begin, low=0)
+    check_scalar("power", power, low=0.0, low_open=True, schedule_ok=False)
+
+    def schedule(count):
+        a = jnp.clip((_f32(count) - transition_begin) / transition_steps, 0.0, 1.0)
+        return end_value + (init_value - end_value) * (1 - a) ** power
+
+    return schedule
+
+
+def exponential(init_value: float, transition_steps: int, decay_rate: float,
+                transition_begin: int = 0, staircase: bool = False,
+                end_value: Optional[float] = None) -> Schedule:
+    """``init * decay_rate^((t - begin) / steps)`` (floored exponent with ``staircase``),
+    bounded by ``end_value`` when given."""
+    check_int("transition_steps", transition_steps, low=1)
+    check_int("transition_begin", transition_begin, low=0)
+    check_scalar("decay_rate", decay_rate, low=0.0, low_open=True, schedule_ok=False)
+
+    def schedule(count):
+        p = jnp.maximum(_f32(count) - transition_begin, 0.0) / transition_steps
+        if staircase:
+            p = jnp.floor(p)
+        v = init_value * jnp.asarray(decay_rate, jnp.float32) ** p
+        if end_value is not None:
+            v = jnp.maximum(v, end_value) if decay_rate < 1 else jnp.minimum(v, end_value)
+        return v
+
+    return schedule
+
+
+def piecewise_constant(init_value: float, boundaries_and_scales: Dict[int, float]) -> Schedule:
+    """Start at ``init_value``; at each boundary step ``b`` multiply by its scale."""
+    check_nonneg("init_value", init_value, schedule_ok=False)
+    items = sorted((int(b), float(s)) for b, s in (boundaries_and_scales or {}).items())
+    for b, s in items:
+        check_int("boundary", b, low=0)
+        check_nonneg("scale", s, schedule_ok=False)
+
+    def schedule(count):
+        v = jnp.asarray(init_value, jnp.float32)
+        for b, s in items:
+            v = jnp.where(count >= b, v * s, v)
+        return v
+
+    return schedule
+
+
+def cosine(init_value: float, decay_steps: int, alpha: float = 0.0,
+           exponent: float = 1.0) -> Schedule:
+    """Cosine decay (Loshchilov & Hutter 2017) from ``init_value`` to ``alpha * init_value``
+    over ``decay_steps``, then constant."""
+    check_int("decay_steps", decay_steps, low=1)
+    check_scalar("alpha", alpha, low=0.0, high=1.0, schedule_ok=False)
+
+    def schedule(count):
+        a = jnp.minimum(_f32(count), decay_steps) / decay_steps
+        c = (0.5 * (1 + jnp.cos(math.pi * a))) ** exponent
+        return init_value * ((1 - alpha) * c + alpha)
+
+    return schedule
+
+
+def warmup_cosine(init_value: float, peak_value: float, warmup_steps: int, decay_steps: int,
+                  end_value: float = 0.0, exponent: float = 1.0) -> Schedule:
+    """Linear warm-up from ``init_value`` to ``peak_value`` over ``warmup_steps``, then a
+    cosine decay to ``end_value`` at step ``decay_steps`` (total length, warm-up included)."""
+    check_int("warmup_steps", warmup_steps, low=0)
+    check_int("decay_steps", decay_steps, low=1)
+    if decay_steps <= warmup_steps:
+        raise ValueError(f"Invalid decay_steps: {decay_steps}. Expected decay_steps > "
+                         f"warmup_steps ({warmup_steps}); decay_steps counts the warm-up too.")
+
+    def schedule(count):
+        t = _f32(count)
+        warm = init_value + (peak_value - init_value) * t / max(warmup_steps, 1)
+        a = jnp.clip((t - warmup_steps) / (decay_steps - warmup_steps), 0.0, 1.0)
+        cos = end_value + (peak_value - end_value) * (0.5 * (1 + jnp.cos(math.pi * a))) ** exponent
+        return jnp.where(t < warmup_steps, warm, cos)
+
+    return schedule
+
+
+def one_cycle(transition_steps: int, peak_value: float, pct_start: float = 0.3,
+              div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
+    """One-cycle (Smith & Topin 2018): cosine annealing from ``peak/div_factor`` up to
+    ``peak`` over the first ``pct_start`` of the steps, then down to
+    ``peak/(div_factor*final_div_factor)``."""
+    check_int("transition_steps", transition_steps, low=1)
+    check_scalar("pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True,
+                 schedule_ok=False)
+    start = peak_value / div_factor
+    end = start / final_div_factor
+    up = float(pct_start * transition_steps)
+
+    def cos_anneal(a, hi, lo):
+        return lo + (hi - lo) * 0.5 * (1 + jnp.cos(math.pi * a))
+
+    def schedule(count):
+        t = _f32(count)
+        rise = cos_anneal(jnp.clip(t / up, 0, 1), start, peak_value)
+        fall = cos_anneal(jnp.clip((t - up) / (transition_steps - up), 0, 1), peak_value, end)
+        return jnp.where(t < up, rise, fall)
+
+    return schedule
+
+
+def sgdr(init_value: float, first_period: int, t_mult: int = 1, eta_min: float = 0.0) -> Schedule:
+    """Cosine annealing with warm restarts (SGDR, Loshchilov & Hutter 2017): periods of
+    ``first_period * t_mult^i`` steps, each a cosine from ``init_value`` to ``eta_min``.
+    The same as ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``."""
+    check_int("first_period", first_period, low=1)
+    check_int("t_mult", t_mult, low=1)
+
+    def schedule(count):
+        t = _f32(count)
+        if t_mult == 1:
+            t_cur = jnp.mod(t, first_period)
+            period = jnp.float32(first_period)
+        else:
+            i = jnp.floor(jnp.log(t / first_period * (t_mult - 1) + 1) / math.log(t_mult))
+            start = first_period * (t_mult ** i - 1) / (t_mult - 1)
+            t_cur, period = t - start, first_period * t_mult ** i
+        return eta_min + (init_value - eta_min) * 0.5 * (1 + jnp.cos(math.pi * t_cur / period))
+
+    return schedule
+
+
+def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Run ``schedules[i]`` from ``boundaries[i-1]`` on, each seeing a count that restarts at 0."""
+    if len(boundaries) != len(schedules) - 1:
+        raise ValueError(f"join: {len(schedules)} schedules need {len(schedules) - 1} "
+                         f"boundaries, got {len(boundaries)}.")
+
+    def schedule(count):
+        out = schedules[0](count)
+        for b, s in zip(boundaries, schedules[1:]):
+            out = jnp.where(count >= b, s(count - b), out)
+        return out
+
+    return schedule

@@ -1,0 +1,75 @@
+"""Scaling by a constant, a learning rate or a schedule."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    EmptyState,
+    GradientTransformation,
+    ScalarOrSchedule,
+    check_nonneg,
+    increment,
+    zero_count,
+)
+
+
+class ScaleByScheduleState(NamedTuple):
+    count: jax.Array
+
+
+def scale_leaf(u: jax.Array, s: Any) -> jax.Array:
+    """``u * s`` in ``u``'s dtype."""
+    return u * jnp.asarray(s).astype(u.dtype)
+
+
+def scale(step_size: Any) -> GradientTransformation:
+    """Multiply every update by ``step_size``."""
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: scale_leaf(u, step_size), updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTransformation:
+    """Multiply updates by ``step_size_fn(count)``; count starts at 0."""
+    if not callable(step_size_fn):
+        raise TypeError(
+            f"scale_by_schedule expects a function of the step count, got {step_size_fn!r}."
+        )
+
+    def init_fn(params):
+        del params
+        return ScaleByScheduleState(count=zero_count())
+
+    def update_fn(updates, state, params=None):
+        del params
+        s = step_size_fn(state.count)
+        updates = jax.tree.map(lambda u: scale_leaf(u, s), updates)
+        return updates, ScaleByScheduleState(count=increment(state.count))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_learning_rate(
+    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
+) -> GradientTransformation:
+    """Multiply by ``-learning_rate`` (or ``+`` with ``flip_sign=False``).
+
+    ``learning_rate`` is a number, an array (e.g. from ``optax.inject_hyperparams``) or a
+    schedule: a function of the step count.
+    """
+    check_nonneg("learning_rate", learning_rate)
+    sign = -1.0 if flip_sign else 1.0
+    if callable(learning_rate):
+        return scale_by_schedule(lambda count: sign * learning_rate(count))
+    return scale(sign * learning_rate)

@@ -1,0 +1,95 @@
+"""Momentum (heavy ball / Nesterov, with dampening) and exponential moving averages."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    bias_correction,
+    check_decay,
+    check_nonneg,
+    check_same_structure,
+    increment,
+    tree_zeros_like,
+    zero_count,
+)
+
+
+class TraceState(NamedTuple):
+    count: jax.Array
+    trace: Any
+
+
+def trace(
+    decay: Any,
+    nesterov: bool = False,
+    dampening: Any = 0.0,
+    accumulator_dtype: Optional[Any] = None,
+) -> GradientTransformation:
+    """Momentum: ``b <- decay * b + (1 - dampening) * g`` (``b_1 = g``).
+
+    The update is ``b`` (heavy ball) or ``g + decay * b`` (Nesterov). As in PyTorch, the
+    buffer is set to the raw gradient on the first step, so dampening does not shrink it.
+    """
+    check_nonneg("momentum", decay)
+    check_nonneg("dampening", dampening)
+    if nesterov and isinstance(dampening, (int, float)) and dampening != 0:
+        raise ValueError(
+            f"Invalid dampening: {dampening!r}. Nesterov momentum requires dampening=0."
+        )
+
+    def init_fn(params):
+        return TraceState(count=zero_count(), trace=tree_zeros_like(params, accumulator_dtype))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.trace, "trace")
+        first = state.count == 0
+
+        def new_buf(g, b):
+            g = g.astype(b.dtype)
+            b_new = decay * b + (1 - dampening) * g
+            return jnp.where(first, g, b_new).astype(b.dtype)
+
+        buf = jax.tree.map(new_buf, updates, state.trace)
+        if nesterov:
+            out = jax.tree.map(lambda g, b: (g + decay * b).astype(g.dtype), updates, buf)
+        else:
+            out = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, buf)
+        return out, TraceState(count=increment(state.count), trace=buf)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class EmaState(NamedTuple):
+    count: jax.Array
+    ema: Any
+
+
+def ema(decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
+        ) -> GradientTransformation:
+    """Exponential moving average of the updates: ``m <- decay * m + (1 - decay) * g``.
+
+    With ``debias`` the output is ``m / (1 - decay**t)``.
+    """
+    check_decay("decay", decay)
+
+    def init_fn(params):
+        return EmaState(count=zero_count(), ema=tree_zeros_like(params, accumulator_dtype))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.ema, "ema")
+        m = jax.tree.map(
+            lambda g, m: (decay * m + (1 - decay) * g.astype(m.dtype)).astype(m.dtype),
+            updates, state.ema)
+        count = increment(state.count)
+        out = bias_correction(m, decay, count) if debias else m
+        out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
+        return out, EmaState(count=count, ema=m)
+
+    return GradientTransformation(init_fn, update_fn)
