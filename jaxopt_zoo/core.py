@@ -164,10 +164,17 @@ def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+def compute_dtype(dtype: Any) -> Any:
+    """float64 for float64/complex128 leaves, float32 otherwise (bf16/f16 math in f32)."""
+    real = jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
+    return jnp.float64 if real == jnp.float64 else jnp.float32
+
+
 def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
     """moment / (1 - decay**count), leaf-wise, in each leaf's dtype."""
     def corr(t):
-        c = 1 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32)
+        dt = compute_dtype(t.dtype)
+        c = 1 - jnp.asarray(decay, dt) ** count.astype(dt)
         return (t / c.astype(t.dtype)).astype(t.dtype)
     return jax.tree.map(corr, moment)
 

@@ -16,13 +16,14 @@ Schedule = Callable[..., jnp.ndarray]
 
 
 def _f32(count):
-    return jnp.asarray(count, jnp.float32)
+    """The step count as a float of JAX's default precision (float64 under x64)."""
+    return jnp.asarray(count, jnp.result_type(float))
 
 
 def constant(value: float) -> Schedule:
     """``lr(t) = value``."""
     check_nonneg("value", value, schedule_ok=False)
-    return lambda count: jnp.asarray(value, jnp.float32)
+    return lambda count: jnp.asarray(value, jnp.result_type(float))
 
 
 def linear(init_value: float, end_value: float, transition_steps: int,
@@ -70,7 +71,7 @@ def exponential(init_value: float, transition_steps: int, decay_rate: float,
         p = jnp.maximum(_f32(count) - transition_begin, 0.0) / transition_steps
         if staircase:
             p = jnp.floor(p)
-        v = init_value * jnp.asarray(decay_rate, jnp.float32) ** p
+        v = init_value * jnp.asarray(decay_rate, jnp.result_type(float)) ** p
         if end_value is not None:
             v = jnp.maximum(v, end_value) if decay_rate < 1 else jnp.minimum(v, end_value)
         return v
@@ -87,7 +88,7 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Dict[int, float
         check_nonneg("scale", s, schedule_ok=False)
 
     def schedule(count):
-        v = jnp.asarray(init_value, jnp.float32)
+        v = jnp.asarray(init_value, jnp.result_type(float))
         for b, s in items:
             v = jnp.where(count >= b, v * s, v)
         return v
@@ -165,7 +166,7 @@ def sgdr(init_value: float, first_period: int, t_mult: int = 1, eta_min: float =
         t = _f32(count)
         if t_mult == 1:
             t_cur = jnp.mod(t, first_period)
-            period = jnp.float32(first_period)
+            period = jnp.asarray(first_period, t.dtype)
         else:
             i = jnp.floor(jnp.log(t / first_period * (t_mult - 1) + 1) / math.log(t_mult))
             start = first_period * (t_mult ** i - 1) / (t_mult - 1)

@@ -154,14 +154,14 @@ def _mismatch(path, name: str, filename: str, digest: str, size: int, hint: str)
 def _download(name: str, filename: str, target_dir: Path, errors: list[str]) -> np.ndarray | None:
     """Downloads `filename` into `target_dir`, verified; appends failures to `errors`."""
     final = target_dir / f"{filename}.gz"
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        errors.append(f"cannot create {target_dir}: {e}")
-        return None
     for base in MIRRORS[name]:
         url = f"{base}{filename}.gz"
-        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{filename}.gz.", suffix=".part")
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{filename}.gz.", suffix=".part")
+        except OSError as e:
+            errors.append(f"cannot write to {target_dir}: {e}")
+            return None
         try:
             with os.fdopen(fd, "wb") as f:
                 request = urllib.request.Request(url, headers={"User-Agent": "jaxopt_zoo"})
@@ -328,7 +328,7 @@ def load_mnist(
     validation_size: int = 0,
     seed: int = 0,
 ) -> Dataset | tuple[Dataset, Dataset]:
-    """Loads MNIST; `load("mnist", ...)`, whose docstring describes the arguments."""
+    """Loads MNIST; `load("mnist", ...)` describes the arguments."""
     return load("mnist", split, data_dir, normalize=normalize, download=download,
                 validation_size=validation_size, seed=seed)
 
@@ -342,6 +342,6 @@ def load_fashion_mnist(
     validation_size: int = 0,
     seed: int = 0,
 ) -> Dataset | tuple[Dataset, Dataset]:
-    """Loads Fashion-MNIST; `load("fashion_mnist", ...)`, whose docstring describes the arguments."""
+    """Loads Fashion-MNIST; `load("fashion_mnist", ...)` describes the arguments."""
     return load("fashion_mnist", split, data_dir, normalize=normalize, download=download,
                 validation_size=validation_size, seed=seed)

@@ -70,6 +70,8 @@ def read_bytes(path: PathLike, *, gzipped: bool | None = None) -> bytes:
     if not gzipped:
         return content
     try:
+        if not content:
+            raise EOFError("empty file")
         return gzip.decompress(content)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(

@@ -21,13 +21,14 @@ from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, check_betas
 
 
 def radam_rectification(count: jax.Array, b2: Any):
-    """(rho_t, r_t) of RAdam at step ``count`` (1-based): the variance rectification term."""
-    t = count.astype(jnp.float32)
-    b2 = jnp.asarray(b2, jnp.float32)
-    rho_inf = 2.0 / (1.0 - b2) - 1.0
-    b2t = b2 ** t
-    rho_t = rho_inf - 2.0 * t * b2t / (1.0 - b2t)
-    safe = jnp.maximum(rho_t, 5.0 + 1e-6)
+    """(rho_t, r_t) of RAdam at step ``count`` (1-based): the variance rectification term.
+
+    ``r_t`` is only meaningful where ``rho_t > 4``; elsewhere it is finite but unused.
+    """
+    rho_inf = 2.0 / (1.0 - b2) - 1.0  # in Python precision when b2 is a Python number
+    b2t = b2 ** count
+    rho_t = rho_inf - 2 * count * b2t / (1 - b2t)
+    safe = jnp.where(rho_t > 4.0, rho_t, 5.0)
     r_t = jnp.sqrt((safe - 4.0) * (safe - 2.0) * rho_inf
                    / ((rho_inf - 4.0) * (rho_inf - 2.0) * safe))
     return rho_t, r_t

@@ -1,0 +1,43 @@
+"""Training: jitted train/eval steps, the resumable epoch loop and its history."""
+
+from jaxopt_zoo.train.history import HISTORY_KEYS, best_epoch, should_stop
+from jaxopt_zoo.train.loop import (
+    Callback,
+    LoopState,
+    TrainConfig,
+    epoch_order,
+    init_loop_state,
+    step_dropout_key,
+    train_and_evaluate,
+)
+from jaxopt_zoo.train.steps import (
+    Metrics,
+    batch_metrics,
+    evaluate,
+    make_eval_fn,
+    make_indexed_train_step,
+    make_train_step,
+    train_step,
+    weighted_cross_entropy,
+)
+
+__all__ = [
+    "HISTORY_KEYS",
+    "Callback",
+    "LoopState",
+    "Metrics",
+    "TrainConfig",
+    "batch_metrics",
+    "best_epoch",
+    "epoch_order",
+    "evaluate",
+    "init_loop_state",
+    "make_eval_fn",
+    "make_indexed_train_step",
+    "make_train_step",
+    "should_stop",
+    "step_dropout_key",
+    "train_and_evaluate",
+    "train_step",
+    "weighted_cross_entropy",
+]

@@ -1,0 +1,600 @@
+"""PyTorch's optimizers with ``torch.optim``'s exact formulas, argument names and defaults.
+
+``jaxopt_zoo.compat.torch.adam(lr=1e-3, betas=(0.9, 0.999), ...)`` follows
+``torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), ...)`` (torch 2.13) step for step:
+feed both the same gradients and the parameter trajectories agree to rounding
+(``tests/test_parity_torch.py``). Each optimizer is an ``optax.GradientTransformation``
+chained from this package's blocks wherever the math is the same; three small blocks here
+cover what differs (AMSGrad's maximum, NAdam's momentum schedule, RAdam's eps placement).
+
+Conventions, as in torch:
+
+- ``lr`` is a number, an array or a schedule (a function of the step count, 0 at the first
+  update) -- the schedule plays the part of an ``LRScheduler`` setting ``group["lr"]``.
+- ``weight_decay`` is L2 added to the gradient (coupled), except in ``adamw`` and with
+  ``decoupled_weight_decay=True``, where ``p <- p * (1 - lr * weight_decay)``.
+- ``maximize=True`` negates the gradient first.
+- Complex parameters are optimized as ``view_as_real`` pairs (real and imaginary parts as
+  independent reals), as torch does.
+- Hyperparameters are checked like torch's constructors, with its messages
+  (``ValueError("Invalid learning rate: -0.1. Expected ...")``).
+
+torch's ``foreach``/``fused``/``capturable``/``differentiable`` select kernels, not math, so
+they have no counterpart here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+    bias_correction,
+    chain,
+    check_decay,
+    check_nonneg,
+    check_same_structure,
+    compute_dtype,
+    increment,
+    is_concrete_scalar,
+    resolve,
+    zero_count,
+)
+from jaxopt_zoo.optim.adadelta import scale_by_adadelta
+from jaxopt_zoo.optim.adagrad import scale_by_rss
+from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, scale_by_adam
+from jaxopt_zoo.optim.adamax import scale_by_adamax
+from jaxopt_zoo.optim.rmsprop import scale_by_rms
+from jaxopt_zoo.transforms.learning_rate import scale, scale_by_learning_rate
+from jaxopt_zoo.transforms.momentum import trace
+from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
+
+__all__ = [
+    "TorchAmsgradState",
+    "TorchNAdamState",
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "nadam",
+    "radam",
+    "rmsprop",
+    "scale_by_torch_amsgrad",
+    "scale_by_torch_nadam",
+    "scale_by_torch_radam",
+    "sgd",
+]
+
+
+# --------------------------------------------------------------------------- #
+# Validation with torch's names and messages
+# --------------------------------------------------------------------------- #
+
+def _check_lr(lr: Any) -> None:
+    check_nonneg("learning rate", lr)
+
+
+def _check_eps(eps: Any) -> None:
+    check_nonneg("epsilon value", eps, schedule_ok=False)
+
+
+def _check_weight_decay(weight_decay: Any) -> None:
+    check_nonneg("weight_decay value", weight_decay)
+
+
+def _check_betas(betas: Any) -> Tuple[Any, Any]:
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Invalid betas: {betas!r}. Expected a pair (beta1, beta2), e.g. (0.9, 0.999)."
+        ) from None
+    check_decay("beta parameter at index 0", b1, schedule_ok=False)
+    check_decay("beta parameter at index 1", b2, schedule_ok=False)
+    return b1, b2
+
+
+def _is_zero(x: Any) -> bool:
+    return is_concrete_scalar(x) and x == 0
+
+
+# --------------------------------------------------------------------------- #
+# Assembly: maximize -> [coupled decay] -> scaler -> [decoupled decay] -> -lr
+# --------------------------------------------------------------------------- #
+
+def _real_view(inner: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Run ``inner`` on complex leaves viewed as real ``(..., 2)`` arrays (torch's
+    ``view_as_real``); real trees pass through unchanged."""
+
+    def to_real(tree):
+        return jax.tree.map(
+            lambda x: jnp.stack([x.real, x.imag], axis=-1) if jnp.iscomplexobj(x) else x, tree)
+
+    def from_real(tree, like):
+        return jax.tree.map(
+            lambda r, x: jax.lax.complex(r[..., 0], r[..., 1]).astype(x.dtype)
+            if jnp.iscomplexobj(x) else r, tree, like)
+
+    def init_fn(params):
+        return inner.init(to_real(params))
+
+    def update_fn(updates, state, params=None, **extra):
+        real_params = None if params is None else to_real(params)
+        if isinstance(inner, GradientTransformationExtraArgs):
+            out, state = inner.update(to_real(updates), state, real_params, **extra)
+        else:
+            out, state = inner.update(to_real(updates), state, real_params)
+        return from_real(out, updates), state
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, after=()):
+    parts = []
+    if maximize:
+        parts.append(scale(-1.0))
+    has_wd = not _is_zero(weight_decay)
+    if has_wd and not decoupled:
+        parts.append(add_decayed_weights(weight_decay))
+    if scaler is not None:
+        parts.append(scaler)
+    parts.extend(after)
+    # p * (1 - lr * wd) - lr * u == p - lr * (u + wd * p): decay before the learning rate.
+    if has_wd and decoupled:
+        parts.append(add_decayed_weights(weight_decay))
+    parts.append(scale_by_learning_rate(lr))
+    return _real_view(chain(*parts))
+
+
+def _float_dtype(tree: Any) -> Any:
+    """float64 if any leaf computes in float64, else float32: the dtype of scalar state."""
+    dts = [compute_dtype(jnp.asarray(x).dtype) for x in jax.tree.leaves(tree)]
+    return jnp.float64 if any(d == jnp.float64 for d in dts) else jnp.float32
+
+
+# --------------------------------------------------------------------------- #
+# torch-specific blocks
+# --------------------------------------------------------------------------- #
+
+class TorchAmsgradState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+    nu_max: Any  # running maximum of the *uncorrected* second moment
+
+
+def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+                           ) -> GradientTransformation:
+    """torch's AMSGrad direction ``m_hat / (sqrt(max_{s<=t} v_s) / sqrt(1 - b2^t) + eps)``.
+
+    The maximum is over the uncorrected ``v_t``, and the current bias correction is applied
+    to it afterwards; ``scale_by_adam(amsgrad=True)`` takes the maximum of ``v_hat``
+    instead (Reddi et al.'s algorithm without bias correction, as in optax).
+    """
+    check_decay("b1", b1, schedule_ok=False)
+    check_decay("b2", b2, schedule_ok=False)
+    check_nonneg("eps", eps, schedule_ok=False)
+
+    def init_fn(params):
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(jnp.zeros_like, params)
+        return TorchAmsgradState(zero_count(), mu, nu, jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_torch_amsgrad")
+        mu, nu = adam_moments(updates, state.mu, state.nu, b1, b2)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+        count = increment(state.count)
+        mu_hat = bias_correction(mu, b1, count)
+
+        def leaf(m, v, g):
+            dt = compute_dtype(v.dtype)
+            c2 = jnp.sqrt(1 - jnp.asarray(b2, dt) ** count.astype(dt)).astype(v.dtype)
+            return (m / (jnp.sqrt(v) / c2 + eps)).astype(g.dtype)
+
+        out = jax.tree.map(leaf, mu_hat, nu_max, updates)
+        return out, TorchAmsgradState(count, mu, nu, nu_max)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class TorchNAdamState(NamedTuple):
+    count: jax.Array
+    mu_product: jax.Array  # prod_{s<=t} mu_s
+    mu: Any
+    nu: Any
+
+
+def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
+                         momentum_decay: Any = 4e-3) -> GradientTransformation:
+    """torch's NAdam direction with the momentum-decay schedule (Dozat 2016, sec. 3).
+
+    ``mu_t = b1 * (1 - 0.5 * 0.96^(t * momentum_decay))``, ``P_t = mu_1 ... mu_t``; the
+    direction is ``((1 - mu_t) / (1 - P_t) * g_t + mu_{t+1} / (1 - P_t mu_{t+1}) * m_t)
+    / (sqrt(v_t / (1 - b2^t)) + eps)``.
+    """
+    check_decay("b1", b1, schedule_ok=False)
+    check_decay("b2", b2, schedule_ok=False)
+    check_nonneg("eps", eps, schedule_ok=False)
+    check_nonneg("momentum_decay", momentum_decay, schedule_ok=False)
+
+    def init_fn(params):
+        return TorchNAdamState(
+            count=zero_count(), mu_product=jnp.ones([], _float_dtype(params)),
+            mu=jax.tree.map(jnp.zeros_like, params), nu=jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_torch_nadam")
+        m, v = adam_moments(updates, state.mu, state.nu, b1, b2)
+        count = increment(state.count)
+        dt = state.mu_product.dtype
+        t = count.astype(dt)
+        beta1 = jnp.asarray(b1, dt)
+        mu_t = beta1 * (1 - 0.5 * jnp.asarray(0.96, dt) ** (t * momentum_decay))
+        mu_next = beta1 * (1 - 0.5 * jnp.asarray(0.96, dt) ** ((t + 1) * momentum_decay))
+        prod = state.mu_product * mu_t
+        c_g = (1 - mu_t) / (1 - prod)
+        c_m = mu_next / (1 - prod * mu_next)
+        c2 = 1 - jnp.asarray(b2, dt) ** t
+
+        def leaf(g, mm, vv):
+            ct = mm.dtype
+            denom = jnp.sqrt(vv / c2.astype(ct)) + eps
+            d = c_g.astype(ct) * g.astype(ct) / denom + c_m.astype(ct) * mm / denom
+            return d.astype(g.dtype)
+
+        out = jax.tree.map(leaf, updates, m, v)
+        return out, TorchNAdamState(count, prod, m, v)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+                         ) -> GradientTransformation:
+    """torch's RAdam direction: ``r_t * m_hat * sqrt(1 - b2^t) / (sqrt(v_t) + eps)`` when
+    ``rho_t > 5``, else ``m_hat``.
+
+    Unlike ``scale_by_radam`` the eps is added to the uncorrected ``sqrt(v_t)``, and the
+    switch is strict (``rho_t > 5``).
+    """
+    check_decay("b1", b1, schedule_ok=False)
+    check_decay("b2", b2, schedule_ok=False)
+    check_nonneg("eps", eps, schedule_ok=False)
+
+    def init_fn(params):
+        return ScaleByAdamState(zero_count(), jax.tree.map(jnp.zeros_like, params),
+                                jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_torch_radam")
+        mu, nu = adam_moments(updates, state.mu, state.nu, b1, b2)
+        count = increment(state.count)
+        mu_hat = bias_correction(mu, b1, count)
+        dt = _float_dtype(nu)
+        t = count.astype(dt)
+        beta2 = jnp.asarray(b2, dt)
+        b2t = beta2 ** t
+        c2 = 1 - b2t
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * t * b2t / c2
+        adaptive = rho_t > 5.0
+        safe = jnp.where(adaptive, rho_t, 6.0)  # keeps the unused branch finite
+        rect = jnp.sqrt((safe - 4) * (safe - 2) * rho_inf
+                        / ((rho_inf - 4) * (rho_inf - 2) * safe))
+        scale_t = rect * jnp.sqrt(c2)
+
+        def leaf(m, v, g):
+            ct = m.dtype
+            rectified = m * scale_t.astype(ct) / (jnp.sqrt(v) + eps)
+            return jnp.where(adaptive, rectified, m).astype(g.dtype)
+
+        return jax.tree.map(leaf, mu_hat, nu, updates), ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------- #
+# The optimizers
+# --------------------------------------------------------------------------- #
+
+def sgd(
+    lr: ScalarOrSchedule = 1e-3,
+    momentum: Any = 0.0,
+    dampening: Any = 0.0,
+    weight_decay: Any = 0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.SGD``.
+
+    ::
+
+        g_t = grad_t + weight_decay * p_{t-1}                  (-grad_t if maximize)
+        b_t = momentum * b_{t-1} + (1 - dampening) * g_t       (b_1 = g_1)
+        d_t = g_t + momentum * b_t  if nesterov  else  b_t     (d_t = g_t if momentum == 0)
+        p_t = p_{t-1} - lr * d_t
+
+    Blocks: ``add_decayed_weights -> trace(momentum, nesterov, dampening) ->
+    scale_by_learning_rate``.
+
+    Raises:
+      ValueError: negative ``lr``, ``momentum`` or ``weight_decay``; ``nesterov`` without
+        ``momentum > 0`` and ``dampening == 0``.
+    """
+    _check_lr(lr)
+    check_nonneg("momentum value", momentum, schedule_ok=False)
+    _check_weight_decay(weight_decay)
+    if nesterov and is_concrete_scalar(momentum) and is_concrete_scalar(dampening) and (
+            momentum <= 0 or dampening != 0):
+        raise ValueError(
+            "Nesterov momentum requires a momentum and zero dampening: got "
+            f"momentum={momentum!r}, dampening={dampening!r}. Pass momentum > 0 and "
+            "dampening=0, or nesterov=False.")
+    after = [] if _is_zero(momentum) else [trace(momentum, nesterov, dampening)]
+    return _assemble(None, lr, weight_decay, maximize=maximize, after=after)
+
+
+def adam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.Adam``.
+
+    ::
+
+        g_t = grad_t + weight_decay * p_{t-1}       (coupled; not with decoupled_weight_decay)
+        m_t = b1 * m_{t-1} + (1 - b1) * g_t
+        v_t = b2 * v_{t-1} + (1 - b2) * g_t^2
+        v'_t = max(v'_{t-1}, v_t) if amsgrad else v_t          (uncorrected maximum)
+        p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(v'_t) / sqrt(1 - b2^t) + eps)
+        decoupled: p_{t-1} is first multiplied by (1 - lr * weight_decay) (AdamW)
+
+    Blocks: ``add_decayed_weights -> scale_by_adam -> scale_by_learning_rate`` (decoupled:
+    the decay after the scaler); ``amsgrad`` uses ``scale_by_torch_amsgrad``.
+
+    Raises:
+      ValueError: negative ``lr``, ``eps`` or ``weight_decay``; a beta outside [0, 1).
+    """
+    _check_lr(lr)
+    _check_eps(eps)
+    b1, b2 = _check_betas(betas)
+    _check_weight_decay(weight_decay)
+    scaler = scale_by_torch_amsgrad(b1, b2, eps) if amsgrad else scale_by_adam(b1, b2, eps)
+    return _assemble(scaler, lr, weight_decay, decoupled=decoupled_weight_decay,
+                     maximize=maximize)
+
+
+def adamw(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 1e-2,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.AdamW``: ``adam(..., decoupled_weight_decay=True)``, default decay 0.01.
+
+    ::
+
+        p_t = p_{t-1} * (1 - lr * weight_decay) - lr * m_hat_t / (sqrt(v'_t) / sqrt(1 - b2^t) + eps)
+
+    (Loshchilov & Hutter 2019). Blocks: ``scale_by_adam -> add_decayed_weights ->
+    scale_by_learning_rate``; adding ``weight_decay * p`` before the learning rate is the
+    same multiplication by ``1 - lr * weight_decay``.
+    """
+    return adam(lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                decoupled_weight_decay=True)
+
+
+def rmsprop(
+    lr: ScalarOrSchedule = 1e-2,
+    alpha: Any = 0.99,
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    momentum: Any = 0.0,
+    centered: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.RMSprop``.
+
+    ::
+
+        g_t = grad_t + weight_decay * p_{t-1}
+        v_t = alpha * v_{t-1} + (1 - alpha) * g_t^2                      (v_0 = 0)
+        a_t = sqrt(v_t - m_t^2) + eps,  m_t = alpha * m_{t-1} + (1 - alpha) * g_t  (centered)
+        a_t = sqrt(v_t) + eps                                            (otherwise)
+        b_t = momentum * b_{t-1} + g_t / a_t;   p_t = p_{t-1} - lr * b_t  (momentum > 0)
+        p_t = p_{t-1} - lr * g_t / a_t                                    (momentum == 0)
+
+    The learning rate stays outside the momentum buffer (``jaxopt_zoo.rmsprop`` puts it
+    inside). Blocks: ``add_decayed_weights -> scale_by_rms(eps_in_sqrt=False, centered)
+    -> trace(momentum) -> scale_by_learning_rate``.
+
+    Raises:
+      ValueError: negative ``lr``, ``eps``, ``weight_decay`` or ``momentum``; ``alpha``
+        outside [0, 1) (torch also accepts ``alpha >= 1``, where ``v`` never forgets).
+    """
+    _check_lr(lr)
+    _check_eps(eps)
+    check_nonneg("momentum value", momentum, schedule_ok=False)
+    _check_weight_decay(weight_decay)
+    check_decay("alpha value", alpha, schedule_ok=False)
+    after = [] if _is_zero(momentum) else [trace(momentum)]
+    return _assemble(scale_by_rms(decay=alpha, eps=eps, eps_in_sqrt=False, centered=centered),
+                     lr, weight_decay, maximize=maximize, after=after)
+
+
+def adagrad(
+    lr: ScalarOrSchedule = 1e-2,
+    lr_decay: Any = 0.0,
+    weight_decay: Any = 0.0,
+    initial_accumulator_value: Any = 0.0,
+    eps: Any = 1e-10,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.Adagrad``.
+
+    ::
+
+        g_t = grad_t + weight_decay * p_{t-1}
+        s_t = s_{t-1} + g_t^2                         (s_0 = initial_accumulator_value)
+        clr_t = lr / (1 + (t - 1) * lr_decay)          (t = 1, 2, ...)
+        p_t = p_{t-1} - clr_t * g_t / (sqrt(s_t) + eps)
+
+    Unlike ``jaxopt_zoo.adagrad`` (optax, Keras) eps is outside the root and the sum starts
+    at 0. With a schedule, ``lr`` is the schedule's value at step ``t - 1``. Blocks:
+    ``add_decayed_weights -> scale_by_rss(eps_in_sqrt=False) -> scale_by_learning_rate``.
+    """
+    _check_lr(lr)
+    check_nonneg("lr_decay value", lr_decay, schedule_ok=False)
+    _check_weight_decay(weight_decay)
+    check_nonneg("initial_accumulator_value value", initial_accumulator_value,
+                 schedule_ok=False)
+    _check_eps(eps)
+    if _is_zero(lr_decay):
+        clr = lr
+    else:
+        def clr(count):
+            return resolve(lr, count) / (1 + count * lr_decay)
+    return _assemble(scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
+                     clr, weight_decay, maximize=maximize)
+
+
+def adadelta(
+    lr: ScalarOrSchedule = 1.0,
+    rho: Any = 0.9,
+    eps: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.Adadelta`` (Zeiler 2012).
+
+    ::
+
+        g_t = grad_t + weight_decay * p_{t-1}
+        E[g^2]_t  = rho * E[g^2]_{t-1} + (1 - rho) * g_t^2
+        d_t       = sqrt(E[d^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) * g_t
+        E[d^2]_t  = rho * E[d^2]_{t-1} + (1 - rho) * d_t^2
+        p_t = p_{t-1} - lr * d_t                   (lr after the delta, not inside E[d^2])
+
+    Blocks: ``add_decayed_weights -> scale_by_adadelta -> scale_by_learning_rate``.
+
+    Raises:
+      ValueError: negative ``lr``, ``eps`` or ``weight_decay``; ``rho`` outside [0, 1)
+        (torch also accepts ``rho == 1``, which never updates the averages).
+    """
+    _check_lr(lr)
+    check_decay("rho value", rho, schedule_ok=False)
+    _check_eps(eps)
+    _check_weight_decay(weight_decay)
+    return _assemble(scale_by_adadelta(rho, eps), lr, weight_decay, maximize=maximize)
+
+
+def adamax(
+    lr: ScalarOrSchedule = 2e-3,
+    betas: Tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.Adamax`` (Kingma & Ba 2015, sec. 7.1).
+
+    ::
+
+        g_t = grad_t + weight_decay * p_{t-1}
+        m_t = b1 * m_{t-1} + (1 - b1) * g_t
+        u_t = max(b2 * u_{t-1}, |g_t| + eps)
+        p_t = p_{t-1} - lr / (1 - b1^t) * m_t / u_t
+
+    Blocks: ``add_decayed_weights -> scale_by_adamax -> scale_by_learning_rate``.
+    """
+    _check_lr(lr)
+    _check_eps(eps)
+    b1, b2 = _check_betas(betas)
+    _check_weight_decay(weight_decay)
+    return _assemble(scale_by_adamax(b1, b2, eps), lr, weight_decay, maximize=maximize)
+
+
+def nadam(
+    lr: ScalarOrSchedule = 2e-3,
+    betas: Tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    momentum_decay: Any = 4e-3,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.NAdam`` (Dozat 2016), with its momentum-decay schedule.
+
+    ::
+
+        g_t = grad_t + weight_decay * p_{t-1}       (coupled; decoupled: p *= 1 - lr * wd)
+        mu_t = b1 * (1 - 0.5 * 0.96^(t * momentum_decay)),   P_t = mu_1 * ... * mu_t
+        m_t = b1 * m_{t-1} + (1 - b1) * g_t;   v_t = b2 * v_{t-1} + (1 - b2) * g_t^2
+        a_t = sqrt(v_t / (1 - b2^t)) + eps
+        p_t = p_{t-1} - lr * ((1 - mu_t) / (1 - P_t) * g_t
+                               + mu_{t+1} / (1 - P_t * mu_{t+1}) * m_t) / a_t
+
+    ``jaxopt_zoo.nadam`` is the schedule-free form (``mu_t = b1``). Blocks:
+    ``add_decayed_weights -> scale_by_torch_nadam -> scale_by_learning_rate``.
+    """
+    _check_lr(lr)
+    _check_eps(eps)
+    b1, b2 = _check_betas(betas)
+    _check_weight_decay(weight_decay)
+    check_nonneg("momentum_decay value", momentum_decay, schedule_ok=False)
+    return _assemble(scale_by_torch_nadam(b1, b2, eps, momentum_decay), lr, weight_decay,
+                     decoupled=decoupled_weight_decay, maximize=maximize)
+
+
+def radam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.RAdam`` (Liu et al. 2020).
+
+    ::
+
+        g_t, m_t, v_t as in Adam (decoupled: p *= 1 - lr * wd instead of coupled L2)
+        rho_inf = 2 / (1 - b2) - 1,   rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+        r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+        p_t = p_{t-1} - lr * m_hat_t * r_t * sqrt(1 - b2^t) / (sqrt(v_t) + eps)  if rho_t > 5
+        p_t = p_{t-1} - lr * m_hat_t                                             otherwise
+
+    eps is added to the uncorrected ``sqrt(v_t)`` (``jaxopt_zoo.radam`` adds it to
+    ``sqrt(v_hat)``). Blocks: ``add_decayed_weights -> scale_by_torch_radam ->
+    scale_by_learning_rate``.
+    """
+    _check_lr(lr)
+    _check_eps(eps)
+    b1, b2 = _check_betas(betas)
+    _check_weight_decay(weight_decay)
+    return _assemble(scale_by_torch_radam(b1, b2, eps), lr, weight_decay,
+                     decoupled=decoupled_weight_decay, maximize=maximize)

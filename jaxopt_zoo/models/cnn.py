@@ -1,0 +1,55 @@
+"""The reference Keras CNN for MNIST.
+
+    Conv2D(32, 3x3, VALID) ReLU -> MaxPool 2x2 -> Dropout(0.25) -> Flatten
+    -> Dense(256) ReLU -> Dropout(0.5) -> Dense(10) logits
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from jaxopt_zoo.models.mlp import InitStyle, initializers
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 and VALID padding on NHWC input.
+
+    Written as a reshape and a max rather than ``nn.max_pool`` (``reduce_window``), whose
+    gradient is a slow ``select_and_scatter`` on CPU: the whole CNN train step runs about
+    2.5x faster this way. An odd trailing row or column is dropped, as VALID pooling does
+    (26x26 -> 13x13, 27x27 -> 13x13).
+    """
+    n, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    x = x[:, : 2 * h2, : 2 * w2, :]
+    return x.reshape(n, h2, 2, w2, 2, c).max(axis=(2, 4))
+
+
+class CNN(nn.Module):
+    """The reference Keras MNIST CNN (1.39M parameters for 28x28x1 input).
+
+    Attributes:
+      num_classes: number of output logits.
+      init_style: ``"flax"`` (LeCun-normal kernels) or ``"keras"`` (Glorot-uniform kernels);
+        biases start at zero in both.
+
+    Call as ``model.apply({"params": p}, x, train=True, rngs={"dropout": key})`` with ``x`` of
+    shape ``(N, 28, 28, 1)``; ``train=False`` (the default) turns dropout off and needs no key.
+    """
+
+    num_classes: int = 10
+    init_style: InitStyle = "flax"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        kernel_init, bias_init = initializers(self.init_style)
+        x = nn.Conv(32, (3, 3), padding="VALID", kernel_init=kernel_init, bias_init=bias_init)(x)
+        x = nn.relu(x)
+        x = max_pool_2x2(x)
+        x = nn.Dropout(0.25, deterministic=not train)(x)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense(256, kernel_init=kernel_init, bias_init=bias_init)(x)
+        x = nn.relu(x)
+        x = nn.Dropout(0.5, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init)(x)

@@ -1,0 +1,64 @@
+"""Per-epoch history records and early stopping computed from them.
+
+The history is the only memory early stopping needs: the best epoch and the number of epochs
+since it are recomputed from the recorded validation losses, so a restored history resumes
+early stopping exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+__all__ = ["HISTORY_KEYS", "best_epoch", "epoch_record", "format_record", "should_stop"]
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def epoch_record(epoch: int, train_loss: float, train_accuracy: float,
+                 val_loss: Optional[float], val_accuracy: Optional[float],
+                 seconds: float) -> Dict[str, Any]:
+    """One history entry. ``epoch`` counts from 1; ``val_*`` are None without validation data."""
+    return {
+        "epoch": int(epoch),
+        "train_loss": float(train_loss),
+        "train_accuracy": float(train_accuracy),
+        "val_loss": None if val_loss is None else float(val_loss),
+        "val_accuracy": None if val_accuracy is None else float(val_accuracy),
+        "seconds": float(seconds),
+    }
+
+
+def _val_loss(record: Mapping[str, Any]) -> float:
+    v = record.get("val_loss")
+    return math.inf if v is None or math.isnan(v) else float(v)
+
+
+def best_epoch(history: Sequence[Mapping[str, Any]]) -> Optional[int]:
+    """Index in ``history`` of the lowest validation loss (the first one on ties; a nan loss
+    never counts as best), or None for an empty history."""
+    if not history:
+        return None
+    losses = [_val_loss(r) for r in history]
+    return losses.index(min(losses))
+
+
+def should_stop(history: Sequence[Mapping[str, Any]], patience: Optional[int]) -> bool:
+    """Keras ``EarlyStopping(monitor="val_loss", patience=patience)`` on a history.
+
+    Stop once ``patience`` epochs in a row have not lowered the best validation loss (an
+    improvement must be strictly lower). As in Keras, ``patience=0`` acts like 1: an epoch
+    that improves never stops training. ``patience=None`` never stops.
+    """
+    if patience is None or not history:
+        return False
+    since_best = len(history) - 1 - best_epoch(history)
+    return since_best >= max(int(patience), 1)
+
+
+def format_record(record: Mapping[str, Any]) -> str:
+    """A one-line summary of a history entry, for progress bars and logs."""
+    s = (f"loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}")
+    if record.get("val_loss") is not None:
+        s += f" val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}"
+    return s + f" ({record['seconds']:.1f}s)"

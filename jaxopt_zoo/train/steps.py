@@ -1,0 +1,187 @@
+"""Jitted train and eval steps for classifiers.
+
+Every step takes a per-example weight vector so that a short last batch can be padded to the
+full batch size: padded rows get weight 0 and the loss is the weighted mean, which is exactly
+the mean over the real rows (same value, same gradients). One batch shape means one compiled
+step per run.
+
+The epoch loop (:mod:`jaxopt_zoo.train.loop`) uses :func:`make_indexed_train_step`, which
+keeps the whole data set on the device and receives only the batch number, so no images
+cross from host to device during training.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = [
+    "Metrics",
+    "batch_metrics",
+    "evaluate",
+    "make_eval_fn",
+    "make_indexed_train_step",
+    "make_train_step",
+    "train_step",
+    "weighted_cross_entropy",
+]
+
+
+class Metrics(NamedTuple):
+    """Sums over examples, so that batches add up: ``loss / count`` is the mean loss."""
+
+    loss: jax.Array  # sum of weight * cross-entropy
+    correct: jax.Array  # sum of weight * [argmax == label]
+    count: jax.Array  # sum of weights
+
+    @staticmethod
+    def zeros() -> "Metrics":
+        z = jnp.zeros((), jnp.float32)
+        return Metrics(z, z, z)
+
+    def means(self) -> Tuple[float, float]:
+        """``(mean loss, accuracy)`` as Python floats (one device-to-host transfer)."""
+        loss, correct, count = (float(v) for v in jax.device_get(tuple(self)))
+        if count == 0:
+            return float("nan"), float("nan")
+        return loss / count, correct / count
+
+
+def batch_metrics(logits: jax.Array, labels: jax.Array,
+                  weights: Optional[jax.Array] = None) -> Metrics:
+    """Weighted softmax cross-entropy and accuracy sums for one batch of logits."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    if weights is None:
+        weights = jnp.ones(ce.shape, jnp.float32)
+    w = weights.astype(jnp.float32)
+    # where, not w * ce alone: a padded row with an infinite loss must not turn the sum to nan.
+    return Metrics(jnp.sum(jnp.where(w > 0, w * ce, 0.0)), jnp.sum(w * hit), jnp.sum(w))
+
+
+def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
+                           weights: Optional[jax.Array] = None) -> jax.Array:
+    """Mean softmax cross-entropy over the examples with nonzero weight.
+
+    ``sum(w * ce) / sum(w)``: with 0/1 weights this is the plain mean over the rows with
+    weight 1, so a zero-padded batch has the loss and the gradients of the unpadded one.
+    """
+    m = batch_metrics(logits, labels, weights)
+    return m.loss / jnp.maximum(m.count, 1.0)
+
+
+def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
+               opt_state: Any, images: jax.Array, labels: jax.Array,
+               weights: Optional[jax.Array], dropout_key: jax.Array
+               ) -> Tuple[Any, Any, jax.Array, jax.Array, Metrics]:
+    """One optimizer step on a (possibly padded) batch; pure, not jitted.
+
+    Returns ``(params, opt_state, loss, accuracy, metrics)``: the weighted mean loss and
+    accuracy of the batch under the parameters *before* the update, and their sums.
+    """
+    def loss_fn(p):
+        logits = model.apply({"params": p}, images, train=True, rngs={"dropout": dropout_key})
+        m = batch_metrics(logits, labels, weights)
+        return m.loss / jnp.maximum(m.count, 1.0), m
+
+    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, loss, m.correct / jnp.maximum(m.count, 1.0), m
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation) -> Callable:
+    """Jitted ``step(params, opt_state, images, labels, weights, dropout_key)``.
+
+    Returns ``(params, opt_state, loss, accuracy)``. ``params`` and ``opt_state`` are
+    donated: do not use the arrays you passed in after the call. Pass
+    ``weights=jnp.ones(batch)`` for a full batch, or pad a short batch and give the padded
+    rows weight 0 to keep a single compiled shape.
+    """
+    def step(params, opt_state, images, labels, weights, dropout_key):
+        params, opt_state, loss, acc, _ = train_step(
+            model, tx, params, opt_state, images, labels, weights, dropout_key)
+        return params, opt_state, loss, acc
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_indexed_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                            batch_size: int) -> Callable:
+    """Jitted step that reads its batch from a device-resident data set.
+
+    ``step(params, opt_state, totals, images, labels, order, batch, step, dropout_key)
+    -> (params, opt_state, totals)``
+
+    - ``images, labels``: the whole training set, already on the device (not donated).
+    - ``order``: int32 permutation of ``range(N)`` for this epoch (on the device).
+    - ``batch``: the batch number within the epoch; rows ``order[batch*B : batch*B + B]``,
+      the positions past ``N`` are padded (repeating the last example) with weight 0.
+    - ``step``: the global step; the dropout key is ``fold_in(dropout_key, step)``, so the
+      randomness of a step depends only on (key, step), which makes mid-epoch resume exact.
+    - ``totals``: running :class:`Metrics` of the epoch; this batch's sums are added.
+
+    ``params``, ``opt_state`` and ``totals`` are donated. Python ints for ``batch`` and
+    ``step`` do not cause recompilation.
+    """
+    def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
+        n = order.shape[0]
+        pos = batch * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+        idx = order[jnp.minimum(pos, n - 1)]
+        weights = (pos < n).astype(jnp.float32)
+        key = jax.random.fold_in(dropout_key, step)
+        params, opt_state, _, _, m = train_step(
+            model, tx, params, opt_state, images[idx], labels[idx], weights, key)
+        totals = Metrics(*(t + v for t, v in zip(totals, m)))
+        return params, opt_state, totals
+
+    return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+def make_eval_fn(model: nn.Module, batch_size: int = 1000) -> Callable:
+    """Jitted ``eval_fn(params, images, labels) -> Metrics`` over a whole data set.
+
+    Runs the model in inference mode (no dropout) in batches of ``batch_size`` inside one
+    ``fori_loop``: one compile per data-set shape, one device call per evaluation. The last
+    batch is taken flush with the end of the data and the rows already counted get weight 0.
+    """
+    def eval_fn(params, images, labels):
+        n = images.shape[0]
+        bs = min(batch_size, n)
+        num_batches = -(-n // bs)
+
+        def body(b, totals):
+            start = b * bs
+            lo = jnp.minimum(start, n - bs)  # clamp the last batch inside the data
+            x = jax.lax.dynamic_slice_in_dim(images, lo, bs)
+            y = jax.lax.dynamic_slice_in_dim(labels, lo, bs)
+            w = (lo + jnp.arange(bs) >= start).astype(jnp.float32)
+            logits = model.apply({"params": params}, x, train=False)
+            m = batch_metrics(logits, y, w)
+            return Metrics(*(t + v for t, v in zip(totals, m)))
+
+        return jax.lax.fori_loop(0, num_batches, body, Metrics.zeros())
+
+    return jax.jit(eval_fn)
+
+
+def evaluate(model: nn.Module, params: Any, images: Any, labels: Any,
+             batch_size: int = 1000) -> Tuple[float, float]:
+    """``(mean loss, accuracy)`` of ``model`` on a data set, as Python floats."""
+    if len(images) == 0:
+        raise ValueError("evaluate: the data set is empty; expected at least one example.")
+    try:
+        fn = _cached_eval_fn(model, batch_size)
+    except TypeError:  # an unhashable model (e.g. a list attribute): compile without caching
+        fn = make_eval_fn(model, batch_size)
+    return fn(params, jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)).means()
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_eval_fn(model: nn.Module, batch_size: int) -> Callable:
+    return make_eval_fn(model, batch_size)

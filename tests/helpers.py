@@ -1,0 +1,56 @@
+"""Shared test utilities: run an optimizer over a stream of gradients in one compile."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def make_params(shapes, dtype=jnp.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {f"p{i}": jnp.asarray(rng.normal(size=s), dtype) for i, s in enumerate(shapes)}
+
+
+def make_grad_stream(params, steps, seed=1, scale=1.0):
+    """Random gradients, stacked along a leading axis of length ``steps``."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda p: jnp.asarray(scale * rng.normal(size=(steps,) + p.shape), p.dtype), params)
+
+
+def trajectory(tx, params, grads):
+    """Parameters after each step when ``tx`` is fed the stacked gradient stream ``grads``.
+
+    One ``jit`` + ``lax.scan``: a single compile for the whole stream.
+    """
+
+    @jax.jit
+    def run(params, grads):
+        def body(carry, g):
+            p, s = carry
+            u, s = tx.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            return (p, s), p
+
+        _, traj = jax.lax.scan(body, (params, tx.init(params)), grads)
+        return traj
+
+    return run(params, grads)
+
+
+def max_rel_err(a, b):
+    """Largest relative error ``max|a - b| / max|b|``, per leaf over all its elements and
+    steps, maximised over leaves. Relative to each leaf's scale rather than elementwise,
+    so that an element passing through zero does not turn rounding into a large ratio."""
+    worst = 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.shape != y.shape:
+            raise AssertionError(f"shapes differ: {x.shape} vs {y.shape}")
+        if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
+            return float("inf")
+        if x.size:
+            worst = max(worst, float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30)))
+    return worst
