@@ -39,6 +39,13 @@ class Entry:
 _REGISTRY: Dict[str, Entry] = {}
 
 
+class UnknownOptimizerError(KeyError, ValueError):
+    """An optimizer name that is not registered (a KeyError whose message reads well)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def register(name: str, factory: Callable[..., GradientTransformation], *,
              default_lr: Optional[float], paper: str, blocks: str,
              verified: Tuple[str, ...] = (), **fixed: Any) -> None:
@@ -59,7 +66,7 @@ def entry(name: str) -> Entry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(
+        raise UnknownOptimizerError(
             f"Unknown optimizer {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
 

@@ -1,0 +1,222 @@
+"""Every registered optimizer through the same checks (the optimizer table).
+
+Compiled functions are built once per (optimizer, dtype) and shared across checks.
+"""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxopt_zoo as jz
+
+NAMES = jz.available()
+
+# Per optimizer: keyword arguments (beyond the registry defaults) and step counts for the
+# convergence checks: after STEPS steps, the parabola's minimum within 1e-2 from
+# p0 = (-1, 1.5), and Rosenbrock's loss down to a quarter of its value at (-1.2, 1).
+TABLE = {
+    "sgd": dict(kw=dict(learning_rate=0.002)),
+    "momentum": dict(kw=dict(learning_rate=0.001)),
+    "nesterov": dict(kw=dict(learning_rate=0.001)),
+    "adagrad": dict(kw=dict(learning_rate=0.5)),
+    "rmsprop": dict(kw=dict(learning_rate=0.01)),
+    "rmsprop_centered": dict(kw=dict(learning_rate=0.01)),
+    "rmsprop_nesterov": dict(kw=dict(learning_rate=0.005)),
+    "adadelta": dict(kw=dict(learning_rate=1.0)),
+    "adam": dict(kw=dict(learning_rate=0.05)),
+    "adamw": dict(kw=dict(learning_rate=0.05)),
+    "amsgrad": dict(kw=dict(learning_rate=0.05)),
+    "adamax": dict(kw=dict(learning_rate=0.05)),
+    "nadam": dict(kw=dict(learning_rate=0.05)),
+    "nadamw": dict(kw=dict(learning_rate=0.05)),
+    "radam": dict(kw=dict(learning_rate=0.005)),
+    "adabelief": dict(kw=dict(learning_rate=0.05)),
+    "yogi": dict(kw=dict(learning_rate=0.05)),
+    "lion": dict(kw=dict(learning_rate=0.005)),
+    "lamb": dict(kw=dict(learning_rate=0.02)),
+    "lars": dict(kw=dict(learning_rate=1.0, trust_coefficient=0.01)),
+    "adafactor": dict(kw=dict(learning_rate=0.05, multiply_by_parameter_scale=False)),
+}
+STEPS = 3000
+
+
+def test_table_covers_every_registered_optimizer():
+    assert sorted(TABLE) == sorted(NAMES)
+
+
+def parabola(p):
+    return jnp.sum(p ** 2)
+
+
+def rosenbrock(p):
+    return (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2
+
+
+@functools.lru_cache(maxsize=None)
+def run(name, fn_name):
+    """Compiled run of STEPS steps of optimizer ``name`` on a 2-D test function."""
+    tx = jz.get(name, **TABLE[name]["kw"])
+    fn = {"parabola": parabola, "rosenbrock": rosenbrock}[fn_name]
+
+    @jax.jit
+    def go(p0):
+        def body(carry, _):
+            p, s = carry
+            g = jax.grad(fn)(p)
+            u, s = tx.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            return (p, s), fn(p)
+
+        (p, _), losses = jax.lax.scan(body, (p0, tx.init(p0)), None, length=STEPS)
+        return p, losses
+
+    return go
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_converges_on_parabola(name):
+    p, losses = run(name, "parabola")(jnp.array([-1.0, 1.5]))
+    assert np.all(np.isfinite(losses))
+    assert float(jnp.max(jnp.abs(p))) < 1e-2, f"{name} ended at {p}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_descends_on_rosenbrock(name):
+    p0 = jnp.array([-1.2, 1.0])
+    p, losses = run(name, "rosenbrock")(p0)
+    start = float(rosenbrock(p0))
+    assert np.all(np.isfinite(losses)), name
+    assert float(losses[-1]) < 0.25 * start, f"{name}: {start} -> {float(losses[-1])}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_descends_with_only_required_arguments(name):
+    """``adadelta()``, ``adam(lr)``, ... as a user would first call them, on a quadratic."""
+    e = jz.entry(name)
+    kwargs = dict(e.fixed)
+    if "learning_rate" in _required(e.factory):
+        kwargs["learning_rate"] = e.default_lr
+    tx = e.factory(**kwargs)
+    p = jnp.array([3.0, -2.0])
+    s = tx.init(p)
+    step = jax.jit(lambda p, s: tx.update(2 * p, s, p))
+    for _ in range(20):
+        u, s = step(p, s)
+        p = optax.apply_updates(p, u)
+    assert float(jnp.sum(p ** 2)) < 13.0, f"{name} did not descend: {p}"
+
+
+def _required(fn):
+    import inspect
+    return [k for k, v in inspect.signature(fn).parameters.items()
+            if v.default is inspect.Parameter.empty]
+
+
+def tree_params(dtype):
+    return {"w": jnp.linspace(-1, 1, 12, dtype=jnp.float32).reshape(3, 4).astype(dtype),
+            "b": jnp.full((4,), 0.5, dtype), "s": jnp.asarray(0.3, dtype)}
+
+
+@functools.lru_cache(maxsize=None)
+def stepper(name, dtype_name):
+    tx = jz.get(name, **TABLE[name]["kw"])
+    return tx, jax.jit(lambda g, s, p: tx.update(g, s, p))
+
+
+DTYPES = ["float32", "bfloat16", "complex64"]
+# Algorithms whose math needs a real ordering (sign, max, comparisons of the gradient).
+NO_COMPLEX = {"lion", "adamax", "yogi"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_dtypes_state_and_no_recompilation(name, dtype):
+    if dtype == "complex64" and name in NO_COMPLEX:
+        with pytest.raises(Exception):
+            _check_dtypes(name, dtype)
+        return
+    _check_dtypes(name, dtype)
+
+
+def _check_dtypes(name, dtype):
+    dt = jnp.dtype(dtype)
+    params = tree_params(dt)
+    tx, step = stepper(name, dtype)
+    state = tx.init(params)
+    grads = jax.tree.map(lambda p: (p * 0.3 + 0.1).astype(dt), params)
+    if dtype == "complex64":
+        grads = jax.tree.map(lambda g: g * (1 + 0.5j), grads)
+    s_struct = jax.tree.structure(state)
+    s_dtypes = [x.dtype for x in jax.tree.leaves(state)]
+    for i in range(3):
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        # update dtype equals gradient dtype, shapes equal
+        chex.assert_trees_all_equal_dtypes(updates, grads)
+        chex.assert_trees_all_equal_shapes(updates, grads)
+        assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates)), name
+        # state structure and dtypes stable across steps
+        assert jax.tree.structure(state) == s_struct
+        assert [x.dtype for x in jax.tree.leaves(state)] == s_dtypes
+    if dtype == "complex64" and name in NO_COMPLEX:
+        raise TypeError("not supported")  # reached only if complex unexpectedly works
+    # one compile for the three calls
+    assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_and_eager_agree(name):
+    tx, step = stepper(name, "float32")
+    params = tree_params(jnp.float32)
+    grads = jax.tree.map(lambda p: jnp.cos(3 * p) + 0.2, params)
+    s1 = s2 = tx.init(params)
+    p1 = p2 = params
+    for _ in range(4):
+        u1, s1 = step(grads, s1, p1)
+        p1 = optax.apply_updates(p1, u1)
+        u2, s2 = tx.update(grads, s2, p2)
+        p2 = optax.apply_updates(p2, u2)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(s1, s2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inside_optax_chain_and_inject_hyperparams(name):
+    lr = TABLE[name]["kw"]["learning_rate"]
+    other = {k: v for k, v in TABLE[name]["kw"].items() if k != "learning_rate"}
+    e = jz.entry(name)
+    factory = functools.partial(e.factory, **e.fixed, **other)
+    static = ("min_dim_size_to_factor", "decay_offset") if name == "adafactor" else ()
+    injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
+    plain = jz.get(name, **TABLE[name]["kw"])
+    chained = optax.chain(optax.clip_by_global_norm(1e6), plain)
+    params = tree_params(jnp.float32)
+    grads = jax.tree.map(lambda p: jnp.sin(2 * p) + 0.1, params)
+
+    def run_tx(tx, n=3):
+        s, p = tx.init(params), params
+        step = jax.jit(tx.update)
+        for _ in range(n):
+            u, s = step(grads, s, p)
+            p = optax.apply_updates(p, u)
+        return p, s
+
+    p_plain, _ = run_tx(plain)
+    p_chain, _ = run_tx(chained)
+    p_inj, s_inj = run_tx(injected)
+    chex.assert_trees_all_close(p_chain, p_plain, rtol=1e-5, atol=1e-7)
+    # injected hyperparameters are float32 arrays rather than Python constants, so the
+    # arithmetic rounds differently: agreement to float32 noise, not bit for bit
+    chex.assert_trees_all_close(p_inj, p_plain, rtol=1e-4, atol=1e-6)
+    # the injected learning rate is live state: changing it changes the next step
+    u_before, _ = injected.update(grads, s_inj, p_inj)
+    s_inj.hyperparams["learning_rate"] = jnp.asarray(0.0)
+    u_zero, _ = injected.update(grads, s_inj, p_inj)
+    diff = max(float(jnp.max(jnp.abs(a - b)))
+               for a, b in zip(jax.tree.leaves(u_before), jax.tree.leaves(u_zero)))
+    assert diff > 1e-6, name
