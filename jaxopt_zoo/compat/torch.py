@@ -393,7 +393,8 @@ def adamw(
 
     ::
 
-        p_t = p_{t-1} * (1 - lr * weight_decay) - lr * m_hat_t / (sqrt(v'_t) / sqrt(1 - b2^t) + eps)
+        p_t = p_{t-1} * (1 - lr * weight_decay)
+              - lr * m_hat_t / (sqrt(v'_t) / sqrt(1 - b2^t) + eps)
 
     (Loshchilov & Hutter 2019). Blocks: ``scale_by_adam -> add_decayed_weights ->
     scale_by_learning_rate``; adding ``weight_decay * p`` before the learning rate is the
