@@ -1,11 +1,14 @@
 """Keras 3 optimizers with Keras' exact update formulas, argument names and defaults.
 
 ``jaxopt_zoo.compat.keras.adam()`` follows the same trajectory as ``keras.optimizers.Adam()``
-given the same gradients (tested to 1e-6 relative in float64 against Keras 3 on the JAX
-backend). Every constructor takes Keras' arguments with Keras' defaults, including the
-base-optimizer options ``weight_decay``, ``clipnorm``, ``clipvalue`` and
-``global_clipnorm``; ``use_ema``, ``loss_scale_factor`` and ``gradient_accumulation_steps``
-are not supported. ``get("Adam")`` mirrors ``keras.optimizers.get``.
+given the same gradients (tested against Keras 3 on the JAX backend: in float64 the two
+agree to rounding). Keras keeps a constant learning rate in a float32 variable; pass
+``float(np.float32(lr))`` to reproduce that rounding too.
+
+Every constructor takes Keras' arguments with Keras' defaults, including the base-optimizer
+options ``weight_decay``, ``clipnorm``, ``clipvalue`` and ``global_clipnorm``; ``use_ema``,
+``loss_scale_factor`` and ``gradient_accumulation_steps`` are not supported.
+``get("Adam")`` mirrors ``keras.optimizers.get``.
 
 What Keras does differently from the native optimizers in ``jaxopt_zoo.optim``:
 
