@@ -49,6 +49,11 @@ def is_concrete_scalar(x: Any) -> bool:
     return isinstance(x, (numbers.Real, np.number)) and not isinstance(x, (bool, np.bool_))
 
 
+def is_zero(x: Any) -> bool:
+    """True only for a concrete number equal to 0 (arrays and tracers are never "zero")."""
+    return is_concrete_scalar(x) and x == 0
+
+
 def check_scalar(
     name: str,
     value: Any,

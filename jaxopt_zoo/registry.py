@@ -75,6 +75,9 @@ def get(name: str, **kwargs: Any) -> GradientTransformation:
     """Build the optimizer ``name``; ``learning_rate`` defaults to the entry's default."""
     e = entry(name)
     params = inspect.signature(e.factory).parameters
+    if "learning_rate" in kwargs and "learning_rate" not in params and "lr" in params:
+        kwargs = dict(kwargs)
+        kwargs["lr"] = kwargs.pop("learning_rate")
     unknown = [k for k in kwargs if k not in params]
     if unknown:
         raise TypeError(f"{name}: unknown argument(s) {unknown}; it takes "
@@ -84,6 +87,7 @@ def get(name: str, **kwargs: Any) -> GradientTransformation:
         kw["learning_rate"] = e.default_lr
     kw.update(kwargs)
     return e.factory(**kw)
+
 
 
 # --------------------------------------------------------------------------- #
@@ -144,3 +148,19 @@ register("lars", _o.lars, default_lr=0.1, paper="You et al. 2017",
 register("adafactor", _o.adafactor, default_lr=1e-2, paper="Shazeer & Stern 2018",
          blocks="scale_by_factored_rms -> clip_by_block_rms -> scale_by_learning_rate -> "
                 "scale_by_param_block_rms", verified=_OPTAX)
+
+# The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
+from jaxopt_zoo.compat import keras as _keras  # noqa: E402
+from jaxopt_zoo.compat import torch as _torch  # noqa: E402
+
+_TORCH = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
+          "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "NAdam",
+          "radam": "RAdam"}
+_KERAS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
+          "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "adamax": "Adamax", "lion": "Lion"}
+for _n, _cls in _TORCH.items():
+    register(f"torch.{_n}", getattr(_torch, _n), default_lr=None, paper=f"torch.optim.{_cls}",
+             blocks="compat.torch", verified=("torch",))
+for _n, _cls in _KERAS.items():
+    register(f"keras.{_n}", getattr(_keras, _n), default_lr=None,
+             paper=f"keras.optimizers.{_cls}", blocks="compat.keras", verified=("keras",))

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    is_zero,
     EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
@@ -296,9 +297,6 @@ def _check_betas(beta_1: Any, beta_2: Any, epsilon: Any) -> None:
     check_nonneg("epsilon", epsilon, schedule_ok=False)
 
 
-def _is_zero(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
-
 
 def _clipping(clipnorm: Any, clipvalue: Any, global_clipnorm: Any) -> List[GradientTransformation]:
     given = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
@@ -326,7 +324,7 @@ def _assemble(steps: List[GradientTransformation], learning_rate: ScalarOrSchedu
     parts = _clipping(clipnorm, clipvalue, global_clipnorm) + list(steps)
     if weight_decay is not None:
         check_nonneg("weight_decay", weight_decay, schedule_ok=False)
-        if not _is_zero(weight_decay):
+        if not is_zero(weight_decay):
             parts.append(add_lr_scaled_weight_decay(weight_decay, learning_rate))
     return chain(*parts)
 
@@ -354,7 +352,7 @@ def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Any = 0.0, nesterov: b
     check_nonneg("learning_rate", learning_rate)
     check_scalar("momentum", momentum, low=0.0, high=1.0, schedule_ok=False)
     steps = [scale_by_learning_rate(learning_rate)]
-    if not _is_zero(momentum):
+    if not is_zero(momentum):
         steps.append(trace(momentum, nesterov=bool(nesterov)))
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
@@ -381,7 +379,7 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.9, momentum: A
     check_nonneg("epsilon", epsilon, schedule_ok=False)
     steps = [scale_by_rms(rho, epsilon, 0.0, eps_in_sqrt=True, centered=bool(centered)),
              scale_by_learning_rate(learning_rate)]
-    if not _is_zero(momentum):
+    if not is_zero(momentum):
         steps.append(trace(momentum))
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    is_zero,
     GradientTransformation,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
@@ -100,9 +101,6 @@ def _check_betas(betas: Any) -> Tuple[Any, Any]:
     return b1, b2
 
 
-def _is_zero(x: Any) -> bool:
-    return is_concrete_scalar(x) and x == 0
-
 
 # --------------------------------------------------------------------------- #
 # Assembly: maximize -> [coupled decay] -> scaler -> [decoupled decay] -> -lr
@@ -139,7 +137,7 @@ def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, afte
     parts = []
     if maximize:
         parts.append(scale(-1.0))
-    has_wd = not _is_zero(weight_decay)
+    has_wd = not is_zero(weight_decay)
     if has_wd and not decoupled:
         parts.append(add_decayed_weights(weight_decay))
     if scaler is not None:
@@ -340,7 +338,7 @@ def sgd(
             "Nesterov momentum requires a momentum and zero dampening: got "
             f"momentum={momentum!r}, dampening={dampening!r}. Pass momentum > 0 and "
             "dampening=0, or nesterov=False.")
-    after = [] if _is_zero(momentum) else [trace(momentum, nesterov, dampening)]
+    after = [] if is_zero(momentum) else [trace(momentum, nesterov, dampening)]
     return _assemble(None, lr, weight_decay, maximize=maximize, after=after)
 
 
@@ -438,7 +436,7 @@ def rmsprop(
     check_nonneg("momentum value", momentum, schedule_ok=False)
     _check_weight_decay(weight_decay)
     check_decay("alpha value", alpha, schedule_ok=False)
-    after = [] if _is_zero(momentum) else [trace(momentum)]
+    after = [] if is_zero(momentum) else [trace(momentum)]
     return _assemble(scale_by_rms(decay=alpha, eps=eps, eps_in_sqrt=False, centered=centered),
                      lr, weight_decay, maximize=maximize, after=after)
 
@@ -471,7 +469,7 @@ def adagrad(
     check_nonneg("initial_accumulator_value value", initial_accumulator_value,
                  schedule_ok=False)
     _check_eps(eps)
-    if _is_zero(lr_decay):
+    if is_zero(lr_decay):
         clr = lr
     else:
         def clr(count):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    is_zero,
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
@@ -29,11 +30,7 @@ def scaled_with_decay(
 ) -> GradientTransformation:
     """``scaler -> decoupled weight decay (if any) -> -learning_rate``."""
     parts = [scaler]
-    if not _is_zero(weight_decay):
+    if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay, mask))
     parts.append(scale_by_learning_rate(learning_rate))
     return chain(*parts)
-
-
-def _is_zero(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    is_zero,
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
@@ -17,7 +18,6 @@ from jaxopt_zoo.core import (
     check_nonneg,
     check_same_structure,
 )
-from jaxopt_zoo.optim._common import _is_zero
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
@@ -71,7 +71,7 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: Any = 0.9, eps: Any = 1
     differ: ``compat.keras.adadelta``.
     """
     parts = []
-    if not _is_zero(weight_decay):
+    if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay, weight_decay_mask))
     parts += [scale_by_adadelta(rho, eps), scale_by_learning_rate(learning_rate)]
     return chain(*parts)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxopt_zoo.core import GradientTransformation, MaskOrFn, ScalarOrSchedule, chain
-from jaxopt_zoo.optim._common import _is_zero
+from jaxopt_zoo.core import is_zero, GradientTransformation, MaskOrFn, ScalarOrSchedule, chain
 from jaxopt_zoo.optim.adam import scale_by_adam
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.masking import masked
@@ -27,7 +26,7 @@ def lamb(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: A
     The ratio is 1 where either norm is zero.
     """
     parts = [scale_by_adam(b1, b2, eps, eps_root)]
-    if not _is_zero(weight_decay):
+    if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay, mask))
     parts += [scale_by_trust_ratio(), scale_by_learning_rate(learning_rate)]
     return chain(*parts)
@@ -52,7 +51,7 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: Any = 0.0,
         return (lambda p: True) if m is True else m
 
     parts = []
-    if not _is_zero(weight_decay):
+    if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay, as_mask(weight_decay_mask)))
     parts += [masked(scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps),
                      as_mask(trust_ratio_mask)),

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    is_zero,
     GradientTransformation,
     ScalarOrSchedule,
     abs_sq,
@@ -19,7 +20,6 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
-from jaxopt_zoo.optim._common import _is_zero
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
 
@@ -121,7 +121,7 @@ def rmsprop(
     parts = [scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
                           centered=centered),
              scale_by_learning_rate(learning_rate)]
-    has_momentum = momentum is not None and not _is_zero(momentum)
+    has_momentum = momentum is not None and not is_zero(momentum)
     if nesterov and not has_momentum:
         raise ValueError(f"Invalid momentum: {momentum!r}. Nesterov momentum needs momentum > 0.")
     if has_momentum:

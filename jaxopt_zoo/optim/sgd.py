@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from jaxopt_zoo.core import GradientTransformation, ScalarOrSchedule, chain, check_nonneg
-from jaxopt_zoo.optim._common import _is_zero
+from jaxopt_zoo.core import is_zero, GradientTransformation, ScalarOrSchedule, chain, check_nonneg
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
@@ -41,9 +40,9 @@ def sgd(
       accumulator_dtype: dtype of the momentum buffer (default: the parameter's).
     """
     parts = []
-    if not _is_zero(weight_decay):
+    if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay))
-    has_momentum = momentum is not None and not _is_zero(momentum)
+    has_momentum = momentum is not None and not is_zero(momentum)
     if nesterov and not has_momentum:
         raise ValueError(
             f"Invalid momentum: {momentum!r}. Nesterov momentum needs momentum > 0; pass "
