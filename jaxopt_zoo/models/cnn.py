@@ -35,7 +35,8 @@ class CNN(nn.Module):
         biases start at zero in both.
 
     Call as ``model.apply({"params": p}, x, train=True, rngs={"dropout": key})`` with ``x`` of
-    shape ``(N, 28, 28, 1)``; ``train=False`` (the default) turns dropout off and needs no key.
+    shape ``(N, 28, 28, 1)`` or ``(N, 28, 28)``; ``train=False`` (the default) turns dropout
+    off and needs no key.
     """
 
     num_classes: int = 10
@@ -44,6 +45,8 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         kernel_init, bias_init = initializers(self.init_style)
+        if x.ndim == 3:  # (N, H, W) grayscale: add the channel axis
+            x = x[..., None]
         x = nn.Conv(32, (3, 3), padding="VALID", kernel_init=kernel_init, bias_init=bias_init)(x)
         x = nn.relu(x)
         x = max_pool_2x2(x)

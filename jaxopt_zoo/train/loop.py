@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
-from jaxopt_zoo.train.steps import Metrics, make_eval_fn, make_indexed_train_step
+from jaxopt_zoo.train.steps import Metrics, make_eval_fn, make_indexed_train_step, memoized
 
 __all__ = [
     "Callback",
@@ -128,7 +128,7 @@ def init_loop_state(model: nn.Module, tx: optax.GradientTransformation,
     """
     rng = jax.random.PRNGKey(seed)
     x = jnp.asarray(sample_images, jnp.float32)[:1]
-    params = model.init({"params": jax.random.fold_in(rng, _INIT)}, x, train=False)["params"]
+    params = memoized(_jitted_init, model)(jax.random.fold_in(rng, _INIT), x)
     return LoopState(params, tx.init(params), 0, 0, 0, rng, _zero_metrics(), ())
 
 
@@ -148,8 +148,9 @@ def train_and_evaluate(
       model: a Flax linen classifier ``model.apply({"params": p}, x, train=..., rngs=...)``
         returning logits (see :mod:`jaxopt_zoo.models`).
       tx: any ``optax.GradientTransformation`` (schedules, ``inject_hyperparams`` included).
-      train_ds, val_ds: objects with ``images`` (N, ...) and integer ``labels`` (N,), such as
-        ``jaxopt_zoo.data.Dataset``, or ``(images, labels)`` pairs. ``val_ds`` may be None
+      train_ds, val_ds: objects with float ``images`` (N, ...) and integer ``labels`` (N,),
+        such as ``jaxopt_zoo.data.load_mnist(split, normalize=True)``, or ``(images, labels)``
+        pairs. Raw integer pixels are refused rather than silently rescaled. ``val_ds`` may be None
         (then the ``val_*`` entries of the history are None and ``patience`` must be None).
       config: a :class:`TrainConfig` (default ``TrainConfig()``).
       callbacks: functions called after every optimizer step with the current
@@ -167,7 +168,9 @@ def train_and_evaluate(
       and ``seconds`` (wall time of the epoch including evaluation).
 
     The training set is copied to the device once; each step receives only its batch number,
-    and the step is compiled exactly once per call (the last partial batch is padded).
+    and the step is compiled at most once per call (the last partial batch is padded). The
+    jitted steps are memoized on ``(model, tx, batch_size)``: calls that pass the *same* ``tx``
+    object (a seed sweep, a resume) and data of the same shape do not compile again.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -191,15 +194,20 @@ def train_and_evaluate(
         state = init_loop_state(model, tx, images[:1], config.seed)
     else:
         state = _check_resume_state(state, steps_per_epoch)
+    # Donation needs distinct buffers: tx.init may return params leaves themselves (a
+    # lookahead's slow weights, an average started at the parameters).
+    state = state._replace(**dict(zip(("params", "opt_state", "totals"), _distinct_buffers(
+        (state.params, state.opt_state, state.totals)))))
     callbacks = _as_callback_list(callbacks)
     progress = _progress_enabled(config.progress)
-    train_fn = make_indexed_train_step(model, tx, bs)
-    eval_fn = None if val is None else make_eval_fn(model, config.eval_batch_size)
+    train_fn = memoized(make_indexed_train_step, model, tx, bs)
+    eval_fn = None if val is None else memoized(make_eval_fn, model, config.eval_batch_size)
     dropout_key = jax.random.fold_in(state.rng, _DROPOUT)
     sync_every = max(1, min(20, steps_per_epoch // 20))
 
     params, opt_state, totals = state.params, state.opt_state, state.totals
-    step, epoch, batch, rng, history = state.step, state.epoch, state.batch, state.rng, state.history
+    step, epoch, batch, rng, history = (state.step, state.epoch, state.batch, state.rng,
+                                        state.history)
 
     while epoch < config.epochs and not should_stop(history, config.patience):
         t0 = time.perf_counter()
@@ -253,6 +261,29 @@ def _permutation(shuffle_key: jax.Array, epoch: int, n: int) -> jax.Array:
     return _shuffle(shuffle_key, epoch, jnp.arange(n, dtype=jnp.int32))
 
 
+def _jitted_init(model: nn.Module) -> Callable:
+    return jax.jit(lambda key, x: model.init({"params": key}, x, train=False)["params"])
+
+
+def _distinct_buffers(tree: Any) -> Any:
+    """Copy every array leaf whose device buffer already appeared earlier in ``tree``."""
+    seen = set()
+
+    def fresh(x):
+        if not isinstance(x, jax.Array):
+            return x
+        try:
+            ptr = x.unsafe_buffer_pointer()
+        except Exception:  # noqa: BLE001 -- no single buffer (sharded, deleted): go by object
+            ptr = id(x)
+        if ptr in seen:
+            return jnp.array(x, copy=True)
+        seen.add(ptr)
+        return x
+
+    return jax.tree.map(fresh, tree)
+
+
 def _zero_metrics() -> Metrics:
     # Three distinct buffers: the train step donates each of them.
     return Metrics(*(jnp.zeros((), jnp.float32) for _ in range(3)))
@@ -267,6 +298,11 @@ def _as_device_arrays(ds: Any, name: str) -> Tuple[jax.Array, jax.Array]:
         raise TypeError(f"Invalid {name}: expected an object with `images` and `labels` "
                         f"(e.g. jaxopt_zoo.data.Dataset) or an (images, labels) pair, got "
                         f"{type(ds).__name__}.")
+    if not jnp.issubdtype(jnp.result_type(images), jnp.floating):
+        raise TypeError(
+            f"Invalid {name}.images: expected floating-point pixels (e.g. in [0, 1]), got dtype "
+            f"{jnp.result_type(images)}. Load with normalize=True "
+            "(jaxopt_zoo.data.load_mnist(..., normalize=True)) or scale the images yourself.")
     images = jnp.asarray(images, jnp.float32)
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):

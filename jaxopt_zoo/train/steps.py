@@ -175,13 +175,21 @@ def evaluate(model: nn.Module, params: Any, images: Any, labels: Any,
     """``(mean loss, accuracy)`` of ``model`` on a data set, as Python floats."""
     if len(images) == 0:
         raise ValueError("evaluate: the data set is empty; expected at least one example.")
-    try:
-        fn = _cached_eval_fn(model, batch_size)
-    except TypeError:  # an unhashable model (e.g. a list attribute): compile without caching
-        fn = make_eval_fn(model, batch_size)
+    fn = memoized(make_eval_fn, model, batch_size)
     return fn(params, jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)).means()
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_eval_fn(model: nn.Module, batch_size: int) -> Callable:
-    return make_eval_fn(model, batch_size)
+def _memo(factory: Callable, *args: Any) -> Callable:
+    return factory(*args)
+
+
+def memoized(factory: Callable, *args: Any) -> Callable:
+    """``factory(*args)`` memoized on its (hashable) arguments, so that a jitted step and its
+    compiled executables are reused by later runs with the same model and optimizer object;
+    built afresh when an argument is unhashable (e.g. a model with a list attribute)."""
+    try:
+        hash(args)
+    except TypeError:
+        return factory(*args)
+    return _memo(factory, *args)
