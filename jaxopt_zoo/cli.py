@@ -1,0 +1,295 @@
+"""The ``jaxopt-zoo`` command: list optimizers, train one model, compare optimizers on MNIST.
+
+    jaxopt-zoo list
+    jaxopt-zoo train --optimizer adam --model cnn --epochs 3 --output runs/adam
+    jaxopt-zoo compare --optimizers adadelta,adagrad,adam,rmsprop,sgd --preset keras
+
+Bad flags and unknown optimizer names exit with status 2 and a one-line message; data and
+other runtime errors exit with status 1 and a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+EXIT_USAGE, EXIT_FAILURE = 2, 1
+
+
+class UsageError(Exception):
+    """A bad command line: reported on one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's multi-line usage dump -> one line
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def _opt_arg(text: str):
+    """KEY=VALUE with VALUE parsed as JSON when it can be (0.9, true, [0.9, 0.99])."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)
+    return key.strip(), parsed
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    from jaxopt_zoo.train.runner import PRESETS
+
+    p.add_argument("--preset", choices=PRESETS, default="native",
+                   help="optimizer semantics and model init: native (ours, Flax init), keras "
+                        "(Keras formulas and defaults, Keras init), torch (torch.optim's)")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: the optimizer's own default)")
+    p.add_argument("--opt-arg", type=_opt_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra optimizer argument, repeatable (e.g. momentum=0.9)")
+    p.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
+    p.add_argument("--init", choices=("flax", "keras"), default=None,
+                   help="layer initializers (default: keras for --preset keras, else flax)")
+    p.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
+    p.add_argument("--epochs", type=_nonneg_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--patience", type=_nonneg_int, default=None,
+                   help="early stopping on validation loss after N epochs without improvement")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the IDX files (default: $JAXOPT_ZOO_DATA, the cache, "
+                        "or download)")
+    p.add_argument("--train-limit", type=_positive_int, default=None,
+                   help="train on the first N examples only")
+    p.add_argument("--val-limit", type=_positive_int, default=None,
+                   help="validate on the first N examples only")
+    p.add_argument("--val-size", type=_nonneg_int, default=0,
+                   help="hold out N training examples for validation (default 0: validate on "
+                        "the test set, as the background chapter does)")
+    p.add_argument("--output", default=None, help="folder for the results (created)")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show progress bars (default: only on a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxopt-zoo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p_list = sub.add_parser("list", help="the optimizers, their defaults and references")
+    p_list.add_argument("--preset", choices=("native", "keras", "torch", "all"), default="all")
+
+    p_train = sub.add_parser("train", help="train one model and write metrics.json + a plot")
+    p_train.add_argument("--optimizer", required=True)
+    p_train.add_argument("--seed", type=_nonneg_int, default=0)
+    _add_training_flags(p_train)
+
+    p_cmp = sub.add_parser("compare", help="train with several optimizers and compare")
+    p_cmp.add_argument("--optimizers", required=True,
+                       help="comma-separated names, e.g. adam,sgd,rmsprop")
+    p_cmp.add_argument("--seeds", type=_positive_int, default=1,
+                       help="number of seeds per optimizer (0 .. K-1)")
+    _add_training_flags(p_cmp)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_list(args) -> int:
+    from jaxopt_zoo import registry
+
+    groups = {"native": registry.available(), "torch": registry.available("torch."),
+              "keras": registry.available("keras.")}
+    for group, names in groups.items():
+        if args.preset not in ("all", group):
+            continue
+        print(f"{group}:")
+        rows = []
+        for n in names:
+            e = registry.entry(n)
+            d = e.defaults()
+            lr = d.get("learning_rate", d.get("lr"))
+            shown = {k: v for k, v in d.items() if k not in ("learning_rate", "lr")
+                     and (v is True or (isinstance(v, (int, float, tuple))
+                                        and not isinstance(v, bool)))}
+            extra = ", ".join(f"{k}={v}" for k, v in list(shown.items())[:5])
+            rows.append((n, f"{lr:g}" if isinstance(lr, (int, float)) else "-", e.paper, extra))
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        print(f"  {'name'.ljust(w[0])}  {'lr'.ljust(w[1])}  {'reference'.ljust(w[2])}  defaults")
+        for r in rows:
+            print(f"  {r[0].ljust(w[0])}  {r[1].ljust(w[1])}  {r[2].ljust(w[2])}  {r[3]}")
+    return 0
+
+
+def _specs(names: Sequence[str], args) -> List[Any]:
+    from jaxopt_zoo.train.runner import RunSpec, resolve_optimizer
+
+    specs = []
+    for raw in names:
+        name = raw.strip()
+        if not name:
+            raise UsageError("empty optimizer name in the list")
+        try:
+            full = resolve_optimizer(name, args.preset)
+        except KeyError as e:
+            raise UsageError(str(e.args[0]) if e.args else str(e))
+        spec = RunSpec(full, lr=args.lr, kwargs=dict(args.opt_arg), label=name)
+        try:  # build once now so that bad --opt-arg / --lr values fail before any training
+            spec.build()
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{name}: {e}")
+        specs.append(spec)
+    return specs
+
+
+def _config(args, seed: int):
+    from jaxopt_zoo.train import TrainConfig
+
+    return TrainConfig(batch_size=args.batch_size, epochs=args.epochs, seed=seed,
+                       patience=args.patience, progress=args.progress)
+
+
+def _data(args):
+    from jaxopt_zoo.train.runner import load_data
+
+    return load_data(args.dataset, args.data_dir, train_limit=args.train_limit,
+                     val_limit=args.val_limit, val_size=args.val_size, seed=0)
+
+
+def _output_dir(args, default_name: str) -> Path:
+    out = Path(args.output) if args.output else Path("runs") / default_name
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _config_record(args, **extra) -> Dict[str, Any]:
+    d = {k: v for k, v in vars(args).items() if k not in ("func",)}
+    d["opt_arg"] = dict(args.opt_arg)
+    d.update(extra)
+    return d
+
+
+def cmd_train(args) -> int:
+    from jaxopt_zoo.train.report import history_table, plot_history, write_json
+    from jaxopt_zoo.train.runner import PRESET_INIT, run, to_builtin
+
+    spec = _specs([args.optimizer], args)[0]
+    init = args.init or PRESET_INIT[args.preset]
+    out = _output_dir(args, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    train, val = _data(args)
+    print(f"training {args.model} ({init} init) with {spec.optimizer} on {len(train.labels)} "
+          f"{args.dataset} images, validating on {len(val.labels)}", flush=True)
+    _, history = run(spec, train, val, model=args.model, init_style=init,
+                     config=_config(args, args.seed))
+    print(history_table(history))
+    write_json(out / "metrics.json", to_builtin({
+        "config": _config_record(args, optimizer_resolved=spec.optimizer, init=init),
+        "history": history}))
+    if history:
+        plot_history(history, out / "learning_curve.png",
+                     title=f"{spec.name} · {args.model} · {args.dataset}")
+    print(f"wrote {out / 'metrics.json'} and {out / 'learning_curve.png'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from jaxopt_zoo.train.report import (format_table, plot_curves, summarize, write_csv,
+                                         write_json)
+    from jaxopt_zoo.train.runner import PRESET_INIT, compare, to_builtin
+
+    names = [n for n in args.optimizers.split(",")]
+    specs = _specs(names, args)
+    if len({s.name for s in specs}) != len(specs):
+        raise UsageError(f"--optimizers lists a name twice: {args.optimizers}")
+    init = args.init or PRESET_INIT[args.preset]
+    out = _output_dir(args, f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    train, val = _data(args)
+    print(f"comparing {', '.join(s.optimizer for s in specs)} on {args.model} ({init} init), "
+          f"{args.seeds} seed(s), {args.epochs} epochs, {len(train.labels)} training images",
+          flush=True)
+
+    def on_result(label, seed, history):
+        last = history[-1] if history else None
+        if last:
+            print(f"  {label} seed {seed}: val_acc {last['val_accuracy']:.4f} "
+                  f"val_loss {last['val_loss']:.4f} ({sum(r['seconds'] for r in history):.1f}s)",
+                  flush=True)
+
+    results = compare(specs, train, val, seeds=range(args.seeds), model=args.model,
+                      init_style=init, config=_config(args, 0), on_result=on_result)
+    rows = [summarize(label, hists) for label, hists in results.items()]
+    print(format_table(rows))
+    write_json(out / "results.json", to_builtin({
+        "config": _config_record(args, init=init,
+                                 optimizers_resolved=[s.optimizer for s in specs]),
+        "summary": rows, "histories": results}))
+    write_csv(out / "results.csv", rows)
+    plot_curves(results, out / "accuracy.png",
+                title=f"{args.model} on {args.dataset}: validation accuracy per epoch")
+    print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'accuracy.png'}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"jaxopt-zoo: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("jaxopt-zoo: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:
+        # data errors (missing, corrupt files), unwritable output folders, bad values found
+        # late: a message, not a traceback
+        msg = str(e).strip().replace("\n", "\n  ")
+        print(f"jaxopt-zoo: {type(e).__name__}: {msg}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
