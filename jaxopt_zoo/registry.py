@@ -97,11 +97,11 @@ from jaxopt_zoo import optim as _o  # noqa: E402
 
 _OPTAX = ("optax",)
 register("sgd", _o.sgd, default_lr=0.01, paper="Robbins & Monro 1951",
-         blocks="scale_by_learning_rate", verified=_OPTAX + ("torch",))
+         blocks="scale_by_learning_rate", verified=_OPTAX)
 register("momentum", _o.sgd, default_lr=0.01, paper="Polyak 1964",
-         blocks="trace -> scale_by_learning_rate", verified=_OPTAX + ("torch",), momentum=0.9)
+         blocks="trace -> scale_by_learning_rate", verified=_OPTAX, momentum=0.9)
 register("nesterov", _o.sgd, default_lr=0.01, paper="Nesterov 1983; Sutskever et al. 2013",
-         blocks="trace(nesterov) -> scale_by_learning_rate", verified=_OPTAX + ("torch",),
+         blocks="trace(nesterov) -> scale_by_learning_rate", verified=_OPTAX,
          momentum=0.9, nesterov=True)
 register("adagrad", _o.adagrad, default_lr=0.01, paper="Duchi et al. 2011",
          blocks="scale_by_rss -> scale_by_learning_rate", verified=_OPTAX)
