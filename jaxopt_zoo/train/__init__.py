@@ -2,8 +2,11 @@
 
 from jaxopt_zoo.train.history import HISTORY_KEYS, best_epoch, should_stop
 from jaxopt_zoo.train.loop import (
+    NONFINITE_MODES,
     Callback,
     LoopState,
+    NonFiniteError,
+    NonFiniteWarning,
     TrainConfig,
     epoch_order,
     init_loop_state,
@@ -23,9 +26,12 @@ from jaxopt_zoo.train.steps import (
 
 __all__ = [
     "HISTORY_KEYS",
+    "NONFINITE_MODES",
     "Callback",
     "LoopState",
     "Metrics",
+    "NonFiniteError",
+    "NonFiniteWarning",
     "TrainConfig",
     "batch_metrics",
     "best_epoch",

@@ -17,21 +17,27 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
-from jaxopt_zoo.train.steps import Metrics, make_eval_fn, make_indexed_train_step, memoized
+from jaxopt_zoo.train.steps import (Metrics, batch_metrics, make_eval_fn,
+                                    make_indexed_train_step, memoized)
 
 __all__ = [
+    "NONFINITE_MODES",
     "Callback",
     "LoopState",
+    "NonFiniteError",
+    "NonFiniteWarning",
     "TrainConfig",
     "epoch_order",
     "init_loop_state",
@@ -40,6 +46,31 @@ __all__ = [
 ]
 
 _INIT, _SHUFFLE, _DROPOUT = 0, 1, 2  # fold_in tags of the keys derived from LoopState.rng
+
+NONFINITE_MODES = ("ignore", "skip", "stop")
+
+
+class NonFiniteError(FloatingPointError):
+    """Training met a non-finite loss, gradient or updated parameter and was told to stop
+    (``on_nonfinite="stop"``), or every step of an epoch was skipped (``"skip"``).
+
+    Attributes:
+      step, epoch, batch: the failing step, counted from 1 (the state after it would have
+        had ``step == self.step``), its epoch and its batch within the epoch.
+      leaf: the path of the first non-finite leaf (e.g. ``"['Dense_0']['kernel']"``), or None
+        when only the loss is non-finite.
+      state: the :class:`LoopState` just before the failing step (the step changed nothing):
+        save it, or pass it back as ``state=`` with other settings.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, batch: int,
+                 leaf: Optional[str] = None, state: Optional["LoopState"] = None):
+        super().__init__(message)
+        self.step, self.epoch, self.batch, self.leaf, self.state = step, epoch, batch, leaf, state
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Steps were skipped for a non-finite loss or gradients (``on_nonfinite="skip"``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +88,14 @@ class TrainConfig:
       progress: show tqdm progress bars; None shows them only when stderr is a terminal.
       eval_batch_size: batch size of evaluation (memory only; results do not depend on it
         beyond float rounding).
+      on_nonfinite: what a step whose loss, gradients or updated parameters are not all
+        finite does. ``"ignore"`` (no check, no cost): it is applied like any other.
+        ``"skip"``: it changes nothing (parameters, optimizer state and the epoch's
+        running metrics stay as they were; the step count and data position move on), a
+        :class:`NonFiniteWarning` at the end of the epoch names the skipped steps, and an
+        epoch whose every step is skipped raises :class:`NonFiniteError`. ``"stop"``: it
+        changes nothing and :class:`NonFiniteError` names the step and the first
+        non-finite leaf (costs one device-to-host sync per step).
     """
 
     batch_size: int = 32
@@ -66,6 +105,7 @@ class TrainConfig:
     drop_last: bool = False
     progress: Optional[bool] = None
     eval_batch_size: int = 1000
+    on_nonfinite: str = "ignore"
 
     def __post_init__(self):
         check_int("batch_size", self.batch_size, low=1)
@@ -74,6 +114,9 @@ class TrainConfig:
         check_int("eval_batch_size", self.eval_batch_size, low=1)
         if self.patience is not None:
             check_int("patience", self.patience, low=0)
+        if self.on_nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"Invalid on_nonfinite: {self.on_nonfinite!r}. Expected one of "
+                             f"{', '.join(map(repr, NONFINITE_MODES))}.")
 
 
 class LoopState(NamedTuple):
@@ -194,13 +237,17 @@ def train_and_evaluate(
         state = init_loop_state(model, tx, images[:1], config.seed)
     else:
         state = _check_resume_state(state, steps_per_epoch)
+        _check_state_fits(model, tx, images[:1], state)
+    _check_trainable(state.params)
     # Donation needs distinct buffers: tx.init may return params leaves themselves (a
     # lookahead's slow weights, an average started at the parameters).
     state = state._replace(**dict(zip(("params", "opt_state", "totals"), _distinct_buffers(
         (state.params, state.opt_state, state.totals)))))
     callbacks = _as_callback_list(callbacks)
     progress = _progress_enabled(config.progress)
-    train_fn = memoized(make_indexed_train_step, model, tx, bs)
+    guard = config.on_nonfinite != "ignore"
+    train_fn = memoized(_make_guarded_train_step if guard else make_indexed_train_step,
+                        model, tx, bs)
     eval_fn = None if val is None else memoized(make_eval_fn, model, config.eval_batch_size)
     dropout_key = jax.random.fold_in(state.rng, _DROPOUT)
     sync_every = max(1, min(20, steps_per_epoch // 20))
@@ -212,13 +259,25 @@ def train_and_evaluate(
     while epoch < config.epochs and not should_stop(history, config.patience):
         t0 = time.perf_counter()
         order = epoch_order(rng, epoch, n)
+        finite_flags = []  # on_nonfinite="skip": one device bool per step of this epoch
         bar = None
         if progress:
             bar = tqdm(total=steps_per_epoch, initial=batch, file=sys.stderr, leave=True,
                        desc=f"epoch {epoch + 1}/{config.epochs}", unit="step")
         while batch < steps_per_epoch:
-            params, opt_state, totals = train_fn(
-                params, opt_state, totals, images, labels, order, batch, step, dropout_key)
+            if not guard:
+                params, opt_state, totals = train_fn(
+                    params, opt_state, totals, images, labels, order, batch, step, dropout_key)
+            else:
+                params, opt_state, totals, check = train_fn(
+                    params, opt_state, totals, images, labels, order, batch, step, dropout_key)
+                if config.on_nonfinite == "skip":
+                    finite_flags.append(check[0])
+                elif not bool(check[0]):  # "stop"; the step changed nothing
+                    if bar is not None:
+                        bar.close()
+                    raise _nonfinite_error(check, params, LoopState(
+                        params, opt_state, step, epoch, batch, rng, totals, history))
             batch += 1
             step += 1
             if callbacks:
@@ -226,6 +285,7 @@ def train_and_evaluate(
                 if any([cb(current) is True for cb in callbacks]):
                     if bar is not None:
                         bar.close()
+                    _report_skipped(finite_flags, step, epoch, batch, complete=False)
                     return current, list(history)
             if bar is not None:
                 bar.update(1)
@@ -233,6 +293,7 @@ def train_and_evaluate(
                     loss, acc = totals.means()
                     bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", refresh=False)
 
+        _report_skipped(finite_flags, step, epoch, batch, complete=True)
         train_loss, train_acc = totals.means()  # waits for the epoch's last step
         val_loss = val_acc = None
         if eval_fn is not None:
@@ -246,6 +307,98 @@ def train_and_evaluate(
             bar.close()
 
     return LoopState(params, opt_state, step, epoch, batch, rng, totals, history), list(history)
+
+
+# --------------------------------------------------------------------------- #
+# Non-finite steps (TrainConfig.on_nonfinite)
+# --------------------------------------------------------------------------- #
+
+def _leaves_finite(tree: Any) -> jax.Array:
+    """One bool per leaf of ``tree``: all its elements finite."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.ones((0,), bool)
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
+def _make_guarded_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                             batch_size: int) -> Callable:
+    """:func:`~jaxopt_zoo.train.steps.make_indexed_train_step` with a finiteness check.
+
+    Returns ``(params, opt_state, totals, (ok, loss, grads_finite, params_finite))``. A step
+    whose loss, gradients or updated parameters are not all finite (``ok`` False) returns
+    ``params``, ``opt_state`` and ``totals`` unchanged.
+    """
+    def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
+        n = order.shape[0]
+        pos = batch * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+        idx = order[jnp.minimum(pos, n - 1)]
+        weights = (pos < n).astype(jnp.float32)
+        key = jax.random.fold_in(dropout_key, step)
+        x, y = images[idx], labels[idx]
+
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
+            m = batch_metrics(logits, y, weights)
+            return m.loss / jnp.maximum(m.count, 1.0), m
+
+        (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        grads_finite, params_finite = _leaves_finite(grads), _leaves_finite(new_params)
+        ok = jnp.isfinite(loss) & jnp.all(grads_finite) & jnp.all(params_finite)
+        new_totals = Metrics(*(t + v for t, v in zip(totals, m)))
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        return (keep(new_params, params), keep(new_opt_state, opt_state),
+                keep(new_totals, totals), (ok, loss, grads_finite, params_finite))
+
+    return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+def _nonfinite_error(check: Any, params: Any, state: "LoopState") -> NonFiniteError:
+    _, loss, grads_finite, params_finite = jax.device_get(check)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    where = f"step {state.step + 1} (epoch {state.epoch + 1}, batch {state.batch + 1})"
+    leaf = None
+    if not grads_finite.all():
+        leaf = paths[int(np.argmin(grads_finite))]
+        what = f"the gradient of {leaf} is not finite (loss {float(loss)})"
+    elif not params_finite.all():
+        leaf = paths[int(np.argmin(params_finite))]
+        what = (f"the gradients are finite (loss {float(loss)}) but the optimizer's update "
+                f"makes {leaf} non-finite")
+    else:
+        what = f"the loss is {float(loss)}"
+    message = (f"Non-finite values at {where}: {what}. The step was not applied; "
+               "NonFiniteError.state holds the state before it. Lower the learning rate, "
+               "clip the gradients, or set on_nonfinite='skip' to skip such steps.")
+    state = state._replace(**dict(zip(("params", "opt_state", "totals"), jax.device_get(
+        (state.params, state.opt_state, state.totals)))))
+    return NonFiniteError(message, step=state.step + 1, epoch=state.epoch + 1,
+                          batch=state.batch + 1, leaf=leaf, state=state)
+
+
+def _report_skipped(finite_flags: List[jax.Array], step: int, epoch: int, batch: int,
+                    complete: bool) -> None:
+    """Warn about the steps skipped in this epoch (``on_nonfinite="skip"``); raise when all
+    of a completed epoch's steps were skipped. ``step``/``batch``: counts after the last one."""
+    if not finite_flags:
+        return
+    finite = np.asarray(jax.device_get(jnp.stack(finite_flags)))
+    if finite.all():
+        return
+    first = step - len(finite_flags)  # steps taken before the first flag
+    skipped = [first + 1 + int(i) for i in np.flatnonzero(~finite)]
+    shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    if complete and not finite.any():
+        raise NonFiniteError(
+            f"Every step of epoch {epoch + 1} ({len(skipped)} steps: {shown}) had a non-finite "
+            "loss, gradient or update and was skipped: the run has diverged. Lower the "
+            "learning rate or clip the gradients.",
+            step=skipped[0], epoch=epoch + 1, batch=batch - len(finite_flags) + 1)
+    warnings.warn(f"epoch {epoch + 1}: skipped {len(skipped)} of {len(finite)} steps with a "
+                  f"non-finite loss, gradient or update (steps {shown}).", NonFiniteWarning,
+                  stacklevel=3)
 
 
 # --------------------------------------------------------------------------- #
@@ -333,6 +486,38 @@ def _check_resume_state(state: LoopState, steps_per_epoch: int) -> LoopState:
                                                          tuple(state.totals)))
     return LoopState(params, opt_state, int(state.step), int(state.epoch), int(state.batch),
                      jnp.asarray(state.rng), Metrics(*totals), tuple(state.history))
+
+
+def _check_state_fits(model: nn.Module, tx: optax.GradientTransformation, sample: jax.Array,
+                      state: LoopState) -> None:
+    """Raise a ValueError naming the first difference when a resumed state's parameters or
+    optimizer state do not have the structure and shapes that ``model`` and ``tx`` give."""
+    params = jax.eval_shape(memoized(_jitted_init, model), jax.random.PRNGKey(0), sample)
+    for what, expected, got in (("params", params, state.params),
+                                ("opt_state", jax.eval_shape(tx.init, params), state.opt_state)):
+        want = {jax.tree_util.keystr(p): jnp.shape(x)
+                for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
+        have = {jax.tree_util.keystr(p): jnp.shape(x)
+                for p, x in jax.tree_util.tree_flatten_with_path(got)[0]}
+        if want == have and jax.tree.structure(expected) == jax.tree.structure(got):
+            continue
+        diff = next((k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)),
+                    None)
+        detail = (f"{what}{diff}: expected {want.get(diff, 'nothing')}, got "
+                  f"{have.get(diff, 'nothing')}" if diff is not None else
+                  f"{what} is {jax.tree.structure(got)}, expected {jax.tree.structure(expected)}")
+        raise ValueError(f"Invalid state: it does not fit this model and optimizer ({detail}). "
+                         "Resume with the model and optimizer the state was saved with.")
+
+
+def _check_trainable(params: Any) -> None:
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+            raise TypeError(
+                f"Invalid parameters: leaf {jax.tree_util.keystr(path)} has dtype "
+                f"{jnp.result_type(x)}; gradient training needs floating-point parameters "
+                "(an integer one would get truncated updates). Make it a float, or keep it "
+                "out of the 'params' collection (e.g. in a separate Flax collection).")
 
 
 def _as_callback_list(callbacks: Any) -> List[Callback]:
