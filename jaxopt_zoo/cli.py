@@ -120,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--optimizer", required=True)
     p_train.add_argument("--seed", type=_nonneg_int, default=0)
     _add_training_flags(p_train)
+    p_train.add_argument("--on-nonfinite", choices=("ignore", "skip", "stop"), default="ignore",
+                         help="a step with a non-finite loss, gradient or update: apply it "
+                              "(ignore), skip it, or stop with a message naming it")
+    ck = p_train.add_argument_group("checkpoints")
+    ck.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                    help="save checkpoints in DIR (at the end, on Ctrl-C, and every "
+                         "--checkpoint-every steps); a folder of another run is refused")
+    ck.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
+                    help="also save every STEPS optimizer steps")
+    ck.add_argument("--keep-checkpoints", type=_positive_int, default=None, metavar="N",
+                    help="keep the newest N checkpoints (default 3)")
+    ck.add_argument("--resume", action="store_true",
+                    help="continue from the newest good checkpoint in --checkpoint-dir "
+                         "(from scratch when it holds none)")
 
     p_cmp = sub.add_parser("compare", help="train with several optimizers and compare")
     p_cmp.add_argument("--optimizers", required=True,
@@ -183,7 +197,8 @@ def _config(args, seed: int):
     from jaxopt_zoo.train import TrainConfig
 
     return TrainConfig(batch_size=args.batch_size, epochs=args.epochs, seed=seed,
-                       patience=args.patience, progress=args.progress)
+                       patience=args.patience, progress=args.progress,
+                       on_nonfinite=getattr(args, "on_nonfinite", "ignore"))
 
 
 def _data(args):
@@ -209,17 +224,29 @@ def _config_record(args, **extra) -> Dict[str, Any]:
 
 
 def cmd_train(args) -> int:
+    from jaxopt_zoo.train import NonFiniteError
     from jaxopt_zoo.train.report import history_table, plot_history, write_json
     from jaxopt_zoo.train.runner import PRESET_INIT, run, to_builtin
 
     spec = _specs([args.optimizer], args)[0]
     init = args.init or PRESET_INIT[args.preset]
+    ckpt = _checkpointer(args, spec, init)  # before anything is written
     out = _output_dir(args, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     train, val = _data(args)
     print(f"training {args.model} ({init} init) with {spec.optimizer} on {len(train.labels)} "
           f"{args.dataset} images, validating on {len(val.labels)}", flush=True)
-    _, history = run(spec, train, val, model=args.model, init_style=init,
-                     config=_config(args, args.seed))
+    try:
+        if ckpt is None:
+            _, history = run(spec, train, val, model=args.model, init_style=init,
+                             config=_config(args, args.seed))
+        else:
+            with ckpt:
+                history = _run_with_checkpoints(ckpt, args, spec, init, train, val)
+            if history is None:
+                return 128 + int(ckpt.interrupted)
+    except NonFiniteError as e:
+        print(f"jaxopt-zoo: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     print(history_table(history))
     write_json(out / "metrics.json", to_builtin({
         "config": _config_record(args, optimizer_resolved=spec.optimizer, init=init),
@@ -229,6 +256,64 @@ def cmd_train(args) -> int:
                      title=f"{spec.name} · {args.model} · {args.dataset}")
     print(f"wrote {out / 'metrics.json'} and {out / 'learning_curve.png'}")
     return 0
+
+
+def _checkpointer(args, spec, init):
+    """The run's Checkpointer, or None without --checkpoint-dir; refuses a folder of another
+    run, and one holding checkpoints of this run unless --resume."""
+    if args.checkpoint_dir is None:
+        for flag in ("checkpoint_every", "keep_checkpoints"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} needs --checkpoint-dir")
+        if args.resume:
+            raise UsageError("--resume needs --checkpoint-dir")
+        return None
+    from jaxopt_zoo.train.checkpoint import Checkpointer
+
+    identity = {"optimizer": spec.optimizer, "lr": args.lr, "opt_arg": dict(args.opt_arg),
+                "model": args.model, "init": init, "dataset": args.dataset, "seed": args.seed,
+                "batch_size": args.batch_size, "train_limit": args.train_limit,
+                "val_limit": args.val_limit, "val_size": args.val_size}
+    ckpt = Checkpointer(args.checkpoint_dir, keep=args.keep_checkpoints or 3,
+                        every_steps=args.checkpoint_every, metadata=identity)
+    latest = ckpt.latest_number()
+    if latest is not None and not args.resume:
+        raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} already holds checkpoints of "
+                         "this run; add --resume to continue it, or choose another folder")
+    return ckpt
+
+
+def _run_with_checkpoints(ckpt, args, spec, init, train, val):
+    """Train with checkpoints; the history, or None when a signal stopped training (the
+    checkpoint of the current step is then saved and named)."""
+    from jaxopt_zoo.models import get_model
+    from jaxopt_zoo.train import NonFiniteError, init_loop_state
+    from jaxopt_zoo.train.runner import run
+
+    tx = spec.build()
+    state = None
+    try:
+        with ckpt.stop_on_interrupt():  # from here on Ctrl-C saves the current step
+            if args.resume:
+                template = init_loop_state(get_model(args.model, init), tx,
+                                           train.images[:1], args.seed)
+                state, message = ckpt.restore_latest(template)
+                print(message, flush=True)
+            state, history = run(spec, train, val, model=args.model, init_style=init,
+                                 config=_config(args, args.seed), tx=tx,
+                                 callbacks=[ckpt.callback], state=state)
+    except NonFiniteError as e:
+        if e.state is not None and ckpt.save(e.state, force=True):
+            e.args = (f"{e} Its state before that step is saved in {ckpt.directory}.",)
+        raise
+    ckpt.save(state, force=True)
+    if ckpt.interrupted is not None and state.batch != 0:  # stopped mid-epoch by the signal
+        ckpt.wait()
+        print(f"jaxopt-zoo: stopped at step {state.step} (epoch {state.epoch + 1}); the "
+              f"checkpoint is in {ckpt.directory}. Run the same command with --resume to "
+              "continue.", file=sys.stderr, flush=True)
+        return None
+    return history
 
 
 def cmd_compare(args) -> int:

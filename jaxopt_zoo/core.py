@@ -8,7 +8,7 @@ The base types are optax's, so that every transformation here is an
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -185,11 +185,18 @@ def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
 
 
 def ema_update(new: Any, old: Any, decay: Any, order: int = 1) -> Any:
-    """decay * old + (1 - decay) * new**order (|new|**2 for order 2, complex-safe)."""
+    """``decay * old + (1 - decay) * new`` leaf-wise, in ``old``'s dtype; ``order=2`` uses
+    ``|new|^2`` (real for complex ``new``)."""
     def f(g, m):
-        x = g if order == 1 else abs_sq(g)
+        x = (g if order == 1 else abs_sq(g)).astype(m.dtype)
         return (decay * m + (1 - decay) * x).astype(m.dtype)
     return jax.tree.map(f, new, old)
+
+
+def real_dtype(dtype: Any) -> Any:
+    """The real counterpart of a dtype (float32 for complex64); other dtypes unchanged."""
+    dtype = jnp.dtype(dtype)
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
 
 
 def check_same_structure(updates: Any, reference: Any, where: str) -> None:

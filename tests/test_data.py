@@ -10,7 +10,6 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     MaskOrFn,
     ScalarOrSchedule,
     chain,
+    real_dtype,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
@@ -20,6 +21,14 @@ from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 def moment_dtype(param: jax.Array, dtype: Optional[Any]) -> Any:
     return jnp.dtype(dtype) if dtype is not None else param.dtype
+
+
+def init_moments(params: Any, mu_dtype: Optional[Any] = None, fill: Any = 0.0):
+    """First moments shaped like the params (``mu_dtype`` or the param's dtype) and second
+    moments in the params' real dtype, both filled with ``fill``."""
+    mu = jax.tree.map(lambda p: jnp.full(p.shape, fill, moment_dtype(p, mu_dtype)), params)
+    nu = jax.tree.map(lambda p: jnp.full(p.shape, fill, real_dtype(p.dtype)), params)
+    return mu, nu
 
 
 def scaled_with_decay(

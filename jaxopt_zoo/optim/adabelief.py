@@ -13,10 +13,11 @@ from jaxopt_zoo.core import (
     abs_sq,
     bias_correction,
     check_same_structure,
+    ema_update,
     increment,
     zero_count,
 )
-from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
 
@@ -26,15 +27,13 @@ def scale_by_belief(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16,
     check_betas(b1, b2, eps, eps_root)
 
     def init_fn(params):
-        mu = jax.tree.map(jnp.zeros_like, params)
-        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        mu, nu = init_moments(params)
         return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.mu, "scale_by_belief")
-        mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
-                          updates, state.mu)
+        mu = ema_update(updates, state.mu, b1)
         nu = jax.tree.map(
             lambda g, m, s: (b2 * s + (1 - b2) * abs_sq(g.astype(m.dtype) - m).astype(s.dtype)
                              + eps_root).astype(s.dtype),

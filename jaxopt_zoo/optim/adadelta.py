@@ -12,11 +12,11 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
-    abs_sq,
     chain,
     check_decay,
     check_nonneg,
     check_same_structure,
+    ema_update,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
@@ -39,15 +39,11 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.e_g, "scale_by_adadelta")
-        e_g = jax.tree.map(
-            lambda g, e: (rho * e + (1 - rho) * abs_sq(g).astype(e.dtype)).astype(e.dtype),
-            updates, state.e_g)
+        e_g = ema_update(updates, state.e_g, rho, order=2)
         out = jax.tree.map(
             lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps) * g).astype(g.dtype),
             updates, e_g, state.e_x)
-        e_x = jax.tree.map(
-            lambda d, e: (rho * e + (1 - rho) * abs_sq(d).astype(e.dtype)).astype(e.dtype),
-            out, state.e_x)
+        e_x = ema_update(out, state.e_x, rho, order=2)
         return out, ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
 
     return GradientTransformation(init_fn, update_fn)

@@ -11,7 +11,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
-    abs_sq,
+    ema_update,
     bias_correction,
     check_decay,
     check_nonneg,
@@ -19,7 +19,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
-from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
+from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 
 
 class ScaleByAdamState(NamedTuple):
@@ -44,11 +44,7 @@ def check_betas(b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
 
 def adam_moments(updates, mu, nu, b1, b2):
     """New first and second moments (second moment of |g|^2, real for complex g)."""
-    mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
-                      updates, mu)
-    nu = jax.tree.map(lambda g, v: (b2 * v + (1 - b2) * abs_sq(g).astype(v.dtype)).astype(v.dtype),
-                      updates, nu)
-    return mu, nu
+    return ema_update(updates, mu, b1), ema_update(updates, nu, b2, order=2)
 
 
 def scale_by_adam(
@@ -70,8 +66,7 @@ def scale_by_adam(
     check_betas(b1, b2, eps, eps_root)
 
     def init_fn(params):
-        mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=moment_dtype(p, mu_dtype)), params)
-        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        mu, nu = init_moments(params, mu_dtype)
         if amsgrad:
             return ScaleByAmsgradState(count=zero_count(), mu=mu, nu=nu,
                                        nu_max=jax.tree.map(jnp.zeros_like, nu))

@@ -12,10 +12,11 @@ from jaxopt_zoo.core import (
     ScalarOrSchedule,
     bias_correction,
     check_same_structure,
+    ema_update,
     increment,
     zero_count,
 )
-from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import check_betas
 
 
@@ -30,15 +31,13 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
     check_betas(b1, b2, eps)
 
     def init_fn(params):
-        mu = jax.tree.map(jnp.zeros_like, params)
-        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        mu, nu = init_moments(params)
         return ScaleByAdamaxState(count=zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.mu, "scale_by_adamax")
-        mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
-                          updates, state.mu)
+        mu = ema_update(updates, state.mu, b1)
         nu = jax.tree.map(
             lambda g, u: jnp.maximum(b2 * u, jnp.abs(g).astype(u.dtype) + eps).astype(u.dtype),
             updates, state.nu)

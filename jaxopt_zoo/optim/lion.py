@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     ScalarOrSchedule,
     check_decay,
     check_same_structure,
+    ema_update,
     increment,
     zero_count,
 )
@@ -41,8 +42,7 @@ def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
         out = jax.tree.map(
             lambda g, m: jnp.sign(b1 * m + (1 - b1) * g.astype(m.dtype)).astype(g.dtype),
             updates, state.mu)
-        mu = jax.tree.map(lambda g, m: (b2 * m + (1 - b2) * g.astype(m.dtype)).astype(m.dtype),
-                          updates, state.mu)
+        mu = ema_update(updates, state.mu, b2)
         return out, ScaleByLionState(count=increment(state.count), mu=mu)
 
     return GradientTransformation(init_fn, update_fn)

@@ -16,7 +16,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
-from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, check_betas
 
 
@@ -42,8 +42,7 @@ def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: An
     check_nonneg("threshold", threshold, schedule_ok=False)
 
     def init_fn(params):
-        mu = jax.tree.map(jnp.zeros_like, params)
-        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        mu, nu = init_moments(params)
         return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):

@@ -17,6 +17,7 @@ from jaxopt_zoo.core import (
     check_decay,
     check_nonneg,
     check_same_structure,
+    ema_update,
     increment,
     zero_count,
 )
@@ -66,15 +67,11 @@ def scale_by_rms(
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.nu, "scale_by_rms")
-        nu = jax.tree.map(
-            lambda g, v: (decay * v + (1 - decay) * abs_sq(g).astype(v.dtype)).astype(v.dtype),
-            updates, state.nu)
+        nu = ema_update(updates, state.nu, decay, order=2)
         count = increment(state.count)
         nu_hat = bias_correction(nu, decay, count) if bias_correction_ else nu
         if centered:
-            mu = jax.tree.map(
-                lambda g, m: (decay * m + (1 - decay) * g.astype(m.dtype)).astype(m.dtype),
-                updates, state.mu)
+            mu = ema_update(updates, state.mu, decay)
             mu_hat = bias_correction(mu, decay, count) if bias_correction_ else mu
             var = jax.tree.map(lambda v, m: v - abs_sq(m), nu_hat, mu_hat)
         else:

@@ -14,10 +14,11 @@ from jaxopt_zoo.core import (
     bias_correction,
     check_nonneg,
     check_same_structure,
+    ema_update,
     increment,
     zero_count,
 )
-from jaxopt_zoo.optim._common import scaled_with_decay
+from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
 
@@ -29,16 +30,13 @@ def scale_by_yogi(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3, eps_root: Any
     check_nonneg("initial_accumulator_value", initial_accumulator_value, schedule_ok=False)
 
     def init_fn(params):
-        mu = jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
-        nu = jax.tree.map(
-            lambda p: jnp.full(p.shape, initial_accumulator_value, jnp.real(p).dtype), params)
+        mu, nu = init_moments(params, fill=initial_accumulator_value)
         return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.mu, "scale_by_yogi")
-        mu = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
-                          updates, state.mu)
+        mu = ema_update(updates, state.mu, b1)
 
         def nu_leaf(g, v):
             g2 = abs_sq(g).astype(v.dtype)

@@ -1,5 +1,6 @@
 """Training: jitted train/eval steps, the resumable epoch loop and its history."""
 
+from jaxopt_zoo.train.checkpoint import CheckpointError, CheckpointMismatchError, Checkpointer
 from jaxopt_zoo.train.history import HISTORY_KEYS, best_epoch, should_stop
 from jaxopt_zoo.train.loop import (
     NONFINITE_MODES,
@@ -28,6 +29,9 @@ __all__ = [
     "HISTORY_KEYS",
     "NONFINITE_MODES",
     "Callback",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "Checkpointer",
     "LoopState",
     "Metrics",
     "NonFiniteError",

@@ -12,3 +12,27 @@ from jaxopt_zoo.transforms.masking import MaskedState, PartitionState, masked, p
 from jaxopt_zoo.transforms.momentum import EmaState, TraceState, ema, trace
 from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights, add_l2_regularization
+
+__all__ = [
+    "add_decayed_weights",
+    "add_l2_regularization",
+    "all_finite",
+    "clip",
+    "clip_by_block_rms",
+    "clip_by_global_norm",
+    "ema",
+    "EmaState",
+    "masked",
+    "MaskedState",
+    "partition",
+    "PartitionState",
+    "scale",
+    "scale_by_learning_rate",
+    "scale_by_schedule",
+    "scale_by_trust_ratio",
+    "ScaleByScheduleState",
+    "skip_not_finite",
+    "SkipNotFiniteState",
+    "trace",
+    "TraceState",
+]

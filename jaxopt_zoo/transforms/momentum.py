@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     check_decay,
     check_nonneg,
     check_same_structure,
+    ema_update,
     increment,
     tree_zeros_like,
     zero_count,
@@ -84,9 +85,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.ema, "ema")
-        m = jax.tree.map(
-            lambda g, m: (decay * m + (1 - decay) * g.astype(m.dtype)).astype(m.dtype),
-            updates, state.ema)
+        m = ema_update(updates, state.ema, decay)
         count = increment(state.count)
         out = bias_correction(m, decay, count) if debias else m
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
