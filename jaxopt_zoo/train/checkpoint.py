@@ -1,0 +1,533 @@
+"""Checkpoints of a training run: save every N steps, keep the last few, resume exactly.
+
+A checkpoint holds a whole :class:`~jaxopt_zoo.train.loop.LoopState`: parameters, optimizer
+state, step, epoch, position in the epoch's data order, running metrics, the root PRNG key
+and the metrics history. Restoring the newest one and passing it to ``train_and_evaluate``
+as ``state=`` continues the run bit for bit (see :mod:`jaxopt_zoo.train.loop`).
+
+Layout of a checkpoint directory::
+
+    DIR/jaxopt_zoo_run.json     the run it belongs to: model, optimizer, ... (the ``metadata``
+                                given to Checkpointer) and the structure, shapes and dtypes
+                                of the parameters and optimizer state
+    DIR/<n>/state/              orbax PyTree: params, opt_state, totals, rng, counters
+    DIR/<n>/meta/metadata       JSON: step, epoch, batch, history, sha256 of the state
+    DIR/damaged/<n>-<time>/     checkpoints found damaged on resume, moved aside
+
+``<n>``, the checkpoint number, counts optimizer steps plus completed epochs, so that the
+state after an epoch's evaluation (same step, one more history entry) comes after the one
+before it; messages give the step, epoch and batch.
+
+How it fails safely:
+
+- Writes are atomic: orbax writes ``<n>.orbax-checkpoint-tmp-<time>/`` and renames it to
+  ``<n>/`` only when complete, so a run killed mid-write leaves a temporary folder that is
+  never taken for a checkpoint (and is removed after the next successful resume).
+- A checkpoint that does not load, or whose content does not match the sha256 recorded when
+  it was written (a truncated, edited or bit-flipped file), is skipped: resuming takes the
+  newest good one, moves the damaged newer ones to ``DIR/damaged/`` and says so. With no
+  good checkpoint, :class:`CheckpointError` lists what is wrong with each and nothing is
+  moved or deleted.
+- A directory written by another run (different model, optimizer, seed, ... or parameter
+  structure) is refused with :class:`CheckpointMismatchError`, as is a non-empty directory
+  that is not a checkpoint directory, before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxopt_zoo.core import check_int
+from jaxopt_zoo.train.loop import LoopState
+from jaxopt_zoo.train.steps import Metrics
+
+__all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpointer", "RUN_FILE",
+           "checkpoint_number"]
+
+FORMAT = "jaxopt_zoo.checkpoint/1"
+RUN_FILE = "jaxopt_zoo_run.json"
+DAMAGED_DIR = "damaged"
+_TMP_MARK = ".orbax-checkpoint-tmp"
+_ITEMS = ("state", "meta")
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint, or a checkpoint directory that cannot be used."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint directory belongs to another run (model, optimizer, settings)."""
+
+
+def checkpoint_number(state: LoopState) -> int:
+    """The number a checkpoint of ``state`` is saved under: steps + completed epochs."""
+    return int(state.step) + int(state.epoch)
+
+
+class Checkpointer:
+    """Saves and restores :class:`LoopState` checkpoints in ``directory`` with orbax.
+
+    Args:
+      directory: the checkpoint folder (created on the first save).
+      keep: how many of the newest checkpoints to keep.
+      every_steps: :meth:`callback` saves when ``state.step`` is a multiple of it; None saves
+        only when asked (``save(state, force=True)``, an interrupt).
+      metadata: what identifies the run (JSON-able values, e.g. ``{"model": "cnn",
+        "optimizer": "adam", "seed": 0}``). Written to ``DIR/jaxopt_zoo_run.json``; a
+        directory holding another run's metadata is refused. None: not checked (the
+        parameter and optimizer-state structure always is).
+      async_save: write in a background thread (the state is copied to the host first, so
+        training goes on at once); :meth:`close` or :meth:`wait` waits for the last write.
+
+    Use as a ``train_and_evaluate`` callback, with :meth:`stop_on_interrupt` so that Ctrl-C
+    saves the current step before stopping::
+
+        ckpt = Checkpointer("ckpt", every_steps=500, metadata={"model": "cnn"})
+        template = init_loop_state(model, tx, train.images[:1], seed)
+        state, message = ckpt.restore_latest(template)  # (None, "No checkpoint ...")
+        with ckpt, ckpt.stop_on_interrupt():
+            state, history = train_and_evaluate(model, tx, train, val, config,
+                                                callbacks=ckpt.callback, state=state)
+            ckpt.save(state, force=True)
+    """
+
+    def __init__(self, directory: Union[str, os.PathLike], *, keep: int = 3,
+                 every_steps: Optional[int] = None, metadata: Optional[Mapping] = None,
+                 async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        self.keep = check_int("keep", keep, low=1)
+        self.every_steps = None if every_steps is None else check_int("every_steps",
+                                                                      every_steps, low=1)
+        self.metadata = None if metadata is None else _jsonable(dict(metadata), "metadata")
+        self.async_save = bool(async_save)
+        self.interrupted: Optional[int] = None  # the signal number, once one arrived
+        self._run = self._check_directory()
+        self._manager: Optional[ocp.CheckpointManager] = None
+        self._last_saved: Optional[int] = None  # may still be in flight (async_save)
+
+    # ------------------------------------------------------------------ queries
+
+    def all_numbers(self) -> List[int]:
+        """Numbers of the finished checkpoints in the directory, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir()
+                      if p.is_dir() and p.name.isdigit())
+
+    def latest_number(self) -> Optional[int]:
+        numbers = self.all_numbers()
+        return numbers[-1] if numbers else None
+
+    def unfinished(self) -> List[Path]:
+        """Temporary folders of writes that never finished (a run killed mid-save)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if _TMP_MARK in p.name)
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, state: LoopState, force: bool = False) -> bool:
+        """Save ``state`` if ``force`` or if ``state.step`` is a multiple of ``every_steps``.
+
+        Returns whether a checkpoint was written. Saving the state of an existing
+        checkpoint again is a no-op; saving one older than the newest in the directory
+        raises :class:`CheckpointError` (it would be out of order).
+        """
+        if not force and (self.every_steps is None or int(state.step) % self.every_steps):
+            return False
+        number = checkpoint_number(state)
+        latest = max((n for n in (self.latest_number(), self._last_saved) if n is not None),
+                     default=None)
+        if latest is not None and number <= latest:
+            if number == latest:
+                return False
+            raise CheckpointError(
+                f"Cannot save step {int(state.step)} (checkpoint {number}) into "
+                f"{self.directory}: it already holds the newer checkpoint {latest}. Resume "
+                "from it (restore_latest / --resume), or use another directory.")
+        tree, rng_impl = _state_tree(state)
+        tree = jax.tree.map(lambda x: np.array(x, copy=True), tree)  # the loop donates them
+        structure = _structure(state)
+        self._write_run_file(structure)
+        meta = {"format": FORMAT, "step": int(state.step), "epoch": int(state.epoch),
+                "batch": int(state.batch), "rng_impl": rng_impl,
+                "history": _jsonable(list(state.history), "history"),
+                "sha256": _digest(tree), "saved_at": time.time()}
+        manager = self._get_manager()
+        manager.save(number, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_drop_empty(tree)), meta=ocp.args.JsonSave(meta)),
+            force=True)
+        self._last_saved = number
+        if not self.async_save:
+            manager.wait_until_finished()
+        return True
+
+    def callback(self, state: LoopState) -> bool:
+        """A ``train_and_evaluate`` callback: saves every ``every_steps`` steps; after an
+        interrupt (see :meth:`stop_on_interrupt`) saves at once and stops training."""
+        if self.interrupted is not None:
+            self.save(state, force=True)
+            return True
+        self.save(state)
+        return False
+
+    @contextlib.contextmanager
+    def stop_on_interrupt(self) -> Iterator["Checkpointer"]:
+        """Within the block, Ctrl-C (SIGINT) or SIGTERM makes :meth:`callback` save a
+        checkpoint after the current step and stop training; ``interrupted`` is then the
+        signal number. A second Ctrl-C interrupts at once (KeyboardInterrupt)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.interrupted is not None and signum == signal.SIGINT:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self.interrupted = signum
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after the current "
+                  "step, then stopping (Ctrl-C again to quit without it).", file=sys.stderr,
+                  flush=True)
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def wait(self) -> None:
+        """Wait for the last write to finish."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for the last write and release orbax's resources."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
+            self._manager = None
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ restoring
+
+    def restore_latest(self, template: LoopState) -> Tuple[Optional[LoopState], str]:
+        """The newest good checkpoint, restored into the structure of ``template``.
+
+        ``template`` is a state of the run being resumed, e.g. ``init_loop_state(model, tx,
+        sample, seed)`` (only its tree structure, shapes and dtypes are used: the optimizer
+        state comes back as the same NamedTuple types).
+
+        Returns ``(state, message)``; ``(None, message)`` when the directory holds no
+        checkpoint. Damaged checkpoints newer than the good one are moved to
+        ``DIR/damaged/`` and named in the message.
+
+        Raises:
+          CheckpointMismatchError: the checkpoints belong to another model or optimizer.
+          CheckpointError: there are checkpoints but none is usable (nothing is moved).
+        """
+        self.wait()
+        numbers = self.all_numbers()
+        if not numbers:
+            extra = ""
+            if self.unfinished():
+                extra = (f" (only {len(self.unfinished())} unfinished write(s) of a run killed "
+                         "while saving, which are not checkpoints)")
+            return None, f"No checkpoint in {self.directory}{extra}: starting from scratch."
+        self._check_structure(template)
+        failures: List[Tuple[int, str]] = []
+        for number in reversed(numbers):
+            try:
+                state = self._restore(number, template)
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- any failure to load means damaged
+                _ignore_closed_loop_callbacks()
+                failures.append((number, _one_line(e)))
+                continue
+            return state, self._after_restore(number, state, failures)
+        lines = "\n".join(f"  - {self.directory / str(n)}: {why}" for n, why in failures)
+        raise CheckpointError(
+            f"No usable checkpoint in {self.directory}; every one is damaged:\n{lines}\n"
+            "Nothing was moved or deleted. Restore the directory from a backup, or start "
+            "over in another directory.")
+
+    def _restore(self, number: int, template: LoopState) -> LoopState:
+        manager = self._get_manager()
+        meta = manager.restore(number, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = meta["meta"]
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"unknown checkpoint format {meta.get('format')!r}"
+                             if isinstance(meta, dict) else "malformed metadata")
+        leaves, treedef = _flatten(_abstract_tree(template))
+        restored = manager.restore(number, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_drop_empty(jax.tree.unflatten(treedef, leaves)))))
+        got, _ = _flatten(restored["state"])
+        if len(got) != len(leaves):
+            raise ValueError(f"it holds {len(got)} arrays where {len(leaves)} were expected")
+        tree = jax.tree.unflatten(treedef, [
+            None if x is None else np.zeros(x.shape, x.dtype) if x.size == 0
+            else np.asarray(g) for x, g in zip(leaves, got)])
+        if _digest(tree) != meta.get("sha256"):
+            raise ValueError("its content does not match the sha256 recorded when it was "
+                             "written (a file was modified or damaged)")
+        return _loop_state(tree, meta)
+
+    def _after_restore(self, number: int, state: LoopState,
+                       failures: List[Tuple[int, str]]) -> str:
+        where = (f"end of epoch {state.epoch}" if state.batch == 0 else
+                 f"epoch {state.epoch + 1}, after batch {state.batch}")
+        msg = f"Resumed from checkpoint {number} in {self.directory}: step {state.step} ({where})."
+        if failures:
+            moved = []
+            damaged = self.directory / DAMAGED_DIR
+            damaged.mkdir(exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for n, why in failures:
+                target = damaged / f"{n}-{stamp}"
+                os.replace(self.directory / str(n), target)
+                moved.append(f"checkpoint {n} ({why}) moved to {target}")
+            msg += " Skipped damaged newer checkpoint(s): " + "; ".join(moved) + "."
+            if self._manager is not None:
+                self._manager.reload()
+        for tmp in self.unfinished():  # writes of a killed run: never finished, never used
+            shutil.rmtree(tmp, ignore_errors=True)
+        return msg
+
+    # ------------------------------------------------------------------ the run file
+
+    def _check_directory(self) -> Optional[dict]:
+        """Refuse a directory of another run, or a non-empty one that is not ours."""
+        d = self.directory
+        if d.exists() and not d.is_dir():
+            raise CheckpointError(f"Checkpoint directory {d} exists and is not a directory.")
+        run_file = d / RUN_FILE
+        if not run_file.exists():
+            if d.is_dir() and any(p.name != DAMAGED_DIR and not p.name.startswith(
+                    f".{RUN_FILE}.") for p in d.iterdir()):
+                raise CheckpointMismatchError(
+                    f"{d} is not empty and is not a jaxopt_zoo checkpoint directory (no "
+                    f"{RUN_FILE}). Choose an empty or new directory for checkpoints.")
+            return None
+        try:
+            run = json.loads(run_file.read_text())
+            if not isinstance(run, dict) or run.get("format") != FORMAT:
+                raise ValueError(f"unknown format {run.get('format')!r}"
+                                 if isinstance(run, dict) else "not a JSON object")
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"Cannot read {run_file}: {_one_line(e)}. Is {d} a "
+                                  "jaxopt_zoo checkpoint directory?") from None
+        if self.metadata is None:
+            return run
+        saved = run.get("metadata", {})
+        diffs = [f"{k}: {saved.get(k, '(unset)')!r} there, {self.metadata.get(k, '(unset)')!r} "
+                 "here" for k in sorted(set(saved) | set(self.metadata))
+                 if saved.get(k) != self.metadata.get(k)]
+        if diffs:
+            raise CheckpointMismatchError(
+                f"{d} holds checkpoints of another run ({'; '.join(diffs)}). Use another "
+                "checkpoint directory, or delete this one if you no longer need it.")
+        return run
+
+    def _check_structure(self, state: LoopState) -> None:
+        saved = (self._run or {}).get("structure")
+        if saved is None:
+            return
+        mine = _structure(state)
+        if saved != mine:
+            raise CheckpointMismatchError(
+                f"{self.directory} holds checkpoints of a different model or optimizer: "
+                f"{_structure_diff(saved, mine)}. Use another checkpoint directory.")
+
+    def _write_run_file(self, structure: dict) -> None:
+        if self._run is not None:
+            saved = self._run.get("structure")
+            if saved is not None and saved != structure:
+                raise CheckpointMismatchError(
+                    f"Cannot save into {self.directory}: it holds checkpoints of a different "
+                    f"model or optimizer: {_structure_diff(saved, structure)}.")
+            if saved is not None:
+                return
+        run = {"format": FORMAT, "metadata": self.metadata or {}, "structure": structure}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(self.directory / RUN_FILE, run)
+        self._run = run
+
+    def _get_manager(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._manager = ocp.CheckpointManager(
+                self.directory, item_names=_ITEMS,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=self.keep, create=True,
+                    enable_async_checkpointing=self.async_save))
+        return self._manager
+
+
+# --------------------------------------------------------------------------- #
+# LoopState <-> saved tree
+# --------------------------------------------------------------------------- #
+
+def _state_tree(state: LoopState) -> Tuple[Dict[str, Any], Optional[str]]:
+    """The arrays of a LoopState as one tree; typed PRNG keys as their raw data."""
+    rng, impl = state.rng, None
+    if jax.dtypes.issubdtype(jnp.result_type(rng), jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(rng))
+        rng = jax.random.key_data(rng)
+    counters = np.array([int(state.step), int(state.epoch), int(state.batch)], np.int64)
+    return {"params": state.params, "opt_state": state.opt_state,
+            "totals": Metrics(*state.totals), "rng": rng, "counters": counters}, impl
+
+
+def _sds(x: Any) -> jax.ShapeDtypeStruct:
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return jax.ShapeDtypeStruct(np.shape(x), dtype)
+
+
+def _abstract_tree(template: LoopState) -> Dict[str, Any]:
+    """The shapes and dtypes of :func:`_state_tree` of a state like ``template`` (which may
+    itself hold ``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``)."""
+    rng = template.rng
+    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.eval_shape(jax.random.key_data, rng)
+    sds = lambda t: jax.tree.map(_sds, t)  # noqa: E731
+    return {"params": sds(template.params), "opt_state": sds(template.opt_state),
+            "totals": Metrics(*sds(tuple(template.totals))), "rng": _sds(rng),
+            "counters": jax.ShapeDtypeStruct((3,), np.int64)}
+
+
+def _loop_state(tree: Dict[str, Any], meta: Mapping[str, Any]) -> LoopState:
+    step, epoch, batch = (int(v) for v in tree["counters"])
+    if (step, epoch, batch) != (meta.get("step"), meta.get("epoch"), meta.get("batch")):
+        raise ValueError("its step/epoch/batch disagree with its metadata")
+    history = tuple(meta.get("history", ()))
+    if len(history) != epoch:
+        raise ValueError(f"epoch {epoch} but {len(history)} history entries")
+    to_device = lambda t: jax.tree.map(jnp.asarray, t)  # noqa: E731
+    rng = jnp.asarray(tree["rng"])
+    if meta.get("rng_impl"):
+        rng = jax.random.wrap_key_data(rng, impl=meta["rng_impl"])
+    return LoopState(to_device(tree["params"]), to_device(tree["opt_state"]), step, epoch,
+                     batch, rng, Metrics(*to_device(tuple(tree["totals"]))), history)
+
+
+def _flatten(tree: Any) -> Tuple[List[Any], Any]:
+    return jax.tree.flatten(tree, is_leaf=lambda x: x is None)
+
+
+def _drop_empty(tree: Any) -> Any:
+    """Zero-size arrays as None: orbax refuses to save them (and they hold nothing)."""
+    leaves, treedef = _flatten(tree)
+    return jax.tree.unflatten(treedef, [
+        None if x is None or np.size(x) == 0 else x for x in leaves])
+
+
+def _digest(tree: Any) -> str:
+    """sha256 over every leaf's path, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.ascontiguousarray(np.asarray(x))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _structure(state: LoopState) -> dict:
+    """Tree structure, shapes and dtypes of the parameters and the optimizer state."""
+    def describe(tree):
+        return [[jax.tree_util.keystr(p), list(np.shape(x)), str(jnp.result_type(x))]
+                for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return {"params": describe(state.params), "opt_state": describe(state.opt_state),
+            "opt_state_tree": str(jax.tree.structure(state.opt_state))}
+
+
+def _structure_diff(saved: dict, mine: dict) -> str:
+    types = [", ".join(re.findall(r"namedtuple\[(\w+)\]", x["opt_state_tree"])) or "-"
+             for x in (saved, mine)]
+    optimizer = (f" (optimizer state: {types[0]} in the checkpoints, {types[1]} here)"
+                 if types[0] != types[1] else "")
+    for part in ("params", "opt_state"):
+        a = {p: (s, d) for p, s, d in saved[part]}
+        b = {p: (s, d) for p, s, d in mine[part]}
+        if a == b:
+            continue
+        for p in sorted(set(a) | set(b)):
+            if a.get(p) != b.get(p):
+                there = "absent" if p not in a else f"{tuple(a[p][0])} {a[p][1]}"
+                here = "absent" if p not in b else f"{tuple(b[p][0])} {b[p][1]}"
+                return f"{part}{p} is {there} in the checkpoints but {here} here{optimizer}"
+    return (f"the optimizer state is {saved['opt_state_tree']} in the checkpoints but "
+            f"{mine['opt_state_tree']} here")
+
+
+def _jsonable(x: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(x))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"Invalid {what}: it must be JSON-serializable ({e}).") from None
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _ignore_closed_loop_callbacks() -> None:
+    """Silence one known artefact of a failed orbax read.
+
+    When one array of a damaged checkpoint fails to load, orbax's event loop ends while
+    tensorstore still completes the other reads; their callbacks then raise
+    ``RuntimeError("Event loop is closed")`` in tensorstore's threads, which Python reports
+    as "Exception ignored in: None" tracebacks. The failure itself is already handled (the
+    checkpoint is reported as damaged), so those reports are dropped; every other
+    unraisable exception still reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxopt_zoo_filter", False):
+        return
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._jaxopt_zoo_filter = True
+    sys.unraisablehook = hook
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

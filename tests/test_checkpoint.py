@@ -1,0 +1,396 @@
+"""Checkpoints: exact round trips, resume after SIGKILL and Ctrl-C, damaged and foreign
+directories."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxopt_zoo as jz
+from jaxopt_zoo import cli
+from jaxopt_zoo.models import MLP
+from jaxopt_zoo.train import (
+    CheckpointError,
+    CheckpointMismatchError,
+    Checkpointer,
+    LoopState,
+    Metrics,
+    TrainConfig,
+    init_loop_state,
+    train_and_evaluate,
+)
+from jaxopt_zoo.train.checkpoint import RUN_FILE, checkpoint_number
+
+_rng = np.random.default_rng(0)
+IMAGES = _rng.uniform(0.0, 1.0, (200, 28, 28, 1)).astype(np.float32)
+LABELS = _rng.integers(0, 10, 200).astype(np.int32)
+VAL = (IMAGES[:50], LABELS[:50])
+MODEL, TX = MLP(hidden=(32,)), jz.adam(1e-3)
+CFG = TrainConfig(batch_size=32, epochs=3, seed=1, progress=False)  # 7 steps per epoch
+META = {"model": "mlp32", "optimizer": "adam"}
+
+
+def template(model=MODEL, tx=TX, seed=1):
+    return init_loop_state(model, tx, IMAGES[:1], seed)
+
+
+def leaves_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(
+        x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
+        for x, y in zip(map(np.asarray, la), map(np.asarray, lb)))
+
+
+def strip_seconds(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def train(ckpt=None, state=None, stop_at=None):
+    callbacks = [] if ckpt is None else [ckpt.callback]
+    if stop_at is not None:
+        callbacks.append(lambda s: s.step == stop_at)
+    return train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG, callbacks=callbacks,
+                              state=state)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    return train()
+
+
+def numbers(d):
+    """The finished checkpoints in ``d`` (what orbax renames into place when complete)."""
+    d = Path(d)
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+# --------------------------------------------------------------------------- #
+# Round trips
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("typed_key", [False, True])
+def test_round_trip_keeps_types_dtypes_values_and_zero_size_leaves(tmp_path, typed_key):
+    params = {"w": jnp.linspace(-1, 1, 12).reshape(3, 4), "empty": jnp.zeros((0, 3)),
+              "half": jnp.array([0.1, -2.5], jnp.bfloat16), "s": jnp.asarray(0.5)}
+    tx = jz.chain(jz.skip_not_finite(jz.adam(1e-3), max_consecutive=3), jz.ema(0.9))
+    opt_state = tx.init(params)
+    _, opt_state = tx.update(jax.tree.map(jnp.ones_like, params), opt_state, params)
+    rng = jax.random.key(7) if typed_key else jax.random.PRNGKey(7)
+    history = ({"epoch": 1, "train_loss": 0.1 + 0.2, "train_accuracy": 1 / 3,
+                "val_loss": None, "val_accuracy": float("nan"), "seconds": 1e-9},)
+    state = LoopState(params, opt_state, 9, 1, 2, rng, Metrics(*map(jnp.float32, (3.5, 2, 64))),
+                      history)
+    with Checkpointer(tmp_path / "ck", metadata=META) as ck:
+        assert ck.save(state, force=True)
+    restored, message = Checkpointer(tmp_path / "ck", metadata=META).restore_latest(state)
+    assert message.startswith(f"Resumed from checkpoint 10 in {tmp_path / 'ck'}: step 9 "
+                              "(epoch 2, after batch 2).")
+    assert jax.tree.structure(restored.opt_state) == jax.tree.structure(opt_state)
+    assert type(restored.opt_state[0]).__name__ == "SkipNotFiniteState"
+    assert type(restored.opt_state[0].inner_state[0]).__name__ == "ScaleByAdamState"
+    assert leaves_equal(restored.params, params) and leaves_equal(restored.opt_state, opt_state)
+    assert restored.params["empty"].shape == (0, 3)
+    assert leaves_equal(restored.totals, state.totals)
+    assert (restored.step, restored.epoch, restored.batch) == (9, 1, 2)
+    if typed_key:
+        assert jax.dtypes.issubdtype(restored.rng.dtype, jax.dtypes.prng_key)
+        assert np.array_equal(jax.random.key_data(restored.rng), jax.random.key_data(rng))
+    else:
+        assert restored.rng.dtype == jnp.uint32 and np.array_equal(restored.rng, rng)
+    (r,) = restored.history
+    assert r["train_loss"] == 0.1 + 0.2 and r["train_accuracy"] == 1 / 3
+    assert r["val_loss"] is None and np.isnan(r["val_accuracy"]) and r["seconds"] == 1e-9
+
+
+def test_checkpoint_callback_then_resume_is_bit_identical(tmp_path, uninterrupted):
+    full, full_history = uninterrupted
+    with Checkpointer(tmp_path, every_steps=3, metadata=META) as ck:
+        train(ck, stop_at=11)  # epoch 2; the last checkpoint is at step 9
+    ck = Checkpointer(tmp_path, every_steps=3, metadata=META)
+    state, message = ck.restore_latest(template())
+    assert (state.step, state.epoch, state.batch) == (9, 1, 2) and "step 9" in message
+    with ck:
+        resumed, history = train(ck, state=state)
+        ck.save(resumed, force=True)
+    assert leaves_equal(resumed.params, full.params)
+    assert leaves_equal(resumed.opt_state, full.opt_state)
+    assert strip_seconds(history) == strip_seconds(full_history)
+    # keep=3: the newest three; the final state (step 21 after epoch 3's evaluation) last.
+    assert ck.all_numbers() == [20, 23, 24] and checkpoint_number(resumed) == 24
+    final, _ = Checkpointer(tmp_path, metadata=META).restore_latest(template())
+    assert leaves_equal(final.params, full.params)
+    assert strip_seconds(final.history) == strip_seconds(full_history)
+
+
+def test_every_steps_and_saving_out_of_order(tmp_path):
+    state = template()
+    ck = Checkpointer(tmp_path, every_steps=4, async_save=False)
+    assert not ck.save(state._replace(step=3))
+    assert ck.save(state._replace(step=4))
+    assert not ck.save(state._replace(step=4), force=True)  # already saved: a no-op
+    with pytest.raises(CheckpointError, match=r"Cannot save step 2 \(checkpoint 2\) into .* "
+                                              r"already holds the newer checkpoint 4"):
+        ck.save(state._replace(step=2), force=True)
+    ck.close()
+    with pytest.raises(ValueError, match="Invalid keep: 0"):
+        Checkpointer(tmp_path, keep=0)
+    with pytest.raises(TypeError, match="Invalid metadata: it must be JSON-serializable"):
+        Checkpointer(tmp_path / "new", metadata={"tx": TX})
+
+
+# --------------------------------------------------------------------------- #
+# Damaged, partial and foreign checkpoints
+# --------------------------------------------------------------------------- #
+
+def three_checkpoints(d):
+    """Checkpoints of steps 3, 6 and 9 of a real run; returns the three states."""
+    saved = {}
+
+    def keep_copy(s):
+        if s.step % 3 == 0:
+            saved[s.step] = jax.device_get(s)
+
+    with Checkpointer(d, every_steps=3, metadata=META) as ck:
+        train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
+                           callbacks=[ck.callback, keep_copy, lambda s: s.step == 9])
+    assert Checkpointer(d).all_numbers() == [3, 6, 10]
+    return saved
+
+
+def damage(d, how):
+    if how == "bit flip":  # silent: orbax would load it; the recorded sha256 catches it
+        f = max(glob.glob(f"{d}/state/**/d/*", recursive=True), key=os.path.getsize)
+        with open(f, "r+b") as fh:
+            fh.seek(os.path.getsize(f) // 2)
+            b = fh.read(1)
+            fh.seek(-1, 1)
+            fh.write(bytes([b[0] ^ 0x10]))
+    elif how == "truncated file":
+        f = max(glob.glob(f"{d}/state/**/d/*", recursive=True), key=os.path.getsize)
+        with open(f, "r+b") as fh:
+            fh.truncate(os.path.getsize(f) // 3)
+    elif how == "missing item":
+        for p in Path(d, "state").iterdir():
+            if p.is_dir():
+                for q in p.rglob("*"):
+                    if q.is_file():
+                        q.unlink()
+    elif how == "garbage metadata":
+        Path(d, "meta", "metadata").write_text("{not json")
+    elif how == "empty folder":
+        for p in sorted(Path(d).rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+
+
+@pytest.mark.parametrize("how", ["bit flip", "truncated file", "missing item",
+                                 "garbage metadata", "empty folder"])
+def test_damaged_latest_falls_back_to_the_newest_good_one(tmp_path, how):
+    saved = three_checkpoints(tmp_path)
+    damage(tmp_path / "10", how)
+    ck = Checkpointer(tmp_path, every_steps=3, metadata=META)
+    state, message = ck.restore_latest(template())
+    assert state.step == 6 and leaves_equal(state.params, saved[6].params)
+    assert leaves_equal(state.opt_state, saved[6].opt_state)
+    assert message.startswith(f"Resumed from checkpoint 6 in {tmp_path}: step 6")
+    assert "Skipped damaged newer checkpoint(s): checkpoint 10 (" in message
+    moved = list((tmp_path / "damaged").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith("10-") and str(moved[0]) in message
+    # The run goes on from there and checkpoints in order again.
+    with ck:
+        train(ck, state=state, stop_at=9)
+    assert ck.all_numbers() == [3, 6, 10]
+    again, _ = Checkpointer(tmp_path, metadata=META).restore_latest(template())
+    assert leaves_equal(again.params, saved[9].params)
+
+
+def test_no_good_checkpoint_is_a_clear_error_and_nothing_is_touched(tmp_path):
+    three_checkpoints(tmp_path)
+    for n, how in (("3", "garbage metadata"), ("6", "bit flip"), ("10", "missing item")):
+        damage(tmp_path / n, how)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(CheckpointError, match=r"(?s)No usable checkpoint in .*; every one is "
+                                              r"damaged:\n  - .*10: .*\n  - .*6: .*sha256.*"
+                                              r"\n  - .*3: .*Nothing was moved or deleted"):
+        Checkpointer(tmp_path, metadata=META).restore_latest(template())
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_unfinished_writes_are_never_taken_for_checkpoints(tmp_path):
+    saved = three_checkpoints(tmp_path)
+    # What a run killed while writing checkpoint 13 leaves: orbax's temporary folder.
+    os.rename(tmp_path / "10", tmp_path / "13.orbax-checkpoint-tmp-1732000000")
+    ck = Checkpointer(tmp_path, metadata=META)
+    assert ck.all_numbers() == [3, 6] and len(ck.unfinished()) == 1
+    state, message = ck.restore_latest(template())
+    assert state.step == 6 and leaves_equal(state.params, saved[6].params)
+    assert ck.unfinished() == []  # cleaned up once a good checkpoint is found
+    # A directory with nothing but an unfinished write starts from scratch, and says why.
+    only = tmp_path / "only"
+    only.mkdir()
+    ck = Checkpointer(only)
+    (only / "5.orbax-checkpoint-tmp-1").mkdir()
+    assert ck.restore_latest(template()) == (
+        None, f"No checkpoint in {only} (only 1 unfinished write(s) of a run killed while "
+              "saving, which are not checkpoints): starting from scratch.")
+
+
+def test_directories_of_another_run_are_refused(tmp_path):
+    three_checkpoints(tmp_path)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"holds checkpoints of another run \(model: 'mlp32' there, 'cnn' "
+                             r"here\)"):
+        Checkpointer(tmp_path, metadata={**META, "model": "cnn"})
+    wider = MLP(hidden=(64,))
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"different model or optimizer: params\['Dense_0'\]\['bias'\] is "
+                             r"\(32,\) float32 in the checkpoints but \(64,\) float32 here"):
+        Checkpointer(tmp_path).restore_latest(template(model=wider))
+    with pytest.raises(CheckpointMismatchError, match=r"opt_state\[0\]\.\S+ is .* in the "
+                                                      r"checkpoints but absent here \(optimizer "
+                                                      r"state: ScaleByAdamState, EmptyState in "
+                                                      r"the checkpoints, TraceState"):
+        Checkpointer(tmp_path).restore_latest(template(tx=jz.sgd(0.1, momentum=0.9)))
+    with pytest.raises(CheckpointMismatchError, match="Cannot save into .* different model"):
+        Checkpointer(tmp_path).save(template(model=wider)._replace(step=99), force=True)
+    # Not a checkpoint directory at all: refused before anything is written.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("precious")
+    with pytest.raises(CheckpointMismatchError, match="is not empty and is not a jaxopt_zoo "
+                                                      "checkpoint directory"):
+        Checkpointer(tmp_path / "notes")
+    with pytest.raises(CheckpointError, match="exists and is not a directory"):
+        Checkpointer(tmp_path / "notes" / "thesis.tex")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / RUN_FILE).write_text("[1, 2")
+    with pytest.raises(CheckpointError, match=r"Cannot read .*jaxopt_zoo_run.json"):
+        Checkpointer(tmp_path / "bad")
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"
+
+
+# --------------------------------------------------------------------------- #
+# Signals
+# --------------------------------------------------------------------------- #
+
+def test_interrupt_saves_the_current_step_and_stops(tmp_path, capsys):
+    def ctrl_c_at_step_4(s):
+        if s.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    ck = Checkpointer(tmp_path, every_steps=100, metadata=META)
+    before = signal.getsignal(signal.SIGINT)
+    with ck, ck.stop_on_interrupt():
+        state, _ = train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
+                                      callbacks=[ctrl_c_at_step_4, ck.callback])
+    assert signal.getsignal(signal.SIGINT) is before
+    assert ck.interrupted == signal.SIGINT and state.step == 4
+    assert "SIGINT: saving a checkpoint after the current step" in capsys.readouterr().err
+    restored, _ = Checkpointer(tmp_path, metadata=META).restore_latest(template())
+    assert restored.step == 4 and leaves_equal(restored.params, state.params)
+
+
+# --------------------------------------------------------------------------- #
+# The command line
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--checkpoint-every", "5"], 2, r"--checkpoint-every needs --checkpoint-dir"),
+    (["--resume"], 2, r"--resume needs --checkpoint-dir"),
+    (["--keep-checkpoints", "0", "--checkpoint-dir", "x"], 2, r"expected a positive integer"),
+    (["--checkpoint-dir", "{ck}"], 2, r"already holds checkpoints of this run; add --resume"),
+    (["--checkpoint-dir", "{ck}", "--seed", "3", "--resume"], 1,
+     r"CheckpointMismatchError: .* holds checkpoints of another run \(seed: 0 there, 3 here\)"),
+    (["--on-nonfinite", "nan"], 2, r"invalid choice: 'nan'"),
+])
+def test_cli_checkpoint_flags(tmp_path, capsys, args, code, message):
+    import re
+
+    ck = tmp_path / "ck"
+    common = ["train", "--optimizer", "adam", "--model", "mlp", "--output", str(tmp_path / "o")]
+    identity = {"optimizer": "adam", "lr": None, "opt_arg": {}, "model": "mlp", "init": "flax",
+                "dataset": "mnist", "seed": 0, "batch_size": 64, "train_limit": None,
+                "val_limit": None, "val_size": 0}
+    c = Checkpointer(ck, metadata=identity)
+    c.save(init_loop_state(MLP(), jz.adam(1e-3), IMAGES[:1], 0)._replace(step=5), force=True)
+    c.close()
+    assert cli.main(common + [a.format(ck=ck) for a in args]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+
+
+CLI_RUN = ["train", "--optimizer", "adam", "--model", "mlp", "--epochs", "3", "--batch-size",
+           "64", "--train-limit", "2048", "--val-limit", "500", "--checkpoint-every", "5",
+           "--no-progress"]  # 32 steps per epoch, 96 in all; the last checkpoint is 99
+
+
+def _start(ck, out, *extra):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxopt_zoo.cli", *CLI_RUN, "--checkpoint-dir", str(ck),
+         "--output", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env)
+
+
+def _wait_for(predicate, proc, what, timeout=120.0):
+    t0 = time.monotonic()
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before {what}: "
+                                 f"{proc.stderr.read()}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_sigkill_and_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    a_ck, b_ck = tmp_path / "a_ck", tmp_path / "b_ck"
+    a = _start(a_ck, tmp_path / "a_out")  # uninterrupted, alongside the others
+    b = _start(b_ck, tmp_path / "b_out")
+    # SIGKILL as soon as a checkpoint of epoch 2 is written (step > 32: number > 33).
+    _wait_for(lambda: any(n > 33 for n in numbers(b_ck)), b, "epoch 2")
+    b.kill()
+    b.communicate()
+    assert b.returncode == -signal.SIGKILL
+    mlp_template = template(MLP(), jz.adam(1e-3), seed=0)
+    killed, _ = Checkpointer(b_ck).restore_latest(mlp_template)
+    assert 32 < killed.step < 96 and killed.batch > 0, "the kill came too late to test anything"
+
+    # Resume, and press Ctrl-C as soon as it has resumed: it saves the next step and stops.
+    c = _start(b_ck, tmp_path / "b_out", "--resume")
+    seen = []
+    _wait_for(lambda: seen.append(c.stdout.readline()) or "Resumed from" in seen[-1], c,
+              "the resume message")
+    assert f"Resumed from checkpoint {checkpoint_number(killed)}: step {killed.step} " \
+        in seen[-1].replace(f" in {b_ck}", "")
+    c.send_signal(signal.SIGINT)
+    _, err = c.communicate(timeout=120)
+    assert c.returncode == 130, err
+    assert f"stopped at step {killed.step + 1} (epoch {killed.epoch + 1})" in err
+    interrupted, _ = Checkpointer(b_ck).restore_latest(mlp_template)
+    assert interrupted.step == killed.step + 1
+
+    d = _start(b_ck, tmp_path / "b_out", "--resume")
+    out, err = d.communicate(timeout=120)
+    assert d.returncode == 0, err
+    _, err = a.communicate(timeout=120)
+    assert a.returncode == 0, err
+
+    final_a, _ = Checkpointer(a_ck).restore_latest(mlp_template)
+    final_b, _ = Checkpointer(b_ck).restore_latest(mlp_template)
+    assert final_a.step == final_b.step == 96
+    assert leaves_equal(final_a.params, final_b.params)
+    assert leaves_equal(final_a.opt_state, final_b.opt_state)
+    assert strip_seconds(final_a.history) == strip_seconds(final_b.history)
+    metrics = [json.loads((tmp_path / f"{x}_out" / "metrics.json").read_text())["history"]
+               for x in "ab"]
+    assert len(metrics[0]) == 3 and strip_seconds(metrics[0]) == strip_seconds(metrics[1])
