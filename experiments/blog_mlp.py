@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         "test_accuracy_per_epoch": per_epoch, "checks": checks, "summary": rows,
         "histories": results}))
     write_csv(args.output / "results.csv", table_rows)
-    plot_curves(results, args.output / "accuracy.png",
+    plot_curves(results, args.output / "accuracy.png", ylabel="test accuracy",
                 title="MLP 784-128-10 on MNIST: test accuracy per epoch")
     return 0
 

@@ -94,6 +94,7 @@ def write_csv(path: os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def plot_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: os.PathLike,
                 *, metric: str = "val_accuracy", title: Optional[str] = None,
+                ylabel: Optional[str] = None,
                 references: Optional[Mapping[str, Sequence[float]]] = None) -> None:
     """One curve per label (mean over its seeds, shaded min..max) of ``metric`` per epoch.
 
@@ -123,7 +124,7 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], pat
             ax.plot(range(1, len(ref) + 1), ref, ls="--", color=color, alpha=0.7)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylabel(ylabel or metric.replace("_", " "))
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
