@@ -352,7 +352,7 @@ def _wait_for(predicate, proc, what, timeout=120.0):
         time.sleep(0.01)
 
 
-def test_sigkill_and_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path):
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     a_ck, b_ck = tmp_path / "a_ck", tmp_path / "b_ck"
     a = _start(a_ck, tmp_path / "a_out")  # uninterrupted, alongside the others
     b = _start(b_ck, tmp_path / "b_out")
@@ -365,23 +365,11 @@ def test_sigkill_and_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path):
     killed, _ = Checkpointer(b_ck).restore_latest(mlp_template)
     assert 32 < killed.step < 96 and killed.batch > 0, "the kill came too late to test anything"
 
-    # Resume, and press Ctrl-C as soon as it has resumed: it saves the next step and stops.
-    c = _start(b_ck, tmp_path / "b_out", "--resume")
-    seen = []
-    _wait_for(lambda: seen.append(c.stdout.readline()) or "Resumed from" in seen[-1], c,
-              "the resume message")
-    assert f"Resumed from checkpoint {checkpoint_number(killed)}: step {killed.step} " \
-        in seen[-1].replace(f" in {b_ck}", "")
-    c.send_signal(signal.SIGINT)
-    _, err = c.communicate(timeout=120)
-    assert c.returncode == 130, err
-    assert f"stopped at step {killed.step + 1} (epoch {killed.epoch + 1})" in err
-    interrupted, _ = Checkpointer(b_ck).restore_latest(mlp_template)
-    assert interrupted.step == killed.step + 1
-
     d = _start(b_ck, tmp_path / "b_out", "--resume")
     out, err = d.communicate(timeout=120)
     assert d.returncode == 0, err
+    assert f"Resumed from checkpoint {checkpoint_number(killed)} in {b_ck}: step " \
+           f"{killed.step} " in out
     _, err = a.communicate(timeout=120)
     assert a.returncode == 0, err
 
@@ -394,3 +382,44 @@ def test_sigkill_and_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path):
     metrics = [json.loads((tmp_path / f"{x}_out" / "metrics.json").read_text())["history"]
                for x in "ab"]
     assert len(metrics[0]) == 3 and strip_seconds(metrics[0]) == strip_seconds(metrics[1])
+
+
+def test_cli_stop_on_nonfinite_saves_the_state_before_the_step(tmp_path, capsys):
+    # Adam at lr 1e30: the first step blows the parameters up, the second has a nan loss.
+    ck = tmp_path / "ck"
+    code = cli.main(["train", "--optimizer", "adam", "--lr", "1e30", "--model", "mlp",
+                     "--epochs", "1", "--batch-size", "64", "--train-limit", "256",
+                     "--val-limit", "100", "--no-progress", "--on-nonfinite", "stop",
+                     "--checkpoint-dir", str(ck), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Non-finite values at step 2 (epoch 1, batch 2)" in err
+    assert f"Its state before that step is saved in {ck}" in err
+    assert numbers(ck) == [1]
+
+
+def test_cli_ctrl_c_saves_the_current_step_and_resumes(tmp_path, capsys, monkeypatch):
+    # Ctrl-C arrives during step 3 (sent from inside the run, so the timing is exact).
+    callback = Checkpointer.callback
+
+    def ctrl_c_during_step_3(self, state):
+        if state.step == 3 and self.interrupted is None:
+            os.kill(os.getpid(), signal.SIGINT)
+        return callback(self, state)
+
+    monkeypatch.setattr(Checkpointer, "callback", ctrl_c_during_step_3)
+    ck, out = tmp_path / "ck", tmp_path / "o"
+    args = ["train", "--optimizer", "adam", "--model", "mlp", "--epochs", "1", "--batch-size",
+            "64", "--train-limit", "256", "--val-limit", "100", "--no-progress",
+            "--checkpoint-dir", str(ck), "--output", str(out)]
+    assert cli.main(args) == 130
+    err = capsys.readouterr().err
+    assert "SIGINT: saving a checkpoint after the current step" in err
+    assert f"stopped at step 3 (epoch 1); the checkpoint is in {ck}. Run the same command " \
+           "with --resume" in err
+    assert numbers(ck) == [3] and not (out / "metrics.json").exists()
+    monkeypatch.undo()
+    assert cli.main(args + ["--resume"]) == 0
+    assert f"Resumed from checkpoint 3 in {ck}: step 3 (epoch 1, after batch 3)." in \
+        capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["history"][0]["epoch"] == 1
