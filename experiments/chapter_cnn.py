@@ -106,9 +106,10 @@ def _markdown(rows, cols) -> str:
         if isinstance(v, bool):
             return "yes" if v else "no"
         if isinstance(v, float):
-            s = f"{v:+.4f}" if k == "difference" else f"{v:.4f}"
+            d = 2 if k == "seconds_per_epoch" else 4
+            s = f"{v:+.{d}f}" if k == "difference" else f"{v:.{d}f}"
             std = r.get(k + "_std")
-            return s + (f" ± {std:.4f}" if std else "")
+            return s + (f" ± {std:.{d}f}" if std else "")
         return str(v)
 
     lines = ["| " + " | ".join(h for _, h in cols) + " |",

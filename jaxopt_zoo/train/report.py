@@ -107,8 +107,9 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], pat
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    many = len(curves) > 10
     for i, (label, hists) in enumerate(curves.items()):
-        color = f"C{i % 10}"
+        color = plt.cm.tab20(i % 20) if many else f"C{i}"
         n = min(len(h) for h in hists) if hists else 0
         if n == 0:
             continue
