@@ -52,7 +52,7 @@ from jaxopt_zoo.optim import (
     sgd,
     yogi,
 )
-from jaxopt_zoo.fused import FlatParams, NotFusableError, check_fusable, fuse
+from jaxopt_zoo.fused import FlatParams, NotFusableError, check_fusable, fuse, fused_apply
 from jaxopt_zoo.registry import available, entry, get
 from jaxopt_zoo.transforms import (
     EmaState,

@@ -36,7 +36,8 @@ import numpy as np
 
 from jaxopt_zoo.core import GradientTransformation, GradientTransformationExtraArgs
 
-__all__ = ["FlatParams", "FusedState", "Layout", "NotFusableError", "check_fusable", "fuse"]
+__all__ = ["FlatParams", "FusedState", "Layout", "NotFusableError", "check_fusable", "fuse",
+           "fused_apply"]
 
 
 class NotFusableError(ValueError):
@@ -218,7 +219,7 @@ def fuse(tx: GradientTransformation, *, chunks: int = 1, check: bool = True
     """
     if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
         raise ValueError(f"Invalid chunks: {chunks!r}. Expected an integer >= 1.")
-    checked: set = set()
+    checked: Dict[Layout, bool] = {}  # layout -> separable (no reduction across buffers)
     extra_ok = isinstance(tx, GradientTransformationExtraArgs)
 
     def as_flat(tree, layout=None) -> FlatParams:
@@ -227,10 +228,10 @@ def fuse(tx: GradientTransformation, *, chunks: int = 1, check: bool = True
         layout = Layout.of(tree, chunks) if layout is None else layout
         return FlatParams(layout.flatten(tree), layout)
 
-    def verify(layout: Layout):
-        if check and layout not in checked:
-            check_fusable(tx, layout)
-            checked.add(layout)
+    def verify(layout: Layout) -> bool:
+        if layout not in checked:
+            checked[layout] = _check(tx, layout) if check else False
+        return checked[layout]
 
     def init_fn(params):
         flat = as_flat(params)
@@ -261,7 +262,82 @@ def fuse(tx: GradientTransformation, *, chunks: int = 1, check: bool = True
             new_u = layout.unflatten(new_u.buffers)
         return new_u, FusedState(inner=inner)
 
+    update_fn._fused = (tx, verify, extra_ok)  # for fused_apply
     return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def fused_apply(fused: GradientTransformation) -> Any:
+    """``step(params, state, grads) -> (params, state)``: update and apply in one function.
+
+    ``fused`` must come from :func:`fuse`. With ``FlatParams`` split into several chunks
+    (``FlatParams.from_tree(tree, chunks=k)``) and an optimizer whose update of one element
+    needs no other element (no global norm), the step runs chunk after chunk: the moments,
+    the update and the new parameters of one chunk are computed while that chunk is still in
+    the CPU cache (XLA otherwise writes the new moments of the whole buffer and reads them
+    back to update the parameters). Otherwise it is ``update`` then ``optax.apply_updates``.
+    Jit it with the params and state donated::
+
+        step = jax.jit(jz.fused_apply(tx), donate_argnums=(0, 1))
+
+    (Params first: JAX pairs donated inputs with outputs of the same shape in order, so
+    ``(params, state) -> (params, state)`` lets every buffer be updated in place.)
+    """
+    info = getattr(fused.update, "_fused", None)
+    if info is None:
+        raise TypeError("fused_apply expects a transformation made by jaxopt_zoo.fuse(tx); "
+                        "wrap it first: fused_apply(fuse(tx)).")
+    tx, verify, extra_ok = info
+
+    def step(params, state, grads, **extra):
+        if isinstance(params, FlatParams) and isinstance(grads, FlatParams) \
+                and len(params.buffers) > 1 and verify(params.layout):
+            return _chunked_step(tx, extra_ok, grads, state, params, extra)
+        updates, state = fused.update(grads, state, params, **extra)
+        return _apply(params, updates), state
+
+    return step
+
+
+def _apply(params, updates):
+    return jax.tree.map(lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
+                        params, updates)
+
+
+def _chunked_step(tx, extra_ok, grads, state, params, extra):
+    """Run ``tx`` buffer by buffer, in order, each buffer updated and applied before the next.
+
+    Exact when the analysis found no reduction across buffers: the scalar state (step counts,
+    schedules) then evolves identically in every chunk and is taken from the first.
+    """
+    is_flat = lambda x: isinstance(x, FlatParams)  # noqa: E731
+    keys = sorted(params.buffers)
+    new_p, new_inner, prev = {}, {}, None
+    for k in keys:
+        sub = lambda fp, k=k: FlatParams({k: fp.buffers[k]}, params.layout)  # noqa: E731
+        inner_k = jax.tree.map(lambda x: sub(x) if is_flat(x) else x, state.inner,
+                               is_leaf=is_flat)
+        g_k, p_k = sub(grads), sub(params)
+        if prev is not None:  # order the chunks: this one starts after the last one ended
+            (g_k, p_k, inner_k), _ = jax.lax.optimization_barrier(((g_k, p_k, inner_k), prev))
+        if extra_ok:
+            u_k, inner_k = tx.update(g_k, inner_k, p_k, **extra)
+        else:
+            u_k, inner_k = tx.update(g_k, inner_k, p_k)
+        p_k = _apply(p_k, u_k)
+        new_p[k], new_inner[k] = p_k, inner_k
+        prev = (p_k, inner_k)
+    first = new_inner[keys[0]]
+    leaves_by_key = {k: jax.tree.leaves(new_inner[k], is_leaf=is_flat) for k in keys}
+    merged = []
+    for i, leaf in enumerate(jax.tree.leaves(first, is_leaf=is_flat)):
+        if is_flat(leaf):
+            merged.append(FlatParams({k: leaves_by_key[k][i].buffers[k] for k in keys},
+                                     params.layout))
+        else:
+            merged.append(leaf)
+    inner = jax.tree.unflatten(jax.tree.structure(first, is_leaf=is_flat), merged)
+    out_p = FlatParams({k: new_p[k].buffers[k] for k in keys}, params.layout)
+    return out_p, FusedState(inner=inner)
 
 
 # --------------------------------------------------------------------------- #
@@ -318,6 +394,7 @@ class _Tracer:
         self.table = table
         self.all = all_leaves
         self.lits: Dict[int, Any] = {}
+        self.has_global = False
 
     def intern(self, e) -> int:
         return self.table.setdefault(e, len(self.table))
@@ -337,6 +414,7 @@ class _Tracer:
             raise _Refuse("it reduces over single parameters (a per-parameter norm, RMS or "
                           "statistic, as in trust-ratio scaling (LAMB, LARS), clip_by_block_rms "
                           "or Adafactor), which differs on one flat buffer")
+        self.has_global = True
         return _AV("sc", self.intern(("global", av.op, frozenset(av.terms))))
 
     def literal(self, val) -> _AV:
@@ -574,6 +652,11 @@ def check_fusable(tx: GradientTransformation, params_or_layout: Any) -> None:
     Traces ``tx.update`` abstractly on the tree and on the flat buffers (no arrays are
     allocated) and compares, for every parameter, the formula of each output element.
     """
+    _check(tx, params_or_layout)
+
+
+def _check(tx: GradientTransformation, params_or_layout: Any) -> bool:
+    """``check_fusable``; returns whether the buffers can also be updated one at a time."""
     if isinstance(params_or_layout, Layout):
         layout = params_or_layout
     elif isinstance(params_or_layout, FlatParams):
@@ -611,6 +694,7 @@ def check_fusable(tx: GradientTransformation, params_or_layout: Any) -> None:
                     f"parameter `{names[lid] or '<root>'}` gets a different formula for "
                     f"`{where}` than the other {layout.dtypes[lid]} parameters (a mask, a "
                     f"partition or a shape-dependent choice tells the parameters apart)"))
+    return not flat_tracer.has_global
 
 
 def _message(reason: str) -> str:
