@@ -190,3 +190,43 @@ def test_trainer_step_compiles_once(tx):
         params, state, totals = step(params, state, totals, images, labels, order, s % 3, s, key)
     assert step._cache_size() == 1
     assert float(totals.count) == 80.0
+
+
+@pytest.mark.parametrize("label, tx, chunked", [
+    ("adam", jz.adam(0.05), True),
+    ("lion", jz.lion(0.05), True),
+    ("clipped adam", optax.chain(jz.clip_by_global_norm(0.5), jz.adam(0.05)), False),
+])
+def test_fused_apply_equals_plain(label, tx, chunked):
+    fused = fuse(tx)
+    step = jax.jit(jz.fused_apply(fused), donate_argnums=(0, 1))
+    flat = FlatParams.from_tree(PARAMS, chunks=3)
+    state, ref, ref_state = fused.init(flat), PARAMS, tx.init(PARAMS)
+    for i in range(5):
+        g = jax.tree.map(lambda x: x[i], GRADS)
+        flat, state = step(flat, state, FlatParams(flat.layout.flatten(g), flat.layout))
+        u, ref_state = tx.update(g, ref_state, ref)
+        ref = optax.apply_updates(ref, u)
+    assert max_rel_err(split_bf16(flat.tree())[0], split_bf16(ref)[0]) < 1e-3
+    assert step._cache_size() == 1
+    # Chunk after chunk (ordered by optimization barriers) only without a global reduction,
+    # which would need every chunk at once.
+    grads = jax.tree.map(jnp.copy, flat)
+    assert ("optimization_barrier" in step.lower(flat, state, grads).as_text()) == chunked
+
+
+def test_fused_apply_updates_adam_in_place():
+    fused = fuse(jz.adam(1e-3))
+    flat = FlatParams.from_tree(PARAMS, chunks=3)
+    state, grads = fused.init(flat), jax.tree.map(jnp.copy, flat)
+    hlo = jax.jit(jz.fused_apply(fused), donate_argnums=(0, 1)).lower(
+        flat, state, grads).compile().as_text()
+    sizes = {b.shape[0] for b in flat.buffers.values()}
+    copies = [ln for ln in hlo.splitlines() if " copy(" in ln
+              and any(f"[{n}]" in ln.split(" copy(")[0] for n in sizes)]
+    assert copies == []
+
+
+def test_fused_apply_needs_a_fused_transformation():
+    with pytest.raises(TypeError, match="made by jaxopt_zoo.fuse"):
+        jz.fused_apply(jz.adam(1e-3))
