@@ -1,0 +1,133 @@
+"""Fast checks of the quadratic race and the 2-D trajectories experiments (no GIFs)."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxopt_zoo as jz
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _rows(path, reader=csv.reader):
+    with path.open(newline="") as f:
+        return list(reader(f))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_exp_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def race():
+    return _load("quadratic_race")
+
+
+@pytest.fixture(scope="module")
+def traj():
+    return _load("trajectories")
+
+
+@pytest.fixture(scope="module")
+def race_100(race):
+    return race.run(steps=100, output=None)
+
+
+def test_race_starts_at_the_pages_loss_of_9(race_100):
+    for label in ("SGD", "Momentum", "Adam"):
+        assert race_100["losses"][label][0] == pytest.approx(9.0, abs=1e-6)
+        assert len(race_100["losses"][label]) == 101
+
+
+def test_race_numbers_with_the_pages_hyperparameters(race_100):
+    res = race_100["results"]
+    # SGD contracts theta by exactly (1 - 2 lr) = 0.98 per step: loss 9 * 0.98^200.
+    assert res["SGD"]["final_loss"] == pytest.approx(9 * 0.98 ** 200, rel=1e-4)
+    assert res["SGD"]["loss_monotone_nonincreasing"]
+    assert res["SGD"]["first_step_below"]["1"] == 55
+    assert res["SGD"]["first_step_below"]["0.01"] is None
+    # Momentum first dips below 1e-2 at step 14 and ends near 1.6e-4.
+    assert res["Momentum"]["first_step_below"]["0.01"] == 14
+    assert res["Momentum"]["final_loss"] == pytest.approx(1.609e-4, rel=1e-2)
+    # Adam at lr 1e-3 moves theta by ~1e-3 per step: 3 -> ~2.90, loss ~8.41.
+    assert res["Adam"]["final_theta"] == pytest.approx(2.9006, abs=2e-3)
+    assert res["Momentum"]["final_loss"] < res["SGD"]["final_loss"] < res["Adam"]["final_loss"]
+    # With a learning rate that fits the problem, Adam beats SGD.
+    assert race_100["adam_other_learning_rates"]["0.1"]["final_loss"] < 1e-3
+
+
+def test_race_memory_is_counted_from_the_real_state(race_100):
+    floats = [race_100["results"][k]["state_floats_per_param"]
+              for k in ("SGD", "Momentum", "Adam")]
+    assert floats == [0, 1, 2]
+    assert race_100["results"]["Adam"]["state_other_elements"] == 1  # the step count
+
+
+def test_race_comparison_with_the_page(race_100):
+    verdict = {c["claim"]: c["agrees"] for c in race_100["comparison"]}
+    assert verdict["Loss is 9.0 at step 0 for all three"]
+    assert verdict["jaxopt_zoo implements the page's update formulas"]
+    assert verdict["Momentum converges faster than SGD"]
+    assert not verdict["Adam is fast (at least faster than plain SGD) with the page's lr = 1e-3"]
+    assert race_100["all_agree"] is False
+    assert max(race_100["page_reference_max_abs_theta_diff"].values()) < 3e-5
+
+
+def test_race_writes_csv_and_json_without_media(race, tmp_path):
+    race.run(steps=20, output=tmp_path, write_media=False)
+    rows = _rows(tmp_path / "losses.csv")
+    assert rows[0] == ["step", "loss_sgd", "loss_momentum", "loss_adam"]
+    assert len(rows) == 22 and float(rows[1][1]) == pytest.approx(9.0)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["setup"]["steps"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.csv", "summary.json"]
+
+
+def test_trajectories_lower_the_rosenbrock_loss_for_every_optimizer(traj):
+    res = traj.run(output=None, functions=["rosenbrock"])  # the default 1000 steps
+    rb = res["rosenbrock"]
+    assert rb["steps"] == 1000 and rb["start_loss"] == pytest.approx(12.5)
+    assert set(rb["optimizers"]) == set(jz.available())
+    for name, r in rb["optimizers"].items():
+        assert r["path"].shape == (1001, 2) and r["losses"].shape == (1001,), name
+        np.testing.assert_allclose(r["path"][0], [-1.5, 2.0])
+        assert np.all(np.isfinite(r["losses"])), name
+        assert r["final_loss"] < rb["start_loss"], (name, r["final_loss"])
+    # With its chosen lr, Adam gets to the minimum (1, 1); plain SGD is still far away.
+    np.testing.assert_allclose(rb["optimizers"]["adam"]["final_point"], [1.0, 1.0], atol=5e-3)
+    assert rb["optimizers"]["sgd"]["final_loss"] > 1.0
+
+
+def test_trajectories_write_numbers_with_the_right_shapes(traj, tmp_path):
+    steps, names = 30, ["sgd", "adam", "lion"]
+    traj.run(steps=steps, output=tmp_path, write_media=False, optimizers=names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{f}_{k}" for f in traj.PROBLEMS for k in ("final.csv", "paths.json"))
+    for fname in traj.PROBLEMS:
+        rows = _rows(tmp_path / f"{fname}_final.csv", csv.DictReader)
+        assert [r["optimizer"] for r in rows] == names
+        assert all(int(r["steps"]) == steps for r in rows)
+        doc = json.loads((tmp_path / f"{fname}_paths.json").read_text())
+        assert doc["path_steps"] == list(range(steps + 1))
+        for name in names:
+            assert np.asarray(doc["optimizers"][name]["path"]).shape == (steps + 1, 2)
+
+
+def test_every_registered_optimizer_has_a_learning_rate_for_every_function(traj):
+    for fname in traj.PROBLEMS:
+        assert set(traj.LEARNING_RATES[fname]) == set(jz.available()), fname
+
+
+def test_saddle_adaptive_methods_escape_where_sgd_crawls(traj):
+    prob = traj.PROBLEMS["saddle"]
+    _, sgd = traj.simulate("sgd", 0.01, prob, 100)
+    _, adam = traj.simulate("adam", 0.01, prob, 100)
+    # Same lr: SGD's y grows like 1.02^t from 1e-3 (~7e-3), Adam's by ~lr per step.
+    assert sgd[-1] > 0 and adam[-1] < -1.0
