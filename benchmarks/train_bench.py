@@ -37,7 +37,20 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 # jax-rbg: the trainer with JAX's "unsafe_rbg" PRNG (XLA's RngBitGenerator) for dropout
 # instead of the default threefry, which costs about as much as the convolution on CPU.
-VARIANTS = ("jax", "jax-fused", "jax-rbg", "torch")
+# jax-flat: the trainer with the parameters held as jz.FlatParams and jz.fuse(adam), through
+# a model wrapper that views the flat buffers as the Flax tree (no change to the trainer).
+VARIANTS = ("jax", "jax-fused", "jax-flat", "jax-rbg", "torch")
+
+
+class FlatModel:
+    """Duck-typed Flax model whose ``params`` are a ``FlatParams``: the trainer calls
+    ``model.apply({"params": p}, x, ...)`` and this forwards the tree view of ``p``."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def apply(self, variables, *args, **kwargs):
+        return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)
 
 
 def rss_mb() -> float:
@@ -59,7 +72,7 @@ def load_data():
 # --------------------------------------------------------------------------- #
 
 def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
-            prng: str = "") -> dict:
+            prng: str = "", flat: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -68,19 +81,26 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
 
     import jaxopt_zoo as jz
     from jaxopt_zoo.models import get_model
-    from jaxopt_zoo.train import (Metrics, TrainConfig, epoch_order, init_loop_state,
+    from jaxopt_zoo.train import (Metrics, TrainConfig, epoch_order, evaluate, init_loop_state,
                                   make_indexed_train_step, train_and_evaluate)
 
     train, test = load_data()
     base = rss_mb()
     model = get_model(model_name, init_style="keras")
     tx = jz.adam(1e-3)
-    if fused:
+    if fused or flat:
         tx = jz.fuse(tx)
+    state = init_loop_state(model, jz.adam(1e-3), train.images[:1], seed)
+    if flat:
+        params = jz.FlatParams.from_tree(state.params)
+        state = state._replace(params=params, opt_state=tx.init(params))
+        model = FlatModel(model)
+    else:
+        state = state._replace(opt_state=tx.init(state.params))
+    fresh_state = jax.tree.map(jnp.copy, state)
 
     # 1. Steady-state step time of the trainer's own step function.
     images, labels = jnp.asarray(train.images), jnp.asarray(train.labels)
-    state = init_loop_state(model, tx, train.images[:1], seed)
     step = make_indexed_train_step(model, tx, batch)
     params, opt_state = state.params, state.opt_state
     totals = Metrics(*(jnp.zeros(()) for _ in range(3)))
@@ -111,14 +131,25 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
 
     # 2. One epoch through train_and_evaluate: accuracy and wall time.
     t = time.perf_counter()
-    final, history = train_and_evaluate(
-        model, tx, train, test, TrainConfig(batch_size=batch, epochs=1, seed=seed,
-                                            progress=False))
+    if not flat:
+        final, history = train_and_evaluate(
+            model, tx, train, test, TrainConfig(batch_size=batch, epochs=1, seed=seed,
+                                                progress=False), state=fresh_state)
+        test_acc, train_loss = history[-1]["val_accuracy"], history[-1]["train_loss"]
+    else:  # train_and_evaluate checks params against model.init: run its loop by hand
+        params, opt_state = fresh_state.params, fresh_state.opt_state
+        totals = Metrics(*(jnp.zeros(()) for _ in range(3)))
+        order = epoch_order(fresh_state.rng, 0, images.shape[0])
+        key = jax.random.fold_in(fresh_state.rng, 2)
+        for b in range(steps_per_epoch):
+            params, opt_state, totals = step(params, opt_state, totals, images, labels, order,
+                                             b, b, key)
+        train_loss = totals.means()[0]
+        test_acc = evaluate(model, params, test.images, test.labels)[1]
     epoch_s = time.perf_counter() - t
     return {"ms_step": statistics.median(times), "ms_step_min": min(times),
-            "compile_s": compile_s, "epoch_s": epoch_s,
-            "test_acc": history[-1]["val_accuracy"], "train_loss": history[-1]["train_loss"],
-            "peak_mb": peak_mb(), "base_mb": base}
+            "compile_s": compile_s, "epoch_s": epoch_s, "test_acc": test_acc,
+            "train_loss": train_loss, "peak_mb": peak_mb(), "base_mb": base}
 
 
 # --------------------------------------------------------------------------- #
@@ -208,7 +239,8 @@ def run_torch(model_name: str, batch: int, window: int, threads: int, seed: int)
 def worker(args) -> None:
     if args.worker.startswith("jax"):
         out = run_jax(args.model, args.batch, args.window, args.worker == "jax-fused", args.seed,
-                      prng="unsafe_rbg" if args.worker == "jax-rbg" else "")
+                      prng="unsafe_rbg" if args.worker == "jax-rbg" else "",
+                      flat=args.worker == "jax-flat")
     else:
         out = run_torch(args.model, args.batch, args.window, args.threads, args.seed)
     print("RESULT " + json.dumps(out))
