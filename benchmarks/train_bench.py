@@ -291,7 +291,8 @@ def main(argv=None):
         ref = results.get((model, "torch"))
         vs = med["ms_step"] / statistics.median(r["ms_step"] for r in ref) if ref else float("nan")
         print(f"{model:5s} {variant:10s} {med['ms_step']:8.2f} {vs:8.2f}x {med['epoch_s']:8.1f} "
-              f"{med['test_acc']:8.4f} {med['peak_mb']:8.0f} {med['peak_mb'] - med['base_mb']:9.0f}")
+              f"{med['test_acc']:8.4f} {med['peak_mb']:8.0f} "
+              f"{med['peak_mb'] - med['base_mb']:9.0f}")
         rows.append({"model": model, "variant": variant, "ms_step_vs_torch": vs, **med,
                      "runs": rs})
     print("(vs torch = ms/step of this variant / ms/step of PyTorch eager; < 1 is faster)")

@@ -24,7 +24,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -159,10 +159,6 @@ def stream_variants(n: int, torch) -> List[Variant]:
     out = [Variant("stream (jax)", run_jax)]
     if torch is not None:
         tp, tg = torch.ones(n), torch.ones(n)
-
-        def run_torch(k):
-            for _ in range(k):
-                tp.mul_(0.999).add_(tg, alpha=0.001)  # two passes: report the fused one below
 
         def run_torch_fused(k):
             for _ in range(k):

@@ -10,11 +10,13 @@ Two ways in:
 
 - ``fuse(tx)``: a drop-in ``GradientTransformation``. Its state holds flat buffers; each
   update concatenates the gradients per dtype, runs ``tx`` once, and splits the updates back
-  into the parameters' tree. The concatenation and the split cost extra memory traffic.
+  into the parameters' tree. The packing and the split cost extra passes over memory (on
+  CPU more than flattening saves: see BENCHMARKS.md).
 - ``FlatParams``: keep the parameters themselves as flat buffers (``FlatParams.from_tree``)
   and view them as a tree only inside the loss (``params.tree()``). Gradients with respect
   to a ``FlatParams`` are a ``FlatParams``, so ``fuse(tx).update`` and
-  ``optax.apply_updates`` touch each buffer once: the fastest path.
+  ``optax.apply_updates`` touch each buffer once. ``fused_apply(fuse(tx))`` is that step as
+  one function, chunk by chunk when the buffers are split: the fastest path.
 
 ``fuse`` checks, once per parameter layout and before anything runs, that ``tx`` is exact on
 the flat layout: it traces ``tx.update`` on both layouts and requires that every parameter
@@ -65,7 +67,7 @@ class Layout:
 
     @staticmethod
     def of(tree: Any, chunks: int = 1) -> "Layout":
-        """The layout of ``tree`` (arrays or ``ShapeDtypeStruct``s), ``chunks`` buffers per dtype."""
+        """The layout of ``tree`` (arrays or ``ShapeDtypeStruct``s), ``chunks`` buffers a dtype."""
         if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
             raise ValueError(f"Invalid chunks: {chunks!r}. Expected an integer >= 1.")
         leaves, treedef = jax.tree.flatten(tree)
@@ -177,7 +179,8 @@ class FlatParams:
         return cls(dict(zip(keys, children)), layout)
 
     def __repr__(self) -> str:
-        bufs = ", ".join(f"{k}: {getattr(v, 'shape', '?')}" for k, v in sorted(self.buffers.items()))
+        bufs = ", ".join(f"{k}: {getattr(v, 'shape', '?')}"
+                         for k, v in sorted(self.buffers.items()))
         return f"FlatParams({self.layout.num_leaves} leaves in {{{bufs}}})"
 
 
