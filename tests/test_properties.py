@@ -31,8 +31,8 @@ from jaxopt_zoo import registry
 
 NAMES = jz.available() + jz.available("torch.") + jz.available("keras.")
 NOT_ELEMENTWISE = {"lamb", "lars", "adafactor"}  # per-parameter norms / factored statistics
-# Algorithms whose math needs a real ordering (sign, max, comparisons of the gradient), as in
-# test_optimizers.NO_COMPLEX, and their framework versions: not drawn with complex leaves.
+# Algorithms built on a sign or a maximum of the gradient, and their framework versions: drawn
+# on real dtypes only here (the native ones' complex path is checked in test_optimizers).
 REAL_ONLY = {"lion", "adamax", "yogi", "keras.lion", "keras.adamax", "torch.adamax"}
 FLOATS = ("float32", "bfloat16", "float16")
 # Known issues (RELIABILITY.md), found by the property test below. In these dtypes their
