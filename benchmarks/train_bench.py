@@ -39,7 +39,8 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 # instead of the default threefry, which costs about as much as the convolution on CPU.
 # jax-flat: the trainer with the parameters held as jz.FlatParams and jz.fuse(adam), through
 # a model wrapper that views the flat buffers as the Flax tree (no change to the trainer).
-VARIANTS = ("jax", "jax-fused", "jax-flat", "jax-rbg", "torch")
+# jax-flat-rbg: both.
+VARIANTS = ("jax", "jax-fused", "jax-flat", "jax-rbg", "jax-flat-rbg", "torch")
 
 
 class FlatModel:
@@ -238,9 +239,9 @@ def run_torch(model_name: str, batch: int, window: int, threads: int, seed: int)
 
 def worker(args) -> None:
     if args.worker.startswith("jax"):
-        out = run_jax(args.model, args.batch, args.window, args.worker == "jax-fused", args.seed,
-                      prng="unsafe_rbg" if args.worker == "jax-rbg" else "",
-                      flat=args.worker == "jax-flat")
+        parts = args.worker.split("-")[1:]
+        out = run_jax(args.model, args.batch, args.window, "fused" in parts, args.seed,
+                      prng="unsafe_rbg" if "rbg" in parts else "", flat="flat" in parts)
     else:
         out = run_torch(args.model, args.batch, args.window, args.threads, args.seed)
     print("RESULT " + json.dumps(out))
