@@ -79,6 +79,11 @@ from jaxopt_zoo.transforms import (
 )
 
 __all__ = [
+    "fused_apply",
+    "fuse",
+    "check_fusable",
+    "NotFusableError",
+    "FlatParams",
     "adabelief",
     "adadelta",
     "adafactor",
