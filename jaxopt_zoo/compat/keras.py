@@ -55,6 +55,7 @@ from jaxopt_zoo.core import (
 )
 from jaxopt_zoo.optim.adadelta import scale_by_adadelta
 from jaxopt_zoo.optim.adagrad import scale_by_rss
+from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adam import ScaleByAdamState, ScaleByAmsgradState
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState
 from jaxopt_zoo.optim.lion import scale_by_lion
@@ -167,8 +168,7 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
     _check_betas(beta_1, beta_2, epsilon)
 
     def init_fn(params):
-        mu = jax.tree.map(jnp.zeros_like, params)
-        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, _real_dtype(p)), params)
+        mu, nu = init_moments(params)
         if amsgrad:
             return ScaleByAmsgradState(count=zero_count(), mu=mu, nu=nu,
                                        nu_max=jax.tree.map(jnp.zeros_like, nu))
