@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
-from jaxopt_zoo.train.steps import (Metrics, batch_metrics, make_eval_fn,
+from jaxopt_zoo.train.steps import (Metrics, gather_batch, loss_and_grads, make_eval_fn,
                                     make_indexed_train_step, memoized)
 
 __all__ = [
@@ -330,19 +330,9 @@ def _make_guarded_train_step(model: nn.Module, tx: optax.GradientTransformation,
     ``params``, ``opt_state`` and ``totals`` unchanged.
     """
     def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
-        n = order.shape[0]
-        pos = batch * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
-        idx = order[jnp.minimum(pos, n - 1)]
-        weights = (pos < n).astype(jnp.float32)
+        x, y, weights = gather_batch(images, labels, order, batch, batch_size)
         key = jax.random.fold_in(dropout_key, step)
-        x, y = images[idx], labels[idx]
-
-        def loss_fn(p):
-            logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
-            m = batch_metrics(logits, y, weights)
-            return m.loss / jnp.maximum(m.count, 1.0), m
-
-        (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, m), grads = loss_and_grads(model, params, x, y, weights, key)
         updates, new_opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         grads_finite, params_finite = _leaves_finite(grads), _leaves_finite(new_params)

@@ -75,6 +75,27 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
     return m.loss / jnp.maximum(m.count, 1.0)
 
 
+def loss_and_grads(model: nn.Module, params: Any, images: jax.Array, labels: jax.Array,
+                   weights: Optional[jax.Array], dropout_key: jax.Array):
+    """``((mean loss, Metrics), grads)`` of the weighted cross-entropy on one batch."""
+    def loss_fn(p):
+        logits = model.apply({"params": p}, images, train=True, rngs={"dropout": dropout_key})
+        m = batch_metrics(logits, labels, weights)
+        return m.loss / jnp.maximum(m.count, 1.0), m
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def gather_batch(images: jax.Array, labels: jax.Array, order: jax.Array, batch: Any,
+                 batch_size: int) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """Rows ``order[batch*B : batch*B + B]`` of the device-resident data set and their
+    weights; positions past the end repeat the last example with weight 0."""
+    n = order.shape[0]
+    pos = batch * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+    idx = order[jnp.minimum(pos, n - 1)]
+    return images[idx], labels[idx], (pos < n).astype(jnp.float32)
+
+
 def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
                opt_state: Any, images: jax.Array, labels: jax.Array,
                weights: Optional[jax.Array], dropout_key: jax.Array
@@ -84,12 +105,7 @@ def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
     Returns ``(params, opt_state, loss, accuracy, metrics)``: the weighted mean loss and
     accuracy of the batch under the parameters *before* the update, and their sums.
     """
-    def loss_fn(p):
-        logits = model.apply({"params": p}, images, train=True, rngs={"dropout": dropout_key})
-        m = batch_metrics(logits, labels, weights)
-        return m.loss / jnp.maximum(m.count, 1.0), m
-
-    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (loss, m), grads = loss_and_grads(model, params, images, labels, weights, dropout_key)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, loss, m.correct / jnp.maximum(m.count, 1.0), m
@@ -130,13 +146,9 @@ def make_indexed_train_step(model: nn.Module, tx: optax.GradientTransformation,
     ``step`` do not cause recompilation.
     """
     def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
-        n = order.shape[0]
-        pos = batch * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
-        idx = order[jnp.minimum(pos, n - 1)]
-        weights = (pos < n).astype(jnp.float32)
+        x, y, weights = gather_batch(images, labels, order, batch, batch_size)
         key = jax.random.fold_in(dropout_key, step)
-        params, opt_state, _, _, m = train_step(
-            model, tx, params, opt_state, images[idx], labels[idx], weights, key)
+        params, opt_state, _, _, m = train_step(model, tx, params, opt_state, x, y, weights, key)
         totals = Metrics(*(t + v for t, v in zip(totals, m)))
         return params, opt_state, totals
 
