@@ -159,6 +159,15 @@ def abs_sq(x: jax.Array) -> jax.Array:
     return x * x
 
 
+def abs_sq_in(x: jax.Array, dtype: Any) -> jax.Array:
+    """|x|^2 in the real ``dtype``, squaring after widening (a float16 gradient squares in
+    a float32 statistic's dtype instead of underflowing to 0 first)."""
+    if jnp.iscomplexobj(x):
+        return abs_sq(x).astype(dtype)
+    x = x.astype(dtype)
+    return x * x
+
+
 def increment(count: jax.Array) -> jax.Array:
     """count + 1, saturating at int32 max instead of wrapping around."""
     limit = jnp.iinfo(jnp.int32).max
@@ -175,6 +184,13 @@ def compute_dtype(dtype: Any) -> Any:
     return jnp.float64 if real == jnp.float64 else jnp.float32
 
 
+def scalar_dtype(tree: Any) -> Any:
+    """float64 if any leaf computes in float64, else float32: the dtype of scalar state
+    shared by all leaves (a running product of momentum factors, say)."""
+    dts = [compute_dtype(jnp.asarray(x).dtype) for x in jax.tree.leaves(tree)]
+    return jnp.float64 if any(d == jnp.float64 for d in dts) else jnp.float32
+
+
 def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
     """moment / (1 - decay**count), leaf-wise, in each leaf's dtype."""
     def corr(t):
@@ -188,7 +204,7 @@ def ema_update(new: Any, old: Any, decay: Any, order: int = 1) -> Any:
     """``decay * old + (1 - decay) * new`` leaf-wise, in ``old``'s dtype; ``order=2`` uses
     ``|new|^2`` (real for complex ``new``)."""
     def f(g, m):
-        x = (g if order == 1 else abs_sq(g)).astype(m.dtype)
+        x = g.astype(m.dtype) if order == 1 else abs_sq_in(g, m.dtype)
         return (decay * m + (1 - decay) * x).astype(m.dtype)
     return jax.tree.map(f, new, old)
 
@@ -197,6 +213,19 @@ def real_dtype(dtype: Any) -> Any:
     """The real counterpart of a dtype (float32 for complex64); other dtypes unchanged."""
     dtype = jnp.dtype(dtype)
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def stat_dtype(dtype: Any) -> Any:
+    """The dtype of a second-moment-like statistic (an EMA or sum of ``|g|^2``, a running
+    maximum of ``|g|``) for parameters of ``dtype``: the real dtype, except that float16 is
+    widened to float32.
+
+    float16 cannot hold these: ``|g|^2`` underflows to 0 for ``|g| < 2.5e-4`` and overflows
+    above 256, and the usual eps (1e-8 and smaller) rounds to 0, so a small or zero gradient
+    element divides by zero. bfloat16 has float32's range and stays bfloat16.
+    """
+    real = real_dtype(dtype)
+    return jnp.dtype(jnp.float32) if real == jnp.float16 else real
 
 
 def check_same_structure(updates: Any, reference: Any, where: str) -> None:

@@ -593,7 +593,8 @@ def _labels(tree: Any, param_def, param_shapes, tag: str, tracer: _Tracer,
             return False
         if td != param_def:
             return False
-        if param_def.num_nodes == 1 and not jnp.issubdtype(leaves[0].dtype, jnp.inexact):
+        if len(leaves) == 1 and param_def.num_nodes == 1 \
+                and not jnp.issubdtype(leaves[0].dtype, jnp.inexact):
             return False  # a bare-array parameter: do not mistake a step count for it
         return all(tuple(leaf.shape) == s for leaf, s in zip(leaves, param_shapes))
 
@@ -666,6 +667,8 @@ def _check(tx: GradientTransformation, params_or_layout: Any) -> bool:
         layout = params_or_layout.layout
     else:
         layout = Layout.of(params_or_layout)
+    if not layout.buffers:
+        return True  # no elements (an empty tree or only zero-size arrays): nothing can differ
     tree_struct = layout.treedef.unflatten(
         [jax.ShapeDtypeStruct(s, jnp.dtype(d)) for s, d in zip(layout.shapes, layout.dtypes)])
     flat_struct = FlatParams(layout.buffer_structs(), layout)

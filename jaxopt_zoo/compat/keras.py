@@ -43,14 +43,17 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
     abs_sq,
+    abs_sq_in,
     chain,
     check_decay,
     check_nonneg,
     check_same_structure,
     check_scalar,
+    compute_dtype,
     increment,
     require_params,
     resolve,
+    scalar_dtype,
     zero_count,
 )
 from jaxopt_zoo.optim.adadelta import scale_by_adadelta
@@ -89,13 +92,16 @@ __all__ = [
 # Keras-specific blocks
 # --------------------------------------------------------------------------- #
 
-def _real_dtype(x: jax.Array) -> Any:
-    return jnp.real(x).dtype
-
-
 def _step_power(beta: Any, count: jax.Array, dtype: Any) -> jax.Array:
-    """``beta ** count`` computed in ``dtype`` (Keras casts both to the variable's dtype)."""
-    return jnp.asarray(beta, dtype) ** count.astype(dtype)
+    """``beta ** count`` computed in ``compute_dtype(dtype)``.
+
+    Keras casts both to the variable's dtype. For float32 and float64 variables that is
+    the same; for bfloat16 and float16 we compute in float32, because there 0.999 rounds to
+    1, ``1 - beta_2^t`` is 0 and Keras' Adam and Nadam lose every update (Nadam divides
+    0 by 0 on a zero gradient).
+    """
+    dt = compute_dtype(dtype)
+    return jnp.asarray(beta, dt) ** count.astype(dt)
 
 
 def _keras_ema(g: jax.Array, m: jax.Array, beta: Any) -> jax.Array:
@@ -179,7 +185,7 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
         check_same_structure(updates, state.mu, "scale_by_keras_adam")
         count = increment(state.count)
         mu = jax.tree.map(lambda g, m: _keras_ema(g, m, beta_1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _keras_ema(abs_sq(g), v, beta_2), updates, state.nu)
+        nu = jax.tree.map(lambda g, v: _keras_ema(abs_sq_in(g, v.dtype), v, beta_2), updates, state.nu)
         if amsgrad:
             nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
             denom_src = nu_max
@@ -190,7 +196,7 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
             dt = v.dtype
             corr = (jnp.sqrt(1 - _step_power(beta_2, count, dt))
                     / (1 - _step_power(beta_1, count, dt)))
-            return (m * corr.astype(m.dtype) / (jnp.sqrt(v) + epsilon)).astype(g.dtype)
+            return (m * corr / (jnp.sqrt(v) + epsilon)).astype(g.dtype)
 
         out = jax.tree.map(leaf, updates, mu, denom_src)
         if amsgrad:
@@ -207,12 +213,6 @@ class ScaleByKerasNadamState(NamedTuple):
     u_product: jax.Array  # prod_{i<=t} u_i, a scalar shared by all leaves (Keras' too)
 
 
-def _tree_real_dtype(params: Any) -> Any:
-    dts = [_real_dtype(x) for x in jax.tree.leaves(params)
-           if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-    return jnp.result_type(*dts) if dts else jnp.float32
-
-
 def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
                          ) -> GradientTransformation:
     """Keras' Nadam direction, with the momentum schedule ``u_t = b1 * (1 - 0.5 * 0.96^t)``.
@@ -226,8 +226,8 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
         return ScaleByKerasNadamState(
             count=zero_count(),
             mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, _real_dtype(p)), params),
-            u_product=jnp.ones([], _tree_real_dtype(params)))
+            nu=init_moments(params)[1],
+            u_product=jnp.ones([], scalar_dtype(params)))
 
     def update_fn(updates, state, params=None):
         del params
@@ -237,10 +237,10 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
         t = count.astype(sdt)
         u_product = state.u_product * beta_1 * (1.0 - 0.5 * jnp.asarray(0.96, sdt) ** t)
         mu = jax.tree.map(lambda g, m: _keras_ema(g, m, beta_1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _keras_ema(abs_sq(g), v, beta_2), updates, state.nu)
+        nu = jax.tree.map(lambda g, v: _keras_ema(abs_sq_in(g, v.dtype), v, beta_2), updates, state.nu)
 
         def leaf(g, m, v):
-            dt = v.dtype
+            dt = compute_dtype(v.dtype)
             decay = jnp.asarray(0.96, dt)
             u_t = beta_1 * (1.0 - 0.5 * decay ** t.astype(dt))
             u_next = beta_1 * (1.0 - 0.5 * decay ** (t + 1).astype(dt))
@@ -266,7 +266,7 @@ def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any =
     def init_fn(params):
         return ScaleByAdamaxState(
             count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, _real_dtype(p)), params))
+            nu=init_moments(params)[1])
 
     def update_fn(updates, state, params=None):
         del params
@@ -279,7 +279,7 @@ def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any =
 
         def leaf(g, m, u):
             corr = 1 - _step_power(beta_1, count, u.dtype)
-            return (m / (corr * (u + epsilon)).astype(m.dtype)).astype(g.dtype)
+            return (m / (corr * (u + epsilon))).astype(g.dtype)
 
         out = jax.tree.map(leaf, updates, mu, nu)
         return out, ScaleByAdamaxState(count=count, mu=mu, nu=nu)

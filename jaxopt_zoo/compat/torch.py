@@ -44,12 +44,14 @@ from jaxopt_zoo.core import (
     increment,
     is_concrete_scalar,
     resolve,
+    scalar_dtype,
     zero_count,
 )
 from jaxopt_zoo.optim.adadelta import scale_by_adadelta
 from jaxopt_zoo.optim.adagrad import scale_by_rss
 from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, scale_by_adam
 from jaxopt_zoo.optim.adamax import scale_by_adamax
+from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
 from jaxopt_zoo.transforms.learning_rate import scale, scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
@@ -150,12 +152,6 @@ def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, afte
     return _real_view(chain(*parts))
 
 
-def _float_dtype(tree: Any) -> Any:
-    """float64 if any leaf computes in float64, else float32: the dtype of scalar state."""
-    dts = [compute_dtype(jnp.asarray(x).dtype) for x in jax.tree.leaves(tree)]
-    return jnp.float64 if any(d == jnp.float64 for d in dts) else jnp.float32
-
-
 # --------------------------------------------------------------------------- #
 # torch-specific blocks
 # --------------------------------------------------------------------------- #
@@ -180,9 +176,8 @@ def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
     check_nonneg("eps", eps, schedule_ok=False)
 
     def init_fn(params):
-        mu = jax.tree.map(jnp.zeros_like, params)
-        nu = jax.tree.map(jnp.zeros_like, params)
-        return TorchAmsgradState(zero_count(), mu, nu, jax.tree.map(jnp.zeros_like, params))
+        mu, nu = init_moments(params)
+        return TorchAmsgradState(zero_count(), mu, nu, jax.tree.map(jnp.zeros_like, nu))
 
     def update_fn(updates, state, params=None):
         del params
@@ -224,9 +219,9 @@ def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
     check_nonneg("momentum_decay", momentum_decay, schedule_ok=False)
 
     def init_fn(params):
-        return TorchNAdamState(
-            count=zero_count(), mu_product=jnp.ones([], _float_dtype(params)),
-            mu=jax.tree.map(jnp.zeros_like, params), nu=jax.tree.map(jnp.zeros_like, params))
+        mu, nu = init_moments(params)
+        return TorchNAdamState(count=zero_count(),
+                               mu_product=jnp.ones([], scalar_dtype(params)), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
         del params
@@ -268,8 +263,7 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
     check_nonneg("eps", eps, schedule_ok=False)
 
     def init_fn(params):
-        return ScaleByAdamState(zero_count(), jax.tree.map(jnp.zeros_like, params),
-                                jax.tree.map(jnp.zeros_like, params))
+        return ScaleByAdamState(zero_count(), *init_moments(params))
 
     def update_fn(updates, state, params=None):
         del params
@@ -277,7 +271,7 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
         mu, nu = adam_moments(updates, state.mu, state.nu, b1, b2)
         count = increment(state.count)
         mu_hat = bias_correction(mu, b1, count)
-        dt = _float_dtype(nu)
+        dt = scalar_dtype(nu)
         t = count.astype(dt)
         beta2 = jnp.asarray(b2, dt)
         b2t = beta2 ** t

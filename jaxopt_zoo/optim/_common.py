@@ -13,7 +13,7 @@ from jaxopt_zoo.core import (
     MaskOrFn,
     ScalarOrSchedule,
     chain,
-    real_dtype,
+    stat_dtype,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
@@ -25,9 +25,10 @@ def moment_dtype(param: jax.Array, dtype: Optional[Any]) -> Any:
 
 def init_moments(params: Any, mu_dtype: Optional[Any] = None, fill: Any = 0.0):
     """First moments shaped like the params (``mu_dtype`` or the param's dtype) and second
-    moments in the params' real dtype, both filled with ``fill``."""
+    moments in ``stat_dtype`` of the params' dtype (real; float32 for float16 params), both
+    filled with ``fill``."""
     mu = jax.tree.map(lambda p: jnp.full(p.shape, fill, moment_dtype(p, mu_dtype)), params)
-    nu = jax.tree.map(lambda p: jnp.full(p.shape, fill, real_dtype(p.dtype)), params)
+    nu = jax.tree.map(lambda p: jnp.full(p.shape, fill, stat_dtype(p.dtype)), params)
     return mu, nu
 
 

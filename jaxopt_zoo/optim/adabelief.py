@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
-    abs_sq,
+    abs_sq_in,
     bias_correction,
     check_same_structure,
     ema_update,
@@ -35,7 +35,7 @@ def scale_by_belief(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16,
         check_same_structure(updates, state.mu, "scale_by_belief")
         mu = ema_update(updates, state.mu, b1)
         nu = jax.tree.map(
-            lambda g, m, s: (b2 * s + (1 - b2) * abs_sq(g.astype(m.dtype) - m).astype(s.dtype)
+            lambda g, m, s: (b2 * s + (1 - b2) * abs_sq_in(g.astype(m.dtype) - m, s.dtype)
                              + eps_root).astype(s.dtype),
             updates, mu, state.nu)
         count = increment(state.count)

@@ -17,6 +17,7 @@ from jaxopt_zoo.core import (
     check_nonneg,
     check_same_structure,
     ema_update,
+    stat_dtype,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
@@ -33,7 +34,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
     check_nonneg("eps", eps, schedule_ok=False)
 
     def init_fn(params):
-        z = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.real(p).dtype), params)
+        z = jax.tree.map(lambda p: jnp.zeros(p.shape, stat_dtype(p.dtype)), params)
         return ScaleByAdaDeltaState(e_g=z, e_x=jax.tree.map(jnp.zeros_like, z))
 
     def update_fn(updates, state, params=None):

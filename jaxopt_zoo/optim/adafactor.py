@@ -14,6 +14,8 @@ from jaxopt_zoo.core import (
     MaskOrFn,
     ScalarOrSchedule,
     abs_sq,
+    abs_sq_in,
+    stat_dtype,
     chain,
     check_int,
     check_nonneg,
@@ -67,12 +69,13 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
 
     def init_leaf(p):
         dims = factored_dims(p.shape, factored, min_dim_size_to_factor)
-        placeholder = jnp.zeros((1,), p.dtype)
+        dt = stat_dtype(p.dtype)
+        placeholder = jnp.zeros((1,), dt)
         if dims is None:
-            return placeholder, placeholder, jnp.zeros_like(p)
+            return placeholder, placeholder, jnp.zeros(p.shape, dt)
         d_row, d_col = dims  # d_row: the smaller of the two axes; we average over the other
-        row = jnp.zeros(tuple(s for i, s in enumerate(p.shape) if i != d_col), p.dtype)
-        col = jnp.zeros(tuple(s for i, s in enumerate(p.shape) if i != d_row), p.dtype)
+        row = jnp.zeros(tuple(s for i, s in enumerate(p.shape) if i != d_col), dt)
+        col = jnp.zeros(tuple(s for i, s in enumerate(p.shape) if i != d_row), dt)
         return row, col, placeholder
 
     def init_fn(params):
@@ -88,7 +91,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
 
         def leaf(g, r, c, v, p):
             dims = factored_dims(p.shape, factored, min_dim_size_to_factor)
-            g2 = abs_sq(g) + epsilon
+            g2 = abs_sq_in(g, v.dtype) + epsilon
             if dims is None:
                 v = (beta * v + (1 - beta) * g2).astype(v.dtype)
                 return (g * v ** -0.5).astype(g.dtype), r, c, v

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
-    abs_sq,
+    abs_sq_in,
     check_nonneg,
     check_same_structure,
+    stat_dtype,
 )
 from jaxopt_zoo.optim._common import scaled_with_decay
 
@@ -34,12 +35,12 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7,
 
     def init_fn(params):
         return ScaleByRssState(sum_of_squares=jax.tree.map(
-            lambda p: jnp.full(p.shape, initial_accumulator_value, jnp.real(p).dtype), params))
+            lambda p: jnp.full(p.shape, initial_accumulator_value, stat_dtype(p.dtype)), params))
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.sum_of_squares, "scale_by_rss")
-        s = jax.tree.map(lambda g, s: (s + abs_sq(g).astype(s.dtype)).astype(s.dtype),
+        s = jax.tree.map(lambda g, s: (s + abs_sq_in(g, s.dtype)).astype(s.dtype),
                          updates, state.sum_of_squares)
         if eps_in_sqrt:
             def leaf(g, s):

@@ -11,7 +11,7 @@ from jaxopt_zoo.core import (
     is_zero,
     GradientTransformation,
     ScalarOrSchedule,
-    abs_sq,
+    abs_sq_in,
     bias_correction,
     chain,
     check_decay,
@@ -20,6 +20,7 @@ from jaxopt_zoo.core import (
     ema_update,
     increment,
     zero_count,
+    stat_dtype,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
@@ -58,7 +59,7 @@ def scale_by_rms(
     check_nonneg("initial_scale", initial_scale, schedule_ok=False)
 
     def init_fn(params):
-        nu = jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, jnp.real(p).dtype), params)
+        nu = jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, stat_dtype(p.dtype)), params)
         if centered:
             return ScaleByStddevState(count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params),
                                       nu=nu)
@@ -73,7 +74,7 @@ def scale_by_rms(
         if centered:
             mu = ema_update(updates, state.mu, decay)
             mu_hat = bias_correction(mu, decay, count) if bias_correction_ else mu
-            var = jax.tree.map(lambda v, m: v - abs_sq(m), nu_hat, mu_hat)
+            var = jax.tree.map(lambda v, m: v - abs_sq_in(m, v.dtype), nu_hat, mu_hat)
         else:
             var = nu_hat
         if eps_in_sqrt:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
-    abs_sq,
+    abs_sq_in,
     bias_correction,
     check_nonneg,
     check_same_structure,
@@ -39,7 +39,7 @@ def scale_by_yogi(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3, eps_root: Any
         mu = ema_update(updates, state.mu, b1)
 
         def nu_leaf(g, v):
-            g2 = abs_sq(g).astype(v.dtype)
+            g2 = abs_sq_in(g, v.dtype)
             return (v - (1 - b2) * jnp.sign(v - g2) * g2).astype(v.dtype)
 
         nu = jax.tree.map(nu_leaf, updates, state.nu)
