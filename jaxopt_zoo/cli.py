@@ -101,6 +101,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="hold out N training examples for validation (default 0: validate on "
                         "the test set, as the background chapter does)")
     p.add_argument("--output", default=None, help="folder for the results (created)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results already in --output (default: refuse)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show progress bars (default: only on a terminal)")
@@ -207,10 +209,16 @@ def _data(args):
                      val_limit=args.val_limit, val_size=args.val_size, seed=0)
 
 
-def _output_dir(args, default_name: str) -> Path:
+def _output_dir(args, default_name: str, files: Sequence[str]) -> Path:
+    """The results folder (created); refuses one holding any of ``files`` from an earlier
+    run unless --overwrite (or --resume: the same run finishing)."""
     out = Path(args.output) if args.output else Path("runs") / default_name
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} exists and is not a folder")
+    taken = [f for f in files if (out / f).exists()]
+    if taken and not (args.overwrite or getattr(args, "resume", False)):
+        raise UsageError(f"--output {out} already holds {', '.join(taken)} from an earlier "
+                         "run; choose another --output or pass --overwrite to replace them")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -229,8 +237,9 @@ def cmd_train(args) -> int:
 
     spec = _specs([args.optimizer], args)[0]
     init = args.init or PRESET_INIT[args.preset]
+    out = _output_dir(args, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                      ("metrics.json", "learning_curve.png"))
     ckpt = _checkpointer(args, spec, init)  # before anything is written
-    out = _output_dir(args, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     train, val = _data(args)
     print(f"training {args.model} ({init} init) with {spec.optimizer} on {len(train.labels)} "
           f"{args.dataset} images, validating on {len(val.labels)}", flush=True)
@@ -325,7 +334,8 @@ def cmd_compare(args) -> int:
     if len({s.name for s in specs}) != len(specs):
         raise UsageError(f"--optimizers lists a name twice: {args.optimizers}")
     init = args.init or PRESET_INIT[args.preset]
-    out = _output_dir(args, f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = _output_dir(args, f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
+                      ("results.json", "results.csv", "accuracy.png"))
     train, val = _data(args)
     print(f"comparing {', '.join(s.optimizer for s in specs)} on {args.model} ({init} init), "
           f"{args.seeds} seed(s), {args.epochs} epochs, {len(train.labels)} training images",

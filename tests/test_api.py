@@ -126,6 +126,34 @@ def test_clip_by_global_norm_bounds_the_norm():
     np.testing.assert_allclose(u["a"], small["a"])
 
 
+def test_skip_not_finite_equals_a_control_run_that_skips_those_steps():
+    # NaN and Inf gradients injected at chosen steps (two of them in a row, under the limit
+    # of 2, then more after a finite step reset the count): parameters and inner state end
+    # equal to Adam run on the finite gradients only (to float32 rounding: XLA compiles the
+    # guarded step into other fused loops, so the last bit may differ).
+    bad = {3: jnp.nan, 4: jnp.inf, 9: -jnp.inf, 10: jnp.nan, 15: jnp.nan}
+    rng = np.random.default_rng(0)
+    grads = [{"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=3), jnp.float32)} for _ in range(20)]
+    for t, v in bad.items():
+        grads[t] = {"w": grads[t]["w"].at[1, 2].set(v), "b": grads[t]["b"]}
+    guarded, control = jz.skip_not_finite(jz.adam(0.1), max_consecutive=2), jz.adam(0.1)
+    p0 = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+    step_g = jax.jit(lambda g, s, p: guarded.update(g, s, p))
+    step_c = jax.jit(lambda g, s, p: control.update(g, s, p))
+    pg, sg, pc, sc = p0, guarded.init(p0), p0, control.init(p0)
+    for t, g in enumerate(grads):
+        u, sg = step_g(g, sg, pg)
+        pg = optax.apply_updates(pg, u)
+        if t not in bad:
+            u, sc = step_c(g, sc, pc)
+            pc = optax.apply_updates(pc, u)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)  # noqa: E731
+    jax.tree.map(close, pg, pc)
+    jax.tree.map(close, sg.inner_state, sc)
+    assert int(sg.total_skipped) == len(bad) and int(sg.consecutive) == 0
+
+
 def test_skip_not_finite_skips_and_counts():
     tx = jz.skip_not_finite(jz.sgd(0.1, momentum=0.9), max_consecutive=2)
     p = jnp.ones(3)

@@ -13,7 +13,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import jaxopt_zoo as jz
@@ -187,13 +186,20 @@ def damage(d, how):
                         q.unlink()
     elif how == "garbage metadata":
         Path(d, "meta", "metadata").write_text("{not json")
+    elif how == "edited history":  # valid JSON, one metric changed: the sha256 catches it
+        f = Path(d, "meta", "metadata")
+        meta = json.loads(f.read_text())
+        entry = meta["history"][-1]
+        key = next(k for k, v in entry.items() if isinstance(v, float) and k != "seconds")
+        entry[key] = entry[key] + 0.01
+        f.write_text(json.dumps(meta))
     elif how == "empty folder":
         for p in sorted(Path(d).rglob("*"), reverse=True):
             p.rmdir() if p.is_dir() else p.unlink()
 
 
 @pytest.mark.parametrize("how", ["bit flip", "truncated file", "missing item",
-                                 "garbage metadata", "empty folder"])
+                                 "garbage metadata", "edited history", "empty folder"])
 def test_damaged_latest_falls_back_to_the_newest_good_one(tmp_path, how):
     saved = three_checkpoints(tmp_path)
     damage(tmp_path / "10", how)
@@ -422,4 +428,19 @@ def test_cli_ctrl_c_saves_the_current_step_and_resumes(tmp_path, capsys, monkeyp
     assert cli.main(args + ["--resume"]) == 0
     assert f"Resumed from checkpoint 3 in {ck}: step 3 (epoch 1, after batch 3)." in \
         capsys.readouterr().out
-    assert json.loads((out / "metrics.json").read_text())["history"][0]["epoch"] == 1
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[0]["epoch"] == 1
+
+    # The interrupted and resumed run ends bit-identical to an uninterrupted one.
+    ck2, out2 = tmp_path / "ck2", tmp_path / "o2"
+    assert cli.main([str(ck2) if a == str(ck) else str(out2) if a == str(out) else a
+                     for a in args]) == 0
+    mlp_template = template(MLP(), jz.adam(1e-3), seed=0)
+    resumed, _ = Checkpointer(ck).restore_latest(mlp_template)
+    straight, _ = Checkpointer(ck2).restore_latest(mlp_template)
+    assert resumed.step == straight.step == 4
+    assert leaves_equal(resumed.params, straight.params)
+    assert leaves_equal(resumed.opt_state, straight.opt_state)
+    assert strip_seconds(resumed.history) == strip_seconds(straight.history)
+    assert strip_seconds(history) == strip_seconds(
+        json.loads((out2 / "metrics.json").read_text())["history"])

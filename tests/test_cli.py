@@ -42,6 +42,18 @@ def test_train_writes_metrics_and_a_plot(tmp_path):
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert "val_acc" in r.stdout  # the epoch table
 
+    # The same --output again: refused before training, the earlier results untouched.
+    before = {f: (out / f).read_bytes() for f in ("metrics.json", "learning_curve.png")}
+    r = jz("train", "--optimizer", "sgd", "--model", "mlp", "--output", str(out), *QUICK)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "already holds metrics.json, learning_curve.png" in r.stderr
+    assert "--overwrite" in r.stderr
+    assert {f: (out / f).read_bytes() for f in before} == before
+    r = jz("train", "--optimizer", "sgd", "--model", "mlp", "--output", str(out), "--overwrite",
+           "--train-limit", "64", "--val-limit", "64", "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "metrics.json").read_text())["config"]["optimizer"] == "sgd"
+
 
 def test_compare_writes_results_table_csv_and_plot(tmp_path):
     out = tmp_path / "cmp"

@@ -168,8 +168,8 @@ class Checkpointer:
         self._write_run_file(structure)
         meta = {"format": FORMAT, "step": int(state.step), "epoch": int(state.epoch),
                 "batch": int(state.batch), "rng_impl": rng_impl,
-                "history": _jsonable(list(state.history), "history"),
-                "sha256": _digest(tree), "saved_at": time.time()}
+                "history": _jsonable(list(state.history), "history")}
+        meta.update(sha256=_digest(tree, meta), saved_at=time.time())
         manager = self._get_manager()
         manager.save(number, args=ocp.args.Composite(
             state=ocp.args.StandardSave(_drop_empty(tree)), meta=ocp.args.JsonSave(meta)),
@@ -292,7 +292,7 @@ class Checkpointer:
         tree = jax.tree.unflatten(treedef, [
             None if x is None else np.zeros(x.shape, x.dtype) if x.size == 0
             else np.asarray(g) for x, g in zip(leaves, got)])
-        if _digest(tree) != meta.get("sha256"):
+        if _digest(tree, meta) != meta.get("sha256"):
             raise ValueError("its content does not match the sha256 recorded when it was "
                              "written (a file was modified or damaged)")
         return _loop_state(tree, meta)
@@ -446,9 +446,14 @@ def _drop_empty(tree: Any) -> Any:
         None if x is None or np.size(x) == 0 else x for x in leaves])
 
 
-def _digest(tree: Any) -> str:
-    """sha256 over every leaf's path, dtype, shape and bytes."""
+_DIGESTED = ("format", "step", "epoch", "batch", "rng_impl", "history")
+
+
+def _digest(tree: Any, meta: Mapping) -> str:
+    """sha256 over every leaf's path, dtype, shape and bytes, and over the position and the
+    metrics history recorded beside them (a changed digit in the history is damage too)."""
     h = hashlib.sha256()
+    h.update(json.dumps({k: meta.get(k) for k in _DIGESTED}, sort_keys=True).encode())
     for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
         a = np.ascontiguousarray(np.asarray(x))
         h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())

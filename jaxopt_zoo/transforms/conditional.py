@@ -33,7 +33,8 @@ def skip_not_finite(
     left untouched, so the step is as if it never happened; ``total_skipped`` counts
     such steps. After ``max_consecutive`` non-finite steps in a row it gives up skipping
     and lets the (non-finite) update through, so that a run that has diverged does not
-    silently stand still; the trainer then stops with a message. ``None``: skip forever.
+    silently stand still (the trainer's ``on_nonfinite="stop"`` then stops with a message
+    naming the step and the leaf). A finite step resets the count. ``None``: skip forever.
     """
     if max_consecutive is not None:
         check_int("max_consecutive", max_consecutive, low=1)
