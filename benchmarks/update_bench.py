@@ -185,9 +185,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--iters", type=int, default=0, help="updates per timing (0: ~0.25 s)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--chunks", type=int, default=2, help="buffers per dtype for 'fused xN'")
     ap.add_argument("--apply-chunks", type=int, default=32,
-                    help="buffers per dtype for the chunk-ordered fused_apply variant")
+                    help="buffers per dtype for the chunk-ordered XLA fused_apply variant")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -209,6 +208,7 @@ def main(argv=None):
             ap.error(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
     leaves = [int(x) for x in args.leaves.split(",")]
 
+    print(f"# native kernel: {jz.native.status()['reason']}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax "
           f"{jax.__version__}, optax {optax.__version__}"
           + (f", torch {torch.__version__} ({args.threads} threads)" if torch else "")
@@ -228,21 +228,21 @@ def main(argv=None):
                     rng.standard_normal(p.shape, np.float32)), params)
                 fp = FlatParams.from_tree(params)
                 fg = FlatParams(fp.layout.flatten(grads), fp.layout)
-                fpc = FlatParams.from_tree(params, chunks=args.chunks)
-                fgc = FlatParams(fpc.layout.flatten(grads), fpc.layout)
+                fpn = FlatParams.from_tree(params)
+                fgn = FlatParams(fpn.layout.flatten(grads), fpn.layout)
                 fpa = FlatParams.from_tree(params, chunks=args.apply_chunks)
                 fga = FlatParams(fpa.layout.flatten(grads), fpa.layout)
-                fused_tx = jz.fuse(ours_f())
+                fused_tx, native_tx = jz.fuse(ours_f()), jz.fuse(ours_f())
                 fresh = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731 -- donation eats it
                 variants = [
                     make_jax_variant("ours", ours_f(), fresh(params), grads),
                     make_jax_variant("ours fused (tree)", jz.fuse(ours_f()), fresh(params),
                                      grads),
                     make_jax_variant("ours fused (FlatParams)", jz.fuse(ours_f()), fp, fg),
-                    make_jax_variant(f"ours fused (FlatParams x{args.chunks})",
-                                     jz.fuse(ours_f()), fpc, fgc),
-                    make_jax_variant(f"ours fused_apply (FlatParams x{args.apply_chunks})",
-                                     fused_tx, fpa, fga, step=fused_apply(fused_tx)),
+                    make_jax_variant(f"ours fused_apply XLA (FlatParams x{args.apply_chunks})",
+                                     fused_tx, fpa, fga, step=fused_apply(fused_tx, native=False)),
+                    make_jax_variant("ours fused_apply native (FlatParams)", native_tx, fpn, fgn,
+                                     step=fused_apply(native_tx)),
                     make_jax_variant("optax (donated)", optax_f(), fresh(params), grads),
                 ]
                 if torch is not None:
@@ -259,7 +259,7 @@ def main(argv=None):
                 results.append(row)
                 for v in streams:
                     v.times.clear()
-                del variants, params, grads, fp, fg, fpc, fgc, fpa, fga
+                del variants, params, grads, fp, fg, fpn, fgn, fpa, fga
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -4,7 +4,7 @@ Every optimizer is an ``optax.GradientTransformation``: ``tx.init(params)`` and
 ``tx.update(grads, state, params)``; apply with ``optax.apply_updates``.
 """
 
-from jaxopt_zoo import schedules
+from jaxopt_zoo import native, schedules
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -145,6 +145,7 @@ __all__ = [
     "ScaleByRssState",
     "ScaleByScheduleState",
     "ScaleByStddevState",
+    "native",
     "schedules",
     "sgd",
     "skip_not_finite",

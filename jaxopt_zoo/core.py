@@ -298,6 +298,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
             new_state.append(s)
         return updates, tuple(new_state)
 
+    update_fn.chain_parts = transforms  # read by jaxopt_zoo.native to run chains in one pass
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 

@@ -19,6 +19,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo import native
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 
 
@@ -97,7 +98,18 @@ def scale_by_adam(
             return out, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    def kernel_stage(state):
+        if nesterov or amsgrad or mu_dtype is not None:
+            return None
+        count = increment(state.count)
+        t = count.astype(jnp.float32)
+        bc1 = 1 - native.f32(b1) ** t  # bias_correction's divisors, as reciprocals
+        bc2 = 1 - native.f32(b2) ** t
+        return native.Stage(native.ADAM, (b1, 1 - b1, b2, 1 - b2, eps, eps_root, 1 / bc1, 1 / bc2),
+                            (state.mu, state.nu),
+                            lambda new: ScaleByAdamState(count=count, mu=new[0], nu=new[1]))
+
+    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
 
 
 def adam(

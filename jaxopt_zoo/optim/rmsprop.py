@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     is_zero,
     GradientTransformation,
@@ -87,7 +88,14 @@ def scale_by_rms(
             return out, ScaleByStddevState(count=count, mu=mu, nu=nu)
         return out, ScaleByRmsState(count=count, nu=nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    def kernel_stage(state):
+        if centered or bias_correction_:
+            return None
+        return native.Stage(native.RMS, (decay, 1 - decay, eps, float(eps_in_sqrt)),
+                            (state.nu,),
+                            lambda new: ScaleByRmsState(count=increment(state.count), nu=new[0]))
+
+    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
 
 
 def rmsprop(

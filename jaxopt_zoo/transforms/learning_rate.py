@@ -7,6 +7,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -37,7 +38,10 @@ def scale(step_size: Any) -> GradientTransformation:
         del params
         return jax.tree.map(lambda u: scale_leaf(u, step_size), updates), state
 
-    return GradientTransformation(init_fn, update_fn)
+    def kernel_stage(state):
+        return native.Stage(native.SCALE, (step_size,), (), lambda new: state)
+
+    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
 
 
 def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTransformation:
@@ -57,7 +61,11 @@ def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTrans
         updates = jax.tree.map(lambda u: scale_leaf(u, s), updates)
         return updates, ScaleByScheduleState(count=increment(state.count))
 
-    return GradientTransformation(init_fn, update_fn)
+    def kernel_stage(state):
+        return native.Stage(native.SCALE, (step_size_fn(state.count),), (),
+                            lambda new: ScaleByScheduleState(count=increment(state.count)))
+
+    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
 
 
 def scale_by_learning_rate(

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     bias_correction,
@@ -63,7 +64,13 @@ def trace(
             out = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, buf)
         return out, TraceState(count=increment(state.count), trace=buf)
 
-    return GradientTransformation(init_fn, update_fn)
+    def kernel_stage(state):
+        first = (state.count == 0).astype(jnp.float32)
+        return native.Stage(native.TRACE, (decay, 1 - dampening, first, float(nesterov)),
+                            (state.trace,),
+                            lambda new: TraceState(count=increment(state.count), trace=new[0]))
+
+    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
 
 
 class EmaState(NamedTuple):

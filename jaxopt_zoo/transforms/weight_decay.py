@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -50,7 +51,12 @@ def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None
         new_state = ScaleByScheduleState(count=increment(state.count)) if scheduled else state
         return out, new_state
 
-    tx = GradientTransformation(init_fn, update_fn)
+    def kernel_stage(state):
+        wd = resolve(weight_decay, state.count) if scheduled else weight_decay
+        return native.Stage(native.DECAY, (wd,), (), lambda new: (
+            ScaleByScheduleState(count=increment(state.count)) if scheduled else state))
+
+    tx = native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
     return tx if mask is None else masked(tx, mask)
 
 
