@@ -9,6 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from jaxopt_zoo.models.layers import ByteDropout, ShiftConv
 from jaxopt_zoo.models.mlp import InitStyle, initializers
 
 
@@ -47,12 +48,13 @@ class CNN(nn.Module):
         kernel_init, bias_init = initializers(self.init_style)
         if x.ndim == 3:  # (N, H, W) grayscale: add the channel axis
             x = x[..., None]
-        x = nn.Conv(32, (3, 3), padding="VALID", kernel_init=kernel_init, bias_init=bias_init)(x)
+        # nn.Conv and nn.Dropout, computed faster on CPU (models/layers.py); same parameters.
+        x = ShiftConv(32, (3, 3), kernel_init=kernel_init, bias_init=bias_init, name="Conv_0")(x)
         x = nn.relu(x)
         x = max_pool_2x2(x)
-        x = nn.Dropout(0.25, deterministic=not train)(x)
+        x = ByteDropout(0.25, deterministic=not train)(x)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(256, kernel_init=kernel_init, bias_init=bias_init)(x)
         x = nn.relu(x)
-        x = nn.Dropout(0.5, deterministic=not train)(x)
+        x = ByteDropout(0.5, deterministic=not train)(x)
         return nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init)(x)
