@@ -152,7 +152,11 @@ def status() -> dict:
             lib_path = _library_path(compiler)
             if not lib_path.exists():
                 _compile(compiler, lib_path)
-            lib = ctypes.cdll.LoadLibrary(str(lib_path))
+            try:
+                lib = ctypes.cdll.LoadLibrary(str(lib_path))
+            except OSError:  # a damaged cached library: build it again, once
+                _compile(compiler, lib_path)
+                lib = ctypes.cdll.LoadLibrary(str(lib_path))
             jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JaxoptZooStep),
                                         platform="cpu")
             _status.update(available=True, library=str(lib_path),

@@ -208,3 +208,22 @@ def test_a_missing_or_broken_compiler_falls_back_to_xla(tmp_path):
                     "disabled": "JAXOPT_ZOO_NATIVE=0"}[name]
         assert expected in reason, (name, reason)
     assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-built left behind
+
+
+def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
+    # A truncated library in the cache (a full disk, a crash in an older version) is
+    # rebuilt on the next use instead of disabling the kernel.
+    cache = tmp_path / "cache"
+    env = dict(os.environ, JAXOPT_ZOO_CACHE_DIR=str(cache))
+    script = ("import jaxopt_zoo as jz; s = jz.native.status(); "
+              "print(s['available'], s['library'])")
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0 and first.stdout.split()[0] == "True", first.stderr[-2000:]
+    library = first.stdout.split()[1]
+    with open(library, "r+b") as f:
+        f.truncate(100)
+    again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.split() == ["True", library], again.stderr
+    assert os.path.getsize(library) > 10_000
