@@ -35,6 +35,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxopt_zoo import native as native_mod
 from jaxopt_zoo.core import GradientTransformation, GradientTransformationExtraArgs
@@ -323,6 +324,17 @@ def fused_apply(fused: GradientTransformation, *, native: bool = True) -> Any:
         return xla_step(params, state, grads, **extra)
 
     return step
+
+
+def update_and_apply(tx: GradientTransformation, grads: Any, state: Any, params: Any
+                     ) -> Tuple[Any, Any]:
+    """``(new params, new state)``: ``fused_apply(tx)`` for a transformation made by
+    :func:`fuse` (the one-pass kernel on float32 FlatParams), else ``tx.update`` and
+    ``optax.apply_updates``. The trainer's step calls this."""
+    if getattr(tx.update, "_fused", None) is not None:
+        return fused_apply(tx)(params, state, grads)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
 
 
 def _apply(params, updates):

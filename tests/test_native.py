@@ -227,3 +227,36 @@ def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
                            text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.split() == ["True", library], again.stderr
     assert os.path.getsize(library) > 10_000
+
+
+class FlatModel:
+    """A Flax model whose parameters are a FlatParams (the trainer calls model.apply)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def apply(self, variables, *args, **kwargs):
+        return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)
+
+
+def test_the_trainer_step_takes_the_kernel_with_flat_parameters():
+    # train_step on FlatParams with fuse(adam) runs the kernel and matches the plain step.
+    from jaxopt_zoo.models import get_model
+    from jaxopt_zoo.train.steps import train_step
+
+    model = get_model("mlp")
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 28, 28, 1)), jnp.float32)
+    y = jnp.arange(16, dtype=jnp.int32) % 10
+    w, key = jnp.ones(16), jax.random.PRNGKey(0)
+    params = model.init(jax.random.PRNGKey(1), x[:1])["params"]
+    plain, fused = jz.adam(1e-2), jz.fuse(jz.adam(1e-2))
+    flat = jz.FlatParams.from_tree(params)
+    step_plain = jax.jit(lambda p, s: train_step(model, plain, p, s, x, y, w, key)[:2])
+    step_flat = jax.jit(lambda p, s: train_step(FlatModel(model), fused, p, s, x, y, w, key)[:2])
+    assert native.TARGET in step_flat.lower(flat, fused.init(flat)).as_text()
+    p, s, fp, fs = params, plain.init(params), flat, fused.init(flat)
+    for _ in range(10):
+        p, s = step_plain(p, s)
+        fp, fs = step_flat(fp, fs)
+    for a, b in zip(jax.tree.leaves(fp.tree()), jax.tree.leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * float(jnp.max(jnp.abs(b))))

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_zoo.fused import update_and_apply
+
 __all__ = [
     "Metrics",
     "batch_metrics",
@@ -106,8 +108,7 @@ def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
     accuracy of the batch under the parameters *before* the update, and their sums.
     """
     (loss, m), grads = loss_and_grads(model, params, images, labels, weights, dropout_key)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    params, opt_state = update_and_apply(tx, grads, opt_state, params)
     return params, opt_state, loss, m.correct / jnp.maximum(m.count, 1.0), m
 
 
