@@ -8,12 +8,13 @@ where 28 must move (see BENCHMARKS.md). ``fused_apply(fuse(tx))`` on float32
 on all of XLA's CPU threads.
 
 Blocks with a one-pass kernel (as built by jaxopt_zoo's constructors and ``chain``):
-``scale_by_adam`` (not NAdam or AMSGrad, no ``mu_dtype``), ``trace`` (momentum, Nesterov,
+``scale_by_adam`` (Adam, NAdam or AMSGrad; no ``mu_dtype``), ``scale_by_adamax``,
+``trace`` (momentum, Nesterov,
 dampening), ``scale_by_lion``, ``scale_by_rms`` (not centered or bias-corrected),
 ``scale_by_rss`` (AdaGrad), ``add_decayed_weights`` (unmasked), ``scale``,
 ``scale_by_schedule`` and ``scale_by_learning_rate``. So ``sgd``, ``momentum``,
-``nesterov``, ``adam``, ``adamw``, ``lion``, ``rmsprop``, ``adagrad`` and chains of these
-blocks qualify; anything else (optax blocks, ``masked``, ``clip_by_global_norm``,
+``nesterov``, ``adam``, ``adamw``, ``nadam``, ``nadamw``, ``amsgrad``, ``adamax``, ``lion``,
+``rmsprop``, ``adagrad`` and chains of these blocks qualify; anything else (optax blocks, ``masked``, ``clip_by_global_norm``,
 ``inject_hyperparams``, other dtypes, GPU/TPU) runs the ordinary XLA path with the same
 results. Hyperparameters may be arrays or schedules: the kernel gets their current values.
 
@@ -44,9 +45,9 @@ TARGET = "jaxopt_zoo_step"
 SOURCE = Path(__file__).with_name("csrc") / "step_kernel.cc"
 
 # Opcodes of csrc/step_kernel.cc, with the number of scalars and state buffers each takes.
-ADAM, TRACE, LION, RMS, RSS, DECAY, SCALE = 1, 2, 3, 4, 5, 6, 7
+ADAM, TRACE, LION, RMS, RSS, DECAY, SCALE, NADAM, AMSGRAD, ADAMAX = range(1, 11)
 ARITY = {ADAM: (8, 2), TRACE: (4, 1), LION: (4, 1), RMS: (4, 1), RSS: (2, 1),
-         DECAY: (1, 0), SCALE: (1, 0)}
+         DECAY: (1, 0), SCALE: (1, 0), NADAM: (9, 2), AMSGRAD: (8, 3), ADAMAX: (5, 2)}
 
 
 class Stage(NamedTuple):

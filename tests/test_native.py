@@ -102,6 +102,10 @@ WITH_KERNEL = {
     "rmsprop": lambda: jz.rmsprop(1e-3),
     "rmsprop-eps-outside": lambda: jz.rmsprop(1e-3, eps_in_sqrt=False, momentum=0.5),
     "adagrad": lambda: jz.adagrad(0.05),
+    "nadam": lambda: jz.nadam(1e-2),
+    "nadamw": lambda: jz.nadamw(1e-2, weight_decay=0.1),
+    "amsgrad": lambda: jz.amsgrad(1e-2),
+    "adamax": lambda: jz.adamax(1e-2),
     "adagrad-no-initial": lambda: jz.chain(jz.scale_by_rss(0.0, eps=1e-10),
                                            jz.scale_by_learning_rate(0.05)),
 }
@@ -114,7 +118,7 @@ def test_native_step_matches_the_plain_optimizer(name):
     assert uses_kernel, f"{name}: expected the one-pass kernel, got the XLA path"
     want, plain_state = run_plain(tx)
     # Float32 rounding: the kernel multiplies by 1/(1 - b^t) where the plain path divides,
-    # and the chain's products are formed in another order; 25 steps stay within ~1e-6.
+    # and the chain's products are formed in another order; 25 steps stay within ~2e-6.
     assert_same_trajectory(got, want, rtol=2e-6)
     # The optimizer state matches too (same types and values, counts included).
     flat = jax.tree.map(lambda x: x.tree() if isinstance(x, jz.FlatParams) else x,
@@ -126,8 +130,7 @@ def test_native_step_matches_the_plain_optimizer(name):
 
 
 WITHOUT_KERNEL = {
-    "amsgrad": lambda: jz.amsgrad(1e-2),
-    "nadam": lambda: jz.nadam(1e-2),
+    "nadam-amsgrad": lambda: jz.adam(1e-2, nesterov=True, amsgrad=True),
     "adam-mu-dtype": lambda: jz.adam(1e-2, mu_dtype=jnp.bfloat16),
     "rmsprop-centered": lambda: jz.rmsprop(1e-3, centered=True),
     "adabelief": lambda: jz.adabelief(1e-2),

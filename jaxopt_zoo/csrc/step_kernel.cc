@@ -12,6 +12,7 @@
 // caller, so a donated step updates in place). The math of each stage is that of the
 // jaxopt_zoo block it replaces, in the same order of operations.
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -33,6 +34,9 @@ enum Op : int64_t {
   kRss = 5,    // bufs s; scalars eps, eps_in_sqrt
   kDecay = 6,  // scalars weight_decay (adds wd * params)
   kScale = 7,  // scalars s
+  kNadam = 8,    // bufs m, v; scalars as kAdam, then 1/(1 - b1^(t+1))
+  kAmsgrad = 9,  // bufs m, v, max of v_hat; scalars as kAdam
+  kAdamax = 10,  // bufs m, u; scalars b1, 1-b1, b2, eps, 1/bc1
 };
 
 constexpr int64_t kBlock = 1024;          // elements per block (4 KB per stream)
@@ -79,6 +83,67 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
           u[i] = (m * r1) / (std::sqrt(v * r2 + eps_root) + eps);  // 1 division, 1 root
         }
         sc += 8;
+        b += 2;
+        break;
+      }
+      case kNadam: {
+        const float b1 = sc[0], c1 = sc[1], b2 = sc[2], c2 = sc[3], eps = sc[4],
+                    eps_root = sc[5], r1 = sc[6], r2 = sc[7], rn1 = sc[8];
+        const float* __restrict mi = pr->state_in[b] + lo;
+        const float* __restrict vi = pr->state_in[b + 1] + lo;
+        float* __restrict mo = pr->state_out[b] + lo;
+        float* __restrict vo = pr->state_out[b + 1] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = u[i];
+          const float m = b1 * mi[i] + c1 * x;
+          const float v = b2 * vi[i] + c2 * (x * x);
+          mo[i] = m;
+          vo[i] = v;
+          const float look_ahead = b1 * (m * rn1) + c1 * (x * r1);
+          u[i] = look_ahead / (std::sqrt(v * r2 + eps_root) + eps);
+        }
+        sc += 9;
+        b += 2;
+        break;
+      }
+      case kAmsgrad: {
+        const float b1 = sc[0], c1 = sc[1], b2 = sc[2], c2 = sc[3], eps = sc[4],
+                    eps_root = sc[5], r1 = sc[6], r2 = sc[7];
+        const float* __restrict mi = pr->state_in[b] + lo;
+        const float* __restrict vi = pr->state_in[b + 1] + lo;
+        const float* __restrict wi = pr->state_in[b + 2] + lo;
+        float* __restrict mo = pr->state_out[b] + lo;
+        float* __restrict vo = pr->state_out[b + 1] + lo;
+        float* __restrict wo = pr->state_out[b + 2] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = u[i];
+          const float m = b1 * mi[i] + c1 * x;
+          const float v = b2 * vi[i] + c2 * (x * x);
+          const float w = std::max(wi[i], v * r2);
+          mo[i] = m;
+          vo[i] = v;
+          wo[i] = w;
+          u[i] = (m * r1) / (std::sqrt(w + eps_root) + eps);
+        }
+        sc += 8;
+        b += 3;
+        break;
+      }
+      case kAdamax: {
+        const float b1 = sc[0], c1 = sc[1], b2 = sc[2], eps = sc[3], r1 = sc[4];
+        const float* __restrict mi = pr->state_in[b] + lo;
+        const float* __restrict ui = pr->state_in[b + 1] + lo;
+        float* __restrict mo = pr->state_out[b] + lo;
+        float* __restrict uo = pr->state_out[b + 1] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = u[i];
+          const float m = b1 * mi[i] + c1 * x;
+          const float w = std::max(b2 * ui[i], std::fabs(x) + eps);
+          mo[i] = m;
+          uo[i] = w;
+          u[i] = (m * r1) / w;
+        }
+        sc += 5;
         b += 2;
         break;
       }
@@ -190,6 +255,9 @@ struct Shared {
 int64_t scalars_needed(int64_t op) {
   switch (op) {
     case kAdam: return 8;
+    case kNadam: return 9;
+    case kAmsgrad: return 8;
+    case kAdamax: return 5;
     case kTrace: return 4;
     case kLion: return 4;
     case kRms: return 4;
@@ -202,7 +270,8 @@ int64_t scalars_needed(int64_t op) {
 
 int64_t buffers_needed(int64_t op) {
   switch (op) {
-    case kAdam: return 2;
+    case kAdam: case kNadam: case kAdamax: return 2;
+    case kAmsgrad: return 3;
     case kTrace: case kLion: case kRms: case kRss: return 1;
     default: return 0;
   }

@@ -99,14 +99,22 @@ def scale_by_adam(
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     def kernel_stage(state):
-        if nesterov or amsgrad or mu_dtype is not None:
+        if (nesterov and amsgrad) or mu_dtype is not None:
             return None
         count = increment(state.count)
         t = count.astype(jnp.float32)
         bc1 = 1 - native.f32(b1) ** t  # bias_correction's divisors, as reciprocals
         bc2 = 1 - native.f32(b2) ** t
-        return native.Stage(native.ADAM, (b1, 1 - b1, b2, 1 - b2, eps, eps_root, 1 / bc1, 1 / bc2),
-                            (state.mu, state.nu),
+        scalars = (b1, 1 - b1, b2, 1 - b2, eps, eps_root, 1 / bc1, 1 / bc2)
+        if nesterov:
+            next_bc1 = 1 - native.f32(b1) ** (t + 1)
+            return native.Stage(native.NADAM, scalars + (1 / next_bc1,), (state.mu, state.nu),
+                                lambda new: ScaleByAdamState(count=count, mu=new[0], nu=new[1]))
+        if amsgrad:
+            return native.Stage(native.AMSGRAD, scalars, (state.mu, state.nu, state.nu_max),
+                                lambda new: ScaleByAmsgradState(count=count, mu=new[0],
+                                                                nu=new[1], nu_max=new[2]))
+        return native.Stage(native.ADAM, scalars, (state.mu, state.nu),
                             lambda new: ScaleByAdamState(count=count, mu=new[0], nu=new[1]))
 
     return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)

@@ -16,6 +16,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo import native
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import check_betas
 
@@ -46,7 +47,13 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
         out = jax.tree.map(lambda m, u, g: (m / u).astype(g.dtype), mu_hat, nu, updates)
         return out, ScaleByAdamaxState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    def kernel_stage(state):
+        count = increment(state.count)
+        bc1 = 1 - native.f32(b1) ** count.astype(jnp.float32)
+        return native.Stage(native.ADAMAX, (b1, 1 - b1, b2, eps, 1 / bc1), (state.mu, state.nu),
+                            lambda new: ScaleByAdamaxState(count=count, mu=new[0], nu=new[1]))
+
+    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
 
 
 def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
