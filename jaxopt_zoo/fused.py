@@ -276,10 +276,11 @@ def fused_apply(fused: GradientTransformation, *, native: bool = True) -> Any:
 
     ``fused`` must come from :func:`fuse`. On CPU, with float32 ``FlatParams`` and an
     optimizer assembled from blocks that have a one-pass kernel (``sgd``, ``momentum``,
-    ``nesterov``, ``adam``, ``adamw``, ``lion``, ``rmsprop``, ``adagrad``, their schedules and
-    chains of their blocks; see :mod:`jaxopt_zoo.native`), the whole step is one pass of a
-    small C++ kernel that reads and writes every buffer once, on all CPU threads: 1.3-1.8x
-    optax's Adam at 8M parameters (BENCHMARKS.md). ``native=False`` (or the environment
+    ``nesterov``, ``adam``, ``adamw``, ``nadam``, ``nadamw``, ``amsgrad``, ``adamax``,
+    ``lion``, ``rmsprop``, ``adagrad``, their schedules and chains of their blocks; see
+    :mod:`jaxopt_zoo.native`), the whole step is one pass of a small C++ kernel that reads
+    and writes every buffer once, on all CPU threads: 1.4-1.6x optax's Adam at 8M parameters
+    (BENCHMARKS.md). ``native=False`` (or the environment
     variable ``JAXOPT_ZOO_NATIVE=0``) keeps everything in XLA. The results agree with the
     plain optimizer to float32 rounding.
 
