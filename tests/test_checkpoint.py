@@ -287,21 +287,37 @@ def test_directories_of_another_run_are_refused(tmp_path):
 # Signals
 # --------------------------------------------------------------------------- #
 
-def test_interrupt_saves_the_current_step_and_stops(tmp_path, capsys):
-    def ctrl_c_at_step_4(s):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_saves_the_current_step_and_stops(tmp_path, capsys, sig):
+    def signal_at_step_4(s):
         if s.step == 4:
+            os.kill(os.getpid(), sig)
+
+    ck = Checkpointer(tmp_path, every_steps=100, metadata=META)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with ck, ck.stop_on_interrupt():
+        state, _ = train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
+                                      callbacks=[signal_at_step_4, ck.callback])
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
+    assert ck.interrupted == sig and state.step == 4
+    name = signal.Signals(sig).name
+    assert f"{name}: saving a checkpoint after the current step" in capsys.readouterr().err
+    restored, _ = Checkpointer(tmp_path, metadata=META).restore_latest(template())
+    assert restored.step == 4 and leaves_equal(restored.params, state.params)
+
+
+def test_a_second_ctrl_c_quits_at_once_without_saving(tmp_path):
+    def ctrl_c_twice_at_step_2(s):
+        if s.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
 
     ck = Checkpointer(tmp_path, every_steps=100, metadata=META)
-    before = signal.getsignal(signal.SIGINT)
-    with ck, ck.stop_on_interrupt():
-        state, _ = train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
-                                      callbacks=[ctrl_c_at_step_4, ck.callback])
-    assert signal.getsignal(signal.SIGINT) is before
-    assert ck.interrupted == signal.SIGINT and state.step == 4
-    assert "SIGINT: saving a checkpoint after the current step" in capsys.readouterr().err
-    restored, _ = Checkpointer(tmp_path, metadata=META).restore_latest(template())
-    assert restored.step == 4 and leaves_equal(restored.params, state.params)
+    with pytest.raises(KeyboardInterrupt):
+        with ck, ck.stop_on_interrupt():
+            train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
+                               callbacks=[ctrl_c_twice_at_step_2, ck.callback])
+    assert ck.interrupted == signal.SIGINT and ck.all_numbers() == []
 
 
 # --------------------------------------------------------------------------- #
