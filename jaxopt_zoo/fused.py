@@ -279,7 +279,7 @@ def fused_apply(fused: GradientTransformation, *, native: bool = True) -> Any:
     ``nesterov``, ``adam``, ``adamw``, ``nadam``, ``nadamw``, ``amsgrad``, ``adamax``,
     ``lion``, ``rmsprop``, ``adagrad``, their schedules and chains of their blocks; see
     :mod:`jaxopt_zoo.native`), the whole step is one pass of a small C++ kernel that reads
-    and writes every buffer once, on all CPU threads: 1.4-1.6x optax's Adam at 8M parameters
+    and writes every buffer once, on all CPU threads: 1.5-1.9x optax's Adam at 8M parameters
     (BENCHMARKS.md). ``native=False`` (or the environment
     variable ``JAXOPT_ZOO_NATIVE=0``) keeps everything in XLA. The results agree with the
     plain optimizer to float32 rounding.
