@@ -43,17 +43,6 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 VARIANTS = ("jax", "jax-fused", "jax-flat", "jax-rbg", "jax-flat-rbg", "torch")
 
 
-class FlatModel:
-    """Duck-typed Flax model whose ``params`` are a ``FlatParams``: the trainer calls
-    ``model.apply({"params": p}, x, ...)`` and this forwards the tree view of ``p``."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def apply(self, variables, *args, **kwargs):
-        return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)
-
-
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -81,7 +70,7 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
         jax.config.update("jax_default_prng_impl", prng)
 
     import jaxopt_zoo as jz
-    from jaxopt_zoo.models import get_model
+    from jaxopt_zoo.models import FlatModel, get_model
     from jaxopt_zoo.train import (Metrics, TrainConfig, epoch_order, evaluate, init_loop_state,
                                   make_indexed_train_step, train_and_evaluate)
 

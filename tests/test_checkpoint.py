@@ -374,6 +374,18 @@ def _wait_for(predicate, proc, what, timeout=120.0):
         time.sleep(0.01)
 
 
+def assert_same_final_state(dir_a, dir_b, step):
+    """The newest checkpoints of two MLP runs hold the same step, parameters, optimizer state
+    and history (wall-clock seconds aside)."""
+    mlp_template = template(MLP(), jz.adam(1e-3), seed=0)
+    a, _ = Checkpointer(dir_a).restore_latest(mlp_template)
+    b, _ = Checkpointer(dir_b).restore_latest(mlp_template)
+    assert a.step == b.step == step
+    assert leaves_equal(a.params, b.params)
+    assert leaves_equal(a.opt_state, b.opt_state)
+    assert strip_seconds(a.history) == strip_seconds(b.history)
+
+
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     a_ck, b_ck = tmp_path / "a_ck", tmp_path / "b_ck"
     a = _start(a_ck, tmp_path / "a_out")  # uninterrupted, alongside the others
@@ -395,12 +407,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     _, err = a.communicate(timeout=120)
     assert a.returncode == 0, err
 
-    final_a, _ = Checkpointer(a_ck).restore_latest(mlp_template)
-    final_b, _ = Checkpointer(b_ck).restore_latest(mlp_template)
-    assert final_a.step == final_b.step == 96
-    assert leaves_equal(final_a.params, final_b.params)
-    assert leaves_equal(final_a.opt_state, final_b.opt_state)
-    assert strip_seconds(final_a.history) == strip_seconds(final_b.history)
+    assert_same_final_state(a_ck, b_ck, 96)
     metrics = [json.loads((tmp_path / f"{x}_out" / "metrics.json").read_text())["history"]
                for x in "ab"]
     assert len(metrics[0]) == 3 and strip_seconds(metrics[0]) == strip_seconds(metrics[1])
@@ -451,12 +458,6 @@ def test_cli_ctrl_c_saves_the_current_step_and_resumes(tmp_path, capsys, monkeyp
     ck2, out2 = tmp_path / "ck2", tmp_path / "o2"
     assert cli.main([str(ck2) if a == str(ck) else str(out2) if a == str(out) else a
                      for a in args]) == 0
-    mlp_template = template(MLP(), jz.adam(1e-3), seed=0)
-    resumed, _ = Checkpointer(ck).restore_latest(mlp_template)
-    straight, _ = Checkpointer(ck2).restore_latest(mlp_template)
-    assert resumed.step == straight.step == 4
-    assert leaves_equal(resumed.params, straight.params)
-    assert leaves_equal(resumed.opt_state, straight.opt_state)
-    assert strip_seconds(resumed.history) == strip_seconds(straight.history)
+    assert_same_final_state(ck, ck2, 4)
     assert strip_seconds(history) == strip_seconds(
         json.loads((out2 / "metrics.json").read_text())["history"])

@@ -232,19 +232,9 @@ def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
     assert os.path.getsize(library) > 10_000
 
 
-class FlatModel:
-    """A Flax model whose parameters are a FlatParams (the trainer calls model.apply)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def apply(self, variables, *args, **kwargs):
-        return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)
-
-
 def test_the_trainer_step_takes_the_kernel_with_flat_parameters():
     # train_step on FlatParams with fuse(adam) runs the kernel and matches the plain step.
-    from jaxopt_zoo.models import get_model
+    from jaxopt_zoo.models import FlatModel, get_model
     from jaxopt_zoo.train.steps import train_step
 
     model = get_model("mlp")

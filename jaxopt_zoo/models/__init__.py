@@ -9,8 +9,8 @@ from jaxopt_zoo.models.mlp import INIT_STYLES, MLP, InitStyle, initializers
 
 MODELS = {"cnn": CNN, "mlp": MLP}
 
-__all__ = ["CNN", "INIT_STYLES", "MLP", "MODELS", "InitStyle", "get_model", "initializers",
-           "max_pool_2x2"]
+__all__ = ["CNN", "FlatModel", "INIT_STYLES", "MLP", "MODELS", "InitStyle", "get_model",
+           "initializers", "max_pool_2x2"]
 
 
 def get_model(name: str, init_style: str = "flax") -> nn.Module:
@@ -23,3 +23,18 @@ def get_model(name: str, init_style: str = "flax") -> nn.Module:
         raise ValueError(f"Unknown model: {name!r}. Expected one of {sorted(MODELS)}.")
     initializers(init_style)  # validate now, not at the first model.init
     return MODELS[key](init_style=init_style)
+
+
+class FlatModel:
+    """A Flax model whose parameters are held as a :class:`jaxopt_zoo.FlatParams`.
+
+    ``FlatModel(model).apply({"params": flat}, x, ...)`` runs ``model`` on the tree view of
+    the flat buffers, so the trainer (which calls ``model.apply``) and ``jax.grad`` work on
+    ``FlatParams`` unchanged, and ``fuse(tx)`` updates them through ``fused_apply``.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def apply(self, variables, *args, **kwargs):
+        return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)
