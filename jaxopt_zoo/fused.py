@@ -327,14 +327,20 @@ def fused_apply(fused: GradientTransformation, *, native: bool = True) -> Any:
     return step
 
 
-def update_and_apply(tx: GradientTransformation, grads: Any, state: Any, params: Any
-                     ) -> Tuple[Any, Any]:
+def is_fused(tx: GradientTransformation) -> bool:
+    """Whether ``tx`` was made by :func:`fuse`."""
+    return getattr(tx.update, "_fused", None) is not None
+
+
+def update_and_apply(tx: GradientTransformation, grads: Any, state: Any, params: Any,
+                     **extra: Any) -> Tuple[Any, Any]:
     """``(new params, new state)``: ``fused_apply(tx)`` for a transformation made by
     :func:`fuse` (the one-pass kernel on float32 FlatParams), else ``tx.update`` and
-    ``optax.apply_updates``. The trainer's step calls this."""
-    if getattr(tx.update, "_fused", None) is not None:
-        return fused_apply(tx)(params, state, grads)
-    updates, state = tx.update(grads, state, params)
+    ``optax.apply_updates``. Extra keyword arguments go to ``tx.update``. The trainer's
+    step calls this."""
+    if is_fused(tx):
+        return fused_apply(tx)(params, state, grads, **extra)
+    updates, state = tx.update(grads, state, params, **extra)
     return optax.apply_updates(params, updates), state
 
 

@@ -232,8 +232,10 @@ def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
     assert os.path.getsize(library) > 10_000
 
 
-def test_the_trainer_step_takes_the_kernel_with_flat_parameters():
-    # train_step on FlatParams with fuse(adam) runs the kernel and matches the plain step.
+@pytest.mark.parametrize("guard", [False, True], ids=["plain", "guarded"])
+def test_the_trainer_step_takes_the_kernel_with_flat_parameters(guard):
+    # train_step on FlatParams with fuse(adam) runs the kernel and matches the plain step,
+    # with and without the non-finite guard (one step factory: the guard does not bypass it).
     from jaxopt_zoo.models import FlatModel, get_model
     from jaxopt_zoo.train.steps import train_step
 
@@ -245,7 +247,8 @@ def test_the_trainer_step_takes_the_kernel_with_flat_parameters():
     plain, fused = jz.adam(1e-2), jz.fuse(jz.adam(1e-2))
     flat = jz.FlatParams.from_tree(params)
     step_plain = jax.jit(lambda p, s: train_step(model, plain, p, s, x, y, w, key)[:2])
-    step_flat = jax.jit(lambda p, s: train_step(FlatModel(model), fused, p, s, x, y, w, key)[:2])
+    step_flat = jax.jit(lambda p, s: train_step(FlatModel(model), fused, p, s, x, y, w, key,
+                                                guard=guard)[:2])
     assert native.TARGET in step_flat.lower(flat, fused.init(flat)).as_text()
     p, s, fp, fs = params, plain.init(params), flat, fused.init(flat)
     for _ in range(10):

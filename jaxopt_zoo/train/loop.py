@@ -29,8 +29,7 @@ from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
-from jaxopt_zoo.train.steps import (Metrics, gather_batch, loss_and_grads, make_eval_fn,
-                                    make_indexed_train_step, memoized)
+from jaxopt_zoo.train.steps import Metrics, make_eval_fn, make_indexed_train_step, memoized
 
 __all__ = [
     "NONFINITE_MODES",
@@ -246,8 +245,7 @@ def train_and_evaluate(
     callbacks = _as_callback_list(callbacks)
     progress = _progress_enabled(config.progress)
     guard = config.on_nonfinite != "ignore"
-    train_fn = memoized(_make_guarded_train_step if guard else make_indexed_train_step,
-                        model, tx, bs)
+    train_fn = memoized(_indexed_step, model, tx, bs, guard)
     eval_fn = None if val is None else memoized(make_eval_fn, model, config.eval_batch_size)
     dropout_key = jax.random.fold_in(state.rng, _DROPOUT)
     sync_every = max(1, min(20, steps_per_epoch // 20))
@@ -313,38 +311,6 @@ def train_and_evaluate(
 # Non-finite steps (TrainConfig.on_nonfinite)
 # --------------------------------------------------------------------------- #
 
-def _leaves_finite(tree: Any) -> jax.Array:
-    """One bool per leaf of ``tree``: all its elements finite."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.ones((0,), bool)
-    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
-
-
-def _make_guarded_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                             batch_size: int) -> Callable:
-    """:func:`~jaxopt_zoo.train.steps.make_indexed_train_step` with a finiteness check.
-
-    Returns ``(params, opt_state, totals, (ok, loss, grads_finite, params_finite))``. A step
-    whose loss, gradients or updated parameters are not all finite (``ok`` False) returns
-    ``params``, ``opt_state`` and ``totals`` unchanged.
-    """
-    def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
-        x, y, weights = gather_batch(images, labels, order, batch, batch_size)
-        key = jax.random.fold_in(dropout_key, step)
-        (loss, m), grads = loss_and_grads(model, params, x, y, weights, key)
-        updates, new_opt_state = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        grads_finite, params_finite = _leaves_finite(grads), _leaves_finite(new_params)
-        ok = jnp.isfinite(loss) & jnp.all(grads_finite) & jnp.all(params_finite)
-        new_totals = Metrics(*(t + v for t, v in zip(totals, m)))
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-        return (keep(new_params, params), keep(new_opt_state, opt_state),
-                keep(new_totals, totals), (ok, loss, grads_finite, params_finite))
-
-    return jax.jit(step, donate_argnums=(0, 1, 2))
-
-
 def _nonfinite_error(check: Any, params: Any, state: "LoopState") -> NonFiniteError:
     _, loss, grads_finite, params_finite = jax.device_get(check)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -402,6 +368,11 @@ def _shuffle(key: jax.Array, epoch: jax.Array, order: jax.Array) -> jax.Array:
 
 def _permutation(shuffle_key: jax.Array, epoch: int, n: int) -> jax.Array:
     return _shuffle(shuffle_key, epoch, jnp.arange(n, dtype=jnp.int32))
+
+
+def _indexed_step(model: nn.Module, tx: optax.GradientTransformation, batch_size: int,
+                  guard: bool) -> Callable:
+    return make_indexed_train_step(model, tx, batch_size, guard=guard)
 
 
 def _jitted_init(model: nn.Module) -> Callable:

@@ -20,12 +20,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_zoo.fused import update_and_apply
+from jaxopt_zoo.fused import is_fused, update_and_apply
 
 __all__ = [
     "Metrics",
+    "StepCheck",
+    "StepResult",
     "batch_metrics",
     "evaluate",
+    "leaves_finite",
     "make_eval_fn",
     "make_indexed_train_step",
     "make_train_step",
@@ -80,12 +83,19 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
 def loss_and_grads(model: nn.Module, params: Any, images: jax.Array, labels: jax.Array,
                    weights: Optional[jax.Array], dropout_key: jax.Array):
     """``((mean loss, Metrics), grads)`` of the weighted cross-entropy on one batch."""
+    return jax.value_and_grad(_loss_fn(model, images, labels, weights, dropout_key),
+                              has_aux=True)(params)
+
+
+def _loss_fn(model: nn.Module, images: jax.Array, labels: jax.Array,
+             weights: Optional[jax.Array], dropout_key: jax.Array) -> Callable:
+    """``params -> (mean loss, Metrics)`` on one batch with one dropout key."""
     def loss_fn(p):
         logits = model.apply({"params": p}, images, train=True, rngs={"dropout": dropout_key})
         m = batch_metrics(logits, labels, weights)
         return m.loss / jnp.maximum(m.count, 1.0), m
 
-    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss_fn
 
 
 def gather_batch(images: jax.Array, labels: jax.Array, order: jax.Array, batch: Any,
@@ -98,42 +108,104 @@ def gather_batch(images: jax.Array, labels: jax.Array, order: jax.Array, batch: 
     return images[idx], labels[idx], (pos < n).astype(jnp.float32)
 
 
+class StepCheck(NamedTuple):
+    """What a guarded step found (``guard=True``): ``ok`` is False when the loss, a gradient
+    or an updated parameter is not finite; the per-leaf flags say which."""
+
+    ok: jax.Array  # bool scalar
+    loss: jax.Array
+    grads_finite: jax.Array  # one bool per parameter leaf
+    params_finite: jax.Array  # one bool per parameter leaf
+
+
+class StepResult(NamedTuple):
+    """The outcome of :func:`train_step`.
+
+    ``loss`` and ``accuracy`` are the batch's weighted means under the parameters *before*
+    the update, ``metrics`` their sums; ``check`` is a :class:`StepCheck` for a guarded step
+    (whose ``params``/``opt_state`` are then the old ones when ``check.ok`` is False), else
+    None.
+    """
+
+    params: Any
+    opt_state: Any
+    loss: jax.Array
+    accuracy: jax.Array
+    metrics: Metrics
+    check: Optional[StepCheck]
+
+
+def leaves_finite(tree: Any) -> jax.Array:
+    """One bool per leaf of ``tree``: all its elements finite."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.ones((0,), bool)
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
 def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
                opt_state: Any, images: jax.Array, labels: jax.Array,
-               weights: Optional[jax.Array], dropout_key: jax.Array
-               ) -> Tuple[Any, Any, jax.Array, jax.Array, Metrics]:
-    """One optimizer step on a (possibly padded) batch; pure, not jitted.
+               weights: Optional[jax.Array], dropout_key: jax.Array, *,
+               guard: bool = False) -> StepResult:
+    """One optimizer step on a (possibly padded) batch; pure, not jitted. Every train step
+    of the library (:func:`make_train_step`, :func:`make_indexed_train_step`, the epoch loop)
+    is this function.
 
-    Returns ``(params, opt_state, loss, accuracy, metrics)``: the weighted mean loss and
-    accuracy of the batch under the parameters *before* the update, and their sums.
+    - The update goes through :func:`jaxopt_zoo.fused.update_and_apply`: a ``fuse``d
+      optimizer on ``FlatParams`` takes the one-pass native kernel, anything else
+      ``tx.update`` + ``optax.apply_updates``.
+    - An optimizer that takes extra arguments (a ``GradientTransformationExtraArgs``, such
+      as our ``chain``) also receives ``value=`` (the batch loss at ``params``) and
+      ``grad_fn=`` (``params -> gradient`` of the same loss on the same batch with the same
+      dropout key), which SAM's second gradient and loss-driven schedules
+      (reduce-on-plateau) read; transformations that do not use them ignore them, and XLA
+      drops the unused computation.
+    - ``guard=True``: the step also checks that the loss, the gradients and the updated
+      parameters are finite, and when they are not returns the old ``params`` and
+      ``opt_state`` (``result.check.ok`` False; see :class:`StepCheck`).
     """
-    (loss, m), grads = loss_and_grads(model, params, images, labels, weights, dropout_key)
-    params, opt_state = update_and_apply(tx, grads, opt_state, params)
-    return params, opt_state, loss, m.correct / jnp.maximum(m.count, 1.0), m
+    loss_fn = _loss_fn(model, images, labels, weights, dropout_key)
+    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    extra = {}
+    if isinstance(tx, optax.GradientTransformationExtraArgs) and not is_fused(tx):
+        extra = {"value": loss, "grad_fn": lambda p: jax.grad(loss_fn, has_aux=True)(p)[0]}
+    new_params, new_opt_state = update_and_apply(tx, grads, opt_state, params, **extra)
+    accuracy = m.correct / jnp.maximum(m.count, 1.0)
+    if not guard:
+        return StepResult(new_params, new_opt_state, loss, accuracy, m, None)
+    grads_finite, params_finite = leaves_finite(grads), leaves_finite(new_params)
+    ok = jnp.isfinite(loss) & jnp.all(grads_finite) & jnp.all(params_finite)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+    return StepResult(keep(new_params, params), keep(new_opt_state, opt_state), loss, accuracy,
+                      m, StepCheck(ok, loss, grads_finite, params_finite))
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation) -> Callable:
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
+                    guard: bool = False) -> Callable:
     """Jitted ``step(params, opt_state, images, labels, weights, dropout_key)``.
 
-    Returns ``(params, opt_state, loss, accuracy)``. ``params`` and ``opt_state`` are
-    donated: do not use the arrays you passed in after the call. Pass
-    ``weights=jnp.ones(batch)`` for a full batch, or pad a short batch and give the padded
-    rows weight 0 to keep a single compiled shape.
+    Returns ``(params, opt_state, loss, accuracy)``, and a :class:`StepCheck` fifth when
+    ``guard=True`` (see :func:`train_step`). ``params`` and ``opt_state`` are donated: do
+    not use the arrays you passed in after the call. Pass ``weights=jnp.ones(batch)`` for a
+    full batch, or pad a short batch and give the padded rows weight 0 to keep a single
+    compiled shape.
     """
     def step(params, opt_state, images, labels, weights, dropout_key):
-        params, opt_state, loss, acc, _ = train_step(
-            model, tx, params, opt_state, images, labels, weights, dropout_key)
-        return params, opt_state, loss, acc
+        r = train_step(model, tx, params, opt_state, images, labels, weights, dropout_key,
+                       guard=guard)
+        out = (r.params, r.opt_state, r.loss, r.accuracy)
+        return out + (r.check,) if guard else out
 
     return jax.jit(step, donate_argnums=(0, 1))
 
 
 def make_indexed_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                            batch_size: int) -> Callable:
+                            batch_size: int, *, guard: bool = False) -> Callable:
     """Jitted step that reads its batch from a device-resident data set.
 
     ``step(params, opt_state, totals, images, labels, order, batch, step, dropout_key)
-    -> (params, opt_state, totals)``
+    -> (params, opt_state, totals)``, with a :class:`StepCheck` fourth when ``guard=True``
+    (a step that fails the check leaves ``totals`` unchanged too).
 
     - ``images, labels``: the whole training set, already on the device (not donated).
     - ``order``: int32 permutation of ``range(N)`` for this epoch (on the device).
@@ -149,9 +221,12 @@ def make_indexed_train_step(model: nn.Module, tx: optax.GradientTransformation,
     def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
         x, y, weights = gather_batch(images, labels, order, batch, batch_size)
         key = jax.random.fold_in(dropout_key, step)
-        params, opt_state, _, _, m = train_step(model, tx, params, opt_state, x, y, weights, key)
-        totals = Metrics(*(t + v for t, v in zip(totals, m)))
-        return params, opt_state, totals
+        r = train_step(model, tx, params, opt_state, x, y, weights, key, guard=guard)
+        new_totals = Metrics(*(t + v for t, v in zip(totals, r.metrics)))
+        if not guard:
+            return r.params, r.opt_state, new_totals
+        new_totals = jax.tree.map(lambda a, b: jnp.where(r.check.ok, a, b), new_totals, totals)
+        return r.params, r.opt_state, new_totals, r.check
 
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
