@@ -267,8 +267,7 @@ def cmd_train(args) -> int:
 
 
 def _checkpointer(args, spec, init):
-    """The run's Checkpointer, or None without --checkpoint-dir; refuses a folder of another
-    run, and one holding checkpoints of this run unless --resume."""
+    """The run's Checkpointer, or None without --checkpoint-dir."""
     if args.checkpoint_dir is None:
         for flag in ("checkpoint_every", "keep_checkpoints"):
             if getattr(args, flag) is not None:
@@ -276,52 +275,24 @@ def _checkpointer(args, spec, init):
         if args.resume:
             raise UsageError("--resume needs --checkpoint-dir")
         return None
-    from jaxopt_zoo.train.checkpoint import Checkpointer
+    from jaxopt_zoo.train.runner import CheckpointsExistError, open_checkpointer
 
     identity = {"optimizer": spec.optimizer, "lr": args.lr, "opt_arg": dict(args.opt_arg),
                 "model": args.model, "init": init, "dataset": args.dataset, "seed": args.seed,
                 "batch_size": args.batch_size, "train_limit": args.train_limit,
                 "val_limit": args.val_limit, "val_size": args.val_size}
-    ckpt = Checkpointer(args.checkpoint_dir, keep=args.keep_checkpoints or 3,
-                        every_steps=args.checkpoint_every, metadata=identity)
-    latest = ckpt.latest_number()
-    if latest is not None and not args.resume:
-        raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} already holds checkpoints of "
-                         "this run; add --resume to continue it, or choose another folder")
-    return ckpt
+    try:
+        return open_checkpointer(args.checkpoint_dir, identity, keep=args.keep_checkpoints or 3,
+                                 every_steps=args.checkpoint_every, resume=args.resume)
+    except CheckpointsExistError as e:
+        raise UsageError(str(e)) from None
 
 
 def _run_with_checkpoints(ckpt, args, spec, init, train, val):
-    """Train with checkpoints; the history, or None when a signal stopped training (the
-    checkpoint of the current step is then saved and named)."""
-    from jaxopt_zoo.models import get_model
-    from jaxopt_zoo.train import NonFiniteError, init_loop_state
-    from jaxopt_zoo.train.runner import run
+    from jaxopt_zoo.train.runner import run_with_checkpoints
 
-    tx = spec.build()
-    state = None
-    try:
-        with ckpt.stop_on_interrupt():  # from here on Ctrl-C saves the current step
-            if args.resume:
-                template = init_loop_state(get_model(args.model, init), tx,
-                                           train.images[:1], args.seed)
-                state, message = ckpt.restore_latest(template)
-                print(message, flush=True)
-            state, history = run(spec, train, val, model=args.model, init_style=init,
-                                 config=_config(args, args.seed), tx=tx,
-                                 callbacks=[ckpt.callback], state=state)
-    except NonFiniteError as e:
-        if e.state is not None and ckpt.save(e.state, force=True):
-            e.args = (f"{e} Its state before that step is saved in {ckpt.directory}.",)
-        raise
-    ckpt.save(state, force=True)
-    if ckpt.interrupted is not None and state.batch != 0:  # stopped mid-epoch by the signal
-        ckpt.wait()
-        print(f"jaxopt-zoo: stopped at step {state.step} (epoch {state.epoch + 1}); the "
-              f"checkpoint is in {ckpt.directory}. Run the same command with --resume to "
-              "continue.", file=sys.stderr, flush=True)
-        return None
-    return history
+    return run_with_checkpoints(ckpt, spec, train, val, model=args.model, init_style=init,
+                                config=_config(args, args.seed), resume=args.resume)
 
 
 def cmd_compare(args) -> int:

@@ -36,32 +36,28 @@ How it fails safely:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Iterator, List, Mapping, Optional, Tuple, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxopt_zoo.core import check_int
+from jaxopt_zoo.train import checkpoint_format as _fmt
+from jaxopt_zoo.train.checkpoint_format import FORMAT
 from jaxopt_zoo.train.loop import LoopState
-from jaxopt_zoo.train.steps import Metrics
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpointer", "RUN_FILE",
            "checkpoint_number"]
 
-FORMAT = "jaxopt_zoo.checkpoint/1"
 RUN_FILE = "jaxopt_zoo_run.json"
 DAMAGED_DIR = "damaged"
 _TMP_MARK = ".orbax-checkpoint-tmp"
@@ -115,7 +111,7 @@ class Checkpointer:
         self.keep = check_int("keep", keep, low=1)
         self.every_steps = None if every_steps is None else check_int("every_steps",
                                                                       every_steps, low=1)
-        self.metadata = None if metadata is None else _jsonable(dict(metadata), "metadata")
+        self.metadata = None if metadata is None else _fmt.jsonable(dict(metadata), "metadata")
         self.async_save = bool(async_save)
         self.interrupted: Optional[int] = None  # the signal number, once one arrived
         self._run = self._check_directory()
@@ -162,17 +158,17 @@ class Checkpointer:
                 f"Cannot save step {int(state.step)} (checkpoint {number}) into "
                 f"{self.directory}: it already holds the newer checkpoint {latest}. Resume "
                 "from it (restore_latest / --resume), or use another directory.")
-        tree, rng_impl = _state_tree(state)
+        tree, rng_impl = _fmt.state_tree(state)
         tree = jax.tree.map(lambda x: np.array(x, copy=True), tree)  # the loop donates them
-        structure = _structure(state)
+        structure = _fmt.structure(state)
         self._write_run_file(structure)
         meta = {"format": FORMAT, "step": int(state.step), "epoch": int(state.epoch),
                 "batch": int(state.batch), "rng_impl": rng_impl,
-                "history": _jsonable(list(state.history), "history")}
-        meta.update(sha256=_digest(tree, meta), saved_at=time.time())
+                "history": _fmt.jsonable(list(state.history), "history")}
+        meta.update(sha256=_fmt.digest(tree, meta), saved_at=time.time())
         manager = self._get_manager()
         manager.save(number, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_drop_empty(tree)), meta=ocp.args.JsonSave(meta)),
+            state=ocp.args.StandardSave(_fmt.drop_empty(tree)), meta=ocp.args.JsonSave(meta)),
             force=True)
         self._last_saved = number
         if not self.async_save:
@@ -283,19 +279,19 @@ class Checkpointer:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"unknown checkpoint format {meta.get('format')!r}"
                              if isinstance(meta, dict) else "malformed metadata")
-        leaves, treedef = _flatten(_abstract_tree(template))
+        leaves, treedef = _fmt.flatten(_fmt.abstract_tree(template))
         restored = manager.restore(number, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_drop_empty(jax.tree.unflatten(treedef, leaves)))))
-        got, _ = _flatten(restored["state"])
+            state=ocp.args.StandardRestore(_fmt.drop_empty(jax.tree.unflatten(treedef, leaves)))))
+        got, _ = _fmt.flatten(restored["state"])
         if len(got) != len(leaves):
             raise ValueError(f"it holds {len(got)} arrays where {len(leaves)} were expected")
         tree = jax.tree.unflatten(treedef, [
             None if x is None else np.zeros(x.shape, x.dtype) if x.size == 0
             else np.asarray(g) for x, g in zip(leaves, got)])
-        if _digest(tree, meta) != meta.get("sha256"):
+        if _fmt.digest(tree, meta) != meta.get("sha256"):
             raise ValueError("its content does not match the sha256 recorded when it was "
                              "written (a file was modified or damaged)")
-        return _loop_state(tree, meta)
+        return _fmt.loop_state(tree, meta)
 
     def _after_restore(self, number: int, state: LoopState,
                        failures: List[Tuple[int, str]]) -> str:
@@ -357,11 +353,11 @@ class Checkpointer:
         saved = (self._run or {}).get("structure")
         if saved is None:
             return
-        mine = _structure(state)
+        mine = _fmt.structure(state)
         if saved != mine:
             raise CheckpointMismatchError(
                 f"{self.directory} holds checkpoints of a different model or optimizer: "
-                f"{_structure_diff(saved, mine)}. Use another checkpoint directory.")
+                f"{_fmt.structure_diff(saved, mine)}. Use another checkpoint directory.")
 
     def _write_run_file(self, structure: dict) -> None:
         if self._run is not None:
@@ -369,12 +365,12 @@ class Checkpointer:
             if saved is not None and saved != structure:
                 raise CheckpointMismatchError(
                     f"Cannot save into {self.directory}: it holds checkpoints of a different "
-                    f"model or optimizer: {_structure_diff(saved, structure)}.")
+                    f"model or optimizer: {_fmt.structure_diff(saved, structure)}.")
             if saved is not None:
                 return
         run = {"format": FORMAT, "metadata": self.metadata or {}, "structure": structure}
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.directory / RUN_FILE, run)
+        _fmt.write_json_atomic(self.directory / RUN_FILE, run)
         self._run = run
 
     def _get_manager(self) -> ocp.CheckpointManager:
@@ -386,127 +382,6 @@ class Checkpointer:
                     max_to_keep=self.keep, create=True,
                     enable_async_checkpointing=self.async_save))
         return self._manager
-
-
-# --------------------------------------------------------------------------- #
-# LoopState <-> saved tree
-# --------------------------------------------------------------------------- #
-
-def _state_tree(state: LoopState) -> Tuple[Dict[str, Any], Optional[str]]:
-    """The arrays of a LoopState as one tree; typed PRNG keys as their raw data."""
-    rng, impl = state.rng, None
-    if jax.dtypes.issubdtype(jnp.result_type(rng), jax.dtypes.prng_key):
-        impl = str(jax.random.key_impl(rng))
-        rng = jax.random.key_data(rng)
-    counters = np.array([int(state.step), int(state.epoch), int(state.batch)], np.int64)
-    return {"params": state.params, "opt_state": state.opt_state,
-            "totals": Metrics(*state.totals), "rng": rng, "counters": counters}, impl
-
-
-def _sds(x: Any) -> jax.ShapeDtypeStruct:
-    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-    return jax.ShapeDtypeStruct(np.shape(x), dtype)
-
-
-def _abstract_tree(template: LoopState) -> Dict[str, Any]:
-    """The shapes and dtypes of :func:`_state_tree` of a state like ``template`` (which may
-    itself hold ``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``)."""
-    rng = template.rng
-    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        rng = jax.eval_shape(jax.random.key_data, rng)
-    sds = lambda t: jax.tree.map(_sds, t)  # noqa: E731
-    return {"params": sds(template.params), "opt_state": sds(template.opt_state),
-            "totals": Metrics(*sds(tuple(template.totals))), "rng": _sds(rng),
-            "counters": jax.ShapeDtypeStruct((3,), np.int64)}
-
-
-def _loop_state(tree: Dict[str, Any], meta: Mapping[str, Any]) -> LoopState:
-    step, epoch, batch = (int(v) for v in tree["counters"])
-    if (step, epoch, batch) != (meta.get("step"), meta.get("epoch"), meta.get("batch")):
-        raise ValueError("its step/epoch/batch disagree with its metadata")
-    history = tuple(meta.get("history", ()))
-    if len(history) != epoch:
-        raise ValueError(f"epoch {epoch} but {len(history)} history entries")
-    to_device = lambda t: jax.tree.map(jnp.asarray, t)  # noqa: E731
-    rng = jnp.asarray(tree["rng"])
-    if meta.get("rng_impl"):
-        rng = jax.random.wrap_key_data(rng, impl=meta["rng_impl"])
-    return LoopState(to_device(tree["params"]), to_device(tree["opt_state"]), step, epoch,
-                     batch, rng, Metrics(*to_device(tuple(tree["totals"]))), history)
-
-
-def _flatten(tree: Any) -> Tuple[List[Any], Any]:
-    return jax.tree.flatten(tree, is_leaf=lambda x: x is None)
-
-
-def _drop_empty(tree: Any) -> Any:
-    """Zero-size arrays as None: orbax refuses to save them (and they hold nothing)."""
-    leaves, treedef = _flatten(tree)
-    return jax.tree.unflatten(treedef, [
-        None if x is None or np.size(x) == 0 else x for x in leaves])
-
-
-_DIGESTED = ("format", "step", "epoch", "batch", "rng_impl", "history")
-
-
-def _digest(tree: Any, meta: Mapping) -> str:
-    """sha256 over every leaf's path, dtype, shape and bytes, and over the position and the
-    metrics history recorded beside them (a changed digit in the history is damage too)."""
-    h = hashlib.sha256()
-    h.update(json.dumps({k: meta.get(k) for k in _DIGESTED}, sort_keys=True).encode())
-    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        a = np.ascontiguousarray(np.asarray(x))
-        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _structure(state: LoopState) -> dict:
-    """Tree structure, shapes and dtypes of the parameters and the optimizer state."""
-    def describe(tree):
-        return [[jax.tree_util.keystr(p), list(np.shape(x)), str(jnp.result_type(x))]
-                for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    return {"params": describe(state.params), "opt_state": describe(state.opt_state),
-            "opt_state_tree": str(jax.tree.structure(state.opt_state))}
-
-
-def _structure_diff(saved: dict, mine: dict) -> str:
-    types = [", ".join(re.findall(r"namedtuple\[(\w+)\]", x["opt_state_tree"])) or "-"
-             for x in (saved, mine)]
-    optimizer = (f" (optimizer state: {types[0]} in the checkpoints, {types[1]} here)"
-                 if types[0] != types[1] else "")
-    for part in ("params", "opt_state"):
-        a = {p: (s, d) for p, s, d in saved[part]}
-        b = {p: (s, d) for p, s, d in mine[part]}
-        if a == b:
-            continue
-        for p in sorted(set(a) | set(b)):
-            if a.get(p) != b.get(p):
-                there = "absent" if p not in a else f"{tuple(a[p][0])} {a[p][1]}"
-                here = "absent" if p not in b else f"{tuple(b[p][0])} {b[p][1]}"
-                return f"{part}{p} is {there} in the checkpoints but {here} here{optimizer}"
-    return (f"the optimizer state is {saved['opt_state_tree']} in the checkpoints but "
-            f"{mine['opt_state_tree']} here")
-
-
-def _jsonable(x: Any, what: str) -> Any:
-    try:
-        return json.loads(json.dumps(x))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"Invalid {what}: it must be JSON-serializable ({e}).") from None
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _ignore_closed_loop_callbacks() -> None:

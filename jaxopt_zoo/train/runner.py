@@ -6,14 +6,18 @@ Shared by the ``jaxopt-zoo`` command and the scripts in ``experiments/``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import os
+import sys
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from jaxopt_zoo import registry
 from jaxopt_zoo.data import Dataset, load
 from jaxopt_zoo.models import get_model
-from jaxopt_zoo.train.loop import LoopState, TrainConfig, train_and_evaluate
+from jaxopt_zoo.train.checkpoint import CheckpointError, Checkpointer
+from jaxopt_zoo.train.loop import LoopState, NonFiniteError, TrainConfig, init_loop_state, \
+    train_and_evaluate
 
 PRESETS = ("native", "keras", "torch")
 # The model initialisation each preset implies: Keras builds layers with glorot_uniform
@@ -86,6 +90,67 @@ def run(spec: RunSpec, train: Dataset, val: Dataset, *, model: str = "cnn",
                               callbacks=callbacks, state=state)
 
 
+class CheckpointsExistError(CheckpointError):
+    """The checkpoint directory already holds checkpoints of this run and ``resume`` is off."""
+
+
+def open_checkpointer(directory: Union[str, os.PathLike], identity: Mapping[str, Any], *,
+                      keep: int = 3, every_steps: Optional[int] = None,
+                      resume: bool = False) -> Checkpointer:
+    """The :class:`Checkpointer` of a named run, checked before anything is written.
+
+    ``identity`` (optimizer, model, seed, data, ...) is recorded with the checkpoints, and a
+    directory holding another run's checkpoints is refused (``CheckpointMismatchError``).
+    One holding checkpoints of *this* run raises :class:`CheckpointsExistError` unless
+    ``resume`` is set, so that a finished or interrupted run is never overwritten by accident.
+    """
+    ckpt = Checkpointer(directory, keep=keep, every_steps=every_steps, metadata=dict(identity))
+    if ckpt.latest_number() is not None and not resume:
+        raise CheckpointsExistError(
+            f"--checkpoint-dir {directory} already holds checkpoints of this run; add --resume "
+            "to continue it, or choose another folder")
+    return ckpt
+
+
+def run_with_checkpoints(ckpt: Checkpointer, spec: RunSpec, train: Dataset, val: Dataset, *,
+                         model: str = "cnn", init_style: str = "flax", config: TrainConfig,
+                         resume: bool = False,
+                         log: Optional[Callable[[str], None]] = None) -> Optional[List[dict]]:
+    """Train one run with checkpoints; the history, or None when a signal stopped training.
+
+    - ``resume``: continue from the newest good checkpoint in ``ckpt`` (a fresh start when
+      there is none); ``log`` receives what was restored.
+    - Ctrl-C or SIGTERM saves the current step and returns None (see
+      :meth:`Checkpointer.stop_on_interrupt`); the run then resumes exactly.
+    - A :class:`NonFiniteError` saves the state before the failing step and is re-raised
+      with the checkpoint's location in its message.
+    - The final state is always saved.
+    """
+    tx = spec.build()
+    state = None
+    try:
+        with ckpt.stop_on_interrupt():  # from here on Ctrl-C saves the current step
+            if resume:
+                template = init_loop_state(get_model(model, init_style), tx, train.images[:1],
+                                           config.seed)
+                state, message = ckpt.restore_latest(template)
+                (log or _say)(message)
+            state, history = run(spec, train, val, model=model, init_style=init_style,
+                                 config=config, tx=tx, callbacks=[ckpt.callback], state=state)
+    except NonFiniteError as e:
+        if e.state is not None and ckpt.save(e.state, force=True):
+            e.args = (f"{e} Its state before that step is saved in {ckpt.directory}.",)
+        raise
+    ckpt.save(state, force=True)
+    if ckpt.interrupted is not None and state.batch != 0:  # stopped mid-epoch by the signal
+        ckpt.wait()
+        print(f"jaxopt-zoo: stopped at step {state.step} (epoch {state.epoch + 1}); the "
+              f"checkpoint is in {ckpt.directory}. Run the same command with --resume to "
+              "continue.", file=sys.stderr, flush=True)
+        return None
+    return history
+
+
 def compare(specs: Sequence[RunSpec], train: Dataset, val: Dataset, *, seeds: Sequence[int],
             model: str = "cnn", init_style: str = "flax", config: TrainConfig,
             on_result=None) -> Dict[str, List[List[dict]]]:
@@ -103,6 +168,10 @@ def compare(specs: Sequence[RunSpec], train: Dataset, val: Dataset, *, seeds: Se
             if on_result is not None:
                 on_result(spec.name, seed, history)
     return out
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def to_builtin(x: Any) -> Any:
