@@ -8,7 +8,7 @@ The base types are optax's, so that every transformation here is an
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +110,17 @@ def check_decay(name: str, value: Any, **kw) -> Any:
     return check_scalar(name, value, low=0.0, high=1.0, high_open=True, **kw)
 
 
+def check_betas(b1: Any, b2: Any, eps: Any = 0.0, eps_root: Any = 0.0, *,
+                names: Tuple[str, str, str, str] = ("b1", "b2", "eps", "eps_root")) -> None:
+    """Validate Adam-style hyperparameters: two decay rates in [0, 1) and non-negative
+    epsilons (constants, not schedules). ``names`` are the argument names the error
+    messages use (``("beta_1", "beta_2", "epsilon", ...)`` for Keras' spelling)."""
+    check_decay(names[0], b1, schedule_ok=False)
+    check_decay(names[1], b2, schedule_ok=False)
+    check_nonneg(names[2], eps, schedule_ok=False)
+    check_nonneg(names[3], eps_root, schedule_ok=False)
+
+
 def check_int(name: str, value: Any, *, low: int = 0) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
         raise TypeError(f"Invalid {name}: {value!r}. Expected an integer >= {low}.")
@@ -129,15 +140,6 @@ def resolve(hparam: ScalarOrSchedule, count: jax.Array) -> Any:
 
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
-
-
-def tree_full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
-    return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype), tree)
-
-
-def tree_cast_like(tree: Any, like: Any) -> Any:
-    """Cast every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.asarray(y).dtype), tree, like)
 
 
 def tree_sum_squares(tree: Any) -> jax.Array:

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    check_betas,
     is_zero,
     EmptyState,
     GradientTransformation,
@@ -292,9 +293,7 @@ def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any =
 # --------------------------------------------------------------------------- #
 
 def _check_betas(beta_1: Any, beta_2: Any, epsilon: Any) -> None:
-    check_decay("beta_1", beta_1, schedule_ok=False)
-    check_decay("beta_2", beta_2, schedule_ok=False)
-    check_nonneg("epsilon", epsilon, schedule_ok=False)
+    check_betas(beta_1, beta_2, epsilon, names=("beta_1", "beta_2", "epsilon", "eps_root"))
 
 
 

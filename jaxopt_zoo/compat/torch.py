@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    check_betas,
     is_zero,
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -98,8 +99,8 @@ def _check_betas(betas: Any) -> Tuple[Any, Any]:
         raise ValueError(
             f"Invalid betas: {betas!r}. Expected a pair (beta1, beta2), e.g. (0.9, 0.999)."
         ) from None
-    check_decay("beta parameter at index 0", b1, schedule_ok=False)
-    check_decay("beta parameter at index 1", b2, schedule_ok=False)
+    check_betas(b1, b2, names=("beta parameter at index 0", "beta parameter at index 1",
+                               "eps", "eps_root"))
     return b1, b2
 
 

@@ -8,13 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
+    check_betas,
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
     ema_update,
     bias_correction,
-    check_decay,
-    check_nonneg,
     check_same_structure,
     increment,
     zero_count,
@@ -34,13 +33,6 @@ class ScaleByAmsgradState(NamedTuple):
     mu: Any
     nu: Any
     nu_max: Any
-
-
-def check_betas(b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
-    check_decay("b1", b1, schedule_ok=False)
-    check_decay("b2", b2, schedule_ok=False)
-    check_nonneg("eps", eps, schedule_ok=False)
-    check_nonneg("eps_root", eps_root, schedule_ok=False)
 
 
 def adam_moments(updates, mu, nu, b1, b2):
