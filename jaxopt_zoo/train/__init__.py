@@ -1,6 +1,10 @@
 """Training: jitted train/eval steps, the resumable epoch loop and its history."""
 
-from jaxopt_zoo.train.checkpoint import CheckpointError, CheckpointMismatchError, Checkpointer
+from jaxopt_zoo.train.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    CheckpointMismatchError,
+)
 from jaxopt_zoo.train.history import HISTORY_KEYS, best_epoch, should_stop
 from jaxopt_zoo.train.loop import (
     NONFINITE_MODES,

@@ -17,19 +17,28 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-import warnings
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
-from jaxopt_zoo.train.steps import Metrics, make_eval_fn, make_indexed_train_step, memoized
+from jaxopt_zoo.train.nonfinite import (
+    NonFiniteError,
+    NonFiniteWarning,
+    nonfinite_error,
+    report_skipped,
+)
+from jaxopt_zoo.train.steps import (
+    Metrics,
+    make_eval_fn,
+    make_indexed_train_step,
+    memoized,
+)
 
 __all__ = [
     "NONFINITE_MODES",
@@ -47,29 +56,6 @@ __all__ = [
 _INIT, _SHUFFLE, _DROPOUT = 0, 1, 2  # fold_in tags of the keys derived from LoopState.rng
 
 NONFINITE_MODES = ("ignore", "skip", "stop")
-
-
-class NonFiniteError(FloatingPointError):
-    """Training met a non-finite loss, gradient or updated parameter and was told to stop
-    (``on_nonfinite="stop"``), or every step of an epoch was skipped (``"skip"``).
-
-    Attributes:
-      step, epoch, batch: the failing step, counted from 1 (the state after it would have
-        had ``step == self.step``), its epoch and its batch within the epoch.
-      leaf: the path of the first non-finite leaf (e.g. ``"['Dense_0']['kernel']"``), or None
-        when only the loss is non-finite.
-      state: the :class:`LoopState` just before the failing step (the step changed nothing):
-        save it, or pass it back as ``state=`` with other settings.
-    """
-
-    def __init__(self, message: str, *, step: int, epoch: int, batch: int,
-                 leaf: Optional[str] = None, state: Optional["LoopState"] = None):
-        super().__init__(message)
-        self.step, self.epoch, self.batch, self.leaf, self.state = step, epoch, batch, leaf, state
-
-
-class NonFiniteWarning(RuntimeWarning):
-    """Steps were skipped for a non-finite loss or gradients (``on_nonfinite="skip"``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +260,7 @@ def train_and_evaluate(
                 elif not bool(check[0]):  # "stop"; the step changed nothing
                     if bar is not None:
                         bar.close()
-                    raise _nonfinite_error(check, params, LoopState(
+                    raise nonfinite_error(check, params, LoopState(
                         params, opt_state, step, epoch, batch, rng, totals, history))
             batch += 1
             step += 1
@@ -283,7 +269,7 @@ def train_and_evaluate(
                 if any([cb(current) is True for cb in callbacks]):
                     if bar is not None:
                         bar.close()
-                    _report_skipped(finite_flags, step, epoch, batch, complete=False)
+                    report_skipped(finite_flags, step, epoch, batch, complete=False)
                     return current, list(history)
             if bar is not None:
                 bar.update(1)
@@ -291,7 +277,7 @@ def train_and_evaluate(
                     loss, acc = totals.means()
                     bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", refresh=False)
 
-        _report_skipped(finite_flags, step, epoch, batch, complete=True)
+        report_skipped(finite_flags, step, epoch, batch, complete=True)
         train_loss, train_acc = totals.means()  # waits for the epoch's last step
         val_loss = val_acc = None
         if eval_fn is not None:
@@ -305,56 +291,6 @@ def train_and_evaluate(
             bar.close()
 
     return LoopState(params, opt_state, step, epoch, batch, rng, totals, history), list(history)
-
-
-# --------------------------------------------------------------------------- #
-# Non-finite steps (TrainConfig.on_nonfinite)
-# --------------------------------------------------------------------------- #
-
-def _nonfinite_error(check: Any, params: Any, state: "LoopState") -> NonFiniteError:
-    _, loss, grads_finite, params_finite = jax.device_get(check)
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    where = f"step {state.step + 1} (epoch {state.epoch + 1}, batch {state.batch + 1})"
-    leaf = None
-    if not grads_finite.all():
-        leaf = paths[int(np.argmin(grads_finite))]
-        what = f"the gradient of {leaf} is not finite (loss {float(loss)})"
-    elif not params_finite.all():
-        leaf = paths[int(np.argmin(params_finite))]
-        what = (f"the gradients are finite (loss {float(loss)}) but the optimizer's update "
-                f"makes {leaf} non-finite")
-    else:
-        what = f"the loss is {float(loss)}"
-    message = (f"Non-finite values at {where}: {what}. The step was not applied; "
-               "NonFiniteError.state holds the state before it. Lower the learning rate, "
-               "clip the gradients, or set on_nonfinite='skip' to skip such steps.")
-    state = state._replace(**dict(zip(("params", "opt_state", "totals"), jax.device_get(
-        (state.params, state.opt_state, state.totals)))))
-    return NonFiniteError(message, step=state.step + 1, epoch=state.epoch + 1,
-                          batch=state.batch + 1, leaf=leaf, state=state)
-
-
-def _report_skipped(finite_flags: List[jax.Array], step: int, epoch: int, batch: int,
-                    complete: bool) -> None:
-    """Warn about the steps skipped in this epoch (``on_nonfinite="skip"``); raise when all
-    of a completed epoch's steps were skipped. ``step``/``batch``: counts after the last one."""
-    if not finite_flags:
-        return
-    finite = np.asarray(jax.device_get(jnp.stack(finite_flags)))
-    if finite.all():
-        return
-    first = step - len(finite_flags)  # steps taken before the first flag
-    skipped = [first + 1 + int(i) for i in np.flatnonzero(~finite)]
-    shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
-    if complete and not finite.any():
-        raise NonFiniteError(
-            f"Every step of epoch {epoch + 1} ({len(skipped)} steps: {shown}) had a non-finite "
-            "loss, gradient or update and was skipped: the run has diverged. Lower the "
-            "learning rate or clip the gradients.",
-            step=skipped[0], epoch=epoch + 1, batch=batch - len(finite_flags) + 1)
-    warnings.warn(f"epoch {epoch + 1}: skipped {len(skipped)} of {len(finite)} steps with a "
-                  f"non-finite loss, gradient or update (steps {shown}).", NonFiniteWarning,
-                  stacklevel=3)
 
 
 # --------------------------------------------------------------------------- #

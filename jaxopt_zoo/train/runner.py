@@ -15,9 +15,14 @@ import numpy as np
 from jaxopt_zoo import registry
 from jaxopt_zoo.data import Dataset, load
 from jaxopt_zoo.models import get_model
-from jaxopt_zoo.train.checkpoint import CheckpointError, Checkpointer
-from jaxopt_zoo.train.loop import LoopState, NonFiniteError, TrainConfig, init_loop_state, \
-    train_and_evaluate
+from jaxopt_zoo.train.checkpoint import Checkpointer, CheckpointError
+from jaxopt_zoo.train.loop import (
+    LoopState,
+    NonFiniteError,
+    TrainConfig,
+    init_loop_state,
+    train_and_evaluate,
+)
 
 PRESETS = ("native", "keras", "torch")
 # The model initialisation each preset implies: Keras builds layers with glorot_uniform
