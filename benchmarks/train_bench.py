@@ -40,7 +40,10 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 # jax-flat: the trainer with the parameters held as jz.FlatParams and jz.fuse(adam), through
 # a model wrapper that views the flat buffers as the Flax tree (no change to the trainer).
 # jax-flat-rbg: both.
-VARIANTS = ("jax", "jax-fused", "jax-flat", "jax-rbg", "jax-flat-rbg", "torch")
+# jax-stock: the trainer with the CNN built from Flax's stock layers (nn.Conv, nn.max_pool,
+# nn.Dropout) instead of the CPU-fast ones (CNN(fast_layers=False); same parameters, same
+# function), so that the table shows which part of the speed is the model and which the library.
+VARIANTS = ("jax", "jax-stock", "jax-fused", "jax-flat", "jax-rbg", "jax-flat-rbg", "torch")
 
 
 def rss_mb() -> float:
@@ -62,7 +65,7 @@ def load_data():
 # --------------------------------------------------------------------------- #
 
 def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
-            prng: str = "", flat: bool = False) -> dict:
+            prng: str = "", flat: bool = False, stock: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -77,6 +80,8 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
     train, test = load_data()
     base = rss_mb()
     model = get_model(model_name, init_style="keras")
+    if stock and model_name == "cnn":
+        model = model.clone(fast_layers=False)
     tx = jz.adam(1e-3)
     if fused or flat:
         tx = jz.fuse(tx)
@@ -230,7 +235,8 @@ def worker(args) -> None:
     if args.worker.startswith("jax"):
         parts = args.worker.split("-")[1:]
         out = run_jax(args.model, args.batch, args.window, "fused" in parts, args.seed,
-                      prng="unsafe_rbg" if "rbg" in parts else "", flat="flat" in parts)
+                      prng="unsafe_rbg" if "rbg" in parts else "", flat="flat" in parts,
+                      stock="stock" in parts)
     else:
         out = run_torch(args.model, args.batch, args.window, args.threads, args.seed)
     print("RESULT " + json.dumps(out))

@@ -69,3 +69,24 @@ def test_byte_dropout_keeps_the_right_fraction_and_scale():
         ByteDropout(0.0).apply({}, x, rngs={"dropout": jax.random.PRNGKey(0)}), x)
     with pytest.raises(ValueError, match="Invalid dropout rate"):
         ByteDropout(1.0).apply({}, x, rngs={"dropout": jax.random.PRNGKey(0)})
+
+
+def test_cnn_with_stock_flax_layers_has_the_same_parameters_and_function():
+    # CNN(fast_layers=False) is the benchmarks' "stock Flax" model: nn.Conv, nn.max_pool and
+    # nn.Dropout. Same parameter tree and initial values, same logits and gradients.
+    from jaxopt_zoo.models import CNN
+
+    x = jnp.asarray(np.random.default_rng(3).uniform(size=(4, 28, 28, 1)), jnp.float32)
+    fast, stock = CNN(init_style="keras"), CNN(init_style="keras", fast_layers=False)
+    params = fast.init(jax.random.PRNGKey(0), x)["params"]
+    jax.tree.map(np.testing.assert_array_equal, params,
+                 stock.init(jax.random.PRNGKey(0), x)["params"])
+    np.testing.assert_allclose(fast.apply({"params": params}, x),
+                               stock.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
+
+    def loss(model, p):
+        return jnp.sum(jnp.tanh(model.apply({"params": p}, x)))
+
+    g_fast, g_stock = jax.grad(loss, 1)(fast, params), jax.grad(loss, 1)(stock, params)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_stock)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 
@@ -34,6 +36,11 @@ class CNN(nn.Module):
       num_classes: number of output logits.
       init_style: ``"flax"`` (LeCun-normal kernels) or ``"keras"`` (Glorot-uniform kernels);
         biases start at zero in both.
+      fast_layers: True (default): the first convolution, the pooling and dropout computed
+        the CPU-fast way (:mod:`jaxopt_zoo.models.layers`, :func:`max_pool_2x2`). False: Flax's
+        stock ``nn.Conv``, ``nn.max_pool`` and ``nn.Dropout``. Both have the same parameters
+        (names, shapes, initializers) and compute the same function; the benchmarks run both
+        to show which part of the speed is the model and which the optimizer.
 
     Call as ``model.apply({"params": p}, x, train=True, rngs={"dropout": key})`` with ``x`` of
     shape ``(N, 28, 28, 1)`` or ``(N, 28, 28)``; ``train=False`` (the default) turns dropout
@@ -42,19 +49,25 @@ class CNN(nn.Module):
 
     num_classes: int = 10
     init_style: InitStyle = "flax"
+    fast_layers: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         kernel_init, bias_init = initializers(self.init_style)
         if x.ndim == 3:  # (N, H, W) grayscale: add the channel axis
             x = x[..., None]
-        # nn.Conv and nn.Dropout, computed faster on CPU (models/layers.py); same parameters.
-        x = ShiftConv(32, (3, 3), kernel_init=kernel_init, bias_init=bias_init, name="Conv_0")(x)
+        # The fast layers are nn.Conv, nn.max_pool and nn.Dropout computed faster on CPU
+        # (models/layers.py); same parameters.
+        if self.fast_layers:
+            conv, dropout = ShiftConv, ByteDropout
+        else:
+            conv, dropout = functools.partial(nn.Conv, padding="VALID"), nn.Dropout
+        x = conv(32, (3, 3), kernel_init=kernel_init, bias_init=bias_init, name="Conv_0")(x)
         x = nn.relu(x)
-        x = max_pool_2x2(x)
-        x = ByteDropout(0.25, deterministic=not train)(x)
+        x = max_pool_2x2(x) if self.fast_layers else nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = dropout(0.25, deterministic=not train)(x)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(256, kernel_init=kernel_init, bias_init=bias_init)(x)
         x = nn.relu(x)
-        x = ByteDropout(0.5, deterministic=not train)(x)
+        x = dropout(0.5, deterministic=not train)(x)
         return nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init)(x)
