@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-__all__ = ["HISTORY_KEYS", "best_epoch", "epoch_record", "format_record", "should_stop"]
+__all__ = ["AVERAGE_KEYS", "HISTORY_KEYS", "best_epoch", "epoch_record", "format_record", "should_stop"]
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+#: Added to every record when the optimizer averages the weights (``swa``, ``ema_weights``):
+#: the validation metrics of the averaged weights (None before the average starts).
+AVERAGE_KEYS = ("val_loss_avg", "val_accuracy_avg")
 
 
 def epoch_record(epoch: int, train_loss: float, train_accuracy: float,
@@ -61,4 +64,7 @@ def format_record(record: Mapping[str, Any]) -> str:
     s = (f"loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}")
     if record.get("val_loss") is not None:
         s += f" val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}"
+    if record.get("val_loss_avg") is not None:
+        s += (f" averaged: val_loss {record['val_loss_avg']:.4f} "
+              f"val_acc {record['val_accuracy_avg']:.4f}")
     return s + f" ({record['seconds']:.1f}s)"

@@ -26,6 +26,7 @@ import optax
 from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
+from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
 from jaxopt_zoo.train.nonfinite import (
     NonFiniteError,
@@ -50,6 +51,7 @@ __all__ = [
     "epoch_order",
     "init_loop_state",
     "step_dropout_key",
+    "steps_per_epoch",
     "train_and_evaluate",
 ]
 
@@ -137,6 +139,17 @@ class LoopState(NamedTuple):
 Callback = Callable[[LoopState], Optional[bool]]
 
 
+def steps_per_epoch(num_examples: int, config: TrainConfig) -> int:
+    """Optimizer steps in one epoch of ``num_examples`` under ``config`` (the last partial
+    batch counts unless ``config.drop_last``)."""
+    n, bs = int(num_examples), config.batch_size
+    steps = n // bs if config.drop_last else -(-n // bs)
+    if steps == 0:
+        raise ValueError(f"drop_last=True with {n} training examples and batch_size={bs} "
+                         "leaves no batch: lower batch_size or set drop_last=False.")
+    return steps
+
+
 def epoch_order(rng: jax.Array, epoch: int, num_examples: int) -> jax.Array:
     """The example order (int32 permutation, on the device) of epoch ``epoch`` (from 0)."""
     return _permutation(jax.random.fold_in(rng, _SHUFFLE), epoch, num_examples)
@@ -213,15 +226,12 @@ def train_and_evaluate(
         raise ValueError("Early stopping (patience set) monitors the validation loss: "
                          "pass val_ds, or set patience=None.")
     n, bs = images.shape[0], config.batch_size
-    steps_per_epoch = n // bs if config.drop_last else -(-n // bs)
-    if steps_per_epoch == 0:
-        raise ValueError(f"drop_last=True with {n} training examples and batch_size={bs} "
-                         "leaves no batch: lower batch_size or set drop_last=False.")
+    per_epoch = steps_per_epoch(n, config)
 
     if state is None:
         state = init_loop_state(model, tx, images[:1], config.seed)
     else:
-        state = _check_resume_state(state, steps_per_epoch)
+        state = _check_resume_state(state, per_epoch)
         _check_state_fits(model, tx, images[:1], state)
     _check_trainable(state.params)
     # Donation needs distinct buffers: tx.init may return params leaves themselves (a
@@ -233,8 +243,9 @@ def train_and_evaluate(
     guard = config.on_nonfinite != "ignore"
     train_fn = memoized(_indexed_step, model, tx, bs, guard)
     eval_fn = None if val is None else memoized(make_eval_fn, model, config.eval_batch_size)
+    averaging = find_average(state.opt_state) is not None
     dropout_key = jax.random.fold_in(state.rng, _DROPOUT)
-    sync_every = max(1, min(20, steps_per_epoch // 20))
+    sync_every = max(1, min(20, per_epoch // 20))
 
     params, opt_state, totals = state.params, state.opt_state, state.totals
     step, epoch, batch, rng, history = (state.step, state.epoch, state.batch, state.rng,
@@ -246,9 +257,9 @@ def train_and_evaluate(
         finite_flags = []  # on_nonfinite="skip": one device bool per step of this epoch
         bar = None
         if progress:
-            bar = tqdm(total=steps_per_epoch, initial=batch, file=sys.stderr, leave=True,
+            bar = tqdm(total=per_epoch, initial=batch, file=sys.stderr, leave=True,
                        desc=f"epoch {epoch + 1}/{config.epochs}", unit="step")
-        while batch < steps_per_epoch:
+        while batch < per_epoch:
             if not guard:
                 params, opt_state, totals = train_fn(
                     params, opt_state, totals, images, labels, order, batch, step, dropout_key)
@@ -273,7 +284,7 @@ def train_and_evaluate(
                     return current, list(history)
             if bar is not None:
                 bar.update(1)
-                if batch % sync_every == 0 or batch == steps_per_epoch:  # one host sync
+                if batch % sync_every == 0 or batch == per_epoch:  # one host sync
                     loss, acc = totals.means()
                     bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", refresh=False)
 
@@ -284,6 +295,8 @@ def train_and_evaluate(
             val_loss, val_acc = eval_fn(params, *val).means()
         record = epoch_record(epoch + 1, train_loss, train_acc, val_loss, val_acc,
                               time.perf_counter() - t0)
+        if averaging:
+            record.update(_evaluate_average(eval_fn, params, opt_state, val))
         history = history + (record,)
         epoch, batch, totals = epoch + 1, 0, _zero_metrics()
         if bar is not None:
@@ -304,6 +317,18 @@ def _shuffle(key: jax.Array, epoch: jax.Array, order: jax.Array) -> jax.Array:
 
 def _permutation(shuffle_key: jax.Array, epoch: int, n: int) -> jax.Array:
     return _shuffle(shuffle_key, epoch, jnp.arange(n, dtype=jnp.int32))
+
+
+def _evaluate_average(eval_fn: Optional[Callable], params: Any, opt_state: Any,
+                      val: Optional[Tuple[jax.Array, jax.Array]]) -> dict:
+    """``val_loss_avg`` and ``val_accuracy_avg``: the validation metrics of the averaged
+    weights (SWA, parameter EMA) held in ``opt_state``; None before the average has taken
+    its first parameters (SWA before its start) or without validation data."""
+    avg_state = find_average(opt_state)
+    if eval_fn is None or not bool(average_started(avg_state)):
+        return {"val_loss_avg": None, "val_accuracy_avg": None}
+    loss, acc = eval_fn(averaged_params(opt_state, like=params), *val).means()
+    return {"val_loss_avg": loss, "val_accuracy_avg": acc}
 
 
 def _indexed_step(model: nn.Module, tx: optax.GradientTransformation, batch_size: int,

@@ -21,8 +21,10 @@ from jaxopt_zoo.train.loop import (
     NonFiniteError,
     TrainConfig,
     init_loop_state,
+    steps_per_epoch,
     train_and_evaluate,
 )
+from jaxopt_zoo.train.techniques import Techniques
 
 PRESETS = ("native", "keras", "torch")
 # The model initialisation each preset implies: Keras builds layers with glorot_uniform
@@ -46,22 +48,29 @@ def resolve_optimizer(name: str, preset: str = "native") -> str:
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     """One optimizer configuration to train: registry name, learning rate (None: the
-    optimizer's default), extra keyword arguments, and the label used in tables."""
+    optimizer's default), extra keyword arguments, the label used in tables, and SAM or
+    weight averaging around it (:class:`~jaxopt_zoo.train.techniques.Techniques`)."""
 
     optimizer: str
     lr: Optional[float] = None
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     label: Optional[str] = None
+    techniques: Techniques = Techniques()
 
     @property
     def name(self) -> str:
         return self.label or self.optimizer
 
-    def build(self):
+    def build(self, steps_per_epoch: int = 1):
+        """The optimizer; ``steps_per_epoch`` places SWA's start and SWALR's annealing."""
         kw = dict(self.kwargs)
-        if self.lr is not None:
-            kw["learning_rate"] = self.lr
-        return registry.get(self.optimizer, **kw)
+        lr = self.lr
+        if lr is None and self.techniques.swa_lr is not None:  # SWALR starts from the default
+            defaults = registry.entry(self.optimizer).defaults()
+            lr = defaults.get("learning_rate", defaults.get("lr"))
+        if lr is not None:
+            kw["learning_rate"] = self.techniques.learning_rate(lr, steps_per_epoch)
+        return self.techniques.wrap(registry.get(self.optimizer, **kw), steps_per_epoch)
 
 
 def load_data(dataset: str = "mnist", data_dir: Optional[str] = None, *,
@@ -90,7 +99,7 @@ def run(spec: RunSpec, train: Dataset, val: Dataset, *, model: str = "cnn",
 
     Pass the same ``tx`` object across seeds to reuse the compiled step.
     """
-    tx = spec.build() if tx is None else tx
+    tx = spec.build(steps_per_epoch(len(train.labels), config)) if tx is None else tx
     return train_and_evaluate(get_model(model, init_style), tx, train, val, config,
                               callbacks=callbacks, state=state)
 
@@ -131,7 +140,7 @@ def run_with_checkpoints(ckpt: Checkpointer, spec: RunSpec, train: Dataset, val:
       with the checkpoint's location in its message.
     - The final state is always saved.
     """
-    tx = spec.build()
+    tx = spec.build(steps_per_epoch(len(train.labels), config))
     state = None
     try:
         with ckpt.stop_on_interrupt():  # from here on Ctrl-C saves the current step
@@ -165,7 +174,8 @@ def compare(specs: Sequence[RunSpec], train: Dataset, val: Dataset, *, seeds: Se
     """
     out: Dict[str, List[List[dict]]] = {}
     for spec in specs:
-        tx = spec.build()  # one object per optimizer: its compiled step serves every seed
+        # one object per optimizer: its compiled step serves every seed
+        tx = spec.build(steps_per_epoch(len(train.labels), config))
         for seed in seeds:
             _, history = run(spec, train, val, model=model, init_style=init_style,
                              config=dataclasses.replace(config, seed=int(seed)), tx=tx)
