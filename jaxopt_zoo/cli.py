@@ -48,14 +48,21 @@ _positive_int = _int_at_least(1, "a positive integer")
 _nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
+def _float_in(what: str, ok) -> Any:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if v != v or not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    return parse
+
+
+_positive_float = _float_in("a positive finite number", lambda v: 0 < v < float("inf"))
+_nonneg_float = _float_in("a finite number >= 0", lambda v: 0 <= v < float("inf"))
+_decay = _float_in("a decay rate in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def _opt_arg(text: str):
@@ -103,6 +110,25 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="folder for the results (created)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results already in --output (default: refuse)")
+    tq = p.add_argument_group("SAM and weight averaging (any optimizer)")
+    tq.add_argument("--sam-rho", type=_positive_float, default=None, metavar="R",
+                    help="Sharpness-Aware Minimization with radius R (each step computes two "
+                         "gradients)")
+    tq.add_argument("--sam-adaptive", action="store_true",
+                    help="ASAM: SAM's perturbation scaled by |w| (needs --sam-rho)")
+    tq.add_argument("--swa-start", type=_positive_int, default=None, metavar="EPOCH",
+                    help="Stochastic Weight Averaging: average the weights at the end of every "
+                         "epoch from EPOCH (1-based) on")
+    tq.add_argument("--swa-lr", type=_nonneg_float, default=None, metavar="X",
+                    help="with --swa-start: anneal the learning rate to X from the start of "
+                         "EPOCH (torch's SWALR, cosine)")
+    tq.add_argument("--swa-anneal-epochs", type=_nonneg_int, default=1, metavar="N",
+                    help="epochs of the --swa-lr annealing (default 1; 0 jumps)")
+    tq.add_argument("--swa-every", type=_positive_int, default=None, metavar="STEPS",
+                    help="with --swa-start: average every STEPS steps instead of once per "
+                         "epoch")
+    tq.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
+                    help="keep an exponential moving average of the weights (e.g. 0.999)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show progress bars (default: only on a terminal)")
@@ -185,13 +211,37 @@ def _specs(names: Sequence[str], args) -> List[Any]:
             full = resolve_optimizer(name, args.preset)
         except KeyError as e:
             raise UsageError(str(e.args[0]) if e.args else str(e))
-        spec = RunSpec(full, lr=args.lr, kwargs=dict(args.opt_arg), label=name)
+        spec = RunSpec(full, lr=args.lr, kwargs=dict(args.opt_arg), label=name,
+                       techniques=_techniques(args))
         try:  # build once now so that bad --opt-arg / --lr values fail before any training
             spec.build()
         except (TypeError, ValueError) as e:
             raise UsageError(f"{name}: {e}")
         specs.append(spec)
     return specs
+
+
+def _techniques(args):
+    from jaxopt_zoo.train.techniques import Techniques
+
+    flags = {"sam_rho": args.sam_rho, "sam_adaptive": args.sam_adaptive,
+             "swa_start": args.swa_start, "swa_every": args.swa_every, "swa_lr": args.swa_lr,
+             "swa_anneal_epochs": args.swa_anneal_epochs, "ema": args.ema}
+    if args.sam_adaptive and args.sam_rho is None:
+        raise UsageError("--sam-adaptive needs --sam-rho (e.g. --sam-rho 0.5 for ASAM)")
+    if args.swa_start is None:
+        for flag in ("swa_lr", "swa_every"):
+            if flags[flag] is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} needs --swa-start")
+    if args.swa_start is not None and args.ema is not None:
+        raise UsageError("--swa-start and --ema are two kinds of weight averaging; choose one")
+    if args.swa_start is not None and args.swa_start > args.epochs:
+        raise UsageError(f"--swa-start {args.swa_start} is after the last epoch "
+                         f"(--epochs {args.epochs}); nothing would be averaged")
+    try:
+        return Techniques(**flags)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _config(args, seed: int):
@@ -256,8 +306,13 @@ def cmd_train(args) -> int:
         print(f"jaxopt-zoo: {e}", file=sys.stderr)
         return EXIT_FAILURE
     print(history_table(history))
+    if history and "val_accuracy_avg" in history[-1]:
+        print("val_loss/val_acc are the live weights' (the parameters the optimizer steps); "
+              "avg val_loss/avg val_acc the averaged weights' (SWA or EMA), which the final "
+              "checkpoint also holds in its optimizer state")
     write_json(out / "metrics.json", to_builtin({
-        "config": _config_record(args, optimizer_resolved=spec.optimizer, init=init),
+        "config": _config_record(args, optimizer_resolved=spec.optimizer, init=init,
+                                 techniques=spec.techniques.record()),
         "history": history}))
     if history:
         plot_history(history, out / "learning_curve.png",
@@ -281,6 +336,8 @@ def _checkpointer(args, spec, init):
                 "model": args.model, "init": init, "dataset": args.dataset, "seed": args.seed,
                 "batch_size": args.batch_size, "train_limit": args.train_limit,
                 "val_limit": args.val_limit, "val_size": args.val_size}
+    if spec.techniques.record():  # only when on: older checkpoint folders stay resumable
+        identity["techniques"] = spec.techniques.record()
     try:
         return open_checkpointer(args.checkpoint_dir, identity, keep=args.keep_checkpoints or 3,
                                  every_steps=args.checkpoint_every, resume=args.resume)
@@ -296,8 +353,8 @@ def _run_with_checkpoints(ckpt, args, spec, init, train, val):
 
 
 def cmd_compare(args) -> int:
-    from jaxopt_zoo.train.report import (format_table, plot_curves, summarize, write_csv,
-                                         write_json)
+    from jaxopt_zoo.train.report import (format_table, plot_curves, summarize,
+                                         summary_columns, write_csv, write_json)
     from jaxopt_zoo.train.runner import PRESET_INIT, compare, to_builtin
 
     names = [n for n in args.optimizers.split(",")]
@@ -322,7 +379,7 @@ def cmd_compare(args) -> int:
     results = compare(specs, train, val, seeds=range(args.seeds), model=args.model,
                       init_style=init, config=_config(args, 0), on_result=on_result)
     rows = [summarize(label, hists) for label, hists in results.items()]
-    print(format_table(rows))
+    print(format_table(rows, summary_columns(rows)))
     write_json(out / "results.json", to_builtin({
         "config": _config_record(args, init=init,
                                  optimizers_resolved=[s.optimizer for s in specs]),

@@ -29,9 +29,14 @@ def summarize(label: str, histories: Sequence[Sequence[Mapping[str, Any]]]) -> D
     s_epoch = [statistics.fmean(r["seconds"] for r in h) for h in histories if h]
     row = {"optimizer": label, "seeds": len(histories),
            "epochs": max((len(h) for h in histories), default=0)}
-    for key, xs in [("final_val_accuracy", final_acc), ("best_val_accuracy", best_acc),
-                    ("final_val_loss", final_loss), ("final_train_loss", train_loss),
-                    ("seconds_per_epoch", s_epoch)]:
+    series = [("final_val_accuracy", final_acc), ("best_val_accuracy", best_acc),
+              ("final_val_loss", final_loss), ("final_train_loss", train_loss),
+              ("seconds_per_epoch", s_epoch)]
+    if any(h and "val_accuracy_avg" in h[-1] for h in histories):  # SWA / weight EMA runs
+        series += [("final_val_accuracy_avg", [h[-1].get("val_accuracy_avg")
+                                               for h in histories if h]),
+                   ("final_val_loss_avg", [h[-1].get("val_loss_avg") for h in histories if h])]
+    for key, xs in series:
         row[key], row[key + "_std"] = _mean_std(xs)
     return row
 
@@ -50,6 +55,18 @@ def _fmt(v: Any, std: Any = None, digits: int = 4) -> str:
 SUMMARY_COLUMNS = [("optimizer", "optimizer"), ("final_val_accuracy", "final val acc"),
                    ("best_val_accuracy", "best val acc"), ("final_val_loss", "final val loss"),
                    ("seconds_per_epoch", "s/epoch")]
+#: With weight averaging: the averaged weights' final validation accuracy and loss too.
+AVERAGE_COLUMNS = [("final_val_accuracy_avg", "final val acc (averaged)"),
+                   ("final_val_loss_avg", "final val loss (averaged)")]
+
+
+def summary_columns(rows: Sequence[Mapping[str, Any]]) -> List[tuple]:
+    """The summary table's columns: :data:`SUMMARY_COLUMNS`, plus the averaged weights'
+    when any row has them."""
+    cols = list(SUMMARY_COLUMNS)
+    if any(r.get("final_val_accuracy_avg") is not None for r in rows):
+        cols[-1:-1] = AVERAGE_COLUMNS
+    return cols
 
 
 def format_table(rows: Sequence[Mapping[str, Any]],
@@ -66,8 +83,11 @@ def format_table(rows: Sequence[Mapping[str, Any]],
 
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> str:
+    """One line per epoch; the averaged weights' validation metrics too when present."""
     cols = [("epoch", "epoch"), ("train_loss", "loss"), ("train_accuracy", "acc"),
             ("val_loss", "val_loss"), ("val_accuracy", "val_acc"), ("seconds", "s")]
+    if any("val_accuracy_avg" in r for r in history):
+        cols[-1:-1] = [("val_loss_avg", "avg val_loss"), ("val_accuracy_avg", "avg val_acc")]
     return format_table(history, cols)
 
 
