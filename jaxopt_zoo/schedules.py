@@ -242,8 +242,7 @@ def swa_lr(init_value: Union[float, Schedule], swa_lr: float, anneal_steps: int 
         else:
             x = jnp.clip(k / anneal_steps, 0.0, 1.0)
             alpha = (1 - jnp.cos(math.pi * x)) / 2 if anneal_strategy == "cos" else x
-        start = before(jnp.asarray(start_step, jnp.asarray(count).dtype)
-                       if hasattr(count, "dtype") else start_step)
+        start = before(jnp.asarray(start_step))
         annealed = swa_lr * alpha + start * (1 - alpha)
         return jnp.where(k >= 0, annealed, before(count))
 
