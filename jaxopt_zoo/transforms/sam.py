@@ -69,10 +69,12 @@ def _perturbed(params: Any, grads: Any, rho: Any, adaptive: bool, eps: Any) -> A
 def _sam_grads(grad_fn: GradFn, params: Any, grads: Any, rho: Any, adaptive: bool,
                eps: Any, where: str) -> Any:
     out = grad_fn(_perturbed(params, grads, rho, adaptive, eps))
-    if jax.tree.structure(out) != jax.tree.structure(params):
+    s_out: Any = jax.tree.structure(out)
+    s_params: Any = jax.tree.structure(params)
+    if s_out != s_params:
         raise ValueError(
-            f"{where}: grad_fn returned a tree of structure {jax.tree.structure(out)}, but "
-            f"the parameters have structure {jax.tree.structure(params)}. grad_fn must map "
+            f"{where}: grad_fn returned a tree of structure {s_out}, but "
+            f"the parameters have structure {s_params}. grad_fn must map "
             "parameters to the gradient of the loss alone (e.g. `jax.grad(loss)`, not "
             "`jax.value_and_grad(loss)`).")
     check_same_structure(out, params, where)
