@@ -206,11 +206,9 @@ def _wrapped(tx, p, s, grad_fn):
     return tx.update(grad_fn(p), s, p, grad_fn=grad_fn)
 
 
-@pytest.mark.parametrize("adaptive", [False, True])
-def test_sam_gradient_equals_the_wrapper(adaptive):
-    rho = 0.5 if adaptive else 0.05
-    want = _run_eager(jz.sam(jz.adam(0.01), rho, adaptive), 10, _wrapped)
-    sg = jz.sam_gradient(_grad_fn32(), rho, adaptive)
+def test_sam_gradient_equals_the_wrapper():
+    want = _run_eager(jz.sam(jz.adam(0.01), 0.5, True), 10, _wrapped)
+    sg = jz.sam_gradient(_grad_fn32(), 0.5, True)
 
     def given(tx, p, s, grad_fn):  # the caller's gradient at p is reused
         return tx.update(sg(p, grad_fn(p)), s, p)
