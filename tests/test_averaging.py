@@ -18,7 +18,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn
 
 import jaxopt_zoo as jz
 from jaxopt_zoo.compat import keras as kz
-from tests.helpers import make_grad_stream, make_params, max_rel_err
+from tests.helpers import make_grad_stream, make_params, max_rel_err, trajectory
 
 STEPS = 100
 RTOL64 = 1e-12  # the same arithmetic up to the order of operations (seen: ~1e-15)
@@ -104,8 +104,7 @@ def test_definitions_by_hand():
     with jax.enable_x64(True):
         params, grads = _data()
         base = jz.sgd(0.05, momentum=0.9)
-        traj = jax.tree.map(np.asarray, __import__("tests.helpers").helpers.trajectory(
-            base, params, grads))
+        traj = jax.tree.map(np.asarray, trajectory(base, params, grads))
         swa = _ours(jz.swa(base, 7, 5), params, grads)
         ema = _ours(jz.ema_weights(base, 0.8, copy_first=False), params, grads)
     for k in params:
