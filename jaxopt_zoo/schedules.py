@@ -6,7 +6,7 @@ Each constructor validates its arguments and returns ``schedule(count) -> scalar
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import jax.numpy as jnp
 
@@ -187,5 +187,63 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
         for b, s in zip(boundaries, schedules[1:]):
             out = jnp.where(count >= b, s(count - b), out)
         return out
+
+    return schedule
+
+
+def swa_lr(init_value: Union[float, Schedule], swa_lr: float, anneal_steps: int = 10,
+           anneal_strategy: str = "cos", start_step: int = 0) -> Schedule:
+    """PyTorch's ``torch.optim.swa_utils.SWALR``: anneal to the SWA learning rate, then hold.
+
+    With ``k = t - start_step`` the number of SWALR steps taken, ``A = anneal_steps`` and
+    ``L`` the learning rate when SWALR takes over (``init_value``, or ``init_value(start_step)``
+    when it is a schedule)::
+
+        lr(t) = init_value(t)                                   t < start_step
+        lr(t) = swa_lr * alpha_k + L * (1 - alpha_k)            t >= start_step
+        alpha_k = f(min(1, k / max(1, A)))   (A = 0: alpha_k = 1, the first value is swa_lr)
+        f(x) = (1 - cos(pi x)) / 2 ("cos")   or   f(x) = x ("linear")
+
+    Torch computes this recursively: each step it recovers ``L`` from the optimizer's
+    current lr as ``(lr - alpha_{k-1} swa_lr) / (1 - alpha_{k-1})`` and recombines; when
+    nothing else changes the lr after SWALR takes over, that is the closed form above (it
+    agrees to rounding, tested). ``lr(start_step + k)`` is the lr after SWALR's constructor
+    (``k = 0``) and ``k`` calls of its ``step()``; in torch's recipe, where a schedule runs
+    until SWALR's first ``step()``, that is ``start_step`` = the count at that ``step()`` minus
+    one, and ``init_value`` the earlier schedule (the two differ only for ``A = 0`` at
+    ``k = 0``, where torch's constructor value is overwritten by the earlier schedule).
+
+    Args:
+      init_value: the learning rate before SWA: a number or a schedule.
+      swa_lr: the learning rate to anneal to and hold, >= 0.
+      anneal_steps: the number of steps of the annealing, >= 0 (torch's ``anneal_epochs``:
+        its unit is whatever one ``step()`` is; here one unit of ``t``).
+      anneal_strategy: ``"cos"`` or ``"linear"``.
+      start_step: the step count at which SWALR takes over.
+    """
+    check_nonneg("swa_lr", swa_lr, schedule_ok=False)
+    check_int("anneal_steps", anneal_steps, low=0)
+    check_int("start_step", start_step, low=0)
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(f"Invalid anneal_strategy: {anneal_strategy!r}. Expected 'cos' or "
+                         "'linear' (as torch's SWALR).")
+    if not callable(init_value):
+        check_nonneg("init_value", init_value, schedule_ok=False)
+
+    def before(count):
+        if callable(init_value):
+            return jnp.asarray(init_value(count), jnp.result_type(float))
+        return jnp.asarray(init_value, jnp.result_type(float))
+
+    def schedule(count):
+        k = _f32(count) - start_step
+        if anneal_steps == 0:
+            alpha = jnp.where(k >= 0, 1.0, 0.0)
+        else:
+            x = jnp.clip(k / anneal_steps, 0.0, 1.0)
+            alpha = (1 - jnp.cos(math.pi * x)) / 2 if anneal_strategy == "cos" else x
+        start = before(jnp.asarray(start_step))
+        annealed = swa_lr * alpha + start * (1 - alpha)
+        return jnp.where(k >= 0, annealed, before(count))
 
     return schedule

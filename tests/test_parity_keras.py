@@ -216,8 +216,8 @@ def test_shared_forms_equal_native(ours, native):
 # Defaults, get, validation
 # --------------------------------------------------------------------------- #
 
-BASE_ONLY = {"self", "use_ema", "ema_momentum", "ema_overwrite_frequency",
-             "loss_scale_factor", "gradient_accumulation_steps", "name", "kwargs"}
+# Keras' EMA options are ours too (keras_base_options; tests/test_averaging.py checks them).
+BASE_ONLY = {"self", "loss_scale_factor", "gradient_accumulation_steps", "name", "kwargs"}
 
 
 @pytest.mark.parametrize("name", sorted(KERAS))
@@ -271,8 +271,8 @@ def test_get_rejects_unknown_names():
 
 
 def test_get_rejects_unsupported_config():
-    with pytest.raises(ValueError, match="use_ema=True is not supported"):
-        kz.get({"class_name": "Adam", "config": {"use_ema": True}})
+    with pytest.raises(ValueError, match="loss_scale_factor=2.0 is not supported"):
+        kz.get({"class_name": "Adam", "config": {"loss_scale_factor": 2.0}})
     with pytest.raises(ValueError, match=r"argument\(s\) not recognized: \['momentum'\]"):
         kz.get({"class_name": "Adam", "config": {"momentum": 0.9}})
     with pytest.raises(ValueError, match="expected a dict with a 'class_name'"):

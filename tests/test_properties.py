@@ -207,3 +207,62 @@ def test_the_table_covers_every_registered_optimizer():
     for name in NOT_ELEMENTWISE:
         with pytest.raises(jz.NotFusableError):
             jz.fuse(jz.get(name)).init({"w": jnp.ones((2, 3)), "b": jnp.ones(3)})
+
+
+# Wrappers around any optimizer (not registered: they take an optimizer, not hyperparameters).
+# SAM's second gradient comes from a fixed grad_fn (the gradient of 0.25 * |p|^2).
+WRAPPED = {
+    "sam(adam)": lambda: jz.sam(jz.adam(1e-3), rho=0.05),
+    "sam(sgd, adaptive)": lambda: jz.sam(jz.sgd(1e-2, momentum=0.9), rho=0.5, adaptive=True),
+    "swa(sgd)": lambda: jz.swa(jz.sgd(1e-2, momentum=0.9), start_step=1),
+    "ema_weights(adamw)": lambda: jz.ema_weights(jz.adamw(1e-3), 0.9, overwrite_every=2),
+}
+
+
+def _grad_fn(p):
+    return jax.tree.map(lambda x: (0.5 * x).astype(x.dtype), p)
+
+
+@pytest.mark.parametrize("name", sorted(WRAPPED))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_wrappers_keep_structure_and_stay_finite(name, data):
+    spec, scale, zeros = data.draw(cases(name))
+    tx = WRAPPED[name]()
+    params = materialize(spec, 0, 1.0)
+    state = tx.init(params)
+    state_sig = signature(state)
+    for k in (1, 2):
+        g = materialize(spec, k, scale, zeros)
+        updates, state = tx.update(g, state, params, grad_fn=_grad_fn)
+        assert signature(updates) == signature(g), name
+        assert signature(state) == state_sig, name
+        params = optax.apply_updates(params, updates)
+        assert all_finite(updates) and all_finite(state) and all_finite(params), name
+    if name.startswith(("swa", "ema")):
+        avg = jz.averaged_params(state, like=params)
+        assert signature(avg) == signature(params), name
+
+
+@pytest.mark.parametrize("name", sorted(WRAPPED))
+def test_wrappers_in_half_precision_track_float32(name):
+    p0 = np.random.default_rng(1).normal(size=8)
+
+    def run(dtype):
+        tx = WRAPPED[name]()
+        p = jnp.asarray(p0, dtype)
+        state, out = tx.init(p), []
+        for g in HALF_GRADS:
+            u, state = tx.update(jnp.asarray(g, dtype), state, p, grad_fn=_grad_fn)
+            assert u.dtype == jnp.dtype(dtype) and all_finite(state), (name, dtype)
+            p = optax.apply_updates(p, u)
+            out.append(np.asarray(p.astype(jnp.float32)))
+        return np.array(out)
+
+    want = run("float32")
+    assert np.max(np.abs(want - p0)) > 0, name
+    for dtype, tol in HALF_TOL.items():
+        got = run(dtype)
+        assert np.all(np.isfinite(got)), (name, dtype)
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.max(np.abs(want)),
+                                   err_msg=f"{name} in {dtype}")

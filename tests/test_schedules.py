@@ -84,3 +84,57 @@ def test_schedules_run_under_jit_without_recompiling():
     f = jax.jit(S.warmup_cosine(0.0, 1.0, 10, 100))
     a = [float(f(jnp.int32(i))) for i in range(20)]
     assert f._cache_size() == 1 and a[10] == pytest.approx(1.0) and math.isfinite(sum(a))
+
+
+def _torch_swalr(lr, swa_lr, anneal, strategy, steps, warm=None, start=0):
+    """The lr of each step under torch's recipe: ``warm`` (a LambdaLR factor) drives the lr
+    until SWALR's first ``step()`` after ``start`` steps; SWALR is built at the beginning."""
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = torch.optim.SGD([p], lr=lr)
+    main = torch.optim.lr_scheduler.LambdaLR(opt, warm) if warm else None
+    swa = torch.optim.swa_utils.SWALR(opt, swa_lr, anneal_epochs=anneal,
+                                      anneal_strategy=strategy)
+    out = []
+    for t in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradient: a no-op that keeps torch's call-order check quiet
+        if main is not None and t < start:
+            main.step()
+        else:
+            swa.step()
+    return np.array(out)
+
+
+@pytest.mark.parametrize("strategy,anneal", [("cos", 10), ("linear", 10), ("cos", 1),
+                                             ("linear", 0), ("cos", 37)])
+def test_swa_lr_matches_torch_swalr(strategy, anneal):
+    want = _torch_swalr(0.3, 0.02, anneal, strategy, len(STEPS))
+    with jax.enable_x64(True):
+        got = values(S.swa_lr(0.3, 0.02, anneal, strategy))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(values(S.swa_lr(0.3, 0.02, anneal, strategy)), want, rtol=1e-6)
+    assert want[0] == (0.02 if anneal == 0 else 0.3) and want[-1] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("anneal", [5, 20])
+def test_swa_lr_after_another_schedule_matches_torch_recipe(anneal):
+    # LambdaLR decays the lr for 40 steps, then SWALR anneals from where it left off.
+    start = 40
+    want = _torch_swalr(0.3, 0.02, anneal, "cos", len(STEPS), warm=lambda t: 0.97 ** t,
+                        start=start)
+    with jax.enable_x64(True):
+        got = values(S.swa_lr(lambda t: 0.3 * 0.97 ** t, 0.02, anneal, "cos",
+                              start_step=start))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert want[start] == pytest.approx(0.3 * 0.97 ** start) and want[-1] == pytest.approx(0.02)
+
+
+def test_swa_lr_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"Invalid anneal_strategy: 'cosine'"):
+        S.swa_lr(0.1, 0.01, anneal_strategy="cosine")
+    with pytest.raises(ValueError, match=r"Invalid swa_lr: -0\.01"):
+        S.swa_lr(0.1, -0.01)
+    with pytest.raises(ValueError, match=r"Invalid anneal_steps: -1"):
+        S.swa_lr(0.1, 0.01, anneal_steps=-1)
+    with pytest.raises(ValueError, match=r"Invalid start_step: -5"):
+        S.swa_lr(0.1, 0.01, start_step=-5)

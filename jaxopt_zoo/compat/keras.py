@@ -6,7 +6,8 @@ agree to rounding). Keras keeps a constant learning rate in a float32 variable; 
 ``float(np.float32(lr))`` to reproduce that rounding too.
 
 Every constructor takes Keras' arguments with Keras' defaults, including the base-optimizer
-options ``weight_decay``, ``clipnorm``, ``clipvalue`` and ``global_clipnorm``; ``use_ema``,
+options ``weight_decay``, ``clipnorm``, ``clipvalue``, ``global_clipnorm`` and ``use_ema``,
+``ema_momentum``, ``ema_overwrite_frequency`` (``keras_base_options``);
 ``loss_scale_factor`` and ``gradient_accumulation_steps`` are not supported.
 ``get("Adam")`` mirrors ``keras.optimizers.get``.
 
@@ -31,6 +32,7 @@ callable; here a callable always receives the step count.)
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
@@ -64,6 +66,7 @@ from jaxopt_zoo.optim.adam import ScaleByAdamState, ScaleByAmsgradState
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState
 from jaxopt_zoo.optim.lion import scale_by_lion
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
+from jaxopt_zoo.transforms.averaging import ema_weights
 from jaxopt_zoo.transforms.clipping import clip, clip_by_global_norm
 from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState, scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
@@ -79,6 +82,7 @@ __all__ = [
     "available",
     "clip_by_norm",
     "get",
+    "keras_base_options",
     "lion",
     "nadam",
     "rmsprop",
@@ -328,10 +332,53 @@ def _assemble(steps: List[GradientTransformation], learning_rate: ScalarOrSchedu
     return chain(*parts)
 
 
+def keras_base_options(factory: Callable[..., GradientTransformation]
+                       ) -> Callable[..., GradientTransformation]:
+    """Give a Keras optimizer constructor Keras' EMA options (``use_ema=False``,
+    ``ema_momentum=0.99``, ``ema_overwrite_frequency=None``), keyword-only.
+
+    As ``keras.optimizers.Optimizer`` does (``_update_model_variables_moving_average``), with
+    ``use_ema`` the optimizer keeps, after each step ``n = 1, 2, ...``, the average
+    ``a_n = m * a_{n-1} + (1 - m) * p_n`` of the updated variables ``p_n``, with ``m = 0`` on
+    the first step (``a_1 = p_1``) and ``m = ema_momentum`` afterwards; with
+    ``ema_overwrite_frequency = f`` the variables are replaced by ``a_n`` after every step with
+    ``n % f == 0``. This is ``jaxopt_zoo.ema_weights(tx, ema_momentum,
+    overwrite_every=f)`` around the whole optimizer: read the average with
+    ``jaxopt_zoo.averaged_params(state)`` (Keras' ``finalize_variable_values``, which
+    ``model.fit`` calls at the end, copies it into the variables). ``ema_momentum`` is
+    checked (in [0, 1]) only when ``use_ema`` is set, as in Keras; an
+    ``ema_overwrite_frequency`` must be an integer >= 1 or ``None`` (Keras lets 0 through).
+    Decorate every Keras constructor with it; ``get`` applies it to any that lacks it.
+    """
+    if getattr(factory, "_keras_base_options", False):
+        return factory
+
+    @functools.wraps(factory)
+    def build(*args: Any, use_ema: bool = False, ema_momentum: Any = 0.99,
+              ema_overwrite_frequency: Optional[int] = None, **kwargs: Any
+              ) -> GradientTransformation:
+        tx = factory(*args, **kwargs)
+        if not use_ema:
+            return tx
+        check_scalar("ema_momentum", ema_momentum, low=0.0, high=1.0, schedule_ok=False)
+        return ema_weights(tx, ema_momentum, copy_first=True,
+                           overwrite_every=ema_overwrite_frequency)
+
+    sig = inspect.signature(factory)
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+             for k, v in (("use_ema", False), ("ema_momentum", 0.99),
+                          ("ema_overwrite_frequency", None))]
+    build.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=list(sig.parameters.values()) + extra)
+    build._keras_base_options = True  # type: ignore[attr-defined]
+    return build
+
+
 # --------------------------------------------------------------------------- #
 # The optimizers
 # --------------------------------------------------------------------------- #
 
+@keras_base_options
 def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Any = 0.0, nesterov: bool = False,
         weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
         global_clipnorm: Any = None) -> GradientTransformation:
@@ -356,6 +403,7 @@ def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Any = 0.0, nesterov: b
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def rmsprop(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.9, momentum: Any = 0.0,
             epsilon: Any = 1e-7, centered: bool = False, weight_decay: Any = None,
             clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
@@ -383,6 +431,7 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.9, momentum: A
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def adagrad(learning_rate: ScalarOrSchedule = 0.001, initial_accumulator_value: Any = 0.1,
             epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
             clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
@@ -403,6 +452,7 @@ def adagrad(learning_rate: ScalarOrSchedule = 0.001, initial_accumulator_value: 
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def adadelta(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.95, epsilon: Any = 1e-7,
              weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
              global_clipnorm: Any = None) -> GradientTransformation:
@@ -424,6 +474,7 @@ def adadelta(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.95, epsilon: 
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def adam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
          epsilon: Any = 1e-7, amsgrad: bool = False, weight_decay: Any = None,
          clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
@@ -447,6 +498,7 @@ def adam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def adamw(learning_rate: ScalarOrSchedule = 0.001, weight_decay: Any = 0.004,
           beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7, amsgrad: bool = False,
           clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
@@ -463,6 +515,7 @@ def adamw(learning_rate: ScalarOrSchedule = 0.001, weight_decay: Any = 0.004,
                 clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def nadam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
           epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
           clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
@@ -485,6 +538,7 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: An
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def adamax(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
            epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
            clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
@@ -505,6 +559,7 @@ def adamax(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: A
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def lion(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.99,
          weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
          global_clipnorm: Any = None) -> GradientTransformation:
@@ -545,8 +600,7 @@ _OPTIMIZERS: Dict[str, Callable[..., GradientTransformation]] = {
 
 # Keys of a Keras optimizer config that have no counterpart here, with the value that
 # means "off" (``None``: must be None; ``...``: anything is accepted and ignored).
-_BASE_ONLY = {"name": ..., "use_ema": False, "ema_momentum": ..., "ema_overwrite_frequency": None,
-              "loss_scale_factor": None, "gradient_accumulation_steps": None}
+_BASE_ONLY = {"name": ..., "loss_scale_factor": None, "gradient_accumulation_steps": None}
 
 
 def available() -> List[str]:
@@ -580,6 +634,8 @@ def get(identifier: Any) -> Optional[GradientTransformation]:
             f"Could not interpret optimizer identifier {identifier!r}: expected a name such "
             "as 'adam', a Keras config dict, or a GradientTransformation.")
     factory = _OPTIMIZERS.get(str(name).lower())
+    if factory is not None:
+        factory = keras_base_options(factory)  # a no-op for the decorated ones
     if factory is None:
         close = difflib.get_close_matches(str(name).lower(), list(_OPTIMIZERS), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

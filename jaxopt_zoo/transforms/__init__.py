@@ -1,5 +1,12 @@
 """Generic building blocks, one concept per file."""
 
+from jaxopt_zoo.transforms.averaging import (
+    EmaWeightsState,
+    SwaState,
+    averaged_params,
+    ema_weights,
+    swa,
+)
 from jaxopt_zoo.transforms.clipping import clip, clip_by_block_rms, clip_by_global_norm
 from jaxopt_zoo.transforms.conditional import SkipNotFiniteState, all_finite, skip_not_finite
 from jaxopt_zoo.transforms.learning_rate import (
@@ -10,6 +17,7 @@ from jaxopt_zoo.transforms.learning_rate import (
 )
 from jaxopt_zoo.transforms.masking import MaskedState, PartitionState, masked, partition
 from jaxopt_zoo.transforms.momentum import EmaState, TraceState, ema, trace
+from jaxopt_zoo.transforms.sam import SamState, sam, sam_gradient, sam_perturbation
 from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights, add_l2_regularization
 
@@ -17,15 +25,22 @@ __all__ = [
     "add_decayed_weights",
     "add_l2_regularization",
     "all_finite",
+    "averaged_params",
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
     "ema",
+    "ema_weights",
     "EmaState",
+    "EmaWeightsState",
     "masked",
     "MaskedState",
     "partition",
     "PartitionState",
+    "sam",
+    "sam_gradient",
+    "sam_perturbation",
+    "SamState",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
@@ -33,6 +48,8 @@ __all__ = [
     "ScaleByScheduleState",
     "skip_not_finite",
     "SkipNotFiniteState",
+    "swa",
+    "SwaState",
     "trace",
     "TraceState",
 ]
