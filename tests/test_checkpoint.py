@@ -374,10 +374,10 @@ def _wait_for(predicate, proc, what, timeout=120.0):
         time.sleep(0.01)
 
 
-def assert_same_final_state(dir_a, dir_b, step):
+def assert_same_final_state(dir_a, dir_b, step, tx=None):
     """The newest checkpoints of two MLP runs hold the same step, parameters, optimizer state
     and history (wall-clock seconds aside)."""
-    mlp_template = template(MLP(), jz.adam(1e-3), seed=0)
+    mlp_template = template(MLP(), tx or jz.adam(1e-3), seed=0)
     a, _ = Checkpointer(dir_a).restore_latest(mlp_template)
     b, _ = Checkpointer(dir_b).restore_latest(mlp_template)
     assert a.step == b.step == step
@@ -386,20 +386,31 @@ def assert_same_final_state(dir_a, dir_b, step):
     assert strip_seconds(a.history) == strip_seconds(b.history)
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+# SAM (two gradients a step) and SWA with SWALR from epoch 2: the averages and the schedule's
+# position live in the optimizer state, so a killed run resumes them exactly too.
+SAM_SWA = ("--sam-rho", "0.05", "--swa-start", "2", "--swa-lr", "5e-4")
+
+
+@pytest.mark.parametrize("techniques", [(), SAM_SWA], ids=["plain", "sam+swa"])
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
+    from jaxopt_zoo.train.runner import RunSpec
+    from jaxopt_zoo.train.techniques import Techniques
+
+    tx = RunSpec("adam", techniques=Techniques(sam_rho=0.05, swa_start=2, swa_lr=5e-4)).build(
+        32) if techniques else jz.adam(1e-3)
     a_ck, b_ck = tmp_path / "a_ck", tmp_path / "b_ck"
-    a = _start(a_ck, tmp_path / "a_out")  # uninterrupted, alongside the others
-    b = _start(b_ck, tmp_path / "b_out")
+    a = _start(a_ck, tmp_path / "a_out", *techniques)  # uninterrupted, alongside the others
+    b = _start(b_ck, tmp_path / "b_out", *techniques)
     # SIGKILL as soon as a checkpoint of epoch 2 is written (step > 32: number > 33).
     _wait_for(lambda: any(n > 33 for n in numbers(b_ck)), b, "epoch 2")
     b.kill()
     b.communicate()
     assert b.returncode == -signal.SIGKILL
-    mlp_template = template(MLP(), jz.adam(1e-3), seed=0)
+    mlp_template = template(MLP(), tx, seed=0)
     killed, _ = Checkpointer(b_ck).restore_latest(mlp_template)
     assert 32 < killed.step < 96 and killed.batch > 0, "the kill came too late to test anything"
 
-    d = _start(b_ck, tmp_path / "b_out", "--resume")
+    d = _start(b_ck, tmp_path / "b_out", *techniques, "--resume")
     out, err = d.communicate(timeout=120)
     assert d.returncode == 0, err
     assert f"Resumed from checkpoint {checkpoint_number(killed)} in {b_ck}: step " \
@@ -407,10 +418,13 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     _, err = a.communicate(timeout=120)
     assert a.returncode == 0, err
 
-    assert_same_final_state(a_ck, b_ck, 96)
+    assert_same_final_state(a_ck, b_ck, 96, tx)
     metrics = [json.loads((tmp_path / f"{x}_out" / "metrics.json").read_text())["history"]
                for x in "ab"]
     assert len(metrics[0]) == 3 and strip_seconds(metrics[0]) == strip_seconds(metrics[1])
+    if techniques:  # SWA from epoch 2: the averaged weights are evaluated from then on
+        assert [h["val_accuracy_avg"] is None for h in metrics[0]] == [True, False, False]
+        assert metrics[0][-1]["val_accuracy_avg"] > 0.5
 
 
 def test_cli_stop_on_nonfinite_saves_the_state_before_the_step(tmp_path, capsys):

@@ -204,6 +204,24 @@ def _find(state: Any) -> list:
     return found
 
 
+def find_average(state: Any) -> Optional[Any]:
+    """The outermost ``SwaState`` or ``EmaWeightsState`` in ``state`` (see
+    :func:`averaged_params` for where it may sit), or None when there is none."""
+    found = _find(state)
+    return found[0] if found else None
+
+
+def average_started(avg_state: Any) -> jax.Array:
+    """Whether the average in ``avg_state`` (from :func:`find_average`) holds any updated
+    parameters yet: SWA after its first averaged step, the EMA after its first update."""
+    if isinstance(avg_state, SwaState):
+        return avg_state.n_averaged > 0
+    if isinstance(avg_state, EmaWeightsState):
+        return avg_state.count > 0
+    raise TypeError(f"average_started: expected a SwaState or EmaWeightsState, got "
+                    f"{type(avg_state).__name__}.")
+
+
 def averaged_params(state: Any, like: Any = None) -> Any:
     """The averaged parameters kept by ``swa`` or ``ema_weights``, wherever the wrapper sits
     in ``state`` (a chain's tuple, ``skip_not_finite``, ``sam``, ``masked`` or any nesting of
