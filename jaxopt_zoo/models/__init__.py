@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
 import flax.linen as nn
 
 from jaxopt_zoo.models.cnn import CNN, max_pool_2x2

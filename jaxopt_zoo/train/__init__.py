@@ -1,5 +1,6 @@
 """Training: jitted train/eval steps, the resumable epoch loop and its history."""
 
+import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
 from jaxopt_zoo.train.checkpoint import CheckpointError, CheckpointMismatchError, Checkpointer
 from jaxopt_zoo.train.history import HISTORY_KEYS, best_epoch, should_stop
 from jaxopt_zoo.train.loop import (
