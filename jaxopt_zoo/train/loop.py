@@ -28,6 +28,7 @@ import optax
 from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
+from jaxopt_zoo.models.adapter import as_linen_like
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
 from jaxopt_zoo.train.steps import (Metrics, gather_batch, loss_and_grads, make_eval_fn,
                                     make_indexed_train_step, memoized)
@@ -169,6 +170,7 @@ def init_loop_state(model: nn.Module, tx: optax.GradientTransformation,
     ``sample_images`` only sets the input shape (one example is enough). This is also the
     template to restore a checkpoint into.
     """
+    model = as_linen_like(model)  # NNX modules get Linen's init/apply
     rng = jax.random.PRNGKey(seed)
     x = jnp.asarray(sample_images, jnp.float32)[:1]
     params = memoized(_jitted_init, model)(jax.random.fold_in(rng, _INIT), x)
@@ -215,6 +217,7 @@ def train_and_evaluate(
     jitted steps are memoized on ``(model, tx, batch_size)``: calls that pass the *same* ``tx``
     object (a seed sweep, a resume) and data of the same shape do not compile again.
     """
+    model = as_linen_like(model)  # NNX modules get Linen's init/apply
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"Invalid config: expected a TrainConfig, got {type(config).__name__}.")
