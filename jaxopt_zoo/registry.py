@@ -17,6 +17,19 @@ from jaxopt_zoo.core import GradientTransformation
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
+    """One registered optimizer: what :func:`get` builds and the README's table shows.
+
+    Attributes:
+      name: the registry name (``"adam"``, ``"torch.adam"``).
+      factory: the function building the ``GradientTransformation``.
+      default_lr: the learning rate used when the caller gives none (None: none needed).
+      paper: the reference.
+      blocks: the chain of building blocks it is made of.
+      verified: the references it is tested against.
+      fixed: keyword arguments always passed to ``factory`` (presets such as
+        ``nesterov=True``).
+    """
+
     name: str
     factory: Callable[..., GradientTransformation]
     default_lr: Optional[float]  # used when the caller gives no learning rate
@@ -49,6 +62,22 @@ class UnknownOptimizerError(KeyError, ValueError):
 def register(name: str, factory: Callable[..., GradientTransformation], *,
              default_lr: Optional[float], paper: str, blocks: str,
              verified: Tuple[str, ...] = (), **fixed: Any) -> None:
+    """Add an optimizer to the registry (``available()``, ``get(name)``, the CLI, the
+    table-driven tests).
+
+    Args:
+      name: the registry name; ``"torch."`` / ``"keras."`` prefixes for compat optimizers.
+      factory: the function building the ``GradientTransformation``.
+      default_lr: the learning rate ``get`` passes when none is given (None: required or
+        built in).
+      paper: the reference, for the README's table.
+      blocks: the chain of building blocks, for the README's table.
+      verified: the references it is tested against.
+      **fixed: keyword arguments always passed to ``factory`` (e.g. ``nesterov=True``).
+
+    Raises:
+      ValueError: if ``name`` is already registered.
+    """
     if name in _REGISTRY:
         raise ValueError(f"An optimizer named {name!r} is already registered.")
     _REGISTRY[name] = Entry(name, factory, default_lr, paper, blocks, tuple(verified), fixed)
@@ -63,6 +92,19 @@ def available(prefix: Optional[str] = None) -> List[str]:
 
 
 def entry(name: str) -> Entry:
+    """The registry's :class:`Entry` for ``name``: the factory, default learning rate, paper,
+    building blocks and the references it is verified against.
+
+    Args:
+      name: a registered name (``"adam"``, ``"torch.adam"``, ``"keras.rmsprop"``).
+
+    Raises:
+      UnknownOptimizerError: (a ``KeyError``) for an unknown name, suggesting close ones.
+
+    Example:
+      >>> entry("adam").paper
+      'Kingma & Ba 2015'
+    """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

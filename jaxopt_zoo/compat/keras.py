@@ -207,6 +207,9 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
 
 
 class ScaleByKerasNadamState(NamedTuple):
+    """State of :func:`scale_by_keras_nadam`: step ``count``, moments ``mu`` and ``nu`` and
+    ``u_product``, the product of Keras' momentum schedule (one scalar for all leaves)."""
+
     count: jax.Array
     mu: Any
     nu: Any

@@ -157,6 +157,9 @@ def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, afte
 # --------------------------------------------------------------------------- #
 
 class TorchAmsgradState(NamedTuple):
+    """State of :func:`scale_by_torch_amsgrad`: step ``count``, moments ``mu`` and ``nu`` and
+    ``nu_max``, the running maximum of the *uncorrected* second moment (as ``torch.optim``)."""
+
     count: jax.Array
     mu: Any
     nu: Any
@@ -199,6 +202,9 @@ def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
 
 
 class TorchNAdamState(NamedTuple):
+    """State of :func:`scale_by_torch_nadam`: step ``count``, ``mu_product`` (the product of
+    the momentum schedule, ``prod_{s<=t} mu_s``) and the moments ``mu`` and ``nu``."""
+
     count: jax.Array
     mu_product: jax.Array  # prod_{s<=t} mu_s
     mu: Any

@@ -36,7 +36,6 @@ def _conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out
 
 
-@jax.custom_vjp
 def shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID, stride-1 convolution (cross-correlation, as ``nn.Conv``) of NHWC ``x`` with an
     HWIO ``kernel``.
@@ -45,7 +44,15 @@ def shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     sum of ``kh * kw`` shifted products; its custom gradient computes the kernel gradient as
     one matrix product (patches transposed times the output gradient). Shared by the Linen
     and NNX ``ShiftConv`` layers.
+
+    Example:
+      >>> y = shift_conv(jnp.ones((2, 28, 28, 1)), jnp.ones((3, 3, 1, 32)))  # (2, 26, 26, 32)
     """
+    return _shift_conv(x, kernel)
+
+
+@jax.custom_vjp
+def _shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _conv_forward(x, kernel)
 
 
@@ -70,7 +77,7 @@ def _shift_conv_bwd(res, dy):
     return dx, dk.reshape(kh, kw, cin, cout).astype(kernel.dtype)
 
 
-shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
+_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
 
 
 class ShiftConv(nn.Module):
@@ -79,8 +86,8 @@ class ShiftConv(nn.Module):
     Attributes:
       features: number of output channels.
       kernel_size: ``(kh, kw)``.
-      kernel_init, bias_init: initializers of the ``kernel`` ``(kh, kw, cin, features)`` and
-        ``bias`` ``(features,)`` parameters, as ``nn.Conv``'s.
+      kernel_init: initializer of the ``kernel`` ``(kh, kw, cin, features)``, as ``nn.Conv``'s.
+      bias_init: initializer of the ``bias`` ``(features,)``.
 
     Example:
       >>> conv = ShiftConv(32, (3, 3))

@@ -1,9 +1,9 @@
 """The reference CNN and MLP as Flax NNX modules, on the same fast layers as the Linen ones.
 
 The NNX models compute exactly what their Linen twins (:class:`jaxopt_zoo.models.CNN`,
-:class:`jaxopt_zoo.models.MLP`) compute: the same functions (:func:`~jaxopt_zoo.models.layers.
-shift_conv`, :func:`~jaxopt_zoo.models.layers.byte_dropout`, :func:`~jaxopt_zoo.models.cnn.
-max_pool_2x2`), the same initializers and the same parameter tree (``Conv_0``, ``Dense_0``,
+:class:`jaxopt_zoo.models.MLP`) compute: the same functions
+(:func:`~jaxopt_zoo.models.layers.shift_conv`, :func:`~jaxopt_zoo.models.layers.byte_dropout`,
+:func:`~jaxopt_zoo.models.max_pool_2x2`), the same initializers and the same parameter tree (``Conv_0``, ``Dense_0``,
 ``Dense_1``; ``kernel`` and ``bias`` in each), so weights and checkpoints move between the two
 with ``nnx.to_pure_dict`` / ``nnx.replace_by_pure_dict``. Given the same weights they give the
 same outputs (tested). Train them with ``nnx.Optimizer`` and any jaxopt_zoo optimizer, or
@@ -31,8 +31,8 @@ class ShiftConv(nnx.Module):
       in_features: input channels ``cin``.
       out_features: output channels.
       kernel_size: ``(kh, kw)``.
-      kernel_init, bias_init: initializers of ``kernel`` ``(kh, kw, cin, out_features)`` and
-        ``bias`` ``(out_features,)``.
+      kernel_init: initializer of ``kernel`` ``(kh, kw, cin, out_features)``.
+      bias_init: initializer of ``bias`` ``(out_features,)``.
       rngs: ``nnx.Rngs`` with a ``params`` (or default) stream.
 
     Example:

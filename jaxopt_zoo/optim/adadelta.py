@@ -24,6 +24,9 @@ from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 
 class ScaleByAdaDeltaState(NamedTuple):
+    """State of :func:`scale_by_adadelta`: running averages ``e_g`` of squared gradients and
+    ``e_x`` of squared updates."""
+
     e_g: Any  # running average of squared gradients
     e_x: Any  # running average of squared updates
 

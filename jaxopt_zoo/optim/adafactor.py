@@ -31,6 +31,10 @@ from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 
 class FactoredState(NamedTuple):
+    """State of :func:`scale_by_factored_rms`: step ``count``; per leaf either the row and
+    column statistics ``v_row``, ``v_col`` (factored, for leaves with two large dimensions)
+    or the full second moment ``v`` (the others hold ``(1,)`` placeholders)."""
+
     count: jax.Array
     v_row: Any  # per leaf: row statistics (factored leaves) or a (1,) placeholder
     v_col: Any  # per leaf: column statistics (factored leaves) or a (1,) placeholder

@@ -20,6 +20,9 @@ from jaxopt_zoo.optim._common import scaled_with_decay
 
 
 class ScaleByRssState(NamedTuple):
+    """State of :func:`scale_by_rss`: ``sum_of_squares``, the running sum of ``|g|^2`` per leaf
+    (started at ``initial_accumulator_value``)."""
+
     sum_of_squares: Any
 
 

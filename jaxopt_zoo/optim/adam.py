@@ -24,12 +24,18 @@ from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 
 
 class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam`: step ``count``, first moment ``mu`` and second moment
+    ``nu`` (of ``|g|^2``), both uncorrected, one per leaf."""
+
     count: jax.Array
     mu: Any
     nu: Any
 
 
 class ScaleByAmsgradState(NamedTuple):
+    """State of ``scale_by_adam(amsgrad=True)``: as :class:`ScaleByAdamState` plus ``nu_max``,
+    the running maximum of the bias-corrected second moment."""
+
     count: jax.Array
     mu: Any
     nu: Any

@@ -22,6 +22,9 @@ from jaxopt_zoo.optim.adam import check_betas
 
 
 class ScaleByAdamaxState(NamedTuple):
+    """State of :func:`scale_by_adamax`: step ``count``, first moment ``mu`` and the
+    exponentially weighted infinity norm ``nu = max(b2 * nu, |g|)``."""
+
     count: jax.Array
     mu: Any
     nu: Any

@@ -22,6 +22,8 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 
 
 class ScaleByLionState(NamedTuple):
+    """State of :func:`scale_by_lion`: step ``count`` and the momentum ``mu`` (one per leaf)."""
+
     count: jax.Array
     mu: Any
 

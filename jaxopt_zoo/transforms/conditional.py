@@ -11,6 +11,9 @@ from jaxopt_zoo.core import GradientTransformation, GradientTransformationExtraA
 
 
 class SkipNotFiniteState(NamedTuple):
+    """State of :func:`skip_not_finite`: the inner state (unchanged by skipped steps), the
+    number of ``consecutive`` non-finite steps, ``total_skipped`` and ``last_finite``."""
+
     inner_state: Any
     consecutive: jax.Array  # non-finite steps in a row, up to and including the last one
     total_skipped: jax.Array  # steps skipped so far
@@ -18,6 +21,13 @@ class SkipNotFiniteState(NamedTuple):
 
 
 def all_finite(tree: Any) -> jax.Array:
+    """A scalar boolean array: True when every element of every leaf of ``tree`` is finite
+    (no NaN, no +-Inf); True for an empty tree. Works under ``jit``.
+
+    Example:
+      >>> all_finite({"w": jnp.ones(3), "b": jnp.array([jnp.nan])})
+      Array(False, dtype=bool)
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.array(True)

@@ -19,6 +19,9 @@ from jaxopt_zoo.core import (
 
 
 class ScaleByScheduleState(NamedTuple):
+    """State of :func:`scale_by_schedule` and :func:`scale_by_learning_rate` with a schedule:
+    the step ``count`` the schedule is evaluated at."""
+
     count: jax.Array
 
 

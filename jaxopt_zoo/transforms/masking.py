@@ -10,6 +10,8 @@ from jaxopt_zoo.core import GradientTransformation, GradientTransformationExtraA
 
 
 class MaskedState(NamedTuple):
+    """State of :func:`masked`: the inner transformation's state over the masked leaves."""
+
     inner_state: Any
 
 
@@ -63,6 +65,8 @@ def masked(inner: GradientTransformation, mask: Union[Any, Callable[[Any], Any]]
 
 
 class PartitionState(NamedTuple):
+    """State of :func:`partition`: one inner state per label, ``inner_states[label]``."""
+
     inner_states: Mapping[Hashable, Any]
 
 

@@ -22,6 +22,8 @@ from jaxopt_zoo.core import (
 
 
 class TraceState(NamedTuple):
+    """State of :func:`trace`: step ``count`` and the momentum buffer ``trace`` per leaf."""
+
     count: jax.Array
     trace: Any
 
@@ -74,6 +76,8 @@ def trace(
 
 
 class EmaState(NamedTuple):
+    """State of :func:`ema`: step ``count`` (for debiasing) and the moving average ``ema``."""
+
     count: jax.Array
     ema: Any
 
