@@ -77,6 +77,10 @@ def register(name: str, factory: Callable[..., GradientTransformation], *,
 
     Raises:
       ValueError: if ``name`` is already registered.
+
+    Example:
+      >>> register("adam_b2_98", jz.adam, default_lr=1e-3, paper="Kingma & Ba 2015",
+      ...          blocks="scale_by_adam -> scale_by_learning_rate", b2=0.98)  # doctest: +SKIP
     """
     if name in _REGISTRY:
         raise ValueError(f"An optimizer named {name!r} is already registered.")
@@ -84,7 +88,16 @@ def register(name: str, factory: Callable[..., GradientTransformation], *,
 
 
 def available(prefix: Optional[str] = None) -> List[str]:
-    """Registered names, sorted; ``prefix="torch."`` lists the PyTorch-compatible ones."""
+    """Registered names, sorted; ``prefix="torch."`` lists the PyTorch-compatible ones.
+
+    Args:
+      prefix: None for the native optimizers, or a prefix such as ``"torch."`` or
+        ``"keras."``.
+
+    Example:
+      >>> "adam" in available() and "torch.adam" in available("torch.")
+      True
+    """
     names = sorted(_REGISTRY)
     if prefix is None:
         return [n for n in names if "." not in n]
@@ -114,7 +127,22 @@ def entry(name: str) -> Entry:
 
 
 def get(name: str, **kwargs: Any) -> GradientTransformation:
-    """Build the optimizer ``name``; ``learning_rate`` defaults to the entry's default."""
+    """Build the optimizer ``name``; ``learning_rate`` defaults to the entry's default.
+
+    Args:
+      name: a registered name (see :func:`available`).
+      **kwargs: the optimizer's arguments; ``learning_rate`` is also accepted for ``lr``.
+
+    Returns:
+      The ``GradientTransformation``.
+
+    Raises:
+      UnknownOptimizerError: for an unknown name (a ``KeyError``, with suggestions).
+
+    Example:
+      >>> tx = get("adamw", learning_rate=3e-4, weight_decay=1e-2)
+      >>> tx = get("torch.sgd", lr=0.1, momentum=0.9)
+    """
     e = entry(name)
     params = inspect.signature(e.factory).parameters
     if "learning_rate" in kwargs and "learning_rate" not in params and "lr" in params:

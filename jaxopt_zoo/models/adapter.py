@@ -106,9 +106,13 @@ def as_linen_like(model: Any) -> Any:
     :class:`NNXModel`, a :class:`~jaxopt_zoo.models.FlatModel`) returned unchanged.
 
     Example:
+      >>> from jaxopt_zoo.models import nnx_models
       >>> model = as_linen_like(nnx_models.MLP(rngs=nnx.Rngs(0)))
       >>> hasattr(model, "apply")
       True
+
+    Args:
+      model: a Linen module, an NNX module, an NNX module class or a factory of ``rngs``.
     """
     is_nnx = isinstance(model, nnx.Module) or (
         isinstance(model, type) and issubclass(model, nnx.Module))

@@ -47,6 +47,13 @@ def shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     Example:
       >>> y = shift_conv(jnp.ones((2, 28, 28, 1)), jnp.ones((3, 3, 1, 32)))  # (2, 26, 26, 32)
+
+    Args:
+      x: an ``(N, H, W, Cin)`` array.
+      kernel: a ``(kh, kw, Cin, Cout)`` array.
+
+    Returns:
+      The ``(N, H - kh + 1, W - kw + 1, Cout)`` correlation.
     """
     return _shift_conv(x, kernel)
 
@@ -108,7 +115,14 @@ class ShiftConv(nn.Module):
 
 
 def check_dropout_rate(rate: float) -> None:
-    """Raise a ValueError unless ``0 <= rate < 1``."""
+    """Raise a ValueError unless ``0 <= rate < 1``.
+
+    Args:
+      rate: the dropout rate.
+
+    Example:
+      >>> check_dropout_rate(0.5)
+    """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"Invalid dropout rate: {rate!r}. Expected 0 <= rate < 1.")
 
@@ -124,6 +138,11 @@ def byte_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
 
     Example:
       >>> y = byte_dropout(jnp.ones((4, 8)), 0.5, jax.random.PRNGKey(0))
+
+    Args:
+      x: the array to drop elements of.
+      rate: the probability of dropping an element, in [0, 1).
+      key: a PRNG key.
     """
     check_dropout_rate(rate)
     if rate == 0.0:
