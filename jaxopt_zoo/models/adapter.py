@@ -56,9 +56,10 @@ class NNXModel:
         else:
             raise TypeError(f"Invalid module: expected an nnx.Module or a factory of one, got "
                             f"{type(module).__name__}.")
-        self.graphdef, params, rest = nnx.split(instance, nnx.Param, ...)
+        graphdef, params, *rest = nnx.split(instance, nnx.Param, ...)
+        self.graphdef: Any = graphdef
         self._params = nnx.to_pure_dict(params)
-        self._rest = nnx.to_pure_dict(rest)
+        self._rest = nnx.to_pure_dict(rest[0])
 
     def init(self, rngs: Any, x: jax.Array, *args: Any, train: bool = False,
              **kwargs: Any) -> Dict[str, Any]:

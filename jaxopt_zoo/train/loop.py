@@ -193,7 +193,8 @@ def train_and_evaluate(
 
     Args:
       model: a Flax linen classifier ``model.apply({"params": p}, x, train=..., rngs=...)``
-        returning logits (see :mod:`jaxopt_zoo.models`).
+        returning logits (see :mod:`jaxopt_zoo.models`), or an NNX one (an ``nnx.Module``,
+        its class, or :class:`~jaxopt_zoo.models.NNXModel`), trained through ``NNXModel``.
       tx: any ``optax.GradientTransformation`` (schedules, ``inject_hyperparams`` included).
       train_ds, val_ds: objects with float ``images`` (N, ...) and integer ``labels`` (N,),
         such as ``jaxopt_zoo.data.load_mnist(split, normalize=True)``, or ``(images, labels)``
