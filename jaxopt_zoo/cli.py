@@ -395,6 +395,11 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        import jaxopt_zoo._train_extra  # noqa: F401  (flax, orbax, tqdm: the [train] extra)
+    except ModuleNotFoundError as e:
+        print(f"jaxopt-zoo: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -150,7 +150,20 @@ def tree_sum_squares(tree: Any) -> jax.Array:
 
 
 def global_norm(tree: Any) -> jax.Array:
-    """sqrt of the sum of squared magnitudes over all leaves."""
+    """sqrt of the sum of squared magnitudes over all leaves.
+
+    ``||tree|| = sqrt(sum_leaves sum |x|^2)`` (real for complex leaves).
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      A scalar array.
+
+    Example:
+      >>> float(jz.global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])}))
+      5.0
+    """
     return jnp.sqrt(tree_sum_squares(tree))
 
 
@@ -274,6 +287,17 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
 
     Extra keyword arguments given to ``update`` (e.g. ``value=`` for line searches) are
     forwarded to the transformations that accept them (``GradientTransformationExtraArgs``).
+
+    Args:
+      *transforms: ``GradientTransformation`` s (ours or optax's), applied left to right.
+
+    Returns:
+      A ``GradientTransformationExtraArgs`` whose state is the tuple of the inner states.
+
+    Example:
+      >>> tx = jz.chain(jz.clip_by_global_norm(1.0), jz.scale_by_adam(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     for i, tx in enumerate(transforms):
         if not (hasattr(tx, "init") and hasattr(tx, "update")):
@@ -305,7 +329,14 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
 
 
 def identity() -> GradientTransformation:
-    """Leave updates unchanged (useful as a placeholder in ``partition``)."""
+    """Leave updates unchanged (useful as a placeholder in ``partition``).
+
+    Example:
+      >>> tx = jz.identity()
+      >>> updates, _ = tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.zeros(2)}))
+      >>> updates["w"]
+      Array([1., 1.], dtype=float32)
+    """
 
     def init_fn(params):
         del params

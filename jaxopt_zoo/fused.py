@@ -296,6 +296,19 @@ def fused_apply(fused: GradientTransformation, *, native: bool = True) -> Any:
 
     (Params first: JAX pairs donated inputs with outputs of the same shape in order, so
     ``(params, state) -> (params, state)`` lets every buffer be updated in place.)
+
+    Args:
+      fused: a transformation returned by :func:`fuse`.
+      native: allow the one-pass CPU kernel (when it covers the optimizer).
+
+    Returns:
+      ``step(params, state, grads) -> (params, state)``.
+
+    Example:
+      >>> tx = jz.fuse(jz.adam(1e-3))
+      >>> params = jz.FlatParams.from_tree({"w": jnp.ones((4, 3)), "b": jnp.zeros(3)})
+      >>> step = jax.jit(jz.fused_apply(tx), donate_argnums=(0, 1))
+      >>> params, state = step(params, tx.init(params), jax.tree.map(jnp.ones_like, params))
     """
     info = getattr(fused.update, "_fused", None)
     if info is None:
@@ -698,6 +711,16 @@ def check_fusable(tx: GradientTransformation, params_or_layout: Any) -> None:
 
     Traces ``tx.update`` abstractly on the tree and on the flat buffers (no arrays are
     allocated) and compares, for every parameter, the formula of each output element.
+
+    Args:
+      tx: the transformation to check.
+      params_or_layout: the parameters (or their shapes) it will update.
+
+    Raises:
+      NotFusableError: naming the first parameter whose update differs, and why.
+
+    Example:
+      >>> jz.check_fusable(jz.adam(1e-3), {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)})
     """
     _check(tx, params_or_layout)
 

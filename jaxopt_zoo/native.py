@@ -72,6 +72,7 @@ def with_kernel(tx: Any, describe: Callable[[Any], Optional[Stage]]) -> Any:
 
 
 def f32(x: Any) -> jax.Array:
+    """``x`` as a float32 array: the kernel's scalars are computed in float32."""
     return jnp.asarray(x, jnp.float32)
 
 

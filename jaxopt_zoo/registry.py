@@ -17,6 +17,19 @@ from jaxopt_zoo.core import GradientTransformation
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
+    """One registered optimizer: what :func:`get` builds and the README's table shows.
+
+    Attributes:
+      name: the registry name (``"adam"``, ``"torch.adam"``).
+      factory: the function building the ``GradientTransformation``.
+      default_lr: the learning rate used when the caller gives none (None: none needed).
+      paper: the reference.
+      blocks: the chain of building blocks it is made of.
+      verified: the references it is tested against.
+      fixed: keyword arguments always passed to ``factory`` (presets such as
+        ``nesterov=True``).
+    """
+
     name: str
     factory: Callable[..., GradientTransformation]
     default_lr: Optional[float]  # used when the caller gives no learning rate
@@ -49,13 +62,42 @@ class UnknownOptimizerError(KeyError, ValueError):
 def register(name: str, factory: Callable[..., GradientTransformation], *,
              default_lr: Optional[float], paper: str, blocks: str,
              verified: Tuple[str, ...] = (), **fixed: Any) -> None:
+    """Add an optimizer to the registry (``available()``, ``get(name)``, the CLI, the
+    table-driven tests).
+
+    Args:
+      name: the registry name; ``"torch."`` / ``"keras."`` prefixes for compat optimizers.
+      factory: the function building the ``GradientTransformation``.
+      default_lr: the learning rate ``get`` passes when none is given (None: required or
+        built in).
+      paper: the reference, for the README's table.
+      blocks: the chain of building blocks, for the README's table.
+      verified: the references it is tested against.
+      **fixed: keyword arguments always passed to ``factory`` (e.g. ``nesterov=True``).
+
+    Raises:
+      ValueError: if ``name`` is already registered.
+
+    Example:
+      >>> register("adam_b2_98", jz.adam, default_lr=1e-3, paper="Kingma & Ba 2015",
+      ...          blocks="scale_by_adam -> scale_by_learning_rate", b2=0.98)  # doctest: +SKIP
+    """
     if name in _REGISTRY:
         raise ValueError(f"An optimizer named {name!r} is already registered.")
     _REGISTRY[name] = Entry(name, factory, default_lr, paper, blocks, tuple(verified), fixed)
 
 
 def available(prefix: Optional[str] = None) -> List[str]:
-    """Registered names, sorted; ``prefix="torch."`` lists the PyTorch-compatible ones."""
+    """Registered names, sorted; ``prefix="torch."`` lists the PyTorch-compatible ones.
+
+    Args:
+      prefix: None for the native optimizers, or a prefix such as ``"torch."`` or
+        ``"keras."``.
+
+    Example:
+      >>> "adam" in available() and "torch.adam" in available("torch.")
+      True
+    """
     names = sorted(_REGISTRY)
     if prefix is None:
         return [n for n in names if "." not in n]
@@ -63,6 +105,19 @@ def available(prefix: Optional[str] = None) -> List[str]:
 
 
 def entry(name: str) -> Entry:
+    """The registry's :class:`Entry` for ``name``: the factory, default learning rate, paper,
+    building blocks and the references it is verified against.
+
+    Args:
+      name: a registered name (``"adam"``, ``"torch.adam"``, ``"keras.rmsprop"``).
+
+    Raises:
+      UnknownOptimizerError: (a ``KeyError``) for an unknown name, suggesting close ones.
+
+    Example:
+      >>> entry("adam").paper
+      'Kingma & Ba 2015'
+    """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -72,7 +127,22 @@ def entry(name: str) -> Entry:
 
 
 def get(name: str, **kwargs: Any) -> GradientTransformation:
-    """Build the optimizer ``name``; ``learning_rate`` defaults to the entry's default."""
+    """Build the optimizer ``name``; ``learning_rate`` defaults to the entry's default.
+
+    Args:
+      name: a registered name (see :func:`available`).
+      **kwargs: the optimizer's arguments; ``learning_rate`` is also accepted for ``lr``.
+
+    Returns:
+      The ``GradientTransformation``.
+
+    Raises:
+      UnknownOptimizerError: for an unknown name (a ``KeyError``, with suggestions).
+
+    Example:
+      >>> tx = get("adamw", learning_rate=3e-4, weight_decay=1e-2)
+      >>> tx = get("torch.sgd", lr=0.1, momentum=0.9)
+    """
     e = entry(name)
     params = inspect.signature(e.factory).parameters
     if "learning_rate" in kwargs and "learning_rate" not in params and "lr" in params:

@@ -21,7 +21,19 @@ def _f32(count):
 
 
 def constant(value: float) -> Schedule:
-    """``lr(t) = value``."""
+    """``lr(t) = value``.
+
+    Args:
+      value: the learning rate, >= 0.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.constant(0.1)
+      >>> [round(float(lr(t)), 6) for t in (0, 100)]
+      [0.1, 0.1]
+    """
     check_nonneg("value", value, schedule_ok=False)
     return lambda count: jnp.asarray(value, jnp.result_type(float))
 
@@ -31,6 +43,20 @@ def linear(init_value: float, end_value: float, transition_steps: int,
     """The textbook's linear decay: ``(1 - a) * init + a * end`` with ``a = t / tau``
     clipped to [0, 1], so constant at ``end_value`` after ``tau = transition_steps``
     (Goodfellow et al. 2016, eq. 8.14). ``transition_begin`` delays the start.
+
+    Args:
+      init_value: the value at ``transition_begin``.
+      end_value: the value from ``transition_begin + transition_steps`` on.
+      transition_steps: ``tau``, >= 1.
+      transition_begin: steps at ``init_value`` before the decay starts.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.linear(0.1, 0.01, 100)
+      >>> [round(float(lr(t)), 6) for t in (0, 50, 100)]
+      [0.1, 0.055, 0.01]
     """
     check_nonneg("init_value", init_value, schedule_ok=False)
     check_nonneg("end_value", end_value, schedule_ok=False)
@@ -46,7 +72,23 @@ def linear(init_value: float, end_value: float, transition_steps: int,
 
 def polynomial(init_value: float, end_value: float, power: float, transition_steps: int,
                transition_begin: int = 0) -> Schedule:
-    """``end + (init - end) * (1 - a)^power``, ``a = clip((t - begin) / steps, 0, 1)``."""
+    """``end + (init - end) * (1 - a)^power``, ``a = clip((t - begin) / steps, 0, 1)``.
+
+    Args:
+      init_value: the value at ``transition_begin``.
+      end_value: the value from ``transition_begin + transition_steps`` on.
+      power: the exponent, > 0.
+      transition_steps: length of the decay, >= 1.
+      transition_begin: steps at ``init_value`` before the decay starts.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.polynomial(0.1, 0.0, 2.0, 100)
+      >>> [round(float(lr(t)), 6) for t in (0, 50, 100)]
+      [0.1, 0.025, 0.0]
+    """
     check_int("transition_steps", transition_steps, low=1)
     check_int("transition_begin", transition_begin, low=0)
     check_scalar("power", power, low=0.0, low_open=True, schedule_ok=False)
@@ -62,7 +104,24 @@ def exponential(init_value: float, transition_steps: int, decay_rate: float,
                 transition_begin: int = 0, staircase: bool = False,
                 end_value: Optional[float] = None) -> Schedule:
     """``init * decay_rate^((t - begin) / steps)`` (floored exponent with ``staircase``),
-    bounded by ``end_value`` when given."""
+    bounded by ``end_value`` when given.
+
+    Args:
+      init_value: the value at ``transition_begin``.
+      transition_steps: the number of steps per factor of ``decay_rate``, >= 1.
+      decay_rate: the factor per ``transition_steps`` (< 1 decays, > 1 grows).
+      transition_begin: steps at ``init_value`` before the decay starts.
+      staircase: decay in whole steps of ``transition_steps``.
+      end_value: a lower bound when decaying (an upper bound when growing).
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.exponential(0.1, 50, 0.5)
+      >>> [round(float(lr(t)), 6) for t in (0, 50, 100)]
+      [0.1, 0.05, 0.025]
+    """
     check_int("transition_steps", transition_steps, low=1)
     check_int("transition_begin", transition_begin, low=0)
     check_scalar("decay_rate", decay_rate, low=0.0, low_open=True, schedule_ok=False)
@@ -80,7 +139,21 @@ def exponential(init_value: float, transition_steps: int, decay_rate: float,
 
 
 def piecewise_constant(init_value: float, boundaries_and_scales: Dict[int, float]) -> Schedule:
-    """Start at ``init_value``; at each boundary step ``b`` multiply by its scale."""
+    """Start at ``init_value``; at each boundary step ``b`` multiply by its scale.
+
+    Args:
+      init_value: the value before the first boundary.
+      boundaries_and_scales: ``{step: scale}``; from ``step`` on the value is multiplied
+        by ``scale``.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.piecewise_constant(0.1, {50: 0.1, 100: 0.1})
+      >>> [round(float(lr(t)), 6) for t in (0, 50, 100)]
+      [0.1, 0.01, 0.001]
+    """
     check_nonneg("init_value", init_value, schedule_ok=False)
     items = sorted((int(b), float(s)) for b, s in (boundaries_and_scales or {}).items())
     for b, s in items:
@@ -99,7 +172,25 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Dict[int, float
 def cosine(init_value: float, decay_steps: int, alpha: float = 0.0,
            exponent: float = 1.0) -> Schedule:
     """Cosine decay (Loshchilov & Hutter 2017) from ``init_value`` to ``alpha * init_value``
-    over ``decay_steps``, then constant."""
+    over ``decay_steps``, then constant.
+
+    ``lr(t) = init_value * ((1 - alpha) * c^exponent + alpha)`` with
+    ``c = (1 + cos(pi * min(t, decay_steps) / decay_steps)) / 2``.
+
+    Args:
+      init_value: the value at step 0.
+      decay_steps: length of the decay, >= 1.
+      alpha: the final value as a fraction of ``init_value``.
+      exponent: the power of the cosine factor.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.cosine(0.1, 100)
+      >>> [round(float(lr(t)), 6) for t in (0, 50, 100)]
+      [0.1, 0.05, 0.0]
+    """
     check_int("decay_steps", decay_steps, low=1)
     check_scalar("alpha", alpha, low=0.0, high=1.0, schedule_ok=False)
 
@@ -114,7 +205,24 @@ def cosine(init_value: float, decay_steps: int, alpha: float = 0.0,
 def warmup_cosine(init_value: float, peak_value: float, warmup_steps: int, decay_steps: int,
                   end_value: float = 0.0, exponent: float = 1.0) -> Schedule:
     """Linear warm-up from ``init_value`` to ``peak_value`` over ``warmup_steps``, then a
-    cosine decay to ``end_value`` at step ``decay_steps`` (total length, warm-up included)."""
+    cosine decay to ``end_value`` at step ``decay_steps`` (total length, warm-up included).
+
+    Args:
+      init_value: the value at step 0.
+      peak_value: the value at the end of the warm-up.
+      warmup_steps: length of the linear warm-up.
+      decay_steps: total length, warm-up included.
+      end_value: the value at ``decay_steps`` and after.
+      exponent: the power of the cosine factor.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.warmup_cosine(0.0, 0.1, 10, 110)
+      >>> [round(float(lr(t)), 6) for t in (0, 10, 110)]
+      [0.0, 0.1, 0.0]
+    """
     check_int("warmup_steps", warmup_steps, low=0)
     check_int("decay_steps", decay_steps, low=1)
     if decay_steps <= warmup_steps:
@@ -135,7 +243,23 @@ def one_cycle(transition_steps: int, peak_value: float, pct_start: float = 0.3,
               div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
     """One-cycle (Smith & Topin 2018): cosine annealing from ``peak/div_factor`` up to
     ``peak`` over the first ``pct_start`` of the steps, then down to
-    ``peak/(div_factor*final_div_factor)``."""
+    ``peak/(div_factor*final_div_factor)``.
+
+    Args:
+      transition_steps: the total number of steps.
+      peak_value: the largest value.
+      pct_start: the fraction of the steps spent increasing.
+      div_factor: the first value is ``peak_value / div_factor``.
+      final_div_factor: the last value is ``peak_value / (div_factor * final_div_factor)``.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.one_cycle(100, 0.1)
+      >>> [round(float(lr(t)), 6) for t in (0, 30, 100)]
+      [0.004, 0.1, 0.0]
+    """
     check_int("transition_steps", transition_steps, low=1)
     check_scalar("pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True,
                  schedule_ok=False)
@@ -158,7 +282,22 @@ def one_cycle(transition_steps: int, peak_value: float, pct_start: float = 0.3,
 def sgdr(init_value: float, first_period: int, t_mult: int = 1, eta_min: float = 0.0) -> Schedule:
     """Cosine annealing with warm restarts (SGDR, Loshchilov & Hutter 2017): periods of
     ``first_period * t_mult^i`` steps, each a cosine from ``init_value`` to ``eta_min``.
-    The same as ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``."""
+    The same as ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``.
+
+    Args:
+      init_value: the value at the start of each period.
+      first_period: length of the first period, >= 1.
+      t_mult: each period is ``t_mult`` times longer than the one before (>= 1).
+      eta_min: the value at the end of each period.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.sgdr(0.1, 50)
+      >>> [round(float(lr(t)), 6) for t in (0, 25, 50)]
+      [0.1, 0.05, 0.1]
+    """
     check_int("first_period", first_period, low=1)
     check_int("t_mult", t_mult, low=1)
 
@@ -177,7 +316,20 @@ def sgdr(init_value: float, first_period: int, t_mult: int = 1, eta_min: float =
 
 
 def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
-    """Run ``schedules[i]`` from ``boundaries[i-1]`` on, each seeing a count that restarts at 0."""
+    """Run ``schedules[i]`` from ``boundaries[i-1]`` on, each seeing a count that restarts at 0.
+
+    Args:
+      schedules: ``n`` schedules.
+      boundaries: ``n - 1`` increasing steps where the next schedule takes over.
+
+    Returns:
+      ``schedule(count) -> scalar``, jit-able.
+
+    Example:
+      >>> lr = jz.schedules.join([jz.schedules.linear(0.0, 0.1, 10), jz.schedules.cosine(0.1, 90)], [10])
+      >>> [round(float(lr(t)), 6) for t in (0, 10, 100)]
+      [0.0, 0.1, 0.0]
+    """
     if len(boundaries) != len(schedules) - 1:
         raise ValueError(f"join: {len(schedules)} schedules need {len(schedules) - 1} "
                          f"boundaries, got {len(boundaries)}.")

@@ -119,6 +119,17 @@ def clip_by_norm(clipnorm: Any) -> GradientTransformation:
 
     ``g <- g * clipnorm / max(||g||, clipnorm)`` with ``||g||`` the norm of that leaf alone
     (``clip_by_global_norm`` is Keras' ``global_clipnorm``).
+
+    Args:
+      clipnorm: the largest L2 norm of a leaf, > 0.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.compat.keras.clip_by_norm(1.0), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_scalar("clipnorm", clipnorm, low=0.0, low_open=True, schedule_ok=False)
 
@@ -145,6 +156,19 @@ def add_lr_scaled_weight_decay(weight_decay: Any, learning_rate: ScalarOrSchedul
     step's learning rate ``lr_t``; since the step does not read ``p``, adding the term to
     the update at the end of the chain gives the same parameters. Put it last: the updates
     it receives must already be the parameter increments.
+
+    Args:
+      weight_decay: the decay rate.
+      learning_rate: the optimizer's learning rate (a number or a schedule of the step count).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_adam(), jz.scale_by_learning_rate(1e-3),
+      ...               jz.compat.keras.add_lr_scaled_weight_decay(4e-3, 1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("weight_decay", weight_decay, schedule_ok=False)
     check_nonneg("learning_rate", learning_rate)
@@ -175,6 +199,20 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
 
     With ``amsgrad`` the maximum of the raw ``v_t`` replaces ``v_t``. Multiply by ``-lr``
     afterwards (``scale_by_learning_rate``).
+
+    Args:
+      beta_1: decay rate of the first moment, in [0, 1).
+      beta_2: decay rate of the second moment, in [0, 1).
+      epsilon: "epsilon hat", added to ``sqrt(v_t)``.
+      amsgrad: use the running maximum of ``v_t``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.compat.keras.scale_by_keras_adam(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_betas(beta_1, beta_2, epsilon)
 
@@ -212,6 +250,9 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
 
 
 class ScaleByKerasNadamState(NamedTuple):
+    """State of :func:`scale_by_keras_nadam`: step ``count``, moments ``mu`` and ``nu`` and
+    ``u_product``, the product of Keras' momentum schedule (one scalar for all leaves)."""
+
     count: jax.Array
     mu: Any
     nu: Any
@@ -224,6 +265,19 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
 
     ``m_hat = u_{t+1} m_t / (1 - prod_{i<=t+1} u_i) + (1 - u_t) g_t / (1 - prod_{i<=t} u_i)``,
     ``v_hat = v_t / (1 - b2^t)``; the output is ``m_hat / (sqrt(v_hat) + eps)``.
+
+    Args:
+      beta_1: decay rate of the first moment and base of the momentum schedule, in [0, 1).
+      beta_2: decay rate of the second moment, in [0, 1).
+      epsilon: added outside the square root.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.compat.keras.scale_by_keras_nadam(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_betas(beta_1, beta_2, epsilon)
 
@@ -265,7 +319,21 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
 def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
                           ) -> GradientTransformation:
     """Keras' Adamax direction: ``m_t / ((1 - b1^t) * (u_t + eps))`` with
-    ``u_t = max(b2 * u_{t-1}, |g_t|)`` (eps outside the maximum)."""
+    ``u_t = max(b2 * u_{t-1}, |g_t|)`` (eps outside the maximum).
+
+    Args:
+      beta_1: decay rate of the first moment, in [0, 1).
+      beta_2: decay rate of the infinity norm, in [0, 1).
+      epsilon: added to the infinity norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.compat.keras.scale_by_keras_adamax(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     _check_betas(beta_1, beta_2, epsilon)
 
     def init_fn(params):
@@ -394,6 +462,24 @@ def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Any = 0.0, nesterov: b
     Blocks: ``scale_by_learning_rate -> trace(momentum, nesterov)``, plus the base options
     (``clip*`` first, ``add_lr_scaled_weight_decay`` last). ``momentum`` must lie in [0, 1];
     ``nesterov`` has no effect without momentum, as in Keras.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      momentum: velocity coefficient, in [0, 1].
+      nesterov: Nesterov momentum.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.sgd(0.01, momentum=0.9)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     check_scalar("momentum", momentum, low=0.0, high=1.0, schedule_ok=False)
@@ -419,6 +505,26 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.9, momentum: A
         p_t = p_{t-1} - d_t                                  (momentum == 0)
 
     Blocks: ``scale_by_rms(eps_in_sqrt=True) -> scale_by_learning_rate -> trace(momentum)``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      rho: decay rate of the moving average of ``g^2``, in [0, 1).
+      momentum: momentum coefficient (0: none).
+      epsilon: added inside the square root.
+      centered: subtract the squared moving average of ``g``.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.rmsprop()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     check_decay("rho", rho, schedule_ok=False)
@@ -443,6 +549,24 @@ def adagrad(learning_rate: ScalarOrSchedule = 0.001, initial_accumulator_value: 
         p_t = p_{t-1} - lr_t * g_t / sqrt(s_t + eps)
 
     Blocks: ``scale_by_rss(eps_in_sqrt=True) -> scale_by_learning_rate``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      initial_accumulator_value: ``s_0``.
+      epsilon: added inside the square root.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.adagrad()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     check_nonneg("initial_accumulator_value", initial_accumulator_value, schedule_ok=False)
@@ -466,6 +590,24 @@ def adadelta(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.95, epsilon: 
         p_t       = p_{t-1} - lr_t * dx_t
 
     Blocks: ``scale_by_adadelta -> scale_by_learning_rate``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      rho: decay rate of the running averages, in [0, 1).
+      epsilon: added inside both square roots.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.adadelta()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     check_decay("rho", rho, schedule_ok=False)
@@ -491,6 +633,26 @@ def adam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
 
     Blocks: ``scale_by_keras_adam -> scale_by_learning_rate``. Equal to ``optim.adam``
     only for ``eps = 0``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      beta_1: decay rate of the first moment, in [0, 1).
+      beta_2: decay rate of the second moment, in [0, 1).
+      epsilon: Keras' "epsilon hat", added to ``sqrt(v_t)`` before the bias correction.
+      amsgrad: use the running maximum of ``v_t``.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.adam()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     steps = [scale_by_keras_adam(beta_1, beta_2, epsilon, bool(amsgrad)),
@@ -507,6 +669,25 @@ def adamw(learning_rate: ScalarOrSchedule = 0.001, weight_decay: Any = 0.004,
 
     ``p <- p - lr_t * weight_decay * p`` before Adam's step (``adam`` above); the decay is
     scaled by the learning rate, as in optax's and PyTorch's AdamW.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      weight_decay: the decay rate (required by Keras' AdamW; default 0.004).
+      beta_1: decay rate of the first moment, in [0, 1).
+      beta_2: decay rate of the second moment, in [0, 1).
+      epsilon: Keras' "epsilon hat".
+      amsgrad: use the running maximum of ``v_t``.
+      clipnorm: first clip each gradient leaf to this L2 norm.
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.adamw(weight_decay=0.01)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     if weight_decay is None:
         raise ValueError("Invalid weight_decay: None. Expected a number >= 0; AdamW needs a "
@@ -531,6 +712,25 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: An
 
     (PyTorch's NAdam uses ``0.96^(0.004 t)``; Keras uses ``0.96^t``.) Blocks:
     ``scale_by_keras_nadam -> scale_by_learning_rate``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      beta_1: decay rate of the first moment (and the momentum schedule's base), in [0, 1).
+      beta_2: decay rate of the second moment, in [0, 1).
+      epsilon: added outside the square root.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.nadam()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     steps = [scale_by_keras_nadam(beta_1, beta_2, epsilon),
@@ -552,6 +752,25 @@ def adamax(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: A
 
     (``optim.adamax`` puts eps inside the maximum.) Blocks:
     ``scale_by_keras_adamax -> scale_by_learning_rate``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      beta_1: decay rate of the first moment, in [0, 1).
+      beta_2: decay rate of the infinity norm, in [0, 1).
+      epsilon: added to the infinity norm.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.adamax()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     steps = [scale_by_keras_adamax(beta_1, beta_2, epsilon),
@@ -573,6 +792,24 @@ def lion(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
     Keras' weight decay is applied as for every Keras optimizer
     (``p <- p - lr_t * weight_decay * p``), which is Lion's decoupled decay. ``beta_1`` must
     lie in (0, 1) (Keras also accepts 1). Blocks: ``scale_by_lion -> scale_by_learning_rate``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (Keras' ``learning_rate``).
+      beta_1: interpolation between momentum and gradient inside the sign, in (0, 1).
+      beta_2: decay rate of the momentum, in [0, 1).
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off; :func:`add_lr_scaled_weight_decay`).
+      clipnorm: first clip each gradient leaf to this L2 norm (:func:`clip_by_norm`).
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.lion(1e-4)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     check_scalar("beta_1", beta_1, low=0.0, high=1.0, low_open=True, high_open=True,
@@ -604,7 +841,12 @@ _BASE_ONLY = {"name": ..., "loss_scale_factor": None, "gradient_accumulation_ste
 
 
 def available() -> List[str]:
-    """The Keras optimizer names ``get`` understands (lower case)."""
+    """The Keras optimizer names ``get`` understands (lower case).
+
+    Example:
+      >>> "rmsprop" in jz.compat.keras.available()
+      True
+    """
     return sorted(_OPTIMIZERS)
 
 
@@ -615,6 +857,19 @@ def get(identifier: Any) -> Optional[GradientTransformation]:
     the optimizer with Keras' defaults; a Keras config such as
     ``keras.optimizers.serialize(opt)`` or ``{"class_name": "SGD", "config": {"momentum":
     0.9}}``; or a ``GradientTransformation``, returned unchanged. ``None`` gives ``None``.
+
+    Args:
+      identifier: a name, a Keras config dict, a ``GradientTransformation`` or None.
+
+    Returns:
+      The optimizer (or None for None).
+
+    Raises:
+      ValueError: an unknown name or class, or a config this module cannot reproduce.
+
+    Example:
+      >>> tx = jz.compat.keras.get("RMSprop")
+      >>> tx = jz.compat.keras.get({"class_name": "SGD", "config": {"momentum": 0.9}})
     """
     if identifier is None:
         return None

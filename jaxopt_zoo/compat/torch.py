@@ -158,6 +158,9 @@ def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, afte
 # --------------------------------------------------------------------------- #
 
 class TorchAmsgradState(NamedTuple):
+    """State of :func:`scale_by_torch_amsgrad`: step ``count``, moments ``mu`` and ``nu`` and
+    ``nu_max``, the running maximum of the *uncorrected* second moment (as ``torch.optim``)."""
+
     count: jax.Array
     mu: Any
     nu: Any
@@ -171,6 +174,19 @@ def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
     The maximum is over the uncorrected ``v_t``, and the current bias correction is applied
     to it afterwards; ``scale_by_adam(amsgrad=True)`` takes the maximum of ``v_hat``
     instead (Reddi et al.'s algorithm without bias correction, as in optax).
+
+    Args:
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added after the bias correction of the root.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.compat.torch.scale_by_torch_amsgrad(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
@@ -200,6 +216,9 @@ def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
 
 
 class TorchNAdamState(NamedTuple):
+    """State of :func:`scale_by_torch_nadam`: step ``count``, ``mu_product`` (the product of
+    the momentum schedule, ``prod_{s<=t} mu_s``) and the moments ``mu`` and ``nu``."""
+
     count: jax.Array
     mu_product: jax.Array  # prod_{s<=t} mu_s
     mu: Any
@@ -213,6 +232,20 @@ def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
     ``mu_t = b1 * (1 - 0.5 * 0.96^(t * momentum_decay))``, ``P_t = mu_1 ... mu_t``; the
     direction is ``((1 - mu_t) / (1 - P_t) * g_t + mu_{t+1} / (1 - P_t mu_{t+1}) * m_t)
     / (sqrt(v_t / (1 - b2^t)) + eps)``.
+
+    Args:
+      b1: decay rate of the first moment and base of the momentum schedule, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      momentum_decay: ``psi`` of the schedule ``mu_t = b1 * (1 - 0.5 * 0.96^(t psi))``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.compat.torch.scale_by_torch_nadam(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
@@ -258,6 +291,19 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
 
     Unlike ``scale_by_radam`` the eps is added to the uncorrected ``sqrt(v_t)``, and the
     switch is strict (``rho_t > 5``).
+
+    Args:
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added to the uncorrected ``sqrt(v_t)``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.compat.torch.scale_by_torch_radam(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
@@ -323,6 +369,22 @@ def sgd(
     Raises:
       ValueError: negative ``lr``, ``momentum`` or ``weight_decay``; ``nesterov`` without
         ``momentum > 0`` and ``dampening == 0``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      momentum: momentum coefficient (0: none).
+      dampening: scales the gradient entering the buffer by ``1 - dampening``.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      nesterov: Nesterov momentum.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.sgd(lr=0.1, momentum=0.9)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     check_nonneg("momentum value", momentum, schedule_ok=False)
@@ -363,6 +425,23 @@ def adam(
 
     Raises:
       ValueError: negative ``lr``, ``eps`` or ``weight_decay``; a beta outside [0, 1).
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      betas: ``(b1, b2)``, decay rates of the first and second moments, in [0, 1).
+      eps: added to ``sqrt(v_t) / sqrt(1 - b2^t)``.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      amsgrad: use the running maximum of the uncorrected ``v_t``.
+      maximize: ascend the objective (the gradient is negated).
+      decoupled_weight_decay: AdamW's decoupled decay instead of the L2 penalty.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.adam(lr=1e-3, betas=(0.9, 0.99))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     _check_eps(eps)
@@ -392,6 +471,22 @@ def adamw(
     (Loshchilov & Hutter 2019). Blocks: ``scale_by_adam -> add_decayed_weights ->
     scale_by_learning_rate``; adding ``weight_decay * p`` before the learning rate is the
     same multiplication by ``1 - lr * weight_decay``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      betas: ``(b1, b2)``, decay rates of the first and second moments, in [0, 1).
+      eps: added to ``sqrt(v_t) / sqrt(1 - b2^t)``.
+      weight_decay: the decoupled decay rate (multiplied by ``lr``).
+      amsgrad: use the running maximum of the uncorrected ``v_t``.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.adamw(lr=1e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return adam(lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
                 decoupled_weight_decay=True)
@@ -425,6 +520,23 @@ def rmsprop(
     Raises:
       ValueError: negative ``lr``, ``eps``, ``weight_decay`` or ``momentum``; ``alpha``
         outside [0, 1) (torch also accepts ``alpha >= 1``, where ``v`` never forgets).
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      alpha: decay rate of the moving average of ``g^2``, in [0, 1).
+      eps: added outside the square root.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      momentum: momentum coefficient (0: none); the learning rate is outside the buffer.
+      centered: subtract the squared moving average of ``g``.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.rmsprop(lr=1e-3, momentum=0.9)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     _check_eps(eps)
@@ -457,6 +569,22 @@ def adagrad(
     Unlike ``jaxopt_zoo.adagrad`` (optax, Keras) eps is outside the root and the sum starts
     at 0. With a schedule, ``lr`` is the schedule's value at step ``t - 1``. Blocks:
     ``add_decayed_weights -> scale_by_rss(eps_in_sqrt=False) -> scale_by_learning_rate``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      lr_decay: ``clr_t = lr / (1 + (t - 1) * lr_decay)``.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      initial_accumulator_value: ``s_0``.
+      eps: added outside the square root.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.adagrad(lr=1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     check_nonneg("lr_decay value", lr_decay, schedule_ok=False)
@@ -496,6 +624,21 @@ def adadelta(
     Raises:
       ValueError: negative ``lr``, ``eps`` or ``weight_decay``; ``rho`` outside [0, 1)
         (torch also accepts ``rho == 1``, which never updates the averages).
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      rho: decay rate of the running averages, in [0, 1).
+      eps: added inside both square roots.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.adadelta()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     check_decay("rho value", rho, schedule_ok=False)
@@ -522,6 +665,21 @@ def adamax(
         p_t = p_{t-1} - lr / (1 - b1^t) * m_t / u_t
 
     Blocks: ``add_decayed_weights -> scale_by_adamax -> scale_by_learning_rate``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      betas: ``(b1, b2)``, decay rates of the first moment and the infinity norm, in [0, 1).
+      eps: added to ``|g_t|`` inside the maximum.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.adamax()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     _check_eps(eps)
@@ -553,6 +711,23 @@ def nadam(
 
     ``jaxopt_zoo.nadam`` is the schedule-free form (``mu_t = b1``). Blocks:
     ``add_decayed_weights -> scale_by_torch_nadam -> scale_by_learning_rate``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      betas: ``(b1, b2)``, decay rates of the first and second moments, in [0, 1).
+      eps: added outside the square root.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      momentum_decay: ``psi`` of the momentum schedule.
+      decoupled_weight_decay: decoupled decay (``p *= 1 - lr * weight_decay``) instead of L2.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.nadam()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     _check_eps(eps)
@@ -585,6 +760,22 @@ def radam(
     eps is added to the uncorrected ``sqrt(v_t)`` (``jaxopt_zoo.radam`` adds it to
     ``sqrt(v_hat)``). Blocks: ``add_decayed_weights -> scale_by_torch_radam ->
     scale_by_learning_rate``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      betas: ``(b1, b2)``, decay rates of the first and second moments, in [0, 1).
+      eps: added to the uncorrected ``sqrt(v_t)``.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      decoupled_weight_decay: decoupled decay (``p *= 1 - lr * weight_decay``) instead of L2.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.radam()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     _check_lr(lr)
     _check_eps(eps)

@@ -328,7 +328,21 @@ def load_mnist(
     validation_size: int = 0,
     seed: int = 0,
 ) -> Dataset | tuple[Dataset, Dataset]:
-    """Loads MNIST; `load("mnist", ...)` describes the arguments."""
+    """Loads MNIST; `load("mnist", ...)` describes the arguments.
+
+    Args:
+      split: ``"train"`` or ``"test"``.
+      data_dir: the folder holding the files (default: ``$JAXOPT_ZOO_DATA``, then the cache).
+      normalize: float32 images in [0, 1] of shape ``(N, 28, 28, 1)``.
+      download: download missing files.
+      validation_size: hold out this many training examples (then a pair is returned).
+      seed: the seed of the hold-out permutation.
+
+    Example:
+      >>> test = load_mnist("test", normalize=True)
+      >>> test.images.shape, test.labels.shape
+      ((10000, 28, 28, 1), (10000,))
+    """
     return load("mnist", split, data_dir, normalize=normalize, download=download,
                 validation_size=validation_size, seed=seed)
 
@@ -342,6 +356,18 @@ def load_fashion_mnist(
     validation_size: int = 0,
     seed: int = 0,
 ) -> Dataset | tuple[Dataset, Dataset]:
-    """Loads Fashion-MNIST; `load("fashion_mnist", ...)` describes the arguments."""
+    """Loads Fashion-MNIST; `load("fashion_mnist", ...)` describes the arguments.
+
+    Args:
+      split: ``"train"`` or ``"test"``.
+      data_dir: the folder holding the files.
+      normalize: float32 images in [0, 1] of shape ``(N, 28, 28, 1)``.
+      download: download missing files.
+      validation_size: hold out this many training examples (then a pair is returned).
+      seed: the seed of the hold-out permutation.
+
+    Example:
+      >>> train = load_fashion_mnist("train")  # doctest: +SKIP
+    """
     return load("fashion_mnist", split, data_dir, normalize=normalize, download=download,
                 validation_size=validation_size, seed=seed)

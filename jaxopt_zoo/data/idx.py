@@ -134,7 +134,10 @@ def read_idx(path: PathLike) -> np.ndarray:
     a wrong magic number, a truncated file, trailing bytes or a bad gzip stream.
 
     Example:
-        >>> labels = read_idx("train-labels-idx1-ubyte.gz")  # uint8, shape (60000,)
+        >>> labels = read_idx("train-labels-idx1-ubyte.gz")  # doctest: +SKIP
+
+    Args:
+        path: the file (``.gz``: gzip-compressed).
     """
     return parse_idx(read_bytes(path), os.fspath(path))
 
@@ -144,6 +147,17 @@ def write_idx(path: PathLike, array) -> None:
 
     Supported dtypes: uint8, int8, int16, int32, float32, float64 (anything else raises
     `DataError`). The gzip header has no timestamp, so equal arrays give equal files.
+
+    Args:
+        path: the file to write (``.gz``: gzip-compressed).
+        array: a NumPy array of a supported dtype.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "x-idx1-ubyte.gz")
+        >>> write_idx(path, np.arange(3, dtype=np.uint8))
+        >>> read_idx(path)
+        array([0, 1, 2], dtype=uint8)
     """
     array = np.asarray(array)
     code = _DTYPE_TO_CODE.get(array.dtype.newbyteorder("="))

@@ -22,6 +22,16 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     gradient is a slow ``select_and_scatter`` on CPU: the whole CNN train step runs about
     2.5x faster this way. An odd trailing row or column is dropped, as VALID pooling does
     (26x26 -> 13x13, 27x27 -> 13x13).
+
+    Args:
+      x: an ``(N, H, W, C)`` array.
+
+    Returns:
+      The ``(N, H // 2, W // 2, C)`` maxima of the 2x2 blocks.
+
+    Example:
+      >>> max_pool_2x2(jnp.ones((2, 26, 26, 32))).shape
+      (2, 13, 13, 32)
     """
     n, h, w, c = x.shape
     h2, w2 = h // 2, w // 2

@@ -36,10 +36,30 @@ def _conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out
 
 
-@jax.custom_vjp
 def shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID, stride-1 convolution (cross-correlation, as ``nn.Conv``) of NHWC ``x`` with an
-    HWIO ``kernel``."""
+    HWIO ``kernel``.
+
+    ``y[n, i, j, o] = sum_{a, b, c} x[n, i + a, j + b, c] kernel[a, b, c, o]``, computed as a
+    sum of ``kh * kw`` shifted products; its custom gradient computes the kernel gradient as
+    one matrix product (patches transposed times the output gradient). Shared by the Linen
+    and NNX ``ShiftConv`` layers.
+
+    Example:
+      >>> y = shift_conv(jnp.ones((2, 28, 28, 1)), jnp.ones((3, 3, 1, 32)))  # (2, 26, 26, 32)
+
+    Args:
+      x: an ``(N, H, W, Cin)`` array.
+      kernel: a ``(kh, kw, Cin, Cout)`` array.
+
+    Returns:
+      The ``(N, H - kh + 1, W - kw + 1, Cout)`` correlation.
+    """
+    return _shift_conv(x, kernel)
+
+
+@jax.custom_vjp
+def _shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _conv_forward(x, kernel)
 
 
@@ -64,11 +84,22 @@ def _shift_conv_bwd(res, dy):
     return dx, dk.reshape(kh, kw, cin, cout).astype(kernel.dtype)
 
 
-shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
+_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
 
 
 class ShiftConv(nn.Module):
-    """``nn.Conv(features, kernel_size, padding="VALID")`` computed by :func:`shift_conv`."""
+    """``nn.Conv(features, kernel_size, padding="VALID")`` computed by :func:`shift_conv`.
+
+    Attributes:
+      features: number of output channels.
+      kernel_size: ``(kh, kw)``.
+      kernel_init: initializer of the ``kernel`` ``(kh, kw, cin, features)``, as ``nn.Conv``'s.
+      bias_init: initializer of the ``bias`` ``(features,)``.
+
+    Example:
+      >>> conv = ShiftConv(32, (3, 3))
+      >>> params = conv.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    """
 
     features: int
     kernel_size: Tuple[int, int]
@@ -83,23 +114,67 @@ class ShiftConv(nn.Module):
         return shift_conv(x, kernel.astype(x.dtype)) + bias.astype(x.dtype).reshape(1, 1, 1, -1)
 
 
+def check_dropout_rate(rate: float) -> None:
+    """Raise a ValueError unless ``0 <= rate < 1``.
+
+    Args:
+      rate: the dropout rate.
+
+    Example:
+      >>> check_dropout_rate(0.5)
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"Invalid dropout rate: {rate!r}. Expected 0 <= rate < 1.")
+
+
+def byte_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    """Inverted dropout of ``x`` with a mask from 8 random bits per element.
+
+    An element is kept when its random byte ``u`` is below ``t = max(1, round(256 (1 -
+    rate)))`` (probability ``t / 256``, exactly ``1 - rate`` for multiples of 1/256) and
+    then scaled by ``256 / t``, so the expectation of the output is ``x``. The bytes come
+    from ``ceil(n / 4)`` 32-bit threefry words for ``n`` elements. Shared by the Linen and
+    NNX :class:`ByteDropout` layers.
+
+    Example:
+      >>> y = byte_dropout(jnp.ones((4, 8)), 0.5, jax.random.PRNGKey(0))
+
+    Args:
+      x: the array to drop elements of.
+      rate: the probability of dropping an element, in [0, 1).
+      key: a PRNG key.
+    """
+    check_dropout_rate(rate)
+    if rate == 0.0:
+        return x
+    threshold = max(1, int(round((1.0 - rate) * 256)))  # keep: byte < threshold
+    n = int(np.prod(x.shape))
+    words = jax.random.bits(key, (-(-n // 4),), jnp.uint32)
+    u8 = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(x.shape)
+    keep = u8 < threshold if threshold < 256 else jnp.ones(x.shape, bool)
+    scale = 256.0 / threshold
+    return jnp.where(keep, x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
+
+
 class ByteDropout(nn.Module):
     """Inverted dropout like ``nn.Dropout`` (``rate`` dropped, the rest scaled by
-    ``1 / (1 - rate)``), drawing 8 random bits per element from the ``"dropout"`` stream."""
+    ``1 / (1 - rate)``), drawing 8 random bits per element from the ``"dropout"`` stream
+    (:func:`byte_dropout`).
+
+    Attributes:
+      rate: the probability of dropping an element, ``0 <= rate < 1``.
+      deterministic: if True, return the input unchanged (evaluation).
+
+    Example:
+      >>> y = ByteDropout(0.5).apply({}, jnp.ones((2, 3)), rngs={"dropout": jax.random.PRNGKey(0)})
+    """
 
     rate: float
     deterministic: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"Invalid dropout rate: {self.rate!r}. Expected 0 <= rate < 1.")
+        check_dropout_rate(self.rate)
         if self.deterministic or self.rate == 0.0:
             return x
-        threshold = max(1, int(round((1.0 - self.rate) * 256)))  # keep: byte < threshold
-        n = int(np.prod(x.shape))
-        words = jax.random.bits(self.make_rng("dropout"), (-(-n // 4),), jnp.uint32)
-        u8 = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(x.shape)
-        keep = u8 < threshold if threshold < 256 else jnp.ones(x.shape, bool)
-        scale = 256.0 / threshold
-        return jnp.where(keep, x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
+        return byte_dropout(x, self.rate, self.make_rng("dropout"))

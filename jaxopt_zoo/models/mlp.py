@@ -20,6 +20,20 @@ def initializers(init_style: str) -> Tuple[Callable[..., jax.Array], Callable[..
       ``a = sqrt(6 / (fan_in + fan_out))``) and zero biases. For an HWIO conv kernel JAX's
       default axes (``in_axis=-2, out_axis=-1``, the rest a receptive field) give
       ``fan_in = kh*kw*cin`` and ``fan_out = kh*kw*cout``, which is Keras' convention.
+
+    Args:
+      init_style: ``"flax"`` or ``"keras"``.
+
+    Returns:
+      ``(kernel_init, bias_init)``, JAX initializers ``init(key, shape, dtype)``.
+
+    Raises:
+      ValueError: for another init style.
+
+    Example:
+      >>> kernel_init, bias_init = initializers("keras")
+      >>> kernel_init(jax.random.PRNGKey(0), (784, 128)).shape
+      (784, 128)
     """
     if init_style == "flax":
         return jax.nn.initializers.lecun_normal(), jax.nn.initializers.zeros

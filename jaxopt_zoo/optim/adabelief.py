@@ -23,7 +23,22 @@ from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
 def scale_by_belief(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16,
                     eps_root: Any = 1e-16) -> GradientTransformation:
-    """``m_hat / (sqrt(s_hat) + eps)`` with ``s_t = b2 s_{t-1} + (1-b2)(g_t - m_t)^2 + eps_root``."""
+    """``m_hat / (sqrt(s_hat) + eps)`` with ``s_t = b2 s_{t-1} + (1-b2)(g_t - m_t)^2 + eps_root``.
+
+    Args:
+      b1: decay rate of the first moment ``m``, in [0, 1).
+      b2: decay rate of ``s``, the moving average of ``(g - m)^2``, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_belief(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_betas(b1, b2, eps, eps_root)
 
     def init_fn(params):
@@ -57,5 +72,20 @@ def adabelief(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
         m_t = b1 * m_{t-1} + (1 - b1) * g_t
         s_t = b2 * s_{t-1} + (1 - b2) * (g_t - m_t)^2 + eps_root
         p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(s_t / (1 - b2^t)) + eps)
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the "belief" ``(g - m)^2``, in [0, 1).
+      eps: added to the denominator outside the root.
+      eps_root: added to the belief inside the root (and to ``s_t``, as in the paper).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.adabelief(1e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(scale_by_belief(b1, b2, eps, eps_root), learning_rate)

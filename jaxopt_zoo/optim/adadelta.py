@@ -24,12 +24,28 @@ from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 
 class ScaleByAdaDeltaState(NamedTuple):
+    """State of :func:`scale_by_adadelta`: running averages ``e_g`` of squared gradients and
+    ``e_x`` of squared updates."""
+
     e_g: Any  # running average of squared gradients
     e_x: Any  # running average of squared updates
 
 
 def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation:
-    """AdaDelta's unit-correcting rescaling ``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g``."""
+    """AdaDelta's unit-correcting rescaling ``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g``.
+
+    Args:
+      rho: decay rate of ``E[g^2]`` and ``E[dx^2]``, in [0, 1).
+      eps: added inside both square roots.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_adadelta(rho=0.95), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_decay("rho", rho, schedule_ok=False)
     check_nonneg("eps", eps, schedule_ok=False)
 
@@ -66,6 +82,22 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: Any = 0.9, eps: Any = 1
     The default ``learning_rate=1.0`` is the paper's and PyTorch's, so ``adadelta()``
     descends (optax 0.2.8's ``adadelta()`` with no learning rate ascends). Keras' defaults
     differ: ``compat.keras.adadelta``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``). Default 1.0 (the paper's).
+      rho: decay rate of the running averages, in [0, 1).
+      eps: added inside both square roots (it also starts the first steps).
+      weight_decay: coupled L2 penalty ``weight_decay * p`` added to the gradient.
+      weight_decay_mask: which parameters the penalty applies to (tree of booleans or a
+        function of the params; None: all).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.adadelta()
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     parts = []
     if not is_zero(weight_decay):

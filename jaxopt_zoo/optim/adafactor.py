@@ -31,6 +31,10 @@ from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 
 class FactoredState(NamedTuple):
+    """State of :func:`scale_by_factored_rms`: step ``count``; per leaf either the row and
+    column statistics ``v_row``, ``v_col`` (factored, for leaves with two large dimensions)
+    or the full second moment ``v`` (the others hold ``(1,)`` placeholders)."""
+
     count: jax.Array
     v_row: Any  # per leaf: row statistics (factored leaves) or a (1,) placeholder
     v_col: Any  # per leaf: column statistics (factored leaves) or a (1,) placeholder
@@ -62,6 +66,21 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
     means ``C`` (mean over ``r``) of ``g^2 + epsilon``, each an EMA with decay
     ``1 - (t+1)^-decay_rate``; the update is ``g / sqrt(R C / mean(R))``. Other leaves keep
     the full EMA ``V`` and get ``g / sqrt(V)``.
+
+    Args:
+      factored: keep row and column statistics for large matrices (False: full).
+      decay_rate: ``b2_t = 1 - t^(-decay_rate)``.
+      step_offset: subtracted from ``t`` in ``b2_t``.
+      min_dim_size_to_factor: the smallest dimension size that is factored.
+      epsilon: added to the squared gradient.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_factored_rms(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("decay_rate", decay_rate, schedule_ok=False)
     check_int("min_dim_size_to_factor", min_dim_size_to_factor, low=1)
@@ -115,7 +134,19 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
 
 
 def scale_by_param_block_rms(min_scale: Any = 1e-3) -> GradientTransformation:
-    """Multiply each leaf's update by ``max(rms(param), min_scale)``."""
+    """Multiply each leaf's update by ``max(rms(param), min_scale)``.
+
+    Args:
+      min_scale: lower bound of the parameter RMS the updates are multiplied by.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_param_block_rms(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_nonneg("min_scale", min_scale, schedule_ok=False)
 
     def init_fn(params):
@@ -159,6 +190,30 @@ def adafactor(
         p_t = p_{t-1} - (u_t + weight_decay_rate * p_{t-1})
 
     ``learning_rate=None`` means 0.01 (the paper's relative step uses a schedule; pass one).
+
+    Args:
+      learning_rate: a number or a schedule; None: 0.01.
+      min_dim_size_to_factor: factor the second moment of a leaf only if its two largest
+        dimensions are at least this large.
+      decay_rate: ``b2_t = 1 - t^(-decay_rate)``.
+      decay_offset: subtracted from ``t`` in ``b2_t`` (for fine-tuning).
+      multiply_by_parameter_scale: scale the step by ``max(RMS(p), 1e-3)``.
+      clipping_threshold: clip the update's RMS per leaf to this (None: no clipping).
+      momentum: first-moment decay (None: no first moment).
+      dtype_momentum: dtype of the first moment.
+      weight_decay_rate: decoupled decay ``weight_decay_rate * p``, added after the learning
+        rate (None: off).
+      eps: regularizes the squared gradient.
+      factored: factor the second moment of large matrices (False: full, like RMSProp).
+      weight_decay_mask: which parameters decay (None: all).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.adafactor(1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     lr = 0.01 if learning_rate is None else learning_rate
     parts = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor,

@@ -20,6 +20,9 @@ from jaxopt_zoo.optim._common import scaled_with_decay
 
 
 class ScaleByRssState(NamedTuple):
+    """State of :func:`scale_by_rss`: ``sum_of_squares``, the running sum of ``|g|^2`` per leaf
+    (started at ``initial_accumulator_value``)."""
+
     sum_of_squares: Any
 
 
@@ -30,6 +33,19 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7,
     ``s_t = s_{t-1} + g_t^2`` (``s_0 = initial_accumulator_value``); the output is
     ``g / sqrt(s_t + eps)`` (0 where ``s_t == 0``) or, with ``eps_in_sqrt=False``,
     ``g / (sqrt(s_t) + eps)``.
+
+    Args:
+      initial_accumulator_value: ``s_0``.
+      eps: added inside (``eps_in_sqrt``) or outside the square root.
+      eps_in_sqrt: where eps goes (True: optax's and Keras' form; False: PyTorch's).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_rss(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("initial_accumulator_value", initial_accumulator_value, schedule_ok=False)
     check_nonneg("eps", eps, schedule_ok=False)
@@ -69,5 +85,18 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.
 
     The same formula as optax and Keras; PyTorch puts ``eps`` outside the root and starts
     the sum at 0 (``compat.torch.adagrad``).
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      initial_accumulator_value: the starting value of the sum of squares ``s_0``.
+      eps: added inside the square root.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.adagrad(1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(scale_by_rss(initial_accumulator_value, eps), learning_rate)

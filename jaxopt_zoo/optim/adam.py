@@ -23,12 +23,18 @@ from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 
 
 class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam`: step ``count``, first moment ``mu`` and second moment
+    ``nu`` (of ``|g|^2``), both uncorrected, one per leaf."""
+
     count: jax.Array
     mu: Any
     nu: Any
 
 
 class ScaleByAmsgradState(NamedTuple):
+    """State of ``scale_by_adam(amsgrad=True)``: as :class:`ScaleByAdamState` plus ``nu_max``,
+    the running maximum of the bias-corrected second moment."""
+
     count: jax.Array
     mu: Any
     nu: Any
@@ -55,6 +61,23 @@ def scale_by_adam(
     ``nesterov`` uses NAdam's look-ahead first moment
     ``b1 * m_t / (1 - b1^(t+1)) + (1 - b1) * g_t / (1 - b1^t)`` (Dozat 2016); ``amsgrad``
     divides by the running maximum of ``v_hat`` (Reddi et al. 2018).
+
+    Args:
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      mu_dtype: dtype of the first moment (default: the gradient's).
+      nesterov: use NAdam's look-ahead first moment.
+      amsgrad: divide by the running maximum of ``v_hat``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_adam(b2=0.98), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_betas(b1, b2, eps, eps_root)
 
@@ -173,6 +196,28 @@ def adamw(
     ``p_t = p_{t-1} - lr * (m_hat / (sqrt(v_hat + eps_root) + eps) + weight_decay * p_{t-1})``;
     the decay is not divided by ``sqrt(v_hat)``, unlike L2 regularization in Adam.
     ``mask`` selects the decayed parameters (a tree of booleans or a function of the params).
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      mu_dtype: dtype of the first moment (default: the parameter's).
+      weight_decay: the decoupled decay rate (a number or a schedule).
+      mask: which parameters decay: a tree of booleans or a function of the params returning
+        one (None: all).
+      nesterov: NAdam's look-ahead first moment (``nadamw``).
+      amsgrad: divide by the running maximum of ``v_hat``.
+
+    Returns:
+      An ``optax.GradientTransformation``: ``chain(scale_by_adam, add_decayed_weights,
+      scale_by_learning_rate)``.
+
+    Example:
+      >>> tx = jz.adamw(1e-3, weight_decay=1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, amsgrad=amsgrad),
@@ -185,6 +230,22 @@ def amsgrad(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps
 
     Adam with ``v_max_t = max(v_max_{t-1}, v_hat_t)`` in the denominator:
     ``p_t = p_{t-1} - lr * m_hat / (sqrt(v_max_t + eps_root) + eps)``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      mu_dtype: dtype of the first moment (default: the parameter's).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.amsgrad(1e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, amsgrad=True)
 
@@ -196,6 +257,22 @@ def nadam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
     ``m_bar = b1 * m_t / (1 - b1^(t+1)) + (1 - b1) * g_t / (1 - b1^t)``;
     ``p_t = p_{t-1} - lr * m_bar / (sqrt(v_hat + eps_root) + eps)``. PyTorch's and Keras'
     NAdam add a momentum-decay schedule: see ``jaxopt_zoo.compat``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      mu_dtype: dtype of the first moment (default: the parameter's).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.nadam(2e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
 
@@ -203,6 +280,26 @@ def nadam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
 def nadamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
            eps_root: Any = 0.0, mu_dtype: Optional[Any] = None, weight_decay: Any = 1e-4,
            mask: MaskOrFn = None) -> GradientTransformation:
-    """NAdamW: ``nadam`` with decoupled weight decay as in ``adamw``."""
+    """NAdamW: ``nadam`` with decoupled weight decay as in ``adamw``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      mu_dtype: dtype of the first moment (default: the parameter's).
+      weight_decay: the decoupled decay rate.
+      mask: which parameters decay: a tree of booleans or a function of the params returning
+        one (None: all).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.nadamw(1e-3, weight_decay=1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
                  nesterov=True)

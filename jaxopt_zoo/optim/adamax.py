@@ -22,13 +22,30 @@ from jaxopt_zoo.optim.adam import check_betas
 
 
 class ScaleByAdamaxState(NamedTuple):
+    """State of :func:`scale_by_adamax`: step ``count``, first moment ``mu`` and the
+    exponentially weighted infinity norm ``nu = max(b2 * nu, |g|)``."""
+
     count: jax.Array
     mu: Any
     nu: Any
 
 
 def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> GradientTransformation:
-    """``m_hat / u_t`` with ``u_t = max(b2 * u_{t-1}, |g_t| + eps)``."""
+    """``m_hat / u_t`` with ``u_t = max(b2 * u_{t-1}, |g_t| + eps)``.
+
+    Args:
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the infinity norm, in [0, 1).
+      eps: added to the infinity norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_adamax(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_betas(b1, b2, eps)
 
     def init_fn(params):
@@ -68,5 +85,19 @@ def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
 
     Identical to PyTorch's Adamax and optax's ``adamax``; Keras adds eps outside the max
     (``compat.keras.adamax``).
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the infinity norm, in [0, 1).
+      eps: added to the infinity norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.adamax(2e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(scale_by_adamax(b1, b2, eps), learning_rate)

@@ -24,6 +24,24 @@ def lamb(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: A
         p_t = p_{t-1} - lr * (||p_{t-1}|| / ||a_t||) * a_t                       (per leaf)
 
     The ratio is 1 where either norm is zero.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      weight_decay: decoupled decay, added before the trust ratio.
+      mask: which parameters decay: a tree of booleans or a function of the params returning
+        one (None: all).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.lamb(1e-3, weight_decay=1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     parts = [scale_by_adam(b1, b2, eps, eps_root)]
     if not is_zero(weight_decay):
@@ -46,6 +64,25 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: Any = 0.0,
 
     The masks (trees of booleans or functions of the params; ``True``: all) choose which
     leaves decay and which get the trust ratio, e.g. excluding biases and norms.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      weight_decay: decay added to the gradient before the trust ratio.
+      weight_decay_mask: which parameters decay (True: all; a tree of booleans or a
+        function of the params).
+      trust_coefficient: ``eta`` of the trust ratio ``eta * ||p|| / ||u||``.
+      eps: added to ``||u||``.
+      trust_ratio_mask: which parameters get the trust ratio (True: all).
+      momentum: momentum coefficient applied after the learning rate.
+      nesterov: Nesterov momentum.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.lars(0.1)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     def as_mask(m):
         return (lambda p: True) if m is True else m

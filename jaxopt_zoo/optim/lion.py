@@ -22,13 +22,29 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 
 
 class ScaleByLionState(NamedTuple):
+    """State of :func:`scale_by_lion`: step ``count`` and the momentum ``mu`` (one per leaf)."""
+
     count: jax.Array
     mu: Any
 
 
 def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
                   ) -> GradientTransformation:
-    """``sign(b1 * m + (1 - b1) * g)``, then ``m <- b2 * m + (1 - b2) * g``."""
+    """``sign(b1 * m + (1 - b1) * g)``, then ``m <- b2 * m + (1 - b2) * g``.
+
+    Args:
+      b1: interpolation between momentum and gradient inside the sign, in [0, 1).
+      b2: decay rate of the momentum, in [0, 1).
+      mu_dtype: dtype of the momentum (default: the gradient's).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_lion(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
 
@@ -67,5 +83,22 @@ def lion(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.99,
         m_t = b2 * m_{t-1} + (1 - b2) * g_t
 
     Use a learning rate 3-10x smaller than AdamW's and a weight decay 3-10x larger.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: interpolation between momentum and gradient inside the sign, in [0, 1).
+      b2: decay rate of the momentum, in [0, 1).
+      mu_dtype: dtype of the momentum (default: the parameter's).
+      weight_decay: decoupled decay rate (multiplied by the learning rate).
+      mask: which parameters decay: a tree of booleans or a function of the params returning
+        one (None: all).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.lion(1e-4, weight_decay=1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(scale_by_lion(b1, b2, mu_dtype), learning_rate, weight_decay, mask)

@@ -37,7 +37,23 @@ def radam_rectification(count: jax.Array, b2: Any):
 def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
                    threshold: Any = 5.0) -> GradientTransformation:
     """RAdam's rescaling: ``r_t * m_hat / (sqrt(v_hat + eps_root) + eps)`` when
-    ``rho_t >= threshold``, else the un-adapted ``m_hat``."""
+    ``rho_t >= threshold``, else the un-adapted ``m_hat``.
+
+    Args:
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      threshold: the smallest ``rho_t`` for the rectified (adaptive) direction.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_radam(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_betas(b1, b2, eps, eps_root)
     check_nonneg("threshold", threshold, schedule_ok=False)
 
@@ -75,5 +91,22 @@ def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
         r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
         p_t = p_{t-1} - lr * r_t * m_hat / (sqrt(v_hat + eps_root) + eps)   if rho_t >= threshold
         p_t = p_{t-1} - lr * m_hat                                          otherwise
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      threshold: the rectified update is used when ``rho_t`` is above this (5 in the paper;
+        below it the step is momentum SGD).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.radam(1e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(scale_by_radam(b1, b2, eps, eps_root, threshold), learning_rate)

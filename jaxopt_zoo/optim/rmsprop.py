@@ -28,11 +28,16 @@ from jaxopt_zoo.transforms.momentum import trace
 
 
 class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms`: step ``count`` and ``nu``, the moving average of ``|g|^2``."""
+
     count: jax.Array
     nu: Any
 
 
 class ScaleByStddevState(NamedTuple):
+    """State of ``scale_by_rms(centered=True)``: step ``count``, the moving averages ``mu``
+    of ``g`` and ``nu`` of ``|g|^2`` (the variance estimate is ``nu - |mu|^2``)."""
+
     count: jax.Array
     mu: Any
     nu: Any
@@ -54,6 +59,22 @@ def scale_by_rms(
     replaces ``v_t``. The output is ``g / sqrt(v + eps)`` or, with ``eps_in_sqrt=False``,
     ``g / (sqrt(v) + eps)``. ``bias_correction_`` divides ``v`` (and ``m``) by
     ``1 - decay^t``.
+
+    Args:
+      decay: decay rate of the moving average of ``g^2``, in [0, 1).
+      eps: added inside or outside the square root.
+      initial_scale: ``v_0``.
+      eps_in_sqrt: where eps goes.
+      bias_correction_: divide by ``1 - decay^t``.
+      centered: subtract the squared moving average of ``g``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_rms(decay=0.99), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_decay("decay", decay, schedule_ok=False)
     check_nonneg("eps", eps, schedule_ok=False)
@@ -123,6 +144,25 @@ def rmsprop(
     (Goodfellow et al. 2016, Algorithm 8.6) written without the look-ahead evaluation. The
     learning rate sits inside the momentum buffer, as in optax, Keras and the textbook
     (PyTorch keeps it outside; see ``compat.torch.rmsprop``).
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      decay: decay rate of the moving average of ``g^2``, in [0, 1).
+      eps: added inside (``eps_in_sqrt``) or outside the square root.
+      initial_scale: ``v_0``.
+      eps_in_sqrt: where eps goes (True: optax's and Keras' form).
+      centered: subtract the squared moving average of ``g`` (Graves 2013).
+      momentum: momentum coefficient (None or 0: none); the learning rate is inside the buffer.
+      nesterov: Nesterov momentum.
+      bias_correction: divide ``v`` (and ``m``) by ``1 - decay^t``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.rmsprop(1e-3, centered=True)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     parts = [scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
                           centered=centered),

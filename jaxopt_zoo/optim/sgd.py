@@ -38,6 +38,11 @@ def sgd(
       dampening: scales the gradient entering the momentum buffer by ``1 - dampening``.
       weight_decay: coupled L2 penalty added to the gradient.
       accumulator_dtype: dtype of the momentum buffer (default: the parameter's).
+
+    Example:
+      >>> tx = jz.sgd(0.1, momentum=0.9, nesterov=True)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     parts = []
     if not is_zero(weight_decay):

@@ -25,7 +25,24 @@ from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 def scale_by_yogi(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3, eps_root: Any = 0.0,
                   initial_accumulator_value: Any = 1e-6) -> GradientTransformation:
     """``m_hat / (sqrt(v_hat + eps_root) + eps)`` with Yogi's
-    ``v_t = v_{t-1} - (1 - b2) * sign(v_{t-1} - g^2) * g^2``."""
+    ``v_t = v_{t-1} - (1 - b2) * sign(v_{t-1} - g^2) * g^2``.
+
+    Args:
+      b1: decay rate of the first moment, in [0, 1).
+      b2: the rate of the additive second-moment update, in [0, 1).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      initial_accumulator_value: ``m_0`` and ``v_0`` (both start at this value, as in
+        optax).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_yogi(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_betas(b1, b2, eps, eps_root)
     check_nonneg("initial_accumulator_value", initial_accumulator_value, schedule_ok=False)
 
@@ -62,5 +79,19 @@ def yogi(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
         m_t = b1 * m_{t-1} + (1 - b1) * g_t                      (m_0 = v_0 = 1e-6)
         v_t = v_{t-1} - (1 - b2) * sign(v_{t-1} - g_t^2) * g_t^2
         p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: the rate of Yogi's additive second-moment update, in [0, 1).
+      eps: added outside the square root.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.yogi(1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(scale_by_yogi(b1, b2, eps), learning_rate)

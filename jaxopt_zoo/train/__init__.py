@@ -1,5 +1,6 @@
 """Training: jitted train/eval steps, the resumable epoch loop and its history."""
 
+import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
 from jaxopt_zoo.train.checkpoint import (
     Checkpointer,
     CheckpointError,

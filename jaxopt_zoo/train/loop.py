@@ -26,7 +26,7 @@ import optax
 from tqdm import tqdm
 
 from jaxopt_zoo.core import check_int
-from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
+from jaxopt_zoo.models.adapter import as_linen_like
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
 from jaxopt_zoo.train.nonfinite import (
     NonFiniteError,
@@ -40,6 +40,7 @@ from jaxopt_zoo.train.steps import (
     make_indexed_train_step,
     memoized,
 )
+from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
 
 __all__ = [
     "NONFINITE_MODES",
@@ -167,6 +168,7 @@ def init_loop_state(model: nn.Module, tx: optax.GradientTransformation,
     ``sample_images`` only sets the input shape (one example is enough). This is also the
     template to restore a checkpoint into.
     """
+    model = as_linen_like(model)  # NNX modules get Linen's init/apply
     rng = jax.random.PRNGKey(seed)
     x = jnp.asarray(sample_images, jnp.float32)[:1]
     params = memoized(_jitted_init, model)(jax.random.fold_in(rng, _INIT), x)
@@ -187,7 +189,8 @@ def train_and_evaluate(
 
     Args:
       model: a Flax linen classifier ``model.apply({"params": p}, x, train=..., rngs=...)``
-        returning logits (see :mod:`jaxopt_zoo.models`).
+        returning logits (see :mod:`jaxopt_zoo.models`), or an NNX one (an ``nnx.Module``,
+        its class, or :class:`~jaxopt_zoo.models.NNXModel`), trained through ``NNXModel``.
       tx: any ``optax.GradientTransformation`` (schedules, ``inject_hyperparams`` included).
       train_ds, val_ds: objects with float ``images`` (N, ...) and integer ``labels`` (N,),
         such as ``jaxopt_zoo.data.load_mnist(split, normalize=True)``, or ``(images, labels)``
@@ -213,6 +216,7 @@ def train_and_evaluate(
     jitted steps are memoized on ``(model, tx, batch_size)``: calls that pass the *same* ``tx``
     object (a seed sweep, a resume) and data of the same shape do not compile again.
     """
+    model = as_linen_like(model)  # NNX modules get Linen's init/apply
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"Invalid config: expected a TrainConfig, got {type(config).__name__}.")

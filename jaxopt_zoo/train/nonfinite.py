@@ -23,8 +23,10 @@ class NonFiniteError(FloatingPointError):
     (``on_nonfinite="stop"``), or every step of an epoch was skipped (``"skip"``).
 
     Attributes:
-      step, epoch, batch: the failing step, counted from 1 (the state after it would have
-        had ``step == self.step``), its epoch and its batch within the epoch.
+      step: the failing step, counted from 1 (the state after it would have had
+        ``step == self.step``).
+      epoch: the failing step's epoch.
+      batch: the failing step's batch within the epoch.
       leaf: the path of the first non-finite leaf (e.g. ``"['Dense_0']['kernel']"``), or None
         when only the loss is non-finite.
       state: the :class:`LoopState` just before the failing step (the step changed nothing):

@@ -27,7 +27,19 @@ def _stateless(fn) -> GradientTransformation:
 
 
 def clip(max_delta) -> GradientTransformation:
-    """Clip every element of the updates to ``[-max_delta, max_delta]``."""
+    """Clip every element of the updates to ``[-max_delta, max_delta]``.
+
+    Args:
+      max_delta: the bound, > 0.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.clip(1.0), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_scalar("max_delta", max_delta, low=0.0, schedule_ok=False)
     return _stateless(lambda u: jax.tree.map(
         lambda x: jnp.clip(x, -max_delta, max_delta).astype(x.dtype), u))
@@ -37,6 +49,17 @@ def clip_by_global_norm(max_norm) -> GradientTransformation:
     """Rescale all updates together so that their global L2 norm is at most ``max_norm``.
 
     ``g <- g * min(1, max_norm / ||g||)`` where ``||g||`` is the norm over every leaf.
+
+    Args:
+      max_norm: the largest global norm, > 0.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.clip_by_global_norm(1.0), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_scalar("max_norm", max_norm, low=0.0, low_open=True, schedule_ok=False)
 
@@ -49,7 +72,19 @@ def clip_by_global_norm(max_norm) -> GradientTransformation:
 
 
 def clip_by_block_rms(threshold) -> GradientTransformation:
-    """Rescale each leaf so that its root-mean-square is at most ``threshold`` (Adafactor)."""
+    """Rescale each leaf so that its root-mean-square is at most ``threshold`` (Adafactor).
+
+    Args:
+      threshold: the largest root-mean-square of a leaf, > 0.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.clip_by_block_rms(1.0), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     check_scalar("threshold", threshold, low=0.0, low_open=True, schedule_ok=False)
 
     def leaf(x):

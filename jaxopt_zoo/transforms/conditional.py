@@ -11,6 +11,9 @@ from jaxopt_zoo.core import GradientTransformation, GradientTransformationExtraA
 
 
 class SkipNotFiniteState(NamedTuple):
+    """State of :func:`skip_not_finite`: the inner state (unchanged by skipped steps), the
+    number of ``consecutive`` non-finite steps, ``total_skipped`` and ``last_finite``."""
+
     inner_state: Any
     consecutive: jax.Array  # non-finite steps in a row, up to and including the last one
     total_skipped: jax.Array  # steps skipped so far
@@ -18,6 +21,16 @@ class SkipNotFiniteState(NamedTuple):
 
 
 def all_finite(tree: Any) -> jax.Array:
+    """A scalar boolean array: True when every element of every leaf of ``tree`` is finite
+    (no NaN, no +-Inf); True for an empty tree. Works under ``jit``.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Example:
+      >>> all_finite({"w": jnp.ones(3), "b": jnp.array([jnp.nan])})
+      Array(False, dtype=bool)
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.array(True)
@@ -35,6 +48,21 @@ def skip_not_finite(
     and lets the (non-finite) update through, so that a run that has diverged does not
     silently stand still (the trainer's ``on_nonfinite="stop"`` then stops with a message
     naming the step and the leaf). A finite step resets the count. ``None``: skip forever.
+
+    Args:
+      inner: the transformation to protect.
+      max_consecutive: give up skipping after this many non-finite steps in a row (None:
+        never).
+
+    Returns:
+      A transformation whose state is a :class:`SkipNotFiniteState`.
+
+    Example:
+      >>> tx = jz.skip_not_finite(jz.adam(1e-3), max_consecutive=10)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.array([1.0, jnp.nan, 0.0])}, tx.init(params), params)
+      >>> int(state.total_skipped), float(jnp.abs(updates["w"]).max())
+      (1, 0.0)
     """
     if max_consecutive is not None:
         check_int("max_consecutive", max_consecutive, low=1)

@@ -19,6 +19,9 @@ from jaxopt_zoo.core import (
 
 
 class ScaleByScheduleState(NamedTuple):
+    """State of :func:`scale_by_schedule` and :func:`scale_by_learning_rate` with a schedule:
+    the step ``count`` the schedule is evaluated at."""
+
     count: jax.Array
 
 
@@ -28,7 +31,19 @@ def scale_leaf(u: jax.Array, s: Any) -> jax.Array:
 
 
 def scale(step_size: Any) -> GradientTransformation:
-    """Multiply every update by ``step_size``."""
+    """Multiply every update by ``step_size``.
+
+    Args:
+      step_size: the factor (a number or an array).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale(0.5), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
 
     def init_fn(params):
         del params
@@ -45,7 +60,19 @@ def scale(step_size: Any) -> GradientTransformation:
 
 
 def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTransformation:
-    """Multiply updates by ``step_size_fn(count)``; count starts at 0."""
+    """Multiply updates by ``step_size_fn(count)``; count starts at 0.
+
+    Args:
+      step_size_fn: a function of the step count (e.g. from ``jaxopt_zoo.schedules``).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_schedule(jz.schedules.cosine(1.0, 1000)), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
     if not callable(step_size_fn):
         raise TypeError(
             f"scale_by_schedule expects a function of the step count, got {step_size_fn!r}."
@@ -75,6 +102,18 @@ def scale_by_learning_rate(
 
     ``learning_rate`` is a number, an array (e.g. from ``optax.inject_hyperparams``) or a
     schedule: a function of the step count.
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      flip_sign: multiply by ``-learning_rate`` (descent); False: by ``+learning_rate``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_adam(), jz.scale_by_learning_rate(1e-3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
     sign = -1.0 if flip_sign else 1.0

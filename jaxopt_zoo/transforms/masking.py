@@ -10,6 +10,8 @@ from jaxopt_zoo.core import GradientTransformation, GradientTransformationExtraA
 
 
 class MaskedState(NamedTuple):
+    """State of :func:`masked`: the inner transformation's state over the masked leaves."""
+
     inner_state: Any
 
 
@@ -41,6 +43,21 @@ def masked(inner: GradientTransformation, mask: Union[Any, Callable[[Any], Any]]
     ``mask`` is a tree of booleans shaped like the parameters (or a prefix of it), or a
     function from parameters to such a tree. ``inner`` sees and keeps state only for the
     selected leaves.
+
+    Args:
+      inner: the transformation applied to the selected leaves.
+      mask: a tree of booleans (or a prefix of one), or a function of the params returning
+        one.
+
+    Returns:
+      A transformation whose state is a :class:`MaskedState`.
+
+    Example:
+      >>> tx = jz.masked(jz.adam(1e-3), {"w": True, "b": False})
+      >>> params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> updates["b"]  # passed through
+      Array([1., 1.], dtype=float32)
     """
 
     def init_fn(params):
@@ -63,6 +80,8 @@ def masked(inner: GradientTransformation, mask: Union[Any, Callable[[Any], Any]]
 
 
 class PartitionState(NamedTuple):
+    """State of :func:`partition`: one inner state per label, ``inner_states[label]``."""
+
     inner_states: Mapping[Hashable, Any]
 
 
@@ -74,6 +93,20 @@ def partition(
 
     ``param_labels`` is a tree of labels shaped like the parameters (or a function building
     one). Every label must be a key of ``transforms``.
+
+    Args:
+      transforms: a mapping from label to transformation.
+      param_labels: a tree of labels with the params' structure (or a prefix of one), or a
+        function of the params returning one.
+
+    Returns:
+      A transformation whose state is a :class:`PartitionState`.
+
+    Example:
+      >>> tx = jz.partition({"train": jz.adam(1e-3), "frozen": jz.scale(0.0)},
+      ...                   {"w": "train", "b": "frozen"})
+      >>> params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+      >>> updates, state = tx.update(params, tx.init(params), params)
     """
     transforms = dict(transforms)
 

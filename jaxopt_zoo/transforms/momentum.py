@@ -22,6 +22,8 @@ from jaxopt_zoo.core import (
 
 
 class TraceState(NamedTuple):
+    """State of :func:`trace`: step ``count`` and the momentum buffer ``trace`` per leaf."""
+
     count: jax.Array
     trace: Any
 
@@ -36,6 +38,20 @@ def trace(
 
     The update is ``b`` (heavy ball) or ``g + decay * b`` (Nesterov). As in PyTorch, the
     buffer is set to the raw gradient on the first step, so dampening does not shrink it.
+
+    Args:
+      decay: the momentum coefficient (>= 0).
+      nesterov: output ``g + decay * b`` instead of ``b``.
+      dampening: scales the gradient entering the buffer (PyTorch's ``dampening``).
+      accumulator_dtype: dtype of the buffer (default: the gradient's).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.trace(0.9, nesterov=True), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("momentum", decay)
     check_nonneg("dampening", dampening)
@@ -74,6 +90,8 @@ def trace(
 
 
 class EmaState(NamedTuple):
+    """State of :func:`ema`: step ``count`` (for debiasing) and the moving average ``ema``."""
+
     count: jax.Array
     ema: Any
 
@@ -83,6 +101,19 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
     """Exponential moving average of the updates: ``m <- decay * m + (1 - decay) * g``.
 
     With ``debias`` the output is ``m / (1 - decay**t)``.
+
+    Args:
+      decay: the averaging rate, in [0, 1).
+      debias: divide by ``1 - decay^t`` (an unbiased average from the first step).
+      accumulator_dtype: dtype of the average (default: the gradient's).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.ema(0.9), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_decay("decay", decay)
 

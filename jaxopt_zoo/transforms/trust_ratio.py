@@ -20,6 +20,19 @@ def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> Gradie
 
     Norms are per leaf and floored at ``min_norm``; where either norm is zero the ratio is 1.
     (You et al. 2017, LARS; You et al. 2020, LAMB.)
+
+    Args:
+      min_norm: floor of both norms.
+      trust_coefficient: ``eta``.
+      eps: added to ``||u||``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_trust_ratio(), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("min_norm", min_norm, schedule_ok=False)
     check_nonneg("trust_coefficient", trust_coefficient, schedule_ok=False)

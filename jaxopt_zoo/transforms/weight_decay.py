@@ -33,6 +33,19 @@ def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None
 
     ``mask``: a tree of booleans (or a function of the params returning one) choosing
     which parameters decay, e.g. ``lambda p: jax.tree.map(lambda x: x.ndim > 1, p)``.
+
+    Args:
+      weight_decay: the rate (a number or a schedule of the step count).
+      mask: which parameters decay: a tree of booleans or a function of the params returning
+        one (None: all).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.chain(jz.add_decayed_weights(1e-4), jz.scale_by_learning_rate(1e-2))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("weight_decay", weight_decay)
     scheduled = callable(weight_decay)
