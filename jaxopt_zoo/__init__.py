@@ -50,6 +50,9 @@ from jaxopt_zoo.optim import (
     scale_by_rss,
     scale_by_yogi,
     sgd,
+    soap,
+    scale_by_soap,
+    ScaleBySoapState,
     yogi,
 )
 from jaxopt_zoo.fused import FlatParams, NotFusableError, check_fusable, fuse, fused_apply
@@ -148,6 +151,9 @@ __all__ = [
     "native",
     "schedules",
     "sgd",
+    "soap",
+    "scale_by_soap",
+    "ScaleBySoapState",
     "skip_not_finite",
     "SkipNotFiniteState",
     "trace",

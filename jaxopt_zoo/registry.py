@@ -148,6 +148,9 @@ register("lars", _o.lars, default_lr=0.1, paper="You et al. 2017",
 register("adafactor", _o.adafactor, default_lr=1e-2, paper="Shazeer & Stern 2018",
          blocks="scale_by_factored_rms -> clip_by_block_rms -> scale_by_learning_rate -> "
                 "scale_by_param_block_rms", verified=_OPTAX)
+register("soap", _o.soap, default_lr=3e-3, paper="Vyas et al. 2024",
+         blocks="scale_by_soap -> scale_by_learning_rate -> decay_after_step",
+         verified=("pytorch_optimizer",))
 
 # The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
 from jaxopt_zoo.compat import keras as _keras  # noqa: E402
