@@ -8,6 +8,7 @@ from jaxopt_zoo.transforms.learning_rate import (
     scale_by_learning_rate,
     scale_by_schedule,
 )
+from jaxopt_zoo.transforms.lookahead import LookaheadState, lookahead
 from jaxopt_zoo.transforms.masking import MaskedState, PartitionState, masked, partition
 from jaxopt_zoo.transforms.momentum import EmaState, TraceState, ema, trace
 from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
@@ -22,6 +23,8 @@ __all__ = [
     "clip_by_global_norm",
     "ema",
     "EmaState",
+    "lookahead",
+    "LookaheadState",
     "masked",
     "MaskedState",
     "partition",
