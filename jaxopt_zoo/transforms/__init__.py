@@ -11,6 +11,7 @@ from jaxopt_zoo.transforms.learning_rate import (
 from jaxopt_zoo.transforms.lookahead import LookaheadState, lookahead
 from jaxopt_zoo.transforms.masking import MaskedState, PartitionState, masked, partition
 from jaxopt_zoo.transforms.momentum import EmaState, TraceState, ema, trace
+from jaxopt_zoo.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights, add_l2_regularization
 
@@ -29,6 +30,8 @@ __all__ = [
     "MaskedState",
     "partition",
     "PartitionState",
+    "reduce_on_plateau",
+    "ReduceOnPlateauState",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
