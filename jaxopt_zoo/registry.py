@@ -161,6 +161,8 @@ _TORCH = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
           "radam": "RAdam"}
 _KERAS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
           "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "adamax": "Adamax", "lion": "Lion"}
+_KERAS.update({"adafactor": "Adafactor", "ftrl": "Ftrl", "lamb": "Lamb",
+               "schedule_free_adamw": "ScheduleFreeAdamW"})
 for _n, _cls in _TORCH.items():
     register(f"torch.{_n}", getattr(_torch, _n), default_lr=None, paper=f"torch.optim.{_cls}",
              blocks="compat.torch", verified=("torch",))
