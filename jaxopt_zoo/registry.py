@@ -169,3 +169,44 @@ for _n, _cls in _TORCH.items():
 for _n, _cls in _KERAS.items():
     register(f"keras.{_n}", getattr(_keras, _n), default_lr=None,
              paper=f"keras.optimizers.{_cls}", blocks="compat.keras", verified=("keras",))
+
+
+# --------------------------------------------------------------------------- #
+# Optimizer-state memory, from init's shapes (nothing is allocated)
+# --------------------------------------------------------------------------- #
+
+def reference_params() -> Dict[str, Any]:
+    """The parameters ``state_bytes_per_param`` measures on by default: one float32
+    1024 x 1024 matrix and its 1024 bias (shape-dependent states, such as SOAP's and
+    Adafactor's, differ on other shapes)."""
+    import jax
+    import jax.numpy as jnp
+
+    return {"kernel": jax.ShapeDtypeStruct((1024, 1024), jnp.float32),
+            "bias": jax.ShapeDtypeStruct((1024,), jnp.float32)}
+
+
+def state_bytes_per_param(name_or_tx: Any, params: Any = None, **kwargs: Any) -> float:
+    """Bytes of optimizer state per parameter element: the sizes of the leaves of
+    ``jax.eval_shape(tx.init, params)`` (no arrays allocated) over the number of
+    parameter elements.
+
+    ``name_or_tx`` is a registered name (built with ``get(name, **kwargs)``) or a
+    ``GradientTransformation``. ``params`` is a tree of arrays or ``ShapeDtypeStruct``
+    (default: ``reference_params()``). Adam on float32 gives 8.0 (two moments) plus a few
+    bytes of step counters spread over the elements.
+    """
+    import jax
+    import numpy as np
+
+    tx = get(name_or_tx, **kwargs) if isinstance(name_or_tx, str) else name_or_tx
+    if kwargs and not isinstance(name_or_tx, str):
+        raise TypeError("state_bytes_per_param: keyword arguments only go with a name.")
+    params = reference_params() if params is None else params
+    n = sum(int(np.prod(np.shape(p))) for p in jax.tree.leaves(params))
+    if n == 0:
+        raise ValueError("state_bytes_per_param: the parameters have no elements.")
+    shapes = jax.eval_shape(tx.init, params)
+    total = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                for x in jax.tree.leaves(shapes) if hasattr(x, "dtype"))
+    return total / n
