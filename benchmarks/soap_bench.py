@@ -18,6 +18,11 @@ import statistics
 import sys
 import time
 
+# XLA's CPU QR and eigh call the LAPACK of scipy's OpenBLAS, whose threads spin-wait on a
+# loaded machine: a 512x512 QR took 228 ms with its default threads and 20 ms with one
+# (torch, one thread: 17-20 ms). One thread each, for a like-for-like comparison.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import jax
 import numpy as np
 import torch
@@ -92,12 +97,16 @@ def main(argv=None):
     ap.add_argument("--shapes", default="256x256,512x128,64x32x3x3")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--inner", type=int, default=2)
+    # torch with 2 OpenMP threads on the loaded 2-CPU machine ran its SOAP steps 20-30x
+    # slower (threads spin-wait for each other); 1 thread is its best case there
+    ap.add_argument("--torch-threads", type=int, default=1)
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.torch_threads)
     shapes = parse_shapes(args.shapes)
     n = sum(int(np.prod(s)) for s in shapes)
     print(f"SOAP on {len(shapes)} float32 arrays {args.shapes} ({n / 1e6:.2f}M parameters), "
-          f"jax {jax.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs")
+          f"jax {jax.__version__}, torch {torch.__version__} ({args.torch_threads} threads), "
+          f"{os.cpu_count()} CPUs")
 
     fns, objs = {}, {}
     for freq, tag in ((1, "refresh"), (NEVER, "plain")):
