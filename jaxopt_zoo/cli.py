@@ -191,11 +191,16 @@ def cmd_list(args) -> int:
                      and (v is True or (isinstance(v, (int, float, tuple))
                                         and not isinstance(v, bool)))}
             extra = ", ".join(f"{k}={v}" for k, v in list(shown.items())[:5])
-            rows.append((n, f"{lr:g}" if isinstance(lr, (int, float)) else "-", e.paper, extra))
+            state = f"{registry.state_bytes_per_param(n):.2f}"
+            rows.append((n, f"{lr:g}" if isinstance(lr, (int, float)) else "-", e.paper,
+                         state, extra))
         w = [max(len(r[i]) for r in rows) for i in range(3)]
-        print(f"  {'name'.ljust(w[0])}  {'lr'.ljust(w[1])}  {'reference'.ljust(w[2])}  defaults")
+        # state: bytes of optimizer state per parameter (1024x1024 float32 matrix + bias)
+        print(f"  {'name'.ljust(w[0])}  {'lr'.ljust(w[1])}  {'reference'.ljust(w[2])}  "
+              "state B/param  defaults")
         for r in rows:
-            print(f"  {r[0].ljust(w[0])}  {r[1].ljust(w[1])}  {r[2].ljust(w[2])}  {r[3]}")
+            print(f"  {r[0].ljust(w[0])}  {r[1].ljust(w[1])}  {r[2].ljust(w[2])}  "
+                  f"{r[3].rjust(13)}  {r[4]}")
     return 0
 
 
@@ -353,8 +358,14 @@ def _run_with_checkpoints(ckpt, args, spec, init, train, val):
 
 
 def cmd_compare(args) -> int:
-    from jaxopt_zoo.train.report import (format_table, plot_curves, summarize,
-                                         summary_columns, write_csv, write_json)
+    from jaxopt_zoo.train.report import (
+        format_table,
+        plot_curves,
+        summarize,
+        summary_columns,
+        write_csv,
+        write_json,
+    )
     from jaxopt_zoo.train.runner import PRESET_INIT, compare, to_builtin
 
     names = [n for n in args.optimizers.split(",")]

@@ -26,6 +26,7 @@ runs through XLA; :func:`status` says which and why.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import platform
@@ -33,7 +34,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import ctypes
 from pathlib import Path
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 

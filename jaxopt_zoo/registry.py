@@ -218,6 +218,9 @@ register("lars", _o.lars, default_lr=0.1, paper="You et al. 2017",
 register("adafactor", _o.adafactor, default_lr=1e-2, paper="Shazeer & Stern 2018",
          blocks="scale_by_factored_rms -> clip_by_block_rms -> scale_by_learning_rate -> "
                 "scale_by_param_block_rms", verified=_OPTAX)
+register("soap", _o.soap, default_lr=3e-3, paper="Vyas et al. 2024",
+         blocks="scale_by_soap -> scale_by_learning_rate -> decay_after_step",
+         verified=("pytorch_optimizer",))
 
 # The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
 from jaxopt_zoo.compat import keras as _keras  # noqa: E402
@@ -228,9 +231,52 @@ _TORCH = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
           "radam": "RAdam"}
 _KERAS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
           "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "adamax": "Adamax", "lion": "Lion"}
+_KERAS.update({"adafactor": "Adafactor", "ftrl": "Ftrl", "lamb": "Lamb",
+               "schedule_free_adamw": "ScheduleFreeAdamW"})
 for _n, _cls in _TORCH.items():
     register(f"torch.{_n}", getattr(_torch, _n), default_lr=None, paper=f"torch.optim.{_cls}",
              blocks="compat.torch", verified=("torch",))
 for _n, _cls in _KERAS.items():
     register(f"keras.{_n}", getattr(_keras, _n), default_lr=None,
              paper=f"keras.optimizers.{_cls}", blocks="compat.keras", verified=("keras",))
+
+
+# --------------------------------------------------------------------------- #
+# Optimizer-state memory, from init's shapes (nothing is allocated)
+# --------------------------------------------------------------------------- #
+
+def reference_params() -> Dict[str, Any]:
+    """The parameters ``state_bytes_per_param`` measures on by default: one float32
+    1024 x 1024 matrix and its 1024 bias (shape-dependent states, such as SOAP's and
+    Adafactor's, differ on other shapes)."""
+    import jax
+    import jax.numpy as jnp
+
+    return {"kernel": jax.ShapeDtypeStruct((1024, 1024), jnp.float32),
+            "bias": jax.ShapeDtypeStruct((1024,), jnp.float32)}
+
+
+def state_bytes_per_param(name_or_tx: Any, params: Any = None, **kwargs: Any) -> float:
+    """Bytes of optimizer state per parameter element: the sizes of the leaves of
+    ``jax.eval_shape(tx.init, params)`` (no arrays allocated) over the number of
+    parameter elements.
+
+    ``name_or_tx`` is a registered name (built with ``get(name, **kwargs)``) or a
+    ``GradientTransformation``. ``params`` is a tree of arrays or ``ShapeDtypeStruct``
+    (default: ``reference_params()``). Adam on float32 gives 8.0 (two moments) plus a few
+    bytes of step counters spread over the elements.
+    """
+    import jax
+    import numpy as np
+
+    tx = get(name_or_tx, **kwargs) if isinstance(name_or_tx, str) else name_or_tx
+    if kwargs and not isinstance(name_or_tx, str):
+        raise TypeError("state_bytes_per_param: keyword arguments only go with a name.")
+    params = reference_params() if params is None else params
+    n = sum(int(np.prod(np.shape(p))) for p in jax.tree.leaves(params))
+    if n == 0:
+        raise ValueError("state_bytes_per_param: the parameters have no elements.")
+    shapes = jax.eval_shape(tx.init, params)
+    total = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                for x in jax.tree.leaves(shapes) if hasattr(x, "dtype"))
+    return total / n

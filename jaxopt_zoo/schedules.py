@@ -399,3 +399,94 @@ def swa_lr(init_value: Union[float, Schedule], swa_lr: float, anneal_steps: int 
         return jnp.where(k >= 0, annealed, before(count))
 
     return schedule
+
+
+# --------------------------------------------------------------------------- #
+# Warmup-stable-decay and inverse square root
+# --------------------------------------------------------------------------- #
+
+_WSD_DECAYS = ("linear", "cosine", "1-sqrt", "1-square")
+
+
+def wsd(peak_value: float, warmup_steps: int, stable_steps: int, decay_steps: int,
+        end_value: float = 0.0, init_value: float = 0.0, decay_type: str = "1-sqrt",
+        num_cycles: float = 0.5) -> Schedule:
+    """Warmup-stable-decay (Hu et al. 2024, MiniCPM; Hägele et al. 2024).
+
+    With ``W, S, D`` the three lengths and ``a = (t - W - S) / D``::
+
+        t < W:           init + (peak - init) * t / W
+        W <= t < W + S:  peak
+        W+S <= t < W+S+D: end + (peak - end) * f(a)
+        t >= W + S + D:  end
+
+    ``f(a)`` is ``1 - a`` ("linear"), ``1 - sqrt(a)`` ("1-sqrt", the default, as
+    pytorch_optimizer's ``get_wsd_schedule``), ``1 - a^2`` ("1-square") or
+    ``max(0, (1 + cos(2 pi num_cycles a)) / 2)`` ("cosine").
+
+    Equals pytorch_optimizer's ``get_wsd_schedule`` (a LambdaLR factor times ``peak``,
+    ``min_lr_ratio = end / peak``) for every decay type when ``end_value = 0`` and for
+    "cosine" always. For the other types with ``min_lr_ratio > 0`` that helper decays
+    to 0 and then jumps up to ``min_lr_ratio`` at ``t = W + S + D`` (it ignores the floor
+    during the decay): a discontinuity we take to be a bug; here the decay ends at
+    ``end_value``. With "linear" it is optax's ``join_schedules`` of a linear warm-up, a
+    constant and a linear decay, and torch's ``SequentialLR`` of ``LinearLR``,
+    ``ConstantLR`` and ``LinearLR`` (tests/test_schedules_wsd.py).
+    """
+    check_nonneg("peak_value", peak_value, schedule_ok=False)
+    check_nonneg("end_value", end_value, schedule_ok=False)
+    check_nonneg("init_value", init_value, schedule_ok=False)
+    check_int("warmup_steps", warmup_steps, low=0)
+    check_int("stable_steps", stable_steps, low=0)
+    check_int("decay_steps", decay_steps, low=0)
+    if decay_type not in _WSD_DECAYS:
+        raise ValueError(f"Invalid decay_type: {decay_type!r}. Expected one of "
+                         f"{', '.join(map(repr, _WSD_DECAYS))}.")
+    w, s, d = warmup_steps, stable_steps, decay_steps
+
+    def schedule(count):
+        t = _f32(count)
+        warm = init_value + (peak_value - init_value) * t / max(w, 1)
+        a = jnp.clip((t - w - s) / max(d, 1), 0.0, 1.0)
+        if decay_type == "linear":
+            f = 1 - a
+        elif decay_type == "1-sqrt":
+            f = 1 - jnp.sqrt(a)
+        elif decay_type == "1-square":
+            f = 1 - a * a
+        else:
+            f = jnp.maximum(0.0, 0.5 * (1 + jnp.cos(2 * math.pi * num_cycles * a)))
+        dec = end_value + (peak_value - end_value) * f
+        return jnp.where(t < w, warm, jnp.where(t < w + s, peak_value,
+                                                jnp.where(t < w + s + d, dec, end_value)))
+
+    return schedule
+
+
+def inverse_sqrt(peak_value: float, warmup_steps: int, timescale: Optional[int] = None,
+                 init_value: float = 0.0) -> Schedule:
+    """Linear warm-up to ``peak_value``, then decay as one over the square root of the step
+    (Vaswani et al. 2017; fairseq's ``inverse_sqrt``; Hugging Face's
+    ``get_inverse_sqrt_schedule``)::
+
+        t < W:   init + (peak - init) * t / W
+        t >= W:  peak * sqrt(T / (t - W + T))        (T = timescale, default W)
+
+    With the default ``T = W`` the decay is ``peak * sqrt(W / t)``, continuous at ``W``.
+    ``W = 0`` needs a ``timescale`` (``peak * sqrt(T / (t + T))``).
+    """
+    check_nonneg("peak_value", peak_value, schedule_ok=False)
+    check_nonneg("init_value", init_value, schedule_ok=False)
+    check_int("warmup_steps", warmup_steps, low=0)
+    ts = warmup_steps if timescale is None else check_int("timescale", timescale, low=1)
+    if ts < 1:
+        raise ValueError("Invalid timescale: None with warmup_steps=0. Give a timescale >= 1 "
+                         "(the step count over which the decay halves the rate ~3 times).")
+
+    def schedule(count):
+        t = _f32(count)
+        warm = init_value + (peak_value - init_value) * t / max(warmup_steps, 1)
+        dec = peak_value * jnp.sqrt(ts / jnp.maximum(t - warmup_steps + ts, 1.0))
+        return jnp.where(t < warmup_steps, warm, dec)
+
+    return schedule

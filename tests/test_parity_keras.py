@@ -41,6 +41,10 @@ KERAS = {
     "nadam": keras.optimizers.Nadam,
     "adamax": keras.optimizers.Adamax,
     "lion": keras.optimizers.Lion,
+    "lamb": keras.optimizers.Lamb,
+    "adafactor": keras.optimizers.Adafactor,
+    "ftrl": keras.optimizers.Ftrl,
+    "schedule_free_adamw": keras.optimizers.ScheduleFreeAdamW,
 }
 
 
@@ -108,6 +112,19 @@ CASES = [
     ("adamax", dict(learning_rate=0.01, beta_1=0.8, epsilon=1e-3, clipvalue=0.3)),
     ("lion", dict(learning_rate=0.001)),
     ("lion", dict(learning_rate=0.003, beta_1=0.95, beta_2=0.98, weight_decay=0.5)),
+    ("lamb", dict(learning_rate=0.01)),
+    ("lamb", dict(learning_rate=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-4, weight_decay=0.1,
+                  clipnorm=1.0)),
+    ("adafactor", dict(learning_rate=0.01)),
+    ("adafactor", dict(learning_rate=0.5, beta_2_decay=-0.6, epsilon_2=1e-2,
+                       clip_threshold=0.5, relative_step=False, weight_decay=0.05)),
+    ("ftrl", dict(learning_rate=0.1)),
+    ("ftrl", dict(learning_rate=0.1, learning_rate_power=-0.7, initial_accumulator_value=0.5,
+                  l1_regularization_strength=0.01, l2_regularization_strength=0.1,
+                  l2_shrinkage_regularization_strength=0.05, beta=0.2, weight_decay=0.01)),
+    ("schedule_free_adamw", dict(learning_rate=0.01)),
+    ("schedule_free_adamw", dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-4,
+                                 warmup_steps=10, weight_decay=0.1, global_clipnorm=2.0)),
 ]
 
 

@@ -40,28 +40,28 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
-    check_betas,
-    is_zero,
     EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
     abs_sq,
     abs_sq_in,
     chain,
+    check_betas,
     check_decay,
     check_nonneg,
     check_same_structure,
     check_scalar,
     compute_dtype,
     increment,
+    is_zero,
     require_params,
     resolve,
     scalar_dtype,
     zero_count,
 )
+from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adadelta import scale_by_adadelta
 from jaxopt_zoo.optim.adagrad import scale_by_rss
-from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adam import ScaleByAdamState, ScaleByAmsgradState
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState
 from jaxopt_zoo.optim.lion import scale_by_lion
@@ -913,3 +913,260 @@ def get(identifier: Any) -> Optional[GradientTransformation]:
         raise ValueError(f"{name}: argument(s) not recognized: {unknown}; it takes "
                          f"{', '.join(params)}.")
     return factory(**config)
+
+
+# =========================================================================== #
+# Lamb, Adafactor, Ftrl, ScheduleFreeAdamW (Keras 3.15)
+#
+# These four read the variable in their update step (a trust ratio, a parameter RMS, FTRL's
+# closed form, schedule-free's interpolation), and Keras applies its weight decay to the
+# variable before the step. So each is one block that decays, steps and returns the
+# difference: ``keras_variable_step``.
+# =========================================================================== #
+
+from jaxopt_zoo.core import check_int  # noqa: E402
+
+
+class KerasVariableStepState(NamedTuple):
+    """``count``: Keras' ``iterations``; ``slots``: per leaf, a tuple of that optimizer's
+    variables (kept in ``compute_dtype`` of the leaf: float32 for half precision)."""
+
+    count: jax.Array
+    slots: Any
+
+
+def keras_variable_step(
+    name: str,
+    init_slots: Callable[[jax.Array, Any], tuple],
+    step: Callable[..., tuple],
+    learning_rate: ScalarOrSchedule,
+    weight_decay: Any,
+) -> GradientTransformation:
+    """A Keras ``update_step`` that reads the variable, with Keras' weight decay first.
+
+    ``init_slots(p, dtype)`` gives a leaf's slots; ``step(g, y, slots, lr, t)`` returns the
+    new variable and slots, with ``y = p - p * weight_decay * lr`` (Keras'
+    ``_apply_weight_decay``), ``lr`` the learning rate at ``iterations`` and ``t =
+    iterations + 1``, all in the leaf's compute dtype. The update is ``new - p``.
+    """
+    check_nonneg("learning_rate", learning_rate)
+    if weight_decay is not None:
+        check_nonneg("weight_decay", weight_decay, schedule_ok=False)
+    decay = weight_decay is not None and not is_zero(weight_decay)
+
+    def init_fn(params):
+        return KerasVariableStepState(
+            count=zero_count(),
+            slots=jax.tree.map(lambda p: init_slots(p, compute_dtype(p.dtype)), params))
+
+    def update_fn(updates, state, params=None):
+        require_params(params, name)
+        check_same_structure(updates, params, name)
+        lr_t = resolve(learning_rate, state.count)
+
+        def leaf(g, p, slots):
+            dt = compute_dtype(p.dtype)
+            lr = jnp.asarray(lr_t).astype(dt)
+            t = increment(state.count).astype(dt)
+            y = p.astype(dt)
+            if decay:
+                y = y - y * jnp.asarray(weight_decay, dt) * lr
+            new, slots = step(g.astype(dt), y, slots, lr, t)
+            return (new - p.astype(dt)).astype(g.dtype), tuple(s.astype(dt) for s in slots)
+
+        treedef = jax.tree.structure(updates)
+        out = [leaf(g, p, s) for g, p, s in zip(
+            treedef.flatten_up_to(updates), treedef.flatten_up_to(params),
+            treedef.flatten_up_to(state.slots))]
+        return (treedef.unflatten([o[0] for o in out]),
+                KerasVariableStepState(count=increment(state.count),
+                                       slots=treedef.unflatten([o[1] for o in out])))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _zeros_slots(n: int) -> Callable[[jax.Array, Any], tuple]:
+    return lambda p, dt: tuple(jnp.zeros(p.shape, dt) for _ in range(n))
+
+
+def lamb(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
+         epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
+         clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
+    """``keras.optimizers.Lamb`` (You et al. 2020)::
+
+        m_t = m + (g - m)(1 - b1),  v_t = v + (g^2 - v)(1 - b2)
+        r = (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
+        p = p - lr * (||p|| / ||r||) * r      (ratio 1 if either norm is 0)
+
+    Unlike the paper (and ``jaxopt_zoo.lamb``), Keras decays ``p <- p - lr * wd * p``
+    before the step instead of adding ``wd * p`` to ``r`` inside the trust ratio.
+    """
+    _check_betas(beta_1, beta_2, epsilon)
+
+    def step(g, p, slots, lr, t):
+        m, v = slots
+        m = m + (g - m) * (1 - beta_1)
+        v = v + (g * g - v) * (1 - beta_2)
+        r = (m / (1 - jnp.asarray(beta_1, g.dtype) ** t)) / (
+            jnp.sqrt(v / (1 - jnp.asarray(beta_2, g.dtype) ** t)) + epsilon)
+        w_norm = jnp.sqrt(jnp.sum(p * p))
+        r_norm = jnp.sqrt(jnp.sum(r * r))
+        ratio = jnp.where(w_norm > 0, jnp.where(r_norm > 0, w_norm / r_norm, 1.0), 1.0)
+        return p - ratio * lr * r, (m, v)
+
+    return _assemble([keras_variable_step("keras.lamb", _zeros_slots(2), step, learning_rate,
+                                          weight_decay)],
+                     learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+
+
+def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
+              epsilon_1: Any = 1e-30, epsilon_2: Any = 1e-3, clip_threshold: Any = 1.0,
+              relative_step: bool = True, weight_decay: Any = None, clipnorm: Any = None,
+              clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
+    """``keras.optimizers.Adafactor`` (Shazeer & Stern 2018), Keras' variant::
+
+        rho_t = min(lr, 1 / sqrt(t)),  alpha_t = max(epsilon_2, rms(p)) * rho_t
+        b_t = 1 - t^beta_2_decay,      G = g^2 + epsilon_1
+        R = b_t R + (1 - b_t) mean(G, -1),  C = b_t C + (1 - b_t) mean(G, -2)   (ndim >= 2)
+        V = (R / mean(R, -1))[..., None] * C[..., None, :]                       (ndim >= 2)
+        V = b_t V + (1 - b_t) G                                                  (ndim < 2)
+        U = g / sqrt(V);  p = p - alpha_t * U / max(1, rms(U) / clip_threshold)
+
+    Every mean (``rms``, ``R``, ``C``) is summed in float32 as Keras' ``ops.mean`` does,
+    also for float64 parameters. Keras always takes ``min(lr, 1 / sqrt(t))`` for ``rho_t``,
+    so ``relative_step``
+    (which only clips ``lr`` the same way first) changes nothing; it is accepted for
+    Keras' signature. There is no first moment (``jaxopt_zoo.adafactor`` follows optax).
+    """
+    check_nonneg("epsilon_1", epsilon_1, schedule_ok=False)
+    check_nonneg("epsilon_2", epsilon_2, schedule_ok=False)
+    check_scalar("clip_threshold", clip_threshold, low=0.0, low_open=True, schedule_ok=False)
+
+    def init_slots(p, dt):
+        if p.ndim < 2:
+            return (jnp.zeros(p.shape, dt),)
+        return (jnp.zeros(p.shape[:-1], dt), jnp.zeros(p.shape[:-2] + p.shape[-1:], dt),
+                jnp.zeros(p.shape, dt))
+
+    def mean(x, axis=None, keepdims=False):
+        # Keras' ops.mean on the JAX backend sums in result_type(x, float32), which Keras'
+        # promotion makes float32 even for float64 x: its float64 means are float32-exact
+        return jnp.mean(x, axis=axis, keepdims=keepdims, dtype=jnp.float32).astype(x.dtype)
+
+    def rms(x):
+        return jnp.sqrt(mean(x * x)) if x.size else jnp.zeros([], x.dtype)
+
+    def step(g, p, slots, lr, t):
+        rho = jnp.minimum(lr, 1 / jnp.sqrt(t))
+        alpha = jnp.maximum(jnp.asarray(epsilon_2, g.dtype), rms(p)) * rho
+        sq = g * g + epsilon_1
+        b = 1 - t ** beta_2_decay
+        if p.ndim >= 2:
+            r, c, _ = slots
+            r = b * r + (1 - b) * mean(sq, axis=-1)
+            c = b * c + (1 - b) * mean(sq, axis=-2)
+            v = (jnp.expand_dims(r / mean(r, axis=-1, keepdims=True), -1)
+                 * jnp.expand_dims(c, -2))
+            new_slots: tuple = (r, c, v)
+        else:
+            v = b * slots[0] + (1 - b) * sq
+            new_slots = (v,)
+        u = g / jnp.sqrt(v)
+        u_hat = u / jnp.maximum(1.0, rms(u) / clip_threshold)
+        return p - alpha * u_hat, new_slots
+
+    return _assemble([keras_variable_step("keras.adafactor", init_slots, step, learning_rate,
+                                          weight_decay)],
+                     learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+
+
+def ftrl(learning_rate: ScalarOrSchedule = 0.001, learning_rate_power: Any = -0.5,
+         initial_accumulator_value: Any = 0.1, l1_regularization_strength: Any = 0.0,
+         l2_regularization_strength: Any = 0.0,
+         l2_shrinkage_regularization_strength: Any = 0.0, beta: Any = 0.0,
+         weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
+         global_clipnorm: Any = None) -> GradientTransformation:
+    """``keras.optimizers.Ftrl`` (McMahan et al. 2013, FTRL-Proximal)::
+
+        l2 = l2_regularization_strength + beta / (2 lr),  n' = n + g^2
+        z = z + (g + 2 l2_shrinkage p) - (n'^-c - n^-c) / lr * p        (c = lr_power)
+        p = (clip(z, -l1, l1) - z) / (n'^-c / lr + 2 l2),  n = n'
+
+    The parameters are set in closed form from ``z`` and ``n``: the previous ``p`` enters
+    only through ``z``.
+    """
+    check_scalar("learning_rate_power", learning_rate_power, high=0.0, schedule_ok=False)
+    for k, v in (("initial_accumulator_value", initial_accumulator_value),
+                 ("l1_regularization_strength", l1_regularization_strength),
+                 ("l2_regularization_strength", l2_regularization_strength),
+                 ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength),
+                 ("beta", beta)):
+        check_nonneg(k, v, schedule_ok=False)
+    c = learning_rate_power
+    l1 = l1_regularization_strength
+
+    def init_slots(p, dt):
+        return (jnp.full(p.shape, initial_accumulator_value, dt), jnp.zeros(p.shape, dt))
+
+    def step(g, p, slots, lr, t):
+        n, z = slots
+        l2 = l2_regularization_strength + beta / (2.0 * lr)
+        n_new = n + g * g
+        z = z + (g + 2 * l2_shrinkage_regularization_strength * p) - (
+            (n_new ** (-c) - n ** (-c)) / lr) * p
+        quad = n_new ** (-c) / lr + 2 * l2
+        return (jnp.clip(z, -l1, l1) - z) / quad, (n_new, z)
+
+    return _assemble([keras_variable_step("keras.ftrl", init_slots, step, learning_rate,
+                                          weight_decay)],
+                     learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+
+
+def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025, beta_1: Any = 0.9,
+                        beta_2: Any = 0.999, epsilon: Any = 1e-8, warmup_steps: int = 0,
+                        weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
+                        global_clipnorm: Any = None) -> GradientTransformation:
+    """``keras.optimizers.ScheduleFreeAdamW`` (Defazio et al. 2024), Keras' variant.
+
+    The parameters are ``y``; the state holds ``z`` (starts at the parameters) and ``v``::
+
+        lr_t = lr * min(t / warmup_steps, 1)                    (if warmup_steps > 0)
+        v = v + (g^2 - v)(1 - b2);  z_new = z - lr_t g / (sqrt(v / (1 - b2^t)) + eps)
+        x = (y - (1 - b1) z) / b1                              (x recovered from y and z)
+        x = (1 - 1/t) x + (1/t) z_new;  y = (1 - b1) z_new + b1 x
+
+    Differences from the authors' ``schedulefree`` (and the native schedule-free):
+    uniform averaging weight ``1/t`` (no ``lr^weight_lr_power`` weighting), the warm-up
+    scales ``lr`` linearly from ``1/warmup_steps``, the gradient is taken at ``y`` with
+    Keras' weight decay applied to ``y`` before the step, and ``x`` is recovered from ``y``
+    by division by ``b1`` (``b1 > 0`` needed). There is no separate evaluation point:
+    ``x = (y - (1 - b1) z) / b1``.
+    """
+    check_scalar("beta_1", beta_1, low=0.0, high=1.0, low_open=True, high_open=True,
+                 schedule_ok=False)
+    check_decay("beta_2", beta_2, schedule_ok=False)
+    check_nonneg("epsilon", epsilon, schedule_ok=False)
+    w = check_int("warmup_steps", warmup_steps, low=0)
+
+    def step(g, y, slots, lr, t):
+        z, v = slots
+        if w > 0:
+            lr = lr * jnp.minimum(t / w, 1.0)
+        v = v + (g * g - v) * (1 - beta_2)
+        denom = jnp.sqrt(v / (1 - jnp.asarray(beta_2, g.dtype) ** t)) + epsilon
+        z_new = z - lr * g / denom
+        weight = 1.0 / t
+        x = (y - (1 - beta_1) * z) / beta_1
+        x = (1 - weight) * x + weight * z_new
+        return (1 - beta_1) * z_new + beta_1 * x, (z_new, v)
+
+    return _assemble([keras_variable_step(
+        "keras.schedule_free_adamw", lambda p, dt: (p.astype(dt), jnp.zeros(p.shape, dt)),
+        step, learning_rate, weight_decay)],
+        learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+
+
+_OPTIMIZERS.update({"adafactor": adafactor, "ftrl": ftrl, "lamb": lamb,
+                    "schedule_free_adamw": schedule_free_adamw})
+__all__ += ["KerasVariableStepState", "adafactor", "ftrl", "keras_variable_step", "lamb",
+            "schedule_free_adamw"]

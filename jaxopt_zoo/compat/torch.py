@@ -31,28 +31,28 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
-    check_betas,
-    is_zero,
     GradientTransformation,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     bias_correction,
     chain,
+    check_betas,
     check_decay,
     check_nonneg,
     check_same_structure,
     compute_dtype,
     increment,
     is_concrete_scalar,
+    is_zero,
     resolve,
     scalar_dtype,
     zero_count,
 )
+from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adadelta import scale_by_adadelta
 from jaxopt_zoo.optim.adagrad import scale_by_rss
 from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, scale_by_adam
 from jaxopt_zoo.optim.adamax import scale_by_adamax
-from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
 from jaxopt_zoo.transforms.learning_rate import scale, scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace

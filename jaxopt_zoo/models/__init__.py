@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
 import flax.linen as nn
 
+import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
 from jaxopt_zoo.models import nnx_models
 from jaxopt_zoo.models.adapter import NNXModel, as_linen_like
 from jaxopt_zoo.models.cnn import CNN, max_pool_2x2

@@ -25,6 +25,7 @@ from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
 from jaxopt_zoo.optim.radam import radam, scale_by_radam
 from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
 from jaxopt_zoo.optim.sgd import sgd
+from jaxopt_zoo.optim.soap import ScaleBySoapState, decay_after_step, scale_by_soap, soap
 from jaxopt_zoo.optim.yogi import scale_by_yogi, yogi
 
 __all__ = [
@@ -64,5 +65,9 @@ __all__ = [
     "ScaleByRssState",
     "ScaleByStddevState",
     "sgd",
+    "soap",
+    "scale_by_soap",
+    "ScaleBySoapState",
+    "decay_after_step",
     "yogi",
 ]

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
-    is_zero,
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
     chain,
+    is_zero,
     stat_dtype,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate

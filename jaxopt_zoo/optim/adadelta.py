@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
-    is_zero,
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
@@ -17,6 +16,7 @@ from jaxopt_zoo.core import (
     check_nonneg,
     check_same_structure,
     ema_update,
+    is_zero,
     stat_dtype,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate

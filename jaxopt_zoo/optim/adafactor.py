@@ -15,13 +15,13 @@ from jaxopt_zoo.core import (
     ScalarOrSchedule,
     abs_sq,
     abs_sq_in,
-    stat_dtype,
     chain,
     check_int,
     check_nonneg,
     check_same_structure,
     increment,
     require_params,
+    stat_dtype,
     zero_count,
 )
 from jaxopt_zoo.transforms.clipping import clip_by_block_rms

@@ -7,18 +7,18 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo import native
 from jaxopt_zoo.core import (
-    check_betas,
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
-    ema_update,
     bias_correction,
+    check_betas,
     check_same_structure,
+    ema_update,
     increment,
     zero_count,
 )
-from jaxopt_zoo import native
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 
 

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -16,7 +17,6 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
-from jaxopt_zoo import native
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import check_betas
 

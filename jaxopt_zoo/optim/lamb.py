@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxopt_zoo.core import is_zero, GradientTransformation, MaskOrFn, ScalarOrSchedule, chain
+from jaxopt_zoo.core import GradientTransformation, MaskOrFn, ScalarOrSchedule, chain, is_zero
 from jaxopt_zoo.optim.adam import scale_by_adam
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.masking import masked

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
@@ -17,7 +18,6 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
-from jaxopt_zoo import native
 from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 
 

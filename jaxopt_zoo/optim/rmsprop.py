@@ -9,7 +9,6 @@ import jax.numpy as jnp
 
 from jaxopt_zoo import native
 from jaxopt_zoo.core import (
-    is_zero,
     GradientTransformation,
     ScalarOrSchedule,
     abs_sq_in,
@@ -20,8 +19,9 @@ from jaxopt_zoo.core import (
     check_same_structure,
     ema_update,
     increment,
-    zero_count,
+    is_zero,
     stat_dtype,
+    zero_count,
 )
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace

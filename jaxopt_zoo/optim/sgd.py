@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from jaxopt_zoo.core import is_zero, GradientTransformation, ScalarOrSchedule, chain, check_nonneg
+from jaxopt_zoo.core import GradientTransformation, ScalarOrSchedule, chain, check_nonneg, is_zero
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights

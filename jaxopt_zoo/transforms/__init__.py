@@ -15,8 +15,10 @@ from jaxopt_zoo.transforms.learning_rate import (
     scale_by_learning_rate,
     scale_by_schedule,
 )
+from jaxopt_zoo.transforms.lookahead import LookaheadState, lookahead
 from jaxopt_zoo.transforms.masking import MaskedState, PartitionState, masked, partition
 from jaxopt_zoo.transforms.momentum import EmaState, TraceState, ema, trace
+from jaxopt_zoo.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from jaxopt_zoo.transforms.sam import SamState, sam, sam_gradient, sam_perturbation
 from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights, add_l2_regularization
@@ -33,6 +35,8 @@ __all__ = [
     "ema_weights",
     "EmaState",
     "EmaWeightsState",
+    "lookahead",
+    "LookaheadState",
     "masked",
     "MaskedState",
     "partition",
@@ -41,6 +45,8 @@ __all__ = [
     "sam_gradient",
     "sam_perturbation",
     "SamState",
+    "reduce_on_plateau",
+    "ReduceOnPlateauState",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",

@@ -19,11 +19,12 @@ from jaxopt_zoo.core import (
     MaskOrFn,
     check_nonneg,
     check_same_structure,
+    increment,
     require_params,
     resolve,
+    zero_count,
 )
 from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState
-from jaxopt_zoo.core import increment, zero_count
 from jaxopt_zoo.transforms.masking import masked
 
 
