@@ -14,6 +14,22 @@ from jaxopt_zoo.core import (
     identity,
 )
 from jaxopt_zoo.optim import (
+    ademamix,
+    adopt,
+    mars,
+    prodigy,
+    ProdigyState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+    scale_by_ademamix,
+    scale_by_adopt,
+    scale_by_mars,
+    ScaleByAdemamixState,
+    ScaleByAdoptState,
+    ScaleByMarsState,
+    ScheduleFreeState,
     FactoredState,
     ScaleByAdaDeltaState,
     ScaleByAdamState,
@@ -55,6 +71,8 @@ from jaxopt_zoo.optim import (
 from jaxopt_zoo.fused import FlatParams, NotFusableError, check_fusable, fuse, fused_apply
 from jaxopt_zoo.registry import available, entry, get
 from jaxopt_zoo.transforms import (
+    cautious,
+    cautious_mask,
     EmaState,
     MaskedState,
     PartitionState,
@@ -79,6 +97,24 @@ from jaxopt_zoo.transforms import (
 )
 
 __all__ = [
+    "ademamix",
+    "adopt",
+    "mars",
+    "prodigy",
+    "ProdigyState",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
+    "scale_by_ademamix",
+    "scale_by_adopt",
+    "scale_by_mars",
+    "ScaleByAdemamixState",
+    "ScaleByAdoptState",
+    "ScaleByMarsState",
+    "ScheduleFreeState",
+    "cautious",
+    "cautious_mask",
     "fused_apply",
     "fuse",
     "check_fusable",

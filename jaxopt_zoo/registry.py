@@ -149,6 +149,28 @@ register("adafactor", _o.adafactor, default_lr=1e-2, paper="Shazeer & Stern 2018
          blocks="scale_by_factored_rms -> clip_by_block_rms -> scale_by_learning_rate -> "
                 "scale_by_param_block_rms", verified=_OPTAX)
 
+# Optimizers of 2024, each verified against its authors' code and the other references.
+_SF = ("schedulefree", "optax.contrib")
+register("schedule_free_sgd", _o.schedule_free_sgd, default_lr=None,
+         paper="Defazio et al. 2024",
+         blocks="schedule_free(add_decayed_weights -> scale_by_learning_rate)", verified=_SF)
+register("schedule_free_adamw", _o.schedule_free_adamw, default_lr=None,
+         paper="Defazio et al. 2024",
+         blocks="schedule_free(scale_by_rms -> add_decayed_weights -> scale_by_learning_rate)",
+         verified=_SF)
+register("prodigy", _o.prodigy, default_lr=None, paper="Mishchenko & Defazio 2024",
+         blocks="prodigy (one block: d*lr enters the estimate of d)",
+         verified=("prodigyopt", "optax.contrib"))
+register("adopt", _o.adopt, default_lr=1e-3, paper="Taniguchi et al. 2024",
+         blocks="scale_by_adopt -> add_decayed_weights -> scale_by_learning_rate",
+         verified=("pytorch_optimizer", "optax.contrib"))
+register("mars", _o.mars, default_lr=None, paper="Yuan et al. 2024",
+         blocks="scale_by_mars -> partition(add_decayed_weights -> scale_by_learning_rate)",
+         verified=("pytorch_optimizer",))
+register("ademamix", _o.ademamix, default_lr=1e-3, paper="Pagliardini et al. 2024",
+         blocks="scale_by_ademamix -> add_decayed_weights -> scale_by_learning_rate",
+         verified=("pytorch_optimizer", "optax.contrib"))
+
 # The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
 from jaxopt_zoo.compat import keras as _keras  # noqa: E402
 from jaxopt_zoo.compat import torch as _torch  # noqa: E402

@@ -41,6 +41,12 @@ TABLE = {
     "lamb": dict(kw=dict(learning_rate=0.02)),
     "lars": dict(kw=dict(learning_rate=1.0, trust_coefficient=0.01)),
     "adafactor": dict(kw=dict(learning_rate=0.05, multiply_by_parameter_scale=False)),
+    "schedule_free_sgd": dict(kw=dict(learning_rate=0.007)),
+    "schedule_free_adamw": dict(kw=dict(learning_rate=0.05)),
+    "prodigy": dict(kw=dict(learning_rate=1.0)),
+    "adopt": dict(kw=dict(learning_rate=0.05)),
+    "mars": dict(kw=dict(learning_rate=0.01)),
+    "ademamix": dict(kw=dict(learning_rate=0.05)),
 }
 STEPS = 3000
 
