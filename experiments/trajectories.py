@@ -80,6 +80,8 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "momentum": 0.001, "nadam": 0.03, "nadamw": 0.03, "nesterov": 0.001, "radam": 0.01,
         "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.001,
         "yogi": 0.1,
+        "schedule_free_sgd": 0.01, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 1,
+        "mars": 0.01, "ademamix": 0.03,
     },
     "beale": {
         "adabelief": 0.03, "adadelta": 1, "adafactor": 0.01, "adagrad": 0.3, "adam": 0.03,
@@ -87,6 +89,8 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "lion": 0.003, "momentum": 0.001, "nadam": 0.03, "nadamw": 0.03, "nesterov": 0.001,
         "radam": 0.01, "rmsprop": 0.01, "rmsprop_centered": 0.0003, "rmsprop_nesterov": 0.001,
         "sgd": 0.01, "yogi": 0.03,
+        "schedule_free_sgd": 0.003, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 0.3,
+        "mars": 0.01, "ademamix": 0.3,
     },
     "saddle": {
         "adabelief": 0.003, "adadelta": 0.1, "adafactor": 0.01, "adagrad": 0.03, "adam": 0.01,
@@ -94,6 +98,8 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "momentum": 0.003, "nadam": 0.01, "nadamw": 0.01, "nesterov": 0.003, "radam": 0.03,
         "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.03,
         "yogi": 0.01,
+        "schedule_free_sgd": 0.1, "schedule_free_adamw": 0.01, "prodigy": 0.03, "adopt": 0.003,
+        "mars": 0.01, "ademamix": 0.01,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

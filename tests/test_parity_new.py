@@ -169,6 +169,10 @@ def c_adopt(**kw):
 
 
 # (id, ours, torch reference or None, optax reference or None, options, float32 too)
+# float32 runs once or twice per family. Prodigy's estimate of d is sensitive to rounding:
+# on this problem its own float32 and float64 paths differ by 6% (ours and prodigyopt's
+# alike), so float32 parity holds only where the summation order happens to agree
+# (prodigy: 1.8e-6; prodigy-options: 3e-5, checked in float64 only).
 # options: "eval" (compare the evaluation point too), "exact" (MARS grad_fn / hook)
 CASES = [
     # schedule-free: the authors' package
@@ -180,7 +184,7 @@ CASES = [
                                              weight_decay=0.05, weight_lr_power=1.0, r=1.0),
      None, {"eval"}, False),
     ("sf-adamw", lambda: jz.schedule_free_adamw(0.02),
-     lambda ps: schedulefree.AdamWScheduleFree(ps, lr=0.02), None, {"eval"}, True),
+     lambda ps: schedulefree.AdamWScheduleFree(ps, lr=0.02), None, {"eval"}, False),
     ("sf-adamw-warmup-wd-r", lambda: jz.schedule_free_adamw(
         0.05, warmup_steps=20, b1=0.95, b2=0.99, eps=1e-6, weight_decay=0.1, r=0.5),
      lambda ps: schedulefree.AdamWScheduleFree(ps, lr=0.05, warmup_steps=20, betas=(0.95, 0.99),
@@ -198,7 +202,7 @@ CASES = [
     ("sf-adamw-optax", lambda: jz.schedule_free_adamw(0.05, warmup_steps=20, b2=0.99,
                                                       weight_decay=0.1, optax_warmup=True),
      None, lambda: optax.contrib.schedule_free_adamw(0.05, warmup_steps=20, b2=0.99,
-                                                     weight_decay=0.1), {"eval"}, True),
+                                                     weight_decay=0.1), {"eval"}, False),
     ("sf-adamw-optax-nowarmup", lambda: jz.schedule_free_adamw(0.05, weight_lr_power=1.0),
      None, lambda: optax.contrib.schedule_free_adamw(0.05, weight_lr_power=1.0), {"eval"},
      False),
@@ -211,7 +215,7 @@ CASES = [
      lambda ps: prodigyopt.Prodigy(ps, lr=0.5, betas=(0.8, 0.99), beta3=0.95, eps=1e-6,
                                    d0=1e-4, d_coef=2.0, weight_decay=0.1, safeguard_warmup=True,
                                    use_bias_correction=True, growth_rate=1.05),
-     None, set(), True),
+     None, set(), False),
     ("prodigy-coupled", lambda: jz.prodigy(weight_decay=0.05, decouple=False),
      lambda ps: prodigyopt.Prodigy(ps, weight_decay=0.05, decouple=False), None, set(), False),
     ("prodigy-b1-0", lambda: jz.prodigy(betas=(0.0, 0.999)),
@@ -231,13 +235,13 @@ CASES = [
     ("adopt-coupled", lambda: jz.chain(jz.add_l2_regularization(0.1), jz.adopt(0.01)),
      lambda ps: po.ADOPT(ps, lr=0.01, weight_decay=0.1), None, set(), False),
     ("adopt-optax", lambda: jz.adopt(0.01, clip_step_offset=0), None,
-     lambda: optax.contrib.adopt(0.01), set(), True),
+     lambda: optax.contrib.adopt(0.01), set(), False),
     ("adopt-optax-nesterov", lambda: jz.adopt(0.01, b1=0.8, clip_step_offset=0, nesterov=True),
      None, lambda: optax.contrib.adopt(0.01, b1=0.8, nesterov=True), set(), False),
     ("adopt-optax-noclip", lambda: jz.adopt(0.01, use_clipping=False), None,
      lambda: optax.contrib.adopt(0.01, use_clipping=False), set(), False),
     # MARS: pytorch_optimizer (approximate; exact through the hook)
-    ("mars", lambda: jz.mars(), lambda ps: po.MARS(ps), None, set(), True),
+    ("mars", lambda: jz.mars(), lambda ps: po.MARS(ps), None, set(), False),
     ("mars-options", lambda: jz.mars(0.01, b1=0.9, b2=0.98, gamma=0.05, weight_decay=0.1,
                                      learning_rate_1d=0.02, b1_1d=0.8, b2_1d=0.9,
                                      weight_decay_1d=0.05),
@@ -253,7 +257,7 @@ CASES = [
      lambda ps: po.MARS(ps, lr=0.01, gamma=0.1, lr_1d=0.01), None, {"exact"}, True),
     # AdEMAMix: pytorch_optimizer and optax.contrib
     ("ademamix", lambda: jz.ademamix(0.01), lambda ps: po.AdEMAMix(ps, lr=0.01), None, set(),
-     True),
+     False),
     ("ademamix-warmup-wd", lambda: jz.ademamix(0.01, b3=0.999, alpha=8.0, weight_decay=0.1,
                                                alpha_warmup_steps=50, b3_warmup_steps=50),
      lambda ps: po.AdEMAMix(ps, lr=0.01, betas=(0.9, 0.999, 0.999), alpha=8.0,
@@ -262,7 +266,7 @@ CASES = [
     ("ademamix-optax", lambda: jz.ademamix(0.01, b1=0.8, b3=0.99, alpha=3.0, eps_root=1e-10,
                                            weight_decay=0.05),
      None, lambda: optax.contrib.ademamix(0.01, b1=0.8, b3=0.99, alpha=3.0, eps_root=1e-10,
-                                          weight_decay=0.05), set(), True),
+                                          weight_decay=0.05), set(), False),
     ("ademamix-optax-warmup", lambda: jz.ademamix(0.01, b3=0.999, alpha_warmup_steps=40,
                                                   b3_warmup_steps=60),
      None, lambda: optax.contrib.ademamix(

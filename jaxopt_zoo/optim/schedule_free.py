@@ -97,13 +97,13 @@ def schedule_free(
             steps, base_state = base_optimizer.update(updates, state.base_optimizer_state,
                                                       params)
 
-        def leaf(y, z, dz):
+        def leaf(y, z, dz, g):
             # y' = y + c (z - y) + (1 - b1 (1 - c)) dz  with  z' = z + dz  (the authors' form)
             c = ck.astype(z.real.dtype)
             step = c * (z - y.astype(z.dtype)) + (1 - b1 * (1 - c)) * dz.astype(z.dtype)
-            return step.astype(y.dtype)
+            return step.astype(g.dtype)
 
-        out = jax.tree.map(leaf, params, state.z, steps)
+        out = jax.tree.map(leaf, params, state.z, steps, updates)
         z = jax.tree.map(lambda z, dz: (z + dz.astype(z.dtype)).astype(z.dtype), state.z, steps)
         return out, ScheduleFreeState(count=increment(k), b1=state.b1, weight_sum=weight_sum,
                                       lr_max=lr_max, z=z, base_optimizer_state=base_state)
