@@ -38,7 +38,8 @@ disagreement is asserted in ``test_references_disagree``):
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -131,7 +132,7 @@ def torch_run(make: Callable[[list], Any], *, eval_point: bool = False,
             opt.eval()
             xs.append([p.detach().numpy().copy() for p in params])
             opt.train()
-    stack = lambda rows: {k: np.stack([r[i] for r in rows]) for i, k in enumerate(SHAPES)}  # noqa: E731
+    stack = lambda rows: {k: np.stack([r[i] for r in rows]) for i, k in enumerate(SHAPES)}
     return stack(ys), (stack(xs) if eval_point else None)
 
 
@@ -339,7 +340,7 @@ def test_schedule_free_eval_params_finds_the_state_in_a_chain():
     u, state = tx.update({"w": jnp.array([1.0, -2.0, 0.5])}, state, params)
     p = optax.apply_updates(params, u)
     x = jz.schedule_free_eval_params(state, p)
-    sf = [s for s in state if isinstance(s, jz.ScheduleFreeState)][0]
+    sf = next(s for s in state if isinstance(s, jz.ScheduleFreeState))
     np.testing.assert_allclose(x["w"], (p["w"] - 0.1 * sf.z["w"]) / 0.9, rtol=1e-6)
     with pytest.raises(ValueError, match="expected one ScheduleFreeState"):
         jz.schedule_free_eval_params(jz.adam(0.1).init(params), params)

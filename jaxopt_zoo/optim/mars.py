@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -107,13 +108,14 @@ def scale_by_mars(
             return out.astype(g.dtype), m, v
 
         res = jax.tree.map(leaf, updates, state.mu, state.nu, prev_grads)
-        treedef = jax.tree.structure(updates)
-        outs, mus, nus = zip(*treedef.flatten_up_to(res)) if treedef.num_leaves else ((), (), ())
+        if jax.tree.leaves(updates):
+            outs, mus, nus = jax.tree.transpose(jax.tree.structure(updates),
+                                                jax.tree.structure((0, 0, 0)), res)
+        else:  # an empty tree: nothing to transpose
+            outs, mus, nus = updates, state.mu, state.nu
         last = jax.tree.map(jnp.array, params) if exact else updates
         last = jax.tree.map(lambda x, y: x.astype(y.dtype), last, state.last)
-        return treedef.unflatten(outs), ScaleByMarsState(
-            count=increment(state.count), mu=treedef.unflatten(mus), nu=treedef.unflatten(nus),
-            last=last)
+        return outs, ScaleByMarsState(count=increment(state.count), mu=mus, nu=nus, last=last)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -195,6 +197,6 @@ def mars(
     if optimize_1d:
         return chain(scaler, tail(learning_rate, weight_decay))
     lr_1d = learning_rate if learning_rate_1d is None else learning_rate_1d
-    labels = lambda p: jax.tree.map(lambda x: "mars" if jnp.ndim(x) >= 2 else "adamw", p)  # noqa: E731
+    labels = lambda p: jax.tree.map(lambda x: "mars" if jnp.ndim(x) >= 2 else "adamw", p)
     return chain(scaler, partition({"mars": tail(learning_rate, weight_decay),
                                     "adamw": tail(lr_1d, weight_decay_1d)}, labels))

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
+    abs_sq_in,
     check_decay,
     check_nonneg,
     check_same_structure,
     check_scalar,
-    abs_sq_in,
     increment,
     is_zero,
     require_params,
@@ -125,7 +125,7 @@ def prodigy(
 
     def init_fn(params):
         dt = scalar_dtype(params)
-        wide = lambda p: jnp.zeros(p.shape, _wide(p.dtype))  # noqa: E731
+        wide = lambda p: jnp.zeros(p.shape, _wide(p.dtype))
         return ProdigyState(
             exp_avg=jax.tree.map(wide, params) if use_m else (),
             exp_avg_sq=jax.tree.map(lambda p: jnp.zeros(p.shape, stat_dtype(p.dtype)), params),

@@ -3,7 +3,7 @@ momentum and a decaying schedule."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ class ScheduleFreeState(NamedTuple):
     base_optimizer_state: Any
 
 
-def _z_dtype(dtype: Any, state_dtype: Optional[Any]) -> Any:
+def _z_dtype(dtype: Any, state_dtype: Any | None) -> Any:
     """``z`` in ``state_dtype``, else in the parameter's dtype widened to float32 for
     float16/bfloat16 (``y - x`` is a small difference of two nearby iterates)."""
     if state_dtype is not None:
@@ -55,7 +55,7 @@ def schedule_free(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
     weight_lr_power: Any = 2.0,
-    state_dtype: Optional[Any] = None,
+    state_dtype: Any | None = None,
     *,
     r: Any = 0.0,
     weight_lr_ahead: bool = False,
@@ -133,8 +133,8 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     return jax.tree.map(leaf, params, sf.z)
 
 
-def _warmed(learning_rate: ScalarOrSchedule, warmup_steps: Optional[int], from_zero: bool,
-            b2: Optional[Any] = None) -> ScalarOrSchedule:
+def _warmed(learning_rate: ScalarOrSchedule, warmup_steps: int | None, from_zero: bool,
+            b2: Any | None = None) -> ScalarOrSchedule:
     """``lr(t) * min((t + 1) / warmup_steps, 1)`` (the authors'; ``from_zero``: ``t /
     warmup_steps``, optax's ``warmup_constant_schedule``), times ``sqrt(1 - b2^(t+1))`` when
     ``b2`` is given."""
@@ -154,17 +154,17 @@ def _warmed(learning_rate: ScalarOrSchedule, warmup_steps: Optional[int], from_z
     return schedule
 
 
-def _check_warmup(warmup_steps: Optional[int]) -> Optional[int]:
+def _check_warmup(warmup_steps: int | None) -> int | None:
     return None if warmup_steps is None else check_int("warmup_steps", warmup_steps, low=1)
 
 
 def schedule_free_sgd(
     learning_rate: ScalarOrSchedule = 1.0,
-    warmup_steps: Optional[int] = None,
+    warmup_steps: int | None = None,
     b1: Any = 0.9,
     weight_decay: Any = 0.0,
     weight_lr_power: Any = 2.0,
-    state_dtype: Optional[Any] = None,
+    state_dtype: Any | None = None,
     *,
     r: Any = 0.0,
     mask: MaskOrFn = None,
@@ -187,13 +187,13 @@ def schedule_free_sgd(
 
 def schedule_free_adamw(
     learning_rate: ScalarOrSchedule = 0.0025,
-    warmup_steps: Optional[int] = None,
+    warmup_steps: int | None = None,
     b1: Any = 0.9,
     b2: Any = 0.999,
     eps: Any = 1e-8,
     weight_decay: Any = 0.0,
     weight_lr_power: Any = 2.0,
-    state_dtype: Optional[Any] = None,
+    state_dtype: Any | None = None,
     *,
     r: Any = 0.0,
     mask: MaskOrFn = None,
