@@ -157,7 +157,7 @@ register("schedule_free_sgd", _o.schedule_free_sgd, default_lr=None,
 register("schedule_free_adamw", _o.schedule_free_adamw, default_lr=None,
          paper="Defazio et al. 2024",
          blocks="schedule_free(scale_by_rms -> add_decayed_weights -> scale_by_learning_rate)",
-         verified=_SF)
+         verified=_SF + ("keras",))
 register("prodigy", _o.prodigy, default_lr=None, paper="Mishchenko & Defazio 2024",
          blocks="prodigy (one block: d*lr enters the estimate of d)",
          verified=("prodigyopt", "optax.contrib"))

