@@ -21,6 +21,8 @@ disagreement is asserted in ``test_references_disagree``):
   ``keras.optimizers.ScheduleFreeAdamW`` averages uniformly, ``c_t = 1/t``
   (``weight_lr_power=0``, a departure from the paper's ``lr^2`` weights), and applies Keras'
   generic weight decay to ``y`` outside ``z``.
+  Weight decay is taken at ``y`` (the gradient point) by the package, optax and the paper;
+  the package's ``AdamWScheduleFreeReference`` can take it at ``z`` (``decay_at_z=True``).
 - Prodigy (``prodigyopt`` 1.1.2 vs ``optax.contrib``): optax always applies Adam's bias
   correction to ``d * lr``, the authors' default is ``use_bias_correction=False``
   (``bias_correction=True`` reproduces optax). The
@@ -202,6 +204,15 @@ CASES = [
                                                       bias_correct_lr=True),
      lambda ps: schedulefree.AdamWScheduleFreePaper(ps, lr=0.05, warmup_steps=5,
                                                     weight_decay=0.01), None, {"eval"}, False),
+    ("sf-adamw-reference-decay-at-y", lambda: jz.schedule_free_adamw(0.05, warmup_steps=5,
+                                                                     weight_decay=0.2),
+     lambda ps: schedulefree.AdamWScheduleFreeReference(ps, lr=0.05, warmup_steps=5,
+                                                        weight_decay=0.2), None, {"eval"}, False),
+    ("sf-adamw-reference-decay-at-z", lambda: jz.schedule_free_adamw(
+        0.05, warmup_steps=5, weight_decay=0.2, decay_at_z=True),
+     lambda ps: schedulefree.AdamWScheduleFreeReference(ps, lr=0.05, warmup_steps=5,
+                                                        weight_decay=0.2, decay_at_z=True),
+     None, {"eval"}, False),
     # schedule-free: optax.contrib through optax_warmup
     ("sf-sgd-optax", lambda: jz.schedule_free_sgd(0.2, warmup_steps=10, weight_decay=0.05,
                                                   optax_warmup=True),
@@ -323,6 +334,8 @@ DISAGREE = [
      lambda: jz.schedule_free_adamw(0.05, warmup_steps=20, optax_warmup=True), 1e-2),
     ("sf-adamw-paper", lambda: jz.schedule_free_adamw(0.05),
      lambda: jz.schedule_free_adamw(0.05, bias_correct_lr=True), 1e-2),
+    ("sf-adamw-decay-at-z", lambda: jz.schedule_free_adamw(0.05, weight_decay=0.2),
+     lambda: jz.schedule_free_adamw(0.05, weight_decay=0.2, decay_at_z=True), 1e-3),
     ("prodigy", lambda: jz.prodigy(), lambda: jz.prodigy(bias_correction=True), 1e-1),
     ("adopt", lambda: jz.adopt(0.01), lambda: jz.adopt(0.01, clip_step_offset=0), 1e-4),
 ]

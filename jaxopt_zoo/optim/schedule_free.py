@@ -59,6 +59,7 @@ def schedule_free(
     *,
     r: Any = 0.0,
     weight_lr_ahead: bool = False,
+    weight_decay_at_z: Any = 0.0,
 ) -> GradientTransformationExtraArgs:
     """Make ``base_optimizer`` schedule-free; its updates are the steps of ``z``.
 
@@ -66,12 +67,16 @@ def schedule_free(
     it only enters the averaging weights ``c_t``. ``weight_lr_ahead`` evaluates it one step
     ahead (``lr(t + 1)``), as ``optax.contrib.schedule_free`` does (its weights count from 1
     while its base optimizer counts from 0). Turn off the base optimizer's momentum.
-    The equations are in :func:`schedule_free_adamw`.
+    ``weight_decay_at_z`` adds ``-lr_t * weight_decay_at_z * z_t`` to the ``z`` step (decay
+    taken at ``z``, not at the gradient point ``y``). The equations are in
+    :func:`schedule_free_adamw`.
     """
     check_scalar("b1", b1, low=0.0, high=1.0, low_open=True, high_open=True, schedule_ok=False)
     check_nonneg("weight_lr_power", weight_lr_power, schedule_ok=False)
     check_nonneg("r", r, schedule_ok=False)
     check_nonneg("learning_rate", learning_rate)
+    check_nonneg("weight_decay_at_z", weight_decay_at_z, schedule_ok=False)
+    decay_z = not is_zero(weight_decay_at_z)
     extra_ok = isinstance(base_optimizer, GradientTransformationExtraArgs)
 
     def init_fn(params):
@@ -96,6 +101,12 @@ def schedule_free(
         else:
             steps, base_state = base_optimizer.update(updates, state.base_optimizer_state,
                                                       params)
+
+        if decay_z:
+            lr_z = jnp.asarray(resolve(learning_rate, k), dt)
+            steps = jax.tree.map(
+                lambda dz, z: dz - (lr_z * weight_decay_at_z).astype(z.real.dtype)
+                * z.astype(dz.dtype), steps, state.z)
 
         def leaf(y, z, dz, g):
             # y' = y + c (z - y) + (1 - b1 (1 - c)) dz  with  z' = z + dz  (the authors' form)
@@ -199,6 +210,7 @@ def schedule_free_adamw(
     mask: MaskOrFn = None,
     optax_warmup: bool = False,
     bias_correct_lr: bool = False,
+    decay_at_z: bool = False,
 ) -> GradientTransformationExtraArgs:
     r"""Schedule-free AdamW (Defazio et al. 2024, "The Road Less Scheduled",
     https://arxiv.org/abs/2405.15682).
@@ -230,6 +242,9 @@ def schedule_free_adamw(
         ``sqrt(1 - b2^(t+1))`` (so the averaging weights grow with it) and ``d_t =
         g_t / (sqrt(v_t) + eps)``.
 
+      decay_at_z: take the weight decay at ``z`` (``d_t += weight_decay * z_t``), as
+        ``schedulefree.AdamWScheduleFreeReference(decay_at_z=True)``; no ``mask`` then.
+
     Returns:
       ``schedule_free(chain(scale_by_rms, add_decayed_weights, scale_by_learning_rate))``.
 
@@ -244,7 +259,7 @@ def schedule_free_adamw(
     Verified against ``schedulefree.AdamWScheduleFree`` 1.4.1 (``y`` and ``x``), whose
     ``foreach`` and per-tensor paths are this update; the package's older releases and
     ``AdamWScheduleFreePaper`` bias-correct the learning rate instead (``bias_correct_lr``).
-    Its ``AdamWScheduleFreeReference`` can also decay at ``z`` (not offered here).
+    Its ``AdamWScheduleFreeReference`` can also decay at ``z`` (``decay_at_z``).
     ``keras.optimizers.ScheduleFreeAdamW`` averages uniformly (``c_t = 1 / t``): it is
     ``weight_lr_power=0`` here, without weight decay (Keras' generic decay shrinks ``y``
     directly, outside ``z``; the paper puts it in the ``z`` step).
@@ -253,10 +268,14 @@ def schedule_free_adamw(
     check_nonneg("eps", eps, schedule_ok=False)
     warmup_steps = _check_warmup(warmup_steps)
     lr = _warmed(learning_rate, warmup_steps, optax_warmup, b2 if bias_correct_lr else None)
+    if decay_at_z and mask is not None:
+        raise ValueError("schedule_free_adamw: decay_at_z=True decays every leaf; a mask is "
+                         "only supported with the decay at y (decay_at_z=False).")
     parts = [scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction_=not bias_correct_lr)]
-    if not is_zero(weight_decay):
+    if not is_zero(weight_decay) and not decay_at_z:
         parts.append(add_decayed_weights(weight_decay, mask))
     base = chain(*parts, scale_by_learning_rate(lr))
     return schedule_free(base, lr, b1, weight_lr_power, state_dtype, r=r,
-                         weight_lr_ahead=optax_warmup)
+                         weight_lr_ahead=optax_warmup,
+                         weight_decay_at_z=weight_decay if decay_at_z else 0.0)
 
