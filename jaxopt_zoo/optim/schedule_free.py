@@ -173,7 +173,7 @@ def schedule_free_sgd(
     learning_rate: ScalarOrSchedule = 1.0,
     warmup_steps: int | None = None,
     b1: Any = 0.9,
-    weight_decay: Any = 0.0,
+    weight_decay: Any | None = 0.0,
     weight_lr_power: Any = 2.0,
     state_dtype: Any | None = None,
     *,
@@ -189,6 +189,7 @@ def schedule_free_sgd(
     ``optax.contrib.schedule_free_sgd``. The defaults are the authors' (``lr=1.0``).
     """
     warmup_steps = _check_warmup(warmup_steps)
+    weight_decay = 0.0 if weight_decay is None else weight_decay  # optax's "no decay"
     lr = _warmed(learning_rate, warmup_steps, optax_warmup)
     parts = [] if is_zero(weight_decay) else [add_decayed_weights(weight_decay, mask)]
     base = chain(*parts, scale_by_learning_rate(lr))
