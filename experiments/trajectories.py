@@ -81,6 +81,8 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.001,
         "yogi": 0.1,
         "soap": 0.01,
+        "schedule_free_sgd": 0.01, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 1,
+        "mars": 0.01, "ademamix": 0.03,
     },
     "beale": {
         "adabelief": 0.03, "adadelta": 1, "adafactor": 0.01, "adagrad": 0.3, "adam": 0.03,
@@ -89,6 +91,8 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "radam": 0.01, "rmsprop": 0.01, "rmsprop_centered": 0.0003, "rmsprop_nesterov": 0.001,
         "sgd": 0.01, "yogi": 0.03,
         "soap": 0.01,
+        "schedule_free_sgd": 0.003, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 0.3,
+        "mars": 0.01, "ademamix": 0.3,
     },
     "saddle": {
         "adabelief": 0.003, "adadelta": 0.1, "adafactor": 0.01, "adagrad": 0.03, "adam": 0.01,
@@ -97,6 +101,8 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.03,
         "yogi": 0.01,
         "soap": 0.01,
+        "schedule_free_sgd": 0.1, "schedule_free_adamw": 0.01, "prodigy": 0.03, "adopt": 0.003,
+        "mars": 0.01, "ademamix": 0.01,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

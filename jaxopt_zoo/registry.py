@@ -222,6 +222,28 @@ register("soap", _o.soap, default_lr=3e-3, paper="Vyas et al. 2024",
          blocks="scale_by_soap -> scale_by_learning_rate -> decay_after_step",
          verified=("pytorch_optimizer",))
 
+# Optimizers of 2024, each verified against its authors' code and the other references.
+_SF = ("schedulefree", "optax.contrib")
+register("schedule_free_sgd", _o.schedule_free_sgd, default_lr=None,
+         paper="Defazio et al. 2024",
+         blocks="schedule_free(add_decayed_weights -> scale_by_learning_rate)", verified=_SF)
+register("schedule_free_adamw", _o.schedule_free_adamw, default_lr=None,
+         paper="Defazio et al. 2024",
+         blocks="schedule_free(scale_by_rms -> add_decayed_weights -> scale_by_learning_rate)",
+         verified=_SF + ("keras",))
+register("prodigy", _o.prodigy, default_lr=None, paper="Mishchenko & Defazio 2024",
+         blocks="prodigy (one block: d*lr enters the estimate of d)",
+         verified=("prodigyopt", "optax.contrib"))
+register("adopt", _o.adopt, default_lr=1e-3, paper="Taniguchi et al. 2024",
+         blocks="scale_by_adopt -> add_decayed_weights -> scale_by_learning_rate",
+         verified=("pytorch_optimizer", "optax.contrib"))
+register("mars", _o.mars, default_lr=None, paper="Yuan et al. 2024",
+         blocks="scale_by_mars -> partition(add_decayed_weights -> scale_by_learning_rate)",
+         verified=("pytorch_optimizer",))
+register("ademamix", _o.ademamix, default_lr=1e-3, paper="Pagliardini et al. 2024",
+         blocks="scale_by_ademamix -> add_decayed_weights -> scale_by_learning_rate",
+         verified=("pytorch_optimizer", "optax.contrib"))
+
 # The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
 from jaxopt_zoo.compat import keras as _keras  # noqa: E402
 from jaxopt_zoo.compat import torch as _torch  # noqa: E402

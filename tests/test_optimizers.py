@@ -45,6 +45,12 @@ TABLE = {
     # rank-deficient, and with eps=1e-8 Adam in the eigenbasis blows rounding noise along
     # the null direction up to full-size steps (jit and eager then differ by 3e-2)
     "soap": dict(kw=dict(learning_rate=0.05, eps=1e-2)),
+    "schedule_free_sgd": dict(kw=dict(learning_rate=0.007)),
+    "schedule_free_adamw": dict(kw=dict(learning_rate=0.05)),
+    "prodigy": dict(kw=dict(learning_rate=1.0)),
+    "adopt": dict(kw=dict(learning_rate=0.05)),
+    "mars": dict(kw=dict(learning_rate=0.01)),
+    "ademamix": dict(kw=dict(learning_rate=0.05)),
 }
 STEPS = 3000
 

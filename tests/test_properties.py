@@ -30,7 +30,7 @@ import jaxopt_zoo as jz
 from jaxopt_zoo import registry
 
 NAMES = jz.available() + jz.available("torch.") + jz.available("keras.")
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap"}  # per-parameter norms / factored statistics
+NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars"}  # per-parameter norms / factored statistics
 # Algorithms built on a sign or a maximum of the gradient, and their framework versions: drawn
 # on real dtypes only here (the native ones' complex path is checked in test_optimizers).
 REAL_ONLY = {"lion", "adamax", "yogi", "keras.lion", "keras.adamax", "torch.adamax"}

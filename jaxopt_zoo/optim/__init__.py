@@ -20,15 +20,42 @@ from jaxopt_zoo.optim.adam import (
     scale_by_adam,
 )
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from jaxopt_zoo.optim.ademamix import ScaleByAdemamixState, ademamix, scale_by_ademamix
+from jaxopt_zoo.optim.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
+from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
+from jaxopt_zoo.optim.prodigy import ProdigyState, prodigy
 from jaxopt_zoo.optim.radam import radam, scale_by_radam
 from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
+from jaxopt_zoo.optim.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from jaxopt_zoo.optim.sgd import sgd
 from jaxopt_zoo.optim.soap import ScaleBySoapState, decay_after_step, scale_by_soap, soap
 from jaxopt_zoo.optim.yogi import scale_by_yogi, yogi
 
 __all__ = [
+    "ademamix",
+    "adopt",
+    "mars",
+    "prodigy",
+    "ProdigyState",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
+    "scale_by_ademamix",
+    "scale_by_adopt",
+    "scale_by_mars",
+    "ScaleByAdemamixState",
+    "ScaleByAdoptState",
+    "ScaleByMarsState",
+    "ScheduleFreeState",
     "adabelief",
     "adadelta",
     "adafactor",

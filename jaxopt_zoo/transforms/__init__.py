@@ -7,6 +7,7 @@ from jaxopt_zoo.transforms.averaging import (
     ema_weights,
     swa,
 )
+from jaxopt_zoo.transforms.cautious import cautious, cautious_mask
 from jaxopt_zoo.transforms.clipping import clip, clip_by_block_rms, clip_by_global_norm
 from jaxopt_zoo.transforms.conditional import SkipNotFiniteState, all_finite, skip_not_finite
 from jaxopt_zoo.transforms.learning_rate import (
@@ -24,6 +25,8 @@ from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights, add_l2_regularization
 
 __all__ = [
+    "cautious",
+    "cautious_mask",
     "add_decayed_weights",
     "add_l2_regularization",
     "all_finite",

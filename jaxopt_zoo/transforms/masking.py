@@ -66,6 +66,8 @@ def masked(inner: GradientTransformation, mask: Union[Any, Callable[[Any], Any]]
 
     def update_fn(updates, state, params=None, **extra):
         m = _full_mask(mask, params if params is not None else updates, "masked")
+        if not any(jax.tree.leaves(m)):  # nothing selected (a bare array masked out, say)
+            return updates, state
         sel_u = _select(m, updates)
         sel_p = None if params is None else _select(m, params)
         if isinstance(inner, GradientTransformationExtraArgs):
