@@ -219,6 +219,58 @@ def home_checks(mesh):
             "assignment": sh.home_device_assignment(shapes, 8)}
 
 
+def train_checks():
+    """A data-parallel MLP train step (batch split over 8 devices) vs the same on one."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 20)).astype(np.float32)
+    y = rng.integers(0, 5, size=64)
+    host = {"w1": (0.3 * rng.normal(size=(20, 64))).astype(np.float32),
+            "b1": np.zeros(64, np.float32),
+            "w2": (0.3 * rng.normal(size=(64, 5))).astype(np.float32),
+            "b2": np.zeros(5, np.float32)}
+    tx = jz.get("lamb")
+
+    def loss_fn(p, xb, yb):
+        logits = jax.nn.relu(xb @ p["w1"] + p["b1"][None]) @ p["w2"] + p["b2"][None]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    def step(p, s, xb, yb):
+        loss, g = jax.value_and_grad(loss_fn)(p, xb, yb)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    ref = jax.jit(step)
+    p1 = jax.tree.map(jnp.asarray, host)
+    s1 = tx.init(p1)
+    ref_losses = []
+    for _ in range(STEPS + 2):
+        p1, s1, loss = ref(p1, s1, x, y)
+        ref_losses.append(float(loss))
+    out = {"ref_losses": ref_losses}
+    mesh = sh.data_mesh(8)
+    for shard_over in (None, "data"):
+        params = sh.replicate(host, mesh)
+        p_sh = sh.param_sharding(params)
+        s_sh = sh.state_sharding(tx, params, shard_over=shard_over)
+        state = sh.init_sharded(tx, params, shard_over=shard_over)
+        b_sh = sh.batch_sharding(mesh)
+        f = jax.jit(step, in_shardings=(p_sh, s_sh, b_sh, b_sh),
+                    out_shardings=(p_sh, s_sh, sh.replicated(mesh)), donate_argnums=(0, 1))
+        xb, yb = sh.shard_batch((x, y), mesh)
+        stats = sh.compiled_stats(f.lower(params, state, xb, yb).compile())
+        losses = []
+        for _ in range(STEPS + 2):
+            params, state, loss = f(params, state, xb, yb)
+            losses.append(float(loss))
+        out[str(shard_over)] = {
+            "stats": stats, "losses": losses, "compiles": f._cache_size(),
+            "param_err": err(params, p1, lambda y, path: float(np.max(np.abs(y)))),
+            "state_bytes_per_device": max(sh.bytes_per_device(state).values()),
+            "state_bytes": sum(a.nbytes for a in jax.tree.leaves(state)),
+            "batch_split": [list(s.data.shape) for s in xb.addressable_shards][:2]}
+    return out
+
+
 def main():
     t0 = time.perf_counter()
     devices = np.array(jax.devices())
@@ -242,6 +294,9 @@ def main():
         exact = {"lamb": jz.get("lamb"), "lars": jz.get("lars"),
                  "adafactor": jz.adafactor(min_dim_size_to_factor=8)}
         result["f64_tp2_zero4"] = run_sharded(exact, mesh2, "data", np.float64)
+    t1 = time.perf_counter()
+    result["train"] = train_checks()
+    result["train_seconds"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     result["home"] = home_checks(mesh1)
     result["home_seconds"] = time.perf_counter() - t1

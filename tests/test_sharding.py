@@ -142,6 +142,25 @@ def test_home_devices_compute_each_matrix_once_and_exactly(worker):
     assert len(set(home["assignment"])) == len(home["assignment"])  # 7 matrices, 8 devices
 
 
+def test_data_parallel_training_matches_one_device(worker):
+    train = worker["train"]
+    for mode in ("None", "data"):
+        run = train[mode]
+        assert run["batch_split"] == [[8, 20], [8, 20]]  # 64 rows over 8 devices
+        assert run["compiles"] == 1
+        np.testing.assert_allclose(run["losses"], train["ref_losses"], rtol=1e-6)
+        assert run["param_err"] < 1e-5  # the gradient mean is summed in another order
+        assert train["ref_losses"][-1] < train["ref_losses"][0]
+    plain, zero = train["None"], train["data"]
+    # ZeRO-1: 1/8 of the state per device, parameters gathered; plain: gradients all-reduced.
+    assert zero["state_bytes_per_device"] <= 1.05 * zero["state_bytes"] / 8 + 64
+    assert plain["state_bytes_per_device"] == plain["state_bytes"]
+    assert zero["stats"]["argument_bytes"] < plain["stats"]["argument_bytes"]
+    assert plain["stats"]["collectives"].get("all-reduce", 0) > 0
+    assert "all-gather" not in plain["stats"]["collectives"]
+    assert zero["stats"]["collectives"].get("all-gather", 0) > 0
+
+
 # --------------------------------------------------------------------------- #
 # One device (this process)
 # --------------------------------------------------------------------------- #
@@ -227,3 +246,19 @@ def test_one_device_round_trip():
     np.testing.assert_array_equal(new["w"], optax.apply_updates(params, u)["w"])
     out = sh.run_on_home_devices(lambda m: m @ m.T, [params["w"]], mesh)
     np.testing.assert_array_equal(out[0], params["w"] @ params["w"].T)
+
+
+def test_collective_bytes_reads_hlo_text():
+    hlo = """
+  %all-reduce.5 = (f32[128]{0}, f32[128,784]{1,0}, f32[]) all-reduce(%a, %b, %c), channel_id=1
+  %all-gather.1 = bf16[784,128]{1,0} all-gather(%d), channel_id=7, dimensions={0}
+  %ags = ((f32[8]{0}), f32[64]{0}) all-gather-start(%e), channel_id=8
+  %agd = f32[64]{0} all-gather-done(%ags)
+  %rs = f32[16]{0} reduce-scatter(%f), channel_id=9
+  %add = f32[16]{0} add(%rs, %rs)
+"""
+    assert sh.collective_bytes(hlo) == {"all-reduce": 4 * (128 + 128 * 784 + 1),
+                                        "all-gather": 2 * 784 * 128 + 4 * 64,
+                                        "reduce-scatter": 4 * 16}
+    stats = sh.compiled_stats(jax.jit(lambda x: x * 2).lower(jnp.ones(8)).compile())
+    assert stats["collectives"] == {} and stats["argument_bytes"] in (None, 32)

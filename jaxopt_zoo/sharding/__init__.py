@@ -29,11 +29,14 @@ from jaxopt_zoo.sharding.placement import (
     use_cpu_devices,
     zero1_sharding,
 )
+from jaxopt_zoo.sharding.stats import collective_bytes, compiled_stats
 
 __all__ = [
     "assignment_loads",
     "batch_sharding",
     "bytes_per_device",
+    "collective_bytes",
+    "compiled_stats",
     "data_mesh",
     "home_device_assignment",
     "init_sharded",

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -114,8 +115,15 @@ def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """``tree`` with every leaf copied onto every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """``tree`` with every leaf copied onto every device of ``mesh``.
+
+    Always a copy: a train step that donates the result cannot delete the buffers of
+    ``tree`` (``jax.device_put`` reuses an input's buffer for the copy on the device that
+    holds it, even with ``may_alias=False``, in jax 0.10).
+    """
+    fresh = jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
+                         tree)
+    return jax.device_put(fresh, replicated(mesh))
 
 
 def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
@@ -144,15 +152,21 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
     return jax.tree.map(put, batch)
 
 
-def _leaf_spec(leaf: Any, mesh: Optional[Mesh]) -> Tuple[Optional[Mesh], PartitionSpec]:
+def _leaf_mesh(leaf: Any) -> Optional[Any]:
     sharding = getattr(leaf, "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        if mesh is not None and sharding.mesh.shape_tuple != mesh.shape_tuple:
-            raise ValueError(
-                f"A parameter is sharded over mesh {dict(sharding.mesh.shape)} but mesh= is "
-                f"{dict(mesh.shape)}; pass parameters placed on the same mesh.")
-        return sharding.mesh if mesh is None else mesh, sharding.spec
-    return mesh, PartitionSpec()
+    return sharding.mesh if isinstance(sharding, NamedSharding) else None
+
+
+def _leaf_spec(leaf: Any, mesh: Any) -> PartitionSpec:
+    """``leaf``'s ``PartitionSpec`` if it carries a ``NamedSharding`` on ``mesh``, else ``P()``."""
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, NamedSharding):
+        return PartitionSpec()
+    if sharding.mesh.shape_tuple != mesh.shape_tuple:
+        raise ValueError(
+            f"A parameter is sharded over mesh {dict(sharding.mesh.shape)} but the mesh is "
+            f"{dict(mesh.shape)}; pass parameters placed on the same mesh.")
+    return sharding.spec
 
 
 def param_sharding(params: Any, mesh: Optional[Mesh] = None) -> Any:
@@ -162,15 +176,15 @@ def param_sharding(params: Any, mesh: Optional[Mesh] = None) -> Any:
     sharding=...)``) keep it; the others (NumPy arrays, single-device arrays) are replicated
     over ``mesh``, which is then required.
     """
-    mesh = _find_mesh(params, mesh)
-    return jax.tree.map(lambda p: NamedSharding(*_leaf_spec(p, mesh)), params)
+    m = _find_mesh(params, mesh)
+    return jax.tree.map(lambda p: NamedSharding(m, _leaf_spec(p, m)), params)
 
 
-def _find_mesh(params: Any, mesh: Optional[Mesh]) -> Mesh:
+def _find_mesh(params: Any, mesh: Optional[Mesh]) -> Any:
     if mesh is not None:
         return mesh
     for leaf in jax.tree.leaves(params):
-        found, _ = _leaf_spec(leaf, None)
+        found = _leaf_mesh(leaf)
         if found is not None:
             return found
     raise ValueError("No mesh: pass mesh= or parameters placed with a NamedSharding.")
@@ -252,7 +266,7 @@ def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
     by_path: Dict[KeyPath, Tuple[Tuple[int, ...], Tuple[SpecEntry, ...]]] = {}
     for path, p in jax.tree_util.tree_leaves_with_path(params):
         shape = tuple(np.shape(p))
-        by_path[tuple(path)] = (shape, _padded(_leaf_spec(p, mesh)[1], len(shape)))
+        by_path[tuple(path)] = (shape, _padded(_leaf_spec(p, mesh), len(shape)))
     abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(np.shape(p), p.dtype), params)
     state_shapes = jax.eval_shape(tx.init, abstract)
 
