@@ -206,11 +206,20 @@ def home_checks(mesh):
             for s in shapes]
     run = jax.jit(lambda ms: sh.run_on_home_devices(newton_schulz, ms, mesh))
     got = run(mats)
-    jax.block_until_ready(got)
+    jax.effects_barrier()  # every callback has run
     counts = dict(calls)
-    calls.clear()
     ref = jax.jit(lambda ms: [newton_schulz(m) for m in ms])([np.asarray(m) for m in mats])
-    return {"exact": all(bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    jax.effects_barrier()
+    calls.clear()
+    with jax.set_mesh(mesh):  # the mesh from the context, as an optimizer's update sees it
+        ctx = jax.jit(lambda ms: sh.run_on_home_devices(newton_schulz, ms))(mats)
+    jax.effects_barrier()
+    ctx_counts = dict(calls)
+    calls.clear()
+    return {"context_exact": all(bool(np.array_equal(np.asarray(a), np.asarray(b)))
+                                 for a, b in zip(ctx, ref)),
+            "context_calls_per_matrix": [ctx_counts.get(int(np.prod(s)), 0) for s in shapes],
+            "exact": all(bool(np.array_equal(np.asarray(a), np.asarray(b)))
                          for a, b in zip(got, ref)),
             "max_abs_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                                 for a, b in zip(got, ref)),

@@ -139,6 +139,9 @@ def test_home_devices_compute_each_matrix_once_and_exactly(worker):
     assert home["calls_per_matrix"] == [1] * len(home["calls_per_matrix"])
     assert home["exact"] and home["max_abs_diff"] == 0.0
     assert home["replicated"]
+    # With the mesh from jax.set_mesh instead of an argument: the same.
+    assert home["context_exact"]
+    assert home["context_calls_per_matrix"] == home["calls_per_matrix"]
     assert len(set(home["assignment"])) == len(home["assignment"])  # 7 matrices, 8 devices
 
 

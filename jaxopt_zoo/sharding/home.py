@@ -92,7 +92,7 @@ def assignment_loads(shapes: Sequence[Sequence[int]], assignment: Sequence[int],
 
 
 def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence[jax.Array],
-                        mesh: Optional[Mesh], axis: str = "data",
+                        mesh: Optional[Mesh] = None, axis: str = "data",
                         assignment: Optional[Sequence[int]] = None,
                         cost: Callable[[Shape], float] = newton_schulz_flops
                         ) -> List[jax.Array]:
@@ -101,7 +101,9 @@ def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence
     Args:
       fn: a per-matrix function (one array in, one array out).
       matrices: the arrays, any shapes and dtypes; sharded inputs are gathered by XLA.
-      mesh: the mesh; ``None`` or an ``axis`` of size 1 runs ``fn`` plainly.
+      mesh: the mesh; ``None`` takes the one set with ``jax.set_mesh`` (so an optimizer's
+        ``update`` can call this without being handed a mesh); with no mesh, or an ``axis``
+        of size 1, ``fn`` runs plainly.
       axis: the mesh axis whose devices share the work; devices along other mesh axes repeat
         it.
       assignment: home device per matrix; by default ``home_device_assignment`` over the
@@ -113,6 +115,9 @@ def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence
       device's length), and one all-gather over ``axis`` delivers every result everywhere.
     """
     mats = list(matrices)
+    if mesh is None:  # the mesh set with ``jax.set_mesh``, if any
+        context = jax.sharding.get_abstract_mesh()
+        mesh = None if context.empty or axis not in context.axis_names else context
     if mesh is None or mesh.shape[axis] == 1 or not mats:
         return [fn(m) for m in mats]
     n = mesh.shape[axis]
