@@ -4,7 +4,7 @@ Every optimizer is an ``optax.GradientTransformation``: ``tx.init(params)`` and
 ``tx.update(grads, state, params)``; apply with ``optax.apply_updates``.
 """
 
-from jaxopt_zoo import native, schedules
+from jaxopt_zoo import native, schedules, sharding
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -210,6 +210,7 @@ __all__ = [
     "ScaleByStddevState",
     "native",
     "schedules",
+    "sharding",
     "sgd",
     "soap",
     "scale_by_soap",

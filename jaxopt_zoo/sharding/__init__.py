@@ -1,0 +1,54 @@
+"""Scale out: optimizer state placed like the parameters, ZeRO-1, one home device per matrix.
+
+``state_sharding`` / ``init_sharded`` / ``sharded_update`` place any optimizer's state like
+the parameters it belongs to (optionally split over the data axis: ZeRO-1), read from the
+structure ``tx.init`` produces. ``home_device_assignment`` / ``run_on_home_devices`` run
+whole-matrix work (Muon's Newton-Schulz, SOAP's eigenbases) once per matrix, spread over the
+devices. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes the collectives, and the
+same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and several hosts.
+"""
+
+from jaxopt_zoo.sharding.home import (
+    assignment_loads,
+    home_device_assignment,
+    matrix_view,
+    newton_schulz_flops,
+    run_on_home_devices,
+)
+from jaxopt_zoo.sharding.placement import (
+    batch_sharding,
+    bytes_per_device,
+    data_mesh,
+    init_sharded,
+    param_sharding,
+    replicate,
+    replicated,
+    shard_batch,
+    sharded_update,
+    state_sharding,
+    use_cpu_devices,
+    zero1_sharding,
+)
+from jaxopt_zoo.sharding.stats import collective_bytes, compiled_stats
+
+__all__ = [
+    "assignment_loads",
+    "batch_sharding",
+    "bytes_per_device",
+    "collective_bytes",
+    "compiled_stats",
+    "data_mesh",
+    "home_device_assignment",
+    "init_sharded",
+    "matrix_view",
+    "newton_schulz_flops",
+    "param_sharding",
+    "replicate",
+    "replicated",
+    "run_on_home_devices",
+    "shard_batch",
+    "sharded_update",
+    "state_sharding",
+    "use_cpu_devices",
+    "zero1_sharding",
+]

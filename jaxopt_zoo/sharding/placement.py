@@ -1,0 +1,335 @@
+"""Optimizer state placed like its parameters, and ZeRO-1 (state sharded over the data axis).
+
+The placement is read from the structure ``tx.init`` produces (``jax.eval_shape``), never from
+per-optimizer code, so it holds for every optimizer here, optax's, and any chain of them:
+
+- a state leaf whose key path ends with a parameter's key path and has that parameter's shape
+  (``mu``, ``nu``, ``trace``, ...) takes the parameter's ``PartitionSpec``;
+- a leaf with the parameter's shape less one dimension (Adafactor's factored row and column
+  moments) takes the parameter's spec less that dimension; one with some dimensions of size 1
+  (kept reduced dimensions) takes the spec with those dimensions unsharded;
+- anything else (step counts, scalars, flat buffers) is replicated.
+
+With ``shard_over="data"`` (ZeRO-1) every state leaf is then also split over that mesh axis
+along its largest dimension that the axis size divides and that is not sharded already; leaves
+with no such dimension stay as they were (replicated if they were). Parameters stay as they are
+(replicated for plain data parallelism): XLA slices the gradient for the sharded update and
+gathers the new parameters, with no communication written here.
+
+Non-element-wise optimizers (LAMB's and LARS's trust ratios, Adafactor's factored moments) need
+no special code: under ``jax.jit`` with these shardings, GSPMD keeps global semantics, and the
+results equal the single-device ones up to the order of floating-point sums.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxopt_zoo.core import GradientTransformation
+
+KeyPath = Tuple[Any, ...]
+SpecEntry = Union[None, str, Tuple[str, ...]]
+
+__all__ = [
+    "batch_sharding",
+    "bytes_per_device",
+    "data_mesh",
+    "init_sharded",
+    "param_sharding",
+    "replicate",
+    "replicated",
+    "shard_batch",
+    "sharded_update",
+    "state_sharding",
+    "use_cpu_devices",
+    "zero1_sharding",
+]
+
+
+# --------------------------------------------------------------------------- #
+# Meshes, batches and parameters
+# --------------------------------------------------------------------------- #
+
+def use_cpu_devices(n: int) -> None:
+    """Make JAX's CPU backend offer ``n`` (virtual) devices, so N-device code runs anywhere.
+
+    Call it before JAX runs anything (it sets ``jax_num_cpu_devices``). If JAX has started
+    already, it is a no-op when at least ``n`` devices exist and a ``RuntimeError`` otherwise.
+    GPUs and TPUs are unaffected: there ``jax.devices()`` lists the real accelerators.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"Invalid number of devices: {n!r}. Expected an int >= 1.")
+    try:
+        jax.config.update("jax_num_cpu_devices", int(n))
+    except RuntimeError as e:
+        if jax.device_count() >= n:
+            return
+        raise RuntimeError(
+            f"JAX has already started with {jax.device_count()} device(s), fewer than {n}. "
+            f"Call use_cpu_devices({n}) before any JAX computation, or start Python with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n}.") from e
+
+
+def data_mesh(devices: Union[None, int, Sequence[Any]] = None, axis: str = "data") -> Mesh:
+    """A one-axis data-parallel mesh.
+
+    Args:
+      devices: ``None`` for every device (all processes' devices in a multi-process run), an
+        int ``n`` for the first ``n`` devices, or an explicit sequence of devices.
+      axis: the axis name.
+
+    Returns:
+      ``jax.sharding.Mesh`` of shape ``(n,)`` with axis name ``axis``.
+    """
+    if devices is None:
+        devs = list(jax.devices())
+    elif isinstance(devices, (int, np.integer)):
+        available = jax.devices()
+        if not 1 <= devices <= len(available):
+            raise ValueError(
+                f"Invalid number of devices: {devices}. Expected 1 <= devices <= "
+                f"{len(available)} (the devices JAX sees: {available[0].platform} x "
+                f"{len(available)}; on CPU, see jaxopt_zoo.sharding.use_cpu_devices).")
+        devs = list(available[:devices])
+    else:
+        devs = list(devices)
+        if not devs:
+            raise ValueError("Invalid devices: an empty sequence.")
+    return Mesh(np.array(devs), (axis,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding that puts a full copy on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
+    """The sharding that splits the leading (batch) dimension over ``axis``."""
+    return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """``tree`` with every leaf copied onto every device of ``mesh``.
+
+    Always a copy: a train step that donates the result cannot delete the buffers of
+    ``tree`` (``jax.device_put`` reuses an input's buffer for the copy on the device that
+    holds it, even with ``may_alias=False``, in jax 0.10).
+    """
+    fresh = jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
+                         tree)
+    return jax.device_put(fresh, replicated(mesh))
+
+
+def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
+    """Split every leaf of ``batch`` along its leading dimension over ``axis``.
+
+    In a single process, ``batch`` is the global batch. In a multi-process run
+    (``jax.process_count() > 1``) it is this process's share (the rows its devices hold) and
+    the result is the global array assembled with ``jax.make_array_from_process_local_data``.
+    """
+    sharding = batch_sharding(mesh, axis)
+    n = mesh.shape[axis]
+    multi = jax.process_count() > 1
+    local_n = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+
+    def put(x: Any) -> jax.Array:
+        rows = np.shape(x)[0] if np.ndim(x) else None
+        need = local_n if multi else n
+        if rows is None or rows % need:
+            raise ValueError(
+                f"Cannot split a batch leaf of shape {np.shape(x)} over {need} device(s) of "
+                f"axis {axis!r}: its leading dimension must be a multiple of {need}.")
+        if multi:
+            return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+        return jax.device_put(x, sharding)
+
+    return jax.tree.map(put, batch)
+
+
+def _leaf_mesh(leaf: Any) -> Optional[Any]:
+    sharding = getattr(leaf, "sharding", None)
+    return sharding.mesh if isinstance(sharding, NamedSharding) else None
+
+
+def _leaf_spec(leaf: Any, mesh: Any) -> PartitionSpec:
+    """``leaf``'s ``PartitionSpec`` if it carries a ``NamedSharding`` on ``mesh``, else ``P()``."""
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, NamedSharding):
+        return PartitionSpec()
+    if sharding.mesh.shape_tuple != mesh.shape_tuple:
+        raise ValueError(
+            f"A parameter is sharded over mesh {dict(sharding.mesh.shape)} but the mesh is "
+            f"{dict(mesh.shape)}; pass parameters placed on the same mesh.")
+    return sharding.spec
+
+
+def param_sharding(params: Any, mesh: Optional[Mesh] = None) -> Any:
+    """The parameters' ``NamedSharding`` tree: each leaf's own, or replicated over ``mesh``.
+
+    Leaves that carry a ``NamedSharding`` (``jax.Array`` or ``jax.ShapeDtypeStruct(...,
+    sharding=...)``) keep it; the others (NumPy arrays, single-device arrays) are replicated
+    over ``mesh``, which is then required.
+    """
+    m = _find_mesh(params, mesh)
+    return jax.tree.map(lambda p: NamedSharding(m, _leaf_spec(p, m)), params)
+
+
+def _find_mesh(params: Any, mesh: Optional[Mesh]) -> Any:
+    if mesh is not None:
+        return mesh
+    for leaf in jax.tree.leaves(params):
+        found = _leaf_mesh(leaf)
+        if found is not None:
+            return found
+    raise ValueError("No mesh: pass mesh= or parameters placed with a NamedSharding.")
+
+
+# --------------------------------------------------------------------------- #
+# Matching state leaves to parameters
+# --------------------------------------------------------------------------- #
+
+def _padded(spec: PartitionSpec, ndim: int) -> Tuple[SpecEntry, ...]:
+    entries = tuple(spec)
+    return entries + (None,) * (ndim - len(entries))
+
+
+def _axes(entry: SpecEntry) -> Tuple[str, ...]:
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _fits(entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh
+          ) -> Tuple[SpecEntry, ...]:
+    """Drop the sharding of any dimension that the devices along it do not divide."""
+    sizes = dict(mesh.shape)
+    out = []
+    for e, s in zip(entries, shape):
+        k = int(np.prod([sizes[a] for a in _axes(e)], dtype=np.int64))
+        out.append(e if k and s % k == 0 else None)
+    return tuple(out)
+
+
+def _derive(shape: Tuple[int, ...], pshape: Tuple[int, ...],
+            pentries: Tuple[SpecEntry, ...]) -> Optional[Tuple[SpecEntry, ...]]:
+    """The spec of a state leaf of ``shape`` that belongs to a parameter of ``pshape``."""
+    if shape == pshape:
+        return pentries
+    if len(shape) == len(pshape) - 1:  # one dimension reduced away (factored moments)
+        for i in range(len(pshape)):
+            if pshape[:i] + pshape[i + 1:] == shape:
+                return pentries[:i] + pentries[i + 1:]
+    if len(shape) == len(pshape) and all(s in (p, 1) for s, p in zip(shape, pshape)):
+        return tuple(e if s == p else None for e, s, p in zip(pentries, shape, pshape))
+    return None
+
+
+def _add_axis(entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh,
+              axis: str) -> Tuple[SpecEntry, ...]:
+    """ZeRO-1: split the largest free dimension that ``axis`` divides over ``axis``."""
+    if any(axis in _axes(e) for e in entries):
+        return entries
+    n = mesh.shape[axis]
+    free = [d for d in range(len(shape)) if entries[d] is None and shape[d] % n == 0]
+    if not free:
+        return entries
+    d = max(free, key=lambda i: (shape[i], -i))  # largest; the first one on ties
+    return entries[:d] + (axis,) + entries[d + 1:]
+
+
+def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None, *,
+                   shard_over: Optional[str] = None) -> Any:
+    """The ``NamedSharding`` of every leaf of ``tx.init(params)``, placed like the parameters.
+
+    Args:
+      tx: any ``optax.GradientTransformation`` (ours, optax's, a chain of both).
+      params: the parameters: arrays (their ``NamedSharding`` is used; others count as
+        replicated) or ``jax.ShapeDtypeStruct`` s, optionally with ``sharding=``.
+      mesh: the mesh; needed only when no parameter carries a ``NamedSharding``.
+      shard_over: a mesh axis name for ZeRO-1 (see the module docstring); ``None`` places the
+        state exactly like the parameters.
+
+    Returns:
+      A pytree with the structure of ``tx.init(params)`` whose leaves are ``NamedSharding`` s
+      (usable as ``out_shardings`` of ``jax.jit`` and with ``jax.device_put``).
+    """
+    mesh = _find_mesh(params, mesh)
+    if shard_over is not None and shard_over not in mesh.shape:
+        raise ValueError(f"Invalid shard_over: {shard_over!r}. Expected one of the mesh axes "
+                         f"{tuple(mesh.shape)}.")
+    by_path: Dict[KeyPath, Tuple[Tuple[int, ...], Tuple[SpecEntry, ...]]] = {}
+    for path, p in jax.tree_util.tree_leaves_with_path(params):
+        shape = tuple(np.shape(p))
+        by_path[tuple(path)] = (shape, _padded(_leaf_spec(p, mesh), len(shape)))
+    abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(np.shape(p), p.dtype), params)
+    state_shapes = jax.eval_shape(tx.init, abstract)
+
+    def place(path: KeyPath, leaf: Any) -> NamedSharding:
+        shape = tuple(leaf.shape)
+        entries: Optional[Tuple[SpecEntry, ...]] = None
+        path = tuple(path)
+        for k in range(len(path), -1, -1):  # the longest parameter path that ends this one
+            hit = by_path.get(path[len(path) - k:])
+            if hit is not None:
+                entries = _derive(shape, *hit)
+                break
+        entries = _fits(entries, shape, mesh) if entries is not None else (None,) * len(shape)
+        if shard_over is not None:
+            entries = _add_axis(entries, shape, mesh, shard_over)
+        return NamedSharding(mesh, PartitionSpec(*entries))
+
+    return jax.tree_util.tree_map_with_path(place, state_shapes)
+
+
+def zero1_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None,
+                   axis: str = "data") -> Any:
+    """``state_sharding(tx, params, mesh, shard_over=axis)``: the ZeRO-1 state layout."""
+    return state_sharding(tx, params, mesh, shard_over=axis)
+
+
+def init_sharded(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None, *,
+                 shard_over: Optional[str] = None) -> Any:
+    """``tx.init(params)`` created directly in its sharded layout (see ``state_sharding``).
+
+    Each device allocates only its shards: the state is never materialized whole on one
+    device. ``params`` are placed with ``param_sharding(params, mesh)`` first.
+    """
+    p_sh = param_sharding(params, mesh)
+    s_sh = state_sharding(tx, params, mesh, shard_over=shard_over)
+    return jax.jit(tx.init, in_shardings=(p_sh,), out_shardings=s_sh)(params)
+
+
+def sharded_update(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None, *,
+                   shard_over: Optional[str] = None, donate: bool = True) -> Callable:
+    """A jitted ``(grads, state, params) -> (new_params, new_state)`` on the sharded layout.
+
+    The gradients and the returned parameters are laid out like ``params``
+    (``param_sharding``), the state as ``state_sharding(tx, params, mesh,
+    shard_over=shard_over)``. With ZeRO-1, each device updates its shard of the state and XLA
+    gathers the new parameters. Inside a larger jitted train step, use the same shardings as
+    that step's ``out_shardings`` instead (see the README's "Scale out").
+    """
+    p_sh = param_sharding(params, mesh)
+    s_sh = state_sharding(tx, params, mesh, shard_over=shard_over)
+
+    def step(grads: Any, state: Any, params: Any) -> Tuple[Any, Any]:
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step, in_shardings=(p_sh, s_sh, p_sh), out_shardings=(p_sh, s_sh),
+                   donate_argnums=(1, 2) if donate else ())
+
+
+def bytes_per_device(tree: Any) -> Dict[int, int]:
+    """Bytes each device holds of ``tree``'s ``jax.Array`` leaves: ``{device id: bytes}``."""
+    out: Dict[int, int] = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            out[shard.device.id] = out.get(shard.device.id, 0) + shard.data.nbytes
+    return out

@@ -1,0 +1,267 @@
+"""jaxopt_zoo.sharding: state placed like the parameters, ZeRO-1, one home device per matrix.
+
+The multi-device checks run once, in a subprocess with 8 virtual CPU devices
+(tests/sharding_worker.py prints JSON; this process has already started JAX with one device);
+the tests below assert on its numbers. The rest runs here on one device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import jaxopt_zoo as jz
+from jaxopt_zoo import sharding as sh
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "sharding_worker.py")],
+                         capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-4000:]
+    out = json.loads(run.stdout)
+    assert out["devices"] == 8
+    return out
+
+
+def _runs(worker):
+    return {k: worker[k] for k in ("tp2_zero4", "dp8_zero8", "dp8_replicated", "f64_tp2_zero4")}
+
+
+def _param_axes(worker):
+    ps = worker["params"]
+    return {k: v["axes"] for k, v in ps.items()}, {k: v["shape"] for k, v in ps.items()}
+
+
+# --------------------------------------------------------------------------- #
+# 8 devices (subprocess)
+# --------------------------------------------------------------------------- #
+
+def test_every_registered_optimizer_is_checked(worker):
+    names = jz.available() + jz.available("torch.") + jz.available("keras.")
+    assert set(names) <= set(worker["placement"])
+    assert set(names) <= set(worker["tp2_zero4"]["per_optimizer"])
+
+
+def test_state_is_placed_like_the_parameters(worker):
+    axes, shapes = _param_axes(worker)
+    for name, leaves in worker["placement"].items():
+        placed = [x for x in leaves if x["shard_over"] is None]
+        for leaf in placed:
+            used = {a for dim in leaf["axes"] for a in dim}
+            assert "data" not in used, (name, leaf)  # parameters use only "model"
+            if leaf["param"] is None or not leaf["shape"]:
+                assert not used, (name, leaf)  # counts, scalars: replicated
+            elif leaf["shape"] == shapes[leaf["param"]]:
+                assert leaf["axes"] == axes[leaf["param"]], (name, leaf)
+            else:  # factored moments: a parameter's shape less a dimension
+                assert used <= {a for d in axes[leaf["param"]] for a in d}, (name, leaf)
+        if name not in ("sgd", "torch.sgd", "keras.sgd"):  # not vacuous: some leaf follows "w"
+            assert any(x["param"] == "w" and x["axes"][0] == ["model"] for x in placed), name
+
+
+def test_zero1_splits_each_leaf_over_data_along_its_largest_free_dimension(worker):
+    for name, leaves in worker["placement"].items():
+        plain = {x["path"]: x for x in leaves if x["shard_over"] is None}
+        for leaf in (x for x in leaves if x["shard_over"] == "data"):
+            base = plain[leaf["path"]]["axes"]
+            without = [[a for a in dim if a != "data"] for dim in leaf["axes"]]
+            assert without == base, (name, leaf)  # the parameters' placement, plus "data"
+            free = [d for d, s in enumerate(leaf["shape"]) if not base[d] and s % 4 == 0]
+            data_dims = [d for d, dim in enumerate(leaf["axes"]) if "data" in dim]
+            if free:
+                best = max(free, key=lambda d: (leaf["shape"][d], -d))
+                assert data_dims == [best], (name, leaf)
+            else:
+                assert data_dims == [], (name, leaf)
+
+
+def test_state_bytes_per_device_are_one_nth(worker):
+    for run in ("tp2_zero4", "dp8_zero8", "f64_tp2_zero4"):
+        for name, r in worker[run]["per_optimizer"].items():
+            total, unsplit = r["total_bytes"], r["unsplit_bytes"]
+            assert r["min_device_bytes"] == r["max_device_bytes"], (run, name)  # even
+            assert r["max_device_bytes"] == r["layout_bytes"], (run, name)  # as documented
+            assert total / 8 <= r["max_device_bytes"] <= (total - unsplit) / 8 + unsplit
+            if "adafactor" not in name:  # element-wise state: all but the tiny leaves split
+                assert unsplit <= 0.02 * total, (run, name, r)
+                assert r["max_device_bytes"] <= 1.05 * total / 8, (run, name, r)
+    # Plain data parallelism keeps a whole copy on every device.
+    adam = worker["dp8_replicated"]["per_optimizer"]["adam"]
+    assert adam["max_device_bytes"] == adam["total_bytes"] > 0
+    assert worker["dp8_zero8"]["per_optimizer"]["adam"]["max_device_bytes"] < \
+        adam["total_bytes"] / 7
+
+
+def test_updates_keep_the_shardings_and_compile_once(worker):
+    for run, out in _runs(worker).items():
+        assert out["init_shardings_ok"], run
+        assert out["compiles"] == 1, run  # the same program for steps 1, 2, 3
+        for name, r in out["per_optimizer"].items():
+            assert r["params_keep_sharding"] and r["state_keeps_sharding"], (run, name)
+
+
+def test_sharded_updates_equal_the_single_device_ones(worker):
+    for run in ("tp2_zero4", "dp8_zero8", "dp8_replicated"):
+        for name, r in worker[run]["per_optimizer"].items():
+            assert r["moved"] > 0, (run, name)
+            assert r["param_err"] <= 4 * F32_EPS, (run, name, r)  # a few float32 roundings
+            assert r["state_err"] <= 1e-5, (run, name, r)
+
+
+def test_non_elementwise_optimizers_are_exact_in_float64(worker):
+    out = worker["f64_tp2_zero4"]["per_optimizer"]
+    assert set(out) == {"lamb", "lars", "adafactor"}
+    for name, r in out.items():
+        assert r["moved"] > 1e-4, name
+        assert r["param_err_move"] < 1e-10, (name, r)  # relative to how far the params moved
+        assert r["state_err"] < 1e-12, (name, r)
+
+
+def test_home_devices_compute_each_matrix_once_and_exactly(worker):
+    home = worker["home"]
+    assert home["calls_per_matrix"] == [1] * len(home["calls_per_matrix"])
+    assert home["exact"] and home["max_abs_diff"] == 0.0
+    assert home["replicated"]
+    # With the mesh from jax.set_mesh instead of an argument: the same.
+    assert home["context_exact"]
+    assert home["context_calls_per_matrix"] == home["calls_per_matrix"]
+    assert len(set(home["assignment"])) == len(home["assignment"])  # 7 matrices, 8 devices
+
+
+def test_data_parallel_training_matches_one_device(worker):
+    train = worker["train"]
+    for mode in ("None", "data"):
+        run = train[mode]
+        assert run["batch_split"] == [[8, 20], [8, 20]]  # 64 rows over 8 devices
+        assert run["compiles"] == 1
+        np.testing.assert_allclose(run["losses"], train["ref_losses"], rtol=1e-6)
+        assert run["param_err"] < 1e-5  # the gradient mean is summed in another order
+        assert train["ref_losses"][-1] < train["ref_losses"][0]
+    plain, zero = train["None"], train["data"]
+    # ZeRO-1: 1/8 of the state per device, parameters gathered; plain: gradients all-reduced.
+    assert zero["state_bytes_per_device"] <= 1.05 * zero["state_bytes"] / 8 + 64
+    assert plain["state_bytes_per_device"] == plain["state_bytes"]
+    assert zero["stats"]["argument_bytes"] < plain["stats"]["argument_bytes"]
+    assert plain["stats"]["collectives"].get("all-reduce", 0) > 0
+    assert "all-gather" not in plain["stats"]["collectives"]
+    assert zero["stats"]["collectives"].get("all-gather", 0) > 0
+
+
+# --------------------------------------------------------------------------- #
+# One device (this process)
+# --------------------------------------------------------------------------- #
+
+def _gpt2_small_shapes():
+    per_layer = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]
+    return per_layer * 12
+
+
+def _llama7b_shapes():
+    per_layer = [(4096, 4096)] * 4 + [(4096, 11008)] * 2 + [(11008, 4096)]
+    return per_layer * 32
+
+
+@pytest.mark.parametrize("shapes,devices", [
+    (_gpt2_small_shapes(), 8), (_gpt2_small_shapes(), 4),
+    (_llama7b_shapes(), 8), (_llama7b_shapes(), 16), (_llama7b_shapes(), 32)])
+def test_home_device_assignment_is_within_ten_percent_of_even(shapes, devices):
+    home = sh.home_device_assignment(shapes, devices)
+    assert sorted(set(home)) == list(range(devices))
+    loads = sh.assignment_loads(shapes, home, devices)
+    assert sum(loads) == pytest.approx(sum(sh.newton_schulz_flops(s) for s in shapes))
+    assert max(loads) / np.mean(loads) <= 1.10
+    assert home == sh.home_device_assignment(shapes, devices)  # deterministic
+    one = sh.assignment_loads(shapes, [0] * len(shapes), devices)  # the spread measure works
+    assert max(one) / np.mean(one) == pytest.approx(devices)
+
+
+def test_newton_schulz_flops():
+    assert sh.newton_schulz_flops((7,)) == 0.0 == sh.newton_schulz_flops(())
+    assert sh.newton_schulz_flops((64, 32)) == sh.newton_schulz_flops((32, 64))
+    m, n = 32, 64
+    assert sh.newton_schulz_flops((m, n), steps=1) == 4 * m * m * n + 2 * m ** 3
+    assert sh.matrix_view((3, 3, 8, 16)) == (72, 16)
+    with pytest.raises(ValueError, match="num_devices"):
+        sh.home_device_assignment([(4, 4)], 0)
+
+
+def _mesh11():
+    return Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+
+
+def test_state_sharding_derives_specs_from_the_state_structure():
+    mesh = _mesh11()
+    params = {"w": jax.ShapeDtypeStruct((32, 16), jnp.float32,
+                                        sharding=NamedSharding(mesh, P(None, "model"))),
+              "s": jax.ShapeDtypeStruct((), jnp.float32)}
+    tx = jz.adafactor(min_dim_size_to_factor=8)
+    st = sh.state_sharding(tx, params, mesh)[0]
+    shapes = jax.eval_shape(tx.init, params)[0]
+    assert st.count.spec == P()
+    # Factored moments: w's shape less one dimension, that dimension's spec dropped.
+    for factor, shape in ((st.v_row["w"], shapes.v_row["w"]), (st.v_col["w"], shapes.v_col["w"])):
+        assert factor.spec == (P("model") if shape.shape == (16,) else P(None))
+    assert {shapes.v_row["w"].shape, shapes.v_col["w"].shape} == {(16,), (32,)}
+    assert st.v["s"].spec == P()
+    st = sh.state_sharding(optax.adam(1e-3), params, mesh, shard_over="data")[0]
+    assert st.mu["w"].spec == P("data", "model")  # "model" kept, "data" on the free dim
+
+
+def test_sharding_errors():
+    mesh = _mesh11()
+    with pytest.raises(ValueError, match="shard_over"):
+        sh.state_sharding(jz.adam(1e-3), {"w": jnp.zeros(4)}, mesh, shard_over="batch")
+    with pytest.raises(ValueError, match="No mesh"):
+        sh.state_sharding(jz.adam(1e-3), {"w": jnp.zeros(4)})
+    with pytest.raises(ValueError, match="Invalid number of devices"):
+        sh.data_mesh(jax.device_count() + 1)
+    with pytest.raises(ValueError, match="leading dimension"):
+        sh.shard_batch({"x": jnp.zeros(())}, sh.data_mesh(1))
+    sh.use_cpu_devices(jax.device_count())  # already there: a no-op
+    with pytest.raises(RuntimeError, match="already started"):
+        sh.use_cpu_devices(jax.device_count() + 1)
+
+
+def test_one_device_round_trip():
+    mesh = sh.data_mesh(1)
+    params = sh.replicate({"w": jnp.arange(6.0).reshape(2, 3)}, mesh)
+    tx = jz.lamb(1e-2)
+    state = sh.init_sharded(tx, params, shard_over="data")
+    new, _ = sh.sharded_update(tx, params, donate=False)(params, state, params)
+    u, _ = tx.update(params, tx.init(params), params)
+    np.testing.assert_array_equal(new["w"], optax.apply_updates(params, u)["w"])
+    out = sh.run_on_home_devices(lambda m: m @ m.T, [params["w"]], mesh)
+    np.testing.assert_array_equal(out[0], params["w"] @ params["w"].T)
+
+
+def test_collective_bytes_reads_hlo_text():
+    hlo = """
+  %all-reduce.5 = (f32[128]{0}, f32[128,784]{1,0}, f32[]) all-reduce(%a, %b, %c), channel_id=1
+  %all-gather.1 = bf16[784,128]{1,0} all-gather(%d), channel_id=7, dimensions={0}
+  %ags = ((f32[8]{0}), f32[64]{0}) all-gather-start(%e), channel_id=8
+  %agd = f32[64]{0} all-gather-done(%ags)
+  %rs = f32[16]{0} reduce-scatter(%f), channel_id=9
+  %add = f32[16]{0} add(%rs, %rs)
+"""
+    assert sh.collective_bytes(hlo) == {"all-reduce": 4 * (128 + 128 * 784 + 1),
+                                        "all-gather": 2 * 784 * 128 + 4 * 64,
+                                        "reduce-scatter": 4 * 16}
+    stats = sh.compiled_stats(jax.jit(lambda x: x * 2).lower(jnp.ones(8)).compile())
+    assert stats["collectives"] == {} and stats["argument_bytes"] in (None, 32)
