@@ -22,6 +22,14 @@ from jaxopt_zoo.optim.adam import (
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
+from jaxopt_zoo.optim.muon import (
+    MuonDimensionNumbers,
+    ScaleByMuonState,
+    muon,
+    orthogonalize_by_newton_schulz,
+    scale_by_muon,
+    scale_by_muon_shape,
+)
 from jaxopt_zoo.optim.radam import radam, scale_by_radam
 from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
 from jaxopt_zoo.optim.sgd import sgd
@@ -40,8 +48,11 @@ __all__ = [
     "lamb",
     "lars",
     "lion",
+    "muon",
+    "MuonDimensionNumbers",
     "nadam",
     "nadamw",
+    "orthogonalize_by_newton_schulz",
     "radam",
     "rmsprop",
     "scale_by_adadelta",
@@ -50,6 +61,8 @@ __all__ = [
     "scale_by_belief",
     "scale_by_factored_rms",
     "scale_by_lion",
+    "scale_by_muon",
+    "scale_by_muon_shape",
     "scale_by_param_block_rms",
     "scale_by_radam",
     "scale_by_rms",
@@ -60,6 +73,7 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "ScaleByLionState",
+    "ScaleByMuonState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByStddevState",

@@ -1,0 +1,414 @@
+"""Muon: momentum orthogonalized by a Newton-Schulz iteration, AdamW for the other leaves.
+
+Blocks: ``scale_by_muon`` (momentum + orthogonalization), ``orthogonalize_by_newton_schulz``
+(the stateless, batched iteration, shared with ``compat.torch.muon`` / ``compat.keras.muon``),
+``scale_by_muon_shape`` (the learning-rate scalings by matrix shape). ``muon`` chains them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_zoo.core import (
+    EmptyState,
+    GradientTransformation,
+    MaskOrFn,
+    ScalarOrSchedule,
+    bias_correction,
+    chain,
+    check_decay,
+    check_int,
+    check_nonneg,
+    check_same_structure,
+    ema_update,
+    increment,
+    zero_count,
+)
+from jaxopt_zoo.optim.adam import adamw
+from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
+from jaxopt_zoo.transforms.masking import partition
+from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
+
+Triple = Tuple[float, float, float]
+NsCoeffs = Union[Triple, Sequence[Triple], str]
+
+DEFAULT_NS_COEFFS: Triple = (3.4445, -4.7750, 2.0315)  # Jordan's quintic
+NS_COEFFS_PRESETS: Dict[str, Tuple[Triple, ...]] = {
+    "standard": (DEFAULT_NS_COEFFS,),
+    "dion": ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
+             (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012)),  # Ahn et al. 2025
+}
+
+
+class MuonDimensionNumbers(NamedTuple):
+    """Which axes of a leaf form the matrix: ``x W = y`` with ``W`` of shape
+    ``(prod(reduction axes), prod(output axes))``; every other axis is a batch of separate
+    matrices. The default ``(0, 1)`` is a JAX dense kernel ``(in, out)``; a conv kernel
+    ``(h, w, in, out)`` as one matrix is ``MuonDimensionNumbers((0, 1, 2), 3)``. optax's
+    ``optax.contrib.MuonDimensionNumbers`` is accepted too."""
+    reduction_axis: Union[int, Sequence[int]] = 0
+    output_axis: Union[int, Sequence[int]] = 1
+
+
+DimsOrFn = Union[None, MuonDimensionNumbers, Any, Callable[[Any], Any]]
+
+
+def _is_dims(x: Any) -> bool:
+    return hasattr(x, "reduction_axis") and hasattr(x, "output_axis")
+
+
+class _Box:  # a leaf holding one leaf's dimension numbers (None: not a matrix)
+    def __init__(self, dims: Any):
+        self.dims = dims
+
+
+def leaf_dims(spec: DimsOrFn, tree: Any) -> List[Any]:
+    """Dimension numbers for each leaf of ``tree`` (a list; ``None`` where ``spec`` says so).
+
+    ``spec``: ``None`` (every leaf a 2-D matrix), one ``MuonDimensionNumbers`` for all, a tree
+    of them (a prefix of ``tree``; ``None`` marks a non-matrix leaf), or a function of ``tree``.
+    """
+    if callable(spec) and not _is_dims(spec):
+        spec = spec(tree)
+    if spec is None or _is_dims(spec):
+        d = spec if spec is not None else MuonDimensionNumbers()
+        return [d for _ in jax.tree.leaves(tree)]
+    boxed = jax.tree.map(lambda d, sub: jax.tree.map(lambda _: _Box(d), sub), spec, tree,
+                         is_leaf=lambda x: x is None or _is_dims(x))
+    return [b.dims for b in jax.tree.leaves(boxed)]
+
+
+def _axes(ndim: int, dims: Any) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
+    as_tuple = lambda a: (a,) if isinstance(a, int) else tuple(a)  # noqa: E731
+    red = tuple(a % ndim for a in as_tuple(dims.reduction_axis))
+    out = tuple(a % ndim for a in as_tuple(dims.output_axis))
+    if ndim < 2 or set(red) & set(out) or not red or not out:
+        raise ValueError(f"Muon: invalid dimension numbers {dims} for a leaf of rank {ndim}: "
+                         "reduction and output axes must be disjoint and non-empty.")
+    batch = tuple(a for a in range(ndim) if a not in red + out)
+    return batch, red, out
+
+
+def fan_in_out(shape: Tuple[int, ...], dims: Any) -> Tuple[int, int]:
+    """``(prod of the reduction axes, prod of the output axes)`` of a leaf."""
+    _, red, out = _axes(len(shape), dims)
+    return math.prod(shape[a] for a in red), math.prod(shape[a] for a in out)
+
+
+# --------------------------------------------------------------------------- #
+# Newton-Schulz, batched
+# --------------------------------------------------------------------------- #
+
+def coeff_table(ns_coeffs: NsCoeffs, ns_steps: int) -> Tuple[Triple, ...]:
+    """One ``(a, b, c)`` per iteration: a triple repeated ``ns_steps`` times, a sequence of
+    triples as given (``ns_steps`` ignored), or a preset name (``"standard"``, ``"dion"``)."""
+    if isinstance(ns_coeffs, str):
+        if ns_coeffs not in NS_COEFFS_PRESETS:
+            raise ValueError(f"Invalid ns_coeffs: {ns_coeffs!r}. Expected a triple, a sequence "
+                             f"of triples or one of {sorted(NS_COEFFS_PRESETS)}.")
+        table = NS_COEFFS_PRESETS[ns_coeffs]
+        return table * ns_steps if len(table) == 1 else table
+    try:
+        rows = [tuple(float(v) for v in row) for row in ns_coeffs]  # type: ignore[union-attr]
+        nested = True
+    except TypeError:
+        rows, nested = [tuple(float(v) for v in ns_coeffs)], False  # type: ignore[union-attr]
+    if not rows or any(len(r) != 3 for r in rows):
+        raise ValueError(f"Invalid ns_coeffs: {ns_coeffs!r}. Expected (a, b, c) or a sequence "
+                         "of (a, b, c) triples, one per iteration.")
+    return tuple(rows) if nested else tuple(rows) * ns_steps  # type: ignore[return-value]
+
+
+def _dot(x, y, acc):
+    return jnp.einsum("bij,bjk->bik", x, y, preferred_element_type=acc)
+
+
+def newton_schulz(x: jax.Array, coeffs: Sequence[Triple], eps: Any, *,
+                  clamp_eps: bool = False) -> jax.Array:
+    """Orthogonalize a batch ``x`` of shape ``(batch, n, m)`` with ``n <= m``.
+
+    ``x <- x / (||x||_F + eps)`` (or ``/ max(||x||_F, eps)`` with ``clamp_eps``, as torch),
+    then per ``(a, b, c)``: ``A = x x^H; x <- a x + (b A + c A A) x``. The arithmetic runs
+    in ``x``'s dtype; a bfloat16 ``x`` multiplies with float32 accumulation and rounds each
+    product to bfloat16, as torch's CPU and GPU matmuls do.
+    """
+    low = x.dtype == jnp.bfloat16 or x.dtype == jnp.float16
+    acc = jnp.float32 if low else x.dtype
+    xf = x.astype(acc)
+    norm = jnp.sqrt(jnp.sum((xf * xf.conj()).real, axis=(1, 2), keepdims=True))
+    norm = jnp.maximum(norm, eps) if clamp_eps else norm + eps
+    x = (xf / norm.astype(acc)).astype(x.dtype)
+    for a, b, c in coeffs:
+        gram = _dot(x, jnp.swapaxes(x, 1, 2).conj(), acc).astype(x.dtype)
+        poly = (b * gram.astype(acc) + c * _dot(gram, gram, acc)).astype(x.dtype)
+        x = (a * x.astype(acc) + _dot(poly, x, acc)).astype(x.dtype)
+    return x
+
+
+def ns_compute_dtype(dtype: Any, ns_dtype: Optional[Any]) -> Any:
+    """Complex leaves: complex64 (complex128); real: ``ns_dtype``, or float32 (float64)."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return jnp.promote_types(dtype, jnp.complex64)
+    if ns_dtype is not None:
+        return jnp.dtype(ns_dtype)
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequence[Triple],
+                  eps: Any, ns_dtype: Optional[Any] = None, *, clamp_eps: bool = False
+                  ) -> List[jax.Array]:
+    """Newton-Schulz on each leaf with dimension numbers (others returned unchanged).
+
+    Each leaf is laid out as ``(batch, fan_in, fan_out)`` and turned wide (``n <= m``, so the
+    Gram matrix ``x x^H`` is the small side); all matrices of one oriented shape and dtype
+    are stacked and orthogonalized in one batched computation, then split back.
+    """
+    out = list(leaves)
+    groups: Dict[Tuple[Any, ...], List[Tuple[int, jax.Array, Callable]]] = {}
+    for i, (x, d) in enumerate(zip(leaves, dims)):
+        if d is None:
+            continue
+        batch, red, outa = _axes(x.ndim, d)
+        perm = batch + red + outa
+        inv = tuple(sorted(range(x.ndim), key=lambda k: perm[k]))
+        unflat = tuple(x.shape[a] for a in perm)
+        n_in, n_out = fan_in_out(x.shape, d)
+        m = x.transpose(perm).reshape(-1, n_in, n_out)
+        tall = n_in > n_out
+        if tall:
+            m = jnp.swapaxes(m, 1, 2)
+        dt = ns_compute_dtype(x.dtype, ns_dtype)
+
+        def back(y, x=x, tall=tall, unflat=unflat, inv=inv):
+            y = jnp.swapaxes(y, 1, 2) if tall else y
+            return y.reshape(unflat).transpose(inv).astype(x.dtype)
+
+        groups.setdefault((m.shape[1:], dt), []).append((i, m.astype(dt), back))
+    for items in groups.values():
+        stacked = items[0][1] if len(items) == 1 else jnp.concatenate([m for _, m, _ in items])
+        ortho = newton_schulz(stacked, coeffs, eps, clamp_eps=clamp_eps)
+        start = 0
+        for i, m, back in items:
+            out[i] = back(ortho[start:start + m.shape[0]])
+            start += m.shape[0]
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Blocks
+# --------------------------------------------------------------------------- #
+
+def orthogonalize_by_newton_schulz(
+    ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS, ns_steps: int = 5, eps: Any = 1e-8, *,
+    weight_dimension_numbers: DimsOrFn = None, ns_dtype: Optional[Any] = None,
+    clamp_eps: bool = False,
+) -> GradientTransformation:
+    """Replace each matrix update by its Newton-Schulz orthogonalization (stateless).
+
+    See ``newton_schulz`` and ``orthogonalize``; leaves whose dimension numbers are ``None``
+    pass through unchanged.
+    """
+    coeffs = coeff_table(ns_coeffs, check_int("ns_steps", ns_steps, low=1))
+    check_nonneg("eps", eps, schedule_ok=False)
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        leaves, treedef = jax.tree.flatten(updates)
+        dims = leaf_dims(weight_dimension_numbers, updates)
+        new = orthogonalize(leaves, dims, coeffs, eps, ns_dtype, clamp_eps=clamp_eps)
+        return jax.tree.unflatten(treedef, new), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByMuonState(NamedTuple):
+    """Step count and the momentum ``mu`` (shaped like the matrices)."""
+    count: jax.Array
+    mu: Any
+
+
+def scale_by_muon(
+    ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS, ns_steps: int = 5, beta: Any = 0.95,
+    eps: Any = 1e-8, mu_dtype: Optional[Any] = None, *, nesterov: bool = True,
+    adaptive: bool = False, weight_dimension_numbers: DimsOrFn = None,
+    ns_dtype: Optional[Any] = None,
+) -> GradientTransformation:
+    """Muon's direction: bias-corrected (Nesterov) momentum, orthogonalized (optax's form).
+
+    ``m_t = beta m + (1 - beta) g``; the orthogonalized input is ``m_t / (1 - beta^t)`` or,
+    with ``nesterov``, ``beta m_t / (1 - beta^(t+1)) + (1 - beta) g / (1 - beta^t)``.
+    ``adaptive`` multiplies the result ``O`` by ``<input, O>`` (Bernstein et al. 2024).
+    """
+    check_decay("beta", beta, schedule_ok=False)
+    ortho = orthogonalize_by_newton_schulz(ns_coeffs, ns_steps, eps, ns_dtype=ns_dtype,
+                                           weight_dimension_numbers=weight_dimension_numbers)
+
+    def init_fn(params):
+        mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params)
+        return ScaleByMuonState(count=zero_count(), mu=mu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        check_same_structure(updates, state.mu, "scale_by_muon")
+        mu = ema_update(updates, state.mu, beta)
+        count = increment(state.count)
+        if nesterov:
+            mu_hat = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g.astype(m.dtype),
+                                  bias_correction(mu, beta, increment(count)),
+                                  bias_correction(updates, beta, count))
+        else:
+            mu_hat = bias_correction(mu, beta, count)
+        out, _ = ortho.update(mu_hat, EmptyState())
+        if adaptive:
+            out = jax.tree.map(lambda m, o: jnp.sum(m.conj() * o) * o, mu_hat, out)
+        out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
+        return out, ScaleByMuonState(count=count, mu=mu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_muon_shape(
+    weight_dimension_numbers: DimsOrFn = None, consistent_rms: Optional[Any] = None, *,
+    width_scaling: bool = True,
+) -> GradientTransformation:
+    """Scale each matrix update by a factor of its shape ``(fan_in, fan_out)``.
+
+    ``consistent_rms=r``: ``r * sqrt(max(fan_in, fan_out))`` (Liu et al. 2025; torch's
+    ``"match_rms_adamw"`` with ``r = 0.2``, Keras' ``rms_rate``); otherwise, with
+    ``width_scaling``, ``sqrt(max(1, fan_out / fan_in))`` (Jordan's original, torch's
+    ``"original"``); otherwise 1.
+    """
+    if consistent_rms is not None:
+        check_nonneg("consistent_rms", consistent_rms, schedule_ok=False)
+
+    def factor(shape, dims):
+        if dims is None:
+            return None
+        f_in, f_out = fan_in_out(shape, dims)
+        if consistent_rms is not None:
+            return math.sqrt(max(f_in, f_out)) * consistent_rms
+        return math.sqrt(max(1.0, f_out / max(f_in, 1))) if width_scaling else None
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        leaves, treedef = jax.tree.flatten(updates)
+        dims = leaf_dims(weight_dimension_numbers, updates)
+        new = []
+        for u, d in zip(leaves, dims):
+            s = factor(u.shape, d)
+            new.append(u if s is None else (u * jnp.asarray(s).astype(u.dtype)).astype(u.dtype))
+        return jax.tree.unflatten(treedef, new), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def muon_labels(weight_dimension_numbers: DimsOrFn, params: Any) -> Any:
+    """``"muon"`` / ``"adam"`` per leaf: 2-D leaves by default, else where dims are given."""
+    if weight_dimension_numbers is None:
+        return jax.tree.map(lambda x: "muon" if jnp.ndim(x) == 2 else "adam", params)
+    dims = leaf_dims(weight_dimension_numbers, params)
+    treedef = jax.tree.structure(params)
+    return jax.tree.unflatten(treedef, ["muon" if d is not None else "adam" for d in dims])
+
+
+def muon(
+    learning_rate: ScalarOrSchedule,
+    ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS,
+    ns_steps: int = 5,
+    beta: Any = 0.95,
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    weight_decay_mask: MaskOrFn = None,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = True,
+    adaptive: bool = False,
+    adam_b1: Any = 0.9,
+    adam_b2: Any = 0.999,
+    adam_eps_root: Any = 0.0,
+    adam_weight_decay: Any = 0.0,
+    adam_learning_rate: Optional[ScalarOrSchedule] = None,
+    muon_weight_dimension_numbers: DimsOrFn = None,
+    consistent_rms: Optional[Any] = None,
+    width_scaling: bool = True,
+    ns_dtype: Optional[Any] = None,
+) -> GradientTransformation:
+    r"""Muon (Jordan et al. 2024; Liu et al. 2025, https://arxiv.org/abs/2502.16982).
+
+    For each matrix ``W`` (2-D leaves, or as ``muon_weight_dimension_numbers`` says), with
+    gradient ``g_t`` at step ``t = 1, 2, ...``::
+
+        m_t = beta m_{t-1} + (1 - beta) g_t
+        M_t = beta m_t / (1 - beta^(t+1)) + (1 - beta) g_t / (1 - beta^t)   (nesterov)
+        M_t = m_t / (1 - beta^t)                                            (otherwise)
+        X_0 = M_t / (||M_t||_F + eps),  transposed so that it is wide (n <= m)
+        X_k = a_k X + (b_k A + c_k A^2) X,  A = X X^H,  k = 1..ns_steps      (ns_coeffs)
+        O_t = X_K (* <M_t, X_K> if adaptive)
+        s   = consistent_rms * sqrt(max(fan_in, fan_out))  if consistent_rms is not None
+            = sqrt(max(1, fan_out / fan_in))               elif width_scaling, else 1
+        W_t = W_{t-1} - lr * (s O_t + weight_decay * W_{t-1})
+
+    Every other leaf (biases, norms, scalars; embeddings if routed there) takes NAdamW/AdamW
+    (``adam_b1``, ``adam_b2``, ``eps``, ``adam_eps_root``, ``adam_weight_decay``, Nesterov as
+    ``nesterov``) with ``adam_learning_rate`` (default ``learning_rate``). Matrices of one
+    oriented shape are orthogonalized together in one batched computation.
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      ns_coeffs: ``(a, b, c)`` (default Jordan's quintic ``(3.4445, -4.7750, 2.0315)``), a
+        sequence of triples, one per iteration (``ns_steps`` then ignored), or a preset
+        ``"standard"`` / ``"dion"``.
+      ns_steps: Newton-Schulz iterations. beta: momentum decay. eps: in the normalization
+        and in Adam's denominator.
+      weight_decay, weight_decay_mask: decoupled decay of the matrices (scaled by lr).
+      mu_dtype: momentum dtype (default: the parameter's).
+      muon_weight_dimension_numbers: ``None`` (2-D leaves are matrices), or a tree of
+        ``MuonDimensionNumbers`` / ``None`` (``None``: Adam), or a function of the params
+        returning one. A conv kernel ``(h, w, in, out)``: ``MuonDimensionNumbers((0, 1, 2), 3)``.
+      consistent_rms, width_scaling: the shape scaling ``s`` above.
+      ns_dtype: dtype of the iteration: ``None`` is float32 (float64 for float64 momentum);
+        ``jnp.bfloat16`` multiplies bfloat16 with float32 accumulation, as torch does.
+
+    Returns:
+      ``partition({"muon": scale_by_muon -> scale_by_muon_shape -> add_decayed_weights ->
+      scale_by_learning_rate, "adam": adamw})``. Same defaults and trajectory as
+      ``optax.contrib.muon``; ``compat.torch.muon`` and ``compat.keras.muon`` follow those
+      frameworks (README, "Muon: three references").
+
+    Example:
+      >>> import jax.numpy as jnp, jaxopt_zoo as jz
+      >>> tx = jz.muon(0.02)
+      >>> params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+    """
+    if adam_learning_rate is None:
+        adam_learning_rate = learning_rate
+    check_nonneg("learning_rate", learning_rate)
+    check_nonneg("weight_decay", weight_decay)
+    check_nonneg("adam_weight_decay", adam_weight_decay)
+    dims = muon_weight_dimension_numbers
+    muon_part = [
+        scale_by_muon(ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov=nesterov,
+                      adaptive=adaptive, weight_dimension_numbers=dims, ns_dtype=ns_dtype),
+        scale_by_muon_shape(dims, consistent_rms, width_scaling=width_scaling)]
+    if weight_decay_mask is not None or not (isinstance(weight_decay, (int, float))
+                                             and weight_decay == 0):
+        muon_part.append(add_decayed_weights(weight_decay, weight_decay_mask))
+    muon_part.append(scale_by_learning_rate(learning_rate))
+    adam_part = adamw(adam_learning_rate, adam_b1, adam_b2, eps, adam_eps_root, mu_dtype,
+                      adam_weight_decay, nesterov=nesterov)
+    return partition({"muon": chain(*muon_part), "adam": adam_part},
+                     lambda params: muon_labels(dims, params))
