@@ -141,7 +141,7 @@ def newton_schulz(x: jax.Array, coeffs: Sequence[Triple], eps: Any, *,
     xf = x.astype(acc)
     norm = jnp.sqrt(jnp.sum((xf * xf.conj()).real, axis=(1, 2), keepdims=True))
     norm = jnp.maximum(norm, eps) if clamp_eps else norm + eps
-    x = (xf / norm.astype(acc)).astype(x.dtype)
+    x = (xf / norm.astype(x.real.dtype).astype(acc)).astype(x.dtype)  # bf16: a bf16 norm
     for a, b, c in coeffs:
         gram = _dot(x, jnp.swapaxes(x, 1, 2).conj(), acc).astype(x.dtype)
         poly = (b * gram.astype(acc) + c * _dot(gram, gram, acc)).astype(x.dtype)
@@ -253,6 +253,9 @@ def scale_by_muon(
                                            weight_dimension_numbers=weight_dimension_numbers)
 
     def init_fn(params):
+        for p, d in zip(jax.tree.leaves(params), leaf_dims(weight_dimension_numbers, params)):
+            if d is not None:
+                _axes(jnp.ndim(p), d)  # raises on invalid dimension numbers
         mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params)
         return ScaleByMuonState(count=zero_count(), mu=mu)
 
