@@ -80,6 +80,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "momentum": 0.001, "nadam": 0.03, "nadamw": 0.03, "nesterov": 0.001, "radam": 0.01,
         "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.001,
         "yogi": 0.1,
+        "muon": 0.03,  # a vector: Muon's NAdamW part, so NAdam's choice
     },
     "beale": {
         "adabelief": 0.03, "adadelta": 1, "adafactor": 0.01, "adagrad": 0.3, "adam": 0.03,
@@ -87,6 +88,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "lion": 0.003, "momentum": 0.001, "nadam": 0.03, "nadamw": 0.03, "nesterov": 0.001,
         "radam": 0.01, "rmsprop": 0.01, "rmsprop_centered": 0.0003, "rmsprop_nesterov": 0.001,
         "sgd": 0.01, "yogi": 0.03,
+        "muon": 0.03,
     },
     "saddle": {
         "adabelief": 0.003, "adadelta": 0.1, "adafactor": 0.01, "adagrad": 0.03, "adam": 0.01,
@@ -94,6 +96,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "momentum": 0.003, "nadam": 0.01, "nadamw": 0.01, "nesterov": 0.003, "radam": 0.03,
         "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.03,
         "yogi": 0.01,
+        "muon": 0.01,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

@@ -17,7 +17,7 @@ from helpers import max_rel_err
 
 STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor"}
+NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "muon"}
 ELEMENTWISE = [n for n in jz.available() if n not in NOT_ELEMENTWISE] + [
     "torch.adam", "keras.lion"]  # the compat ones are written with the same blocks
 

@@ -41,6 +41,8 @@ TABLE = {
     "lamb": dict(kw=dict(learning_rate=0.02)),
     "lars": dict(kw=dict(learning_rate=1.0, trust_coefficient=0.01)),
     "adafactor": dict(kw=dict(learning_rate=0.05, multiply_by_parameter_scale=False)),
+    # Matrices only in the tree tests below; the 2-vectors here take Muon's NAdamW part.
+    "muon": dict(kw=dict(learning_rate=0.05)),
 }
 STEPS = 3000
 
@@ -185,7 +187,8 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     other = {k: v for k, v in TABLE[name]["kw"].items() if k != "learning_rate"}
     e = jz.entry(name)
     factory = functools.partial(e.factory, **e.fixed, **other)
-    static = ("min_dim_size_to_factor", "decay_offset") if name == "adafactor" else ()
+    static = {"adafactor": ("min_dim_size_to_factor", "decay_offset"),
+              "muon": ("ns_steps",)}.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
     plain = jz.get(name, **TABLE[name]["kw"])
     chained = optax.chain(optax.clip_by_global_norm(1e6), plain)

@@ -41,6 +41,7 @@ KERAS = {
     "nadam": keras.optimizers.Nadam,
     "adamax": keras.optimizers.Adamax,
     "lion": keras.optimizers.Lion,
+    "muon": keras.optimizers.Muon,  # trajectories: tests/test_muon.py
 }
 
 

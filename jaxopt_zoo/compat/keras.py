@@ -64,7 +64,11 @@ from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adam import ScaleByAdamState, ScaleByAmsgradState
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState
 from jaxopt_zoo.optim.lion import scale_by_lion
-from jaxopt_zoo.optim.muon import orthogonalize_by_newton_schulz, scale_by_muon_shape
+from jaxopt_zoo.optim.muon import (
+    orthogonalize_by_newton_schulz,
+    scale_by_muon_shape,
+    skip_if_empty,
+)
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
 from jaxopt_zoo.transforms.clipping import clip, clip_by_global_norm
 from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState, scale_by_learning_rate
@@ -690,7 +694,7 @@ def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
         if wd is not None:
             check_nonneg("weight_decay", wd, schedule_ok=False)
             if not is_zero(wd):
-                part.append(add_lr_scaled_weight_decay(wd, learning_rate))
+                part.append(skip_if_empty(add_lr_scaled_weight_decay(wd, learning_rate)))
     split = partition({"muon": chain(*muon_part), "adam": chain(*adam_part)},
                       lambda params: muon_labels(params, exclude_layers, exclude_embeddings))
     return chain(*_clipping(clipnorm, clipvalue, global_clipnorm), split)

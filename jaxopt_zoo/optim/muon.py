@@ -178,7 +178,7 @@ def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequ
         inv = tuple(sorted(range(x.ndim), key=lambda k: perm[k]))
         unflat = tuple(x.shape[a] for a in perm)
         n_in, n_out = fan_in_out(x.shape, d)
-        m = x.transpose(perm).reshape(-1, n_in, n_out)
+        m = x.transpose(perm).reshape(math.prod(x.shape[a] for a in batch), n_in, n_out)
         tall = n_in > n_out
         if tall:
             m = jnp.swapaxes(m, 1, 2)
@@ -318,6 +318,18 @@ def scale_by_muon_shape(
     return GradientTransformation(init_fn, update_fn)
 
 
+def skip_if_empty(tx: GradientTransformation) -> GradientTransformation:
+    """``tx``, except that an update tree without leaves passes through untouched (a branch of
+    ``partition`` that selects nothing from a bare-array tree gets ``params=None``)."""
+
+    def update_fn(updates, state, params=None):
+        if not jax.tree.leaves(updates):
+            return updates, state
+        return tx.update(updates, state, params)
+
+    return GradientTransformation(tx.init, update_fn)
+
+
 def muon_labels(weight_dimension_numbers: DimsOrFn, params: Any) -> Any:
     """``"muon"`` / ``"adam"`` per leaf: 2-D leaves by default, else where dims are given."""
     if weight_dimension_numbers is None:
@@ -374,7 +386,8 @@ def muon(
       ns_coeffs: ``(a, b, c)`` (default Jordan's quintic ``(3.4445, -4.7750, 2.0315)``), a
         sequence of triples, one per iteration (``ns_steps`` then ignored), or a preset
         ``"standard"`` / ``"dion"``.
-      ns_steps: Newton-Schulz iterations. beta: momentum decay. eps: in the normalization
+      ns_steps: Newton-Schulz iterations, a Python int (``optax.inject_hyperparams(...,
+        static_args=("ns_steps",))``). beta: momentum decay. eps: in the normalization
         and in Adam's denominator.
       weight_decay, weight_decay_mask: decoupled decay of the matrices (scaled by lr).
       mu_dtype: momentum dtype (default: the parameter's).
@@ -409,9 +422,9 @@ def muon(
         scale_by_muon_shape(dims, consistent_rms, width_scaling=width_scaling)]
     if weight_decay_mask is not None or not (isinstance(weight_decay, (int, float))
                                              and weight_decay == 0):
-        muon_part.append(add_decayed_weights(weight_decay, weight_decay_mask))
+        muon_part.append(skip_if_empty(add_decayed_weights(weight_decay, weight_decay_mask)))
     muon_part.append(scale_by_learning_rate(learning_rate))
     adam_part = adamw(adam_learning_rate, adam_b1, adam_b2, eps, adam_eps_root, mu_dtype,
                       adam_weight_decay, nesterov=nesterov)
-    return partition({"muon": chain(*muon_part), "adam": adam_part},
+    return partition({"muon": chain(*muon_part), "adam": skip_if_empty(adam_part)},
                      lambda params: muon_labels(dims, params))
