@@ -94,8 +94,9 @@ OPTAX_CASES = {
 }
 
 
-OPTAX_PARITY = [(c, "float64", 1e-6) for c in sorted(OPTAX_CASES)] + [
-    (c, "float32", 1e-5) for c in ("defaults", "rms-3-steps-conv")]
+OPTAX_CASES["defaults-standard-ns"] = dict(learning_rate=0.02, ns_method="standard")
+OPTAX_PARITY = [(c, "float64", 1e-6) for c in sorted(OPTAX_CASES) if "standard" not in c] + [
+    (c, "float32", 1e-5) for c in ("defaults", "defaults-standard-ns", "rms-3-steps-conv")]
 
 
 @pytest.mark.parametrize("case,dtype,tol", OPTAX_PARITY)
@@ -104,8 +105,10 @@ def test_matches_optax_contrib_muon(case, dtype, tol):
         params, grads = problem(SHAPES, dtype)
         kw = dict(OPTAX_CASES[case])
         kind = kw.pop("muon_weight_dimension_numbers", None)
+        ours_only = {k: kw.pop(k) for k in ("ns_method",) if k in kw}
         ref = trajectory(optax.contrib.muon(**kw, muon_weight_dimension_numbers=dims(kind, OD)),
                          params, grads)
+        kw.update(ours_only)
         got = trajectory(jz.muon(**kw, muon_weight_dimension_numbers=dims(kind, D)),
                          params, grads)
         assert moved(ref, params) > 0.05
@@ -283,8 +286,8 @@ def run_keras(kwargs, params, grads):
     return {k: np.stack(v) for k, v in out.items()}
 
 
-KERAS_PARITY = [(c, "float64", 1e-6) for c in sorted(KERAS_CASES)] + [
-    ("no-nesterov-no-rms-exclude", "float32", 1e-5)]
+KERAS_PARITY = [("defaults", "float64", 1e-6), ("embeddings-in-muon-clipnorm", "float64", 1e-6),
+                ("no-nesterov-no-rms-exclude", "float32", 1e-5)]
 
 
 @pytest.mark.parametrize("case,dtype,tol", KERAS_PARITY)

@@ -685,7 +685,8 @@ def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
     elif not (is_concrete_scalar(adam_lr_ratio) and adam_lr_ratio == 1):
         adam_lr = adam_lr_ratio * learning_rate
     muon_part = [trace(momentum, nesterov=nesterov),
-                 orthogonalize_by_newton_schulz((muon_a, muon_b, muon_c), ns_steps, 1e-7),
+                 orthogonalize_by_newton_schulz((muon_a, muon_b, muon_c), ns_steps, 1e-7,
+                                                ns_method="standard"),
                  scale_by_muon_shape(consistent_rms=rms_rate, width_scaling=False),
                  scale_by_learning_rate(learning_rate)]
     adam_part = [scale_by_keras_adam(adam_beta_1, adam_beta_2, epsilon),

@@ -671,7 +671,8 @@ def muon(
     check_nonneg("epsilon value", eps, schedule_ok=False)
     parts = [scale(1 - momentum), trace(momentum, nesterov=nesterov),
              orthogonalize_by_newton_schulz(tuple(ns_coefficients), ns_steps, eps,
-                                            ns_dtype=ns_dtype, clamp_eps=True),
+                                            ns_dtype=ns_dtype, clamp_eps=True,
+                                            ns_method="standard"),
              _adjust_lr_dims(adjust_lr_fn)]
     if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay))

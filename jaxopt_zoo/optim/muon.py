@@ -127,14 +127,33 @@ def _dot(x, y, acc):
     return jnp.einsum("bij,bjk->bik", x, y, preferred_element_type=acc)
 
 
+def use_gram(shape: Tuple[int, ...], dtype: Any, method: str, n_steps: int) -> bool:
+    """Whether ``newton_schulz`` iterates on the Gram matrix: ``method="gram"``, or ``"auto"``
+    where that saves arithmetic (``(4K - 3) n^3 + 2 n^2 m < K (n^3 + 2 n^2 m)`` multiply-adds
+    for ``K`` steps on ``n x m``, i.e. ``m > 1.5 n`` at K = 5) in float32 / float64 only."""
+    if method not in ("auto", "standard", "gram"):
+        raise ValueError(f"Invalid ns_method: {method!r}. Expected 'auto', 'standard' or 'gram'.")
+    n, m = shape[-2:]
+    if method != "auto":
+        return method == "gram"
+    low = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return not low and (4 * n_steps - 3) * n + 2 * m < n_steps * (n + 2 * m)
+
+
 def newton_schulz(x: jax.Array, coeffs: Sequence[Triple], eps: Any, *,
-                  clamp_eps: bool = False) -> jax.Array:
+                  clamp_eps: bool = False, gram: bool = False) -> jax.Array:
     """Orthogonalize a batch ``x`` of shape ``(batch, n, m)`` with ``n <= m``.
 
     ``x <- x / (||x||_F + eps)`` (or ``/ max(||x||_F, eps)`` with ``clamp_eps``, as torch),
     then per ``(a, b, c)``: ``A = x x^H; x <- a x + (b A + c A A) x``. The arithmetic runs
     in ``x``'s dtype; a bfloat16 ``x`` multiplies with float32 accumulation and rounds each
     product to bfloat16, as torch's CPU and GPU matmuls do.
+
+    ``gram``: the same iteration on ``n x n`` matrices only. With ``P_k = a I + b A_k + c
+    A_k^2`` (Hermitian), ``x_{k+1} = P_k x_k`` gives ``A_{k+1} = P_k A_k P_k`` and ``x_K = Q
+    x_0`` with ``Q = P_{K-1} ... P_0``: one ``n x n x m`` product at each end instead of two
+    per step. Exact in exact arithmetic; in bfloat16 ``Q``'s rounding would swamp the small
+    singular directions, so ``"auto"`` keeps it to float32 / float64.
     """
     low = x.dtype == jnp.bfloat16 or x.dtype == jnp.float16
     acc = jnp.float32 if low else x.dtype
@@ -142,11 +161,25 @@ def newton_schulz(x: jax.Array, coeffs: Sequence[Triple], eps: Any, *,
     norm = jnp.sqrt(jnp.sum((xf * xf.conj()).real, axis=(1, 2), keepdims=True))
     norm = jnp.maximum(norm, eps) if clamp_eps else norm + eps
     x = (xf / norm.astype(x.real.dtype).astype(acc)).astype(x.dtype)  # bf16: a bf16 norm
+    if gram:
+        return _gram_newton_schulz(x, coeffs)
     for a, b, c in coeffs:
         gram = _dot(x, jnp.swapaxes(x, 1, 2).conj(), acc).astype(x.dtype)
         poly = (b * gram.astype(acc) + c * _dot(gram, gram, acc)).astype(x.dtype)
         x = (a * x.astype(acc) + _dot(poly, x, acc)).astype(x.dtype)
     return x
+
+
+def _gram_newton_schulz(x: jax.Array, coeffs: Sequence[Triple]) -> jax.Array:
+    g = _dot(x, jnp.swapaxes(x, 1, 2).conj(), x.dtype)
+    eye = jnp.eye(x.shape[1], dtype=x.dtype)[None]
+    q = None
+    for k, (a, b, c) in enumerate(coeffs):
+        p = a * eye + b * g + c * _dot(g, g, x.dtype)
+        q = p if q is None else _dot(p, q, x.dtype)
+        if k + 1 < len(coeffs):
+            g = _dot(p, _dot(g, p, x.dtype), x.dtype)
+    return _dot(q, x, x.dtype) if q is not None else x
 
 
 def ns_compute_dtype(dtype: Any, ns_dtype: Optional[Any]) -> Any:
@@ -160,8 +193,8 @@ def ns_compute_dtype(dtype: Any, ns_dtype: Optional[Any]) -> Any:
 
 
 def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequence[Triple],
-                  eps: Any, ns_dtype: Optional[Any] = None, *, clamp_eps: bool = False
-                  ) -> List[jax.Array]:
+                  eps: Any, ns_dtype: Optional[Any] = None, *, clamp_eps: bool = False,
+                  ns_method: str = "standard") -> List[jax.Array]:
     """Newton-Schulz on each leaf with dimension numbers (others returned unchanged).
 
     Each leaf is laid out as ``(batch, fan_in, fan_out)`` and turned wide (``n <= m``, so the
@@ -191,7 +224,8 @@ def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequ
         groups.setdefault((m.shape[1:], dt), []).append((i, m.astype(dt), back))
     for items in groups.values():
         stacked = items[0][1] if len(items) == 1 else jnp.concatenate([m for _, m, _ in items])
-        ortho = newton_schulz(stacked, coeffs, eps, clamp_eps=clamp_eps)
+        gram = use_gram(stacked.shape, stacked.dtype, ns_method, len(coeffs))
+        ortho = newton_schulz(stacked, coeffs, eps, clamp_eps=clamp_eps, gram=gram)
         start = 0
         for i, m, back in items:
             out[i] = back(ortho[start:start + m.shape[0]])
@@ -206,14 +240,15 @@ def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequ
 def orthogonalize_by_newton_schulz(
     ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS, ns_steps: int = 5, eps: Any = 1e-8, *,
     weight_dimension_numbers: DimsOrFn = None, ns_dtype: Optional[Any] = None,
-    clamp_eps: bool = False,
+    clamp_eps: bool = False, ns_method: str = "auto",
 ) -> GradientTransformation:
     """Replace each matrix update by its Newton-Schulz orthogonalization (stateless).
 
-    See ``newton_schulz`` and ``orthogonalize``; leaves whose dimension numbers are ``None``
-    pass through unchanged.
+    See ``newton_schulz``, ``use_gram`` (``ns_method``) and ``orthogonalize``; leaves whose
+    dimension numbers are ``None`` pass through unchanged.
     """
     coeffs = coeff_table(ns_coeffs, check_int("ns_steps", ns_steps, low=1))
+    use_gram((1, 1), jnp.float32, ns_method, 1)  # validates ns_method
     check_nonneg("eps", eps, schedule_ok=False)
 
     def init_fn(params):
@@ -224,7 +259,8 @@ def orthogonalize_by_newton_schulz(
         del params
         leaves, treedef = jax.tree.flatten(updates)
         dims = leaf_dims(weight_dimension_numbers, updates)
-        new = orthogonalize(leaves, dims, coeffs, eps, ns_dtype, clamp_eps=clamp_eps)
+        new = orthogonalize(leaves, dims, coeffs, eps, ns_dtype, clamp_eps=clamp_eps,
+                            ns_method=ns_method)
         return jax.tree.unflatten(treedef, new), state
 
     return GradientTransformation(init_fn, update_fn)
@@ -240,7 +276,7 @@ def scale_by_muon(
     ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS, ns_steps: int = 5, beta: Any = 0.95,
     eps: Any = 1e-8, mu_dtype: Optional[Any] = None, *, nesterov: bool = True,
     adaptive: bool = False, weight_dimension_numbers: DimsOrFn = None,
-    ns_dtype: Optional[Any] = None,
+    ns_dtype: Optional[Any] = None, ns_method: str = "auto",
 ) -> GradientTransformation:
     """Muon's direction: bias-corrected (Nesterov) momentum, orthogonalized (optax's form).
 
@@ -250,7 +286,8 @@ def scale_by_muon(
     """
     check_decay("beta", beta, schedule_ok=False)
     ortho = orthogonalize_by_newton_schulz(ns_coeffs, ns_steps, eps, ns_dtype=ns_dtype,
-                                           weight_dimension_numbers=weight_dimension_numbers)
+                                           weight_dimension_numbers=weight_dimension_numbers,
+                                           ns_method=ns_method)
 
     def init_fn(params):
         for p, d in zip(jax.tree.leaves(params), leaf_dims(weight_dimension_numbers, params)):
@@ -360,6 +397,7 @@ def muon(
     consistent_rms: Optional[Any] = None,
     width_scaling: bool = True,
     ns_dtype: Optional[Any] = None,
+    ns_method: str = "auto",
 ) -> GradientTransformation:
     r"""Muon (Jordan et al. 2024; Liu et al. 2025, https://arxiv.org/abs/2502.16982).
 
@@ -397,6 +435,11 @@ def muon(
       consistent_rms, width_scaling: the shape scaling ``s`` above.
       ns_dtype: dtype of the iteration: ``None`` is float32 (float64 for float64 momentum);
         ``jnp.bfloat16`` multiplies bfloat16 with float32 accumulation, as torch does.
+      ns_method: ``"auto"`` (default: the Gram form where it saves work, ``m > 1.5 n``, in
+        float32 / float64), ``"standard"`` (optax's arithmetic) or ``"gram"``; see
+        ``newton_schulz``. Both agree with optax to < 1e-6 over the parity tests' 100 float32
+        steps; on a rank-deficient float32 input the Gram form's error is 2-6x the standard's
+        (~2e-4 of the largest entry).
 
     Returns:
       ``partition({"muon": scale_by_muon -> scale_by_muon_shape -> add_decayed_weights ->
@@ -418,7 +461,8 @@ def muon(
     dims = muon_weight_dimension_numbers
     muon_part = [
         scale_by_muon(ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov=nesterov,
-                      adaptive=adaptive, weight_dimension_numbers=dims, ns_dtype=ns_dtype),
+                      adaptive=adaptive, weight_dimension_numbers=dims, ns_dtype=ns_dtype,
+                      ns_method=ns_method),
         scale_by_muon_shape(dims, consistent_rms, width_scaling=width_scaling)]
     if weight_decay_mask is not None or not (isinstance(weight_decay, (int, float))
                                              and weight_decay == 0):
