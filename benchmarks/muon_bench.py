@@ -63,7 +63,7 @@ def jax_variant(tx, shapes) -> Callable[[int], None]:
         jax.block_until_ready(p)
         box[:] = [p, s]
 
-    run(2)  # compile, warm up
+    run(1)  # compile, warm up
     return run
 
 
@@ -82,7 +82,7 @@ def torch_variant(shapes) -> Callable[[int], None]:
         for _ in range(n):
             opt.step()
 
-    run(2)
+    run(1)
     return run
 
 
@@ -100,9 +100,11 @@ def time_round_robin(variants: Dict[str, Callable[[int], None]], iters: int, rep
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--json", type=str, default=None, help="also write the results here")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also time ours in float32 without the Gram form (ns_method='standard')")
     args = ap.parse_args(argv)
 
     import torch
@@ -119,6 +121,8 @@ def main(argv=None) -> dict:
             "ours bf16": jax_variant(jz.muon(LR, ns_dtype=jnp.bfloat16), shapes),
             "torch bf16": torch_variant(shapes),
         }
+        if args.ablation:
+            variants["ours f32 std"] = jax_variant(jz.muon(LR, ns_method="standard"), shapes)
         times = time_round_robin(variants, args.iters, args.repeats)
         med = {k: statistics.median(v) for k, v in times.items()}
         row = {"matrices": len(shapes), "params": n_params, "ms": med,

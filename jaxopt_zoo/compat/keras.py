@@ -64,11 +64,8 @@ from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adam import ScaleByAdamState, ScaleByAmsgradState
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState
 from jaxopt_zoo.optim.lion import scale_by_lion
-from jaxopt_zoo.optim.muon import (
-    orthogonalize_by_newton_schulz,
-    scale_by_muon_shape,
-    skip_if_empty,
-)
+from jaxopt_zoo.optim.muon import scale_by_muon_shape, skip_if_empty
+from jaxopt_zoo.optim.newton_schulz import orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
 from jaxopt_zoo.transforms.clipping import clip, clip_by_global_norm
 from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState, scale_by_learning_rate

@@ -52,11 +52,8 @@ from jaxopt_zoo.optim.adagrad import scale_by_rss
 from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, scale_by_adam
 from jaxopt_zoo.optim.adamax import scale_by_adamax
 from jaxopt_zoo.optim._common import init_moments
-from jaxopt_zoo.optim.muon import (
-    MuonDimensionNumbers,
-    orthogonalize_by_newton_schulz,
-    scale_by_muon_shape,
-)
+from jaxopt_zoo.optim.muon import scale_by_muon_shape
+from jaxopt_zoo.optim.newton_schulz import MuonDimensionNumbers, orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
 from jaxopt_zoo.transforms.learning_rate import scale, scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace

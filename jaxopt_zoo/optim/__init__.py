@@ -22,14 +22,8 @@ from jaxopt_zoo.optim.adam import (
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
-from jaxopt_zoo.optim.muon import (
-    MuonDimensionNumbers,
-    ScaleByMuonState,
-    muon,
-    orthogonalize_by_newton_schulz,
-    scale_by_muon,
-    scale_by_muon_shape,
-)
+from jaxopt_zoo.optim.muon import ScaleByMuonState, muon, scale_by_muon, scale_by_muon_shape
+from jaxopt_zoo.optim.newton_schulz import MuonDimensionNumbers, orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.radam import radam, scale_by_radam
 from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
 from jaxopt_zoo.optim.sgd import sgd
