@@ -91,17 +91,19 @@ def coeff_table(ns_coeffs: NsCoeffs, ns_steps: int) -> Tuple[Triple, ...]:
         if ns_coeffs not in NS_COEFFS_PRESETS:
             raise ValueError(f"Invalid ns_coeffs: {ns_coeffs!r}. Expected a triple, a sequence "
                              f"of triples or one of {sorted(NS_COEFFS_PRESETS)}.")
-        table = NS_COEFFS_PRESETS[ns_coeffs]
-        return table * ns_steps if len(table) == 1 else table
+        preset = NS_COEFFS_PRESETS[ns_coeffs]
+        return preset * ns_steps if len(preset) == 1 else preset
+    given: Any = ns_coeffs
     try:
-        rows = [tuple(float(v) for v in row) for row in ns_coeffs]  # type: ignore[union-attr]
+        rows = [tuple(float(v) for v in row) for row in given]
         nested = True
     except TypeError:
-        rows, nested = [tuple(float(v) for v in ns_coeffs)], False  # type: ignore[union-attr]
+        rows, nested = [tuple(float(v) for v in given)], False
     if not rows or any(len(r) != 3 for r in rows):
         raise ValueError(f"Invalid ns_coeffs: {ns_coeffs!r}. Expected (a, b, c) or a sequence "
                          "of (a, b, c) triples, one per iteration.")
-    return tuple(rows) if nested else tuple(rows) * ns_steps  # type: ignore[return-value]
+    table: Tuple[Triple, ...] = tuple((r[0], r[1], r[2]) for r in rows)
+    return table if nested else table * ns_steps
 
 
 def _dot(x, y, acc):
@@ -145,8 +147,8 @@ def newton_schulz(x: jax.Array, coeffs: Sequence[Triple], eps: Any, *,
     if gram:
         return _gram_newton_schulz(x, coeffs)
     for a, b, c in coeffs:
-        gram = _dot(x, jnp.swapaxes(x, 1, 2).conj(), acc).astype(x.dtype)
-        poly = (b * gram.astype(acc) + c * _dot(gram, gram, acc)).astype(x.dtype)
+        g = _dot(x, jnp.swapaxes(x, 1, 2).conj(), acc).astype(x.dtype)
+        poly = (b * g.astype(acc) + c * _dot(g, g, acc)).astype(x.dtype)
         x = (a * x.astype(acc) + _dot(poly, x, acc)).astype(x.dtype)
     return x
 
