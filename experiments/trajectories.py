@@ -83,6 +83,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "soap": 0.01,
         "schedule_free_sgd": 0.01, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 1,
         "mars": 0.01, "ademamix": 0.03,
+        "muon": 0.03,  # a vector: Muon's NAdamW part, so NAdam's choice
     },
     "beale": {
         "adabelief": 0.03, "adadelta": 1, "adafactor": 0.01, "adagrad": 0.3, "adam": 0.03,
@@ -93,6 +94,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "soap": 0.01,
         "schedule_free_sgd": 0.003, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 0.3,
         "mars": 0.01, "ademamix": 0.3,
+        "muon": 0.03,
     },
     "saddle": {
         "adabelief": 0.003, "adadelta": 0.1, "adafactor": 0.01, "adagrad": 0.03, "adam": 0.01,
@@ -103,6 +105,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "soap": 0.01,
         "schedule_free_sgd": 0.1, "schedule_free_adamw": 0.01, "prodigy": 0.03, "adopt": 0.003,
         "mars": 0.01, "ademamix": 0.01,
+        "muon": 0.01,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

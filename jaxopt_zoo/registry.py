@@ -215,6 +215,9 @@ register("lamb", _o.lamb, default_lr=1e-3, paper="You et al. 2020",
 register("lars", _o.lars, default_lr=0.1, paper="You et al. 2017",
          blocks="add_decayed_weights -> masked(scale_by_trust_ratio) -> "
                 "scale_by_learning_rate -> trace", verified=_OPTAX)
+register("muon", _o.muon, default_lr=0.02, paper="Jordan et al. 2024; Liu et al. 2025",
+         blocks="partition(scale_by_muon -> scale_by_muon_shape -> add_decayed_weights -> "
+                "scale_by_learning_rate | adamw)", verified=_OPTAX)
 register("adafactor", _o.adafactor, default_lr=1e-2, paper="Shazeer & Stern 2018",
          blocks="scale_by_factored_rms -> clip_by_block_rms -> scale_by_learning_rate -> "
                 "scale_by_param_block_rms", verified=_OPTAX)
@@ -250,9 +253,10 @@ from jaxopt_zoo.compat import torch as _torch  # noqa: E402
 
 _TORCH = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
           "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "NAdam",
-          "radam": "RAdam"}
+          "radam": "RAdam", "muon": "Muon"}
 _KERAS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
-          "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "adamax": "Adamax", "lion": "Lion"}
+          "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "adamax": "Adamax", "lion": "Lion",
+          "muon": "Muon"}
 _KERAS.update({"adafactor": "Adafactor", "ftrl": "Ftrl", "lamb": "Lamb",
                "schedule_free_adamw": "ScheduleFreeAdamW"})
 for _n, _cls in _TORCH.items():

@@ -11,7 +11,6 @@ from flax.training import train_state
 
 import jaxopt_zoo as jz
 
-
 # ----------------------------------------------------------------- validation
 
 @pytest.mark.parametrize("make,match", [

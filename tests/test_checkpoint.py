@@ -19,9 +19,9 @@ import jaxopt_zoo as jz
 from jaxopt_zoo import cli
 from jaxopt_zoo.models import MLP
 from jaxopt_zoo.train import (
+    Checkpointer,
     CheckpointError,
     CheckpointMismatchError,
-    Checkpointer,
     LoopState,
     Metrics,
     TrainConfig,

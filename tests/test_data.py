@@ -21,13 +21,13 @@ from jaxopt_zoo.data import (
     DataError,
     DataNotFoundError,
     Dataset,
+    datasets,
     load,
     load_fashion_mnist,
     load_mnist,
     read_idx,
     write_idx,
 )
-from jaxopt_zoo.data import datasets
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

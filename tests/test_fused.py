@@ -7,17 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import max_rel_err
 
 import jaxopt_zoo as jz
 from jaxopt_zoo.fused import FlatParams, FusedState, Layout, NotFusableError, check_fusable, fuse
 from jaxopt_zoo.models import MLP
 from jaxopt_zoo.train import Metrics, make_indexed_train_step
 
-from helpers import max_rel_err
-
 STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars"}
+NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon"}
 ELEMENTWISE = [n for n in jz.available() if n not in NOT_ELEMENTWISE] + [
     "torch.adam", "keras.lion"]  # the compat ones are written with the same blocks
 

@@ -51,6 +51,8 @@ TABLE = {
     "adopt": dict(kw=dict(learning_rate=0.05)),
     "mars": dict(kw=dict(learning_rate=0.01)),
     "ademamix": dict(kw=dict(learning_rate=0.05)),
+    # Matrices only in the tree tests below; the 2-vectors here take Muon's NAdamW part.
+    "muon": dict(kw=dict(learning_rate=0.05)),
 }
 STEPS = 3000
 
@@ -196,7 +198,8 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     e = jz.entry(name)
     factory = functools.partial(e.factory, **e.fixed, **other)
     static = {"adafactor": ("min_dim_size_to_factor", "decay_offset"),
-              "soap": ("precondition_frequency", "max_precondition_dim")}.get(name, ())
+              "soap": ("precondition_frequency", "max_precondition_dim"),
+              "muon": ("ns_steps",)}.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
     plain = jz.get(name, **TABLE[name]["kw"])
     chained = optax.chain(optax.clip_by_global_norm(1e6), plain)

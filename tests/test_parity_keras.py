@@ -45,6 +45,7 @@ KERAS = {
     "adafactor": keras.optimizers.Adafactor,
     "ftrl": keras.optimizers.Ftrl,
     "schedule_free_adamw": keras.optimizers.ScheduleFreeAdamW,
+    "muon": keras.optimizers.Muon,  # trajectories: tests/test_muon.py
 }
 
 

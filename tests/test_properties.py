@@ -30,10 +30,14 @@ import jaxopt_zoo as jz
 from jaxopt_zoo import registry
 
 NAMES = jz.available() + jz.available("torch.") + jz.available("keras.")
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars"}  # per-parameter norms / factored statistics
+NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars",  # per-parameter norms / factored statistics
+                   "muon", "torch.muon", "keras.muon"}  # matrix products
+# torch.optim.Muon refuses non-matrix (and complex) parameters; so does torch.muon: matrices only.
+MATRIX_ONLY = {"torch.muon"}
 # Algorithms built on a sign or a maximum of the gradient, and their framework versions: drawn
 # on real dtypes only here (the native ones' complex path is checked in test_optimizers).
-REAL_ONLY = {"lion", "adamax", "yogi", "keras.lion", "keras.adamax", "torch.adamax"}
+REAL_ONLY = {"lion", "adamax", "yogi", "keras.lion", "keras.adamax", "torch.adamax",
+             "torch.muon"}
 # Keras' own formulas for these are real-only (squares, clips, norms of real tensors)
 REAL_ONLY |= {"keras.adafactor", "keras.ftrl", "keras.lamb", "keras.schedule_free_adamw"}
 FLOATS = ("float32", "bfloat16", "float16")
@@ -51,15 +55,15 @@ class Leaf(NamedTuple):
 SHAPES = [(), (1,), (3,), (0,), (2, 0), (0, 3, 1), (1, 5), (2, 3, 1), (4, 4)]
 
 
-def leaves(dtypes):
-    return st.builds(Leaf, st.sampled_from(SHAPES), st.sampled_from(dtypes),
+def leaves(dtypes, shapes=SHAPES):
+    return st.builds(Leaf, st.sampled_from(shapes), st.sampled_from(dtypes),
                      st.integers(0, 2 ** 31 - 1))
 
 
-def trees(dtypes):
+def trees(dtypes, shapes=SHAPES):
     keys = st.text(alphabet="abcxyz_", min_size=1, max_size=3)
     return st.recursive(
-        leaves(dtypes),
+        leaves(dtypes, shapes),
         lambda children: st.one_of(
             st.dictionaries(keys, children, max_size=3),
             st.lists(children, max_size=3),
@@ -70,7 +74,8 @@ def trees(dtypes):
 @st.composite
 def cases(draw, name):
     dtypes = FLOATS if name in REAL_ONLY else FLOATS + ("complex64",)
-    return (draw(trees(dtypes)), draw(st.sampled_from([1e-3, 1.0, 10.0])),
+    shapes = [s for s in SHAPES if len(s) == 2] if name in MATRIX_ONLY else SHAPES
+    return (draw(trees(dtypes, shapes)), draw(st.sampled_from([1e-3, 1.0, 10.0])),
             draw(st.booleans()))
 
 
@@ -159,13 +164,17 @@ def test_half_precision_updates_track_float32(name):
     # optimizers gave inf or nan here, and Keras' Adam and Nadam lost every bfloat16 update
     # (0.999 rounds to 1 in bfloat16, so 1 - b2^t was 0).
     p0 = np.random.default_rng(1).normal(size=8)
+    shape = (2, 4) if name in MATRIX_ONLY else (8,)
+    # torch.muon runs Newton-Schulz in bfloat16 whatever the parameters' dtype (as torch):
+    # that rounding, chaotic over five iterations, is not the parameters' precision.
+    kw = {"ns_dtype": None} if name == "torch.muon" else {}
 
     def updates(dtype):
-        tx = jz.get(name)
-        p = jnp.asarray(p0, dtype)
+        tx = jz.get(name, **kw)
+        p = jnp.asarray(p0, dtype).reshape(shape)
         state, out = tx.init(p), []
         for g in HALF_GRADS:
-            u, state = tx.update(jnp.asarray(g, dtype), state, p)
+            u, state = tx.update(jnp.asarray(g, dtype).reshape(shape), state, p)
             assert u.dtype == jnp.dtype(dtype) and all_finite(state), (name, dtype, state)
             out.append(np.asarray(u.astype(jnp.float32)))
         return np.array(out)
@@ -207,8 +216,10 @@ def test_the_table_covers_every_registered_optimizer():
     assert sorted(NAMES) == sorted(registry._REGISTRY)
     assert REAL_ONLY <= set(NAMES) and NOT_ELEMENTWISE <= set(NAMES)
     for name in NOT_ELEMENTWISE:
+        tree = {"w": jnp.ones((2, 3))} if name in MATRIX_ONLY else {
+            "w": jnp.ones((2, 3)), "b": jnp.ones(3)}
         with pytest.raises(jz.NotFusableError):
-            jz.fuse(jz.get(name)).init({"w": jnp.ones((2, 3)), "b": jnp.ones(3)})
+            jz.fuse(jz.get(name)).init(tree)
 
 
 # Wrappers around any optimizer (not registered: they take an optimizer, not hyperparameters).

@@ -247,6 +247,8 @@ def test_integer_leaves_get_integer_updates_and_float_leaves_are_unaffected(name
     tx = jz.get(name)
     p = {"f": jnp.array([1.0, -2.0]), "i": jnp.array([3, 4], jnp.int32)}
     g = {"f": jnp.array([0.5, -0.25]), "i": jnp.array([1, 1], jnp.int32)}
+    if name == "torch.muon":  # refuses non-matrix leaves, as torch.optim.Muon
+        p, g = jax.tree.map(lambda x: x[None], p), jax.tree.map(lambda x: x[None], g)
     u, _ = tx.update(g, tx.init(p), p)
     alone, _ = tx.update({"f": g["f"]}, tx.init({"f": p["f"]}), {"f": p["f"]})
     assert u["i"].dtype == jnp.int32

@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import jax
@@ -53,6 +54,7 @@ from jaxopt_zoo.core import (
     check_scalar,
     compute_dtype,
     increment,
+    is_concrete_scalar,
     is_zero,
     require_params,
     resolve,
@@ -65,10 +67,13 @@ from jaxopt_zoo.optim.adagrad import scale_by_rss
 from jaxopt_zoo.optim.adam import ScaleByAdamState, ScaleByAmsgradState
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState
 from jaxopt_zoo.optim.lion import scale_by_lion
+from jaxopt_zoo.optim.muon import scale_by_muon_shape, skip_if_empty
+from jaxopt_zoo.optim.newton_schulz import orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
 from jaxopt_zoo.transforms.averaging import ema_weights
 from jaxopt_zoo.transforms.clipping import clip, clip_by_global_norm
 from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState, scale_by_learning_rate
+from jaxopt_zoo.transforms.masking import partition
 from jaxopt_zoo.transforms.momentum import trace
 
 __all__ = [
@@ -83,7 +88,10 @@ __all__ = [
     "clip_by_norm",
     "get",
     "keras_base_options",
+    "leaf_path",
     "lion",
+    "muon",
+    "muon_labels",
     "nadam",
     "rmsprop",
     "scale_by_keras_adam",
@@ -1170,3 +1178,91 @@ _OPTIMIZERS.update({"adafactor": adafactor, "ftrl": ftrl, "lamb": lamb,
                     "schedule_free_adamw": schedule_free_adamw})
 __all__ += ["KerasVariableStepState", "adafactor", "ftrl", "keras_variable_step", "lamb",
             "schedule_free_adamw"]
+
+
+# --------------------------------------------------------------------------- #
+# Muon (keras.optimizers.Muon)
+# --------------------------------------------------------------------------- #
+
+def leaf_path(path: Any) -> str:
+    """A pytree key path as a Keras variable path: keys joined by ``/`` (``"dense/kernel"``)."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def muon_labels(params: Any, exclude_layers: Any = None, exclude_embeddings: bool = True) -> Any:
+    """Keras Muon's split: ``"adam"`` for a leaf that is not 2-D, whose path contains
+    ``"embedding"`` (any case; with ``exclude_embeddings``) or matches a regular expression of
+    ``exclude_layers`` (``re.search``); ``"muon"`` for the others."""
+    def label(path, x):
+        name = leaf_path(path)
+        if jnp.ndim(x) != 2 or (exclude_embeddings and "embedding" in name.lower()):
+            return "adam"
+        return "adam" if any(re.search(k, name) for k in exclude_layers or ()) else "muon"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
+         adam_beta_2: Any = 0.999, adam_weight_decay: Any = 0.004, epsilon: Any = 1e-7,
+         weight_decay: Any = 0.004, clipnorm: Any = None, clipvalue: Any = None,
+         global_clipnorm: Any = None, exclude_layers: Optional[List[str]] = None,
+         exclude_embeddings: bool = True, muon_a: float = 3.4445, muon_b: float = -4.7750,
+         muon_c: float = 2.0315, adam_lr_ratio: Any = 1, momentum: Any = 0.95,
+         ns_steps: int = 5, nesterov: bool = True, rms_rate: Optional[Any] = 0.2
+         ) -> GradientTransformation:
+    """``keras.optimizers.Muon``: Muon for 2-D leaves, Keras' Adam for the others.
+
+    Matrices (2-D leaves not excluded, see ``muon_labels``; a leaf's Keras "path" is its
+    pytree key path joined by ``/``)::
+
+        m_t = momentum m_{t-1} + g_t;   U_t = g_t + momentum m_t  (nesterov),  m_t  (otherwise)
+        X_0 = U_t / (||U_t||_F + 1e-7),  wide;  X <- a X + (b A + c A A) X,  A = X X^T
+        p_t = p_{t-1} - lr_t * rms_rate * sqrt(max(A, B)) * X   (no factor if rms_rate=None)
+
+    Other leaves: ``adam`` here (epsilon hat) with ``adam_beta_1/2``, ``epsilon`` and
+    ``lr_t * adam_lr_ratio``. Decay, as Keras: ``p <- p - lr_t * wd * p`` with
+    ``wd = weight_decay`` for matrices and ``adam_weight_decay`` for the rest (``None``: none).
+    No bias correction and an undamped momentum (torch's buffer times ``1 / (1 - momentum)``,
+    the same direction); the iteration runs in float32 (Keras: the variable's dtype).
+    Conv kernels (4-D) take Adam, as in Keras. Blocks: clipping -> ``partition`` of
+    ``trace -> orthogonalize_by_newton_schulz -> scale_by_muon_shape ->
+    scale_by_learning_rate -> add_lr_scaled_weight_decay`` and ``scale_by_keras_adam -> ...``.
+    """
+    check_nonneg("learning_rate", learning_rate)
+    _check_betas(adam_beta_1, adam_beta_2, epsilon)
+    check_nonneg("momentum", momentum, schedule_ok=False)
+    check_nonneg("adam_lr_ratio", adam_lr_ratio, schedule_ok=False)
+    if isinstance(exclude_layers, str):
+        raise TypeError(f"Invalid exclude_layers: {exclude_layers!r}. Expected a list of "
+                        "strings (regular expressions), as Keras.")
+    adam_lr: ScalarOrSchedule = learning_rate
+    if callable(learning_rate):
+        adam_lr = lambda count: adam_lr_ratio * learning_rate(count)  # noqa: E731
+    elif not (is_concrete_scalar(adam_lr_ratio) and adam_lr_ratio == 1):
+        adam_lr = adam_lr_ratio * learning_rate
+    muon_part = [trace(momentum, nesterov=nesterov),
+                 orthogonalize_by_newton_schulz((muon_a, muon_b, muon_c), ns_steps, 1e-7,
+                                                ns_method="standard"),
+                 scale_by_muon_shape(consistent_rms=rms_rate, width_scaling=False),
+                 scale_by_learning_rate(learning_rate)]
+    adam_part = [scale_by_keras_adam(adam_beta_1, adam_beta_2, epsilon),
+                 scale_by_learning_rate(adam_lr)]
+    for part, wd in ((muon_part, weight_decay), (adam_part, adam_weight_decay)):
+        if wd is not None:
+            check_nonneg("weight_decay", wd, schedule_ok=False)
+            if not is_zero(wd):
+                part.append(skip_if_empty(add_lr_scaled_weight_decay(wd, learning_rate)))
+    split = partition({"muon": chain(*muon_part), "adam": chain(*adam_part)},
+                      lambda params: muon_labels(params, exclude_layers, exclude_embeddings))
+    return chain(*_clipping(clipnorm, clipvalue, global_clipnorm), split)
+
+
+_OPTIMIZERS["muon"] = muon

@@ -53,6 +53,8 @@ from jaxopt_zoo.optim.adadelta import scale_by_adadelta
 from jaxopt_zoo.optim.adagrad import scale_by_rss
 from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, scale_by_adam
 from jaxopt_zoo.optim.adamax import scale_by_adamax
+from jaxopt_zoo.optim.muon import scale_by_muon_shape
+from jaxopt_zoo.optim.newton_schulz import MuonDimensionNumbers, orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.rmsprop import scale_by_rms
 from jaxopt_zoo.transforms.learning_rate import scale, scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
@@ -66,6 +68,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "muon",
     "nadam",
     "radam",
     "rmsprop",
@@ -783,3 +786,94 @@ def radam(
     _check_weight_decay(weight_decay)
     return _assemble(scale_by_torch_radam(b1, b2, eps), lr, weight_decay,
                      decoupled=decoupled_weight_decay, maximize=maximize)
+
+
+# --------------------------------------------------------------------------- #
+# Muon (torch.optim.Muon, torch >= 2.9)
+# --------------------------------------------------------------------------- #
+
+def _refuse_non_matrices(tree: Any) -> None:
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.ndim(x) != 2:
+            raise ValueError(
+                f"Muon only supports 2D parameters whereas we found a parameter with size: "
+                f"{tuple(jnp.shape(x))} at {jax.tree_util.keystr(path)} (as torch.optim.Muon). "
+                "Give Muon the matrices only and the rest to adamw (optax.partition or "
+                "jaxopt_zoo.partition), or use jaxopt_zoo.muon, which does that split itself.")
+        if jnp.iscomplexobj(x):
+            raise ValueError(f"Muon does not support complex parameters (as torch.optim.Muon); "
+                             f"got {jnp.result_type(x)} at {jax.tree_util.keystr(path)}.")
+
+
+def _adjust_lr_dims(adjust_lr_fn: Any):
+    """torch's ``_adjust_lr`` as ``scale_by_muon_shape``: torch reads ``A, B = shape[:2]`` of
+    an ``(out, in)`` weight, i.e. output axis 0 and reduction axis 1."""
+    dims = MuonDimensionNumbers(reduction_axis=1, output_axis=0)
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return scale_by_muon_shape(dims)  # sqrt(max(1, A / B))
+    if adjust_lr_fn == "match_rms_adamw":
+        return scale_by_muon_shape(dims, consistent_rms=0.2)  # 0.2 sqrt(max(A, B))
+    raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported "
+                     "(expected None, 'original' or 'match_rms_adamw', as torch.optim.Muon).")
+
+
+def muon(
+    lr: ScalarOrSchedule = 1e-3,
+    weight_decay: Any = 0.1,
+    momentum: Any = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: Tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+    eps: Any = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: Any = None,
+    *,
+    ns_dtype: Any = jnp.bfloat16,
+) -> GradientTransformation:
+    """``torch.optim.Muon`` (torch 2.13): 2-D parameters only, as torch.
+
+    ::
+
+        B_t = momentum B_{t-1} + (1 - momentum) g_t            (B_0 = 0; torch's lerp)
+        U_t = (1 - momentum) g_t + momentum B_t  (nesterov),  B_t  (otherwise)
+        X_0 = bf16(U_t) / max(||U_t||_F, eps),  wide (transposed if A > B)
+        X <- a X + (b A + c A A) X,  A = X X^T                  (ns_steps times, bfloat16)
+        p_t = p_{t-1} (1 - lr wd) - lr s O_t,   s = sqrt(max(1, A / B))        ("original")
+                                                 s = 0.2 sqrt(max(A, B))  ("match_rms_adamw")
+
+    with ``(A, B) = p.shape``: torch's weights are ``(out, in)``, so for a JAX ``(in, out)``
+    kernel pass its transpose or read ``A / B`` as ``in / out``. No bias correction, unlike
+    ``jaxopt_zoo.muon``; ``eps`` is a lower bound on the norm, not added to it. torch runs the
+    iteration in bfloat16; so does this by default (``ns_dtype``: bfloat16 matmuls with float32
+    accumulation, each product rounded to bfloat16). ``ns_dtype=None`` runs it in float32
+    (float64 for float64 parameters). Non-matrix or complex parameters raise ``ValueError``.
+    Blocks: ``scale(1 - momentum) -> trace(momentum, nesterov) ->
+    orthogonalize_by_newton_schulz -> scale_by_muon_shape -> add_decayed_weights ->
+    scale_by_learning_rate``.
+    """
+    _check_lr(lr)
+    check_nonneg("momentum value", momentum, schedule_ok=False)
+    _check_weight_decay(weight_decay)
+    if not isinstance(ns_steps, int) or ns_steps >= 100:
+        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    if len(tuple(ns_coefficients)) != 3:
+        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    check_nonneg("epsilon value", eps, schedule_ok=False)
+    parts = [scale(1 - momentum), trace(momentum, nesterov=nesterov),
+             orthogonalize_by_newton_schulz(tuple(ns_coefficients), ns_steps, eps,
+                                            ns_dtype=ns_dtype, clamp_eps=True,
+                                            ns_method="standard"),
+             _adjust_lr_dims(adjust_lr_fn)]
+    if not is_zero(weight_decay):
+        parts.append(add_decayed_weights(weight_decay))
+    parts.append(scale_by_learning_rate(lr))
+    inner = chain(*parts)
+
+    def init_fn(params):
+        _refuse_non_matrices(params)
+        return inner.init(params)
+
+    def update_fn(updates, state, params=None):
+        _refuse_non_matrices(updates)
+        return inner.update(updates, state, params)
+
+    return GradientTransformation(init_fn, update_fn)

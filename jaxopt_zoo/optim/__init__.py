@@ -25,6 +25,8 @@ from jaxopt_zoo.optim.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
 from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
+from jaxopt_zoo.optim.muon import ScaleByMuonState, muon, scale_by_muon, scale_by_muon_shape
+from jaxopt_zoo.optim.newton_schulz import MuonDimensionNumbers, orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.prodigy import ProdigyState, prodigy
 from jaxopt_zoo.optim.radam import radam, scale_by_radam
 from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
@@ -68,8 +70,11 @@ __all__ = [
     "lamb",
     "lars",
     "lion",
+    "muon",
+    "MuonDimensionNumbers",
     "nadam",
     "nadamw",
+    "orthogonalize_by_newton_schulz",
     "radam",
     "rmsprop",
     "scale_by_adadelta",
@@ -78,6 +83,8 @@ __all__ = [
     "scale_by_belief",
     "scale_by_factored_rms",
     "scale_by_lion",
+    "scale_by_muon",
+    "scale_by_muon_shape",
     "scale_by_param_block_rms",
     "scale_by_radam",
     "scale_by_rms",
@@ -88,6 +95,7 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "ScaleByLionState",
+    "ScaleByMuonState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByStddevState",
