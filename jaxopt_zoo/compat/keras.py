@@ -997,6 +997,7 @@ def _zeros_slots(n: int) -> Callable[[jax.Array, Any], tuple]:
     return lambda p, dt: tuple(jnp.zeros(p.shape, dt) for _ in range(n))
 
 
+@keras_base_options
 def lamb(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
          epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
          clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
@@ -1027,6 +1028,7 @@ def lamb(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
                      learning_rate, None, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
               epsilon_1: Any = 1e-30, epsilon_2: Any = 1e-3, clip_threshold: Any = 1.0,
               relative_step: bool = True, weight_decay: Any = None, clipnorm: Any = None,
@@ -1088,6 +1090,7 @@ def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
                      learning_rate, None, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def ftrl(learning_rate: ScalarOrSchedule = 0.001, learning_rate_power: Any = -0.5,
          initial_accumulator_value: Any = 0.1, l1_regularization_strength: Any = 0.0,
          l2_regularization_strength: Any = 0.0,
@@ -1130,6 +1133,7 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.001, learning_rate_power: Any = -0.
                      learning_rate, None, clipnorm, clipvalue, global_clipnorm)
 
 
+@keras_base_options
 def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025, beta_1: Any = 0.9,
                         beta_2: Any = 0.999, epsilon: Any = 1e-8, warmup_steps: int = 0,
                         weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
@@ -1210,6 +1214,7 @@ def muon_labels(params: Any, exclude_layers: Any = None, exclude_embeddings: boo
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+@keras_base_options
 def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
          adam_beta_2: Any = 0.999, adam_weight_decay: Any = 0.004, epsilon: Any = 1e-7,
          weight_decay: Any = 0.004, clipnorm: Any = None, clipvalue: Any = None,
