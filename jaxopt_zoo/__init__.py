@@ -4,7 +4,8 @@ Every optimizer is an ``optax.GradientTransformation``: ``tx.init(params)`` and
 ``tx.update(grads, state, params)``; apply with ``optax.apply_updates``.
 """
 
-from jaxopt_zoo import native, schedules
+from jaxopt_zoo import fast, schedules
+from jaxopt_zoo.fast import native
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -52,7 +53,7 @@ from jaxopt_zoo.optim import (
     sgd,
     yogi,
 )
-from jaxopt_zoo.fused import FlatParams, NotFusableError, check_fusable, fuse, fused_apply
+from jaxopt_zoo.fast import FlatParams, NotFusableError, check_fusable, fuse, fused_apply
 from jaxopt_zoo.registry import available, entry, get
 from jaxopt_zoo.transforms import (
     EmaState,
@@ -146,6 +147,7 @@ __all__ = [
     "ScaleByScheduleState",
     "ScaleByStddevState",
     "native",
+    "fast",
     "schedules",
     "sgd",
     "skip_not_finite",

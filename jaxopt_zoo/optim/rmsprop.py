@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.core import (
     is_zero,
     GradientTransformation,
@@ -88,14 +88,14 @@ def scale_by_rms(
             return out, ScaleByStddevState(count=count, mu=mu, nu=nu)
         return out, ScaleByRmsState(count=count, nu=nu)
 
-    def kernel_stage(state):
-        if centered or bias_correction_:
-            return None
-        return native.Stage(native.RMS, (decay, 1 - decay, eps, float(eps_in_sqrt)),
-                            (state.nu,),
-                            lambda new: ScaleByRmsState(count=increment(state.count), nu=new[0]))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    tx = GradientTransformation(init_fn, update_fn)
+    if centered or bias_correction_:
+        return describe(tx, BlockSpec("scale_by_rms", elementwise=True))
+    return describe(tx, BlockSpec(
+        "scale_by_rms", elementwise=True, stage="rms",
+        scalars={"decay": decay, "one_minus_decay": 1 - decay, "eps": eps,
+                 "eps_in_sqrt": float(eps_in_sqrt)},
+        buffers=("nu",)))
 
 
 def rmsprop(

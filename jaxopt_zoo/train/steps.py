@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_zoo.fused import update_and_apply
+from jaxopt_zoo.fast import update_and_apply
 
 __all__ = [
     "Metrics",

@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -38,10 +38,9 @@ def scale(step_size: Any) -> GradientTransformation:
         del params
         return jax.tree.map(lambda u: scale_leaf(u, step_size), updates), state
 
-    def kernel_stage(state):
-        return native.Stage(native.SCALE, (step_size,), (), lambda new: state)
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale", elementwise=True, stage="scale",
+                              scalars={"step_size": step_size}))
 
 
 def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTransformation:
@@ -61,11 +60,9 @@ def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTrans
         updates = jax.tree.map(lambda u: scale_leaf(u, s), updates)
         return updates, ScaleByScheduleState(count=increment(state.count))
 
-    def kernel_stage(state):
-        return native.Stage(native.SCALE, (step_size_fn(state.count),), (),
-                            lambda new: ScaleByScheduleState(count=increment(state.count)))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_schedule", elementwise=True, stage="scale",
+                              scalars={"step_size": step_size_fn}))
 
 
 def scale_by_learning_rate(

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.core import (
     GradientTransformation,
     bias_correction,
@@ -64,13 +64,12 @@ def trace(
             out = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, buf)
         return out, TraceState(count=increment(state.count), trace=buf)
 
-    def kernel_stage(state):
-        first = (state.count == 0).astype(jnp.float32)
-        return native.Stage(native.TRACE, (decay, 1 - dampening, first, float(nesterov)),
-                            (state.trace,),
-                            lambda new: TraceState(count=increment(state.count), trace=new[0]))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    spec = BlockSpec("trace", elementwise=True, stage="trace",
+                     scalars={"decay": decay, "one_minus_dampening": 1 - dampening,
+                              "first": lambda count: (count == 0).astype(jnp.float32),
+                              "nesterov": float(nesterov)},
+                     buffers=("trace",))
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 class EmaState(NamedTuple):
