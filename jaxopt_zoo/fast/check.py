@@ -33,7 +33,7 @@ import numpy as np
 from jax.extend.core import Literal
 
 from jaxopt_zoo.fast.layout import FlatParams, Layout
-from jaxopt_zoo.fast.spec import leaf_specs
+from jaxopt_zoo.fast.spec import is_elementwise
 
 __all__ = ["NotFusableError", "analyze", "check_fusable"]
 
@@ -69,10 +69,8 @@ def analyze(tx: Any, params_or_layout: Any, *, trust_spec: bool = True) -> bool:
     layout = as_layout(params_or_layout)
     if not layout.buffers:
         return True  # no elements (an empty tree or only zero-size arrays): nothing differs
-    if trust_spec:
-        specs = leaf_specs(tx)
-        if specs is not None and all(spec.elementwise for spec, _ in specs):
-            return True
+    if trust_spec and is_elementwise(tx):
+        return True
     _probe(tx, layout)
     return separable(tx, layout)
 

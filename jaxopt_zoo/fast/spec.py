@@ -27,7 +27,7 @@ import optax
 from jaxopt_zoo.fast.stages import STAGES
 
 __all__ = ["BlockSpec", "SpecifiedTransformation", "SpecifiedTransformationExtraArgs",
-           "describe", "leaf_specs", "spec_of"]
+           "block_names", "describe", "is_elementwise", "leaf_specs", "restack", "spec_of"]
 
 Scalar = Union[float, jax.Array, Callable[[Any], Any]]
 
@@ -50,6 +50,8 @@ class BlockSpec:
         ``count`` field, if it has one, advanced by one (saturating, like
         ``jaxopt_zoo.core.increment``).
       parts: for a chain, its transformations in order (its state is the tuple of theirs).
+      wraps: for a wrapper, the transformations it runs inside (named for readers such as
+        the registry; the kernel does not open a wrapper).
 
     A spec with a ``stage`` is checked against the table at construction: its scalars must
     be exactly the stage's and its buffers as many as the stage's.
@@ -61,6 +63,7 @@ class BlockSpec:
     scalars: Mapping[str, Scalar] = dataclasses.field(default_factory=dict)
     buffers: Tuple[str, ...] = ()
     parts: Tuple[Any, ...] = ()
+    wraps: Tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.stage is None:
@@ -152,6 +155,30 @@ def leaf_specs(tx: Any, state: Any = None) -> Optional[List[Tuple[BlockSpec, Any
         if got is None:
             return None
         out += got
+    return out
+
+
+def is_elementwise(tx: Any) -> bool:
+    """Whether every block of ``tx`` (chains opened) carries a spec saying ``elementwise``."""
+    blocks = leaf_specs(tx)
+    return blocks is not None and all(spec.elementwise for spec, _ in blocks)
+
+
+def block_names(tx: Any) -> Optional[List[str]]:
+    """The names of the blocks of ``tx`` in order, chains and wrappers opened (a wrapper
+    as ``name(inner, ...)``), or None when some part carries no spec."""
+    blocks = leaf_specs(tx)
+    if blocks is None:
+        return None
+    out: List[str] = []
+    for spec, _ in blocks:
+        if spec.wraps:
+            inner = [block_names(w) for w in spec.wraps]
+            if any(i is None for i in inner):
+                return None
+            out.append(f"{spec.name}({' -> '.join(n for i in inner for n in i or [])})")
+        else:
+            out.append(spec.name)
     return out
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -16,6 +16,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe, spec_of
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -76,5 +77,7 @@ def scale_by_learning_rate(
     check_nonneg("learning_rate", learning_rate)
     sign = -1.0 if flip_sign else 1.0
     if callable(learning_rate):
-        return scale_by_schedule(lambda count: sign * learning_rate(count))
-    return scale(sign * learning_rate)
+        tx = scale_by_schedule(lambda count: sign * learning_rate(count))
+    else:
+        tx = scale(sign * learning_rate)
+    return describe(tx, dataclasses.replace(spec_of(tx), name="scale_by_learning_rate"))

@@ -97,4 +97,5 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
         return out, EmaState(count=count, ema=m)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("ema", elementwise=True))
