@@ -81,8 +81,10 @@ def fuse(tx: optax.GradientTransformation, *, chunks: int = 1, check: bool = Tru
         their reductions span all parameters).
       chunks: buffers per dtype. ``1`` is the default; more splits each dtype's elements
         into that many buffers (independent loops) when the parameters are given as a tree.
-      check: verify once per parameter layout that ``tx`` is exact on flat buffers (traced,
-        nothing is computed) and raise :class:`NotFusableError` otherwise. ``False`` skips it.
+      check: verify once per parameter layout that ``tx`` is exact on flat buffers and raise
+        :class:`NotFusableError` otherwise: blocks whose ``BlockSpec`` says element-wise are
+        accepted as they are, anything else is probed (:mod:`jaxopt_zoo.fast.check`: two
+        compiled steps on each layout). ``False`` skips it.
 
     Returns:
       A ``GradientTransformationExtraArgs``. ``init(params)`` and ``update(grads, state,
