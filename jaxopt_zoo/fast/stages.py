@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Dict, NamedTuple, Tuple
 
+__all__ = ["HEADER", "STAGES", "Stage", "header"]
+
 HEADER = Path(__file__).resolve().parent.parent / "csrc" / "stages.h"
 
 
