@@ -74,8 +74,15 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
 
     import jaxopt_zoo as jz
     from jaxopt_zoo.models import FlatModel, get_model
-    from jaxopt_zoo.train import (Metrics, TrainConfig, epoch_order, evaluate, init_loop_state,
-                                  make_indexed_train_step, train_and_evaluate)
+    from jaxopt_zoo.train import (
+        Metrics,
+        TrainConfig,
+        epoch_order,
+        evaluate,
+        init_loop_state,
+        make_indexed_train_step,
+        train_and_evaluate,
+    )
 
     train, test = load_data()
     base = rss_mb()

@@ -33,7 +33,7 @@ import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jaxopt_zoo as jz  # noqa: E402
-from jaxopt_zoo.fused import FlatParams, fused_apply  # noqa: E402
+from jaxopt_zoo.fast import FlatParams, fused_apply  # noqa: E402
 
 # name: (ours, optax, torch factory or None, minimal bytes per float32 parameter)
 OPTIMIZERS = {

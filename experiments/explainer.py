@@ -37,7 +37,6 @@ from typing import Callable, Dict, List, Optional
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
-import numpy as np
 
 import jaxopt_zoo as jz
 from jaxopt_zoo.models import get_model

@@ -4,7 +4,7 @@ Every optimizer is an ``optax.GradientTransformation``: ``tx.init(params)`` and
 ``tx.update(grads, state, params)``; apply with ``optax.apply_updates``.
 """
 
-from jaxopt_zoo import native, schedules, sharding
+from jaxopt_zoo import fast, schedules, sharding
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -13,7 +13,7 @@ from jaxopt_zoo.core import (
     global_norm,
     identity,
 )
-from jaxopt_zoo.fused import FlatParams, NotFusableError, check_fusable, fuse, fused_apply
+from jaxopt_zoo.fast import FlatParams, NotFusableError, check_fusable, fuse, fused_apply, native
 from jaxopt_zoo.optim import (
     FactoredState,
     MuonDimensionNumbers,
@@ -221,6 +221,7 @@ __all__ = [
     "ScaleByScheduleState",
     "ScaleByStddevState",
     "native",
+    "fast",
     "schedules",
     "sharding",
     "sgd",

@@ -23,6 +23,8 @@ from optax import (  # base types only; the math lives in this package
     Updates,
 )
 
+from jaxopt_zoo.fast.spec import BlockSpec, describe
+
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
 MaskOrFn = Union[None, Any, Callable[[Params], Any]]
 
@@ -324,8 +326,9 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
             new_state.append(s)
         return updates, tuple(new_state)
 
-    update_fn.chain_parts = transforms  # read by jaxopt_zoo.native to run chains in one pass
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    # The parts, as data: the fast path opens the chain (jaxopt_zoo.fast.spec.leaf_specs).
+    return describe(GradientTransformationExtraArgs(init_fn, update_fn),
+                    BlockSpec("chain", parts=tuple(transforms)))
 
 
 def identity() -> GradientTransformation:

@@ -10,7 +10,7 @@ import pytest
 from helpers import max_rel_err
 
 import jaxopt_zoo as jz
-from jaxopt_zoo.fused import FlatParams, FusedState, Layout, NotFusableError, check_fusable, fuse
+from jaxopt_zoo.fast import FlatParams, FusedState, Layout, NotFusableError, check_fusable, fuse
 from jaxopt_zoo.models import MLP
 from jaxopt_zoo.train import Metrics, make_indexed_train_step
 

@@ -54,7 +54,7 @@ def test_import_jaxopt_zoo_imports_no_training_package():
     out = _run(
         "import sys, json\n"
         "import jaxopt_zoo, jaxopt_zoo.schedules, jaxopt_zoo.compat.torch, "
-        "jaxopt_zoo.compat.keras, jaxopt_zoo.data, jaxopt_zoo.fused, jaxopt_zoo.native\n"
+        "jaxopt_zoo.compat.keras, jaxopt_zoo.data, jaxopt_zoo.fast, jaxopt_zoo.fast.native\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout.splitlines()[-1]))

@@ -1,4 +1,4 @@
-"""The one-pass native CPU step (jaxopt_zoo.native) behind fused_apply on FlatParams.
+"""The one-pass native CPU step (jaxopt_zoo.fast.native) behind fused_apply on FlatParams.
 
 For every optimizer with a kernel, the native step is taken (the custom call is in the
 compiled program) and its parameter and state trajectories over many steps equal the plain
@@ -19,7 +19,7 @@ import optax
 import pytest
 
 import jaxopt_zoo as jz
-from jaxopt_zoo import native
+from jaxopt_zoo.fast import native
 
 STEPS = 25
 # 70,001 + 3x41 + 7 elements: above the kernel's threshold for using both threads, not a

@@ -61,6 +61,7 @@ from jaxopt_zoo.core import (
     scalar_dtype,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adadelta import scale_by_adadelta
 from jaxopt_zoo.optim.adagrad import scale_by_rss
@@ -198,7 +199,8 @@ def add_lr_scaled_weight_decay(weight_decay: Any, learning_rate: ScalarOrSchedul
         out = jax.tree.map(leaf, updates, params)
         return out, ScaleByScheduleState(count=increment(state.count))
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("add_lr_scaled_weight_decay", elementwise=True))
 
 
 def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7,
@@ -254,7 +256,8 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
             return out, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_keras_adam", elementwise=True))
 
 
 class ScaleByKerasNadamState(NamedTuple):
@@ -321,7 +324,8 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
         out = jax.tree.map(leaf, updates, mu, nu)
         return out, ScaleByKerasNadamState(count=count, mu=mu, nu=nu, u_product=u_product)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_keras_nadam", elementwise=True))
 
 
 def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
@@ -365,7 +369,8 @@ def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any =
         out = jax.tree.map(leaf, updates, mu, nu)
         return out, ScaleByAdamaxState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_keras_adamax", elementwise=True))
 
 
 # --------------------------------------------------------------------------- #

@@ -48,6 +48,7 @@ from jaxopt_zoo.core import (
     scalar_dtype,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe, is_elementwise
 from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.optim.adadelta import scale_by_adadelta
 from jaxopt_zoo.optim.adagrad import scale_by_rss
@@ -136,7 +137,9 @@ def _real_view(inner: GradientTransformation) -> GradientTransformationExtraArgs
             out, state = inner.update(to_real(updates), state, real_params)
         return from_real(out, updates), state
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    # Element-wise exactly when the inner transformation is (complex leaves as real pairs).
+    return describe(GradientTransformationExtraArgs(init_fn, update_fn),
+                    BlockSpec("real_view", elementwise=is_elementwise(inner), wraps=(inner,)))
 
 
 def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, after=()):
@@ -215,7 +218,8 @@ def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
         out = jax.tree.map(leaf, mu_hat, nu_max, updates)
         return out, TorchAmsgradState(count, mu, nu, nu_max)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_torch_amsgrad", elementwise=True))
 
 
 class TorchNAdamState(NamedTuple):
@@ -284,7 +288,8 @@ def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
         out = jax.tree.map(leaf, updates, m, v)
         return out, TorchNAdamState(count, prod, m, v)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_torch_nadam", elementwise=True))
 
 
 def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
@@ -341,7 +346,8 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
 
         return jax.tree.map(leaf, mu_hat, nu, updates), ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_torch_radam", elementwise=True))
 
 
 # --------------------------------------------------------------------------- #

@@ -5,7 +5,7 @@
 // of the 28 that must move. This kernel runs a chain of optimizer stages over blocks of
 // 1024 elements that stay in L1: every buffer is read once and written once.
 //
-// Program: `ops` lists the stages (opcodes below). Each stage takes its scalars, in order,
+// Program: `ops` lists the stages (opcodes in stages.h). Each stage takes its scalars, in order,
 // from the `scalars` input (computed by JAX: bias corrections, schedules, hyperparameters)
 // and its state buffers, in order, from the remaining inputs. Inputs: scalars, params,
 // grads, state buffers...; outputs: params, state buffers... (aliased to the inputs by the
@@ -21,23 +21,11 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "stages.h"  // opcodes, scalar indices, sizes: generated from fast/stages.py
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-enum Op : int64_t {
-  kAdam = 1,   // bufs m, v; scalars b1, 1-b1, b2, 1-b2, eps, eps_root, 1/bc1, 1/bc2
-  kTrace = 2,  // bufs b; scalars decay, 1-dampening, first, nesterov
-  kLion = 3,   // bufs m; scalars b1, 1-b1, b2, 1-b2
-  kRms = 4,    // bufs v; scalars decay, 1-decay, eps, eps_in_sqrt
-  kRss = 5,    // bufs s; scalars eps, eps_in_sqrt
-  kDecay = 6,  // scalars weight_decay (adds wd * params)
-  kScale = 7,  // scalars s
-  kNadam = 8,    // bufs m, v; scalars as kAdam, then 1/(1 - b1^(t+1))
-  kAmsgrad = 9,  // bufs m, v, max of v_hat; scalars as kAdam
-  kAdamax = 10,  // bufs m, u; scalars b1, 1-b1, b2, eps, 1/bc1
-};
 
 constexpr int64_t kBlock = 1024;          // elements per block (4 KB per stream)
 constexpr int64_t kParallelMin = 1 << 16; // below this, run on the calling thread
@@ -53,30 +41,12 @@ struct Program {
   int64_t n;
 };
 
-int64_t scalars_needed(int64_t op) {
-  switch (op) {
-    case kAdam: return 8;
-    case kNadam: return 9;
-    case kAmsgrad: return 8;
-    case kAdamax: return 5;
-    case kTrace: return 4;
-    case kLion: return 4;
-    case kRms: return 4;
-    case kRss: return 2;
-    case kDecay: return 1;
-    case kScale: return 1;
-    default: return -1;
-  }
-}
+// Sizes from the generated table (stages.h); -1 for an unknown opcode.
+int64_t scalars_needed(int64_t op) { return op > 0 && op < kNumOps ? kScalars[op] : -1; }
+int64_t buffers_needed(int64_t op) { return op > 0 && op < kNumOps ? kBuffers[op] : 0; }
 
-int64_t buffers_needed(int64_t op) {
-  switch (op) {
-    case kAdam: case kNadam: case kAdamax: return 2;
-    case kAmsgrad: return 3;
-    case kTrace: case kLion: case kRms: case kRss: return 1;
-    default: return 0;
-  }
-}
+static_assert(sc_nadam::inv_bc2 == sc_adam::inv_bc2 && sc_amsgrad::inv_bc2 == sc_adam::inv_bc2,
+              "NAdam and AMSGrad read Adam's scalars at Adam's indices");
 
 inline float sign_of(float x) { return x > 0.f ? 1.f : (x < 0.f ? -1.f : x); }
 
@@ -90,8 +60,11 @@ inline float sign_of(float x) { return x > 0.f ? 1.f : (x < 0.f ? -1.f : x); }
 template <int64_t kOp>
 inline void adam_stage(const float* in, float* u, const float* sc, const float* const* si,
                        float* const* so, int64_t lo, int64_t len) {
-  const float b1 = sc[0], c1 = sc[1], b2 = sc[2], c2 = sc[3], eps = sc[4], eps_root = sc[5],
-              r1 = sc[6], r2 = sc[7];
+  // kNadam and kAmsgrad read Adam's scalars at Adam's indices (static_assert above).
+  const float b1 = sc[sc_adam::b1], c1 = sc[sc_adam::one_minus_b1], b2 = sc[sc_adam::b2],
+              c2 = sc[sc_adam::one_minus_b2], eps = sc[sc_adam::eps],
+              eps_root = sc[sc_adam::eps_root], r1 = sc[sc_adam::inv_bc1],
+              r2 = sc[sc_adam::inv_bc2];
   const float* __restrict mi = si[0] + lo;
   const float* __restrict vi = si[1] + lo;
   float* __restrict mo = so[0] + lo;
@@ -103,7 +76,7 @@ inline void adam_stage(const float* in, float* u, const float* sc, const float* 
     mo[i] = m;
     vo[i] = v;
     float num = m * r1, den = v * r2;  // 1 division and 1 root per element
-    if constexpr (kOp == kNadam) num = b1 * (m * sc[8]) + c1 * (x * r1);
+    if constexpr (kOp == kNadam) num = b1 * (m * sc[sc_nadam::inv_next_bc1]) + c1 * (x * r1);
     if constexpr (kOp == kAmsgrad) {
       den = std::max(si[2][lo + i], den);
       so[2][lo + i] = den;
@@ -138,7 +111,8 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
         adam_stage<kAmsgrad>(in, u, sc, si, so, lo, len);
         break;
       case kAdamax: {
-        const float b1 = sc[0], c1 = sc[1], b2 = sc[2], eps = sc[3], r1 = sc[4];
+        const float b1 = sc[sc_adamax::b1], c1 = sc[sc_adamax::one_minus_b1],
+                    b2 = sc[sc_adamax::b2], eps = sc[sc_adamax::eps], r1 = sc[sc_adamax::inv_bc1];
         const float* __restrict mi = si[0] + lo;
         const float* __restrict ui = si[1] + lo;
         float* __restrict mo = so[0] + lo;
@@ -154,8 +128,8 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
         break;
       }
       case kTrace: {
-        const float decay = sc[0], keep = sc[1];
-        const bool first = sc[2] != 0.f, nesterov = sc[3] != 0.f;
+        const float decay = sc[sc_trace::decay], keep = sc[sc_trace::one_minus_dampening];
+        const bool first = sc[sc_trace::first] != 0.f, nesterov = sc[sc_trace::nesterov] != 0.f;
         const float* __restrict bi = si[0] + lo;
         float* __restrict bo = so[0] + lo;
         for (int64_t i = 0; i < len; ++i) {
@@ -167,7 +141,8 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
         break;
       }
       case kLion: {
-        const float b1 = sc[0], c1 = sc[1], b2 = sc[2], c2 = sc[3];
+        const float b1 = sc[sc_lion::b1], c1 = sc[sc_lion::one_minus_b1], b2 = sc[sc_lion::b2],
+                    c2 = sc[sc_lion::one_minus_b2];
         const float* __restrict mi = si[0] + lo;
         float* __restrict mo = so[0] + lo;
         for (int64_t i = 0; i < len; ++i) {
@@ -178,8 +153,9 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
         break;
       }
       case kRms: {
-        const float decay = sc[0], c = sc[1], eps = sc[2];
-        const bool in_sqrt = sc[3] != 0.f;
+        const float decay = sc[sc_rms::decay], c = sc[sc_rms::one_minus_decay],
+                    eps = sc[sc_rms::eps];
+        const bool in_sqrt = sc[sc_rms::eps_in_sqrt] != 0.f;
         const float* __restrict vi = si[0] + lo;
         float* __restrict vo = so[0] + lo;
         for (int64_t i = 0; i < len; ++i) {
@@ -191,8 +167,8 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
         break;
       }
       case kRss: {
-        const float eps = sc[0];
-        const bool in_sqrt = sc[1] != 0.f;
+        const float eps = sc[sc_rss::eps];
+        const bool in_sqrt = sc[sc_rss::eps_in_sqrt] != 0.f;
         const float* __restrict ri = si[0] + lo;
         float* __restrict ro = so[0] + lo;
         for (int64_t i = 0; i < len; ++i) {
@@ -205,13 +181,13 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
         break;
       }
       case kDecay: {
-        const float wd = sc[0];
+        const float wd = sc[sc_decay::weight_decay];
         const float* __restrict p = pr->params_in + lo;
         for (int64_t i = 0; i < len; ++i) u[i] = in[i] + wd * p[i];
         break;
       }
       case kScale: {
-        const float s = sc[0];
+        const float s = sc[sc_scale::step_size];
         for (int64_t i = 0; i < len; ++i) u[i] = in[i] * s;
         break;
       }
@@ -225,7 +201,7 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
   const float* __restrict pi = pr->params_in + lo;
   float* __restrict po = pr->params_out + lo;
   if (scale_last) {
-    const float lr = sc[0];
+    const float lr = sc[sc_scale::step_size];
     for (int64_t i = 0; i < len; ++i) po[i] = pi[i] + in[i] * lr;
   } else {
     for (int64_t i = 0; i < len; ++i) po[i] = pi[i] + in[i];

@@ -17,6 +17,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
@@ -60,7 +61,8 @@ def scale_by_belief(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16,
                            mu_hat, nu_hat, updates)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_belief", elementwise=True))
 
 
 def adabelief(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,

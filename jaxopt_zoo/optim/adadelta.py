@@ -19,6 +19,7 @@ from jaxopt_zoo.core import (
     is_zero,
     stat_dtype,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
@@ -63,7 +64,8 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
         e_x = ema_update(out, state.e_x, rho, order=2)
         return out, ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_adadelta", elementwise=True))
 
 
 def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: Any = 0.9, eps: Any = 1e-6,

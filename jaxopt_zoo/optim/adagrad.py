@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -16,6 +15,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     stat_dtype,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import scaled_with_decay
 
 
@@ -67,11 +67,10 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7,
                 return (g / (jnp.sqrt(s) + eps)).astype(g.dtype)
         return jax.tree.map(leaf, updates, s), ScaleByRssState(sum_of_squares=s)
 
-    def kernel_stage(state):
-        return native.Stage(native.RSS, (eps, float(eps_in_sqrt)), (state.sum_of_squares,),
-                            lambda new: ScaleByRssState(sum_of_squares=new[0]))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    spec = BlockSpec("scale_by_rss", elementwise=True, stage="rss",
+                     scalars={"eps": eps, "eps_in_sqrt": float(eps_in_sqrt)},
+                     buffers=("sum_of_squares",))
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.1,

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
@@ -19,6 +18,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 
 
@@ -113,26 +113,24 @@ def scale_by_adam(
             return out, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    def kernel_stage(state):
-        if (nesterov and amsgrad) or mu_dtype is not None:
-            return None
-        count = increment(state.count)
-        t = count.astype(jnp.float32)
-        bc1 = 1 - native.f32(b1) ** t  # bias_correction's divisors, as reciprocals
-        bc2 = 1 - native.f32(b2) ** t
-        scalars = (b1, 1 - b1, b2, 1 - b2, eps, eps_root, 1 / bc1, 1 / bc2)
-        if nesterov:
-            next_bc1 = 1 - native.f32(b1) ** (t + 1)
-            return native.Stage(native.NADAM, scalars + (1 / next_bc1,), (state.mu, state.nu),
-                                lambda new: ScaleByAdamState(count=count, mu=new[0], nu=new[1]))
-        if amsgrad:
-            return native.Stage(native.AMSGRAD, scalars, (state.mu, state.nu, state.nu_max),
-                                lambda new: ScaleByAmsgradState(count=count, mu=new[0],
-                                                                nu=new[1], nu_max=new[2]))
-        return native.Stage(native.ADAM, scalars, (state.mu, state.nu),
-                            lambda new: ScaleByAdamState(count=count, mu=new[0], nu=new[1]))
+    tx = GradientTransformation(init_fn, update_fn)
+    if (nesterov and amsgrad) or mu_dtype is not None:
+        return describe(tx, BlockSpec("scale_by_adam", elementwise=True))
 
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    def inv_bias_correction(b: Any, ahead: int = 0):
+        # bias_correction's divisor 1 - b^t for this step's t (+ ahead), as a reciprocal
+        return lambda count: 1 / (1 - jnp.asarray(b, jnp.float32) ** (
+            increment(count).astype(jnp.float32) + ahead))
+
+    scalars = {"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "one_minus_b2": 1 - b2,
+               "eps": eps, "eps_root": eps_root, "inv_bc1": inv_bias_correction(b1),
+               "inv_bc2": inv_bias_correction(b2)}
+    if nesterov:
+        scalars["inv_next_bc1"] = inv_bias_correction(b1, 1)
+    stage = "nadam" if nesterov else "amsgrad" if amsgrad else "adam"
+    buffers = ("mu", "nu", "nu_max") if amsgrad else ("mu", "nu")
+    return describe(tx, BlockSpec("scale_by_adam", elementwise=True, stage=stage,
+                                  scalars=scalars, buffers=buffers))
 
 
 def adam(

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -17,6 +16,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import check_betas
 
@@ -64,13 +64,14 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
         out = jax.tree.map(lambda m, u, g: (m / u).astype(g.dtype), mu_hat, nu, updates)
         return out, ScaleByAdamaxState(count=count, mu=mu, nu=nu)
 
-    def kernel_stage(state):
-        count = increment(state.count)
-        bc1 = 1 - native.f32(b1) ** count.astype(jnp.float32)
-        return native.Stage(native.ADAMAX, (b1, 1 - b1, b2, eps, 1 / bc1), (state.mu, state.nu),
-                            lambda new: ScaleByAdamaxState(count=count, mu=new[0], nu=new[1]))
+    def inv_bc1(count):  # bias_correction's divisor 1 - b1^t, as a reciprocal
+        return 1 / (1 - jnp.asarray(b1, jnp.float32) ** increment(count).astype(jnp.float32))
 
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    spec = BlockSpec("scale_by_adamax", elementwise=True, stage="adamax",
+                     scalars={"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "eps": eps,
+                              "inv_bc1": inv_bc1},
+                     buffers=("mu", "nu"))
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,

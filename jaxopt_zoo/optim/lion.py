@@ -7,7 +7,6 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
@@ -18,6 +17,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 
 
@@ -62,12 +62,10 @@ def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
         mu = ema_update(updates, state.mu, b2)
         return out, ScaleByLionState(count=increment(state.count), mu=mu)
 
-    def kernel_stage(state):
-        return native.Stage(native.LION, (b1, 1 - b1, b2, 1 - b2), (state.mu,),
-                            lambda new: ScaleByLionState(count=increment(state.count),
-                                                         mu=new[0]))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    spec = BlockSpec("scale_by_lion", elementwise=True, stage="lion",
+                     scalars={"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "one_minus_b2": 1 - b2},
+                     buffers=("mu",))
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def lion(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.99,

@@ -16,6 +16,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, adam_moments, check_betas
 
@@ -77,7 +78,8 @@ def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: An
 
         return jax.tree.map(leaf, mu_hat, nu_hat, updates), ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_radam", elementwise=True))
 
 
 def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -23,6 +22,7 @@ from jaxopt_zoo.core import (
     stat_dtype,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
 
@@ -109,14 +109,14 @@ def scale_by_rms(
             return out, ScaleByStddevState(count=count, mu=mu, nu=nu)
         return out, ScaleByRmsState(count=count, nu=nu)
 
-    def kernel_stage(state):
-        if centered or bias_correction_:
-            return None
-        return native.Stage(native.RMS, (decay, 1 - decay, eps, float(eps_in_sqrt)),
-                            (state.nu,),
-                            lambda new: ScaleByRmsState(count=increment(state.count), nu=new[0]))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    tx = GradientTransformation(init_fn, update_fn)
+    if centered or bias_correction_:
+        return describe(tx, BlockSpec("scale_by_rms", elementwise=True))
+    return describe(tx, BlockSpec(
+        "scale_by_rms", elementwise=True, stage="rms",
+        scalars={"decay": decay, "one_minus_decay": 1 - decay, "eps": eps,
+                 "eps_in_sqrt": float(eps_in_sqrt)},
+        buffers=("nu",)))
 
 
 def rmsprop(

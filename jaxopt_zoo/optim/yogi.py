@@ -18,6 +18,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
@@ -67,7 +68,8 @@ def scale_by_yogi(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3, eps_root: Any
                            mu_hat, nu_hat, updates)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_yogi", elementwise=True))
 
 
 def yogi(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_zoo.fused import is_fused, update_and_apply
+from jaxopt_zoo.fast import is_fused, update_and_apply
 
 __all__ = [
     "Metrics",
@@ -151,7 +151,7 @@ def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
     of the library (:func:`make_train_step`, :func:`make_indexed_train_step`, the epoch loop)
     is this function.
 
-    - The update goes through :func:`jaxopt_zoo.fused.update_and_apply`: a ``fuse``d
+    - The update goes through :func:`jaxopt_zoo.fast.update_and_apply`: a ``fuse``d
       optimizer on ``FlatParams`` takes the one-pass native kernel, anything else
       ``tx.update`` + ``optax.apply_updates``.
     - An optimizer that takes extra arguments (a ``GradientTransformationExtraArgs``, such

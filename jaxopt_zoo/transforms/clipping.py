@@ -12,6 +12,7 @@ from jaxopt_zoo.core import (
     check_scalar,
     global_norm,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 
 
 def _stateless(fn) -> GradientTransformation:
@@ -41,8 +42,9 @@ def clip(max_delta) -> GradientTransformation:
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_scalar("max_delta", max_delta, low=0.0, schedule_ok=False)
-    return _stateless(lambda u: jax.tree.map(
-        lambda x: jnp.clip(x, -max_delta, max_delta).astype(x.dtype), u))
+    return describe(_stateless(lambda u: jax.tree.map(
+        lambda x: jnp.clip(x, -max_delta, max_delta).astype(x.dtype), u)),
+        BlockSpec("clip", elementwise=True))
 
 
 def clip_by_global_norm(max_norm) -> GradientTransformation:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -16,6 +16,7 @@ from jaxopt_zoo.core import (
     increment,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe, spec_of
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -53,10 +54,9 @@ def scale(step_size: Any) -> GradientTransformation:
         del params
         return jax.tree.map(lambda u: scale_leaf(u, step_size), updates), state
 
-    def kernel_stage(state):
-        return native.Stage(native.SCALE, (step_size,), (), lambda new: state)
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale", elementwise=True, stage="scale",
+                              scalars={"step_size": step_size}))
 
 
 def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTransformation:
@@ -88,11 +88,9 @@ def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTrans
         updates = jax.tree.map(lambda u: scale_leaf(u, s), updates)
         return updates, ScaleByScheduleState(count=increment(state.count))
 
-    def kernel_stage(state):
-        return native.Stage(native.SCALE, (step_size_fn(state.count),), (),
-                            lambda new: ScaleByScheduleState(count=increment(state.count)))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("scale_by_schedule", elementwise=True, stage="scale",
+                              scalars={"step_size": step_size_fn}))
 
 
 def scale_by_learning_rate(
@@ -118,5 +116,7 @@ def scale_by_learning_rate(
     check_nonneg("learning_rate", learning_rate)
     sign = -1.0 if flip_sign else 1.0
     if callable(learning_rate):
-        return scale_by_schedule(lambda count: sign * learning_rate(count))
-    return scale(sign * learning_rate)
+        tx = scale_by_schedule(lambda count: sign * learning_rate(count))
+    else:
+        tx = scale(sign * learning_rate)
+    return describe(tx, dataclasses.replace(spec_of(tx), name="scale_by_learning_rate"))

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     GradientTransformation,
     bias_correction,
@@ -19,6 +18,7 @@ from jaxopt_zoo.core import (
     tree_zeros_like,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 
 
 class TraceState(NamedTuple):
@@ -80,13 +80,12 @@ def trace(
             out = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, buf)
         return out, TraceState(count=increment(state.count), trace=buf)
 
-    def kernel_stage(state):
-        first = (state.count == 0).astype(jnp.float32)
-        return native.Stage(native.TRACE, (decay, 1 - dampening, first, float(nesterov)),
-                            (state.trace,),
-                            lambda new: TraceState(count=increment(state.count), trace=new[0]))
-
-    return native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    spec = BlockSpec("trace", elementwise=True, stage="trace",
+                     scalars={"decay": decay, "one_minus_dampening": 1 - dampening,
+                              "first": lambda count: (count == 0).astype(jnp.float32),
+                              "nesterov": float(nesterov)},
+                     buffers=("trace",))
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 class EmaState(NamedTuple):
@@ -129,4 +128,5 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
         return out, EmaState(count=count, ema=m)
 
-    return GradientTransformation(init_fn, update_fn)
+    return describe(GradientTransformation(init_fn, update_fn),
+                    BlockSpec("ema", elementwise=True))

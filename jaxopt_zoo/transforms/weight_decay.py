@@ -12,7 +12,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo import native
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
@@ -24,6 +23,7 @@ from jaxopt_zoo.core import (
     resolve,
     zero_count,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState
 from jaxopt_zoo.transforms.masking import masked
 
@@ -65,12 +65,10 @@ def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None
         new_state = ScaleByScheduleState(count=increment(state.count)) if scheduled else state
         return out, new_state
 
-    def kernel_stage(state):
-        wd = resolve(weight_decay, state.count) if scheduled else weight_decay
-        return native.Stage(native.DECAY, (wd,), (), lambda new: (
-            ScaleByScheduleState(count=increment(state.count)) if scheduled else state))
-
-    tx = native.with_kernel(GradientTransformation(init_fn, update_fn), kernel_stage)
+    # A schedule is called with the block's count, as resolve() does in update_fn.
+    tx = describe(GradientTransformation(init_fn, update_fn),
+                  BlockSpec("add_decayed_weights", elementwise=True, stage="decay",
+                            scalars={"weight_decay": weight_decay}))
     return tx if mask is None else masked(tx, mask)
 
 

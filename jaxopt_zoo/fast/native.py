@@ -4,19 +4,20 @@ XLA:CPU writes every stored elementwise result in its own loop, so an Adam step 
 new moments back from memory to update the parameters: 40 bytes per float32 parameter
 where 28 must move (see BENCHMARKS.md). ``fused_apply(fuse(tx))`` on float32
 :class:`~jaxopt_zoo.FlatParams` hands the whole step to ``csrc/step_kernel.cc`` instead when
-``tx`` is a chain of the blocks listed below: it reads every buffer once and writes it once,
-on all of XLA's CPU threads.
+every block of ``tx`` carries a :class:`~jaxopt_zoo.fast.spec.BlockSpec` naming a kernel
+stage (:mod:`jaxopt_zoo.fast.stages`): it reads every buffer once and writes it once, on all
+of XLA's CPU threads.
 
-Blocks with a one-pass kernel (as built by jaxopt_zoo's constructors and ``chain``):
-``scale_by_adam`` (Adam, NAdam or AMSGrad; no ``mu_dtype``), ``scale_by_adamax``,
-``trace`` (momentum, Nesterov,
-dampening), ``scale_by_lion``, ``scale_by_rms`` (not centered or bias-corrected),
-``scale_by_rss`` (AdaGrad), ``add_decayed_weights`` (unmasked), ``scale``,
+Blocks with a stage (as built by jaxopt_zoo's constructors, alone or in ``chain``):
+``scale_by_adam`` (Adam, NAdam or AMSGrad; no ``mu_dtype``), ``scale_by_adamax``, ``trace``
+(momentum, Nesterov, dampening), ``scale_by_lion``, ``scale_by_rms`` (not centered or
+bias-corrected), ``scale_by_rss`` (AdaGrad), ``add_decayed_weights`` (unmasked), ``scale``,
 ``scale_by_schedule`` and ``scale_by_learning_rate``. So ``sgd``, ``momentum``,
 ``nesterov``, ``adam``, ``adamw``, ``nadam``, ``nadamw``, ``amsgrad``, ``adamax``, ``lion``,
-``rmsprop``, ``adagrad`` and chains of these blocks qualify; anything else (optax blocks, ``masked``, ``clip_by_global_norm``,
-``inject_hyperparams``, other dtypes, GPU/TPU) runs the ordinary XLA path with the same
-results. Hyperparameters may be arrays or schedules: the kernel gets their current values.
+``rmsprop``, ``adagrad`` and chains of these blocks qualify; anything else (optax blocks,
+``masked``, ``clip_by_global_norm``, ``inject_hyperparams``, other dtypes, GPU/TPU) runs the
+ordinary XLA path with the same results (:func:`explain` says which part kept it there).
+Hyperparameters may be arrays or schedules: the kernel gets their current values.
 
 The kernel is compiled with the system C++ compiler (``$CXX``, else ``c++``) on first use and
 cached (``$JAXOPT_ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxopt_zoo`` or
@@ -35,65 +36,57 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_zoo.fast.layout import FlatParams
+from jaxopt_zoo.fast.spec import BlockSpec, leaf_specs, restack, spec_of
+from jaxopt_zoo.fast.stages import HEADER as STAGES_HEADER
+from jaxopt_zoo.fast.stages import STAGES
+
+__all__ = ["TARGET", "available", "explain", "fused_step", "status"]
+
 TARGET = "jaxopt_zoo_step"
-SOURCE = Path(__file__).with_name("csrc") / "step_kernel.cc"
-
-# Opcodes of csrc/step_kernel.cc, with the number of scalars and state buffers each takes.
-ADAM, TRACE, LION, RMS, RSS, DECAY, SCALE, NADAM, AMSGRAD, ADAMAX = range(1, 11)
-ARITY = {ADAM: (8, 2), TRACE: (4, 1), LION: (4, 1), RMS: (4, 1), RSS: (2, 1),
-         DECAY: (1, 0), SCALE: (1, 0), NADAM: (9, 2), AMSGRAD: (8, 3), ADAMAX: (5, 2)}
+SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "step_kernel.cc"
 
 
-class Stage(NamedTuple):
-    """One block of a chain as a kernel stage.
-
-    ``scalars`` are the stage's scalar inputs this step (numbers or traced values),
-    ``buffers`` its state entries shaped like the parameters (read, then rewritten), and
-    ``rebuild(new_buffers)`` the block's next state.
-    """
-
-    op: int
-    scalars: Tuple[Any, ...]
-    buffers: Tuple[Any, ...]
-    rebuild: Callable[[Sequence[Any]], Any]
-
-
-def with_kernel(tx: Any, describe: Callable[[Any], Optional[Stage]]) -> Any:
-    """Mark ``tx`` as a kernel stage: ``describe(state)`` gives the :class:`Stage` of a step
-    (or None when this configuration has no kernel). Returns ``tx``."""
-    tx.update.kernel_stage = describe
-    return tx
+def explain(tx: Any) -> Optional[str]:
+    """Why ``tx`` cannot run as kernel stages (None if it can, dtypes and platform
+    permitting): the first part that carries no ``BlockSpec`` or has no stage."""
+    spec = spec_of(tx)
+    if spec is None:
+        return (f"{type(tx).__name__} made outside jaxopt_zoo's blocks and chain (e.g. by "
+                "optax.chain, inject_hyperparams or masked) carries no BlockSpec")
+    for part in spec.parts:
+        why = explain(part)
+        if why is not None:
+            return f"{spec.name}: {why}"
+    if not spec.parts and spec.stage is None:
+        return f"{spec.name} in this configuration has no kernel stage"
+    return None
 
 
-def f32(x: Any) -> jax.Array:
-    """``x`` as a float32 array: the kernel's scalars are computed in float32."""
-    return jnp.asarray(x, jnp.float32)
-
-
-def stages_of(tx: Any, state: Any) -> Optional[List[Stage]]:
-    """The stages of ``tx`` for this state, or None if some block has no kernel."""
-    parts = getattr(tx.update, "chain_parts", None)
-    if parts is not None:
-        if not isinstance(state, tuple) or len(state) != len(parts):
-            return None
-        out: List[Stage] = []
-        for sub, s in zip(parts, state):
-            got = stages_of(sub, s)
-            if got is None:
-                return None
-            out += got
-        return out
-    describe = getattr(tx.update, "kernel_stage", None)
-    if describe is None:
+def _stages(tx: Any, state: Any) -> Optional[List[Tuple[BlockSpec, Any]]]:
+    blocks = leaf_specs(tx, state)
+    if blocks is None or any(spec.stage is None for spec, _ in blocks):
         return None
-    stage = describe(state)
-    return None if stage is None else [stage]
+    return blocks
+
+
+def _next_count(count: jax.Array) -> jax.Array:
+    """count + 1, saturating at int32 max: ``jaxopt_zoo.core.increment`` (a test checks)."""
+    limit = jnp.iinfo(jnp.int32).max
+    return jnp.where(count < limit, count + 1, limit).astype(jnp.int32)
+
+
+def _rebuild(state: Any, spec: BlockSpec, new: Sequence[Any]) -> Any:
+    fields = dict(zip(spec.buffers, new))
+    if "count" in getattr(state, "_fields", ()):
+        fields["count"] = _next_count(state.count)
+    return state._replace(**fields)
 
 
 # --------------------------------------------------------------------------- #
@@ -114,7 +107,8 @@ def _cache_dir() -> Path:
 def _library_path(compiler: str) -> Path:
     import jaxlib
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), jaxlib.__version__.encode(), compiler.encode(),
+    for part in (SOURCE.read_bytes(), STAGES_HEADER.read_bytes(), jaxlib.__version__.encode(),
+                 compiler.encode(),
                  platform.machine().encode(), platform.python_version().encode()):
         key.update(part)
     return _cache_dir() / f"step_kernel-{key.hexdigest()[:16]}.so"
@@ -193,35 +187,31 @@ def fused_step(tx: Any, params: Any, state: Any, grads: Any, fallback: Callable
     """``(new params, new state)`` of ``tx`` on float32 FlatParams through the kernel (on
     CPU; ``fallback(params, state, grads)`` on other platforms), or None when ``tx``,
     the dtypes or the platform's toolchain do not allow it."""
-    from jaxopt_zoo.fused import FlatParams
-
     if not (isinstance(params, FlatParams) and isinstance(grads, FlatParams)):
         return None
     keys = sorted(params.buffers)
     if not keys or sorted(grads.buffers) != keys or params.layout != grads.layout:
         return None
-    stages = stages_of(tx, state)
-    if stages is None:
+    blocks = _stages(tx, state)
+    if blocks is None:
         return None
-    buffers = [b for st in stages for b in st.buffers]
+    buffers = [getattr(s, f) for spec, s in blocks for f in spec.buffers]
     for x in [params, grads] + buffers:
         if not (isinstance(x, FlatParams) and sorted(x.buffers) == keys
                 and all(jnp.result_type(v) == jnp.float32 for v in x.buffers.values())):
             return None
-    for st in stages:
-        n_sc, n_buf = ARITY[st.op]
-        if len(st.scalars) != n_sc or len(st.buffers) != n_buf:
-            raise AssertionError(f"kernel stage {st.op}: {len(st.scalars)} scalars and "
-                                 f"{len(st.buffers)} buffers, expected {n_sc} and {n_buf}")
     if not available():
         return None
 
-    ops = [st.op for st in stages]
+    ops = [STAGES[spec.stage].opcode for spec, _ in blocks if spec.stage is not None]
 
     def kernel(params, state, grads):
-        stages = stages_of(tx, state)  # this branch's own view of the state
-        buffers = [b for st in stages for b in st.buffers]
-        scalars = jnp.stack([f32(s).reshape(()) for st in stages for s in st.scalars])
+        blocks = _stages(tx, state)  # this branch's own view of the state
+        assert blocks is not None
+        buffers = [getattr(s, f) for spec, s in blocks for f in spec.buffers]
+        scalars = jnp.stack([
+            jnp.asarray(v, jnp.float32).reshape(()) for spec, s in blocks
+            for v in spec.scalar_values(getattr(s, "count", None))])
         new_p, new_b = {}, [dict() for _ in buffers]
         for k in keys:
             outs = _call(ops, scalars, params.buffers[k], grads.buffers[k],
@@ -231,22 +221,9 @@ def fused_step(tx: Any, params: Any, state: Any, grads: Any, fallback: Callable
                 d[k] = o
         flat_b = [FlatParams(d, b.layout) for d, b in zip(new_b, buffers)]
         new_states, i = [], 0
-        for st in stages:
-            new_states.append(st.rebuild(flat_b[i: i + len(st.buffers)]))
-            i += len(st.buffers)
-        return FlatParams(new_p, params.layout), _restack(tx, state, new_states)
+        for spec, s in blocks:
+            new_states.append(_rebuild(s, spec, flat_b[i: i + len(spec.buffers)]))
+            i += len(spec.buffers)
+        return FlatParams(new_p, params.layout), restack(tx, state, new_states)
 
     return jax.lax.platform_dependent(params, state, grads, cpu=kernel, default=fallback)
-
-
-def _restack(tx: Any, state: Any, new_states: List[Any]) -> Any:
-    """Put the stages' new states back in the nesting of ``tx``'s state."""
-    it = iter(new_states)
-
-    def build(t, s):
-        parts = getattr(t.update, "chain_parts", None)
-        if parts is None:
-            return next(it)
-        return tuple(build(sub, ss) for sub, ss in zip(parts, s))
-
-    return build(tx, state)
