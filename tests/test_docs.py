@@ -55,8 +55,6 @@ def api_objects():
 # and take them off the list (the last test fails while a name here is complete). New names
 # must be complete.
 INCOMPLETE = set("""
-jaxopt_zoo.native.available jaxopt_zoo.native.f32 jaxopt_zoo.native.fused_step
-jaxopt_zoo.native.stages_of jaxopt_zoo.native.status jaxopt_zoo.native.with_kernel
 jaxopt_zoo.train.batch_metrics jaxopt_zoo.train.best_epoch jaxopt_zoo.train.epoch_order
 jaxopt_zoo.train.evaluate jaxopt_zoo.train.init_loop_state jaxopt_zoo.train.make_eval_fn
 jaxopt_zoo.train.make_indexed_train_step jaxopt_zoo.train.make_train_step
