@@ -251,18 +251,10 @@ register("ademamix", _o.ademamix, default_lr=1e-3, paper="Pagliardini et al. 202
 from jaxopt_zoo.compat import keras as _keras  # noqa: E402
 from jaxopt_zoo.compat import torch as _torch  # noqa: E402
 
-_TORCH = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-          "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "NAdam",
-          "radam": "RAdam", "muon": "Muon"}
-_KERAS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
-          "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "adamax": "Adamax", "lion": "Lion",
-          "muon": "Muon"}
-_KERAS.update({"adafactor": "Adafactor", "ftrl": "Ftrl", "lamb": "Lamb",
-               "schedule_free_adamw": "ScheduleFreeAdamW"})
-for _n, _cls in _TORCH.items():
+for _n, _cls in _torch.CLASS_NAMES.items():
     register(f"torch.{_n}", getattr(_torch, _n), default_lr=None, paper=f"torch.optim.{_cls}",
              blocks="compat.torch", verified=("torch",))
-for _n, _cls in _KERAS.items():
+for _n, _cls in _keras.CLASS_NAMES.items():
     register(f"keras.{_n}", getattr(_keras, _n), default_lr=None,
              paper=f"keras.optimizers.{_cls}", blocks="compat.keras", verified=("keras",))
 

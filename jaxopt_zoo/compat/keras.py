@@ -901,7 +901,8 @@ def get(identifier: Any) -> Optional[GradientTransformation]:
         raise TypeError(
             f"Could not interpret optimizer identifier {identifier!r}: expected a name such "
             "as 'adam', a Keras config dict, or a GradientTransformation.")
-    factory = _OPTIMIZERS.get(str(name).lower())
+    key = str(name).lower()
+    factory = _OPTIMIZERS.get(_BY_CLASS.get(key, key))
     if factory is not None:
         factory = keras_base_options(factory)  # a no-op for the decorated ones
     if factory is None:
@@ -1276,3 +1277,12 @@ def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
 
 
 _OPTIMIZERS["muon"] = muon
+
+#: Every optimizer ``get`` knows and the ``keras.optimizers`` class it reproduces. The
+#: registry registers ``"keras.<name>"`` from this table, and ``get`` also accepts the class
+#: names (``"ScheduleFreeAdamW"``).
+CLASS_NAMES = {"adadelta": "Adadelta", "adafactor": "Adafactor", "adagrad": "Adagrad",
+               "adam": "Adam", "adamax": "Adamax", "adamw": "AdamW", "ftrl": "Ftrl",
+               "lamb": "Lamb", "lion": "Lion", "muon": "Muon", "nadam": "Nadam",
+               "rmsprop": "RMSprop", "schedule_free_adamw": "ScheduleFreeAdamW", "sgd": "SGD"}
+_BY_CLASS = {c.lower(): n for n, c in CLASS_NAMES.items()}

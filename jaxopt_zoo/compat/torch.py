@@ -883,3 +883,10 @@ def muon(
         return inner.update(updates, state, params)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+#: Every optimizer of this module and the ``torch.optim`` class it reproduces. The registry
+#: registers ``"torch.<name>"`` from this table (one list, kept beside the functions).
+CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
+               "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax",
+               "nadam": "NAdam", "radam": "RAdam", "muon": "Muon"}
