@@ -281,7 +281,8 @@ def state_bytes_per_param(name_or_tx: Any, params: Any = None, **kwargs: Any) ->
 
     ``name_or_tx`` is a registered name (built with ``get(name, **kwargs)``) or a
     ``GradientTransformation``. ``params`` is a tree of arrays or ``ShapeDtypeStruct``
-    (default: ``reference_params()``). Adam on float32 gives 8.0 (two moments) plus a few
+    (default: ``reference_params()``, or its matrix alone for an optimizer that refuses
+    vectors, such as ``torch.muon``). Adam on float32 gives 8.0 (two moments) plus a few
     bytes of step counters spread over the elements.
     """
     import jax
@@ -290,7 +291,12 @@ def state_bytes_per_param(name_or_tx: Any, params: Any = None, **kwargs: Any) ->
     tx = get(name_or_tx, **kwargs) if isinstance(name_or_tx, str) else name_or_tx
     if kwargs and not isinstance(name_or_tx, str):
         raise TypeError("state_bytes_per_param: keyword arguments only go with a name.")
-    params = reference_params() if params is None else params
+    if params is None:
+        params = reference_params()
+        try:
+            jax.eval_shape(tx.init, params)
+        except ValueError:  # matrix-only optimizers (torch.muon refuses the bias)
+            params = {"kernel": params["kernel"]}
     n = sum(int(np.prod(np.shape(p))) for p in jax.tree.leaves(params))
     if n == 0:
         raise ValueError("state_bytes_per_param: the parameters have no elements.")
