@@ -1,4 +1,5 @@
-"""Flax models: the reference Keras CNN and the MLP, and a name -> model factory."""
+"""Flax models: the reference Keras CNN, the MLP, the char-LM transformer, and a name -> model
+factory."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ import flax.linen as nn
 
 from jaxopt_zoo.models.cnn import CNN, max_pool_2x2
 from jaxopt_zoo.models.mlp import INIT_STYLES, MLP, InitStyle, initializers
+from jaxopt_zoo.models.transformer import CharTransformer
 
-MODELS = {"cnn": CNN, "mlp": MLP}
+MODELS = {"charlm": CharTransformer, "cnn": CNN, "mlp": MLP}
 
-__all__ = ["CNN", "FlatModel", "INIT_STYLES", "MLP", "MODELS", "InitStyle", "get_model",
-           "initializers", "max_pool_2x2"]
+__all__ = ["CNN", "CharTransformer", "FlatModel", "INIT_STYLES", "MLP", "MODELS", "InitStyle",
+           "get_model", "initializers", "max_pool_2x2"]
 
 
 def get_model(name: str, init_style: str = "flax") -> nn.Module:
-    """The model called ``name`` (``"cnn"`` or ``"mlp"``) with the given init style.
+    """The model called ``name`` (``"cnn"``, ``"mlp"`` or ``"charlm"``) with the given init style.
+
+    ``"charlm"`` is :class:`CharTransformer` with its default config (84-token vocabulary,
+    context 128); both init styles apply (see ``transformer_initializers``).
 
     >>> model = get_model("cnn", init_style="keras")
     """
