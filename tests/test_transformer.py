@@ -164,6 +164,15 @@ def test_lm_loss():
     np.testing.assert_allclose(uniform * BITS_PER_NAT, math.log2(84), rtol=1e-6)
     with pytest.raises(ValueError, match="do not match"):
         lm_loss(logits, targets[:, :2])
+    # Weights per window or per token; zero-weight padding (even with infinite logits) is ignored.
+    padded = jnp.concatenate([logits, jnp.full((1, 3, 5), jnp.inf)])
+    padded_targets = jnp.concatenate([targets, targets[:1]])
+    np.testing.assert_allclose(lm_loss(padded, padded_targets, jnp.array([1.0, 1.0, 0.0])),
+                               manual, rtol=1e-6)
+    per_token = jnp.ones((3, 3)).at[2].set(0.0)
+    np.testing.assert_allclose(lm_loss(padded, padded_targets, per_token), manual, rtol=1e-6)
+    with pytest.raises(ValueError, match="prefix"):
+        lm_loss(logits, targets, jnp.ones((3,)))
 
 
 def test_adam_steps_reduce_the_loss_on_shakespeare():

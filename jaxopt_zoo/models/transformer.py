@@ -244,16 +244,25 @@ def decay_mask(params: Any) -> Any:
         lambda path, _: _leaf_name(path) == "kernel", params)
 
 
-def lm_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+def lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = None
+            ) -> jax.Array:
     """Mean cross-entropy per token in nats (times `BITS_PER_NAT` for bits per character).
 
     `logits` (..., vocab) and int `targets` (...) of the same leading shape; computed in
-    float32.
+    float32. `weights` (optional) has the shape of `targets` or a prefix of it, such as (B,)
+    per window: the loss is then `sum(w * ce) / sum(w)` over tokens with `w > 0`, so a batch
+    padded with zero-weight windows has the loss of the unpadded one.
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits {logits.shape} and targets {targets.shape} do not match")
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-    return jnp.mean(losses)
+    if weights is None:
+        return jnp.mean(losses)
+    if weights.shape != targets.shape[:weights.ndim]:
+        raise ValueError(f"weights {weights.shape} is not a prefix of targets {targets.shape}")
+    w = weights.astype(jnp.float32).reshape(weights.shape + (1,) * (targets.ndim - weights.ndim))
+    w = jnp.broadcast_to(w, targets.shape)
+    return jnp.sum(jnp.where(w > 0, w * losses, 0.0)) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "length"))
