@@ -310,7 +310,7 @@ def test_config_and_input_validation():
 
 
 def test_models_module_exports_factory():
-    assert set(models.MODELS) == {"cnn", "mlp"}
+    assert set(models.MODELS) == {"charlm", "cnn", "mlp"}
     assert get_model("CNN", "keras") == CNN(init_style="keras")
 
 

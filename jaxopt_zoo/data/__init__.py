@@ -1,4 +1,4 @@
-"""Data: an IDX reader and writer, and verified MNIST / Fashion-MNIST loaders."""
+"""Data: an IDX reader and writer, verified MNIST / Fashion-MNIST loaders, the Shakespeare corpus."""
 
 from jaxopt_zoo.data.datasets import (
     DATASET_NAMES,
@@ -8,15 +8,33 @@ from jaxopt_zoo.data.datasets import (
     load_mnist,
 )
 from jaxopt_zoo.data.idx import DataError, DataNotFoundError, read_idx, write_idx
+from jaxopt_zoo.data.text import (
+    CharVocab,
+    TextData,
+    char_vocab,
+    eval_windows,
+    load_shakespeare,
+    read_shakespeare,
+    sample_windows,
+    split_tokens,
+)
 
 __all__ = [
     "DATASET_NAMES",
+    "CharVocab",
     "DataError",
     "DataNotFoundError",
     "Dataset",
+    "TextData",
+    "char_vocab",
+    "eval_windows",
     "load",
     "load_fashion_mnist",
     "load_mnist",
+    "load_shakespeare",
     "read_idx",
+    "read_shakespeare",
+    "sample_windows",
+    "split_tokens",
     "write_idx",
 ]

@@ -68,6 +68,11 @@ CHECKSUMS: dict[str, dict[str, tuple[int, str]]] = {
         "t10k-labels-idx1-ubyte": (
             10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
     },
+    # The char-LM corpus (jaxopt_zoo/data/text.py; source and licence in its docstring).
+    "shakespeare": {
+        "shakespeare.txt": (
+            5057321, "04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d"),
+    },
 }
 
 # name -> base URLs, tried in order; a file's URL is base + file + ".gz".
@@ -186,10 +191,19 @@ def _download(name: str, filename: str, target_dir: Path, errors: list[str]) -> 
     return None
 
 
-def _load_file(name: str, filename: str, data_dir: PathLike | None, download: bool) -> np.ndarray:
-    """Finds, verifies and parses one file of dataset `name`; see the module docstring."""
+def find_verified(
+    name: str, filename: str, dirs: list[tuple[Path, str]], *, explicit: bool
+) -> tuple[Path | None, bytes, list[str]]:
+    """Looks for `filename` (raw or `.gz`) of dataset `name` in `dirs`, verified by checksum.
+
+    `dirs` holds `(directory, label)` pairs, tried in order; `explicit` is True when they come
+    from a `data_dir` the caller gave, in which case another dataset's file of the same name is
+    an error instead of being skipped. Returns `(path, decompressed content, tried)`, or
+    `(None, b"", tried)` when no directory holds the file; `tried` says what each directory
+    held, for the not-found message. Raises `DataError` on a checksum mismatch.
+    """
     tried = []
-    for directory, label in _search_dirs(name, data_dir):
+    for directory, label in dirs:
         candidates = [directory / filename, directory / f"{filename}.gz"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
@@ -199,7 +213,7 @@ def _load_file(name: str, filename: str, data_dir: PathLike | None, download: bo
         digest = _sha256(path, content)
         if digest != CHECKSUMS[name][filename][1]:
             other = _owner(filename, digest)
-            if other is not None and other != name and data_dir is None:
+            if other is not None and other != name and not explicit:
                 tried.append(f"{path} ({label}): holds the {other} file, skipped")
                 continue
             what = f"It is the {other} file." if other else "The file is corrupt or incomplete."
@@ -208,6 +222,15 @@ def _load_file(name: str, filename: str, data_dir: PathLike | None, download: bo
                 f"{what} Delete it and load again to re-download it, or replace it with a good "
                 "copy.",
             )
+        return path, content, tried
+    return None, b"", tried
+
+
+def _load_file(name: str, filename: str, data_dir: PathLike | None, download: bool) -> np.ndarray:
+    """Finds, verifies and parses one file of dataset `name`; see the module docstring."""
+    dirs = _search_dirs(name, data_dir)
+    path, content, tried = find_verified(name, filename, dirs, explicit=data_dir is not None)
+    if path is not None:
         return idx.parse_idx(content, os.fspath(path))
 
     errors: list[str] = []

@@ -1,5 +1,5 @@
-"""Flax models: the reference Keras CNN and the MLP in Linen and NNX, and a name -> model
-factory.
+"""Flax models: the reference Keras CNN and the MLP in Linen and NNX, the char-LM
+transformer, and a name -> model factory.
 
 The Linen models (:class:`CNN`, :class:`MLP`) and their NNX twins (:mod:`.nnx_models`) share
 the CPU-fast layers of :mod:`.layers` and the same parameter tree. :class:`NNXModel` gives an
@@ -18,21 +18,24 @@ from jaxopt_zoo.models import nnx_models
 from jaxopt_zoo.models.adapter import NNXModel, as_linen_like
 from jaxopt_zoo.models.cnn import CNN, max_pool_2x2
 from jaxopt_zoo.models.mlp import INIT_STYLES, MLP, InitStyle, initializers
+from jaxopt_zoo.models.transformer import CharTransformer
 
-MODELS = {"cnn": CNN, "mlp": MLP}
+MODELS = {"charlm": CharTransformer, "cnn": CNN, "mlp": MLP}
+# The char-LM's NNX twin (transformer.CharTransformerNNX) takes its own arguments; not here.
 NNX_MODELS = {"cnn": nnx_models.CNN, "mlp": nnx_models.MLP}
 APIS = ("linen", "nnx")
 
-__all__ = ["APIS", "CNN", "FlatModel", "INIT_STYLES", "MLP", "MODELS", "NNXModel", "NNX_MODELS",
-           "InitStyle", "as_linen_like", "get_model", "initializers", "max_pool_2x2",
+__all__ = ["APIS", "CNN", "CharTransformer", "FlatModel", "INIT_STYLES", "MLP", "MODELS",
+           "NNXModel", "NNX_MODELS", "InitStyle", "as_linen_like", "get_model", "initializers", "max_pool_2x2",
            "nnx_models"]
 
 
 def get_model(name: str, init_style: str = "flax", api: str = "linen") -> Any:
-    """The model called ``name`` (``"cnn"`` or ``"mlp"``) with the given init style.
+    """The model called ``name`` (``"cnn"``, ``"mlp"`` or ``"charlm"``) with the given init style.
 
     Args:
-      name: ``"cnn"`` (the reference Keras CNN) or ``"mlp"`` (784-128-10).
+      name: ``"cnn"`` (the reference Keras CNN), ``"mlp"`` (784-128-10) or ``"charlm"``
+        (:class:`CharTransformer`, default config; Linen only).
       init_style: ``"flax"`` (LeCun-normal kernels) or ``"keras"`` (Glorot-uniform).
       api: ``"linen"`` (a ``flax.linen`` module) or ``"nnx"`` (the NNX twin from
         :mod:`.nnx_models`, wrapped in :class:`NNXModel` so that the trainer and any

@@ -1,0 +1,132 @@
+"""Why is the Adadelta CNN train step slower than Adam's? Side by side in one process.
+
+Issue 12 reports a Keras-default Adadelta epoch at 2.5x the time of Adam's. This probe builds
+the trainer's jitted step (`make_train_step`, params and state donated) for several
+optimizers on the Keras-preset CNN (batch 64) and runs them in interleaved chunks of 10 steps
+(so machine load hits all alike), reporting the median ms/step. Also timed: Adadelta and Adam
+as two jits (gradient, then update), the gradient alone at each run's parameters, and the
+update alone; and the subnormal float32 values in parameters, optimizer state, gradients and
+activations at the end.
+
+    python benchmarks/adadelta_step_probe.py [--rounds 12] [--ftz]
+
+`--ftz` sets the MXCSR flush-to-zero and denormals-are-zero bits (through a two-line C helper
+built with the system compiler) before JAX starts its threads, which inherit them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+_C = """#include <xmmintrin.h>
+unsigned int get_csr(void) { return _mm_getcsr(); }
+void set_ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }
+"""
+
+
+def _csr_lib() -> ctypes.CDLL:
+    d = Path(tempfile.mkdtemp())
+    (d / "ftz.c").write_text(_C)
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(d / "ftz.so"), str(d / "ftz.c")],
+                   check=True)
+    return ctypes.CDLL(str(d / "ftz.so"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=12, help="chunks of 10 steps per optimizer")
+    ap.add_argument("--ftz", action="store_true", help="set MXCSR FTZ+DAZ before JAX starts")
+    args = ap.parse_args()
+    lib = _csr_lib()
+    if args.ftz:
+        lib.set_ftz_daz()
+
+    import jax  # after the MXCSR change, so that JAX's threads inherit it
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from jaxopt_zoo import adadelta
+    from jaxopt_zoo.compat import keras
+    from jaxopt_zoo.data import load_mnist
+    from jaxopt_zoo.models import get_model
+    from jaxopt_zoo.train.steps import loss_and_grads, make_train_step
+
+    batch, tiny = 64, np.finfo(np.float32).tiny
+    data = load_mnist("train", normalize=True)
+    images, labels = jnp.asarray(data.images), jnp.asarray(data.labels)
+    model = get_model("cnn", "keras")
+    weights = jnp.ones((batch,), jnp.float32)
+    init = model.init(jax.random.key(0), images[:1])["params"]
+    perm = np.random.default_rng(0).permutation(len(labels))
+    grad = jax.jit(lambda p, x, y, k: loss_and_grads(model, p, x, y, weights, k))
+
+    def two_jits(tx):
+        update = jax.jit(lambda g, s, p: _apply(tx, g, s, p), donate_argnums=(1, 2))
+
+        def step(p, s, x, y, w, k):
+            (loss, _), g = grad(p, x, y, k)
+            p, s = update(g, s, p)
+            return p, s, loss, None
+        return step
+
+    def _apply(tx, g, s, p):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    configs = {
+        "keras adadelta (lr 1e-3)": (keras.adadelta(), None),
+        "keras adadelta, lr 1.0": (keras.adadelta(1.0), None),
+        "native adadelta (lr 1.0)": (adadelta(), None),
+        "keras adam": (keras.adam(), None),
+        "keras adagrad": (keras.adagrad(), None),
+        "keras rmsprop": (keras.rmsprop(), None),
+        "keras adadelta, two jits": (keras.adadelta(), two_jits),
+        "keras adam, two jits": (keras.adam(), two_jits),
+    }
+    live = {}
+    for name, (tx, make) in configs.items():
+        step = make(tx) if make else make_train_step(model, tx)
+        p, s, _, _ = step(jax.tree.map(jnp.copy, init), tx.init(init), images[:batch],
+                          labels[:batch], weights, jax.random.key(0))
+        live[name] = [step, p, s]
+    times: dict[str, list[float]] = {n: [] for n in live}
+    i = 1
+    for _ in range(args.rounds):
+        for name, entry in live.items():
+            step, p, s = entry
+            jax.block_until_ready(p)
+            t = time.perf_counter()
+            for j in range(i, i + 10):
+                idx = perm[(j % 900) * batch:(j % 900 + 1) * batch]
+                p, s, _, _ = step(p, s, images[idx], labels[idx], weights, jax.random.key(j))
+            jax.block_until_ready(p)
+            times[name].append((time.perf_counter() - t) / 10 * 1e3)
+            entry[1], entry[2] = p, s
+        i += 10
+    print(f"MXCSR {lib.get_csr():#x}; {args.rounds * 10} steps each, median ms/step:")
+    for name, v in times.items():
+        print(f"  {name:28s} {np.median(v):6.1f}  (min {min(v):.1f})")
+
+    def subnormals(tree) -> str:
+        xs = [np.asarray(a) for a in jax.tree.leaves(tree)
+              if np.issubdtype(np.asarray(a).dtype, np.floating)]
+        return f"{sum(int(((a != 0) & (np.abs(a) < tiny)).sum()) for a in xs)}/" \
+               f"{sum(a.size for a in xs)}"
+
+    x, y, key = images[:batch], labels[:batch], jax.random.key(1)
+    for name in ("keras adadelta (lr 1e-3)", "keras adam"):
+        _, p, s = live[name]
+        _, inter = model.apply({"params": p}, x, capture_intermediates=True,
+                               mutable=["intermediates"])
+        print(f"{name}: subnormal/total params {subnormals(p)} state {subnormals(s)} "
+              f"grads {subnormals(grad(p, x, y, key)[1])} activations {subnormals(inter)}")
+
+
+if __name__ == "__main__":
+    main()
