@@ -266,7 +266,15 @@ for _n, _cls in _keras.CLASS_NAMES.items():
 def reference_params() -> Dict[str, Any]:
     """The parameters ``state_bytes_per_param`` measures on by default: one float32
     1024 x 1024 matrix and its 1024 bias (shape-dependent states, such as SOAP's and
-    Adafactor's, differ on other shapes)."""
+    Adafactor's, differ on other shapes).
+
+    Returns:
+      A dict of ``jax.ShapeDtypeStruct`` (no arrays).
+
+    Example:
+      >>> jax.tree.map(lambda s: (s.shape, str(s.dtype)), reference_params())
+      {'bias': ((1024,), 'float32'), 'kernel': ((1024, 1024), 'float32')}
+    """
     import jax
     import jax.numpy as jnp
 
@@ -284,6 +292,21 @@ def state_bytes_per_param(name_or_tx: Any, params: Any = None, **kwargs: Any) ->
     (default: ``reference_params()``, or its matrix alone for an optimizer that refuses
     vectors, such as ``torch.muon``). Adam on float32 gives 8.0 (two moments) plus a few
     bytes of step counters spread over the elements.
+
+    Args:
+      name_or_tx: a registered name or a ``GradientTransformation``.
+      params: a tree of arrays or ``jax.ShapeDtypeStruct`` (default: ``reference_params()``).
+      **kwargs: passed to ``get`` with a name (a ``TypeError`` with a transformation).
+
+    Returns:
+      The state's bytes over the number of parameter elements, a float.
+
+    Example:
+      >>> round(state_bytes_per_param("adam"), 2)
+      8.0
+      >>> params = {"w": jax.ShapeDtypeStruct((10, 10), jnp.float32)}
+      >>> state_bytes_per_param(jz.sgd(0.1, momentum=0.9), params)  # + a 4-byte count
+      4.04
     """
     import jax
     import numpy as np

@@ -372,6 +372,14 @@ def swa_lr(init_value: Union[float, Schedule], swa_lr: float, anneal_steps: int 
         its unit is whatever one ``step()`` is; here one unit of ``t``).
       anneal_strategy: ``"cos"`` or ``"linear"``.
       start_step: the step count at which SWALR takes over.
+
+    Returns:
+      A schedule: a function of the step count.
+
+    Example:
+      >>> lr = jz.schedules.swa_lr(0.1, 0.01, anneal_steps=4, start_step=10)
+      >>> [round(float(lr(t)), 6) for t in (0, 10, 12, 14, 100)]
+      [0.1, 0.1, 0.055, 0.01, 0.01]
     """
     check_nonneg("swa_lr", swa_lr, schedule_ok=False)
     check_int("anneal_steps", anneal_steps, low=0)
@@ -432,6 +440,24 @@ def wsd(peak_value: float, warmup_steps: int, stable_steps: int, decay_steps: in
     ``end_value``. With "linear" it is optax's ``join_schedules`` of a linear warm-up, a
     constant and a linear decay, and torch's ``SequentialLR`` of ``LinearLR``,
     ``ConstantLR`` and ``LinearLR`` (tests/test_schedules_wsd.py).
+
+    Args:
+      peak_value: the learning rate of the stable phase, >= 0.
+      warmup_steps: ``W``, the length of the linear warmup.
+      stable_steps: ``S``, the length of the constant phase.
+      decay_steps: ``D``, the length of the decay.
+      end_value: the learning rate after the decay, >= 0.
+      init_value: the learning rate at ``t = 0``, >= 0.
+      decay_type: ``"linear"``, ``"cosine"``, ``"1-sqrt"`` or ``"1-square"``.
+      num_cycles: the cosine's number of cycles over the decay (0.5: a half cosine).
+
+    Returns:
+      A schedule: a function of the step count.
+
+    Example:
+      >>> lr = jz.schedules.wsd(0.1, warmup_steps=10, stable_steps=80, decay_steps=16)
+      >>> [round(float(lr(t)), 6) for t in (0, 5, 10, 90, 94, 106)]  # 1-sqrt: half at D/4
+      [0.0, 0.05, 0.1, 0.1, 0.05, 0.0]
     """
     check_nonneg("peak_value", peak_value, schedule_ok=False)
     check_nonneg("end_value", end_value, schedule_ok=False)
@@ -474,6 +500,20 @@ def inverse_sqrt(peak_value: float, warmup_steps: int, timescale: Optional[int] 
 
     With the default ``T = W`` the decay is ``peak * sqrt(W / t)``, continuous at ``W``.
     ``W = 0`` needs a ``timescale`` (``peak * sqrt(T / (t + T))``).
+
+    Args:
+      peak_value: the learning rate at the end of the warmup, >= 0.
+      warmup_steps: ``W``, the length of the linear warmup.
+      timescale: ``T``, an int >= 1 (``None``: ``W``).
+      init_value: the learning rate at ``t = 0``, >= 0.
+
+    Returns:
+      A schedule: a function of the step count.
+
+    Example:
+      >>> lr = jz.schedules.inverse_sqrt(0.1, warmup_steps=100)
+      >>> [round(float(lr(t)), 6) for t in (0, 50, 100, 400)]
+      [0.0, 0.05, 0.1, 0.05]
     """
     check_nonneg("peak_value", peak_value, schedule_ok=False)
     check_nonneg("init_value", init_value, schedule_ok=False)

@@ -430,6 +430,23 @@ def keras_base_options(factory: Callable[..., GradientTransformation]
     checked (in [0, 1]) only when ``use_ema`` is set, as in Keras; an
     ``ema_overwrite_frequency`` must be an integer >= 1 or ``None`` (Keras lets 0 through).
     Decorate every Keras constructor with it; ``get`` applies it to any that lacks it.
+
+    Args:
+      factory: a function returning a ``GradientTransformation``.
+
+    Returns:
+      ``factory`` with the three keyword-only options added to its signature (``factory``
+      itself if it has them already).
+
+    Example:
+      >>> @jz.compat.keras.keras_base_options
+      ... def plain_sgd(learning_rate=0.01):
+      ...     return jz.sgd(learning_rate)
+      >>> tx = plain_sgd(0.1, use_ema=True, ema_momentum=0.9)
+      >>> params = {"w": jnp.ones(2)}
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+      >>> type(state).__name__, round(float(jz.averaged_params(state)["w"][0]), 4)
+      ('EmaWeightsState', 0.9)
     """
     if getattr(factory, "_keras_base_options", False):
         return factory
@@ -962,6 +979,25 @@ def keras_variable_step(
     new variable and slots, with ``y = p - p * weight_decay * lr`` (Keras'
     ``_apply_weight_decay``), ``lr`` the learning rate at ``iterations`` and ``t =
     iterations + 1``, all in the leaf's compute dtype. The update is ``new - p``.
+
+    Args:
+      name: the optimizer's name, for error messages.
+      init_slots: ``init_slots(p, dtype) -> tuple`` of a leaf's slot arrays.
+      step: ``step(g, y, slots, lr, t) -> (new_p, new_slots)`` for one leaf.
+      learning_rate: a number or a schedule of the step count.
+      weight_decay: Keras' decay rate (``None`` or 0: none).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``KerasVariableStepState``.
+
+    Example:
+      >>> tx = jz.compat.keras.keras_variable_step(  # plain SGD, with Keras' decay
+      ...     "sgd", lambda p, dt: (), lambda g, y, slots, lr, t: (y - lr * g, slots),
+      ...     learning_rate=0.1, weight_decay=0.5)
+      >>> params = {"w": jnp.ones(2)}
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+      >>> round(float(updates["w"][0]), 4)  # -lr * wd * p - lr * g
+      -0.15
     """
     check_nonneg("learning_rate", learning_rate)
     if weight_decay is not None:
@@ -1015,6 +1051,27 @@ def lamb(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
 
     Unlike the paper (and ``jaxopt_zoo.lamb``), Keras decays ``p <- p - lr * wd * p``
     before the step instead of adding ``wd * p`` to ``r`` inside the trust ratio.
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      beta_1: decay rate of the first moment, in [0, 1).
+      beta_2: decay rate of the second moment, in [0, 1).
+      epsilon: added to the bias-corrected ``sqrt(v)``.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off).
+      clipnorm: first clip each gradient leaf to this L2 norm.
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.lamb(0.01)
+      >>> params = {"w": jnp.ones((2, 3))}
+      >>> updates, state = tx.update({"w": jnp.ones((2, 3))}, tx.init(params), params)
+      >>> round(float(updates["w"][0, 0]), 4)  # trust ratio ||p|| / ||r|| = 1
+      -0.01
     """
     _check_betas(beta_1, beta_2, epsilon)
 
@@ -1053,6 +1110,29 @@ def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
     so ``relative_step``
     (which only clips ``lr`` the same way first) changes nothing; it is accepted for
     Keras' signature. There is no first moment (``jaxopt_zoo.adafactor`` follows optax).
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      beta_2_decay: the exponent of ``b_t = 1 - t^beta_2_decay``.
+      epsilon_1: added to ``g^2``.
+      epsilon_2: the floor of ``rms(p)`` in the step size.
+      clip_threshold: the update's RMS bound, > 0.
+      relative_step: accepted for Keras' signature (no effect, see above).
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off).
+      clipnorm: first clip each gradient leaf to this L2 norm.
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``; matrices keep the factored ``R`` and ``C``.
+
+    Example:
+      >>> tx = jz.compat.keras.adafactor()
+      >>> params = {"w": jnp.ones((2, 3))}
+      >>> updates, state = tx.update({"w": jnp.ones((2, 3))}, tx.init(params), params)
+      >>> round(float(updates["w"][0, 0]), 4)  # -max(epsilon_2, rms(p)) * min(lr, 1)
+      -0.001
     """
     check_nonneg("epsilon_1", epsilon_1, schedule_ok=False)
     check_nonneg("epsilon_2", epsilon_2, schedule_ok=False)
@@ -1111,6 +1191,30 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.001, learning_rate_power: Any = -0.
 
     The parameters are set in closed form from ``z`` and ``n``: the previous ``p`` enters
     only through ``z``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      learning_rate_power: ``c``, <= 0.
+      initial_accumulator_value: the initial ``n``, >= 0.
+      l1_regularization_strength: ``l1``, >= 0.
+      l2_regularization_strength: the L2 strength, >= 0.
+      l2_shrinkage_regularization_strength: ``l2_shrinkage``, >= 0.
+      beta: added to ``l2`` as ``beta / (2 lr)``, >= 0.
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off).
+      clipnorm: first clip each gradient leaf to this L2 norm.
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.ftrl(0.1)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+      >>> round(float(updates["w"][0]), 4)
+      -0.3969
     """
     check_scalar("learning_rate_power", learning_rate_power, high=0.0, schedule_ok=False)
     for k, v in (("initial_accumulator_value", initial_accumulator_value),
@@ -1159,6 +1263,28 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025, beta_1: Any = 
     Keras' weight decay applied to ``y`` before the step, and ``x`` is recovered from ``y``
     by division by ``b1`` (``b1 > 0`` needed). There is no separate evaluation point:
     ``x = (y - (1 - b1) z) / b1``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      beta_1: ``b1``, the interpolation between ``x`` and ``z``, in (0, 1).
+      beta_2: ``b2``, the second-moment decay, in [0, 1).
+      epsilon: added to the bias-corrected ``sqrt(v)``.
+      warmup_steps: linear warmup steps (0: none).
+      weight_decay: Keras' decay ``p <- p - lr_t * weight_decay * p`` before the step (None:
+        off).
+      clipnorm: first clip each gradient leaf to this L2 norm.
+      clipvalue: first clip each gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: first clip all gradients together to this global L2 norm.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.schedule_free_adamw(0.01)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+      >>> round(float(updates["w"][0]), 4)  # the first step: y = x = z = p - lr
+      -0.01
     """
     check_scalar("beta_1", beta_1, low=0.0, high=1.0, low_open=True, high_open=True,
                  schedule_ok=False)
@@ -1195,7 +1321,20 @@ __all__ += ["KerasVariableStepState", "adafactor", "ftrl", "keras_variable_step"
 # --------------------------------------------------------------------------- #
 
 def leaf_path(path: Any) -> str:
-    """A pytree key path as a Keras variable path: keys joined by ``/`` (``"dense/kernel"``)."""
+    """A pytree key path as a Keras variable path: keys joined by ``/`` (``"dense/kernel"``).
+
+    Args:
+      path: a key path, as ``jax.tree_util.tree_flatten_with_path`` gives (dict keys,
+        attribute names and sequence indices).
+
+    Returns:
+      The path as a string.
+
+    Example:
+      >>> (path, _), = jax.tree_util.tree_flatten_with_path({"dense": {"kernel": 0}})[0]
+      >>> jz.compat.keras.leaf_path(path)
+      'dense/kernel'
+    """
     parts = []
     for k in path:
         for attr in ("key", "name", "idx"):
@@ -1210,7 +1349,22 @@ def leaf_path(path: Any) -> str:
 def muon_labels(params: Any, exclude_layers: Any = None, exclude_embeddings: bool = True) -> Any:
     """Keras Muon's split: ``"adam"`` for a leaf that is not 2-D, whose path contains
     ``"embedding"`` (any case; with ``exclude_embeddings``) or matches a regular expression of
-    ``exclude_layers`` (``re.search``); ``"muon"`` for the others."""
+    ``exclude_layers`` (``re.search``); ``"muon"`` for the others.
+
+    Args:
+      params: the parameters (a pytree).
+      exclude_layers: regular expressions of paths (see :func:`leaf_path`) that take Adam.
+      exclude_embeddings: send leaves whose path contains ``"embedding"`` to Adam.
+
+    Returns:
+      A tree like ``params`` of ``"muon"`` / ``"adam"`` labels.
+
+    Example:
+      >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)},
+      ...           "token_embedding": jnp.ones((5, 3)), "head": jnp.ones((3, 5))}
+      >>> jz.compat.keras.muon_labels(params, exclude_layers=["^head"])
+      {'dense': {'bias': 'adam', 'kernel': 'muon'}, 'head': 'adam', 'token_embedding': 'adam'}
+    """
     def label(path, x):
         name = leaf_path(path)
         if jnp.ndim(x) != 2 or (exclude_embeddings and "embedding" in name.lower()):
@@ -1246,6 +1400,31 @@ def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
     Conv kernels (4-D) take Adam, as in Keras. Blocks: clipping -> ``partition`` of
     ``trace -> orthogonalize_by_newton_schulz -> scale_by_muon_shape ->
     scale_by_learning_rate -> add_lr_scaled_weight_decay`` and ``scale_by_keras_adam -> ...``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count.
+      adam_beta_1, adam_beta_2: Adam's moment decays, in [0, 1).
+      adam_weight_decay: the other leaves' decay (``None``: none).
+      epsilon: Adam's "epsilon hat".
+      weight_decay: the matrices' decay (``None``: none).
+      clipnorm, clipvalue, global_clipnorm: gradient clipping, as the other Keras optimizers.
+      exclude_layers, exclude_embeddings: which 2-D leaves take Adam (:func:`muon_labels`).
+      muon_a, muon_b, muon_c: the Newton-Schulz coefficients.
+      adam_lr_ratio: Adam's learning rate over ``learning_rate``.
+      momentum: the momentum of ``m_t``.
+      ns_steps: Newton-Schulz iterations.
+      nesterov: orthogonalize ``g_t + momentum m_t`` instead of ``m_t``.
+      rms_rate: the update RMS target (``None``: no shape factor).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.keras.muon(0.01)
+      >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> jax.tree.map(jnp.shape, updates)
+      {'dense': {'bias': (2,), 'kernel': (3, 2)}}
     """
     check_nonneg("learning_rate", learning_rate)
     _check_betas(adam_beta_1, adam_beta_2, epsilon)

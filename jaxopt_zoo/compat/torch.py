@@ -855,6 +855,27 @@ def muon(
     Blocks: ``scale(1 - momentum) -> trace(momentum, nesterov) ->
     orthogonalize_by_newton_schulz -> scale_by_muon_shape -> add_decayed_weights ->
     scale_by_learning_rate``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      weight_decay: decoupled decay ``p (1 - lr wd)``, >= 0.
+      momentum: the momentum, >= 0.
+      nesterov: orthogonalize the Nesterov ``U_t`` instead of ``B_t``.
+      ns_coefficients: ``(a, b, c)``.
+      eps: the lower bound of the norm.
+      ns_steps: Newton-Schulz iterations, an int < 100.
+      adjust_lr_fn: ``None`` / ``"original"`` or ``"match_rms_adamw"`` (the factor ``s``).
+      ns_dtype: dtype of the iteration (``None``: float32, float64 for float64).
+
+    Returns:
+      An ``optax.GradientTransformation`` for a tree of matrices.
+
+    Example:
+      >>> tx = jz.compat.torch.muon(lr=0.02, weight_decay=0.0)
+      >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 3))}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> updates["w"].shape, updates["w"].dtype
+      ((4, 3), dtype('float32'))
     """
     _check_lr(lr)
     check_nonneg("momentum value", momentum, schedule_ok=False)

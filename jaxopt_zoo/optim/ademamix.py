@@ -53,7 +53,31 @@ def scale_by_ademamix(
     alpha_warmup_steps: int | None = None,
     b3_warmup_steps: int | None = None,
 ) -> GradientTransformation:
-    """``(m1_hat + alpha_t * m2) / (sqrt(nu_hat + eps_root) + eps)`` (see :func:`ademamix`)."""
+    """AdEMAMix's direction ``(m1_hat + alpha_t * m2) / (sqrt(nu_hat + eps_root) + eps)``.
+
+    The moments, the warmups and the references are in :func:`ademamix`.
+
+    Args:
+      b1: decay of the fast EMA ``m1``, in [0, 1).
+      b2: decay of the second moment ``nu``, in [0, 1).
+      b3: decay of the slow EMA ``m2`` (a number or a schedule of the 0-based count).
+      alpha: weight of the slow EMA (a number or a schedule).
+      eps: added outside the square root.
+      eps_root: added inside the square root.
+      mu_dtype: dtype of ``m1`` and ``m2`` (default: the parameter's).
+      alpha_warmup_steps: linear warmup of ``alpha`` over this many steps (``None``: none).
+      b3_warmup_steps: warmup of ``b3`` from ``b1``, linear in half-life (``None``: none).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ScaleByAdemamixState``.
+
+    Example:
+      >>> tx = jz.scale_by_ademamix(alpha=5.0)
+      >>> g = {"w": jnp.ones(2)}
+      >>> updates, state = tx.update(g, tx.init(g))
+      >>> round(float(updates["w"][0]), 4)  # 1 + alpha * (1 - b3): m2 is not bias-corrected
+      1.0005
+    """
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
     check_decay("b3", b3)

@@ -55,7 +55,32 @@ def scale_by_adopt(
     clip_value_fn: Callable[[jax.Array], Any] | None = None,
     clip_step_offset: Any = 1,
 ) -> GradientTransformation:
-    """ADOPT's direction ``m_t`` (see :func:`adopt`); the first call only fills ``nu``."""
+    """ADOPT's direction ``m_t`` (equations in :func:`adopt`); the first call only fills
+    ``nu`` and returns zeros.
+
+    Args:
+      b1: decay of the momentum of the normalized gradients, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: the floor of ``sqrt(v)``.
+      mu_dtype: dtype of ``m`` (default: the parameter's).
+      nesterov: return ``b1 m_t + (1 - b1) * clipped`` instead of ``m_t``.
+      use_clipping: clip the normalized gradient at ``c(t)``.
+      clip_value_fn: the bound ``c`` as a function of the step (``None``: ``t ** 0.25``).
+      clip_step_offset: added to the 0-based count before ``clip_value_fn`` (see
+        :func:`adopt`).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ScaleByAdoptState``.
+
+    Example:
+      >>> tx = jz.scale_by_adopt()
+      >>> g = {"w": jnp.ones(2)}
+      >>> state = tx.init(g)
+      >>> u1, state = tx.update(g, state)  # fills nu only
+      >>> u2, state = tx.update(g, state)  # (1 - b1) * g / sqrt(nu)
+      >>> float(u1["w"][0]), round(float(u2["w"][0]), 4)
+      (0.0, 0.1)
+    """
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
     check_nonneg("eps", eps, schedule_ok=False)

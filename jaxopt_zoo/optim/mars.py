@@ -59,9 +59,33 @@ def scale_by_mars(
     cautious: bool = False,
     eps_root: Any = 1e-15,
 ) -> GradientTransformationExtraArgs:
-    """MARS-AdamW's direction (see :func:`mars`); arrays of fewer than 2 dimensions get
-    Adam with ``(b1_1d, b2_1d)`` unless ``optimize_1d``. With ``exact``, ``update`` needs
-    ``grad_fn=``: a function returning the gradient of the current batch at given params."""
+    """MARS-AdamW's direction (equations in :func:`mars`); arrays of fewer than 2 dimensions
+    get Adam with ``(b1_1d, b2_1d)`` unless ``optimize_1d``. With ``exact``, ``update`` needs
+    ``grad_fn=``: a function returning the gradient of the current batch at given params.
+
+    Args:
+      b1: decay of the first moment of the matrices, in [0, 1).
+      b2: decay of their second moment, in [0, 1).
+      eps: added outside the square root.
+      gamma: strength of the gradient correction.
+      mu_dtype: dtype of ``m`` (default: the parameter's).
+      b1_1d: first-moment decay of the other arrays.
+      b2_1d: second-moment decay of the other arrays.
+      optimize_1d: MARS for every array.
+      exact: exact gradient correction (``update`` needs ``grad_fn``).
+      cautious: the cautious mask on ``m_t`` against ``g_t``.
+      eps_root: added inside the square root.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state ``ScaleByMarsState``.
+
+    Example:
+      >>> tx = jz.scale_by_mars()
+      >>> g = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+      >>> updates, state = tx.update(g, tx.init(g))
+      >>> jax.tree.map(lambda u: round(float(u.max()), 4), updates)  # ~ sign(g), first step
+      {'b': 1.0, 'w': 1.0}
+    """
     for name, b in (("b1", b1), ("b2", b2), ("b1_1d", b1_1d), ("b2_1d", b2_1d)):
         check_decay(name, b, schedule_ok=False)
     check_nonneg("eps", eps, schedule_ok=False)

@@ -69,6 +69,30 @@ def scale_by_muon(
     ``m_t = beta m + (1 - beta) g``; the orthogonalized input is ``m_t / (1 - beta^t)`` or,
     with ``nesterov``, ``beta m_t / (1 - beta^(t+1)) + (1 - beta) g / (1 - beta^t)``.
     ``adaptive`` multiplies the result ``O`` by ``<input, O>`` (Bernstein et al. 2024).
+    The equations and the references are in :func:`muon`.
+
+    Args:
+      ns_coeffs: the Newton-Schulz coefficients ``(a, b, c)``, a sequence of triples or a
+        preset name (see :func:`muon`).
+      ns_steps: Newton-Schulz iterations, a Python int.
+      beta: momentum decay, in [0, 1).
+      eps: added to the Frobenius norm before the iteration.
+      mu_dtype: dtype of the momentum (default: the parameter's).
+      nesterov: orthogonalize the Nesterov look-ahead momentum.
+      adaptive: scale ``O`` by ``<input, O>``.
+      weight_dimension_numbers: which axes form the matrix (``None``: every leaf is 2-D).
+      ns_dtype: dtype of the iteration (``None``: float32, float64 for float64).
+      ns_method: ``"auto"``, ``"standard"`` or ``"gram"``.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ScaleByMuonState``.
+
+    Example:
+      >>> tx = jz.scale_by_muon()
+      >>> g = {"w": jnp.ones((4, 3))}
+      >>> updates, state = tx.update(g, tx.init(g))
+      >>> updates["w"].shape, state.mu["w"].shape
+      ((4, 3), (4, 3))
     """
     check_decay("beta", beta, schedule_ok=False)
     ortho = orthogonalize_by_newton_schulz(ns_coeffs, ns_steps, eps, ns_dtype=ns_dtype,
@@ -112,6 +136,26 @@ def scale_by_muon_shape(
     ``"match_rms_adamw"`` with ``r = 0.2``, Keras' ``rms_rate``); otherwise, with
     ``width_scaling``, ``sqrt(max(1, fan_out / fan_in))`` (Jordan's original, torch's
     ``"original"``); otherwise 1.
+
+    Args:
+      weight_dimension_numbers: which axes form the matrix and give ``fan_in`` and
+        ``fan_out`` (``None``: every leaf is a 2-D ``(in, out)`` matrix); leaves marked
+        ``None`` pass through.
+      consistent_rms: the target RMS ``r``, or ``None``.
+      width_scaling: Jordan's ``sqrt(max(1, fan_out / fan_in))`` when ``consistent_rms`` is
+        ``None``.
+
+    Returns:
+      A stateless ``optax.GradientTransformation``.
+
+    Example:
+      >>> u = {"w": jnp.ones((2, 8))}  # fan_in 2, fan_out 8
+      >>> tx = jz.scale_by_muon_shape()
+      >>> float(tx.update(u, tx.init(u))[0]["w"][0, 0])  # sqrt(8 / 2)
+      2.0
+      >>> tx = jz.scale_by_muon_shape(consistent_rms=0.2)
+      >>> round(float(tx.update(u, tx.init(u))[0]["w"][0, 0]), 4)  # 0.2 * sqrt(8)
+      0.5657
     """
     if consistent_rms is not None:
         check_nonneg("consistent_rms", consistent_rms, schedule_ok=False)

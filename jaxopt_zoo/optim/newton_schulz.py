@@ -228,7 +228,29 @@ def orthogonalize_by_newton_schulz(
     """Replace each matrix update by its Newton-Schulz orthogonalization (stateless).
 
     See ``newton_schulz``, ``use_gram`` (``ns_method``) and ``orthogonalize``; leaves whose
-    dimension numbers are ``None`` pass through unchanged.
+    dimension numbers are ``None`` pass through unchanged. The iteration is written out in
+    :func:`muon`; matrices of one oriented shape are stacked and iterated together.
+
+    Args:
+      ns_coeffs: ``(a, b, c)`` (default Jordan's quintic), a sequence of triples (one per
+        iteration), or a preset ``"standard"`` / ``"dion"``.
+      ns_steps: iterations, an int >= 1 (ignored for a sequence of triples).
+      eps: added to the Frobenius norm of the input.
+      weight_dimension_numbers: which axes form the matrix (``None``: every leaf is 2-D).
+      ns_dtype: dtype of the iteration (``None``: float32, float64 for float64 input).
+      clamp_eps: divide by ``max(norm, eps)`` instead of ``norm + eps`` (torch's form).
+      ns_method: ``"auto"``, ``"standard"`` or ``"gram"``.
+
+    Returns:
+      A stateless ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.orthogonalize_by_newton_schulz()
+      >>> g = {"w": jax.random.normal(jax.random.key(0), (4, 3))}
+      >>> o, _ = tx.update(g, tx.init(g))
+      >>> s = jnp.linalg.svd(o["w"], compute_uv=False)  # singular values pushed near 1
+      >>> o["w"].shape, bool(jnp.all((s > 0.6) & (s < 1.2)))
+      ((4, 3), True)
     """
     coeffs = coeff_table(ns_coeffs, check_int("ns_steps", ns_steps, low=1))
     use_gram((1, 1), jnp.float32, ns_method, 1)  # validates ns_method

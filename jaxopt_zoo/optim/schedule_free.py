@@ -70,6 +70,30 @@ def schedule_free(
     ``weight_decay_at_z`` adds ``-lr_t * weight_decay_at_z * z_t`` to the ``z`` step (decay
     taken at ``z``, not at the gradient point ``y``). The equations are in
     :func:`schedule_free_adamw`.
+
+    Args:
+      base_optimizer: the optimizer whose updates step ``z`` (without momentum).
+      learning_rate: the base optimizer's learning rate (a number or a schedule).
+      b1: interpolation between ``x`` and ``z``, in (0, 1).
+      weight_lr_power: the power of ``max lr`` in the averaging weights.
+      state_dtype: dtype of ``z`` (default: the parameters', float32 for 16-bit ones).
+      r: the power of ``t + 1`` in the averaging weights.
+      weight_lr_ahead: evaluate the learning rate of the weights at ``t + 1`` (optax's).
+      weight_decay_at_z: weight decay taken at ``z``.
+
+    Returns:
+      A ``GradientTransformationExtraArgs`` with state ``ScheduleFreeState``; its updates
+      move the parameters ``y``.
+
+    Example:
+      >>> tx = jz.schedule_free(jz.sgd(0.1), 0.1)
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> for _ in range(2):  # z: 0.9, 0.8; x: their average; y: 0.9 x + 0.1 z
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> round(float(params["w"][0]), 4), round(float(state.z["w"][0]), 4)
+      (0.845, 0.8)
     """
     check_scalar("b1", b1, low=0.0, high=1.0, low_open=True, high_open=True, schedule_ok=False)
     check_nonneg("weight_lr_power", weight_lr_power, schedule_ok=False)
@@ -128,6 +152,24 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     ``state`` is the optimizer state of any chain, wrapper or ``inject_hyperparams`` that
     holds one :class:`ScheduleFreeState`; ``params`` are the training parameters ``y``.
     Evaluate (and checkpoint for inference) at ``x``; keep training from ``y``.
+
+    Args:
+      state: the optimizer state, holding exactly one ``ScheduleFreeState``.
+      params: the training parameters ``y``.
+
+    Returns:
+      The evaluation parameters ``x``, a tree like ``params`` in their dtypes.
+
+    Example:
+      >>> tx = jz.schedule_free_sgd(0.1)
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> for _ in range(2):  # z: 0.9, 0.8
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> x = jz.schedule_free_eval_params(state, params)
+      >>> round(float(x["w"][0]), 4)  # the average of z_1 and z_2
+      0.85
     """
     found = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, ScheduleFreeState))
              if isinstance(s, ScheduleFreeState)]
@@ -187,6 +229,27 @@ def schedule_free_sgd(
     Reproduces ``schedulefree.SGDScheduleFree`` (``lr``, ``momentum=b1``, ``warmup_steps``,
     ``r``, ``weight_lr_power``, ``weight_decay``) and, with ``optax_warmup=True``,
     ``optax.contrib.schedule_free_sgd``. The defaults are the authors' (``lr=1.0``).
+
+    Args:
+      learning_rate: peak learning rate (a number or a schedule).
+      warmup_steps: linear warmup steps (``None``: none).
+      b1: interpolation between ``x`` and ``z``, in (0, 1) (the authors' ``momentum``).
+      weight_decay: decay added to the gradient at ``y`` (``None``: 0, as optax).
+      weight_lr_power: the power of ``max lr`` in the averaging weights.
+      state_dtype: dtype of ``z`` (default: the parameters', float32 for 16-bit ones).
+      r: the power of ``t + 1`` in the averaging weights.
+      mask: which leaves decay (a tree of booleans or a function of the params).
+      optax_warmup: optax's warmup, which starts at 0 (see :func:`schedule_free_adamw`).
+
+    Returns:
+      ``schedule_free(chain(add_decayed_weights, scale_by_learning_rate))``.
+
+    Example:
+      >>> tx = jz.schedule_free_sgd(0.1, warmup_steps=10)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+      >>> round(float(updates["w"][0]), 4)  # the first z step: -0.1 / 10
+      -0.01
     """
     warmup_steps = _check_warmup(warmup_steps)
     weight_decay = 0.0 if weight_decay is None else weight_decay  # optax's "no decay"

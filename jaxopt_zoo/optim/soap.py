@@ -130,8 +130,34 @@ def scale_by_soap(
     normalize_grads: bool = False,
     qr_dtype: Optional[Any] = None,
 ) -> GradientTransformation:
-    """SOAP's direction (see ``soap`` for the equations); the first call only sets the
-    preconditioner up and returns zeros."""
+    """SOAP's direction ``D`` (equations in :func:`soap`); the first call only sets the
+    preconditioner up and returns zeros.
+
+    Args:
+      b1: Adam's first-moment decay, in [0, 1).
+      b2: Adam's second-moment decay (in the eigenbasis), in [0, 1).
+      shampoo_beta: decay of the statistics ``L_i`` (``None``: ``b2``).
+      eps: added to ``sqrt(v)``.
+      precondition_frequency: refresh the eigenbases every this many steps.
+      max_precondition_dim: dimensions larger than this are not preconditioned.
+      merge_dims: merge small dimensions (``merge_small_dims``) before preconditioning.
+      precondition_1d: precondition 1-D leaves too.
+      correct_bias: multiply by ``sqrt(1 - b2^t) / (1 - b1^t)``.
+      normalize_grads: divide the direction by its RMS.
+      qr_dtype: dtype of the QR (default: the leaf's).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.scale_by_soap()
+      >>> g = {"w": jnp.arange(6.0).reshape(2, 3)}
+      >>> state = tx.init(g)
+      >>> u1, state = tx.update(g, state)  # sets the eigenbases up
+      >>> u2, state = tx.update(g, state)
+      >>> float(jnp.abs(u1["w"]).max()), u2["w"].shape
+      (0.0, (2, 3))
+    """
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
     if shampoo_beta is not None:

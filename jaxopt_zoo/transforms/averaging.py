@@ -30,6 +30,14 @@ from jaxopt_zoo.core import (
 
 
 class SwaState(NamedTuple):
+    """State of :func:`swa`.
+
+    ``count`` is the number of updates applied so far; ``n_averaged`` the number of parameter
+    sets in the average (0: ``average`` still holds the parameters given to ``init``);
+    ``average`` the equal average of those sets, a tree like the parameters (float32 for
+    half-precision leaves); ``inner_state`` the wrapped optimizer's state.
+    """
+
     count: jax.Array  # updates applied so far
     n_averaged: jax.Array  # parameter sets in the average (0: ``average`` holds the init)
     average: Any
@@ -37,6 +45,13 @@ class SwaState(NamedTuple):
 
 
 class EmaWeightsState(NamedTuple):
+    """State of :func:`ema_weights`.
+
+    ``count`` is the number of updates applied so far; ``average`` the exponential moving
+    average of the parameters, a tree like them (float32 for half-precision leaves);
+    ``inner_state`` the wrapped optimizer's state.
+    """
+
     count: jax.Array  # updates applied so far
     average: Any
     inner_state: Any
@@ -95,6 +110,16 @@ def swa(base: GradientTransformation, start_step: int = 0,
     Returns:
       A ``GradientTransformationExtraArgs`` with state ``SwaState``; read the average with
       ``averaged_params(state)``. Usually paired with ``schedules.swa_lr``.
+
+    Example:
+      >>> tx = jz.swa(jz.sgd(0.1), start_step=2)
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> for _ in range(3):  # w: 0.9, 0.8, 0.7; the last two are averaged
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> int(state.n_averaged), round(float(jz.averaged_params(state)["w"][0]), 4)
+      (2, 0.75)
     """
     check_int("start_step", start_step, low=0)
     check_int("every_steps", every_steps, low=1)
@@ -152,6 +177,16 @@ def ema_weights(base: GradientTransformation, decay: Any, *, copy_first: bool = 
     Returns:
       A ``GradientTransformationExtraArgs`` with state ``EmaWeightsState``; read the average
       with ``averaged_params(state)``.
+
+    Example:
+      >>> tx = jz.ema_weights(jz.sgd(0.1), decay=0.5)
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> for _ in range(2):  # w: 0.9, 0.8; a: 0.9, then 0.5 * 0.9 + 0.5 * 0.8
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> round(float(jz.averaged_params(state)["w"][0]), 4)
+      0.85
     """
     check_scalar("decay", decay, low=0.0, high=1.0, schedule_ok=False)
     if overwrite_every is not None:
@@ -228,8 +263,25 @@ def averaged_params(state: Any, like: Any = None) -> Any:
     NamedTuples, tuples, lists and dicts); the outermost one if there are several.
 
     The leaves have the averaging dtype (float32 for half-precision parameters); pass
-    ``like=params`` to cast them to the parameters' dtypes. Raises ``ValueError`` when the
-    state holds no average.
+    ``like=params`` to cast them to the parameters' dtypes.
+
+    Args:
+      state: an optimizer state that contains a ``SwaState`` or ``EmaWeightsState``.
+      like: optional tree like the parameters, whose leaf dtypes the result takes.
+
+    Returns:
+      The averaged parameters, a tree like the parameters.
+
+    Raises:
+      ValueError: when the state holds no average.
+
+    Example:
+      >>> params = {"w": jnp.ones(2, jnp.bfloat16)}
+      >>> state = jz.ema_weights(jz.sgd(0.1), decay=0.9).init(params)
+      >>> jz.averaged_params(state)["w"].dtype
+      dtype('float32')
+      >>> jz.averaged_params(state, like=params)["w"].dtype
+      dtype(bfloat16)
     """
     found = _find(state)
     if not found:

@@ -23,6 +23,18 @@ def cautious_mask(direction: jax.Array, grad: jax.Array) -> jax.Array:
     ``direction`` points along the gradient (a descent step subtracts it). The rescaling is
     per array, as in ``pytorch_optimizer``'s ``apply_cautious`` and the authors' code; a
     complex array counts its real and imaginary parts as separate components.
+
+    Args:
+      direction: one update array, pointing along the gradient.
+      grad: the gradient array of the same shape.
+
+    Returns:
+      The masked and rescaled ``direction``, in its dtype.
+
+    Example:
+      >>> u = jz.cautious_mask(jnp.array([2.0, 1.0, 3.0]), jnp.array([1.0, -1.0, -1.0]))
+      >>> u.tolist()  # one of 3 components kept, scaled by 3 / (1 + 1)
+      [3.0, 0.0, 0.0]
     """
     if jnp.iscomplexobj(direction):
         g = grad.astype(direction.dtype)

@@ -69,14 +69,26 @@ def reduce_on_plateau(
       ``eps / (1 - factor)``; ours has no floor but ``min_scale`` (torch ``eps=0`` matches).
 
     Args:
-      factor: in (0, 1). patience: evaluations without improvement before a reduction.
-      rtol, atol: relative and absolute improvement thresholds (>= 0, not both 0).
+      factor: the scale's multiplier on a reduction, in (0, 1).
+      patience: evaluations without improvement before a reduction.
+      rtol: relative improvement threshold, in [0, 1].
+      atol: absolute improvement threshold, >= 0 (not both 0 with ``rtol``).
       cooldown: evaluations ignored after a reduction.
       accumulation_size: values averaged per evaluation (e.g. minibatch losses).
-      min_scale: the scale's floor. mode: "min" or "max".
+      min_scale: the scale's floor.
+      mode: ``"min"`` or ``"max"``.
 
     Returns:
       A ``GradientTransformationExtraArgs`` whose ``update`` needs ``value=``.
+
+    Example:
+      >>> tx = jz.reduce_on_plateau(factor=0.5, patience=2)
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> for loss in [1.0, 1.0, 1.0]:  # an improvement, then two evaluations without
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params, value=loss)
+      >>> float(state.scale), updates["w"].tolist()
+      (0.5, [0.5, 0.5])
     """
     check_scalar("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True,
                  schedule_ok=False)

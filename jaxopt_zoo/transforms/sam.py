@@ -22,6 +22,9 @@ GradFn = Callable[[Any], Any]
 
 
 class SamState(NamedTuple):
+    """State of :func:`sam`: ``inner_state`` is the wrapped optimizer's state; SAM itself
+    keeps nothing between steps."""
+
     inner_state: Any  # the base optimizer's state; SAM itself keeps nothing
 
 
@@ -37,6 +40,22 @@ def sam_perturbation(params: Any, grads: Any, rho: Any = 0.05, adaptive: bool = 
     The norm is accumulated in float32 (float64 for float64 leaves), so half-precision
     gradients neither underflow nor overflow when squared; each leaf of ``e`` has its
     parameter's dtype.
+
+    Args:
+      params: the parameters ``w``.
+      grads: the gradient at ``params``, a tree like it.
+      rho: the neighbourhood radius, >= 0.
+      adaptive: ASAM's parameter-scaled perturbation.
+      eps: added to the norm.
+
+    Returns:
+      The perturbation ``e``, a tree like ``params``.
+
+    Example:
+      >>> params = {"w": jnp.array([3.0, 4.0])}
+      >>> e = jz.sam_perturbation(params, {"w": jnp.array([3.0, 4.0])}, rho=0.5)
+      >>> [round(float(x), 4) for x in e["w"]]  # 0.5 * g / ||g||, ||g|| = 5
+      [0.3, 0.4]
     """
     check_same_structure(grads, params, "sam")
     dt = scalar_dtype(params)
@@ -157,6 +176,21 @@ def sam_gradient(grad_fn: GradFn, rho: Any = 0.05, adaptive: bool = False,
         updates, state = tx.update(sam_grad(params), state, params)
 
     ``tx`` on ``sam_grad`` follows the same trajectory as ``sam(tx)``.
+
+    Args:
+      grad_fn: ``grad_fn(params) -> grads``, the gradient of the loss alone.
+      rho: the neighbourhood radius, >= 0.
+      adaptive: ASAM's parameter-scaled perturbation.
+      eps: added to the norm, so that a zero gradient gives a zero perturbation.
+
+    Returns:
+      ``sam_grad(params, grads=None)``, the gradient at the perturbed point ``w + e``.
+
+    Example:
+      >>> sam_grad = jz.sam_gradient(jax.grad(lambda p: jnp.sum(p["w"] ** 2)), rho=0.5)
+      >>> g = sam_grad({"w": jnp.array([3.0, 4.0])})  # 2 * (w + e), e = (0.3, 0.4)
+      >>> [round(float(x), 4) for x in g["w"]]
+      [6.6, 8.8]
     """
     _check_hparams(rho, eps)
     if not callable(grad_fn):
