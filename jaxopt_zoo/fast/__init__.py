@@ -2,18 +2,18 @@
 
 Modules, each one concept, imported in this order (none imports a later one):
 
-- :mod:`~jaxopt_zoo.fast.stages`: the kernel stages' table (opcodes, named scalars, state
+- ``jaxopt_zoo.fast.stages``: the kernel stages' table (opcodes, named scalars, state
   buffers), shared with C++ through the generated ``csrc/stages.h``;
-- :mod:`~jaxopt_zoo.fast.spec`: :class:`BlockSpec`, a block's properties as data, carried by
+- ``jaxopt_zoo.fast.spec``: :class:`BlockSpec`, a block's properties as data, carried by
   the transformation (:func:`describe`, :func:`spec_of`);
-- :mod:`~jaxopt_zoo.fast.layout`: :class:`Layout` and :class:`FlatParams`;
-- :mod:`~jaxopt_zoo.fast.check`: whether a transformation is exact on flat buffers
+- ``jaxopt_zoo.fast.layout``: :class:`Layout` and :class:`FlatParams`;
+- ``jaxopt_zoo.fast.check``: whether a transformation is exact on flat buffers
   (:func:`check_fusable`, :class:`NotFusableError`);
 - :mod:`~jaxopt_zoo.fast.native`: the one-pass C++ kernel (build, load, call);
-- :mod:`~jaxopt_zoo.fast.fuse`: :func:`fuse`, :func:`fused_apply`, :func:`update_and_apply`.
+- ``jaxopt_zoo.fast.fuse``: :func:`fuse`, :func:`fused_apply`, :func:`update_and_apply`.
 
 The package imports nothing else from jaxopt_zoo, so the blocks in ``core``, ``transforms``
-and ``optim`` can import :mod:`jaxopt_zoo.fast.spec` without a cycle.
+and ``optim`` can import ``jaxopt_zoo.fast.spec`` without a cycle.
 """
 
 from jaxopt_zoo.fast import native

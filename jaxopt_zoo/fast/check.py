@@ -55,10 +55,31 @@ class _Mismatch(Exception):
 
 def check_fusable(tx: Any, params_or_layout: Any) -> None:
     """Raise :class:`NotFusableError` unless ``tx`` is exact on the flat layout of the
-    parameters (a tree, ``ShapeDtypeStruct`` tree, ``FlatParams`` or ``Layout``).
+    parameters, i.e. unless ``fuse(tx)`` gives the same results as ``tx``.
 
     Always probes ``tx`` (see the module docstring), even when its ``BlockSpec`` says it
-    is element-wise: a test that the spec tells the truth.
+    is element-wise: a test that the spec tells the truth (``fuse`` trusts such a spec).
+    The probe runs ``tx.init`` and two ``tx.update`` steps on the tree and on flat buffers
+    of pseudo-random values: a few small compilations per call.
+
+    Args:
+      tx: the transformation to check (any ``optax.GradientTransformation``).
+      params_or_layout: the parameters as a tree of arrays or ``jax.ShapeDtypeStruct`` s,
+        a :class:`~jaxopt_zoo.fast.FlatParams` or a :class:`~jaxopt_zoo.fast.Layout`.
+
+    Raises:
+      NotFusableError: ``tx`` is not exact on flat buffers; the message names the cause
+        (a per-parameter reduction, noise, factored or masked state, ...).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, jaxopt_zoo as jz
+      >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+      >>> check_fusable(jz.adam(1e-3), params)  # fine: returns None
+      >>> try:
+      ...     check_fusable(optax.scale_by_trust_ratio(), params)  # a per-parameter norm
+      ... except jz.NotFusableError as e:
+      ...     print(e)
+      fuse: this transformation is not exact on flat buffers: it reduces over ...
     """
     analyze(tx, params_or_layout, trust_spec=False)
 

@@ -19,7 +19,7 @@ Two ways in:
   one function, chunk by chunk when the buffers are split: the fastest path.
 
 ``fuse`` checks, once per parameter layout, that ``tx`` is exact on the flat layout
-(:mod:`jaxopt_zoo.fast.check`): every parameter must get the same elementwise formula and
+(``jaxopt_zoo.fast.check``): every parameter must get the same elementwise formula and
 every reduction must span all parameters (a global norm is fine; a per-parameter norm is
 not). Per-parameter blocks (trust ratio in LAMB/LARS, Adafactor's factored statistics,
 ``clip_by_block_rms``, masks and partitions that tell parameters apart) are refused with a
@@ -83,7 +83,7 @@ def fuse(tx: optax.GradientTransformation, *, chunks: int = 1, check: bool = Tru
         into that many buffers (independent loops) when the parameters are given as a tree.
       check: verify once per parameter layout that ``tx`` is exact on flat buffers and raise
         :class:`NotFusableError` otherwise: blocks whose ``BlockSpec`` says element-wise are
-        accepted as they are, anything else is probed (:mod:`jaxopt_zoo.fast.check`: two
+        accepted as they are, anything else is probed (``jaxopt_zoo.fast.check``: two
         compiled steps on each layout). ``False`` skips it.
 
     Returns:
@@ -166,12 +166,31 @@ def fused_apply(fused: optax.GradientTransformation, *, native: bool = True) -> 
     the update and the new parameters of one chunk are computed while that chunk is still in
     the CPU cache (XLA otherwise writes the new moments of the whole buffer and reads them
     back to update the parameters). Otherwise it is ``update`` then ``optax.apply_updates``.
-    Jit it with the params and state donated::
+    Jit it with the params and state donated, as in the example (params first: JAX pairs
+    donated inputs with outputs of the same shape in order, so ``(params, state) -> (params,
+    state)`` lets every buffer be updated in place).
 
-        step = jax.jit(jz.fused_apply(tx), donate_argnums=(0, 1))
+    Args:
+      fused: a transformation made by :func:`fuse`.
+      native: allow the one-pass kernel (:mod:`jaxopt_zoo.fast.native`) where it applies.
 
-    (Params first: JAX pairs donated inputs with outputs of the same shape in order, so
-    ``(params, state) -> (params, state)`` lets every buffer be updated in place.)
+    Returns:
+      ``step(params, state, grads, **extra) -> (new params, new state)``, not jitted;
+      ``params`` and ``grads`` are trees or :class:`FlatParams` (the fast path), extra
+      keyword arguments go to ``update`` (and keep the step in XLA).
+
+    Raises:
+      TypeError: ``fused`` was not made by :func:`fuse`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz, numpy as np
+      >>> tx = jz.fuse(jz.adam(0.1))
+      >>> params = jz.FlatParams.from_tree({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
+      >>> grads = jz.FlatParams.from_tree({"w": jnp.ones((2, 3)), "b": jnp.ones(3)})
+      >>> step = jax.jit(jz.fused_apply(tx), donate_argnums=(0, 1))
+      >>> params, state = step(params, tx.init(params), grads)
+      >>> print(np.asarray(params.tree()["b"]).round(3))
+      [-0.1 -0.1 -0.1]
     """
     if not isinstance(fused, FusedTransformation):
         raise TypeError("fused_apply expects a transformation made by jaxopt_zoo.fuse(tx); "
@@ -204,7 +223,20 @@ def fused_apply(fused: optax.GradientTransformation, *, native: bool = True) -> 
 
 
 def is_fused(tx: optax.GradientTransformation) -> bool:
-    """Whether ``tx`` was made by :func:`fuse`."""
+    """Whether ``tx`` was made by :func:`fuse` (so that :func:`fused_apply` accepts it).
+
+    Args:
+      tx: any transformation.
+
+    Returns:
+      True for a :class:`FusedTransformation`, else False (including a fused
+      transformation rebuilt with ``_replace``).
+
+    Example:
+      >>> import jaxopt_zoo as jz
+      >>> is_fused(jz.fuse(jz.adam(1e-3))), is_fused(jz.adam(1e-3))
+      (True, False)
+    """
     return isinstance(tx, FusedTransformation)
 
 
@@ -213,7 +245,28 @@ def update_and_apply(tx: optax.GradientTransformation, grads: Any, state: Any, p
     """``(new params, new state)``: ``fused_apply(tx)`` for a transformation made by
     :func:`fuse` (the one-pass kernel on float32 FlatParams), else ``tx.update`` and
     ``optax.apply_updates``. Extra keyword arguments go to ``tx.update``. The trainer's
-    step calls this."""
+    step calls this.
+
+    Args:
+      tx: any ``optax.GradientTransformation``, fused or not.
+      grads: the gradients, shaped like ``params``.
+      state: ``tx``'s state (``tx.init(params)``).
+      params: the parameters (a tree, or a :class:`FlatParams` for a fused ``tx``).
+      **extra: keyword arguments for ``tx.update`` (``value=``, ``grad_fn=`` for a
+        ``GradientTransformationExtraArgs``).
+
+    Returns:
+      ``(new params, new state)``; the results of both paths agree to float32 rounding.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxopt_zoo as jz, numpy as np
+      >>> params = {"w": jnp.ones(3)}
+      >>> for tx in (jz.adam(0.1), jz.fuse(jz.adam(0.1))):
+      ...     new, state = update_and_apply(tx, {"w": jnp.ones(3)}, tx.init(params), params)
+      ...     print(np.asarray(new["w"]).round(3))
+      [0.9 0.9 0.9]
+      [0.9 0.9 0.9]
+    """
     if is_fused(tx):
         return fused_apply(tx)(params, state, grads, **extra)
     updates, state = tx.update(grads, state, params, **extra)

@@ -5,7 +5,7 @@ new moments back from memory to update the parameters: 40 bytes per float32 para
 where 28 must move (see BENCHMARKS.md). ``fused_apply(fuse(tx))`` on float32
 :class:`~jaxopt_zoo.FlatParams` hands the whole step to ``csrc/step_kernel.cc`` instead when
 every block of ``tx`` carries a :class:`~jaxopt_zoo.fast.spec.BlockSpec` naming a kernel
-stage (:mod:`jaxopt_zoo.fast.stages`): it reads every buffer once and writes it once, on all
+stage (``jaxopt_zoo.fast.stages``): it reads every buffer once and writes it once, on all
 of XLA's CPU threads.
 
 Blocks with a stage (as built by jaxopt_zoo's constructors, alone or in ``chain``):
@@ -54,8 +54,28 @@ SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "step_kernel.cc"
 
 
 def explain(tx: Any) -> Optional[str]:
-    """Why ``tx`` cannot run as kernel stages (None if it can, dtypes and platform
-    permitting): the first part that carries no ``BlockSpec`` or has no stage."""
+    """Why ``tx`` cannot run as kernel stages, or None if it can (dtypes and platform
+    permitting): names the first part that carries no ``BlockSpec`` or has no stage.
+
+    Only the structure of ``tx`` is read: nothing is built, compiled or run, and the
+    answer does not depend on whether the kernel is :func:`available`.
+
+    Args:
+      tx: a transformation, typically the one passed to ``jaxopt_zoo.fuse``.
+
+    Returns:
+      None when every block of ``tx`` (chains opened) has a kernel stage; otherwise a
+      one-line reason, prefixed by the names of the chains that lead to the part.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, jaxopt_zoo as jz
+      >>> explain(jz.adam(1e-3)) is None
+      True
+      >>> explain(jz.adam(1e-3, mu_dtype=jnp.bfloat16))
+      'chain: scale_by_adam in this configuration has no kernel stage'
+      >>> explain(optax.adam(1e-3))
+      "GradientTransformationExtraArgs made outside jaxopt_zoo's blocks and chain ..."
+    """
     spec = spec_of(tx)
     if spec is None:
         return (f"{type(tx).__name__} made outside jaxopt_zoo's blocks and chain (e.g. by "
@@ -131,8 +151,26 @@ def _compile(compiler: str, target: Path) -> None:
 
 
 def status() -> dict:
-    """``{"available": bool, "reason": str, "library": path or None}``; builds and registers
-    the kernel on the first call."""
+    """Whether the one-pass CPU kernel can be used, and why (not).
+
+    The first call builds the kernel with the system C++ compiler (``$CXX``, else ``c++``)
+    unless a cached library exists (see the module docstring), loads it and registers it
+    with XLA; later calls return the recorded answer. Nothing raises: a missing compiler or
+    a failed build is reported in ``reason`` and the fast path then uses XLA.
+
+    Returns:
+      A new dict ``{"available": bool, "reason": str, "library": path or None}``:
+      ``reason`` is ``"one-pass kernel loaded"``, ``"disabled by JAXOPT_ZOO_NATIVE=0"`` or
+      the error that made the kernel unavailable; ``library`` is the loaded shared
+      library's path.
+
+    Example:
+      >>> info = status()
+      >>> sorted(info)
+      ['available', 'library', 'reason']
+      >>> info["available"] == (info["library"] is not None)
+      True
+    """
     with _lock:
         if _status:
             return dict(_status)
@@ -164,7 +202,18 @@ def status() -> dict:
 
 
 def available() -> bool:
-    """Whether the one-pass CPU kernel is built and registered (see :func:`status`)."""
+    """Whether the one-pass CPU kernel is built and registered: ``status()["available"]``.
+
+    Builds the kernel on the first call (see :func:`status`, which also says why not).
+
+    Returns:
+      True when ``fused_apply`` can run float32 ``FlatParams`` steps through the kernel on
+      CPU; False when everything runs through XLA.
+
+    Example:
+      >>> available() == status()["available"]
+      True
+    """
     return status()["available"]
 
 
@@ -184,9 +233,40 @@ def _call(ops: Sequence[int], scalars: jax.Array, p: jax.Array, g: jax.Array,
 
 def fused_step(tx: Any, params: Any, state: Any, grads: Any, fallback: Callable
                ) -> Optional[Tuple[Any, Any]]:
-    """``(new params, new state)`` of ``tx`` on float32 FlatParams through the kernel (on
-    CPU; ``fallback(params, state, grads)`` on other platforms), or None when ``tx``,
-    the dtypes or the platform's toolchain do not allow it."""
+    """One step of ``tx`` (update and apply) through the kernel, or None when it cannot.
+
+    The building block of ``jaxopt_zoo.fused_apply``, which most code should call instead.
+    The step is built for whichever platform the computation runs on: on CPU the kernel,
+    elsewhere ``fallback``. It is pure and traceable (call it inside ``jax.jit``).
+
+    Args:
+      tx: the optimizer (not fused), a chain of blocks with kernel stages (see
+        :func:`explain`).
+      params: the parameters, a float32 :class:`~jaxopt_zoo.fast.FlatParams`.
+      state: ``tx``'s state over ``params`` (``tx.init(params)``); its buffers must be
+        float32 ``FlatParams`` of the same buffers.
+      grads: the gradients, a float32 ``FlatParams`` of ``params``' layout.
+      fallback: ``fallback(params, state, grads) -> (new params, new state)``, the same
+        step in XLA, run on platforms other than CPU.
+
+    Returns:
+      ``(new params, new state)``, or None when ``tx`` has a block without a stage, an
+      argument is not a float32 ``FlatParams`` of one layout, or the kernel is not
+      :func:`available`; then the caller runs the step in XLA.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, jaxopt_zoo as jz, numpy as np
+      >>> tx = jz.adam(0.1)
+      >>> params = jz.FlatParams.from_tree({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
+      >>> grads = jz.FlatParams.from_tree({"w": jnp.ones((2, 3)), "b": jnp.ones(3)})
+      >>> def xla(p, s, g):
+      ...     u, s = tx.update(g, s, p)
+      ...     return optax.apply_updates(p, u), s
+      >>> out = fused_step(tx, params, tx.init(params), grads, fallback=xla)
+      >>> new_params, new_state = out if out is not None else xla(params, tx.init(params), grads)
+      >>> print(np.asarray(new_params.tree()["b"]).round(3))
+      [-0.1 -0.1 -0.1]
+    """
     if not (isinstance(params, FlatParams) and isinstance(grads, FlatParams)):
         return None
     keys = sorted(params.buffers)

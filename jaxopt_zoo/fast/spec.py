@@ -42,7 +42,7 @@ class BlockSpec:
         that element's gradient, state and parameter for every parameter, with no
         reduction (``fuse`` then accepts it without probing it).
       stage: the kernel stage it runs as (a key of
-        :data:`jaxopt_zoo.fast.stages.STAGES`), or None (no kernel; XLA).
+        ``jaxopt_zoo.fast.STAGES``), or None (no kernel; XLA).
       scalars: the stage's named scalars: a number or array, or a function of the block's
         step count (``state.count`` before this step; a schedule, a bias correction).
       buffers: the state fields the stage reads and rewrites, in the stage's order. After
@@ -122,7 +122,35 @@ class SpecifiedTransformationExtraArgs(optax.GradientTransformationExtraArgs):
 
 
 def describe(tx: optax.GradientTransformation, spec: BlockSpec) -> Any:
-    """``tx`` as the same transformation carrying ``spec`` (extra-args support kept)."""
+    """``tx`` as the same transformation carrying ``spec`` (extra-args support kept).
+
+    The result has ``tx``'s own ``init`` and ``update`` and is still an
+    ``optax.GradientTransformation`` (a ``GradientTransformationExtraArgs`` when ``tx`` is
+    one); :func:`spec_of` reads the spec back. Blocks call this on what they return, so that
+    ``fuse`` and the native kernel know what they are (see the module docstring for what
+    keeps the spec and what drops it).
+
+    Args:
+      tx: the transformation to describe.
+      spec: its :class:`BlockSpec`. Describe only what is true of ``tx``: ``fuse`` trusts
+        ``elementwise=True`` without probing, and the kernel runs ``stage`` in place of
+        ``tx.update``.
+
+    Returns:
+      A ``SpecifiedTransformation`` or ``SpecifiedTransformationExtraArgs`` (both in
+      ``jaxopt_zoo.fast.spec``).
+
+    Raises:
+      TypeError: ``spec`` is not a :class:`BlockSpec`.
+
+    Example:
+      >>> import optax
+      >>> tx = describe(optax.scale(-0.1), BlockSpec("negated_tenth", elementwise=True))
+      >>> spec_of(tx).name, spec_of(tx).elementwise
+      ('negated_tenth', True)
+      >>> isinstance(tx, optax.GradientTransformation)
+      True
+    """
     if not isinstance(spec, BlockSpec):
         raise TypeError(f"describe: expected a BlockSpec, got {type(spec).__name__}.")
     if isinstance(tx, optax.GradientTransformationExtraArgs):
@@ -131,7 +159,23 @@ def describe(tx: optax.GradientTransformation, spec: BlockSpec) -> Any:
 
 
 def spec_of(tx: Any) -> Optional[BlockSpec]:
-    """The :class:`BlockSpec` that ``tx`` carries, or None (a transformation made elsewhere)."""
+    """The :class:`BlockSpec` that ``tx`` carries, or None (a transformation made elsewhere).
+
+    Args:
+      tx: any object; typically a transformation made by a jaxopt_zoo constructor.
+
+    Returns:
+      The spec given to :func:`describe`, or None when ``tx`` carries none (optax's
+      transformations, and anything built around a described one).
+
+    Example:
+      >>> import optax, jaxopt_zoo as jz
+      >>> spec = spec_of(jz.adam(1e-3))  # a chain: its parts carry their own specs
+      >>> spec.name, [spec_of(part).name for part in spec.parts]
+      ('chain', ['scale_by_adam', 'scale_by_learning_rate'])
+      >>> spec_of(optax.adam(1e-3)) is None
+      True
+    """
     if isinstance(tx, (SpecifiedTransformation, SpecifiedTransformationExtraArgs)):
         spec = vars(tx).get("spec")
         return spec if isinstance(spec, BlockSpec) else None

@@ -37,7 +37,19 @@ Shape = Tuple[int, ...]
 
 
 def matrix_view(shape: Sequence[int]) -> Optional[Tuple[int, int]]:
-    """The 2-D view Muon uses: ``(prod(shape[:-1]), shape[-1])``; ``None`` below rank 2."""
+    """The 2-D view Muon uses: ``(prod(shape[:-1]), shape[-1])``; ``None`` below rank 2.
+
+    Args:
+      shape: an array's shape.
+
+    Returns:
+      ``(rows, columns)`` of the matrix the leading dimensions are flattened into, or None
+      for a scalar or vector.
+
+    Example:
+      >>> matrix_view((3, 4, 5)), matrix_view((7,))
+      ((12, 5), None)
+    """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
         return None
@@ -50,6 +62,19 @@ def newton_schulz_flops(shape: Sequence[int], steps: int = 5) -> float:
     On the ``m x n`` view with ``m <= n`` (transposed otherwise), each iteration forms
     ``A = X X^T`` (``2 m^2 n``), ``B = b A + c A A`` (``2 m^3``) and ``a X + B X``
     (``2 m^2 n``). Vectors and scalars cost 0.
+
+    Args:
+      shape: the parameter's shape, viewed as a matrix by :func:`matrix_view`.
+      steps: the number of iterations.
+
+    Returns:
+      ``steps * (4 m^2 n + 2 m^3)`` as a float; 0.0 below rank 2.
+
+    Example:
+      >>> newton_schulz_flops((4, 8)), newton_schulz_flops((8, 4), steps=1)
+      (3200.0, 640.0)
+      >>> newton_schulz_flops((10,))
+      0.0
     """
     view = matrix_view(shape)
     if view is None:
@@ -60,12 +85,29 @@ def newton_schulz_flops(shape: Sequence[int], steps: int = 5) -> float:
 
 def home_device_assignment(shapes: Sequence[Sequence[int]], num_devices: int,
                            cost: Callable[[Shape], float] = newton_schulz_flops) -> List[int]:
-    """A home device (``0 .. num_devices-1``) for each shape, balancing the total ``cost``.
+    """A home device (``0`` to ``num_devices - 1``) for each shape, balancing the total ``cost``.
 
     Greedy longest-processing-time: the costliest matrix first, each onto the device with
     the least work so far (ties to the lowest index), so the result is deterministic and the
     same on every process. The busiest device carries at most 4/3 of the optimum, and close
     to the mean when matrices are many and none dominates.
+
+    Args:
+      shapes: the matrices' shapes, one per matrix (vectors allowed; they cost 0 by
+        default).
+      num_devices: the number of devices to spread the work over, >= 1.
+      cost: the cost of one matrix from its shape (default :func:`newton_schulz_flops`).
+
+    Returns:
+      A list with one device index per shape, in the order of ``shapes``.
+
+    Raises:
+      ValueError: ``num_devices`` is not an int >= 1.
+
+    Example:
+      >>> shapes = [(256, 256), (128, 512), (64, 64), (10,)]
+      >>> home_device_assignment(shapes, 2)
+      [0, 1, 1, 1]
     """
     if isinstance(num_devices, bool) or not isinstance(num_devices, (int, np.integer)) \
             or num_devices < 1:
@@ -84,7 +126,22 @@ def home_device_assignment(shapes: Sequence[Sequence[int]], num_devices: int,
 def assignment_loads(shapes: Sequence[Sequence[int]], assignment: Sequence[int],
                      num_devices: int,
                      cost: Callable[[Shape], float] = newton_schulz_flops) -> List[float]:
-    """Total ``cost`` per device under ``assignment`` (for reports: max / mean is the spread)."""
+    """Total ``cost`` per device under ``assignment`` (for reports: max / mean is the spread).
+
+    Args:
+      shapes: the matrices' shapes, as given to :func:`home_device_assignment`.
+      assignment: the device index of each shape.
+      num_devices: the number of devices (the length of the result).
+      cost: the cost of one matrix from its shape (default :func:`newton_schulz_flops`).
+
+    Returns:
+      A list of ``num_devices`` floats: the summed cost of the matrices on each device.
+
+    Example:
+      >>> shapes = [(64, 64), (32, 64), (16, 16)]
+      >>> assignment_loads(shapes, home_device_assignment(shapes, 2), 2)
+      [7864320.0, 1761280.0]
+    """
     loads = [0.0] * num_devices
     for s, d in zip(shapes, assignment):
         loads[d] += float(cost(tuple(s)))
@@ -113,6 +170,17 @@ def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence
       The results, replicated on every device of ``mesh``. Each device runs ``fn`` only for
       the matrices it is home to, packs them into one flat buffer (padded to the busiest
       device's length), and one all-gather over ``axis`` delivers every result everywhere.
+
+    Raises:
+      ValueError: ``assignment`` does not give one device of ``axis`` per matrix.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_zoo.sharding import data_mesh
+      >>> outs = run_on_home_devices(lambda m: m.T, [jnp.ones((2, 3)), jnp.ones((4, 4))],
+      ...                            data_mesh(1))
+      >>> [o.shape for o in outs]
+      [(3, 2), (4, 4)]
     """
     mats = list(matrices)
     if mesh is None:  # the mesh set with ``jax.set_mesh``, if any

@@ -62,6 +62,18 @@ def use_cpu_devices(n: int) -> None:
     Call it before JAX runs anything (it sets ``jax_num_cpu_devices``). If JAX has started
     already, it is a no-op when at least ``n`` devices exist and a ``RuntimeError`` otherwise.
     GPUs and TPUs are unaffected: there ``jax.devices()`` lists the real accelerators.
+
+    Args:
+      n: the number of CPU devices, an int >= 1.
+
+    Raises:
+      ValueError: ``n`` is not an int >= 1.
+      RuntimeError: JAX has started already with fewer than ``n`` devices.
+
+    Example:
+      >>> use_cpu_devices(1)  # JAX has started: a no-op, as one device exists
+      >>> jax.device_count() >= 1
+      True
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"Invalid number of devices: {n!r}. Expected an int >= 1.")
@@ -86,6 +98,15 @@ def data_mesh(devices: Union[None, int, Sequence[Any]] = None, axis: str = "data
 
     Returns:
       ``jax.sharding.Mesh`` of shape ``(n,)`` with axis name ``axis``.
+
+    Raises:
+      ValueError: ``devices`` is an int outside ``1 .. jax.device_count()``, or an empty
+        sequence.
+
+    Example:
+      >>> mesh = data_mesh(1)
+      >>> dict(mesh.shape), mesh.axis_names
+      ({'data': 1}, ('data',))
     """
     if devices is None:
         devs = list(jax.devices())
@@ -105,12 +126,35 @@ def data_mesh(devices: Union[None, int, Sequence[Any]] = None, axis: str = "data
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """The sharding that puts a full copy on every device of ``mesh``."""
+    """The sharding that puts a full copy on every device of ``mesh``.
+
+    Args:
+      mesh: the mesh.
+
+    Returns:
+      ``NamedSharding(mesh, PartitionSpec())``.
+
+    Example:
+      >>> replicated(data_mesh(1)).spec
+      P()
+    """
     return NamedSharding(mesh, PartitionSpec())
 
 
 def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
-    """The sharding that splits the leading (batch) dimension over ``axis``."""
+    """The sharding that splits the leading (batch) dimension over ``axis``.
+
+    Args:
+      mesh: the mesh.
+      axis: the mesh axis to split over.
+
+    Returns:
+      ``NamedSharding(mesh, PartitionSpec(axis))``.
+
+    Example:
+      >>> batch_sharding(data_mesh(1)).spec
+      P('data',)
+    """
     return NamedSharding(mesh, PartitionSpec(axis))
 
 
@@ -120,6 +164,19 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     Always a copy: a train step that donates the result cannot delete the buffers of
     ``tree`` (``jax.device_put`` reuses an input's buffer for the copy on the device that
     holds it, even with ``may_alias=False``, in jax 0.10).
+
+    Args:
+      tree: a pytree of arrays (``jax.Array`` or NumPy) and other leaves.
+      mesh: the mesh.
+
+    Returns:
+      ``tree`` with every leaf a ``jax.Array`` with the :func:`replicated` sharding.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = replicate({"w": jnp.ones((4, 2))}, data_mesh(1))
+      >>> params["w"].sharding.spec
+      P()
     """
     fresh = jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
                          tree)
@@ -132,6 +189,24 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
     In a single process, ``batch`` is the global batch. In a multi-process run
     (``jax.process_count() > 1``) it is this process's share (the rows its devices hold) and
     the result is the global array assembled with ``jax.make_array_from_process_local_data``.
+
+    Args:
+      batch: a pytree of arrays whose leading dimensions are the examples.
+      mesh: the mesh.
+      axis: the mesh axis to split over.
+
+    Returns:
+      ``batch`` with every leaf a ``jax.Array`` with the :func:`batch_sharding`.
+
+    Raises:
+      ValueError: a leaf is a scalar, or its leading dimension is not a multiple of the
+        number of devices along ``axis`` (this process's devices in a multi-process run).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> images = shard_batch(jnp.ones((8, 28, 28, 1)), data_mesh(1))
+      >>> images.shape, images.sharding.spec
+      ((8, 28, 28, 1), P('data',))
     """
     sharding = batch_sharding(mesh, axis)
     n = mesh.shape[axis]
@@ -175,6 +250,25 @@ def param_sharding(params: Any, mesh: Optional[Mesh] = None) -> Any:
     Leaves that carry a ``NamedSharding`` (``jax.Array`` or ``jax.ShapeDtypeStruct(...,
     sharding=...)``) keep it; the others (NumPy arrays, single-device arrays) are replicated
     over ``mesh``, which is then required.
+
+    Args:
+      params: the parameters: arrays or ``jax.ShapeDtypeStruct`` s, with or without a
+        ``NamedSharding``.
+      mesh: the mesh for the leaves without one; by default the mesh of the first leaf
+        that has one.
+
+    Returns:
+      A pytree of ``NamedSharding`` s with the structure of ``params``.
+
+    Raises:
+      ValueError: no ``mesh`` is given and no leaf carries a ``NamedSharding``, or a
+        leaf's mesh has another shape than ``mesh``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> shardings = param_sharding({"w": jnp.ones((4, 2))}, data_mesh(1))
+      >>> shardings["w"].spec
+      P()
     """
     m = _find_mesh(params, mesh)
     return jax.tree.map(lambda p: NamedSharding(m, _leaf_spec(p, m)), params)
@@ -258,6 +352,17 @@ def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
     Returns:
       A pytree with the structure of ``tx.init(params)`` whose leaves are ``NamedSharding`` s
       (usable as ``out_shardings`` of ``jax.jit`` and with ``jax.device_put``).
+
+    Raises:
+      ValueError: ``shard_over`` is not an axis of the mesh, or there is no mesh.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> params = {"w": jnp.ones((4, 2)), "b": jnp.zeros(2)}
+      >>> shardings = state_sharding(jz.adam(1e-3), params, data_mesh(1), shard_over="data")
+      >>> adam_state = jax.tree.map(lambda s: s.spec, shardings)[0]
+      >>> adam_state.count, adam_state.mu["w"]
+      (P(), P('data', None))
     """
     mesh = _find_mesh(params, mesh)
     if shard_over is not None and shard_over not in mesh.shape:
@@ -289,7 +394,28 @@ def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
 
 def zero1_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None,
                    axis: str = "data") -> Any:
-    """``state_sharding(tx, params, mesh, shard_over=axis)``: the ZeRO-1 state layout."""
+    """``state_sharding(tx, params, mesh, shard_over=axis)``: the ZeRO-1 state layout.
+
+    Each state leaf is split over ``axis`` along its largest dimension that the axis
+    divides (see the module docstring); the parameters stay as they are.
+
+    Args:
+      tx: any ``optax.GradientTransformation``.
+      params: the parameters, as for :func:`state_sharding`.
+      mesh: the mesh; needed only when no parameter carries a ``NamedSharding``.
+      axis: the data-parallel mesh axis to split the state over.
+
+    Returns:
+      A pytree of ``NamedSharding`` s with the structure of ``tx.init(params)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> params = {"w": jnp.ones((4, 2))}
+      >>> shardings = zero1_sharding(jz.sgd(0.1, momentum=0.9), params, data_mesh(1))
+      >>> trace_state = shardings[0]  # the step count stays replicated
+      >>> trace_state.count.spec, trace_state.trace["w"].spec
+      (P(), P('data', None))
+    """
     return state_sharding(tx, params, mesh, shard_over=axis)
 
 
@@ -299,6 +425,24 @@ def init_sharded(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] =
 
     Each device allocates only its shards: the state is never materialized whole on one
     device. ``params`` are placed with ``param_sharding(params, mesh)`` first.
+
+    Args:
+      tx: any ``optax.GradientTransformation``.
+      params: the parameters, as for :func:`state_sharding` (arrays, not
+        ``ShapeDtypeStruct`` s: ``tx.init`` reads them).
+      mesh: the mesh; needed only when no parameter carries a ``NamedSharding``.
+      shard_over: a mesh axis name for ZeRO-1, or None.
+
+    Returns:
+      ``tx.init(params)``, its leaves placed with ``state_sharding(tx, params, mesh,
+      shard_over=shard_over)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> params = {"w": jnp.ones((4, 2))}
+      >>> state = init_sharded(jz.adam(1e-3), params, data_mesh(1), shard_over="data")
+      >>> state[0].mu["w"].shape, state[0].mu["w"].sharding.spec
+      ((4, 2), P('data', None))
     """
     p_sh = param_sharding(params, mesh)
     s_sh = state_sharding(tx, params, mesh, shard_over=shard_over)
@@ -314,6 +458,28 @@ def sharded_update(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
     shard_over=shard_over)``. With ZeRO-1, each device updates its shard of the state and XLA
     gathers the new parameters. Inside a larger jitted train step, use the same shardings as
     that step's ``out_shardings`` instead (see the README's "Scale out").
+
+    Args:
+      tx: any ``optax.GradientTransformation``.
+      params: the parameters (or ``jax.ShapeDtypeStruct`` s) that fix the layout.
+      mesh: the mesh; needed only when no parameter carries a ``NamedSharding``.
+      shard_over: a mesh axis name for ZeRO-1, or None.
+      donate: donate the state and the parameters passed to the step (they are deleted;
+        their buffers hold the results).
+
+    Returns:
+      ``step(grads, state, params) -> (new params, new state)``, jitted.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxopt_zoo as jz, numpy as np
+      >>> tx, mesh = jz.sgd(0.1), data_mesh(1)
+      >>> params = {"w": jnp.ones((4, 2))}
+      >>> step = sharded_update(tx, params, mesh, shard_over="data")
+      >>> state = init_sharded(tx, params, mesh, shard_over="data")
+      >>> grads = {"w": jnp.ones((4, 2))}
+      >>> params, state = step(grads, state, replicate(params, mesh))
+      >>> print(np.asarray(params["w"][0]).round(3))
+      [0.9 0.9]
     """
     p_sh = param_sharding(params, mesh)
     s_sh = state_sharding(tx, params, mesh, shard_over=shard_over)
@@ -327,7 +493,23 @@ def sharded_update(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
 
 
 def bytes_per_device(tree: Any) -> Dict[int, int]:
-    """Bytes each device holds of ``tree``'s ``jax.Array`` leaves: ``{device id: bytes}``."""
+    """Bytes each device holds of ``tree``'s ``jax.Array`` leaves: ``{device id: bytes}``.
+
+    Counts the shards this process can address (every shard in a single process);
+    replicated leaves count once per device.
+
+    Args:
+      tree: a pytree whose leaves are ``jax.Array`` s.
+
+    Returns:
+      A dict from ``device.id`` to the bytes of the shards on that device.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tree = replicate({"w": jnp.ones((4, 2)), "b": jnp.zeros(2)}, data_mesh(1))
+      >>> list(bytes_per_device(tree).values())
+      [40]
+    """
     out: Dict[int, int] = {}
     for leaf in jax.tree.leaves(tree):
         for shard in leaf.addressable_shards:

@@ -29,6 +29,18 @@ def collective_bytes(hlo_text: str) -> Dict[str, int]:
 
     An all-gather counts its gathered output, a reduce-scatter its shard, an all-reduce its
     full result: the data each device ends up with, a proxy for the traffic.
+
+    Args:
+      hlo_text: optimized HLO text, e.g. ``compiled.as_text()``. An asynchronous
+        collective is counted once, at its ``-done`` half.
+
+    Returns:
+      ``{op name: bytes}`` for the collectives present (an empty dict when there are
+      none).
+
+    Example:
+      >>> collective_bytes("%ag = f32[8,4]{1,0} all-gather(f32[2,4]{1,0} %p), dimensions={0}")
+      {'all-gather': 128}
     """
     out: Dict[str, int] = {}
     for m in _INSTR.finditer(hlo_text):
@@ -51,6 +63,13 @@ def compiled_stats(compiled: Any) -> Dict[str, Any]:
     Returns:
       ``{"argument_bytes", "output_bytes", "temp_bytes", "alias_bytes", "collectives":
       {op: bytes}}``; memory fields are ``None`` where the backend does not report them.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> compiled = jax.jit(lambda x: 2 * x).lower(jnp.ones(4)).compile()
+      >>> stats = compiled_stats(compiled)
+      >>> stats["argument_bytes"], stats["collectives"]
+      (16, {})
     """
     mem = compiled.memory_analysis()
 

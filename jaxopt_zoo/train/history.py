@@ -39,7 +39,19 @@ def _val_loss(record: Mapping[str, Any]) -> float:
 
 def best_epoch(history: Sequence[Mapping[str, Any]]) -> Optional[int]:
     """Index in ``history`` of the lowest validation loss (the first one on ties; a nan loss
-    never counts as best), or None for an empty history."""
+    never counts as best), or None for an empty history.
+
+    Args:
+      history: the per-epoch records (dicts with a ``"val_loss"``, possibly None), as
+        :func:`~jaxopt_zoo.train.train_and_evaluate` returns them.
+
+    Returns:
+      The 0-based index of the best record (its ``"epoch"`` is that plus 1), or None.
+
+    Example:
+      >>> best_epoch([{"val_loss": 0.5}, {"val_loss": 0.4}, {"val_loss": 0.45}])
+      1
+    """
     if not history:
         return None
     losses = [_val_loss(r) for r in history]
@@ -52,6 +64,18 @@ def should_stop(history: Sequence[Mapping[str, Any]], patience: Optional[int]) -
     Stop once ``patience`` epochs in a row have not lowered the best validation loss (an
     improvement must be strictly lower). As in Keras, ``patience=0`` acts like 1: an epoch
     that improves never stops training. ``patience=None`` never stops.
+
+    Args:
+      history: the per-epoch records so far (dicts with a ``"val_loss"``).
+      patience: epochs without improvement to tolerate, or None.
+
+    Returns:
+      Whether to stop before the next epoch.
+
+    Example:
+      >>> history = [{"val_loss": v} for v in (0.5, 0.4, 0.45, 0.41)]
+      >>> should_stop(history, 2), should_stop(history, 3), should_stop(history, None)
+      (True, False, False)
     """
     if patience is None or not history:
         return False

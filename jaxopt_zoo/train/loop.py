@@ -142,7 +142,24 @@ Callback = Callable[[LoopState], Optional[bool]]
 
 def steps_per_epoch(num_examples: int, config: TrainConfig) -> int:
     """Optimizer steps in one epoch of ``num_examples`` under ``config`` (the last partial
-    batch counts unless ``config.drop_last``)."""
+    batch counts unless ``config.drop_last``).
+
+    Args:
+      num_examples: the size of the training set.
+      config: the :class:`TrainConfig` (its ``batch_size`` and ``drop_last``).
+
+    Returns:
+      ``ceil(num_examples / batch_size)``, or ``floor(...)`` with ``drop_last``.
+
+    Raises:
+      ValueError: ``drop_last`` leaves no batch (fewer examples than ``batch_size``).
+
+    Example:
+      >>> steps_per_epoch(100, TrainConfig(batch_size=32))
+      4
+      >>> steps_per_epoch(100, TrainConfig(batch_size=32, drop_last=True))
+      3
+    """
     n, bs = int(num_examples), config.batch_size
     steps = n // bs if config.drop_last else -(-n // bs)
     if steps == 0:
@@ -152,12 +169,49 @@ def steps_per_epoch(num_examples: int, config: TrainConfig) -> int:
 
 
 def epoch_order(rng: jax.Array, epoch: int, num_examples: int) -> jax.Array:
-    """The example order (int32 permutation, on the device) of epoch ``epoch`` (from 0)."""
+    """The example order (int32 permutation, on the device) of epoch ``epoch`` (from 0).
+
+    ``permutation(fold_in(fold_in(rng, 1), epoch), num_examples)``: a pure function of its
+    arguments, so a resumed run shuffles exactly as an uninterrupted one.
+
+    Args:
+      rng: the run's root key, ``LoopState.rng`` (``PRNGKey(seed)``).
+      epoch: the epoch number, from 0.
+      num_examples: the size of the training set.
+
+    Returns:
+      An int32 array of shape ``(num_examples,)`` holding each of ``0 .. N-1`` once.
+
+    Example:
+      >>> import jax
+      >>> order = epoch_order(jax.random.PRNGKey(0), 0, 5)
+      >>> order.dtype, sorted(order.tolist())
+      (dtype('int32'), [0, 1, 2, 3, 4])
+    """
     return _permutation(jax.random.fold_in(rng, _SHUFFLE), epoch, num_examples)
 
 
 def step_dropout_key(rng: jax.Array, step: int) -> jax.Array:
-    """The dropout key of global step ``step`` (from 0)."""
+    """The dropout key of global step ``step`` (from 0).
+
+    ``fold_in(fold_in(rng, 2), step)``: the same key for the same step whether or not the
+    run was interrupted and resumed in between.
+
+    Args:
+      rng: the run's root key, ``LoopState.rng`` (``PRNGKey(seed)``).
+      step: the global step, from 0.
+
+    Returns:
+      A PRNG key (the format of ``rng``).
+
+    Example:
+      >>> import jax
+      >>> rng = jax.random.PRNGKey(0)
+      >>> bool((step_dropout_key(rng, 3) == step_dropout_key(rng, 3)).all())
+      True
+      >>> bool((step_dropout_key(rng, 3) == step_dropout_key(rng, 4)).all())
+      False
+    """
     return jax.random.fold_in(jax.random.fold_in(rng, _DROPOUT), step)
 
 
@@ -167,6 +221,23 @@ def init_loop_state(model: nn.Module, tx: optax.GradientTransformation,
 
     ``sample_images`` only sets the input shape (one example is enough). This is also the
     template to restore a checkpoint into.
+
+    Args:
+      model: a Linen classifier or an NNX one (see :func:`train_and_evaluate`).
+      tx: the optimizer.
+      sample_images: inputs of the model's shape; only the first is used.
+      seed: the run's seed (``TrainConfig.seed``).
+
+    Returns:
+      A :class:`LoopState` at step, epoch and batch 0, with zero running metrics and an
+      empty history.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> from jaxopt_zoo.models import MLP
+      >>> state = init_loop_state(MLP(hidden=(8,)), jz.adam(1e-3), jnp.zeros((1, 28, 28, 1)))
+      >>> jax.tree.map(jnp.shape, state.params["Dense_0"]), state.step, state.history
+      ({'bias': (8,), 'kernel': (784, 8)}, 0, ())
     """
     model = as_linen_like(model)  # NNX modules get Linen's init/apply
     rng = jax.random.PRNGKey(seed)
@@ -215,6 +286,17 @@ def train_and_evaluate(
     and the step is compiled at most once per call (the last partial batch is padded). The
     jitted steps are memoized on ``(model, tx, batch_size)``: calls that pass the *same* ``tx``
     object (a seed sweep, a resume) and data of the same shape do not compile again.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> from jaxopt_zoo.models import MLP
+      >>> images = jax.random.uniform(jax.random.PRNGKey(0), (16, 28, 28, 1))
+      >>> labels = jnp.arange(16) % 10
+      >>> config = TrainConfig(batch_size=8, epochs=2, progress=False)
+      >>> state, history = train_and_evaluate(MLP(hidden=(8,)), jz.sgd(0.1), (images, labels),
+      ...                                     None, config)  # no validation set
+      >>> state.step, [(record["epoch"], record["val_loss"]) for record in history]
+      (4, [(1, None), (2, None)])
     """
     model = as_linen_like(model)  # NNX modules get Linen's init/apply
     config = TrainConfig() if config is None else config

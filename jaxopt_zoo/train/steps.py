@@ -59,7 +59,27 @@ class Metrics(NamedTuple):
 
 def batch_metrics(logits: jax.Array, labels: jax.Array,
                   weights: Optional[jax.Array] = None) -> Metrics:
-    """Weighted softmax cross-entropy and accuracy sums for one batch of logits."""
+    """Weighted softmax cross-entropy and accuracy sums for one batch of logits.
+
+    Sums, not means, so that batches add up (:class:`Metrics`). A row with weight 0
+    contributes nothing, even when its loss is infinite.
+
+    Args:
+      logits: ``(batch, classes)`` logits (computed in float32).
+      labels: ``(batch,)`` integer class labels.
+      weights: ``(batch,)`` per-example weights (0 for padded rows); None means all 1.
+
+    Returns:
+      :class:`Metrics` of float32 scalars: ``loss = sum(w * ce)``, ``correct = sum(w *
+      [argmax == label])`` and ``count = sum(w)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+      >>> m = batch_metrics(logits, jnp.array([0, 0, 0]), jnp.array([1.0, 1.0, 0.0]))
+      >>> [round(float(v), 4) for v in m]  # loss, correct, count
+      [1.4402, 1.0, 2.0]
+    """
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
     hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     if weights is None:
@@ -75,6 +95,22 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
 
     ``sum(w * ce) / sum(w)``: with 0/1 weights this is the plain mean over the rows with
     weight 1, so a zero-padded batch has the loss and the gradients of the unpadded one.
+
+    Args:
+      logits: ``(batch, classes)`` logits.
+      labels: ``(batch,)`` integer class labels.
+      weights: ``(batch,)`` per-example weights; None means all 1.
+
+    Returns:
+      A float32 scalar (0 when every weight is 0).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+      >>> labels = jnp.array([0, 0, 1])
+      >>> padded = weighted_cross_entropy(logits, labels, jnp.array([1.0, 1.0, 0.0]))
+      >>> round(float(padded), 4), round(float(weighted_cross_entropy(logits[:2], labels[:2])), 4)
+      (0.7201, 0.7201)
     """
     m = batch_metrics(logits, labels, weights)
     return m.loss / jnp.maximum(m.count, 1.0)
@@ -163,6 +199,30 @@ def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
     - ``guard=True``: the step also checks that the loss, the gradients and the updated
       parameters are finite, and when they are not returns the old ``params`` and
       ``opt_state`` (``result.check.ok`` False; see :class:`StepCheck`).
+
+    Args:
+      model: a Linen classifier, ``model.apply({"params": p}, x, train=True, rngs=...)``
+        returning logits.
+      tx: the optimizer.
+      params, opt_state: the model's parameters and ``tx``'s state.
+      images, labels: the batch's inputs and its ``(batch,)`` integer labels.
+      weights: ``(batch,)`` per-example weights (0 for padded rows), or None for all 1.
+      dropout_key: the PRNG key of the model's ``"dropout"`` stream.
+      guard: check the step for non-finite values (see above).
+
+    Returns:
+      A :class:`StepResult`.
+
+    Example:
+      >>> import functools, jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> from jaxopt_zoo.models import MLP
+      >>> model, tx = MLP(hidden=(8,)), jz.adam(1e-2)
+      >>> x, y = jnp.ones((4, 28, 28, 1)), jnp.array([0, 1, 2, 3])
+      >>> params = model.init(jax.random.PRNGKey(0), x)["params"]
+      >>> step = jax.jit(functools.partial(train_step, model, tx, guard=True))
+      >>> r = step(params, tx.init(params), x, y, None, jax.random.PRNGKey(1))
+      >>> r.loss.shape, bool(r.check.ok)
+      ((), True)
     """
     loss_fn = _loss_fn(model, images, labels, weights, dropout_key)
     (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -189,6 +249,26 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     not use the arrays you passed in after the call. Pass ``weights=jnp.ones(batch)`` for a
     full batch, or pad a short batch and give the padded rows weight 0 to keep a single
     compiled shape.
+
+    Args:
+      model: a Linen classifier (see :func:`train_step`).
+      tx: the optimizer.
+      guard: check every step for non-finite values (see :func:`train_step`).
+
+    Returns:
+      The jitted ``step`` function.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> from jaxopt_zoo.models import MLP
+      >>> model, tx = MLP(hidden=(8,)), jz.adam(1e-2)
+      >>> x, y = jnp.ones((4, 28, 28, 1)), jnp.array([0, 1, 2, 3])
+      >>> params = model.init(jax.random.PRNGKey(0), x)["params"]
+      >>> step = make_train_step(model, tx)
+      >>> params, opt_state, loss, accuracy = step(params, tx.init(params), x, y,
+      ...                                          jnp.ones(4), jax.random.PRNGKey(1))
+      >>> loss.shape, accuracy.shape
+      ((), ())
     """
     def step(params, opt_state, images, labels, weights, dropout_key):
         r = train_step(model, tx, params, opt_state, images, labels, weights, dropout_key,
@@ -215,8 +295,32 @@ def make_indexed_train_step(model: nn.Module, tx: optax.GradientTransformation,
       randomness of a step depends only on (key, step), which makes mid-epoch resume exact.
     - ``totals``: running :class:`Metrics` of the epoch; this batch's sums are added.
 
-    ``params``, ``opt_state`` and ``totals`` are donated. Python ints for ``batch`` and
-    ``step`` do not cause recompilation.
+    ``params``, ``opt_state`` and ``totals`` are donated (give ``totals`` three distinct
+    buffers). Python ints for ``batch`` and ``step`` do not cause recompilation.
+
+    Args:
+      model: a Linen classifier (see :func:`train_step`).
+      tx: the optimizer.
+      batch_size: the rows per step ``B``.
+      guard: check every step for non-finite values (see :func:`train_step`).
+
+    Returns:
+      The jitted ``step`` function.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxopt_zoo as jz
+      >>> from jaxopt_zoo.models import MLP
+      >>> model, tx = MLP(hidden=(8,)), jz.adam(1e-2)
+      >>> images, labels = jnp.ones((6, 28, 28, 1)), jnp.arange(6)
+      >>> params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
+      >>> step = make_indexed_train_step(model, tx, batch_size=4)
+      >>> opt_state, totals = tx.init(params), Metrics(*(jnp.zeros(()) for _ in range(3)))
+      >>> order, key = jnp.arange(6, dtype=jnp.int32), jax.random.PRNGKey(1)
+      >>> for b in range(2):  # 4 rows, then 2 rows and 2 padded ones
+      ...     params, opt_state, totals = step(params, opt_state, totals, images, labels,
+      ...                                      order, b, b, key)
+      >>> float(totals.count)
+      6.0
     """
     def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
         x, y, weights = gather_batch(images, labels, order, batch, batch_size)
@@ -237,6 +341,24 @@ def make_eval_fn(model: nn.Module, batch_size: int = 1000) -> Callable:
     Runs the model in inference mode (no dropout) in batches of ``batch_size`` inside one
     ``fori_loop``: one compile per data-set shape, one device call per evaluation. The last
     batch is taken flush with the end of the data and the rows already counted get weight 0.
+
+    Args:
+      model: a Linen classifier, applied with ``train=False``.
+      batch_size: examples per batch (memory only; a data set smaller than it is one
+        batch).
+
+    Returns:
+      The jitted ``eval_fn``; ``eval_fn(...).means()`` is ``(mean loss, accuracy)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxopt_zoo.models import MLP
+      >>> model = MLP(hidden=(8,))
+      >>> images, labels = jnp.ones((7, 28, 28, 1)), jnp.arange(7)
+      >>> params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
+      >>> metrics = make_eval_fn(model, batch_size=3)(params, images, labels)
+      >>> float(metrics.count)  # batches of 3: rows 0-2, 3-5 and 6 (in a batch of 4-6)
+      7.0
     """
     def eval_fn(params, images, labels):
         n = images.shape[0]
@@ -260,7 +382,34 @@ def make_eval_fn(model: nn.Module, batch_size: int = 1000) -> Callable:
 
 def evaluate(model: nn.Module, params: Any, images: Any, labels: Any,
              batch_size: int = 1000) -> Tuple[float, float]:
-    """``(mean loss, accuracy)`` of ``model`` on a data set, as Python floats."""
+    """``(mean loss, accuracy)`` of ``model`` on a data set, as Python floats.
+
+    Runs :func:`make_eval_fn`'s function, built once per ``(model, batch_size)`` and
+    reused by later calls (``model`` in inference mode: no dropout).
+
+    Args:
+      model: a Linen classifier, applied with ``train=False``.
+      params: its parameters.
+      images: the inputs, ``(N, ...)`` (converted to float32).
+      labels: ``(N,)`` integer labels.
+      batch_size: examples per batch (memory only).
+
+    Returns:
+      ``(mean loss, accuracy)``.
+
+    Raises:
+      ValueError: the data set is empty.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxopt_zoo.models import MLP
+      >>> model = MLP(hidden=(8,))
+      >>> images, labels = jnp.zeros((5, 28, 28, 1)), jnp.zeros(5, jnp.int32)
+      >>> params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
+      >>> loss, accuracy = evaluate(model, params, images, labels)  # zero inputs: zero logits
+      >>> round(loss, 4), accuracy  # log(10), and argmax 0 everywhere
+      (2.3026, 1.0)
+    """
     if len(images) == 0:
         raise ValueError("evaluate: the data set is empty; expected at least one example.")
     fn = memoized(make_eval_fn, model, batch_size)
