@@ -48,6 +48,34 @@ nitpick_ignore_regex = [
                r"TypeError|KeyError|RuntimeError|ModuleNotFoundError|PathLike|array|Array)"),
 ]
 
+
+
+def _reexported():
+    """{module: [names]}: classes a page lists that a more specific documented module also
+    lists (``jaxopt_zoo.FlatParams`` is ``jaxopt_zoo.fast.FlatParams``). The template
+    documents them there with ``:no-index:``, so each class has one index entry."""
+    import importlib
+    import inspect
+    import re as _re
+
+    api = open(os.path.join(os.path.dirname(__file__), "api.rst")).read()
+    modules = _re.findall(r"^   (jaxopt_zoo[\w.]*)$", api, _re.M)
+    exported = {}
+    for name in modules:
+        mod = importlib.import_module(name)
+        exported[name] = {n: getattr(mod, n) for n in getattr(mod, "__all__", ())
+                          if inspect.isclass(getattr(mod, n, None))}
+    out = {}
+    for name, objs in exported.items():
+        for other, theirs in exported.items():
+            if other.startswith(name + "."):
+                ids = {id(o) for o in theirs.values()}
+                out.setdefault(name, []).extend(n for n, o in objs.items() if id(o) in ids)
+    return out
+
+
+autosummary_context = {"reexported": _reexported()}
+
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]
 
@@ -69,6 +97,8 @@ def _resolve_short_name(app, env, node, contnode):
     if node.get("refdomain") != "py":
         return None
     target = node["reftarget"].lstrip(".~")
+    if target.startswith("jaxopt_zoo."):  # a re-export: jaxopt_zoo.X documented elsewhere
+        target = target.rsplit(".", 1)[-1]
     objects = env.get_domain("py").objects
     found = sorted((n for n in objects if n.startswith("jaxopt_zoo")
                     and (n == target or n.endswith("." + target))), key=len)
