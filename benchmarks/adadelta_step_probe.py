@@ -32,8 +32,9 @@ void set_ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }
 def _csr_lib() -> ctypes.CDLL:
     d = Path(tempfile.mkdtemp())
     (d / "ftz.c").write_text(_C)
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(d / "ftz.so"), str(d / "ftz.c")],
-                   check=True)
+    subprocess.run(
+        ["cc", "-O2", "-shared", "-fPIC", "-o", str(d / "ftz.so"), str(d / "ftz.c")], check=True
+    )
     return ctypes.CDLL(str(d / "ftz.so"))
 
 
@@ -73,6 +74,7 @@ def main() -> None:
             (loss, _), g = grad(p, x, y, k)
             p, s = update(g, s, p)
             return p, s, loss, None
+
         return step
 
     def _apply(tx, g, s, p):
@@ -92,8 +94,14 @@ def main() -> None:
     live = {}
     for name, (tx, make) in configs.items():
         step = make(tx) if make else make_train_step(model, tx)
-        p, s, _, _ = step(jax.tree.map(jnp.copy, init), tx.init(init), images[:batch],
-                          labels[:batch], weights, jax.random.key(0))
+        p, s, _, _ = step(
+            jax.tree.map(jnp.copy, init),
+            tx.init(init),
+            images[:batch],
+            labels[:batch],
+            weights,
+            jax.random.key(0),
+        )
         live[name] = [step, p, s]
     times: dict[str, list[float]] = {n: [] for n in live}
     i = 1
@@ -103,7 +111,7 @@ def main() -> None:
             jax.block_until_ready(p)
             t = time.perf_counter()
             for j in range(i, i + 10):
-                idx = perm[(j % 900) * batch:(j % 900 + 1) * batch]
+                idx = perm[(j % 900) * batch : (j % 900 + 1) * batch]
                 p, s, _, _ = step(p, s, images[idx], labels[idx], weights, jax.random.key(j))
             jax.block_until_ready(p)
             times[name].append((time.perf_counter() - t) / 10 * 1e3)
@@ -114,18 +122,26 @@ def main() -> None:
         print(f"  {name:28s} {np.median(v):6.1f}  (min {min(v):.1f})")
 
     def subnormals(tree) -> str:
-        xs = [np.asarray(a) for a in jax.tree.leaves(tree)
-              if np.issubdtype(np.asarray(a).dtype, np.floating)]
-        return f"{sum(int(((a != 0) & (np.abs(a) < tiny)).sum()) for a in xs)}/" \
-               f"{sum(a.size for a in xs)}"
+        xs = [
+            np.asarray(a)
+            for a in jax.tree.leaves(tree)
+            if np.issubdtype(np.asarray(a).dtype, np.floating)
+        ]
+        return (
+            f"{sum(int(((a != 0) & (np.abs(a) < tiny)).sum()) for a in xs)}/"
+            f"{sum(a.size for a in xs)}"
+        )
 
     x, y, key = images[:batch], labels[:batch], jax.random.key(1)
     for name in ("keras adadelta (lr 1e-3)", "keras adam"):
         _, p, s = live[name]
-        _, inter = model.apply({"params": p}, x, capture_intermediates=True,
-                               mutable=["intermediates"])
-        print(f"{name}: subnormal/total params {subnormals(p)} state {subnormals(s)} "
-              f"grads {subnormals(grad(p, x, y, key)[1])} activations {subnormals(inter)}")
+        _, inter = model.apply(
+            {"params": p}, x, capture_intermediates=True, mutable=["intermediates"]
+        )
+        print(
+            f"{name}: subnormal/total params {subnormals(p)} state {subnormals(s)} "
+            f"grads {subnormals(grad(p, x, y, key)[1])} activations {subnormals(inter)}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ LR = 0.02
 
 def jax_variant(tx, shapes) -> Callable[[int], None]:
     rng = np.random.default_rng(0)
-    params = {f"w{i:02d}": jnp.asarray(rng.normal(size=s) * 0.02, jnp.float32)
-              for i, s in enumerate(shapes)}
+    params = {
+        f"w{i:02d}": jnp.asarray(rng.normal(size=s) * 0.02, jnp.float32)
+        for i, s in enumerate(shapes)
+    }
     grads = jax.tree.map(lambda p: p * 0.1 + 0.01, params)
 
     def step(p, s, g):
@@ -72,8 +74,10 @@ def torch_variant(shapes) -> Callable[[int], None]:
 
     rng = np.random.default_rng(0)
     # torch's Linear weights are (out, in): the transposed shapes (same Newton-Schulz cost)
-    params = [torch.tensor(rng.normal(size=s[::-1]) * 0.02, dtype=torch.float32,
-                           requires_grad=True) for s in shapes]
+    params = [
+        torch.tensor(rng.normal(size=s[::-1]) * 0.02, dtype=torch.float32, requires_grad=True)
+        for s in shapes
+    ]
     for p in params:
         p.grad = p.detach() * 0.1 + 0.01
     opt = torch.optim.Muon(params, lr=LR)
@@ -86,8 +90,9 @@ def torch_variant(shapes) -> Callable[[int], None]:
     return run
 
 
-def time_round_robin(variants: Dict[str, Callable[[int], None]], iters: int, repeats: int
-                     ) -> Dict[str, List[float]]:
+def time_round_robin(
+    variants: Dict[str, Callable[[int], None]], iters: int, repeats: int
+) -> Dict[str, List[float]]:
     times: Dict[str, List[float]] = {k: [] for k in variants}
     for _ in range(repeats):
         for name, run in variants.items():
@@ -103,14 +108,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--json", type=str, default=None, help="also write the results here")
-    ap.add_argument("--ablation", action="store_true",
-                    help="also time ours in float32 without the Gram form (ns_method='standard')")
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time ours in float32 without the Gram form (ns_method='standard')",
+    )
     args = ap.parse_args(argv)
 
     import torch
-    print(f"# {platform.processor() or platform.machine()}, jax {jax.__version__} "
-          f"({jax.default_backend()}), optax {optax.__version__}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)")
+
+    print(
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__} "
+        f"({jax.default_backend()}), optax {optax.__version__}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
     results = {}
     for key in args.shapes:
         shapes = SHAPES[key]
@@ -125,12 +136,18 @@ def main(argv=None) -> dict:
             variants["ours f32 std"] = jax_variant(jz.muon(LR, ns_method="standard"), shapes)
         times = time_round_robin(variants, args.iters, args.repeats)
         med = {k: statistics.median(v) for k, v in times.items()}
-        row = {"matrices": len(shapes), "params": n_params, "ms": med,
-               "optax_f32_over_ours_f32": med["optax f32"] / med["ours f32"],
-               "torch_bf16_over_ours_bf16": med["torch bf16"] / med["ours bf16"]}
+        row = {
+            "matrices": len(shapes),
+            "params": n_params,
+            "ms": med,
+            "optax_f32_over_ours_f32": med["optax f32"] / med["ours f32"],
+            "torch_bf16_over_ours_bf16": med["torch bf16"] / med["ours bf16"],
+        }
         results[key] = row
-        print(f"\n{key}: {len(shapes)} matrices, {n_params / 1e6:.1f}M parameters "
-              f"(median of {args.repeats} x {args.iters} steps, ms per step)")
+        print(
+            f"\n{key}: {len(shapes)} matrices, {n_params / 1e6:.1f}M parameters "
+            f"(median of {args.repeats} x {args.iters} steps, ms per step)"
+        )
         for k, v in med.items():
             print(f"  {k:<11} {v:8.1f} ms   (min {min(times[k]):.1f}, max {max(times[k]):.1f})")
         print(f"  optax f32 / ours f32   = {row['optax_f32_over_ours_f32']:.2f}x")

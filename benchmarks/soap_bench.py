@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jaxopt_zoo as jz  # noqa: E402
 from jaxopt_zoo import registry  # noqa: E402
 
-NEVER = 10 ** 9
+NEVER = 10**9
 
 
 def parse_shapes(text):
@@ -54,6 +54,7 @@ def ours_step(shapes, freq):
         nonlocal state
         _, state = step(params, state, grads)
         jax.block_until_ready(state)
+
     return run, tx, params
 
 
@@ -61,8 +62,9 @@ def torch_step(shapes, freq):
     from pytorch_optimizer import SOAP
 
     rng = np.random.default_rng(0)
-    params = [torch.tensor(rng.normal(size=s), dtype=torch.float32, requires_grad=True)
-              for s in shapes]
+    params = [
+        torch.tensor(rng.normal(size=s), dtype=torch.float32, requires_grad=True) for s in shapes
+    ]
     for p in params:
         p.grad = torch.tensor(rng.normal(size=p.shape), dtype=torch.float32)
     opt = SOAP(params, lr=3e-3, precondition_frequency=freq)
@@ -75,7 +77,7 @@ def torch_state_bytes(opt, params):
     total = 0
     for p in params:
         for v in opt.state[p].values():
-            for t in (v if isinstance(v, list) else [v]):
+            for t in v if isinstance(v, list) else [v]:
                 if isinstance(t, torch.Tensor):
                     total += t.numel() * t.element_size()
     return total / sum(p.numel() for p in params)
@@ -104,9 +106,11 @@ def main(argv=None):
     torch.set_num_threads(args.torch_threads)
     shapes = parse_shapes(args.shapes)
     n = sum(int(np.prod(s)) for s in shapes)
-    print(f"SOAP on {len(shapes)} float32 arrays {args.shapes} ({n / 1e6:.2f}M parameters), "
-          f"jax {jax.__version__}, torch {torch.__version__} ({args.torch_threads} threads), "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"SOAP on {len(shapes)} float32 arrays {args.shapes} ({n / 1e6:.2f}M parameters), "
+        f"jax {jax.__version__}, torch {torch.__version__} ({args.torch_threads} threads), "
+        f"{os.cpu_count()} CPUs"
+    )
 
     fns, objs = {}, {}
     for freq, tag in ((1, "refresh"), (NEVER, "plain")):
@@ -123,14 +127,19 @@ def main(argv=None):
     print(f"| state bytes per parameter | {ours_b:.2f} | {torch_b:.2f} | {torch_b / ours_b:.2f} |")
     for tag in ("plain", "refresh"):
         o, t = ms[f"ours {tag}"], ms[f"torch {tag}"]
-        print(f"| step without refresh, ms | {o:.2f} | {t:.2f} | {t / o:.2f}x |" if tag == "plain"
-              else f"| step with refresh, ms | {o:.2f} | {t:.2f} | {t / o:.2f}x |")
+        print(
+            f"| step without refresh, ms | {o:.2f} | {t:.2f} | {t / o:.2f}x |"
+            if tag == "plain"
+            else f"| step with refresh, ms | {o:.2f} | {t:.2f} | {t / o:.2f}x |"
+        )
     ro = ms["ours refresh"] - ms["ours plain"]
     rt = ms["torch refresh"] - ms["torch plain"]
     print(f"| refresh alone (difference), ms | {ro:.2f} | {rt:.2f} | {rt / ro:.2f}x |")
-    print(f"| per step at precondition_frequency=10, ms | {ms['ours plain'] + ro / 10:.2f} | "
-          f"{ms['torch plain'] + rt / 10:.2f} | "
-          f"{(ms['torch plain'] + rt / 10) / (ms['ours plain'] + ro / 10):.2f}x |")
+    print(
+        f"| per step at precondition_frequency=10, ms | {ms['ours plain'] + ro / 10:.2f} | "
+        f"{ms['torch plain'] + rt / 10:.2f} | "
+        f"{(ms['torch plain'] + rt / 10) / (ms['ours plain'] + ro / 10):.2f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ def peak_mb() -> float:
 
 def load_data():
     from jaxopt_zoo.data import load_mnist
+
     return load_mnist("train", normalize=True), load_mnist("test", normalize=True)
 
 
@@ -64,8 +65,17 @@ def load_data():
 # JAX: the jaxopt_zoo trainer
 # --------------------------------------------------------------------------- #
 
-def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
-            prng: str = "", flat: bool = False, stock: bool = False) -> dict:
+
+def run_jax(
+    model_name: str,
+    batch: int,
+    window: int,
+    fused: bool,
+    seed: int,
+    prng: str = "",
+    flat: bool = False,
+    stock: bool = False,
+) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -114,8 +124,9 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
     def run(n):
         nonlocal params, opt_state, totals, b
         for _ in range(n):
-            params, opt_state, totals = step(params, opt_state, totals, images, labels, order,
-                                             b % steps_per_epoch, b, key)
+            params, opt_state, totals = step(
+                params, opt_state, totals, images, labels, order, b % steps_per_epoch, b, key
+            )
             b += 1
         jax.block_until_ready((params, opt_state, totals))
 
@@ -135,8 +146,13 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
     t = time.perf_counter()
     if not flat:
         final, history = train_and_evaluate(
-            model, tx, train, test, TrainConfig(batch_size=batch, epochs=1, seed=seed,
-                                                progress=False), state=fresh_state)
+            model,
+            tx,
+            train,
+            test,
+            TrainConfig(batch_size=batch, epochs=1, seed=seed, progress=False),
+            state=fresh_state,
+        )
         test_acc, train_loss = history[-1]["val_accuracy"], history[-1]["train_loss"]
     else:  # train_and_evaluate checks params against model.init: run its loop by hand
         params, opt_state = fresh_state.params, fresh_state.opt_state
@@ -144,26 +160,43 @@ def run_jax(model_name: str, batch: int, window: int, fused: bool, seed: int,
         order = epoch_order(fresh_state.rng, 0, images.shape[0])
         key = jax.random.fold_in(fresh_state.rng, 2)
         for b in range(steps_per_epoch):
-            params, opt_state, totals = step(params, opt_state, totals, images, labels, order,
-                                             b, b, key)
+            params, opt_state, totals = step(
+                params, opt_state, totals, images, labels, order, b, b, key
+            )
         train_loss = totals.means()[0]
         test_acc = evaluate(model, params, test.images, test.labels)[1]
     epoch_s = time.perf_counter() - t
-    return {"ms_step": statistics.median(times), "ms_step_min": min(times),
-            "compile_s": compile_s, "epoch_s": epoch_s, "test_acc": test_acc,
-            "train_loss": train_loss, "peak_mb": peak_mb(), "base_mb": base}
+    return {
+        "ms_step": statistics.median(times),
+        "ms_step_min": min(times),
+        "compile_s": compile_s,
+        "epoch_s": epoch_s,
+        "test_acc": test_acc,
+        "train_loss": train_loss,
+        "peak_mb": peak_mb(),
+        "base_mb": base,
+    }
 
 
 # --------------------------------------------------------------------------- #
 # PyTorch eager
 # --------------------------------------------------------------------------- #
 
+
 def torch_model(torch, name: str):
     nn = torch.nn
     if name == "cnn":
         return nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-            nn.Linear(32 * 13 * 13, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10))
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(32 * 13 * 13, 256),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(256, 10),
+        )
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
@@ -187,7 +220,7 @@ def run_torch(model_name: str, batch: int, window: int, threads: int, seed: int)
     def epoch_batches(gen_seed):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(gen_seed))
         for i in range(0, n, batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             yield x[idx], y[idx]
 
     def train_step(xb, yb):
@@ -200,6 +233,7 @@ def run_torch(model_name: str, batch: int, window: int, threads: int, seed: int)
     # 1. Steady-state step time, on a throwaway copy of the model so that the epoch below
     #    starts from fresh weights.
     import copy
+
     state0 = copy.deepcopy(model.state_dict())
     model.train()
     it = epoch_batches(seed + 1)
@@ -227,23 +261,38 @@ def run_torch(model_name: str, batch: int, window: int, threads: int, seed: int)
     correct = 0
     with torch.no_grad():
         for i in range(0, xt.shape[0], 1000):
-            correct += int((model(xt[i:i + 1000]).argmax(1) == yt[i:i + 1000]).sum())
+            correct += int((model(xt[i : i + 1000]).argmax(1) == yt[i : i + 1000]).sum())
     epoch_s = time.perf_counter() - t
-    return {"ms_step": statistics.median(times), "ms_step_min": min(times), "compile_s": 0.0,
-            "epoch_s": epoch_s, "test_acc": correct / xt.shape[0],
-            "train_loss": total_loss / count, "peak_mb": peak_mb(), "base_mb": base}
+    return {
+        "ms_step": statistics.median(times),
+        "ms_step_min": min(times),
+        "compile_s": 0.0,
+        "epoch_s": epoch_s,
+        "test_acc": correct / xt.shape[0],
+        "train_loss": total_loss / count,
+        "peak_mb": peak_mb(),
+        "base_mb": base,
+    }
 
 
 # --------------------------------------------------------------------------- #
 # Driver
 # --------------------------------------------------------------------------- #
 
+
 def worker(args) -> None:
     if args.worker.startswith("jax"):
         parts = args.worker.split("-")[1:]
-        out = run_jax(args.model, args.batch, args.window, "fused" in parts, args.seed,
-                      prng="unsafe_rbg" if "rbg" in parts else "", flat="flat" in parts,
-                      stock="stock" in parts)
+        out = run_jax(
+            args.model,
+            args.batch,
+            args.window,
+            "fused" in parts,
+            args.seed,
+            prng="unsafe_rbg" if "rbg" in parts else "",
+            flat="flat" in parts,
+            stock="stock" in parts,
+        )
     else:
         out = run_torch(args.model, args.batch, args.window, args.threads, args.seed)
     print("RESULT " + json.dumps(out))
@@ -273,10 +322,22 @@ def main(argv=None):
             for variant in args.variants.split(","):
                 if variant not in VARIANTS:
                     ap.error(f"unknown variant {variant!r}; choose from {VARIANTS}")
-                cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant,
-                       "--model", model, "--batch", str(args.batch), "--window",
-                       str(args.window), "--threads", str(args.threads), "--seed",
-                       str(args.seed)]
+                cmd = [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--worker",
+                    variant,
+                    "--model",
+                    model,
+                    "--batch",
+                    str(args.batch),
+                    "--window",
+                    str(args.window),
+                    "--threads",
+                    str(args.threads),
+                    "--seed",
+                    str(args.seed),
+                ]
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode or not lines:
@@ -284,20 +345,25 @@ def main(argv=None):
                     raise SystemExit(f"{variant} {model} failed")
                 results.setdefault((model, variant), []).append(json.loads(lines[-1][7:]))
 
-    print(f"# batch {args.batch}, {args.threads} threads, XLA_FLAGS="
-          f"{os.environ.get('XLA_FLAGS', '')!r}; medians over {args.rounds} round(s)")
-    print(f"{'model':5s} {'variant':10s} {'ms/step':>8s} {'vs torch':>9s} {'epoch s':>8s} "
-          f"{'test acc':>8s} {'peak MB':>8s} {'over base':>9s}")
+    print(
+        f"# batch {args.batch}, {args.threads} threads, XLA_FLAGS="
+        f"{os.environ.get('XLA_FLAGS', '')!r}; medians over {args.rounds} round(s)"
+    )
+    print(
+        f"{'model':5s} {'variant':10s} {'ms/step':>8s} {'vs torch':>9s} {'epoch s':>8s} "
+        f"{'test acc':>8s} {'peak MB':>8s} {'over base':>9s}"
+    )
     rows = []
     for (model, variant), rs in results.items():
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         ref = results.get((model, "torch"))
         vs = med["ms_step"] / statistics.median(r["ms_step"] for r in ref) if ref else float("nan")
-        print(f"{model:5s} {variant:10s} {med['ms_step']:8.2f} {vs:8.2f}x {med['epoch_s']:8.1f} "
-              f"{med['test_acc']:8.4f} {med['peak_mb']:8.0f} "
-              f"{med['peak_mb'] - med['base_mb']:9.0f}")
-        rows.append({"model": model, "variant": variant, "ms_step_vs_torch": vs, **med,
-                     "runs": rs})
+        print(
+            f"{model:5s} {variant:10s} {med['ms_step']:8.2f} {vs:8.2f}x {med['epoch_s']:8.1f} "
+            f"{med['test_acc']:8.4f} {med['peak_mb']:8.0f} "
+            f"{med['peak_mb'] - med['base_mb']:9.0f}"
+        )
+        rows.append({"model": model, "variant": variant, "ms_step_vs_torch": vs, **med, "runs": rs})
     print("(vs torch = ms/step of this variant / ms/step of PyTorch eager; < 1 is faster)")
     if args.json:
         with open(args.json, "w") as f:

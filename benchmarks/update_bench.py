@@ -37,19 +37,42 @@ from jaxopt_zoo.fast import FlatParams, fused_apply  # noqa: E402
 
 # name: (ours, optax, torch factory or None, minimal bytes per float32 parameter)
 OPTIMIZERS = {
-    "adam": (lambda: jz.adam(1e-3), lambda: optax.adam(1e-3),
-             lambda t, ps, **k: t.optim.Adam(ps, lr=1e-3, **k), 28),
-    "adamw": (lambda: jz.adamw(1e-3, weight_decay=1e-2),
-              lambda: optax.adamw(1e-3, weight_decay=1e-2),
-              lambda t, ps, **k: t.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2, **k), 28),
-    "momentum": (lambda: jz.sgd(1e-2, momentum=0.9), lambda: optax.sgd(1e-2, momentum=0.9),
-                 lambda t, ps, **k: t.optim.SGD(ps, lr=1e-2, momentum=0.9, **k), 20),
-    "lion": (lambda: jz.lion(1e-4, weight_decay=1e-3),
-             lambda: optax.lion(1e-4, weight_decay=1e-3), None, 20),
-    "rmsprop": (lambda: jz.rmsprop(1e-3), lambda: optax.rmsprop(1e-3),
-                lambda t, ps, **k: t.optim.RMSprop(ps, lr=1e-3, alpha=0.9, **k), 20),
-    "adagrad": (lambda: jz.adagrad(1e-2), lambda: optax.adagrad(1e-2),
-                lambda t, ps, **k: t.optim.Adagrad(ps, lr=1e-2, **k), 20),
+    "adam": (
+        lambda: jz.adam(1e-3),
+        lambda: optax.adam(1e-3),
+        lambda t, ps, **k: t.optim.Adam(ps, lr=1e-3, **k),
+        28,
+    ),
+    "adamw": (
+        lambda: jz.adamw(1e-3, weight_decay=1e-2),
+        lambda: optax.adamw(1e-3, weight_decay=1e-2),
+        lambda t, ps, **k: t.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2, **k),
+        28,
+    ),
+    "momentum": (
+        lambda: jz.sgd(1e-2, momentum=0.9),
+        lambda: optax.sgd(1e-2, momentum=0.9),
+        lambda t, ps, **k: t.optim.SGD(ps, lr=1e-2, momentum=0.9, **k),
+        20,
+    ),
+    "lion": (
+        lambda: jz.lion(1e-4, weight_decay=1e-3),
+        lambda: optax.lion(1e-4, weight_decay=1e-3),
+        None,
+        20,
+    ),
+    "rmsprop": (
+        lambda: jz.rmsprop(1e-3),
+        lambda: optax.rmsprop(1e-3),
+        lambda t, ps, **k: t.optim.RMSprop(ps, lr=1e-3, alpha=0.9, **k),
+        20,
+    ),
+    "adagrad": (
+        lambda: jz.adagrad(1e-2),
+        lambda: optax.adagrad(1e-2),
+        lambda t, ps, **k: t.optim.Adagrad(ps, lr=1e-2, **k),
+        20,
+    ),
 }
 SIZES = {"100K": 100_000, "1M": 1_000_000, "8M": 8_000_000}  # 100K: smoke test
 
@@ -65,6 +88,7 @@ def jax_step(tx) -> Callable:
     def step(p, s, g):
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s
+
     return jax.jit(step, donate_argnums=(0, 1))
 
 
@@ -82,8 +106,12 @@ def make_jax_variant(name, tx, params, grads, step=None) -> Variant:
     mem = None
     try:
         m = compiled.memory_analysis()
-        mem = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
-               "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
+        mem = {
+            "arguments": m.argument_size_in_bytes,
+            "outputs": m.output_size_in_bytes,
+            "aliased": m.alias_size_in_bytes,
+            "temporaries": m.temp_size_in_bytes,
+        }
     except Exception:  # noqa: BLE001 -- not every backend reports it
         pass
 
@@ -163,6 +191,7 @@ def stream_variants(n: int, torch) -> List[Variant]:
         def run_torch_fused(k):
             for _ in range(k):
                 torch.add(tp, tg, alpha=0.001, out=tp)
+
         run_torch_fused(2)
         out.append(Variant("stream (torch)", run_torch_fused))
     return out
@@ -185,8 +214,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--iters", type=int, default=0, help="updates per timing (0: ~0.25 s)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--apply-chunks", type=int, default=32,
-                    help="buffers per dtype for the chunk-ordered XLA fused_apply variant")
+    ap.add_argument(
+        "--apply-chunks",
+        type=int,
+        default=32,
+        help="buffers per dtype for the chunk-ordered XLA fused_apply variant",
+    )
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -195,6 +228,7 @@ def main(argv=None):
     if not args.no_torch:
         try:
             import torch  # noqa: F811
+
             torch.set_num_threads(args.threads)
         except ImportError:
             print("torch not installed: skipping the torch columns", file=sys.stderr)
@@ -209,10 +243,12 @@ def main(argv=None):
     leaves = [int(x) for x in args.leaves.split(",")]
 
     print(f"# native kernel: {jz.native.status()['reason']}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax "
-          f"{jax.__version__}, optax {optax.__version__}"
-          + (f", torch {torch.__version__} ({args.threads} threads)" if torch else "")
-          + f"; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax "
+        f"{jax.__version__}, optax {optax.__version__}"
+        + (f", torch {torch.__version__} ({args.threads} threads)" if torch else "")
+        + f"; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
     results = []
     rng = np.random.default_rng(0)
     for size in sizes:
@@ -222,10 +258,13 @@ def main(argv=None):
             ours_f, optax_f, torch_f, nbytes = OPTIMIZERS[opt]
             for nl in leaves:
                 ls = leaf_sizes(total, nl)
-                params = {f"p{i:03d}": jnp.asarray(rng.standard_normal(n, np.float32))
-                          for i, n in enumerate(ls)}
-                grads = jax.tree.map(lambda p: jnp.asarray(
-                    rng.standard_normal(p.shape, np.float32)), params)
+                params = {
+                    f"p{i:03d}": jnp.asarray(rng.standard_normal(n, np.float32))
+                    for i, n in enumerate(ls)
+                }
+                grads = jax.tree.map(
+                    lambda p: jnp.asarray(rng.standard_normal(p.shape, np.float32)), params
+                )
                 fp = FlatParams.from_tree(params)
                 fg = FlatParams(fp.layout.flatten(grads), fp.layout)
                 fpn = FlatParams.from_tree(params)
@@ -236,13 +275,22 @@ def main(argv=None):
                 fresh = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731 -- donation eats it
                 variants = [
                     make_jax_variant("ours", ours_f(), fresh(params), grads),
-                    make_jax_variant("ours fused (tree)", jz.fuse(ours_f()), fresh(params),
-                                     grads),
+                    make_jax_variant("ours fused (tree)", jz.fuse(ours_f()), fresh(params), grads),
                     make_jax_variant("ours fused (FlatParams)", jz.fuse(ours_f()), fp, fg),
-                    make_jax_variant(f"ours fused_apply XLA (FlatParams x{args.apply_chunks})",
-                                     fused_tx, fpa, fga, step=fused_apply(fused_tx, native=False)),
-                    make_jax_variant("ours fused_apply native (FlatParams)", native_tx, fpn, fgn,
-                                     step=fused_apply(native_tx)),
+                    make_jax_variant(
+                        f"ours fused_apply XLA (FlatParams x{args.apply_chunks})",
+                        fused_tx,
+                        fpa,
+                        fga,
+                        step=fused_apply(fused_tx, native=False),
+                    ),
+                    make_jax_variant(
+                        "ours fused_apply native (FlatParams)",
+                        native_tx,
+                        fpn,
+                        fgn,
+                        step=fused_apply(native_tx),
+                    ),
                     make_jax_variant("optax (donated)", optax_f(), fresh(params), grads),
                 ]
                 if torch is not None:
@@ -289,12 +337,19 @@ def report(opt, size, nl, total, nbytes, variants, streams) -> dict:
         ms = med[v.name]
         print(f"{v.name:34s} {ms:8.2f} {gb(ms, 12):7.1f}")
     mem = {v.name: v.memory for v in variants if v.memory}
-    row = {"optimizer": opt, "size": size, "leaves": nl, "bytes_per_param": nbytes,
-           "ms": med, "best_ours": ours_best, "best_torch": torch_best,
-           "best_ours_vs_optax": med["optax (donated)"] / med[ours_best],
-           "best_ours_vs_torch": (med[torch_best] / med[ours_best]) if torch_best else None,
-           "memory": mem}
-    line = (f"best ours = {ours_best}: {row['best_ours_vs_optax']:.2f}x optax (donated)")
+    row = {
+        "optimizer": opt,
+        "size": size,
+        "leaves": nl,
+        "bytes_per_param": nbytes,
+        "ms": med,
+        "best_ours": ours_best,
+        "best_torch": torch_best,
+        "best_ours_vs_optax": med["optax (donated)"] / med[ours_best],
+        "best_ours_vs_torch": (med[torch_best] / med[ours_best]) if torch_best else None,
+        "memory": mem,
+    }
+    line = f"best ours = {ours_best}: {row['best_ours_vs_optax']:.2f}x optax (donated)"
     if torch_best:
         line += f", {row['best_ours_vs_torch']:.2f}x {torch_best}"
     print(line)

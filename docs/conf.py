@@ -41,13 +41,18 @@ napoleon_use_ivar = True  # Attributes: as fields, not index entries (NamedTuple
 # libraries are not linked (no network for intersphinx) and are let through.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(jax|jnp|jaxlib|optax|numpy|np|flax|nn|nnx|orbax|ocp|chex|torch|keras|"
-               r"typing|collections|abc|builtins|pathlib|os|tqdm|matplotlib|PIL)(\..*)?"),
-    (r"py:.*", r"(int|float|bool|str|bytes|None|tuple|list|dict|callable|Callable|Any|"
-               r"Optional|Union|Sequence|Mapping|Iterator|NamedTuple|Exception|ValueError|"
-               r"TypeError|KeyError|RuntimeError|ModuleNotFoundError|PathLike|array|Array)"),
+    (
+        r"py:.*",
+        r"(jax|jnp|jaxlib|optax|numpy|np|flax|nn|nnx|orbax|ocp|chex|torch|keras|"
+        r"typing|collections|abc|builtins|pathlib|os|tqdm|matplotlib|PIL)(\..*)?",
+    ),
+    (
+        r"py:.*",
+        r"(int|float|bool|str|bytes|None|tuple|list|dict|callable|Callable|Any|"
+        r"Optional|Union|Sequence|Mapping|Iterator|NamedTuple|Exception|ValueError|"
+        r"TypeError|KeyError|RuntimeError|ModuleNotFoundError|PathLike|array|Array)",
+    ),
 ]
-
 
 
 def _reexported():
@@ -63,8 +68,11 @@ def _reexported():
     exported = {}
     for name in modules:
         mod = importlib.import_module(name)
-        exported[name] = {n: getattr(mod, n) for n in getattr(mod, "__all__", ())
-                          if inspect.isclass(getattr(mod, n, None))}
+        exported[name] = {
+            n: getattr(mod, n)
+            for n in getattr(mod, "__all__", ())
+            if inspect.isclass(getattr(mod, n, None))
+        }
     out = {}
     for name, objs in exported.items():
         for other, theirs in exported.items():
@@ -87,6 +95,7 @@ def _require_docstring(app, what, name, obj, options, lines):
     """A public function, class or method documented without a docstring is an error."""
     if what in ("function", "class", "exception", "method") and not any(ln.strip() for ln in lines):
         from sphinx.util import logging
+
         logging.getLogger("jaxopt_zoo.docs").warning(f"{what} {name} has no docstring")
 
 
@@ -100,14 +109,20 @@ def _resolve_short_name(app, env, node, contnode):
     if target.startswith("jaxopt_zoo."):  # a re-export: jaxopt_zoo.X documented elsewhere
         target = target.rsplit(".", 1)[-1]
     objects = env.get_domain("py").objects
-    found = sorted((n for n in objects if n.startswith("jaxopt_zoo")
-                    and (n == target or n.endswith("." + target))), key=len)
+    found = sorted(
+        (
+            n
+            for n in objects
+            if n.startswith("jaxopt_zoo") and (n == target or n.endswith("." + target))
+        ),
+        key=len,
+    )
     if not found or (len(found) > 1 and len(found[1]) == len(found[0])):
         return None
     from sphinx.util.nodes import make_refnode
+
     obj = objects[found[0]]
-    return make_refnode(app.builder, node["refdoc"], obj.docname, obj.node_id, contnode,
-                        found[0])
+    return make_refnode(app.builder, node["refdoc"], obj.docname, obj.node_id, contnode, found[0])
 
 
 def setup(app):

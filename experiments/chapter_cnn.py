@@ -38,10 +38,12 @@ PUBLISHED = {
 TOLERANCE = 0.015  # "within 1.5 points of each" (mean over seeds)
 
 KERAS_ROWS = [Row(label, RunSpec(f"keras.{label.lower()}"), "keras") for label in PUBLISHED]
-EXTRA_ROWS = [Row("SGD momentum 0.9 (keras)", RunSpec("keras.sgd", kwargs={"momentum": 0.9}),
-                  "keras")] + [
+EXTRA_ROWS = [
+    Row("SGD momentum 0.9 (keras)", RunSpec("keras.sgd", kwargs={"momentum": 0.9}), "keras")
+] + [
     Row(f"{n} (native defaults)", RunSpec(n), "flax")
-    for n in ("adadelta", "adagrad", "adam", "rmsprop", "sgd")]
+    for n in ("adadelta", "adagrad", "adam", "rmsprop", "sgd")
+]
 
 
 def main(argv=None) -> int:
@@ -51,50 +53,96 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--rows", choices=("all", "keras", "extra"), default="all")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--output", type=Path,
-                    default=Path(__file__).resolve().parent / "results" / "chapter_cnn")
+    ap.add_argument(
+        "--output", type=Path, default=Path(__file__).resolve().parent / "results" / "chapter_cnn"
+    )
     args = ap.parse_args(argv)
 
     train, val = load_data("mnist", args.data_dir)  # validate on the test set, as the chapter
     config = TrainConfig(batch_size=64, epochs=args.epochs, drop_last=False)  # Keras keeps
-    results = {}                                                               # the last batch
+    results = {}  # the last batch
     if args.rows in ("all", "keras"):
-        results.update(run_rows(KERAS_ROWS, range(args.seeds), train, val, model="cnn",
-                                config=config, output=args.output))
+        results.update(
+            run_rows(
+                KERAS_ROWS,
+                range(args.seeds),
+                train,
+                val,
+                model="cnn",
+                config=config,
+                output=args.output,
+            )
+        )
     if args.rows in ("all", "extra"):
-        results.update(run_rows(EXTRA_ROWS, range(args.extra_seeds), train, val, model="cnn",
-                                config=config, output=args.output))
+        results.update(
+            run_rows(
+                EXTRA_ROWS,
+                range(args.extra_seeds),
+                train,
+                val,
+                model="cnn",
+                config=config,
+                output=args.output,
+            )
+        )
 
     rows = []
     for label, hists in results.items():
         row = summarize(label, hists)
         pub = PUBLISHED.get(label)
-        row["published_final_val_accuracy"] = pub[args.epochs - 1] if pub and \
-            args.epochs <= len(pub) else None
+        row["published_final_val_accuracy"] = (
+            pub[args.epochs - 1] if pub and args.epochs <= len(pub) else None
+        )
         if row["published_final_val_accuracy"] is not None:
             row["difference"] = row["final_val_accuracy"] - row["published_final_val_accuracy"]
             row["within_tolerance"] = abs(row["difference"]) <= TOLERANCE
         rows.append(row)
-    cols = [("optimizer", "optimizer"), ("seeds", "seeds"),
-            ("published_final_val_accuracy", "published"), ("final_val_accuracy", "ours"),
-            ("difference", "ours - published"), ("within_tolerance", "within 1.5 pts"),
-            ("best_val_accuracy", "best"), ("final_val_loss", "val loss"),
-            ("seconds_per_epoch", "s/epoch")]
+    cols = [
+        ("optimizer", "optimizer"),
+        ("seeds", "seeds"),
+        ("published_final_val_accuracy", "published"),
+        ("final_val_accuracy", "ours"),
+        ("difference", "ours - published"),
+        ("within_tolerance", "within 1.5 pts"),
+        ("best_val_accuracy", "best"),
+        ("final_val_loss", "val loss"),
+        ("seconds_per_epoch", "s/epoch"),
+    ]
     table = format_table(rows, cols)
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "table.md").write_text(_markdown(rows, cols))
-    write_json(args.output / "results.json", to_builtin({
-        "setup": {"model": "cnn (Keras init for keras rows)", "batch_size": 64,
-                  "epochs": args.epochs, "validation": "MNIST test set (10k)",
-                  "tolerance": TOLERANCE},
-        "published": PUBLISHED, "summary": rows,
-        "val_accuracy_per_epoch": {k: [statistics.fmean(e) for e in zip(
-            *[[r["val_accuracy"] for r in h] for h in v])] for k, v in results.items()},
-        "histories": results}))
+    write_json(
+        args.output / "results.json",
+        to_builtin(
+            {
+                "setup": {
+                    "model": "cnn (Keras init for keras rows)",
+                    "batch_size": 64,
+                    "epochs": args.epochs,
+                    "validation": "MNIST test set (10k)",
+                    "tolerance": TOLERANCE,
+                },
+                "published": PUBLISHED,
+                "summary": rows,
+                "val_accuracy_per_epoch": {
+                    k: [
+                        statistics.fmean(e)
+                        for e in zip(*[[r["val_accuracy"] for r in h] for h in v])
+                    ]
+                    for k, v in results.items()
+                },
+                "histories": results,
+            }
+        ),
+    )
     write_csv(args.output / "results.csv", rows)
-    plot_curves(results, args.output / "accuracy.png", references=PUBLISHED,
-                title="Reference CNN on MNIST: ours (solid) vs the chapter (dashed)")
+    plot_curves(
+        results,
+        args.output / "accuracy.png",
+        references=PUBLISHED,
+        title="Reference CNN on MNIST: ours (solid) vs the chapter (dashed)",
+    )
     return 0
 
 
@@ -112,8 +160,7 @@ def _markdown(rows, cols) -> str:
             return s + (f" ± {std:.{d}f}" if std else "")
         return str(v)
 
-    lines = ["| " + " | ".join(h for _, h in cols) + " |",
-             "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r, k) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 

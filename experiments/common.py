@@ -25,8 +25,16 @@ class Row:
     init_style: str
 
 
-def run_rows(rows: Sequence[Row], seeds: Sequence[int], train, val, *, model: str,
-             config: TrainConfig, output: Path) -> Dict[str, List[List[dict]]]:
+def run_rows(
+    rows: Sequence[Row],
+    seeds: Sequence[int],
+    train,
+    val,
+    *,
+    model: str,
+    config: TrainConfig,
+    output: Path,
+) -> Dict[str, List[List[dict]]]:
     """Train every row with every seed (skipping runs already stored); {label: histories}."""
     cache = output / "runs"
     cache.mkdir(parents=True, exist_ok=True)
@@ -40,13 +48,27 @@ def run_rows(rows: Sequence[Row], seeds: Sequence[int], train, val, *, model: st
             else:
                 tx = row.spec.build() if tx is None else tx
                 cfg = dataclasses.replace(config, seed=int(seed))
-                _, history = run(row.spec, train, val, model=model, init_style=row.init_style,
-                                 config=cfg, tx=tx)
-                write_json(path, to_builtin({"row": row.label, "optimizer": row.spec.optimizer,
-                                             "kwargs": dict(row.spec.kwargs), "seed": seed,
-                                             "init": row.init_style, "history": history}))
+                _, history = run(
+                    row.spec, train, val, model=model, init_style=row.init_style, config=cfg, tx=tx
+                )
+                write_json(
+                    path,
+                    to_builtin(
+                        {
+                            "row": row.label,
+                            "optimizer": row.spec.optimizer,
+                            "kwargs": dict(row.spec.kwargs),
+                            "seed": seed,
+                            "init": row.init_style,
+                            "history": history,
+                        }
+                    ),
+                )
             last = history[-1]
-            print(f"  {row.label:28s} seed {seed}: val_acc {last['val_accuracy']:.4f}  "
-                  f"val_loss {last['val_loss']:.4f}", flush=True)
+            print(
+                f"  {row.label:28s} seed {seed}: val_acc {last['val_accuracy']:.4f}  "
+                f"val_loss {last['val_loss']:.4f}",
+                flush=True,
+            )
             results.setdefault(row.label, []).append(history)
     return results

@@ -59,8 +59,9 @@ class Row:
 
 
 def _adam_l2(spe, epochs):  # L2 in the gradient, before Adam's scaling (coupled)
-    return jz.chain(jz.add_l2_regularization(5e-4), jz.scale_by_adam(),
-                    jz.scale_by_learning_rate(LR_ADAM))
+    return jz.chain(
+        jz.add_l2_regularization(5e-4), jz.scale_by_adam(), jz.scale_by_learning_rate(LR_ADAM)
+    )
 
 
 def _sgdm(spe, epochs):
@@ -81,20 +82,29 @@ ROWS = [
     Row("Adam", "Adam", lambda spe, e: jz.adam(LR_ADAM)),
     Row("Adam + L2 5e-4", "Adam", _adam_l2),
     Row("AdamW wd 0.05", "Adam", _adamw),
-    Row("AdamW + clip 1.0", "AdamW wd 0.05",
-        lambda spe, e: jz.chain(jz.clip_by_global_norm(1.0), _adamw(spe, e))),
+    Row(
+        "AdamW + clip 1.0",
+        "AdamW wd 0.05",
+        lambda spe, e: jz.chain(jz.clip_by_global_norm(1.0), _adamw(spe, e)),
+    ),
     Row("SGD-m", "SGD-m", _sgdm),
-    Row("SGD-m + clip 1.0", "SGD-m",
-        lambda spe, e: jz.chain(jz.clip_by_global_norm(1.0), _sgdm(spe, e))),
+    Row(
+        "SGD-m + clip 1.0",
+        "SGD-m",
+        lambda spe, e: jz.chain(jz.clip_by_global_norm(1.0), _sgdm(spe, e)),
+    ),
     Row("SAM(SGD-m) rho 0.05", "SGD-m", lambda spe, e: jz.sam(_sgdm(spe, e), rho=0.05)),
-    Row("ASAM(SGD-m) rho 0.5", "SGD-m",
-        lambda spe, e: jz.sam(_sgdm(spe, e), rho=0.5, adaptive=True)),
+    Row(
+        "ASAM(SGD-m) rho 0.5", "SGD-m", lambda spe, e: jz.sam(_sgdm(spe, e), rho=0.5, adaptive=True)
+    ),
     Row("SAM(AdamW) rho 0.05", "AdamW wd 0.05", lambda spe, e: jz.sam(_adamw(spe, e), rho=0.05)),
-    Row("ASAM(AdamW) rho 0.5", "AdamW wd 0.05",
-        lambda spe, e: jz.sam(_adamw(spe, e), rho=0.5, adaptive=True)),
+    Row(
+        "ASAM(AdamW) rho 0.5",
+        "AdamW wd 0.05",
+        lambda spe, e: jz.sam(_adamw(spe, e), rho=0.5, adaptive=True),
+    ),
     Row("SWA(SGD-m), last third", "SGD-m", _swa),
-    Row("EMA 0.999 (AdamW)", "AdamW wd 0.05",
-        lambda spe, e: jz.ema_weights(_adamw(spe, e), 0.999)),
+    Row("EMA 0.999 (AdamW)", "AdamW wd 0.05", lambda spe, e: jz.ema_weights(_adamw(spe, e), 0.999)),
 ]
 
 
@@ -102,8 +112,10 @@ ROWS = [
 # Sharpness
 # --------------------------------------------------------------------------- #
 
-def sharpness(model, params, images, labels, *, iters: int = 20, rho: float = 0.05,
-              seed: int = 0) -> Dict[str, float]:
+
+def sharpness(
+    model, params, images, labels, *, iters: int = 20, rho: float = 0.05, seed: int = 0
+) -> Dict[str, float]:
     """Largest Hessian eigenvalue (power iteration on HVPs) and SAM's loss increase at radius
     ``rho`` of the training loss on one fixed batch, in inference mode."""
     x, y = jnp.asarray(images), jnp.asarray(labels)
@@ -124,16 +136,30 @@ def sharpness(model, params, images, labels, *, iters: int = 20, rho: float = 0.
     g = jax.grad(f)(flat)
     bumped = flat + rho * g / (jnp.linalg.norm(g) + 1e-12)
     base = float(f(flat))
-    return {"hessian_top_eigenvalue": eig, "sam_loss_increase": float(f(bumped)) - base,
-            "train_batch_loss": base}
+    return {
+        "hessian_top_eigenvalue": eig,
+        "sam_loss_increase": float(f(bumped)) - base,
+        "train_batch_loss": base,
+    }
 
 
 # --------------------------------------------------------------------------- #
 # Runs
 # --------------------------------------------------------------------------- #
 
-def run_one(row: Row, dataset: str, seed: int, train, val, *, epochs: int, batch_size: int,
-            probe, cache: Optional[Path]) -> dict:
+
+def run_one(
+    row: Row,
+    dataset: str,
+    seed: int,
+    train,
+    val,
+    *,
+    epochs: int,
+    batch_size: int,
+    probe,
+    cache: Optional[Path],
+) -> dict:
     path = None
     if cache is not None:
         path = cache / f"{dataset}-{row.label.replace(' ', '_').replace('/', '-')}-seed{seed}.json"
@@ -146,18 +172,27 @@ def run_one(row: Row, dataset: str, seed: int, train, val, *, epochs: int, batch
     t0 = time.perf_counter()
     state, history = train_and_evaluate(model, tx, train, val, config)
     seconds = time.perf_counter() - t0
-    out = {"dataset": dataset, "row": row.label, "seed": seed, "history": history,
-           "seconds": seconds}
+    out = {
+        "dataset": dataset,
+        "row": row.label,
+        "seed": seed,
+        "history": history,
+        "seconds": seconds,
+    }
     weights = {"live": state.params}
     if "val_accuracy_avg" in history[-1]:
         weights["averaged"] = jz.averaged_params(state.opt_state, like=state.params)
     for name, p in weights.items():
         test_loss, test_acc = evaluate(model, p, val.images, val.labels)
         train_loss, train_acc = evaluate(model, p, probe[0], probe[1])
-        out[name] = {"test_accuracy": test_acc, "test_loss": test_loss,
-                     "train_accuracy": train_acc, "train_loss": train_loss,
-                     "gap": train_acc - test_acc,
-                     **sharpness(model, p, probe[0][:2048], probe[1][:2048], seed=seed)}
+        out[name] = {
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "train_accuracy": train_acc,
+            "train_loss": train_loss,
+            "gap": train_acc - test_acc,
+            **sharpness(model, p, probe[0][:2048], probe[1][:2048], seed=seed),
+        }
     if path is not None:
         write_json(path, to_builtin(out))
     return out
@@ -174,17 +209,24 @@ def summarize(runs: List[dict], base_seconds: Dict[str, float], base: str) -> di
         row[key], row[key + "_std"] = ms([r[best][key] for r in runs])
     if best == "averaged":
         row["live_test_accuracy"], row["live_test_accuracy_std"] = ms(
-            [r["live"]["test_accuracy"] for r in runs])
+            [r["live"]["test_accuracy"] for r in runs]
+        )
     secs = statistics.fmean(r["seconds"] for r in runs)
     row["seconds_per_run"] = secs
     row["time_vs_base"] = secs / base_seconds[base] if base in base_seconds else None
     return row
 
 
-COLUMNS = [("optimizer", "row"), ("weights", "weights"), ("test_accuracy", "test acc"),
-           ("live_test_accuracy", "live test acc"), ("gap", "train-test gap"),
-           ("hessian_top_eigenvalue", "top Hessian eig"),
-           ("sam_loss_increase", "loss rise @0.05"), ("time_vs_base", "time vs base")]
+COLUMNS = [
+    ("optimizer", "row"),
+    ("weights", "weights"),
+    ("test_accuracy", "test acc"),
+    ("live_test_accuracy", "live test acc"),
+    ("gap", "train-test gap"),
+    ("hessian_top_eigenvalue", "top Hessian eig"),
+    ("sam_loss_increase", "loss rise @0.05"),
+    ("time_vs_base", "time vs base"),
+]
 
 
 def main(argv=None) -> int:
@@ -195,11 +237,15 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--rows", default=None, help="comma-separated row labels (default: all)")
-    ap.add_argument("--quick", action="store_true",
-                    help="2,000 training images, 1 epoch, 1 seed, 3 rows: a smoke run")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="2,000 training images, 1 epoch, 1 seed, 3 rows: a smoke run",
+    )
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--output", type=Path,
-                    default=Path(__file__).resolve().parent / "results" / "explainer")
+    ap.add_argument(
+        "--output", type=Path, default=Path(__file__).resolve().parent / "results" / "explainer"
+    )
     args = ap.parse_args(argv)
     rows = ROWS
     if args.rows:
@@ -210,8 +256,9 @@ def main(argv=None) -> int:
     limit = None
     if args.quick:
         limit, args.epochs, args.seeds, args.mnist_seeds = 2000, 1, 1, 1
-        rows = [r for r in ROWS if r.label in ("SGD-m", "SAM(SGD-m) rho 0.05",
-                                               "SWA(SGD-m), last third")]
+        rows = [
+            r for r in ROWS if r.label in ("SGD-m", "SAM(SGD-m) rho 0.05", "SWA(SGD-m), last third")
+        ]
     args.output.mkdir(parents=True, exist_ok=True)
     cache = None if args.quick else args.output / "runs"
     if cache is not None:
@@ -220,37 +267,70 @@ def main(argv=None) -> int:
     report: Dict[str, dict] = {}
     for dataset in args.datasets.split(","):
         seeds = range(args.seeds if dataset == "fashion_mnist" else args.mnist_seeds)
-        train, val = load_data(dataset, args.data_dir, train_limit=limit,
-                               val_limit=None if limit is None else 1000)
+        train, val = load_data(
+            dataset, args.data_dir, train_limit=limit, val_limit=None if limit is None else 1000
+        )
         probe = (train.images[:10000], train.labels[:10000])
         runs: Dict[str, List[dict]] = {}
         for row in rows:
             for seed in seeds:
-                r = run_one(row, dataset, seed, train, val, epochs=args.epochs,
-                            batch_size=args.batch_size, probe=probe, cache=cache)
+                r = run_one(
+                    row,
+                    dataset,
+                    seed,
+                    train,
+                    val,
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    probe=probe,
+                    cache=cache,
+                )
                 w = "averaged" if "averaged" in r else "live"
-                print(f"{dataset:13s} {row.label:24s} seed {seed}: test acc "
-                      f"{r[w]['test_accuracy']:.4f} ({w}), gap {r[w]['gap']:+.4f}, "
-                      f"eig {r[w]['hessian_top_eigenvalue']:.2f}, {r['seconds']:.0f}s",
-                      flush=True)
+                print(
+                    f"{dataset:13s} {row.label:24s} seed {seed}: test acc "
+                    f"{r[w]['test_accuracy']:.4f} ({w}), gap {r[w]['gap']:+.4f}, "
+                    f"eig {r[w]['hessian_top_eigenvalue']:.2f}, {r['seconds']:.0f}s",
+                    flush=True,
+                )
                 runs.setdefault(row.label, []).append(r)
         base_seconds = {k: statistics.fmean(r["seconds"] for r in v) for k, v in runs.items()}
-        summary = [summarize(v, base_seconds, next(r.base for r in rows if r.label == k))
-                   for k, v in runs.items()]
+        summary = [
+            summarize(v, base_seconds, next(r.base for r in rows if r.label == k))
+            for k, v in runs.items()
+        ]
         print(f"\n{dataset}: {args.epochs} epochs, {len(seeds)} seed(s)")
         print(format_table(summary, COLUMNS))
-        report[dataset] = {"summary": summary,
-                           "histories": {k: [r["history"] for r in v] for k, v in runs.items()}}
+        report[dataset] = {
+            "summary": summary,
+            "histories": {k: [r["history"] for r in v] for k, v in runs.items()},
+        }
         write_csv(args.output / f"results_{dataset}.csv", summary)
-        plot_curves(report[dataset]["histories"], args.output / f"accuracy_{dataset}.png",
-                    title=f"Reference CNN on {dataset}: validation accuracy per epoch")
-    write_json(args.output / "results.json", to_builtin({
-        "setup": {"model": "cnn (flax init)", "batch_size": args.batch_size,
-                  "epochs": args.epochs, "lr_adam": LR_ADAM, "lr_sgd": LR_SGD,
-                  "validation": "the test split", "quick": args.quick},
-        **report}))
-    (args.output / "table.md").write_text("\n\n".join(
-        f"### {ds}\n\n" + _markdown(rep["summary"]) for ds, rep in report.items()) + "\n")
+        plot_curves(
+            report[dataset]["histories"],
+            args.output / f"accuracy_{dataset}.png",
+            title=f"Reference CNN on {dataset}: validation accuracy per epoch",
+        )
+    write_json(
+        args.output / "results.json",
+        to_builtin(
+            {
+                "setup": {
+                    "model": "cnn (flax init)",
+                    "batch_size": args.batch_size,
+                    "epochs": args.epochs,
+                    "lr_adam": LR_ADAM,
+                    "lr_sgd": LR_SGD,
+                    "validation": "the test split",
+                    "quick": args.quick,
+                },
+                **report,
+            }
+        ),
+    )
+    (args.output / "table.md").write_text(
+        "\n\n".join(f"### {ds}\n\n" + _markdown(rep["summary"]) for ds, rep in report.items())
+        + "\n"
+    )
     return 0
 
 

@@ -47,22 +47,31 @@ ADAM_EXTRA_LRS = (1e-2, 1e-1)
 # The race: (label, constructor as text, hyperparameters, the optimizer).
 RACERS: Dict[str, Dict[str, Any]] = {
     "SGD": {"call": "jz.sgd(0.01)", "hyper": {"learning_rate": 0.01}},
-    "Momentum": {"call": "jz.sgd(0.01, momentum=0.9)",
-                 "hyper": {"learning_rate": 0.01, "momentum": 0.9}},
-    "Adam": {"call": "jz.adam(1e-3)",
-             "hyper": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8}},
+    "Momentum": {
+        "call": "jz.sgd(0.01, momentum=0.9)",
+        "hyper": {"learning_rate": 0.01, "momentum": 0.9},
+    },
+    "Adam": {
+        "call": "jz.adam(1e-3)",
+        "hyper": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    },
 }
 
 # What the page itself states (text only; it prints no final losses).
 PAGE = {
     "loss_at_step_0": {"SGD": 9.0, "Momentum": 9.0, "Adam": 9.0},
     "steps": 100,
-    "defaults": {"SGD": {"learning_rate": 0.01},
-                 "Momentum": {"learning_rate": 0.01, "momentum": 0.9},
-                 "Adam": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8}},
+    "defaults": {
+        "SGD": {"learning_rate": 0.01},
+        "Momentum": {"learning_rate": 0.01, "momentum": 0.9},
+        "Adam": {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    },
     "memory": {"SGD": "Minimal", "Momentum": "Low", "Adam": "Higher"},
-    "convergence": {"SGD": "Slow but stable", "Momentum": "Faster than SGD",
-                    "Adam": "Fast, adaptive"},
+    "convergence": {
+        "SGD": "Slow but stable",
+        "Momentum": "Faster than SGD",
+        "Adam": "Fast, adaptive",
+    },
 }
 
 
@@ -162,58 +171,82 @@ def _stats(path: np.ndarray, losses: np.ndarray) -> Dict[str, Any]:
     }
 
 
-def _compare(res: Dict[str, Dict[str, Any]], ref_err: Dict[str, float],
-             extra: Dict[str, Dict[str, Any]], steps: int) -> List[Dict[str, Any]]:
+def _compare(
+    res: Dict[str, Dict[str, Any]],
+    ref_err: Dict[str, float],
+    extra: Dict[str, Dict[str, Any]],
+    steps: int,
+) -> List[Dict[str, Any]]:
     s, m, a = res["SGD"], res["Momentum"], res["Adam"]
     mem = [res[k]["state_floats_per_param"] for k in ("SGD", "Momentum", "Adam")]
     out = [
-        {"claim": "Loss is 9.0 at step 0 for all three",
-         "page": "9.0000 / 9.0000 / 9.0000",
-         "ours": " / ".join(f"{res[k]['loss_at_step']['0']:.4f}" for k in res),
-         "agrees": all(abs(res[k]["loss_at_step"]["0"] - 9.0) < 1e-6 for k in res)},
-        {"claim": "Memory: SGD minimal < Momentum low < Adam higher",
-         "page": "Minimal / Low / Higher",
-         "ours": f"{mem[0]:g} / {mem[1]:g} / {mem[2]:g} state floats per parameter",
-         "agrees": mem[0] < mem[1] < mem[2]},
-        {"claim": "SGD: slow but stable",
-         "page": PAGE["convergence"]["SGD"],
-         "ours": f"loss decreases every step: {s['loss_monotone_nonincreasing']}; "
-                 f"final {s['final_loss']:.4g}",
-         "agrees": s["loss_monotone_nonincreasing"] and s["final_loss"] > m["final_loss"]},
-        {"claim": "Momentum converges faster than SGD",
-         "page": PAGE["convergence"]["Momentum"],
-         "ours": f"final loss {m['final_loss']:.3g} vs {s['final_loss']:.3g}; loss < 1e-2 "
-                 f"at step {m['first_step_below']['0.01']} vs {s['first_step_below']['0.01']}",
-         "agrees": m["final_loss"] < s["final_loss"]},
-        {"claim": "Adam is fast (at least faster than plain SGD) with the page's lr = 1e-3",
-         "page": PAGE["convergence"]["Adam"],
-         "ours": f"final loss {a['final_loss']:.3g} (theta {THETA0} -> {a['final_theta']:.3f}) "
-                 f"vs SGD {s['final_loss']:.3g}; Adam moves theta by about lr per step, "
-                 f"so {steps} steps at 1e-3 cover only ~{steps * 1e-3:g} of the distance "
-                 f"{THETA0}",
-         "agrees": a["final_loss"] < s["final_loss"]},
+        {
+            "claim": "Loss is 9.0 at step 0 for all three",
+            "page": "9.0000 / 9.0000 / 9.0000",
+            "ours": " / ".join(f"{res[k]['loss_at_step']['0']:.4f}" for k in res),
+            "agrees": all(abs(res[k]["loss_at_step"]["0"] - 9.0) < 1e-6 for k in res),
+        },
+        {
+            "claim": "Memory: SGD minimal < Momentum low < Adam higher",
+            "page": "Minimal / Low / Higher",
+            "ours": f"{mem[0]:g} / {mem[1]:g} / {mem[2]:g} state floats per parameter",
+            "agrees": mem[0] < mem[1] < mem[2],
+        },
+        {
+            "claim": "SGD: slow but stable",
+            "page": PAGE["convergence"]["SGD"],
+            "ours": f"loss decreases every step: {s['loss_monotone_nonincreasing']}; "
+            f"final {s['final_loss']:.4g}",
+            "agrees": s["loss_monotone_nonincreasing"] and s["final_loss"] > m["final_loss"],
+        },
+        {
+            "claim": "Momentum converges faster than SGD",
+            "page": PAGE["convergence"]["Momentum"],
+            "ours": f"final loss {m['final_loss']:.3g} vs {s['final_loss']:.3g}; loss < 1e-2 "
+            f"at step {m['first_step_below']['0.01']} vs {s['first_step_below']['0.01']}",
+            "agrees": m["final_loss"] < s["final_loss"],
+        },
+        {
+            "claim": "Adam is fast (at least faster than plain SGD) with the page's lr = 1e-3",
+            "page": PAGE["convergence"]["Adam"],
+            "ours": f"final loss {a['final_loss']:.3g} (theta {THETA0} -> {a['final_theta']:.3f}) "
+            f"vs SGD {s['final_loss']:.3g}; Adam moves theta by about lr per step, "
+            f"so {steps} steps at 1e-3 cover only ~{steps * 1e-3:g} of the distance "
+            f"{THETA0}",
+            "agrees": a["final_loss"] < s["final_loss"],
+        },
     ]
     if "0.1" in extra:
         e = extra["0.1"]
-        out.append({
-            "claim": "Adam is fast, given a learning rate that fits the problem (lr = 0.1, "
-                     "not the page's)",
-            "page": PAGE["convergence"]["Adam"],
-            "ours": f"final loss {e['final_loss']:.3g}; loss < 1e-2 at step "
-                    f"{e['first_step_below']['0.01']} (SGD: {s['first_step_below']['0.01']}, "
-                    f"Momentum: {m['first_step_below']['0.01']})",
-            "agrees": e["final_loss"] < s["final_loss"]})
-    out.append({
-        "claim": "jaxopt_zoo implements the page's update formulas",
-        "page": "the SGD, SGDMomentum and Adam classes on the page",
-        "ours": "max |theta_jz - theta_page| over the run (float32 vs float64): "
-                + ", ".join(f"{k} {v:.2g}" for k, v in ref_err.items()),
-        "agrees": all(v < 1e-5 * THETA0 for v in ref_err.values())})
+        out.append(
+            {
+                "claim": "Adam is fast, given a learning rate that fits the problem (lr = 0.1, "
+                "not the page's)",
+                "page": PAGE["convergence"]["Adam"],
+                "ours": f"final loss {e['final_loss']:.3g}; loss < 1e-2 at step "
+                f"{e['first_step_below']['0.01']} (SGD: {s['first_step_below']['0.01']}, "
+                f"Momentum: {m['first_step_below']['0.01']})",
+                "agrees": e["final_loss"] < s["final_loss"],
+            }
+        )
+    out.append(
+        {
+            "claim": "jaxopt_zoo implements the page's update formulas",
+            "page": "the SGD, SGDMomentum and Adam classes on the page",
+            "ours": "max |theta_jz - theta_page| over the run (float32 vs float64): "
+            + ", ".join(f"{k} {v:.2g}" for k, v in ref_err.items()),
+            "agrees": all(v < 1e-5 * THETA0 for v in ref_err.values()),
+        }
+    )
     return out
 
 
-def run(steps: int = STEPS, output: Optional[Path] = None, write_media: bool = True,
-        theta0: float = THETA0) -> Dict[str, Any]:
+def run(
+    steps: int = STEPS,
+    output: Optional[Path] = None,
+    write_media: bool = True,
+    theta0: float = THETA0,
+) -> Dict[str, Any]:
     """Run the race; write files under ``output`` if given. Returns the summary with
     ``losses`` and ``thetas`` ({label: list of steps + 1 floats}) added."""
     losses, thetas, results, ref_err = {}, {}, {}, {}
@@ -221,8 +254,12 @@ def run(steps: int = STEPS, output: Optional[Path] = None, write_media: bool = T
         tx = make_optimizer(label)
         path, loss = simulate(tx, theta0, steps)
         thetas[label], losses[label] = path, loss
-        results[label] = {"constructor": RACERS[label]["call"], **RACERS[label]["hyper"],
-                          **_stats(path, loss), **state_size(tx)}
+        results[label] = {
+            "constructor": RACERS[label]["call"],
+            **RACERS[label]["hyper"],
+            **_stats(path, loss),
+            **state_size(tx),
+        }
         ref_err[label] = float(np.max(np.abs(path - page_reference(label, theta0, steps))))
     extra, extra_losses = {}, {}
     for lr in ADAM_EXTRA_LRS:
@@ -233,7 +270,9 @@ def run(steps: int = STEPS, output: Optional[Path] = None, write_media: bool = T
     summary = {
         "setup": {
             "loss": "f(theta) = theta^2 (1 parameter); minimum 0 at theta = 0",
-            "theta0": theta0, "steps": steps, "dtype": "float32",
+            "theta0": theta0,
+            "steps": steps,
+            "dtype": "float32",
             "implementation": "jaxopt_zoo optimizers, jax.jit + lax.scan, optax.apply_updates",
             "chosen_by_us": [
                 "The page does not print the quadratic or the start: we use f = theta^2 "
@@ -266,8 +305,11 @@ def run(steps: int = STEPS, output: Optional[Path] = None, write_media: bool = T
         if write_media:
             _plot_losses(output / "losses.png", losses, extra_losses, steps)
             _animate(output / "race.gif", thetas, losses, steps)
-    return {**summary, "losses": {k: v.tolist() for k, v in losses.items()},
-            "thetas": {k: v.tolist() for k, v in thetas.items()}}
+    return {
+        **summary,
+        "losses": {k: v.tolist() for k, v in losses.items()},
+        "thetas": {k: v.tolist() for k, v in thetas.items()},
+    }
 
 
 def _write_csv(path: Path, losses: Dict[str, np.ndarray]) -> None:
@@ -284,6 +326,7 @@ COLORS = {"SGD": "tab:blue", "Momentum": "tab:orange", "Adam": "tab:green"}
 
 def _plot_losses(path: Path, losses, extra, steps: int) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -295,8 +338,12 @@ def _plot_losses(path: Path, losses, extra, steps: int) -> None:
         ax.semilogy(t, np.maximum(v, 1e-12), color=c, lw=1.3, ls="--", label=f"{k} (not on page)")
     for th in (1e-2,):
         ax.axhline(th, color="0.6", lw=0.8, ls=":")
-    ax.set(xlabel="step", ylabel="loss  f(θ) = θ²  (log scale)", xlim=(0, steps),
-           title=f"Quadratic race from θ₀ = {THETA0:g} (loss 9.0), {steps} steps")
+    ax.set(
+        xlabel="step",
+        ylabel="loss  f(θ) = θ²  (log scale)",
+        xlim=(0, steps),
+        title=f"Quadratic race from θ₀ = {THETA0:g} (loss 9.0), {steps} steps",
+    )
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
@@ -306,22 +353,24 @@ def _plot_losses(path: Path, losses, extra, steps: int) -> None:
 
 def _animate(path: Path, thetas, losses, steps: int, every: int = 2) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.4, 3.4), dpi=72,
-                                 gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (ax, bx) = plt.subplots(
+        1, 2, figsize=(8.4, 3.4), dpi=72, gridspec_kw={"width_ratios": [1.1, 1]}
+    )
     xs = np.linspace(-3.5, 3.5, 200)
-    ax.plot(xs, xs ** 2, color="0.3", lw=1.2)
+    ax.plot(xs, xs**2, color="0.3", lw=1.2)
     ax.set(xlim=(-3.5, 3.5), ylim=(-0.6, 12.5), xlabel="θ", ylabel="f(θ) = θ²")
     bx.set(xlim=(0, steps), ylim=(1e-5, 20), yscale="log", xlabel="step", ylabel="loss")
     bx.grid(True, alpha=0.3)
     dots, trails, lines = {}, {}, {}
-    for i, k in enumerate(thetas):
-        trails[k], = ax.plot([], [], "-", color=COLORS[k], lw=1, alpha=0.5)
-        dots[k], = ax.plot([], [], "o", color=COLORS[k], ms=8, mec="k", label=k)
-        lines[k], = bx.plot([], [], color=COLORS[k], lw=1.8, label=k)
+    for k in thetas:
+        (trails[k],) = ax.plot([], [], "-", color=COLORS[k], lw=1, alpha=0.5)
+        (dots[k],) = ax.plot([], [], "o", color=COLORS[k], ms=8, mec="k", label=k)
+        (lines[k],) = bx.plot([], [], color=COLORS[k], lw=1.8, label=k)
     ax.legend(loc="upper center", fontsize=8, ncol=3)
     title = fig.suptitle("", fontsize=9, family="monospace")
     frames = list(range(0, steps + 1, every))
@@ -335,8 +384,9 @@ def _animate(path: Path, thetas, losses, steps: int, every: int = 2) -> None:
             trails[k].set_data(th[-6:], th[-6:] ** 2)
             dots[k].set_data([th[-1]], [th[-1] ** 2])
             lines[k].set_data(np.arange(t + 1), losses[k][: t + 1])
-        title.set_text(f"Step {t} / {steps} | " + " | ".join(
-            f"{k} Loss: {losses[k][t]:.4f}" for k in thetas))
+        title.set_text(
+            f"Step {t} / {steps} | " + " | ".join(f"{k} Loss: {losses[k][t]:.4f}" for k in thetas)
+        )
         return []
 
     fig.tight_layout(rect=(0, 0, 1, 0.93))
@@ -346,21 +396,28 @@ def _animate(path: Path, thetas, losses, steps: int, every: int = 2) -> None:
 
 def print_table(summary: Dict[str, Any]) -> None:
     res = summary["results"]
-    print(f"f(theta) = theta^2 from theta = {summary['setup']['theta0']:g}, "
-          f"{summary['setup']['steps']} steps")
+    print(
+        f"f(theta) = theta^2 from theta = {summary['setup']['theta0']:g}, "
+        f"{summary['setup']['steps']} steps"
+    )
     print("first step with loss below 1e-1 / 1e-2 / 1e-3, step from which it stays below 1e-2:")
-    print(f"{'optimizer':10s} {'constructor':26s} {'final loss':>11s} {'<1e-1':>6s} "
-          f"{'<1e-2':>6s} {'<1e-3':>6s} {'stays<1e-2':>10s} {'floats/param':>12s}")
+    print(
+        f"{'optimizer':10s} {'constructor':26s} {'final loss':>11s} {'<1e-1':>6s} "
+        f"{'<1e-2':>6s} {'<1e-3':>6s} {'stays<1e-2':>10s} {'floats/param':>12s}"
+    )
     rows = [(k, r, r["state_floats_per_param"]) for k, r in res.items()]
     rows += [(f"Adam@{lr}", r, None) for lr, r in summary["adam_other_learning_rates"].items()]
     for k, r, mem in rows:
         hp = r.get("constructor", "")
         fb = r["first_step_below"]
-        print(f"{k:10s} {hp:26s} {r['final_loss']:11.4g} "
-              + " ".join(f"{str(fb[t]) if fb[t] is not None else '-':>6s}"
-                         for t in ("0.1", "0.01", "0.001"))
-              + f" {str(r['settled_below']['0.01']):>10s}"
-              + f" {'' if mem is None else f'{mem:g}':>12s}")
+        print(
+            f"{k:10s} {hp:26s} {r['final_loss']:11.4g} "
+            + " ".join(
+                f"{str(fb[t]) if fb[t] is not None else '-':>6s}" for t in ("0.1", "0.01", "0.001")
+            )
+            + f" {str(r['settled_below']['0.01']):>10s}"
+            + f" {'' if mem is None else f'{mem:g}':>12s}"
+        )
     print("page vs ours:")
     for c in summary["comparison"]:
         print(f"  [{'agree' if c['agrees'] else 'DISAGREE'}] {c['claim']}: {c['ours']}")

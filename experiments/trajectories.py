@@ -57,8 +57,7 @@ def rosenbrock(p):
 
 def beale(p):
     x, y = p[0], p[1]
-    return ((1.5 - x + x * y) ** 2 + (2.25 - x + x * y ** 2) ** 2
-            + (2.625 - x + x * y ** 3) ** 2)
+    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
 
 
 def saddle(p):
@@ -66,8 +65,7 @@ def saddle(p):
 
 
 PROBLEMS: Dict[str, Problem] = {
-    "rosenbrock": Problem(rosenbrock, (-1.5, 2.0), (1.0, 1.0), 1000, (-2.0, 2.0, -1.0, 3.0),
-                          1e-3),
+    "rosenbrock": Problem(rosenbrock, (-1.5, 2.0), (1.0, 1.0), 1000, (-2.0, 2.0, -1.0, 3.0), 1e-3),
     "beale": Problem(beale, (1.0, 1.5), (3.0, 0.5), 1000, (-0.5, 4.0, -1.0, 2.0), 1e-3),
     "saddle": Problem(saddle, (1.0, 1e-3), None, 100, (-1.5, 1.5, -1.5, 1.5), -0.25),
 }
@@ -75,36 +73,96 @@ PROBLEMS: Dict[str, Problem] = {
 # Per-function learning rates, from `--sweep` (rule in the module docstring).
 LEARNING_RATES: Dict[str, Dict[str, float]] = {
     "rosenbrock": {
-        "adabelief": 0.1, "adadelta": 1, "adafactor": 0.1, "adagrad": 1, "adam": 0.1,
-        "adamax": 1, "adamw": 0.1, "amsgrad": 1, "lamb": 0.03, "lars": 3, "lion": 0.01,
-        "momentum": 0.001, "nadam": 0.03, "nadamw": 0.03, "nesterov": 0.001, "radam": 0.01,
-        "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.001,
+        "adabelief": 0.1,
+        "adadelta": 1,
+        "adafactor": 0.1,
+        "adagrad": 1,
+        "adam": 0.1,
+        "adamax": 1,
+        "adamw": 0.1,
+        "amsgrad": 1,
+        "lamb": 0.03,
+        "lars": 3,
+        "lion": 0.01,
+        "momentum": 0.001,
+        "nadam": 0.03,
+        "nadamw": 0.03,
+        "nesterov": 0.001,
+        "radam": 0.01,
+        "rmsprop": 0.01,
+        "rmsprop_centered": 0.003,
+        "rmsprop_nesterov": 0.001,
+        "sgd": 0.001,
         "yogi": 0.1,
         "soap": 0.01,
-        "schedule_free_sgd": 0.01, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 1,
-        "mars": 0.01, "ademamix": 0.03,
+        "schedule_free_sgd": 0.01,
+        "schedule_free_adamw": 0.03,
+        "prodigy": 0.03,
+        "adopt": 1,
+        "mars": 0.01,
+        "ademamix": 0.03,
         "muon": 0.03,  # a vector: Muon's NAdamW part, so NAdam's choice
     },
     "beale": {
-        "adabelief": 0.03, "adadelta": 1, "adafactor": 0.01, "adagrad": 0.3, "adam": 0.03,
-        "adamax": 0.3, "adamw": 0.03, "amsgrad": 0.3, "lamb": 0.003, "lars": 0.3,
-        "lion": 0.003, "momentum": 0.001, "nadam": 0.03, "nadamw": 0.03, "nesterov": 0.001,
-        "radam": 0.01, "rmsprop": 0.01, "rmsprop_centered": 0.0003, "rmsprop_nesterov": 0.001,
-        "sgd": 0.01, "yogi": 0.03,
+        "adabelief": 0.03,
+        "adadelta": 1,
+        "adafactor": 0.01,
+        "adagrad": 0.3,
+        "adam": 0.03,
+        "adamax": 0.3,
+        "adamw": 0.03,
+        "amsgrad": 0.3,
+        "lamb": 0.003,
+        "lars": 0.3,
+        "lion": 0.003,
+        "momentum": 0.001,
+        "nadam": 0.03,
+        "nadamw": 0.03,
+        "nesterov": 0.001,
+        "radam": 0.01,
+        "rmsprop": 0.01,
+        "rmsprop_centered": 0.0003,
+        "rmsprop_nesterov": 0.001,
+        "sgd": 0.01,
+        "yogi": 0.03,
         "soap": 0.01,
-        "schedule_free_sgd": 0.003, "schedule_free_adamw": 0.03, "prodigy": 0.03, "adopt": 0.3,
-        "mars": 0.01, "ademamix": 0.3,
+        "schedule_free_sgd": 0.003,
+        "schedule_free_adamw": 0.03,
+        "prodigy": 0.03,
+        "adopt": 0.3,
+        "mars": 0.01,
+        "ademamix": 0.3,
         "muon": 0.03,
     },
     "saddle": {
-        "adabelief": 0.003, "adadelta": 0.1, "adafactor": 0.01, "adagrad": 0.03, "adam": 0.01,
-        "adamax": 0.01, "adamw": 0.01, "amsgrad": 0.01, "lamb": 0.01, "lars": 3, "lion": 0.01,
-        "momentum": 0.003, "nadam": 0.01, "nadamw": 0.01, "nesterov": 0.003, "radam": 0.03,
-        "rmsprop": 0.01, "rmsprop_centered": 0.003, "rmsprop_nesterov": 0.001, "sgd": 0.03,
+        "adabelief": 0.003,
+        "adadelta": 0.1,
+        "adafactor": 0.01,
+        "adagrad": 0.03,
+        "adam": 0.01,
+        "adamax": 0.01,
+        "adamw": 0.01,
+        "amsgrad": 0.01,
+        "lamb": 0.01,
+        "lars": 3,
+        "lion": 0.01,
+        "momentum": 0.003,
+        "nadam": 0.01,
+        "nadamw": 0.01,
+        "nesterov": 0.003,
+        "radam": 0.03,
+        "rmsprop": 0.01,
+        "rmsprop_centered": 0.003,
+        "rmsprop_nesterov": 0.001,
+        "sgd": 0.03,
         "yogi": 0.01,
         "soap": 0.01,
-        "schedule_free_sgd": 0.1, "schedule_free_adamw": 0.01, "prodigy": 0.03, "adopt": 0.003,
-        "mars": 0.01, "ademamix": 0.01,
+        "schedule_free_sgd": 0.1,
+        "schedule_free_adamw": 0.01,
+        "prodigy": 0.03,
+        "adopt": 0.003,
+        "mars": 0.01,
+        "ademamix": 0.01,
         "muon": 0.01,
     },
 }
@@ -140,28 +198,35 @@ def simulate(name: str, lr: float, problem: Problem, steps: int):
 
 def simulate_lrs(name: str, lrs: Sequence[float], problem: Problem, steps: int):
     """Paths for several learning rates in one compile (``vmap`` over lr)."""
-    paths, losses = jax.jit(jax.vmap(_path_fn(name, problem, steps)))(
-        jnp.asarray(lrs, jnp.float32))
+    paths, losses = jax.jit(jax.vmap(_path_fn(name, problem, steps)))(jnp.asarray(lrs, jnp.float32))
     return np.asarray(paths, np.float64), np.asarray(losses, np.float64)
 
 
-def lr_sweep(names: Optional[Sequence[str]] = None, functions: Optional[Sequence[str]] = None,
-             grid: Sequence[float] = LR_GRID) -> Dict[str, Dict[str, Dict[str, Any]]]:
+def lr_sweep(
+    names: Optional[Sequence[str]] = None,
+    functions: Optional[Sequence[str]] = None,
+    grid: Sequence[float] = LR_GRID,
+) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """Apply the selection rule of the module docstring; {function: {optimizer: info}}."""
     names = list(names or jz.available())
     out: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for fname in functions or PROBLEMS:
         prob = PROBLEMS[fname]
-        f0 = float(prob.fn(jnp.asarray(prob.start)))
         out[fname] = {}
         for name in names:
             finals, reached = {}, {}
             paths, all_losses = simulate_lrs(name, grid, prob, prob.steps)
             x0, x1, y0, y1 = prob.window
             for lr, path, losses in zip(grid, paths, all_losses):
-                visible = bool(np.all(np.isfinite(path))
-                               and np.all((path[:, 0] >= x0) & (path[:, 0] <= x1)
-                                          & (path[:, 1] >= y0) & (path[:, 1] <= y1)))
+                visible = bool(
+                    np.all(np.isfinite(path))
+                    and np.all(
+                        (path[:, 0] >= x0)
+                        & (path[:, 0] <= x1)
+                        & (path[:, 1] >= y0)
+                        & (path[:, 1] <= y1)
+                    )
+                )
                 finals[lr] = float(losses[-1]) if visible else None
                 reached[lr] = visible and float(losses[-1]) < prob.target
             if any(reached.values()):
@@ -169,14 +234,21 @@ def lr_sweep(names: Optional[Sequence[str]] = None, functions: Optional[Sequence
             else:
                 good = {lr: v for lr, v in finals.items() if v is not None}
                 best = min(good, key=lambda lr: (good[lr], lr)) if good else None
-            out[fname][name] = {"best_lr": best, "reached_target": bool(reached.get(best)),
-                                "final_loss_by_lr": finals}
+            out[fname][name] = {
+                "best_lr": best,
+                "reached_target": bool(reached.get(best)),
+                "final_loss_by_lr": finals,
+            }
     return out
 
 
-def run(steps: Optional[int] = None, output: Optional[Path] = None, write_media: bool = True,
-        functions: Optional[Sequence[str]] = None,
-        optimizers: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def run(
+    steps: Optional[int] = None,
+    output: Optional[Path] = None,
+    write_media: bool = True,
+    functions: Optional[Sequence[str]] = None,
+    optimizers: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
     """Run every optimizer on every function; write files under ``output`` if given.
 
     ``steps`` overrides every function's default number of steps. Returns
@@ -188,15 +260,24 @@ def run(steps: Optional[int] = None, output: Optional[Path] = None, write_media:
     for fname in functions or PROBLEMS:
         prob = PROBLEMS[fname]
         n = steps if steps is not None else prob.steps
-        res = {"start": list(prob.start), "minimum": prob.minimum, "steps": n,
-               "start_loss": float(prob.fn(jnp.asarray(prob.start, jnp.float32))),
-               "optimizers": {}}
+        res = {
+            "start": list(prob.start),
+            "minimum": prob.minimum,
+            "steps": n,
+            "start_loss": float(prob.fn(jnp.asarray(prob.start, jnp.float32))),
+            "optimizers": {},
+        }
         for name in names:
             lr = LEARNING_RATES[fname].get(name, jz.entry(name).default_lr)
             path, losses = simulate(name, lr, prob, n)
             res["optimizers"][name] = {
-                "lr": lr, "final_point": path[-1].tolist(), "final_loss": float(losses[-1]),
-                "min_loss": float(np.min(losses)), "path": path, "losses": losses}
+                "lr": lr,
+                "final_point": path[-1].tolist(),
+                "final_loss": float(losses[-1]),
+                "min_loss": float(np.min(losses)),
+                "path": path,
+                "losses": losses,
+            }
         results[fname] = res
         if output is not None:
             out = Path(output)
@@ -211,20 +292,39 @@ def run(steps: Optional[int] = None, output: Optional[Path] = None, write_media:
 def _write_numbers(out: Path, fname: str, res: Dict[str, Any], max_points: int = 101) -> None:
     n = res["steps"]
     idx = np.unique(np.linspace(0, n, min(n + 1, max_points)).round().astype(int))
-    doc = {"function": fname, "start": res["start"], "minimum": res["minimum"], "steps": n,
-           "start_loss": res["start_loss"], "path_steps": idx.tolist(), "optimizers": {}}
+    doc = {
+        "function": fname,
+        "start": res["start"],
+        "minimum": res["minimum"],
+        "steps": n,
+        "start_loss": res["start_loss"],
+        "path_steps": idx.tolist(),
+        "optimizers": {},
+    }
     for name, r in res["optimizers"].items():
         doc["optimizers"][name] = {
-            "lr": r["lr"], "final_point": r["final_point"], "final_loss": r["final_loss"],
-            "path": np.round(r["path"][idx], 5).tolist()}
+            "lr": r["lr"],
+            "final_point": r["final_point"],
+            "final_loss": r["final_loss"],
+            "path": np.round(r["path"][idx], 5).tolist(),
+        }
     (out / f"{fname}_paths.json").write_text(json.dumps(doc) + "\n")
     with (out / f"{fname}_final.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["optimizer", "lr", "steps", "x", "y", "loss", "min_loss"])
         for name, r in res["optimizers"].items():
             x, y = r["final_point"]
-            w.writerow([name, f"{r['lr']:g}", n, f"{x:.6g}", f"{y:.6g}",
-                        f"{r['final_loss']:.6g}", f"{r['min_loss']:.6g}"])
+            w.writerow(
+                [
+                    name,
+                    f"{r['lr']:g}",
+                    n,
+                    f"{x:.6g}",
+                    f"{y:.6g}",
+                    f"{r['final_loss']:.6g}",
+                    f"{r['min_loss']:.6g}",
+                ]
+            )
 
 
 def _styles(names: Sequence[str]):
@@ -232,8 +332,10 @@ def _styles(names: Sequence[str]):
     import matplotlib.pyplot as plt
 
     colors = plt.get_cmap("tab10").colors
-    return {n: {"color": colors[i % 10], "ls": ("-", "--", ":")[(i // 10) % 3]}
-            for i, n in enumerate(names)}
+    return {
+        n: {"color": colors[i % 10], "ls": ("-", "--", ":")[(i // 10) % 3]}
+        for i, n in enumerate(names)
+    }
 
 
 def _grid(prob: Problem, n: int = 250):
@@ -250,8 +352,7 @@ def _grid(prob: Problem, n: int = 250):
 
 def _background(ax, prob: Problem, grid, labels: bool = True):
     X, Y, Z, levels = grid
-    ax.contour(X, Y, Z, levels=levels, colors="0.78", linewidths=0.6,
-               linestyles="solid")
+    ax.contour(X, Y, Z, levels=levels, colors="0.78", linewidths=0.6, linestyles="solid")
     ax.plot(*prob.start, "ko", ms=4)
     if prob.minimum is not None:
         ax.plot(*prob.minimum, "k*", ms=9)
@@ -263,6 +364,7 @@ def _background(ax, prob: Problem, grid, labels: bool = True):
 
 def _plot(path: Path, fname: str, prob: Problem, res: Dict[str, Any]) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -274,11 +376,14 @@ def _plot(path: Path, fname: str, prob: Problem, res: Dict[str, Any]) -> None:
     for n in names:
         r = res["optimizers"][n]
         p = r["path"]
-        ax.plot(p[:, 0], p[:, 1], lw=1.4, **st[n],
-                label=f"{n} (lr {r['lr']:g}) → {r['final_loss']:.2g}")
+        ax.plot(
+            p[:, 0], p[:, 1], lw=1.4, **st[n], label=f"{n} (lr {r['lr']:g}) → {r['final_loss']:.2g}"
+        )
         ax.plot(p[-1, 0], p[-1, 1], "o", color=st[n]["color"], ms=4)
-    ax.set_title(f"{fname}: {res['steps']} steps from {tuple(res['start'])}, loss "
-                 f"{res['start_loss']:.3g} (legend: lr → final loss)")
+    ax.set_title(
+        f"{fname}: {res['steps']} steps from {tuple(res['start'])}, loss "
+        f"{res['start_loss']:.3g} (legend: lr → final loss)"
+    )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
@@ -287,9 +392,16 @@ def _plot(path: Path, fname: str, prob: Problem, res: Dict[str, Any]) -> None:
     # The same paths one per panel: the overlay shows who goes where, the panels how.
     cols = 7
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 1.9 * rows), dpi=80,
-                             sharex=True, sharey=True, squeeze=False)
-    for ax in axes.flat[len(names):]:
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(2.1 * cols, 1.9 * rows),
+        dpi=80,
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for ax in axes.flat[len(names) :]:
         ax.axis("off")
     for ax, n in zip(axes.flat, names):
         r = res["optimizers"][n]
@@ -305,9 +417,9 @@ def _plot(path: Path, fname: str, prob: Problem, res: Dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _animate(path: Path, fname: str, prob: Problem, res: Dict[str, Any],
-             frames: int = 40) -> None:
+def _animate(path: Path, fname: str, prob: Problem, res: Dict[str, Any], frames: int = 40) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
@@ -340,23 +452,35 @@ def _animate(path: Path, fname: str, prob: Problem, res: Dict[str, Any],
 
 def print_table(results: Dict[str, Any]) -> None:
     for fname, res in results.items():
-        print(f"{fname}: {res['steps']} steps from {tuple(res['start'])}, "
-              f"start loss {res['start_loss']:.4g}")
+        print(
+            f"{fname}: {res['steps']} steps from {tuple(res['start'])}, "
+            f"start loss {res['start_loss']:.4g}"
+        )
         for name, r in res["optimizers"].items():
             x, y = r["final_point"]
-            print(f"  {name:18s} lr {r['lr']:<7g} final ({x:9.4f}, {y:9.4f})  "
-                  f"loss {r['final_loss']:.4g}")
+            print(
+                f"  {name:18s} lr {r['lr']:<7g} final ({x:9.4f}, {y:9.4f})  "
+                f"loss {r['final_loss']:.4g}"
+            )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    p.add_argument("--steps", type=int, default=None,
-                   help="steps for every function (default: " + ", ".join(
-                       f"{k} {v.steps}" for k, v in PROBLEMS.items()) + ")")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steps for every function (default: "
+        + ", ".join(f"{k} {v.steps}" for k, v in PROBLEMS.items())
+        + ")",
+    )
     p.add_argument("--no-media", action="store_true", help="skip the PNGs and GIFs")
-    p.add_argument("--sweep", action="store_true",
-                   help="print the learning-rate sweep behind LEARNING_RATES and exit")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="print the learning-rate sweep behind LEARNING_RATES and exit",
+    )
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         p.error(f"--steps must be >= 1, got {args.steps}")
@@ -365,10 +489,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for fname, rows in sweep.items():
             print(f"{fname}:")
             for name, info in rows.items():
-                print(f"  {name:18s} {info['best_lr']!s:6s} {'*' if info['reached_target'] else ' '} "
-                      + " ".join(
-                    f"{lr:g}:{'x' if v is None else f'{v:.2g}'}"
-                    for lr, v in info["final_loss_by_lr"].items()))
+                print(
+                    f"  {name:18s} {info['best_lr']!s:6s} {'*' if info['reached_target'] else ' '} "
+                    + " ".join(
+                        f"{lr:g}:{'x' if v is None else f'{v:.2g}'}"
+                        for lr, v in info["final_loss_by_lr"].items()
+                    )
+                )
         print({f: {n: i["best_lr"] for n, i in rows.items()} for f, rows in sweep.items()})
         return
     results = run(args.steps, args.output, write_media=not args.no_media)

@@ -38,4 +38,6 @@ def require(feature: str, modules: Sequence[str] = TRAIN_MODULES, extra: str = "
     if missing:
         raise MissingExtraError(
             f"{feature}: the [{extra}] extra is not installed (missing: {', '.join(missing)}). "
-            f"Install it with: {INSTALL_HINT}", name=missing[0])
+            f"Install it with: {INSTALL_HINT}",
+            name=missing[0],
+        )

@@ -57,6 +57,7 @@ def _float_in(what: str, ok) -> Any:
         if v != v or not ok(v):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
+
     return parse
 
 
@@ -82,56 +83,128 @@ def _opt_arg(text: str):
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     from jaxopt_zoo.train.runner import PRESETS
 
-    p.add_argument("--preset", choices=PRESETS, default="native",
-                   help="optimizer semantics and model init: native (ours, Flax init), keras "
-                        "(Keras formulas and defaults, Keras init), torch (torch.optim's)")
-    p.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default: the optimizer's own default)")
-    p.add_argument("--opt-arg", type=_opt_arg, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra optimizer argument, repeatable (e.g. momentum=0.9)")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="native",
+        help="optimizer semantics and model init: native (ours, Flax init), keras "
+        "(Keras formulas and defaults, Keras init), torch (torch.optim's)",
+    )
+    p.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate (default: the optimizer's own default)",
+    )
+    p.add_argument(
+        "--opt-arg",
+        type=_opt_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra optimizer argument, repeatable (e.g. momentum=0.9)",
+    )
     p.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
-    p.add_argument("--init", choices=("flax", "keras"), default=None,
-                   help="layer initializers (default: keras for --preset keras, else flax)")
+    p.add_argument(
+        "--init",
+        choices=("flax", "keras"),
+        default=None,
+        help="layer initializers (default: keras for --preset keras, else flax)",
+    )
     p.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
     p.add_argument("--epochs", type=_nonneg_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--patience", type=_nonneg_int, default=None,
-                   help="early stopping on validation loss after N epochs without improvement")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with the IDX files (default: $JAXOPT_ZOO_DATA, the cache, "
-                        "or download)")
-    p.add_argument("--train-limit", type=_positive_int, default=None,
-                   help="train on the first N examples only")
-    p.add_argument("--val-limit", type=_positive_int, default=None,
-                   help="validate on the first N examples only")
-    p.add_argument("--val-size", type=_nonneg_int, default=0,
-                   help="hold out N training examples for validation (default 0: validate on "
-                        "the test set, as the background chapter does)")
+    p.add_argument(
+        "--patience",
+        type=_nonneg_int,
+        default=None,
+        help="early stopping on validation loss after N epochs without improvement",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the IDX files (default: $JAXOPT_ZOO_DATA, the cache, or download)",
+    )
+    p.add_argument(
+        "--train-limit", type=_positive_int, default=None, help="train on the first N examples only"
+    )
+    p.add_argument(
+        "--val-limit",
+        type=_positive_int,
+        default=None,
+        help="validate on the first N examples only",
+    )
+    p.add_argument(
+        "--val-size",
+        type=_nonneg_int,
+        default=0,
+        help="hold out N training examples for validation (default 0: validate on "
+        "the test set, as the background chapter does)",
+    )
     p.add_argument("--output", default=None, help="folder for the results (created)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace results already in --output (default: refuse)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results already in --output (default: refuse)",
+    )
     tq = p.add_argument_group("SAM and weight averaging (any optimizer)")
-    tq.add_argument("--sam-rho", type=_positive_float, default=None, metavar="R",
-                    help="Sharpness-Aware Minimization with radius R (each step computes two "
-                         "gradients)")
-    tq.add_argument("--sam-adaptive", action="store_true",
-                    help="ASAM: SAM's perturbation scaled by |w| (needs --sam-rho)")
-    tq.add_argument("--swa-start", type=_positive_int, default=None, metavar="EPOCH",
-                    help="Stochastic Weight Averaging: average the weights at the end of every "
-                         "epoch from EPOCH (1-based) on")
-    tq.add_argument("--swa-lr", type=_nonneg_float, default=None, metavar="X",
-                    help="with --swa-start: anneal the learning rate to X from the start of "
-                         "EPOCH (torch's SWALR, cosine)")
-    tq.add_argument("--swa-anneal-epochs", type=_nonneg_int, default=1, metavar="N",
-                    help="epochs of the --swa-lr annealing (default 1; 0 jumps)")
-    tq.add_argument("--swa-every", type=_positive_int, default=None, metavar="STEPS",
-                    help="with --swa-start: average every STEPS steps instead of once per "
-                         "epoch")
-    tq.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
-                    help="keep an exponential moving average of the weights (e.g. 0.999)")
+    tq.add_argument(
+        "--sam-rho",
+        type=_positive_float,
+        default=None,
+        metavar="R",
+        help="Sharpness-Aware Minimization with radius R (each step computes two gradients)",
+    )
+    tq.add_argument(
+        "--sam-adaptive",
+        action="store_true",
+        help="ASAM: SAM's perturbation scaled by |w| (needs --sam-rho)",
+    )
+    tq.add_argument(
+        "--swa-start",
+        type=_positive_int,
+        default=None,
+        metavar="EPOCH",
+        help="Stochastic Weight Averaging: average the weights at the end of every "
+        "epoch from EPOCH (1-based) on",
+    )
+    tq.add_argument(
+        "--swa-lr",
+        type=_nonneg_float,
+        default=None,
+        metavar="X",
+        help="with --swa-start: anneal the learning rate to X from the start of "
+        "EPOCH (torch's SWALR, cosine)",
+    )
+    tq.add_argument(
+        "--swa-anneal-epochs",
+        type=_nonneg_int,
+        default=1,
+        metavar="N",
+        help="epochs of the --swa-lr annealing (default 1; 0 jumps)",
+    )
+    tq.add_argument(
+        "--swa-every",
+        type=_positive_int,
+        default=None,
+        metavar="STEPS",
+        help="with --swa-start: average every STEPS steps instead of once per epoch",
+    )
+    tq.add_argument(
+        "--ema",
+        type=_decay,
+        default=None,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.999)",
+    )
     bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show progress bars (default: only on a terminal)")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="always show progress bars (default: only on a terminal)",
+    )
     bar.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -147,37 +220,64 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--optimizer", required=True)
     p_train.add_argument("--seed", type=_nonneg_int, default=0)
     _add_training_flags(p_train)
-    p_train.add_argument("--on-nonfinite", choices=("ignore", "skip", "stop"), default="ignore",
-                         help="a step with a non-finite loss, gradient or update: apply it "
-                              "(ignore), skip it, or stop with a message naming it")
+    p_train.add_argument(
+        "--on-nonfinite",
+        choices=("ignore", "skip", "stop"),
+        default="ignore",
+        help="a step with a non-finite loss, gradient or update: apply it "
+        "(ignore), skip it, or stop with a message naming it",
+    )
     ck = p_train.add_argument_group("checkpoints")
-    ck.add_argument("--checkpoint-dir", default=None, metavar="DIR",
-                    help="save checkpoints in DIR (at the end, on Ctrl-C, and every "
-                         "--checkpoint-every steps); a folder of another run is refused")
-    ck.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
-                    help="also save every STEPS optimizer steps")
-    ck.add_argument("--keep-checkpoints", type=_positive_int, default=None, metavar="N",
-                    help="keep the newest N checkpoints (default 3)")
-    ck.add_argument("--resume", action="store_true",
-                    help="continue from the newest good checkpoint in --checkpoint-dir "
-                         "(from scratch when it holds none)")
+    ck.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        metavar="DIR",
+        help="save checkpoints in DIR (at the end, on Ctrl-C, and every "
+        "--checkpoint-every steps); a folder of another run is refused",
+    )
+    ck.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=None,
+        metavar="STEPS",
+        help="also save every STEPS optimizer steps",
+    )
+    ck.add_argument(
+        "--keep-checkpoints",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="keep the newest N checkpoints (default 3)",
+    )
+    ck.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest good checkpoint in --checkpoint-dir "
+        "(from scratch when it holds none)",
+    )
 
     p_cmp = sub.add_parser("compare", help="train with several optimizers and compare")
-    p_cmp.add_argument("--optimizers", required=True,
-                       help="comma-separated names, e.g. adam,sgd,rmsprop")
-    p_cmp.add_argument("--seeds", type=_positive_int, default=1,
-                       help="number of seeds per optimizer (0 .. K-1)")
+    p_cmp.add_argument(
+        "--optimizers", required=True, help="comma-separated names, e.g. adam,sgd,rmsprop"
+    )
+    p_cmp.add_argument(
+        "--seeds", type=_positive_int, default=1, help="number of seeds per optimizer (0 .. K-1)"
+    )
     _add_training_flags(p_cmp)
     return parser
 
 
 # --------------------------------------------------------------------------- commands
 
+
 def cmd_list(args) -> int:
     from jaxopt_zoo import registry
 
-    groups = {"native": registry.available(), "torch": registry.available("torch."),
-              "keras": registry.available("keras.")}
+    groups = {
+        "native": registry.available(),
+        "torch": registry.available("torch."),
+        "keras": registry.available("keras."),
+    }
     for group, names in groups.items():
         if args.preset not in ("all", group):
             continue
@@ -187,20 +287,28 @@ def cmd_list(args) -> int:
             e = registry.entry(n)
             d = e.defaults()
             lr = d.get("learning_rate", d.get("lr"))
-            shown = {k: v for k, v in d.items() if k not in ("learning_rate", "lr")
-                     and (v is True or (isinstance(v, (int, float, tuple))
-                                        and not isinstance(v, bool)))}
+            shown = {
+                k: v
+                for k, v in d.items()
+                if k not in ("learning_rate", "lr")
+                and (v is True or (isinstance(v, (int, float, tuple)) and not isinstance(v, bool)))
+            }
             extra = ", ".join(f"{k}={v}" for k, v in list(shown.items())[:5])
             state = f"{registry.state_bytes_per_param(n):.2f}"
-            rows.append((n, f"{lr:g}" if isinstance(lr, (int, float)) else "-", e.paper,
-                         state, extra))
+            rows.append(
+                (n, f"{lr:g}" if isinstance(lr, (int, float)) else "-", e.paper, state, extra)
+            )
         w = [max(len(r[i]) for r in rows) for i in range(3)]
         # state: bytes of optimizer state per parameter (1024x1024 float32 matrix + bias)
-        print(f"  {'name'.ljust(w[0])}  {'lr'.ljust(w[1])}  {'reference'.ljust(w[2])}  "
-              "state B/param  defaults")
+        print(
+            f"  {'name'.ljust(w[0])}  {'lr'.ljust(w[1])}  {'reference'.ljust(w[2])}  "
+            "state B/param  defaults"
+        )
         for r in rows:
-            print(f"  {r[0].ljust(w[0])}  {r[1].ljust(w[1])}  {r[2].ljust(w[2])}  "
-                  f"{r[3].rjust(13)}  {r[4]}")
+            print(
+                f"  {r[0].ljust(w[0])}  {r[1].ljust(w[1])}  {r[2].ljust(w[2])}  "
+                f"{r[3].rjust(13)}  {r[4]}"
+            )
     return 0
 
 
@@ -215,13 +323,14 @@ def _specs(names: Sequence[str], args) -> List[Any]:
         try:
             full = resolve_optimizer(name, args.preset)
         except KeyError as e:
-            raise UsageError(str(e.args[0]) if e.args else str(e))
-        spec = RunSpec(full, lr=args.lr, kwargs=dict(args.opt_arg), label=name,
-                       techniques=_techniques(args))
+            raise UsageError(str(e.args[0]) if e.args else str(e)) from None
+        spec = RunSpec(
+            full, lr=args.lr, kwargs=dict(args.opt_arg), label=name, techniques=_techniques(args)
+        )
         try:  # build once now so that bad --opt-arg / --lr values fail before any training
             spec.build()
         except (TypeError, ValueError) as e:
-            raise UsageError(f"{name}: {e}")
+            raise UsageError(f"{name}: {e}") from None
         specs.append(spec)
     return specs
 
@@ -229,9 +338,15 @@ def _specs(names: Sequence[str], args) -> List[Any]:
 def _techniques(args):
     from jaxopt_zoo.train.techniques import Techniques
 
-    flags = {"sam_rho": args.sam_rho, "sam_adaptive": args.sam_adaptive,
-             "swa_start": args.swa_start, "swa_every": args.swa_every, "swa_lr": args.swa_lr,
-             "swa_anneal_epochs": args.swa_anneal_epochs, "ema": args.ema}
+    flags = {
+        "sam_rho": args.sam_rho,
+        "sam_adaptive": args.sam_adaptive,
+        "swa_start": args.swa_start,
+        "swa_every": args.swa_every,
+        "swa_lr": args.swa_lr,
+        "swa_anneal_epochs": args.swa_anneal_epochs,
+        "ema": args.ema,
+    }
     if args.sam_adaptive and args.sam_rho is None:
         raise UsageError("--sam-adaptive needs --sam-rho (e.g. --sam-rho 0.5 for ASAM)")
     if args.swa_start is None:
@@ -241,8 +356,10 @@ def _techniques(args):
     if args.swa_start is not None and args.ema is not None:
         raise UsageError("--swa-start and --ema are two kinds of weight averaging; choose one")
     if args.swa_start is not None and args.swa_start > args.epochs:
-        raise UsageError(f"--swa-start {args.swa_start} is after the last epoch "
-                         f"(--epochs {args.epochs}); nothing would be averaged")
+        raise UsageError(
+            f"--swa-start {args.swa_start} is after the last epoch "
+            f"(--epochs {args.epochs}); nothing would be averaged"
+        )
     try:
         return Techniques(**flags)
     except ValueError as e:
@@ -252,16 +369,27 @@ def _techniques(args):
 def _config(args, seed: int):
     from jaxopt_zoo.train import TrainConfig
 
-    return TrainConfig(batch_size=args.batch_size, epochs=args.epochs, seed=seed,
-                       patience=args.patience, progress=args.progress,
-                       on_nonfinite=getattr(args, "on_nonfinite", "ignore"))
+    return TrainConfig(
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=seed,
+        patience=args.patience,
+        progress=args.progress,
+        on_nonfinite=getattr(args, "on_nonfinite", "ignore"),
+    )
 
 
 def _data(args):
     from jaxopt_zoo.train.runner import load_data
 
-    return load_data(args.dataset, args.data_dir, train_limit=args.train_limit,
-                     val_limit=args.val_limit, val_size=args.val_size, seed=0)
+    return load_data(
+        args.dataset,
+        args.data_dir,
+        train_limit=args.train_limit,
+        val_limit=args.val_limit,
+        val_size=args.val_size,
+        seed=0,
+    )
 
 
 def _output_dir(args, default_name: str, files: Sequence[str]) -> Path:
@@ -272,8 +400,10 @@ def _output_dir(args, default_name: str, files: Sequence[str]) -> Path:
         raise UsageError(f"--output {out} exists and is not a folder")
     taken = [f for f in files if (out / f).exists()]
     if taken and not (args.overwrite or getattr(args, "resume", False)):
-        raise UsageError(f"--output {out} already holds {', '.join(taken)} from an earlier "
-                         "run; choose another --output or pass --overwrite to replace them")
+        raise UsageError(
+            f"--output {out} already holds {', '.join(taken)} from an earlier "
+            "run; choose another --output or pass --overwrite to replace them"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -292,16 +422,23 @@ def cmd_train(args) -> int:
 
     spec = _specs([args.optimizer], args)[0]
     init = args.init or PRESET_INIT[args.preset]
-    out = _output_dir(args, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                      ("metrics.json", "learning_curve.png"))
+    out = _output_dir(
+        args,
+        f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        ("metrics.json", "learning_curve.png"),
+    )
     ckpt = _checkpointer(args, spec, init)  # before anything is written
     train, val = _data(args)
-    print(f"training {args.model} ({init} init) with {spec.optimizer} on {len(train.labels)} "
-          f"{args.dataset} images, validating on {len(val.labels)}", flush=True)
+    print(
+        f"training {args.model} ({init} init) with {spec.optimizer} on {len(train.labels)} "
+        f"{args.dataset} images, validating on {len(val.labels)}",
+        flush=True,
+    )
     try:
         if ckpt is None:
-            _, history = run(spec, train, val, model=args.model, init_style=init,
-                             config=_config(args, args.seed))
+            _, history = run(
+                spec, train, val, model=args.model, init_style=init, config=_config(args, args.seed)
+            )
         else:
             with ckpt:
                 history = _run_with_checkpoints(ckpt, args, spec, init, train, val)
@@ -312,16 +449,31 @@ def cmd_train(args) -> int:
         return EXIT_FAILURE
     print(history_table(history))
     if history and "val_accuracy_avg" in history[-1]:
-        print("val_loss/val_acc are the live weights' (the parameters the optimizer steps); "
-              "avg val_loss/avg val_acc the averaged weights' (SWA or EMA), which the final "
-              "checkpoint also holds in its optimizer state")
-    write_json(out / "metrics.json", to_builtin({
-        "config": _config_record(args, optimizer_resolved=spec.optimizer, init=init,
-                                 techniques=spec.techniques.record()),
-        "history": history}))
+        print(
+            "val_loss/val_acc are the live weights' (the parameters the optimizer steps); "
+            "avg val_loss/avg val_acc the averaged weights' (SWA or EMA), which the final "
+            "checkpoint also holds in its optimizer state"
+        )
+    write_json(
+        out / "metrics.json",
+        to_builtin(
+            {
+                "config": _config_record(
+                    args,
+                    optimizer_resolved=spec.optimizer,
+                    init=init,
+                    techniques=spec.techniques.record(),
+                ),
+                "history": history,
+            }
+        ),
+    )
     if history:
-        plot_history(history, out / "learning_curve.png",
-                     title=f"{spec.name} · {args.model} · {args.dataset}")
+        plot_history(
+            history,
+            out / "learning_curve.png",
+            title=f"{spec.name} · {args.model} · {args.dataset}",
+        )
     print(f"wrote {out / 'metrics.json'} and {out / 'learning_curve.png'}")
     return 0
 
@@ -337,15 +489,29 @@ def _checkpointer(args, spec, init):
         return None
     from jaxopt_zoo.train.runner import CheckpointsExistError, open_checkpointer
 
-    identity = {"optimizer": spec.optimizer, "lr": args.lr, "opt_arg": dict(args.opt_arg),
-                "model": args.model, "init": init, "dataset": args.dataset, "seed": args.seed,
-                "batch_size": args.batch_size, "train_limit": args.train_limit,
-                "val_limit": args.val_limit, "val_size": args.val_size}
+    identity = {
+        "optimizer": spec.optimizer,
+        "lr": args.lr,
+        "opt_arg": dict(args.opt_arg),
+        "model": args.model,
+        "init": init,
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "train_limit": args.train_limit,
+        "val_limit": args.val_limit,
+        "val_size": args.val_size,
+    }
     if spec.techniques.record():  # only when on: older checkpoint folders stay resumable
         identity["techniques"] = spec.techniques.record()
     try:
-        return open_checkpointer(args.checkpoint_dir, identity, keep=args.keep_checkpoints or 3,
-                                 every_steps=args.checkpoint_every, resume=args.resume)
+        return open_checkpointer(
+            args.checkpoint_dir,
+            identity,
+            keep=args.keep_checkpoints or 3,
+            every_steps=args.checkpoint_every,
+            resume=args.resume,
+        )
     except CheckpointsExistError as e:
         raise UsageError(str(e)) from None
 
@@ -353,8 +519,16 @@ def _checkpointer(args, spec, init):
 def _run_with_checkpoints(ckpt, args, spec, init, train, val):
     from jaxopt_zoo.train.runner import run_with_checkpoints
 
-    return run_with_checkpoints(ckpt, spec, train, val, model=args.model, init_style=init,
-                                config=_config(args, args.seed), resume=args.resume)
+    return run_with_checkpoints(
+        ckpt,
+        spec,
+        train,
+        val,
+        model=args.model,
+        init_style=init,
+        config=_config(args, args.seed),
+        resume=args.resume,
+    )
 
 
 def cmd_compare(args) -> int:
@@ -373,31 +547,57 @@ def cmd_compare(args) -> int:
     if len({s.name for s in specs}) != len(specs):
         raise UsageError(f"--optimizers lists a name twice: {args.optimizers}")
     init = args.init or PRESET_INIT[args.preset]
-    out = _output_dir(args, f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
-                      ("results.json", "results.csv", "accuracy.png"))
+    out = _output_dir(
+        args,
+        f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
+        ("results.json", "results.csv", "accuracy.png"),
+    )
     train, val = _data(args)
-    print(f"comparing {', '.join(s.optimizer for s in specs)} on {args.model} ({init} init), "
-          f"{args.seeds} seed(s), {args.epochs} epochs, {len(train.labels)} training images",
-          flush=True)
+    print(
+        f"comparing {', '.join(s.optimizer for s in specs)} on {args.model} ({init} init), "
+        f"{args.seeds} seed(s), {args.epochs} epochs, {len(train.labels)} training images",
+        flush=True,
+    )
 
     def on_result(label, seed, history):
         last = history[-1] if history else None
         if last:
-            print(f"  {label} seed {seed}: val_acc {last['val_accuracy']:.4f} "
-                  f"val_loss {last['val_loss']:.4f} ({sum(r['seconds'] for r in history):.1f}s)",
-                  flush=True)
+            print(
+                f"  {label} seed {seed}: val_acc {last['val_accuracy']:.4f} "
+                f"val_loss {last['val_loss']:.4f} ({sum(r['seconds'] for r in history):.1f}s)",
+                flush=True,
+            )
 
-    results = compare(specs, train, val, seeds=range(args.seeds), model=args.model,
-                      init_style=init, config=_config(args, 0), on_result=on_result)
+    results = compare(
+        specs,
+        train,
+        val,
+        seeds=range(args.seeds),
+        model=args.model,
+        init_style=init,
+        config=_config(args, 0),
+        on_result=on_result,
+    )
     rows = [summarize(label, hists) for label, hists in results.items()]
     print(format_table(rows, summary_columns(rows)))
-    write_json(out / "results.json", to_builtin({
-        "config": _config_record(args, init=init,
-                                 optimizers_resolved=[s.optimizer for s in specs]),
-        "summary": rows, "histories": results}))
+    write_json(
+        out / "results.json",
+        to_builtin(
+            {
+                "config": _config_record(
+                    args, init=init, optimizers_resolved=[s.optimizer for s in specs]
+                ),
+                "summary": rows,
+                "histories": results,
+            }
+        ),
+    )
     write_csv(out / "results.csv", rows)
-    plot_curves(results, out / "accuracy.png",
-                title=f"{args.model} on {args.dataset}: validation accuracy per epoch")
+    plot_curves(
+        results,
+        out / "accuracy.png",
+        title=f"{args.model} on {args.dataset}: validation accuracy per epoch",
+    )
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'accuracy.png'}")
     return 0
 

@@ -46,6 +46,7 @@ __all__ = [
 # Hyperparameter validation
 # --------------------------------------------------------------------------- #
 
+
 def is_concrete_scalar(x: Any) -> bool:
     """True for Python / NumPy real numbers (not bools, arrays, tracers or callables)."""
     return isinstance(x, (numbers.Real, np.number)) and not isinstance(x, (bool, np.bool_))
@@ -112,8 +113,14 @@ def check_decay(name: str, value: Any, **kw) -> Any:
     return check_scalar(name, value, low=0.0, high=1.0, high_open=True, **kw)
 
 
-def check_betas(b1: Any, b2: Any, eps: Any = 0.0, eps_root: Any = 0.0, *,
-                names: Tuple[str, str, str, str] = ("b1", "b2", "eps", "eps_root")) -> None:
+def check_betas(
+    b1: Any,
+    b2: Any,
+    eps: Any = 0.0,
+    eps_root: Any = 0.0,
+    *,
+    names: Tuple[str, str, str, str] = ("b1", "b2", "eps", "eps_root"),
+) -> None:
     """Validate Adam-style hyperparameters: two decay rates in [0, 1) and non-negative
     epsilons (constants, not schedules). ``names`` are the argument names the error
     messages use (``("beta_1", "beta_2", "epsilon", ...)`` for Keras' spelling)."""
@@ -139,6 +146,7 @@ def resolve(hparam: ScalarOrSchedule, count: jax.Array) -> Any:
 # --------------------------------------------------------------------------- #
 # Tree helpers
 # --------------------------------------------------------------------------- #
+
 
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
@@ -172,7 +180,7 @@ def global_norm(tree: Any) -> jax.Array:
 def abs_sq(x: jax.Array) -> jax.Array:
     """|x|^2, real for complex inputs."""
     if jnp.iscomplexobj(x):
-        return (x.real * x.real + x.imag * x.imag)
+        return x.real * x.real + x.imag * x.imag
     return x * x
 
 
@@ -210,19 +218,23 @@ def scalar_dtype(tree: Any) -> Any:
 
 def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
     """moment / (1 - decay**count), leaf-wise, in each leaf's dtype."""
+
     def corr(t):
         dt = compute_dtype(t.dtype)
         c = 1 - jnp.asarray(decay, dt) ** count.astype(dt)
         return (t / c.astype(t.dtype)).astype(t.dtype)
+
     return jax.tree.map(corr, moment)
 
 
 def ema_update(new: Any, old: Any, decay: Any, order: int = 1) -> Any:
     """``decay * old + (1 - decay) * new`` leaf-wise, in ``old``'s dtype; ``order=2`` uses
     ``|new|^2`` (real for complex ``new``)."""
+
     def f(g, m):
         x = g.astype(m.dtype) if order == 1 else abs_sq_in(g, m.dtype)
         return (decay * m + (1 - decay) * x).astype(m.dtype)
+
     return jax.tree.map(f, new, old)
 
 
@@ -280,6 +292,7 @@ def require_params(params: Any, where: str) -> None:
 # Composition
 # --------------------------------------------------------------------------- #
 
+
 def _accepts_extra_args(tx: GradientTransformation) -> bool:
     return isinstance(tx, GradientTransformationExtraArgs)
 
@@ -297,7 +310,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
       A ``GradientTransformationExtraArgs`` whose state is the tuple of the inner states.
 
     Example:
-      >>> tx = jz.chain(jz.clip_by_global_norm(1.0), jz.scale_by_adam(), jz.scale_by_learning_rate(1e-3))
+      >>> tx = jz.chain(jz.clip_by_global_norm(1.0), jz.scale_by_adam(),
+      ...               jz.scale_by_learning_rate(1e-3))
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
@@ -327,8 +341,10 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
         return updates, tuple(new_state)
 
     # The parts, as data: the fast path opens the chain (jaxopt_zoo.fast.spec.leaf_specs).
-    return describe(GradientTransformationExtraArgs(init_fn, update_fn),
-                    BlockSpec("chain", parts=tuple(transforms)))
+    return describe(
+        GradientTransformationExtraArgs(init_fn, update_fn),
+        BlockSpec("chain", parts=tuple(transforms)),
+    )
 
 
 def identity() -> GradientTransformation:

@@ -38,8 +38,9 @@ def constant(value: float) -> Schedule:
     return lambda count: jnp.asarray(value, jnp.result_type(float))
 
 
-def linear(init_value: float, end_value: float, transition_steps: int,
-           transition_begin: int = 0) -> Schedule:
+def linear(
+    init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
+) -> Schedule:
     """The textbook's linear decay: ``(1 - a) * init + a * end`` with ``a = t / tau``
     clipped to [0, 1], so constant at ``end_value`` after ``tau = transition_steps``
     (Goodfellow et al. 2016, eq. 8.14). ``transition_begin`` delays the start.
@@ -70,8 +71,13 @@ def linear(init_value: float, end_value: float, transition_steps: int,
     return schedule
 
 
-def polynomial(init_value: float, end_value: float, power: float, transition_steps: int,
-               transition_begin: int = 0) -> Schedule:
+def polynomial(
+    init_value: float,
+    end_value: float,
+    power: float,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
     """``end + (init - end) * (1 - a)^power``, ``a = clip((t - begin) / steps, 0, 1)``.
 
     Args:
@@ -100,9 +106,14 @@ def polynomial(init_value: float, end_value: float, power: float, transition_ste
     return schedule
 
 
-def exponential(init_value: float, transition_steps: int, decay_rate: float,
-                transition_begin: int = 0, staircase: bool = False,
-                end_value: Optional[float] = None) -> Schedule:
+def exponential(
+    init_value: float,
+    transition_steps: int,
+    decay_rate: float,
+    transition_begin: int = 0,
+    staircase: bool = False,
+    end_value: Optional[float] = None,
+) -> Schedule:
     """``init * decay_rate^((t - begin) / steps)`` (floored exponent with ``staircase``),
     bounded by ``end_value`` when given.
 
@@ -169,8 +180,9 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Dict[int, float
     return schedule
 
 
-def cosine(init_value: float, decay_steps: int, alpha: float = 0.0,
-           exponent: float = 1.0) -> Schedule:
+def cosine(
+    init_value: float, decay_steps: int, alpha: float = 0.0, exponent: float = 1.0
+) -> Schedule:
     """Cosine decay (Loshchilov & Hutter 2017) from ``init_value`` to ``alpha * init_value``
     over ``decay_steps``, then constant.
 
@@ -202,8 +214,14 @@ def cosine(init_value: float, decay_steps: int, alpha: float = 0.0,
     return schedule
 
 
-def warmup_cosine(init_value: float, peak_value: float, warmup_steps: int, decay_steps: int,
-                  end_value: float = 0.0, exponent: float = 1.0) -> Schedule:
+def warmup_cosine(
+    init_value: float,
+    peak_value: float,
+    warmup_steps: int,
+    decay_steps: int,
+    end_value: float = 0.0,
+    exponent: float = 1.0,
+) -> Schedule:
     """Linear warm-up from ``init_value`` to ``peak_value`` over ``warmup_steps``, then a
     cosine decay to ``end_value`` at step ``decay_steps`` (total length, warm-up included).
 
@@ -226,8 +244,10 @@ def warmup_cosine(init_value: float, peak_value: float, warmup_steps: int, decay
     check_int("warmup_steps", warmup_steps, low=0)
     check_int("decay_steps", decay_steps, low=1)
     if decay_steps <= warmup_steps:
-        raise ValueError(f"Invalid decay_steps: {decay_steps}. Expected decay_steps > "
-                         f"warmup_steps ({warmup_steps}); decay_steps counts the warm-up too.")
+        raise ValueError(
+            f"Invalid decay_steps: {decay_steps}. Expected decay_steps > "
+            f"warmup_steps ({warmup_steps}); decay_steps counts the warm-up too."
+        )
 
     def schedule(count):
         t = _f32(count)
@@ -239,8 +259,13 @@ def warmup_cosine(init_value: float, peak_value: float, warmup_steps: int, decay
     return schedule
 
 
-def one_cycle(transition_steps: int, peak_value: float, pct_start: float = 0.3,
-              div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
+def one_cycle(
+    transition_steps: int,
+    peak_value: float,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> Schedule:
     """One-cycle (Smith & Topin 2018): cosine annealing from ``peak/div_factor`` up to
     ``peak`` over the first ``pct_start`` of the steps, then down to
     ``peak/(div_factor*final_div_factor)``.
@@ -261,8 +286,9 @@ def one_cycle(transition_steps: int, peak_value: float, pct_start: float = 0.3,
       [0.004, 0.1, 0.0]
     """
     check_int("transition_steps", transition_steps, low=1)
-    check_scalar("pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True,
-                 schedule_ok=False)
+    check_scalar(
+        "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True, schedule_ok=False
+    )
     start = peak_value / div_factor
     end = start / final_div_factor
     up = float(pct_start * transition_steps)
@@ -308,8 +334,8 @@ def sgdr(init_value: float, first_period: int, t_mult: int = 1, eta_min: float =
             period = jnp.asarray(first_period, t.dtype)
         else:
             i = jnp.floor(jnp.log(t / first_period * (t_mult - 1) + 1) / math.log(t_mult))
-            start = first_period * (t_mult ** i - 1) / (t_mult - 1)
-            t_cur, period = t - start, first_period * t_mult ** i
+            start = first_period * (t_mult**i - 1) / (t_mult - 1)
+            t_cur, period = t - start, first_period * t_mult**i
         return eta_min + (init_value - eta_min) * 0.5 * (1 + jnp.cos(math.pi * t_cur / period))
 
     return schedule
@@ -326,13 +352,16 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
       ``schedule(count) -> scalar``, jit-able.
 
     Example:
-      >>> lr = jz.schedules.join([jz.schedules.linear(0.0, 0.1, 10), jz.schedules.cosine(0.1, 90)], [10])
+      >>> lr = jz.schedules.join(
+      ...     [jz.schedules.linear(0.0, 0.1, 10), jz.schedules.cosine(0.1, 90)], [10])
       >>> [round(float(lr(t)), 6) for t in (0, 10, 100)]
       [0.0, 0.1, 0.0]
     """
     if len(boundaries) != len(schedules) - 1:
-        raise ValueError(f"join: {len(schedules)} schedules need {len(schedules) - 1} "
-                         f"boundaries, got {len(boundaries)}.")
+        raise ValueError(
+            f"join: {len(schedules)} schedules need {len(schedules) - 1} "
+            f"boundaries, got {len(boundaries)}."
+        )
 
     def schedule(count):
         out = schedules[0](count)
@@ -343,8 +372,13 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     return schedule
 
 
-def swa_lr(init_value: Union[float, Schedule], swa_lr: float, anneal_steps: int = 10,
-           anneal_strategy: str = "cos", start_step: int = 0) -> Schedule:
+def swa_lr(
+    init_value: Union[float, Schedule],
+    swa_lr: float,
+    anneal_steps: int = 10,
+    anneal_strategy: str = "cos",
+    start_step: int = 0,
+) -> Schedule:
     """PyTorch's ``torch.optim.swa_utils.SWALR``: anneal to the SWA learning rate, then hold.
 
     With ``k = t - start_step`` the number of SWALR steps taken, ``A = anneal_steps`` and
@@ -385,8 +419,10 @@ def swa_lr(init_value: Union[float, Schedule], swa_lr: float, anneal_steps: int 
     check_int("anneal_steps", anneal_steps, low=0)
     check_int("start_step", start_step, low=0)
     if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(f"Invalid anneal_strategy: {anneal_strategy!r}. Expected 'cos' or "
-                         "'linear' (as torch's SWALR).")
+        raise ValueError(
+            f"Invalid anneal_strategy: {anneal_strategy!r}. Expected 'cos' or "
+            "'linear' (as torch's SWALR)."
+        )
     if not callable(init_value):
         check_nonneg("init_value", init_value, schedule_ok=False)
 
@@ -416,9 +452,16 @@ def swa_lr(init_value: Union[float, Schedule], swa_lr: float, anneal_steps: int 
 _WSD_DECAYS = ("linear", "cosine", "1-sqrt", "1-square")
 
 
-def wsd(peak_value: float, warmup_steps: int, stable_steps: int, decay_steps: int,
-        end_value: float = 0.0, init_value: float = 0.0, decay_type: str = "1-sqrt",
-        num_cycles: float = 0.5) -> Schedule:
+def wsd(
+    peak_value: float,
+    warmup_steps: int,
+    stable_steps: int,
+    decay_steps: int,
+    end_value: float = 0.0,
+    init_value: float = 0.0,
+    decay_type: str = "1-sqrt",
+    num_cycles: float = 0.5,
+) -> Schedule:
     """Warmup-stable-decay (Hu et al. 2024, MiniCPM; Hägele et al. 2024).
 
     With ``W, S, D`` the three lengths and ``a = (t - W - S) / D``::
@@ -466,8 +509,10 @@ def wsd(peak_value: float, warmup_steps: int, stable_steps: int, decay_steps: in
     check_int("stable_steps", stable_steps, low=0)
     check_int("decay_steps", decay_steps, low=0)
     if decay_type not in _WSD_DECAYS:
-        raise ValueError(f"Invalid decay_type: {decay_type!r}. Expected one of "
-                         f"{', '.join(map(repr, _WSD_DECAYS))}.")
+        raise ValueError(
+            f"Invalid decay_type: {decay_type!r}. Expected one of "
+            f"{', '.join(map(repr, _WSD_DECAYS))}."
+        )
     w, s, d = warmup_steps, stable_steps, decay_steps
 
     def schedule(count):
@@ -483,14 +528,16 @@ def wsd(peak_value: float, warmup_steps: int, stable_steps: int, decay_steps: in
         else:
             f = jnp.maximum(0.0, 0.5 * (1 + jnp.cos(2 * math.pi * num_cycles * a)))
         dec = end_value + (peak_value - end_value) * f
-        return jnp.where(t < w, warm, jnp.where(t < w + s, peak_value,
-                                                jnp.where(t < w + s + d, dec, end_value)))
+        return jnp.where(
+            t < w, warm, jnp.where(t < w + s, peak_value, jnp.where(t < w + s + d, dec, end_value))
+        )
 
     return schedule
 
 
-def inverse_sqrt(peak_value: float, warmup_steps: int, timescale: Optional[int] = None,
-                 init_value: float = 0.0) -> Schedule:
+def inverse_sqrt(
+    peak_value: float, warmup_steps: int, timescale: Optional[int] = None, init_value: float = 0.0
+) -> Schedule:
     """Linear warm-up to ``peak_value``, then decay as one over the square root of the step
     (Vaswani et al. 2017; fairseq's ``inverse_sqrt``; Hugging Face's
     ``get_inverse_sqrt_schedule``)::
@@ -520,8 +567,10 @@ def inverse_sqrt(peak_value: float, warmup_steps: int, timescale: Optional[int] 
     check_int("warmup_steps", warmup_steps, low=0)
     ts = warmup_steps if timescale is None else check_int("timescale", timescale, low=1)
     if ts < 1:
-        raise ValueError("Invalid timescale: None with warmup_steps=0. Give a timescale >= 1 "
-                         "(the step count over which the decay halves the rate ~3 times).")
+        raise ValueError(
+            "Invalid timescale: None with warmup_steps=0. Give a timescale >= 1 "
+            "(the step count over which the decay halves the rate ~3 times)."
+        )
 
     def schedule(count):
         t = _f32(count)

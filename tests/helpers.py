@@ -17,7 +17,8 @@ def make_grad_stream(params, steps, seed=1, scale=1.0):
     """Random gradients, stacked along a leading axis of length ``steps``."""
     rng = np.random.default_rng(seed)
     return jax.tree.map(
-        lambda p: jnp.asarray(scale * rng.normal(size=(steps,) + p.shape), p.dtype), params)
+        lambda p: jnp.asarray(scale * rng.normal(size=(steps,) + p.shape), p.dtype), params
+    )
 
 
 def trajectory(tx, params, grads):

@@ -14,8 +14,10 @@ import sys
 import time
 
 # Cheap CPU code generation: these checks compile ~10 programs and run each a few times.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-                           " --xla_llvm_disable_expensive_passes=true")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    " --xla_llvm_disable_expensive_passes=true"
+)
 
 import jax  # noqa: E402
 
@@ -35,8 +37,12 @@ STEPS = 3
 # Tensor-parallel-like parameter specs on a (data=4, model=2) mesh, so that "placed like the
 # parameters" is not trivially "replicated"; ZeRO-1 then adds the data axis.
 # Few leaves: the ~45 optimizers are compiled together and compile time grows with leaves.
-SHAPES = {"w": ((64, 32), P("model")), "k": ((3, 3, 8, 16), P(None, None, None, "model")),
-          "b": ((32,), P()), "odd": ((5, 3), P())}
+SHAPES = {
+    "w": ((64, 32), P("model")),
+    "k": ((3, 3, 8, 16), P(None, None, None, "model")),
+    "b": ((32,), P()),
+    "odd": ((5, 3), P()),
+}
 
 
 def optimizers():
@@ -44,12 +50,18 @@ def optimizers():
     # Factored moments need dimensions >= min_dim_size_to_factor (default 128).
     txs["adafactor(min_dim_size_to_factor=8)"] = jz.adafactor(min_dim_size_to_factor=8)
     txs["optax.adafactor(min_dim_size_to_factor=8)"] = optax.adafactor(
-        1e-2, min_dim_size_to_factor=8)
+        1e-2, min_dim_size_to_factor=8
+    )
     txs["optax.adamw"] = optax.adamw(1e-3, weight_decay=1e-2)
     txs["optax.lamb"] = optax.lamb(1e-3)
     txs["chain(ours, optax)"] = optax.chain(
-        jz.clip_by_global_norm(1.0), jz.scale_by_adam(), optax.add_decayed_weights(1e-2),
-        optax.scale_by_trust_ratio(), jz.ema(0.9), optax.scale(-1e-3))
+        jz.clip_by_global_norm(1.0),
+        jz.scale_by_adam(),
+        optax.add_decayed_weights(1e-2),
+        optax.scale_by_trust_ratio(),
+        jz.ema(0.9),
+        optax.scale(-1e-3),
+    )
     return txs
 
 
@@ -66,8 +78,10 @@ def make_params(names, mesh, dtype=jnp.float32, seed=0):
     one = {k: rng.normal(size=s) for k, (s, _) in SHAPES.items()}
     host = {n: {k: np.asarray(v, dtype) for k, v in one.items()} for n in names}
     spec = (lambda k: SHAPES[k][1]) if len(mesh.shape) > 1 else (lambda k: P())
-    placed = {n: {k: jax.device_put(v, NamedSharding(mesh, spec(k))) for k, v in t.items()}
-              for n, t in host.items()}
+    placed = {
+        n: {k: jax.device_put(v, NamedSharding(mesh, spec(k))) for k, v in t.items()}
+        for n, t in host.items()
+    }
     return host, placed
 
 
@@ -103,8 +117,10 @@ def run_sharded(txs, mesh, shard_over, dtype=np.float32):
     timing["shardings"] = time.perf_counter() - t0
     state = sh.init_sharded(tx, placed, shard_over=shard_over)
     timing["init"] = time.perf_counter() - t0
-    init_ok = all(a.sharding.is_equivalent_to(s, a.ndim)
-                  for a, s in zip(jax.tree.leaves(state), jax.tree.leaves(s_sh)))
+    init_ok = all(
+        a.sharding.is_equivalent_to(s, a.ndim)
+        for a, s in zip(jax.tree.leaves(state), jax.tree.leaves(s_sh))
+    )
     p_sh = sh.param_sharding(placed)
     upd = sh.sharded_update(tx, placed, shard_over=shard_over)
     params = jax.device_put(host, p_sh)  # a copy: the update donates its inputs
@@ -119,8 +135,12 @@ def run_sharded(txs, mesh, shard_over, dtype=np.float32):
         ref_p, ref_s = ref_upd(g, ref_s, ref_p)
         jax.block_until_ready(ref_s)
         timing[f"ref{t}"] = time.perf_counter() - t0
-    out = {"compiles": upd._cache_size(), "init_shardings_ok": init_ok, "per_optimizer": {},
-           "timing": timing}
+    out = {
+        "compiles": upd._cache_size(),
+        "init_shardings_ok": init_ok,
+        "per_optimizer": {},
+        "timing": timing,
+    }
     for n in txs:
         st, rst = state.inner_states[n], ref_s.inner_states[n]
         leaves = jax.tree.leaves(st)
@@ -135,17 +155,23 @@ def run_sharded(txs, mesh, shard_over, dtype=np.float32):
             "layout_bytes": sum(a.nbytes // _ways(a) for a in leaves),
             "params_keep_sharding": all(
                 a.sharding.is_equivalent_to(b.sharding, a.ndim)
-                for a, b in zip(jax.tree.leaves(params[n]), jax.tree.leaves(placed[n]))),
+                for a, b in zip(jax.tree.leaves(params[n]), jax.tree.leaves(placed[n]))
+            ),
             "state_keeps_sharding": all(
                 a.sharding.is_equivalent_to(b, a.ndim)
-                for a, b in zip(leaves, jax.tree.leaves(s_sh.inner_states[n]))),
+                for a, b in zip(leaves, jax.tree.leaves(s_sh.inner_states[n]))
+            ),
             # parameters: relative to their movement (f64) and to their size (f32 rounding)
-            "param_err_move": err(params[n], ref_p[n], lambda y, path, n=n: float(np.max(np.abs(
-                y - _get(host[n], path))))),
+            "param_err_move": err(
+                params[n],
+                ref_p[n],
+                lambda y, path, n=n: float(np.max(np.abs(y - _get(host[n], path)))),
+            ),
             "param_err": err(params[n], ref_p[n], lambda y, path: float(np.max(np.abs(y)))),
             "state_err": err(st, rst, lambda y, path: float(np.max(np.abs(y), initial=0))),
-            "moved": float(max(np.max(np.abs(np.asarray(ref_p[n][k]) - host[n][k]))
-                               for k in host[n])),
+            "moved": float(
+                max(np.max(np.abs(np.asarray(ref_p[n][k]) - host[n][k])) for k in host[n])
+            ),
         }
     return out
 
@@ -153,14 +179,21 @@ def run_sharded(txs, mesh, shard_over, dtype=np.float32):
 def _ways(a):
     """Into how many distinct pieces ``a``'s sharding cuts it."""
     mesh = a.sharding.mesh
-    return int(np.prod([mesh.shape[x] for dim in spec_axes(a.sharding.spec, a.ndim)
-                        for x in dim], dtype=np.int64))
+    return int(
+        np.prod(
+            [mesh.shape[x] for dim in spec_axes(a.sharding.spec, a.ndim) for x in dim],
+            dtype=np.int64,
+        )
+    )
 
 
 def _get(tree, path):
     for k in path:
-        tree = tree[k.key] if hasattr(k, "key") else (
-            tree[k.idx] if hasattr(k, "idx") else getattr(tree, k.name))
+        tree = (
+            tree[k.key]
+            if hasattr(k, "key")
+            else (tree[k.idx] if hasattr(k, "idx") else getattr(tree, k.name))
+        )
     return tree
 
 
@@ -175,12 +208,19 @@ def placement(tx, placed):
     for shard_over in (None, "data"):
         s_sh = sh.state_sharding(tx, placed, shard_over=shard_over)
         shapes = jax.eval_shape(tx.init, placed)
-        for (path, sd), ns in zip(jax.tree_util.tree_leaves_with_path(shapes),
-                                  jax.tree.leaves(s_sh)):
+        for (path, sd), ns in zip(
+            jax.tree_util.tree_leaves_with_path(shapes), jax.tree.leaves(s_sh)
+        ):
             key = path[-1].key if path and hasattr(path[-1], "key") else None
-            leaves.append({"shard_over": shard_over, "path": jax.tree_util.keystr(path),
-                           "shape": list(sd.shape), "param": key if key in SHAPES else None,
-                           "axes": [list(a) for a in spec_axes(ns.spec, len(sd.shape))]})
+            leaves.append(
+                {
+                    "shard_over": shard_over,
+                    "path": jax.tree_util.keystr(path),
+                    "shape": list(sd.shape),
+                    "param": key if key in SHAPES else None,
+                    "axes": [list(a) for a in spec_axes(ns.spec, len(sd.shape))],
+                }
+            )
     return leaves
 
 
@@ -201,9 +241,13 @@ def home_checks(mesh):
 
     shapes = [(64, 32), (32, 48), (3, 3, 8, 16), (24, 40), (40, 8), (16, 16), (56, 24)]
     rng = np.random.default_rng(0)
-    mats = [jax.device_put(np.asarray(rng.normal(size=s), np.float32),
-                           NamedSharding(mesh, P("data") if s[0] % 8 == 0 else P()))
-            for s in shapes]
+    mats = [
+        jax.device_put(
+            np.asarray(rng.normal(size=s), np.float32),
+            NamedSharding(mesh, P("data") if s[0] % 8 == 0 else P()),
+        )
+        for s in shapes
+    ]
     run = jax.jit(lambda ms: sh.run_on_home_devices(newton_schulz, ms, mesh))
     got = run(mats)
     jax.effects_barrier()  # every callback has run
@@ -216,16 +260,19 @@ def home_checks(mesh):
     jax.effects_barrier()
     ctx_counts = dict(calls)
     calls.clear()
-    return {"context_exact": all(bool(np.array_equal(np.asarray(a), np.asarray(b)))
-                                 for a, b in zip(ctx, ref)),
-            "context_calls_per_matrix": [ctx_counts.get(int(np.prod(s)), 0) for s in shapes],
-            "exact": all(bool(np.array_equal(np.asarray(a), np.asarray(b)))
-                         for a, b in zip(got, ref)),
-            "max_abs_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                                for a, b in zip(got, ref)),
-            "calls_per_matrix": [counts.get(int(np.prod(s)), 0) for s in shapes],
-            "replicated": all(a.sharding.is_fully_replicated for a in got),
-            "assignment": sh.home_device_assignment(shapes, 8)}
+    return {
+        "context_exact": all(
+            bool(np.array_equal(np.asarray(a), np.asarray(b))) for a, b in zip(ctx, ref)
+        ),
+        "context_calls_per_matrix": [ctx_counts.get(int(np.prod(s)), 0) for s in shapes],
+        "exact": all(bool(np.array_equal(np.asarray(a), np.asarray(b))) for a, b in zip(got, ref)),
+        "max_abs_diff": max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, ref)
+        ),
+        "calls_per_matrix": [counts.get(int(np.prod(s)), 0) for s in shapes],
+        "replicated": all(a.sharding.is_fully_replicated for a in got),
+        "assignment": sh.home_device_assignment(shapes, 8),
+    }
 
 
 def train_checks():
@@ -233,10 +280,12 @@ def train_checks():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 20)).astype(np.float32)
     y = rng.integers(0, 5, size=64)
-    host = {"w1": (0.3 * rng.normal(size=(20, 64))).astype(np.float32),
-            "b1": np.zeros(64, np.float32),
-            "w2": (0.3 * rng.normal(size=(64, 5))).astype(np.float32),
-            "b2": np.zeros(5, np.float32)}
+    host = {
+        "w1": (0.3 * rng.normal(size=(20, 64))).astype(np.float32),
+        "b1": np.zeros(64, np.float32),
+        "w2": (0.3 * rng.normal(size=(64, 5))).astype(np.float32),
+        "b2": np.zeros(5, np.float32),
+    }
     tx = jz.get("lamb")
 
     def loss_fn(p, xb, yb):
@@ -263,8 +312,12 @@ def train_checks():
         s_sh = sh.state_sharding(tx, params, shard_over=shard_over)
         state = sh.init_sharded(tx, params, shard_over=shard_over)
         b_sh = sh.batch_sharding(mesh)
-        f = jax.jit(step, in_shardings=(p_sh, s_sh, b_sh, b_sh),
-                    out_shardings=(p_sh, s_sh, sh.replicated(mesh)), donate_argnums=(0, 1))
+        f = jax.jit(
+            step,
+            in_shardings=(p_sh, s_sh, b_sh, b_sh),
+            out_shardings=(p_sh, s_sh, sh.replicated(mesh)),
+            donate_argnums=(0, 1),
+        )
         xb, yb = sh.shard_batch((x, y), mesh)
         stats = sh.compiled_stats(f.lower(params, state, xb, yb).compile())
         losses = []
@@ -272,11 +325,14 @@ def train_checks():
             params, state, loss = f(params, state, xb, yb)
             losses.append(float(loss))
         out[str(shard_over)] = {
-            "stats": stats, "losses": losses, "compiles": f._cache_size(),
+            "stats": stats,
+            "losses": losses,
+            "compiles": f._cache_size(),
             "param_err": err(params, p1, lambda y, path: float(np.max(np.abs(y)))),
             "state_bytes_per_device": max(sh.bytes_per_device(state).values()),
             "state_bytes": sum(a.nbytes for a in jax.tree.leaves(state)),
-            "batch_split": [list(s.data.shape) for s in xb.addressable_shards][:2]}
+            "batch_split": [list(s.data.shape) for s in xb.addressable_shards][:2],
+        }
     return out
 
 
@@ -287,11 +343,15 @@ def main():
     mesh1 = sh.data_mesh(8)
     txs = optimizers()
     _, placed = make_params(["one"], mesh2)
-    result = {"devices": len(devices),
-              "placement": {n: placement(tx, placed["one"]) for n, tx in txs.items()}}
+    result = {
+        "devices": len(devices),
+        "placement": {n: placement(tx, placed["one"]) for n, tx in txs.items()},
+    }
     result["placement_seconds"] = time.perf_counter() - t0
-    result["params"] = {k: {"shape": list(shape), "axes": [list(a) for a in spec_axes(
-        spec, len(shape))]} for k, (shape, spec) in SHAPES.items()}
+    result["params"] = {
+        k: {"shape": list(shape), "axes": [list(a) for a in spec_axes(spec, len(shape))]}
+        for k, (shape, spec) in SHAPES.items()
+    }
     # Parameters sharded over "model" (2), state placed like them and split over "data" (4).
     result["tp2_zero4"] = run_sharded(txs, mesh2, "data")
     # Plain data parallelism over 8 devices (parameters replicated): ZeRO-1, then without.
@@ -300,8 +360,11 @@ def main():
     result["dp8_replicated"] = run_sharded({"adam": txs["adam"]}, mesh1, None)
     # Non-element-wise optimizers in float64: exact up to the order of sums.
     with jax.enable_x64(True):
-        exact = {"lamb": jz.get("lamb"), "lars": jz.get("lars"),
-                 "adafactor": jz.adafactor(min_dim_size_to_factor=8)}
+        exact = {
+            "lamb": jz.get("lamb"),
+            "lars": jz.get("lars"),
+            "adafactor": jz.adafactor(min_dim_size_to_factor=8),
+        }
         result["f64_tp2_zero4"] = run_sharded(exact, mesh2, "data", np.float64)
     t1 = time.perf_counter()
     result["train"] = train_checks()

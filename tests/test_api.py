@@ -13,24 +13,28 @@ import jaxopt_zoo as jz
 
 # ----------------------------------------------------------------- validation
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: jz.adam(-0.1), r"Invalid learning_rate: -0.1"),
-    (lambda: jz.adam(1e-3, b1=1.0), r"Invalid b1: 1.0. Expected a number >= 0 and < 1"),
-    (lambda: jz.adam(1e-3, b2=-0.5), r"Invalid b2: -0.5"),
-    (lambda: jz.adam(1e-3, eps=-1e-8), r"Invalid eps"),
-    (lambda: jz.adamw(1e-3, weight_decay=-1.0), r"Invalid weight_decay: -1.0"),
-    (lambda: jz.sgd(0.1, momentum=-0.9), r"Invalid momentum: -0.9"),
-    (lambda: jz.sgd(0.1, nesterov=True), r"Nesterov momentum needs momentum > 0"),
-    (lambda: jz.sgd(0.1, momentum=0.9, nesterov=True, dampening=0.1), r"dampening"),
-    (lambda: jz.rmsprop(0.1, decay=1.5), r"Invalid decay: 1.5"),
-    (lambda: jz.adagrad(0.1, initial_accumulator_value=-1), r"initial_accumulator_value"),
-    (lambda: jz.adadelta(rho=1.0), r"Invalid rho"),
-    (lambda: jz.lion(1e-4, b1=2.0), r"Invalid b1"),
-    (lambda: jz.clip_by_global_norm(0.0), r"Invalid max_norm"),
-    (lambda: jz.adam(float("nan")), r"Invalid learning_rate: nan"),
-    (lambda: jz.schedules.cosine(0.1, 0), r"Invalid decay_steps"),
-    (lambda: jz.schedules.warmup_cosine(0.0, 0.1, 10, 5), r"decay_steps > warmup_steps"),
-])
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: jz.adam(-0.1), r"Invalid learning_rate: -0.1"),
+        (lambda: jz.adam(1e-3, b1=1.0), r"Invalid b1: 1.0. Expected a number >= 0 and < 1"),
+        (lambda: jz.adam(1e-3, b2=-0.5), r"Invalid b2: -0.5"),
+        (lambda: jz.adam(1e-3, eps=-1e-8), r"Invalid eps"),
+        (lambda: jz.adamw(1e-3, weight_decay=-1.0), r"Invalid weight_decay: -1.0"),
+        (lambda: jz.sgd(0.1, momentum=-0.9), r"Invalid momentum: -0.9"),
+        (lambda: jz.sgd(0.1, nesterov=True), r"Nesterov momentum needs momentum > 0"),
+        (lambda: jz.sgd(0.1, momentum=0.9, nesterov=True, dampening=0.1), r"dampening"),
+        (lambda: jz.rmsprop(0.1, decay=1.5), r"Invalid decay: 1.5"),
+        (lambda: jz.adagrad(0.1, initial_accumulator_value=-1), r"initial_accumulator_value"),
+        (lambda: jz.adadelta(rho=1.0), r"Invalid rho"),
+        (lambda: jz.lion(1e-4, b1=2.0), r"Invalid b1"),
+        (lambda: jz.clip_by_global_norm(0.0), r"Invalid max_norm"),
+        (lambda: jz.adam(float("nan")), r"Invalid learning_rate: nan"),
+        (lambda: jz.schedules.cosine(0.1, 0), r"Invalid decay_steps"),
+        (lambda: jz.schedules.warmup_cosine(0.0, 0.1, 10, 5), r"decay_steps > warmup_steps"),
+    ],
+)
 def test_invalid_hyperparameters_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -52,7 +56,9 @@ def test_arrays_tracers_and_schedules_pass_validation():
 
 
 def test_registry_errors_name_the_options():
-    with pytest.raises(KeyError, match=r"^Unknown optimizer 'adma'. Did you mean .*'adam'.*Known: adabelief"):
+    with pytest.raises(
+        KeyError, match=r"^Unknown optimizer 'adma'. Did you mean .*'adam'.*Known: adabelief"
+    ):
         jz.get("adma")
     with pytest.raises(TypeError, match=r"adam: unknown argument\(s\) \['betas'\]"):
         jz.get("adam", betas=(0.9, 0.99))
@@ -60,11 +66,15 @@ def test_registry_errors_name_the_options():
 
 # ----------------------------------------------------------------- pytrees
 
+
 def test_structure_mismatch_names_both_structures():
     tx = jz.adam(1e-3)
     state = tx.init({"w": jnp.ones(3), "b": jnp.ones(2)})
-    with pytest.raises(ValueError, match=r"(?s)does not match.*gradients:.*'w'.*state \(from "
-                                         r"init\):.*'b'.*'w'"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)does not match.*gradients:.*'w'.*state \(from "
+        r"init\):.*'b'.*'w'",
+    ):
         tx.update({"w": jnp.ones(3)}, state)
 
 
@@ -96,6 +106,7 @@ def test_empty_and_zero_size_params():
 
 # ----------------------------------------------------------------- blocks
 
+
 def test_masked_leaves_other_updates_untouched():
     params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
     tx = jz.masked(jz.scale(10.0), {"w": True, "b": False})
@@ -106,8 +117,9 @@ def test_masked_leaves_other_updates_untouched():
 
 def test_partition_routes_by_label():
     params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
-    tx = jz.partition({"fast": jz.sgd(1.0), "frozen": jz.scale(0.0)},
-                      lambda p: {"w": "fast", "b": "frozen"})
+    tx = jz.partition(
+        {"fast": jz.sgd(1.0), "frozen": jz.scale(0.0)}, lambda p: {"w": "fast", "b": "frozen"}
+    )
     u, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
     np.testing.assert_allclose(u["w"], -1.0)
     np.testing.assert_allclose(u["b"], 0.0)
@@ -132,8 +144,13 @@ def test_skip_not_finite_equals_a_control_run_that_skips_those_steps():
     # guarded step into other fused loops, so the last bit may differ).
     bad = {3: jnp.nan, 4: jnp.inf, 9: -jnp.inf, 10: jnp.nan, 15: jnp.nan}
     rng = np.random.default_rng(0)
-    grads = [{"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
-              "b": jnp.asarray(rng.normal(size=3), jnp.float32)} for _ in range(20)]
+    grads = [
+        {
+            "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=3), jnp.float32),
+        }
+        for _ in range(20)
+    ]
     for t, v in bad.items():
         grads[t] = {"w": grads[t]["w"].at[1, 2].set(v), "b": grads[t]["b"]}
     guarded, control = jz.skip_not_finite(jz.adam(0.1), max_consecutive=2), jz.adam(0.1)
@@ -187,6 +204,7 @@ def test_chain_forwards_extra_args():
 
 # ----------------------------------------------------------------- composition
 
+
 def test_multisteps_accumulates_like_a_big_batch():
     params = jnp.array([1.0, -2.0])
     grads = [jnp.array([0.5, 1.0]), jnp.array([1.5, -1.0])]
@@ -211,9 +229,9 @@ def test_flax_train_state_trains():
     model = Tiny()
     x = jnp.linspace(-1, 1, 16).reshape(8, 2)
     y = x @ jnp.array([[2.0], [-1.0]])
-    st = train_state.TrainState.create(apply_fn=model.apply,
-                                       params=model.init(jax.random.key(0), x),
-                                       tx=jz.adamw(0.05))
+    st = train_state.TrainState.create(
+        apply_fn=model.apply, params=model.init(jax.random.key(0), x), tx=jz.adamw(0.05)
+    )
 
     @jax.jit
     def step(st):

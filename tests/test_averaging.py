@@ -29,7 +29,8 @@ def _torch_run(params, grads, lr, averaged, when, scheduler=None):
     """Parameters of ``averaged`` (an AveragedModel factory) after every step."""
     keys = sorted(params)
     model = torch.nn.ParameterDict(
-        {k: torch.nn.Parameter(torch.tensor(np.asarray(params[k]))) for k in keys})
+        {k: torch.nn.Parameter(torch.tensor(np.asarray(params[k]))) for k in keys}
+    )
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     sched = scheduler(opt) if scheduler else None
     avg = averaged(model)
@@ -54,7 +55,9 @@ def _ours(tx, params, grads):
             p, s = carry
             u, s = tx.update(g, s, p)
             return (optax.apply_updates(p, u), s), jz.averaged_params(s)
+
         return jax.lax.scan(body, (params, tx.init(params)), grads)[1]
+
     return jax.tree.map(np.asarray, run(params, grads))
 
 
@@ -68,8 +71,9 @@ def test_swa_matches_torch_averaged_model(start, every):
     with jax.enable_x64(True):
         params, grads = _data()
         got = _ours(jz.swa(jz.sgd(0.05, momentum=0.9), start, every), params, grads)
-    want = _torch_run(params, grads, 0.05, AveragedModel,
-                      lambda n: n >= start and (n - start) % every == 0)
+    want = _torch_run(
+        params, grads, 0.05, AveragedModel, lambda n: n >= start and (n - start) % every == 0
+    )
     assert max_rel_err(got, want) < RTOL64
     assert np.max(np.abs(want["p1"][-1] - np.asarray(params["p1"]))) > 0.1  # it moved
 
@@ -81,10 +85,14 @@ def test_swa_with_swa_lr_matches_torch_swalr(strategy, anneal):
     with jax.enable_x64(True):
         params, grads = _data()
         got = _ours(jz.swa(jz.sgd(lr, momentum=0.9), 30, 2), params, grads)
-    want = _torch_run(params, grads, 0.05, AveragedModel,
-                      lambda n: n >= 30 and n % 2 == 0,
-                      scheduler=lambda o: SWALR(o, swa_lr=0.01, anneal_epochs=anneal,
-                                                anneal_strategy=strategy))
+    want = _torch_run(
+        params,
+        grads,
+        0.05,
+        AveragedModel,
+        lambda n: n >= 30 and n % 2 == 0,
+        scheduler=lambda o: SWALR(o, swa_lr=0.01, anneal_epochs=anneal, anneal_strategy=strategy),
+    )
     assert max_rel_err(got, want) < 1e-10  # SWALR's recursion rounds differently (~1e-15)
 
 
@@ -93,9 +101,13 @@ def test_ema_weights_match_torch_ema(decay):
     with jax.enable_x64(True):
         params, grads = _data()
         got = _ours(jz.ema_weights(jz.sgd(0.05, momentum=0.9), decay), params, grads)
-    want = _torch_run(params, grads, 0.05,
-                      lambda m: AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(decay)),
-                      lambda n: True)
+    want = _torch_run(
+        params,
+        grads,
+        0.05,
+        lambda m: AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(decay)),
+        lambda n: True,
+    )
     assert max_rel_err(got, want) < RTOL64
 
 
@@ -109,8 +121,9 @@ def test_definitions_by_hand():
         ema = _ours(jz.ema_weights(base, 0.8, copy_first=False), params, grads)
     for k in params:
         taken = [n for n in range(1, STEPS + 1) if n >= 7 and (n - 7) % 5 == 0]
-        np.testing.assert_allclose(swa[k][-1], np.mean(traj[k][[n - 1 for n in taken]], 0),
-                                   rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            swa[k][-1], np.mean(traj[k][[n - 1 for n in taken]], 0), rtol=1e-12, atol=1e-14
+        )
         np.testing.assert_allclose(swa[k][5], np.asarray(params[k]))  # before the first: init
         a = np.asarray(params[k])
         for n in range(STEPS):
@@ -121,6 +134,7 @@ def test_definitions_by_hand():
 # --------------------------------------------------------------------------- #
 # Keras' use_ema, ema_momentum, ema_overwrite_frequency
 # --------------------------------------------------------------------------- #
+
 
 def _keras_run(opt, params, grads):
     keys = sorted(params)
@@ -143,14 +157,18 @@ def _ours_with_params(tx, params, grads):
             u, s = tx.update(g, s, p)
             p = optax.apply_updates(p, u)
             return (p, s), (p, jz.averaged_params(s))
+
         return jax.lax.scan(body, (params, tx.init(params)), grads)[1]
+
     return jax.tree.map(np.asarray, run(params, grads))
 
 
 KERAS_CASES = {
     "sgd-momentum": ("SGD", dict(learning_rate=0.0625, momentum=0.9, ema_momentum=0.9)),
-    "adam-overwrite-3": ("Adam", dict(learning_rate=0.0078125, ema_momentum=0.8,
-                                      ema_overwrite_frequency=3)),
+    "adam-overwrite-3": (
+        "Adam",
+        dict(learning_rate=0.0078125, ema_momentum=0.8, ema_overwrite_frequency=3),
+    ),
     "adamw-overwrite-1": ("AdamW", dict(learning_rate=0.0078125, ema_overwrite_frequency=1)),
 }
 
@@ -162,11 +180,11 @@ def test_keras_ema_options_match_keras(case):
         params, grads = _data()
         theirs = getattr(keras.optimizers, cls)(use_ema=True, **kw)
         want_p, want_a = _keras_run(theirs, params, grads)
-        got_p, got_a = _ours_with_params(getattr(kz, cls.lower())(use_ema=True, **kw),
-                                         params, grads)
+        got_p, got_a = _ours_with_params(
+            getattr(kz, cls.lower())(use_ema=True, **kw), params, grads
+        )
         if case == "adam-overwrite-3":  # and from Keras' config
-            via_get = _ours_with_params(kz.get(keras.optimizers.serialize(theirs)), params,
-                                        grads)
+            via_get = _ours_with_params(kz.get(keras.optimizers.serialize(theirs)), params, grads)
             assert max_rel_err(via_get[1], want_a) < RTOL64
     assert max_rel_err(got_a, want_a) < RTOL64
     assert max_rel_err(got_p, want_p) < RTOL64
@@ -199,6 +217,7 @@ def test_every_keras_optimizer_takes_the_ema_options():
 # averaged_params, dtypes, jit, errors
 # --------------------------------------------------------------------------- #
 
+
 def test_averaged_params_finds_the_average_anywhere():
     p = {"w": jnp.arange(3.0), "b": jnp.ones(())}
     g = {"w": jnp.ones(3), "b": jnp.ones(())}
@@ -212,8 +231,9 @@ def test_averaged_params_finds_the_average_anywhere():
     for tx in wrapped:
         s = tx.init(p)
         u, s = tx.update(g, s, p, grad_fn=lambda q: g)
-        np.testing.assert_allclose(jz.averaged_params(s)["w"],
-                                   np.asarray(optax.apply_updates(p, u)["w"]))
+        np.testing.assert_allclose(
+            jz.averaged_params(s)["w"], np.asarray(optax.apply_updates(p, u)["w"])
+        )
     with pytest.raises(ValueError, match="holds no averaged parameters"):
         jz.averaged_params(jz.adam(0.1).init(p))
 
@@ -255,14 +275,17 @@ def test_no_recompilation():
     assert len(traces) == 1 and int(s.n_averaged) == 2
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: jz.ema_weights(jz.sgd(0.1), -0.1), r"Invalid decay: -0\.1"),
-    (lambda: jz.ema_weights(jz.sgd(0.1), 1.5), r"Invalid decay: 1\.5"),
-    (lambda: jz.ema_weights(jz.sgd(0.1), float("nan")), r"Invalid decay: nan"),
-    (lambda: jz.ema_weights(jz.sgd(0.1), 0.9, overwrite_every=0), r"Invalid overwrite_every"),
-    (lambda: jz.swa(jz.sgd(0.1), -1), r"Invalid start_step: -1\. Expected an integer >= 0"),
-    (lambda: jz.swa(jz.sgd(0.1), 0, 0), r"Invalid every_steps: 0\. Expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: jz.ema_weights(jz.sgd(0.1), -0.1), r"Invalid decay: -0\.1"),
+        (lambda: jz.ema_weights(jz.sgd(0.1), 1.5), r"Invalid decay: 1\.5"),
+        (lambda: jz.ema_weights(jz.sgd(0.1), float("nan")), r"Invalid decay: nan"),
+        (lambda: jz.ema_weights(jz.sgd(0.1), 0.9, overwrite_every=0), r"Invalid overwrite_every"),
+        (lambda: jz.swa(jz.sgd(0.1), -1), r"Invalid start_step: -1\. Expected an integer >= 0"),
+        (lambda: jz.swa(jz.sgd(0.1), 0, 0), r"Invalid every_steps: 0\. Expected an integer >= 1"),
+    ],
+)
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()

@@ -47,7 +47,8 @@ def leaves_equal(a, b):
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     return len(la) == len(lb) and all(
         x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
-        for x, y in zip(map(np.asarray, la), map(np.asarray, lb)))
+        for x, y in zip(map(np.asarray, la), map(np.asarray, lb))
+    )
 
 
 def strip_seconds(history):
@@ -58,8 +59,9 @@ def train(ckpt=None, state=None, stop_at=None):
     callbacks = [] if ckpt is None else [ckpt.callback]
     if stop_at is not None:
         callbacks.append(lambda s: s.step == stop_at)
-    return train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG, callbacks=callbacks,
-                              state=state)
+    return train_and_evaluate(
+        MODEL, TX, (IMAGES, LABELS), VAL, CFG, callbacks=callbacks, state=state
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,23 +79,38 @@ def numbers(d):
 # Round trips
 # --------------------------------------------------------------------------- #
 
+
 @pytest.mark.parametrize("typed_key", [False, True])
 def test_round_trip_keeps_types_dtypes_values_and_zero_size_leaves(tmp_path, typed_key):
-    params = {"w": jnp.linspace(-1, 1, 12).reshape(3, 4), "empty": jnp.zeros((0, 3)),
-              "half": jnp.array([0.1, -2.5], jnp.bfloat16), "s": jnp.asarray(0.5)}
+    params = {
+        "w": jnp.linspace(-1, 1, 12).reshape(3, 4),
+        "empty": jnp.zeros((0, 3)),
+        "half": jnp.array([0.1, -2.5], jnp.bfloat16),
+        "s": jnp.asarray(0.5),
+    }
     tx = jz.chain(jz.skip_not_finite(jz.adam(1e-3), max_consecutive=3), jz.ema(0.9))
     opt_state = tx.init(params)
     _, opt_state = tx.update(jax.tree.map(jnp.ones_like, params), opt_state, params)
     rng = jax.random.key(7) if typed_key else jax.random.PRNGKey(7)
-    history = ({"epoch": 1, "train_loss": 0.1 + 0.2, "train_accuracy": 1 / 3,
-                "val_loss": None, "val_accuracy": float("nan"), "seconds": 1e-9},)
-    state = LoopState(params, opt_state, 9, 1, 2, rng, Metrics(*map(jnp.float32, (3.5, 2, 64))),
-                      history)
+    history = (
+        {
+            "epoch": 1,
+            "train_loss": 0.1 + 0.2,
+            "train_accuracy": 1 / 3,
+            "val_loss": None,
+            "val_accuracy": float("nan"),
+            "seconds": 1e-9,
+        },
+    )
+    state = LoopState(
+        params, opt_state, 9, 1, 2, rng, Metrics(*map(jnp.float32, (3.5, 2, 64))), history
+    )
     with Checkpointer(tmp_path / "ck", metadata=META) as ck:
         assert ck.save(state, force=True)
     restored, message = Checkpointer(tmp_path / "ck", metadata=META).restore_latest(state)
-    assert message.startswith(f"Resumed from checkpoint 10 in {tmp_path / 'ck'}: step 9 "
-                              "(epoch 2, after batch 2).")
+    assert message.startswith(
+        f"Resumed from checkpoint 10 in {tmp_path / 'ck'}: step 9 (epoch 2, after batch 2)."
+    )
     assert jax.tree.structure(restored.opt_state) == jax.tree.structure(opt_state)
     assert type(restored.opt_state[0]).__name__ == "SkipNotFiniteState"
     assert type(restored.opt_state[0].inner_state[0]).__name__ == "ScaleByAdamState"
@@ -137,8 +154,11 @@ def test_every_steps_and_saving_out_of_order(tmp_path):
     assert not ck.save(state._replace(step=3))
     assert ck.save(state._replace(step=4))
     assert not ck.save(state._replace(step=4), force=True)  # already saved: a no-op
-    with pytest.raises(CheckpointError, match=r"Cannot save step 2 \(checkpoint 2\) into .* "
-                                              r"already holds the newer checkpoint 4"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"Cannot save step 2 \(checkpoint 2\) into .* "
+        r"already holds the newer checkpoint 4",
+    ):
         ck.save(state._replace(step=2), force=True)
     ck.close()
     with pytest.raises(ValueError, match="Invalid keep: 0"):
@@ -151,6 +171,7 @@ def test_every_steps_and_saving_out_of_order(tmp_path):
 # Damaged, partial and foreign checkpoints
 # --------------------------------------------------------------------------- #
 
+
 def three_checkpoints(d):
     """Checkpoints of steps 3, 6 and 9 of a real run; returns the three states."""
     saved = {}
@@ -160,8 +181,14 @@ def three_checkpoints(d):
             saved[s.step] = jax.device_get(s)
 
     with Checkpointer(d, every_steps=3, metadata=META) as ck:
-        train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
-                           callbacks=[ck.callback, keep_copy, lambda s: s.step == 9])
+        train_and_evaluate(
+            MODEL,
+            TX,
+            (IMAGES, LABELS),
+            VAL,
+            CFG,
+            callbacks=[ck.callback, keep_copy, lambda s: s.step == 9],
+        )
     assert Checkpointer(d).all_numbers() == [3, 6, 10]
     return saved
 
@@ -198,8 +225,17 @@ def damage(d, how):
             p.rmdir() if p.is_dir() else p.unlink()
 
 
-@pytest.mark.parametrize("how", ["bit flip", "truncated file", "missing item",
-                                 "garbage metadata", "edited history", "empty folder"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "bit flip",
+        "truncated file",
+        "missing item",
+        "garbage metadata",
+        "edited history",
+        "empty folder",
+    ],
+)
 def test_damaged_latest_falls_back_to_the_newest_good_one(tmp_path, how):
     saved = three_checkpoints(tmp_path)
     damage(tmp_path / "10", how)
@@ -224,9 +260,12 @@ def test_no_good_checkpoint_is_a_clear_error_and_nothing_is_touched(tmp_path):
     for n, how in (("3", "garbage metadata"), ("6", "bit flip"), ("10", "missing item")):
         damage(tmp_path / n, how)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    with pytest.raises(CheckpointError, match=r"(?s)No usable checkpoint in .*; every one is "
-                                              r"damaged:\n  - .*10: .*\n  - .*6: .*sha256.*"
-                                              r"\n  - .*3: .*Nothing was moved or deleted"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)No usable checkpoint in .*; every one is "
+        r"damaged:\n  - .*10: .*\n  - .*6: .*sha256.*"
+        r"\n  - .*3: .*Nothing was moved or deleted",
+    ):
         Checkpointer(tmp_path, metadata=META).restore_latest(template())
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
@@ -246,33 +285,43 @@ def test_unfinished_writes_are_never_taken_for_checkpoints(tmp_path):
     ck = Checkpointer(only)
     (only / "5.orbax-checkpoint-tmp-1").mkdir()
     assert ck.restore_latest(template()) == (
-        None, f"No checkpoint in {only} (only 1 unfinished write(s) of a run killed while "
-              "saving, which are not checkpoints): starting from scratch.")
+        None,
+        f"No checkpoint in {only} (only 1 unfinished write(s) of a run killed while "
+        "saving, which are not checkpoints): starting from scratch.",
+    )
 
 
 def test_directories_of_another_run_are_refused(tmp_path):
     three_checkpoints(tmp_path)
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"holds checkpoints of another run \(model: 'mlp32' there, 'cnn' "
-                             r"here\)"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"holds checkpoints of another run \(model: 'mlp32' there, 'cnn' "
+        r"here\)",
+    ):
         Checkpointer(tmp_path, metadata={**META, "model": "cnn"})
     wider = MLP(hidden=(64,))
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"different model or optimizer: params\['Dense_0'\]\['bias'\] is "
-                             r"\(32,\) float32 in the checkpoints but \(64,\) float32 here"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"different model or optimizer: params\['Dense_0'\]\['bias'\] is "
+        r"\(32,\) float32 in the checkpoints but \(64,\) float32 here",
+    ):
         Checkpointer(tmp_path).restore_latest(template(model=wider))
-    with pytest.raises(CheckpointMismatchError, match=r"opt_state\[0\]\.\S+ is .* in the "
-                                                      r"checkpoints but absent here \(optimizer "
-                                                      r"state: ScaleByAdamState, EmptyState in "
-                                                      r"the checkpoints, TraceState"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"opt_state\[0\]\.\S+ is .* in the "
+        r"checkpoints but absent here \(optimizer "
+        r"state: ScaleByAdamState, EmptyState in "
+        r"the checkpoints, TraceState",
+    ):
         Checkpointer(tmp_path).restore_latest(template(tx=jz.sgd(0.1, momentum=0.9)))
     with pytest.raises(CheckpointMismatchError, match="Cannot save into .* different model"):
         Checkpointer(tmp_path).save(template(model=wider)._replace(step=99), force=True)
     # Not a checkpoint directory at all: refused before anything is written.
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.tex").write_text("precious")
-    with pytest.raises(CheckpointMismatchError, match="is not empty and is not a jaxopt_zoo "
-                                                      "checkpoint directory"):
+    with pytest.raises(
+        CheckpointMismatchError, match="is not empty and is not a jaxopt_zoo checkpoint directory"
+    ):
         Checkpointer(tmp_path / "notes")
     with pytest.raises(CheckpointError, match="exists and is not a directory"):
         Checkpointer(tmp_path / "notes" / "thesis.tex")
@@ -287,6 +336,7 @@ def test_directories_of_another_run_are_refused(tmp_path):
 # Signals
 # --------------------------------------------------------------------------- #
 
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_saves_the_current_step_and_stops(tmp_path, capsys, sig):
     def signal_at_step_4(s):
@@ -296,8 +346,9 @@ def test_interrupt_saves_the_current_step_and_stops(tmp_path, capsys, sig):
     ck = Checkpointer(tmp_path, every_steps=100, metadata=META)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with ck, ck.stop_on_interrupt():
-        state, _ = train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
-                                      callbacks=[signal_at_step_4, ck.callback])
+        state, _ = train_and_evaluate(
+            MODEL, TX, (IMAGES, LABELS), VAL, CFG, callbacks=[signal_at_step_4, ck.callback]
+        )
     assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
     assert ck.interrupted == sig and state.step == 4
     name = signal.Signals(sig).name
@@ -315,8 +366,14 @@ def test_a_second_ctrl_c_quits_at_once_without_saving(tmp_path):
     ck = Checkpointer(tmp_path, every_steps=100, metadata=META)
     with pytest.raises(KeyboardInterrupt):
         with ck, ck.stop_on_interrupt():
-            train_and_evaluate(MODEL, TX, (IMAGES, LABELS), VAL, CFG,
-                               callbacks=[ctrl_c_twice_at_step_2, ck.callback])
+            train_and_evaluate(
+                MODEL,
+                TX,
+                (IMAGES, LABELS),
+                VAL,
+                CFG,
+                callbacks=[ctrl_c_twice_at_step_2, ck.callback],
+            )
     assert ck.interrupted == signal.SIGINT and ck.all_numbers() == []
 
 
@@ -324,23 +381,41 @@ def test_a_second_ctrl_c_quits_at_once_without_saving(tmp_path):
 # The command line
 # --------------------------------------------------------------------------- #
 
-@pytest.mark.parametrize("args,code,message", [
-    (["--checkpoint-every", "5"], 2, r"--checkpoint-every needs --checkpoint-dir"),
-    (["--resume"], 2, r"--resume needs --checkpoint-dir"),
-    (["--keep-checkpoints", "0", "--checkpoint-dir", "x"], 2, r"expected a positive integer"),
-    (["--checkpoint-dir", "{ck}"], 2, r"already holds checkpoints of this run; add --resume"),
-    (["--checkpoint-dir", "{ck}", "--seed", "3", "--resume"], 1,
-     r"CheckpointMismatchError: .* holds checkpoints of another run \(seed: 0 there, 3 here\)"),
-    (["--on-nonfinite", "nan"], 2, r"invalid choice: 'nan'"),
-])
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--checkpoint-every", "5"], 2, r"--checkpoint-every needs --checkpoint-dir"),
+        (["--resume"], 2, r"--resume needs --checkpoint-dir"),
+        (["--keep-checkpoints", "0", "--checkpoint-dir", "x"], 2, r"expected a positive integer"),
+        (["--checkpoint-dir", "{ck}"], 2, r"already holds checkpoints of this run; add --resume"),
+        (
+            ["--checkpoint-dir", "{ck}", "--seed", "3", "--resume"],
+            1,
+            r"CheckpointMismatchError: .* holds checkpoints of another run "
+            r"\(seed: 0 there, 3 here\)",
+        ),
+        (["--on-nonfinite", "nan"], 2, r"invalid choice: 'nan'"),
+    ],
+)
 def test_cli_checkpoint_flags(tmp_path, capsys, args, code, message):
     import re
 
     ck = tmp_path / "ck"
     common = ["train", "--optimizer", "adam", "--model", "mlp", "--output", str(tmp_path / "o")]
-    identity = {"optimizer": "adam", "lr": None, "opt_arg": {}, "model": "mlp", "init": "flax",
-                "dataset": "mnist", "seed": 0, "batch_size": 64, "train_limit": None,
-                "val_limit": None, "val_size": 0}
+    identity = {
+        "optimizer": "adam",
+        "lr": None,
+        "opt_arg": {},
+        "model": "mlp",
+        "init": "flax",
+        "dataset": "mnist",
+        "seed": 0,
+        "batch_size": 64,
+        "train_limit": None,
+        "val_limit": None,
+        "val_size": 0,
+    }
     c = Checkpointer(ck, metadata=identity)
     c.save(init_loop_state(MLP(), jz.adam(1e-3), IMAGES[:1], 0)._replace(step=5), force=True)
     c.close()
@@ -349,25 +424,54 @@ def test_cli_checkpoint_flags(tmp_path, capsys, args, code, message):
     assert len(err) == 1 and re.search(message, err[0]), err
 
 
-CLI_RUN = ["train", "--optimizer", "adam", "--model", "mlp", "--epochs", "3", "--batch-size",
-           "64", "--train-limit", "2048", "--val-limit", "500", "--checkpoint-every", "5",
-           "--no-progress"]  # 32 steps per epoch, 96 in all; the last checkpoint is 99
+CLI_RUN = [
+    "train",
+    "--optimizer",
+    "adam",
+    "--model",
+    "mlp",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "64",
+    "--train-limit",
+    "2048",
+    "--val-limit",
+    "500",
+    "--checkpoint-every",
+    "5",
+    "--no-progress",
+]  # 32 steps per epoch, 96 in all; the last checkpoint is 99
 
 
 def _start(ck, out, *extra):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     return subprocess.Popen(
-        [sys.executable, "-m", "jaxopt_zoo.cli", *CLI_RUN, "--checkpoint-dir", str(ck),
-         "--output", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "jaxopt_zoo.cli",
+            *CLI_RUN,
+            "--checkpoint-dir",
+            str(ck),
+            "--output",
+            str(out),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _wait_for(predicate, proc, what, timeout=120.0):
     t0 = time.monotonic()
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended ({proc.returncode}) before {what}: "
-                                 f"{proc.stderr.read()}")
+            raise AssertionError(
+                f"the run ended ({proc.returncode}) before {what}: {proc.stderr.read()}"
+            )
         if time.monotonic() - t0 > timeout:
             proc.kill()
             raise AssertionError(f"timed out waiting for {what}")
@@ -396,8 +500,11 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
     from jaxopt_zoo.train.runner import RunSpec
     from jaxopt_zoo.train.techniques import Techniques
 
-    tx = RunSpec("adam", techniques=Techniques(sam_rho=0.05, swa_start=2, swa_lr=5e-4)).build(
-        32) if techniques else jz.adam(1e-3)
+    tx = (
+        RunSpec("adam", techniques=Techniques(sam_rho=0.05, swa_start=2, swa_lr=5e-4)).build(32)
+        if techniques
+        else jz.adam(1e-3)
+    )
     a_ck, b_ck = tmp_path / "a_ck", tmp_path / "b_ck"
     a = _start(a_ck, tmp_path / "a_out", *techniques)  # uninterrupted, alongside the others
     b = _start(b_ck, tmp_path / "b_out", *techniques)
@@ -413,14 +520,16 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
     d = _start(b_ck, tmp_path / "b_out", *techniques, "--resume")
     out, err = d.communicate(timeout=120)
     assert d.returncode == 0, err
-    assert f"Resumed from checkpoint {checkpoint_number(killed)} in {b_ck}: step " \
-           f"{killed.step} " in out
+    assert (
+        f"Resumed from checkpoint {checkpoint_number(killed)} in {b_ck}: step {killed.step} " in out
+    )
     _, err = a.communicate(timeout=120)
     assert a.returncode == 0, err
 
     assert_same_final_state(a_ck, b_ck, 96, tx)
-    metrics = [json.loads((tmp_path / f"{x}_out" / "metrics.json").read_text())["history"]
-               for x in "ab"]
+    metrics = [
+        json.loads((tmp_path / f"{x}_out" / "metrics.json").read_text())["history"] for x in "ab"
+    ]
     assert len(metrics[0]) == 3 and strip_seconds(metrics[0]) == strip_seconds(metrics[1])
     if techniques:  # SWA from epoch 2: the averaged weights are evaluated from then on
         assert [h["val_accuracy_avg"] is None for h in metrics[0]] == [True, False, False]
@@ -430,10 +539,32 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
 def test_cli_stop_on_nonfinite_saves_the_state_before_the_step(tmp_path, capsys):
     # Adam at lr 1e30: the first step blows the parameters up, the second has a nan loss.
     ck = tmp_path / "ck"
-    code = cli.main(["train", "--optimizer", "adam", "--lr", "1e30", "--model", "mlp",
-                     "--epochs", "1", "--batch-size", "64", "--train-limit", "256",
-                     "--val-limit", "100", "--no-progress", "--on-nonfinite", "stop",
-                     "--checkpoint-dir", str(ck), "--output", str(tmp_path / "o")])
+    code = cli.main(
+        [
+            "train",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e30",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--train-limit",
+            "256",
+            "--val-limit",
+            "100",
+            "--no-progress",
+            "--on-nonfinite",
+            "stop",
+            "--checkpoint-dir",
+            str(ck),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1, err
     assert "Non-finite values at step 2 (epoch 1, batch 2)" in err
@@ -452,26 +583,50 @@ def test_cli_ctrl_c_saves_the_current_step_and_resumes(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(Checkpointer, "callback", ctrl_c_during_step_3)
     ck, out = tmp_path / "ck", tmp_path / "o"
-    args = ["train", "--optimizer", "adam", "--model", "mlp", "--epochs", "1", "--batch-size",
-            "64", "--train-limit", "256", "--val-limit", "100", "--no-progress",
-            "--checkpoint-dir", str(ck), "--output", str(out)]
+    args = [
+        "train",
+        "--optimizer",
+        "adam",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--train-limit",
+        "256",
+        "--val-limit",
+        "100",
+        "--no-progress",
+        "--checkpoint-dir",
+        str(ck),
+        "--output",
+        str(out),
+    ]
     assert cli.main(args) == 130
     err = capsys.readouterr().err
     assert "SIGINT: saving a checkpoint after the current step" in err
-    assert f"stopped at step 3 (epoch 1); the checkpoint is in {ck}. Run the same command " \
-           "with --resume" in err
+    assert (
+        f"stopped at step 3 (epoch 1); the checkpoint is in {ck}. Run the same command "
+        "with --resume" in err
+    )
     assert numbers(ck) == [3] and not (out / "metrics.json").exists()
     monkeypatch.undo()
     assert cli.main(args + ["--resume"]) == 0
-    assert f"Resumed from checkpoint 3 in {ck}: step 3 (epoch 1, after batch 3)." in \
-        capsys.readouterr().out
+    assert (
+        f"Resumed from checkpoint 3 in {ck}: step 3 (epoch 1, after batch 3)."
+        in capsys.readouterr().out
+    )
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert history[0]["epoch"] == 1
 
     # The interrupted and resumed run ends bit-identical to an uninterrupted one.
     ck2, out2 = tmp_path / "ck2", tmp_path / "o2"
-    assert cli.main([str(ck2) if a == str(ck) else str(out2) if a == str(out) else a
-                     for a in args]) == 0
+    assert (
+        cli.main([str(ck2) if a == str(ck) else str(out2) if a == str(out) else a for a in args])
+        == 0
+    )
     assert_same_final_state(ck, ck2, 4)
     assert strip_seconds(history) == strip_seconds(
-        json.loads((out2 / "metrics.json").read_text())["history"])
+        json.loads((out2 / "metrics.json").read_text())["history"]
+    )

@@ -14,8 +14,9 @@ QUICK = ["--train-limit", "640", "--val-limit", "500", "--epochs", "2", "--batch
 
 def jz(*args, timeout=300):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run(
+        CLI + list(args), capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_list_shows_every_optimizer_with_references():
@@ -49,16 +50,42 @@ def test_train_writes_metrics_and_a_plot(tmp_path):
     assert "already holds metrics.json, learning_curve.png" in r.stderr
     assert "--overwrite" in r.stderr
     assert {f: (out / f).read_bytes() for f in before} == before
-    r = jz("train", "--optimizer", "sgd", "--model", "mlp", "--output", str(out), "--overwrite",
-           "--train-limit", "64", "--val-limit", "64", "--epochs", "1")
+    r = jz(
+        "train",
+        "--optimizer",
+        "sgd",
+        "--model",
+        "mlp",
+        "--output",
+        str(out),
+        "--overwrite",
+        "--train-limit",
+        "64",
+        "--val-limit",
+        "64",
+        "--epochs",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "metrics.json").read_text())["config"]["optimizer"] == "sgd"
 
 
 def test_compare_writes_results_table_csv_and_plot(tmp_path):
     out = tmp_path / "cmp"
-    r = jz("compare", "--optimizers", "adam,sgd", "--preset", "keras", "--seeds", "2",
-           "--model", "mlp", "--output", str(out), *QUICK)
+    r = jz(
+        "compare",
+        "--optimizers",
+        "adam,sgd",
+        "--preset",
+        "keras",
+        "--seeds",
+        "2",
+        "--model",
+        "mlp",
+        "--output",
+        str(out),
+        *QUICK,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["optimizers_resolved"] == ["keras.adam", "keras.sgd"]
@@ -73,19 +100,22 @@ def test_compare_writes_results_table_csv_and_plot(tmp_path):
     assert "final val acc" in r.stdout and "±" in r.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["train", "--optimizer", "adma"], r"Unknown optimizer 'adma'. Did you mean"),
-    (["train", "--optimizer", "adam", "--epochs", "-3"], r"--epochs: expected an integer >= 0"),
-    (["train", "--optimizer", "adam", "--lr", "fast"], r"--lr: expected a number"),
-    (["train", "--optimizer", "adam", "--lr", "-1"], r"expected a positive finite number"),
-    (["train", "--optimizer", "adam", "--model", "resnet"], r"invalid choice: 'resnet'"),
-    (["train", "--optimizer", "adam", "--opt-arg", "b1=2"], r"Invalid b1: 2"),
-    (["train", "--optimizer", "adam", "--opt-arg", "betas=1"], r"unknown argument"),
-    (["compare", "--optimizers", "adam,,sgd"], r"empty optimizer name"),
-    (["compare", "--optimizers", "adam,adam"], r"lists a name twice"),
-    (["train"], r"required: --optimizer"),
-    (["fly"], r"invalid choice: 'fly'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--optimizer", "adma"], r"Unknown optimizer 'adma'. Did you mean"),
+        (["train", "--optimizer", "adam", "--epochs", "-3"], r"--epochs: expected an integer >= 0"),
+        (["train", "--optimizer", "adam", "--lr", "fast"], r"--lr: expected a number"),
+        (["train", "--optimizer", "adam", "--lr", "-1"], r"expected a positive finite number"),
+        (["train", "--optimizer", "adam", "--model", "resnet"], r"invalid choice: 'resnet'"),
+        (["train", "--optimizer", "adam", "--opt-arg", "b1=2"], r"Invalid b1: 2"),
+        (["train", "--optimizer", "adam", "--opt-arg", "betas=1"], r"unknown argument"),
+        (["compare", "--optimizers", "adam,,sgd"], r"empty optimizer name"),
+        (["compare", "--optimizers", "adam,adam"], r"lists a name twice"),
+        (["train"], r"required: --optimizer"),
+        (["fly"], r"invalid choice: 'fly'"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(args, message):
     import re
 

@@ -85,16 +85,22 @@ def _header(code, *dims):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"\x00\x00\x01\x01" + b"\0" * 7,
-         r"wrong IDX magic number 0x00000101: expected 0x0000TTNN"),
+        (
+            b"\x00\x00\x01\x01" + b"\0" * 7,
+            r"wrong IDX magic number 0x00000101: expected 0x0000TTNN",
+        ),
         (b"\x00\x01\x08\x01" + b"\0" * 7, r"wrong IDX magic number 0x00010801"),
         (_header(0x0A, 3) + b"\0" * 3, r"wrong IDX magic number 0x00000A01.*0x08 \(uint8\)"),
         (gzip.compress(_header(8, 3) + b"abc"), r"looks like gzip data"),
         (b"\x00\x00", r"truncated IDX file: expected a 4-byte magic number, found 2 bytes"),
-        (_header(8, 28, 28)[:9],
-         r"truncated IDX header: expected 12 bytes for 2 dimensions, found 9"),
-        (_header(8, 10) + b"x" * 5,
-         r"truncated IDX file: shape \(10,\) of uint8 needs 10 bytes of data, found 5"),
+        (
+            _header(8, 28, 28)[:9],
+            r"truncated IDX header: expected 12 bytes for 2 dimensions, found 9",
+        ),
+        (
+            _header(8, 10) + b"x" * 5,
+            r"truncated IDX file: shape \(10,\) of uint8 needs 10 bytes of data, found 5",
+        ),
         (_header(0x0C, 2, 3) + b"x" * 23, r"needs 24 bytes of data, found 23"),
         (_header(8, 4) + b"x" * 7, r"3 bytes of trailing garbage.*needs 4 bytes of data, found 7"),
     ],
@@ -286,8 +292,11 @@ def test_env_var_beats_cache(env, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXOPT_ZOO_DATA", str(source))
     _assert_equal(load_mnist("test", download=False), arrays, "test")
     monkeypatch.delenv("JAXOPT_ZOO_DATA")
-    with pytest.raises(DataError, match=r"cache/jaxopt_zoo/mnist/t10k-images-idx3-ubyte: checksum "
-                       r"mismatch .*The file is corrupt or incomplete"):
+    with pytest.raises(
+        DataError,
+        match=r"cache/jaxopt_zoo/mnist/t10k-images-idx3-ubyte: checksum "
+        r"mismatch .*The file is corrupt or incomplete",
+    ):
         load_mnist("test", download=False)
 
 
@@ -348,17 +357,21 @@ def test_download(env, tmp_path, monkeypatch):
     for name in FILES["test"]:
         # Any gzip wrapper of the right content is accepted.
         responses[second + name + ".gz"] = gzip.compress(
-            gzip.decompress((source / (name + ".gz")).read_bytes()), compresslevel=1)
+            gzip.decompress((source / (name + ".gz")).read_bytes()), compresslevel=1
+        )
     asked = _serve(monkeypatch, responses)
     _assert_equal(load_mnist("test"), arrays, "test")
     assert asked == [
-        first + "t10k-images-idx3-ubyte.gz", second + "t10k-images-idx3-ubyte.gz",
-        first + "t10k-labels-idx1-ubyte.gz", second + "t10k-labels-idx1-ubyte.gz",
+        first + "t10k-images-idx3-ubyte.gz",
+        second + "t10k-images-idx3-ubyte.gz",
+        first + "t10k-labels-idx1-ubyte.gz",
+        second + "t10k-labels-idx1-ubyte.gz",
     ]
     cache = tmp_path / "cache" / "jaxopt_zoo" / "mnist"
     assert sorted(os.listdir(cache)) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     assert (cache / "t10k-labels-idx1-ubyte.gz").read_bytes() == responses[
-        second + "t10k-labels-idx1-ubyte.gz"]
+        second + "t10k-labels-idx1-ubyte.gz"
+    ]
     # The second load reads the cache and does not download.
     _assert_equal(load_mnist("test"), arrays, "test")
     assert len(asked) == 4
@@ -378,8 +391,11 @@ def test_download_into_explicit_data_dir(env, tmp_path, monkeypatch):
 def test_download_target_not_writable(env, tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_bytes(b"")
-    with pytest.raises(DataNotFoundError, match=rf"Download attempts:\n  - cannot write to "
-                       rf"{re.escape(str(not_a_dir))}: "):
+    with pytest.raises(
+        DataNotFoundError,
+        match=rf"Download attempts:\n  - cannot write to "
+        rf"{re.escape(str(not_a_dir))}: ",
+    ):
         load_mnist("test", not_a_dir)
 
 
@@ -429,8 +445,9 @@ def test_validation_split(env):
     np.testing.assert_array_equal(ids_val, expected_val)
     np.testing.assert_array_equal(val.labels, full.labels[expected_val])
     assert not np.array_equal(other_val.images[:, 0, 0], ids_val)
-    norm_train, norm_val = load_mnist("train", source, download=False, normalize=True,
-                                      validation_size=10, seed=3)
+    norm_train, norm_val = load_mnist(
+        "train", source, download=False, normalize=True, validation_size=10, seed=3
+    )
     assert norm_val.images.shape == (10, 28, 28, 1) and norm_val.images.dtype == np.float32
     np.testing.assert_array_equal(norm_train.images[..., 0] * np.float32(255), train.images)
 
@@ -438,8 +455,11 @@ def test_validation_split(env):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(split="test", validation_size=5), ValueError,
-         r"validation_size=5 needs split='train'"),
+        (
+            dict(split="test", validation_size=5),
+            ValueError,
+            r"validation_size=5 needs split='train'",
+        ),
         (dict(validation_size=-1), ValueError, r"Invalid validation_size: -1"),
         (dict(validation_size=50), ValueError, r"Invalid validation_size: 50 \(expected < 50"),
         (dict(validation_size=2.5), TypeError, r"validation_size must be an int"),
@@ -479,7 +499,6 @@ def test_real_mnist():
     assert images.min() == 0.0 and images.max() == 1.0
     assert round(float(images.mean(dtype=np.float64)), 4) == 0.1307
     assert round(float(images.std(dtype=np.float64)), 4) == 0.3081
-
 
 
 def test_real_fashion_mnist():

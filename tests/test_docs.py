@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUIRED = {"jaxopt_zoo", "jaxopt_zoo.schedules", "jaxopt_zoo.compat.torch",
-            "jaxopt_zoo.compat.keras", "jaxopt_zoo.models", "jaxopt_zoo.train", "jaxopt_zoo.data"}
+REQUIRED = {
+    "jaxopt_zoo",
+    "jaxopt_zoo.schedules",
+    "jaxopt_zoo.compat.torch",
+    "jaxopt_zoo.compat.keras",
+    "jaxopt_zoo.models",
+    "jaxopt_zoo.train",
+    "jaxopt_zoo.data",
+}
 
 
 def documented_modules():
@@ -24,9 +31,13 @@ def public_names(module):
     """``__all__``, or the functions and classes the module defines (as autosummary)."""
     if hasattr(module, "__all__"):
         return list(module.__all__)
-    return [n for n, o in vars(module).items() if not n.startswith("_")
-            and (inspect.isfunction(o) or inspect.isclass(o))
-            and o.__module__ == module.__name__]
+    return [
+        n
+        for n, o in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(o) or inspect.isclass(o))
+        and o.__module__ == module.__name__
+    ]
 
 
 def own_docstring(obj):
@@ -79,8 +90,9 @@ def _takes_arguments(obj):
 def _incomplete(obj):
     doc = own_docstring(obj) or ""
     no_args = _takes_arguments(obj) and not re.search(r"^\s*(Args|Arguments):", doc, re.M)
-    no_example = inspect.isfunction(obj) and not re.search(r"^\s*(Example|Examples):|>>>", doc,
-                                                           re.M)
+    no_example = inspect.isfunction(obj) and not re.search(
+        r"^\s*(Example|Examples):|>>>", doc, re.M
+    )
     return no_args or no_example
 
 
@@ -90,8 +102,7 @@ def test_docstrings_give_arguments_and_an_example(kind):
     incomplete = {name for name, obj in objects.items() if _incomplete(obj)}
     if kind == "new names are complete":
         new = sorted(incomplete - INCOMPLETE)
-        assert not new, ("these docstrings need an 'Args:' section and an 'Example:': "
-                         f"{new}")
+        assert not new, f"these docstrings need an 'Args:' section and an 'Example:': {new}"
     else:
         done = sorted(n for n in INCOMPLETE if n not in incomplete)
         assert not done, f"complete now (or gone): remove from INCOMPLETE in {__file__}: {done}"
@@ -118,8 +129,7 @@ def _doctests():
         seen.add(key)
         module = importlib.import_module(obj.__module__)
         globs = {**vars(module), "jax": jax, "jnp": jnp, "np": np, "optax": optax, "jz": jz}
-        out += [t for t in finder.find(obj, qualname, module=module, globs=globs)
-                if t.examples]
+        out += [t for t in finder.find(obj, qualname, module=module, globs=globs) if t.examples]
     return out
 
 

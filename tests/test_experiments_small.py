@@ -49,7 +49,7 @@ def test_race_starts_at_the_pages_loss_of_9(race_100):
 def test_race_numbers_with_the_pages_hyperparameters(race_100):
     res = race_100["results"]
     # SGD contracts theta by exactly (1 - 2 lr) = 0.98 per step: loss 9 * 0.98^200.
-    assert res["SGD"]["final_loss"] == pytest.approx(9 * 0.98 ** 200, rel=1e-4)
+    assert res["SGD"]["final_loss"] == pytest.approx(9 * 0.98**200, rel=1e-4)
     assert res["SGD"]["loss_monotone_nonincreasing"]
     assert res["SGD"]["first_step_below"]["1"] == 55
     assert res["SGD"]["first_step_below"]["0.01"] is None
@@ -64,8 +64,7 @@ def test_race_numbers_with_the_pages_hyperparameters(race_100):
 
 
 def test_race_memory_is_counted_from_the_real_state(race_100):
-    floats = [race_100["results"][k]["state_floats_per_param"]
-              for k in ("SGD", "Momentum", "Adam")]
+    floats = [race_100["results"][k]["state_floats_per_param"] for k in ("SGD", "Momentum", "Adam")]
     assert floats == [0, 1, 2]
     assert race_100["results"]["Adam"]["state_other_elements"] == 1  # the step count
 
@@ -109,7 +108,8 @@ def test_trajectories_write_numbers_with_the_right_shapes(traj, tmp_path):
     steps, names = 30, ["sgd", "adam", "lion"]
     traj.run(steps=steps, output=tmp_path, write_media=False, optimizers=names)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{f}_{k}" for f in traj.PROBLEMS for k in ("final.csv", "paths.json"))
+        f"{f}_{k}" for f in traj.PROBLEMS for k in ("final.csv", "paths.json")
+    )
     for fname in traj.PROBLEMS:
         rows = _rows(tmp_path / f"{fname}_final.csv", csv.DictReader)
         assert [r["optimizer"] for r in rows] == names

@@ -39,11 +39,14 @@ def test_the_kernel_has_a_loop_for_every_stage_and_no_table_of_its_own():
     for name, st in stages.STAGES.items():
         assert re.search(rf"\bk{stages._camel(name)}\b", source), f"no C++ loop for {name}"
         for scalar in st.scalars:  # every named scalar is read by name in some loop
-            family = "adam" if name in ("nadam", "amsgrad") and scalar in \
-                stages.STAGES["adam"].scalars else name
+            family = (
+                "adam"
+                if name in ("nadam", "amsgrad") and scalar in stages.STAGES["adam"].scalars
+                else name
+            )
             assert f"sc_{family}::{scalar}" in source, (name, scalar)
     adam = stages.STAGES["adam"].scalars  # NAdam and AMSGrad read Adam's scalars in place
-    assert stages.STAGES["nadam"].scalars[:len(adam)] == adam
+    assert stages.STAGES["nadam"].scalars[: len(adam)] == adam
     assert stages.STAGES["amsgrad"].scalars == adam
     assert len({st.opcode for st in stages.STAGES.values()}) == len(stages.STAGES)
 
@@ -74,8 +77,11 @@ def test_the_fast_package_has_no_import_cycle():
 def test_blocks_carry_their_spec_through_chain_and_copies():
     tx = jz.adamw(1e-3, weight_decay=0.1)
     blocks = leaf_specs(tx)
-    assert [s.name for s, _ in blocks] == ["scale_by_adam", "add_decayed_weights",
-                                          "scale_by_learning_rate"]
+    assert [s.name for s, _ in blocks] == [
+        "scale_by_adam",
+        "add_decayed_weights",
+        "scale_by_learning_rate",
+    ]
     assert [s.stage for s, _ in blocks] == ["adam", "decay", "scale"]
     for other in (copy.copy(tx), copy.deepcopy(tx)):
         assert [s.stage for s, _ in leaf_specs(other)] == ["adam", "decay", "scale"]
@@ -85,12 +91,15 @@ def test_blocks_carry_their_spec_through_chain_and_copies():
     assert spec_of(jz.adam(1e-3, mu_dtype=jnp.bfloat16)).parts[0].spec.stage is None
 
 
-@pytest.mark.parametrize("label, make", [
-    ("optax.chain", lambda: optax.chain(jz.scale_by_adam(), jz.scale(-1e-3))),
-    ("inject_hyperparams", lambda: optax.inject_hyperparams(jz.adam)(learning_rate=1e-3)),
-    ("masked", lambda: jz.masked(jz.adam(1e-3), lambda p: jax.tree.map(lambda x: True, p))),
-    ("_replace", lambda: jz.scale(0.5)._replace(update=jz.scale(2.0).update)),
-])
+@pytest.mark.parametrize(
+    "label, make",
+    [
+        ("optax.chain", lambda: optax.chain(jz.scale_by_adam(), jz.scale(-1e-3))),
+        ("inject_hyperparams", lambda: optax.inject_hyperparams(jz.adam)(learning_rate=1e-3)),
+        ("masked", lambda: jz.masked(jz.adam(1e-3), lambda p: jax.tree.map(lambda x: True, p))),
+        ("_replace", lambda: jz.scale(0.5)._replace(update=jz.scale(2.0).update)),
+    ],
+)
 def test_wrappers_drop_the_spec_and_say_so(label, make):
     # A transformation built around a block has no spec: the kernel leaves it to XLA (see
     # test_native.py) and explain() names the part; it never runs with another's spec.
@@ -106,9 +115,17 @@ def test_a_block_spec_is_checked_against_the_stage_table():
         BlockSpec("x", stage="scale", scalars={"lr": 1.0})
     with pytest.raises(ValueError, match="state buffers"):
         BlockSpec("x", stage="lion", scalars=dict.fromkeys(stages.STAGES["lion"].scalars, 0.5))
-    s = BlockSpec("x", stage="trace", buffers=("trace",), scalars={
-        "decay": 0.9, "one_minus_dampening": 0.7, "nesterov": 1.0,
-        "first": lambda count: count == 0})
+    s = BlockSpec(
+        "x",
+        stage="trace",
+        buffers=("trace",),
+        scalars={
+            "decay": 0.9,
+            "one_minus_dampening": 0.7,
+            "nesterov": 1.0,
+            "first": lambda count: count == 0,
+        },
+    )
     assert s.scalar_values(0) == [0.9, 0.7, True, 1.0]  # the stage's order, not the dict's
     with pytest.raises(TypeError, match="expected a BlockSpec"):
         spec.describe(jz.scale(1.0), {"name": "x"})
@@ -120,10 +137,15 @@ def test_the_kernel_advances_counts_like_core_increment():
         assert int(native._next_count(c)) == int(increment(c))
 
 
-PARAMS = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32),  # two leaves in one buffer
-          "b": jax.ShapeDtypeStruct((3,), jnp.float32)}
-DESCRIBED = [n for n in jz.available() + jz.available("torch.") + jz.available("keras.")
-             if spec.is_elementwise(jz.get(n))]
+PARAMS = {
+    "w": jax.ShapeDtypeStruct((4, 3), jnp.float32),  # two leaves in one buffer
+    "b": jax.ShapeDtypeStruct((3,), jnp.float32),
+}
+DESCRIBED = [
+    n
+    for n in jz.available() + jz.available("torch.") + jz.available("keras.")
+    if spec.is_elementwise(jz.get(n))
+]
 
 
 def _names(tx):
@@ -142,8 +164,16 @@ def test_every_described_block_passes_the_probe():
         if not _names(tx) <= seen:
             seen |= _names(tx)
             check.check_fusable(tx, PARAMS)
-    assert {"scale_by_adam", "trace", "scale_by_lion", "scale_by_rss", "scale_by_belief",
-            "scale_by_keras_nadam", "scale_by_torch_radam", "real_view"} <= seen
+    assert {
+        "scale_by_adam",
+        "trace",
+        "scale_by_lion",
+        "scale_by_rss",
+        "scale_by_belief",
+        "scale_by_keras_nadam",
+        "scale_by_torch_radam",
+        "real_view",
+    } <= seen
 
 
 def test_the_check_uses_no_deprecated_or_private_jax_api():
@@ -158,8 +188,9 @@ def test_the_check_uses_no_deprecated_or_private_jax_api():
         assert not check.separable(jz.chain(jz.clip_by_global_norm(1.0), jz.sgd(0.1)), layout)
         assert not check.separable(jz.skip_not_finite(jz.sgd(0.1)), layout)  # counts skips
         assert check.analyze(optax.chain(optax.scale_by_adam(), optax.scale(-0.1)), layout)
-        assert not check.analyze(optax.chain(optax.clip_by_global_norm(1.0),
-                                             optax.scale(-0.1)), layout)
+        assert not check.analyze(
+            optax.chain(optax.clip_by_global_norm(1.0), optax.scale(-0.1)), layout
+        )
         with pytest.raises(jz.NotFusableError, match="reduces over single parameters"):
             check.check_fusable(jz.lamb(1e-3), layout)
 
@@ -168,8 +199,9 @@ def test_the_probe_sees_small_terms_and_optax_masks():
     # Weight decay of 1e-6 on some parameters only is a small term in the update, but the
     # derivative along the parameters shows it at full weight.
     params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
-    by_ndim = optax.adamw(1e-3, weight_decay=1e-6,
-                          mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+    by_ndim = optax.adamw(
+        1e-3, weight_decay=1e-6, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+    )
     with pytest.raises(jz.NotFusableError, match="`\\['w'\\]` gets a different formula"):
         check.check_fusable(by_ndim, params)
     by_name = optax.adamw(1e-3, weight_decay=1e-6, mask={"w": True, "b": False})

@@ -18,28 +18,35 @@ STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
 NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon"}
 ELEMENTWISE = [n for n in jz.available() if n not in NOT_ELEMENTWISE] + [
-    "torch.adam", "keras.lion"]  # the compat ones are written with the same blocks
+    "torch.adam",
+    "keras.lion",
+]  # the compat ones are written with the same blocks
 
 
 def mixed_params(seed=0):
     """Matrices, a vector, a scalar, a bfloat16 leaf and an empty leaf, nested."""
     rng = np.random.default_rng(seed)
     f32 = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
-    return {"dense": {"w": f32(4, 3), "b": f32(3)}, "scale": f32(),
-            "emb": jnp.asarray(rng.normal(size=(2, 5)), jnp.bfloat16),
-            "empty": jnp.zeros((0, 2), jnp.float32), "out": [f32(3, 2), f32(2)]}
+    return {
+        "dense": {"w": f32(4, 3), "b": f32(3)},
+        "scale": f32(),
+        "emb": jnp.asarray(rng.normal(size=(2, 5)), jnp.bfloat16),
+        "empty": jnp.zeros((0, 2), jnp.float32),
+        "out": [f32(3, 2), f32(2)],
+    }
 
 
 PARAMS = mixed_params()
 GRADS = jax.tree.map(
-    lambda p: jnp.asarray(np.random.default_rng(1).normal(size=(STEPS,) + p.shape), p.dtype),
-    PARAMS)
+    lambda p: jnp.asarray(np.random.default_rng(1).normal(size=(STEPS,) + p.shape), p.dtype), PARAMS
+)
 
 
 @jax.jit(static_argnums=(0, 1, 4))
 def plain_fused_flat(tx, fused, params, grads, with_flat=True):
     """Trajectories of tx on the tree, fuse(tx) on the tree and (if with_flat) fuse(tx) on
     FlatParams split in two chunks per dtype. One compile for all of them."""
+
     def run(t, p0, as_flat):
         def body(carry, g):
             p, s = carry
@@ -48,6 +55,7 @@ def plain_fused_flat(tx, fused, params, grads, with_flat=True):
             u, s = t.update(g, s, p)
             p = optax.apply_updates(p, u)
             return (p, s), (p.tree() if as_flat else p)
+
         return jax.lax.scan(body, (p0, t.init(p0)), grads)[1]
 
     flat = run(fused, FlatParams.from_tree(params, chunks=2), True) if with_flat else None
@@ -66,19 +74,22 @@ def test_fused_equals_plain(name):
     with_flat = name in ("adam", "momentum", "lion")  # FlatParams too (compile time)
     plain, tree_path, flat_path = plain_fused_flat(tx, fuse(tx), PARAMS, GRADS, with_flat)
     ref32, ref16 = split_bf16(plain)
-    for got in (tree_path, flat_path)[:1 + with_flat]:
+    for got in (tree_path, flat_path)[: 1 + with_flat]:
         assert jax.tree.structure(got) == jax.tree.structure(plain)
         g32, g16 = split_bf16(got)
         assert max_rel_err(g32, ref32) < 1e-5
         assert max_rel_err(g16, ref16) < 2e-2  # one bf16 rounding step at most
 
 
-@pytest.mark.parametrize("label, tx", [
-    ("clip_by_global_norm", optax.chain(jz.clip_by_global_norm(0.5), jz.adam(0.05))),
-    ("skip_not_finite", jz.skip_not_finite(jz.sgd(0.05, momentum=0.9))),
-    ("inject_hyperparams", optax.inject_hyperparams(jz.adamw)(learning_rate=0.05)),
-    ("schedule", jz.lion(optax.cosine_decay_schedule(0.05, STEPS))),
-])
+@pytest.mark.parametrize(
+    "label, tx",
+    [
+        ("clip_by_global_norm", optax.chain(jz.clip_by_global_norm(0.5), jz.adam(0.05))),
+        ("skip_not_finite", jz.skip_not_finite(jz.sgd(0.05, momentum=0.9))),
+        ("inject_hyperparams", optax.inject_hyperparams(jz.adamw)(learning_rate=0.05)),
+        ("schedule", jz.lion(optax.cosine_decay_schedule(0.05, STEPS))),
+    ],
+)
 def test_fused_equals_plain_for_chains_with_global_reductions(label, tx):
     plain, tree_path, _ = plain_fused_flat(tx, fuse(tx), PARAMS, GRADS, False)
     # A global norm sums in another order, and the bfloat16 leaves' sum is rounded to
@@ -86,18 +97,30 @@ def test_fused_equals_plain_for_chains_with_global_reductions(label, tx):
     assert max_rel_err(split_bf16(tree_path)[0], split_bf16(plain)[0]) < 1e-3
 
 
-@pytest.mark.parametrize("label, tx, reason", [
-    ("lamb", jz.lamb(1e-3), "reduces over single parameters"),
-    ("lars", jz.lars(0.1), "reduces over single parameters"),
-    ("adafactor", jz.adafactor(1e-2), "reduces over single parameters"),
-    ("clip_by_block_rms", optax.chain(jz.clip_by_block_rms(1.0), jz.sgd(0.1)),
-     "reduces over single parameters"),
-    ("masked weight decay", jz.adamw(1e-3, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
-     "different formula"),
-    ("masked state", jz.masked(jz.adam(1e-3), {"w": True, "b": False}),
-     "not shaped like the parameters"),
-    ("noise", optax.add_noise(0.1, 0.55, 0), "not derived from the parameters"),
-])
+@pytest.mark.parametrize(
+    "label, tx, reason",
+    [
+        ("lamb", jz.lamb(1e-3), "reduces over single parameters"),
+        ("lars", jz.lars(0.1), "reduces over single parameters"),
+        ("adafactor", jz.adafactor(1e-2), "reduces over single parameters"),
+        (
+            "clip_by_block_rms",
+            optax.chain(jz.clip_by_block_rms(1.0), jz.sgd(0.1)),
+            "reduces over single parameters",
+        ),
+        (
+            "masked weight decay",
+            jz.adamw(1e-3, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
+            "different formula",
+        ),
+        (
+            "masked state",
+            jz.masked(jz.adam(1e-3), {"w": True, "b": False}),
+            "not shaped like the parameters",
+        ),
+        ("noise", optax.add_noise(0.1, 0.55, 0), "not derived from the parameters"),
+    ],
+)
 def test_refuses_transformations_that_are_not_elementwise(label, tx, reason):
     params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
     with pytest.raises(NotFusableError, match=f"not exact on flat buffers: .*{reason}"):
@@ -191,11 +214,14 @@ def test_trainer_step_compiles_once(tx):
     assert float(totals.count) == 80.0
 
 
-@pytest.mark.parametrize("label, tx, chunked", [
-    ("adam", jz.adam(0.05), True),
-    ("lion", jz.lion(0.05), True),
-    ("clipped adam", optax.chain(jz.clip_by_global_norm(0.5), jz.adam(0.05)), False),
-])
+@pytest.mark.parametrize(
+    "label, tx, chunked",
+    [
+        ("adam", jz.adam(0.05), True),
+        ("lion", jz.lion(0.05), True),
+        ("clipped adam", optax.chain(jz.clip_by_global_norm(0.5), jz.adam(0.05)), False),
+    ],
+)
 def test_fused_apply_equals_plain(label, tx, chunked):
     fused = fuse(tx)
     step = jax.jit(jz.fused_apply(fused), donate_argnums=(0, 1))
@@ -223,11 +249,18 @@ def test_fused_apply_updates_adam_in_place():
     fused = fuse(jz.adam(1e-3))
     flat = FlatParams.from_tree(PARAMS, chunks=3)
     state, grads = fused.init(flat), jax.tree.map(jnp.copy, flat)
-    hlo = jax.jit(jz.fused_apply(fused), donate_argnums=(0, 1)).lower(
-        flat, state, grads).compile().as_text()
+    hlo = (
+        jax.jit(jz.fused_apply(fused), donate_argnums=(0, 1))
+        .lower(flat, state, grads)
+        .compile()
+        .as_text()
+    )
     sizes = {b.shape[0] for b in flat.buffers.values()}
-    copies = [ln for ln in hlo.splitlines() if " copy(" in ln
-              and any(f"[{n}]" in ln.split(" copy(")[0] for n in sizes)]
+    copies = [
+        ln
+        for ln in hlo.splitlines()
+        if " copy(" in ln and any(f"[{n}]" in ln.split(" copy(")[0] for n in sizes)
+    ]
     assert copies == []
 
 

@@ -22,8 +22,9 @@ NEEDS_TRAIN = ("models", "train", "cli.py")
 
 def _run(code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
 
 
 def _pyproject() -> dict:
@@ -41,12 +42,25 @@ def test_core_dependencies_are_jax_jaxlib_optax_numpy():
     assert deps == CORE, deps
     extras = _pyproject()["project"]["optional-dependencies"]
     assert {_name(r) for r in extras["train"]} == {
-        "flax", "orbax-checkpoint", "tqdm", "matplotlib", "pillow"}
+        "flax",
+        "orbax-checkpoint",
+        "tqdm",
+        "matplotlib",
+        "pillow",
+    }
     assert "jaxopt-zoo[train]" in extras["dev"]
     # Every reference and tool the tests and CI use is pinned exactly.
     pinned = {_name(r): r for r in extras["dev"] if "==" in r}
-    for name in ("torch", "keras", "pytorch-optimizer", "schedulefree", "prodigyopt", "ruff",
-                 "mypy", "sphinx"):
+    for name in (
+        "torch",
+        "keras",
+        "pytorch-optimizer",
+        "schedulefree",
+        "prodigyopt",
+        "ruff",
+        "mypy",
+        "sphinx",
+    ):
         assert name in pinned, (name, extras["dev"])
 
 
@@ -55,7 +69,8 @@ def test_import_jaxopt_zoo_imports_no_training_package():
         "import sys, json\n"
         "import jaxopt_zoo, jaxopt_zoo.schedules, jaxopt_zoo.compat.torch, "
         "jaxopt_zoo.compat.keras, jaxopt_zoo.data, jaxopt_zoo.fast, jaxopt_zoo.fast.native\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
     assert "jaxopt_zoo" in loaded and "optax" in loaded  # it did import something
@@ -91,16 +106,18 @@ _BLOCK = (
     "    def find_spec(self, name, path, target=None):\n"
     "        if name.split('.')[0] == {mod!r}:\n"
     "            raise ModuleNotFoundError(f'No module named {{name!r}}', name=name)\n"
-    "sys.meta_path.insert(0, Block())\n")
+    "sys.meta_path.insert(0, Block())\n"
+)
 
 
 @pytest.mark.parametrize("missing", ["flax", "tqdm"])
 def test_without_the_train_extra_the_cli_says_which_extra_to_install(missing):
-    out = _run(_BLOCK.format(mod=missing) +
-               "import jaxopt_zoo\n"  # the optimizers still work
-               "assert jaxopt_zoo.adam(1e-3).init is not None\n"
-               "from jaxopt_zoo.cli import main\n"
-               "sys.exit(main(['list']))")
+    out = _run(
+        _BLOCK.format(mod=missing) + "import jaxopt_zoo\n"  # the optimizers still work
+        "assert jaxopt_zoo.adam(1e-3).init is not None\n"
+        "from jaxopt_zoo.cli import main\n"
+        "sys.exit(main(['list']))"
+    )
     assert out.returncode == 1, (out.stdout, out.stderr)
     err = out.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err

@@ -14,8 +14,9 @@ from jaxopt_zoo.models.layers import ByteDropout, ShiftConv
 def test_shift_conv_equals_nn_conv_with_gradients(cin, kernel_size, hw):
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, *hw, cin)), jnp.float32)
     ours = ShiftConv(5, kernel_size, bias_init=nn.initializers.normal(1.0), name="Conv_0")
-    ref = nn.Conv(5, kernel_size, padding="VALID", bias_init=nn.initializers.normal(1.0),
-                  name="Conv_0")
+    ref = nn.Conv(
+        5, kernel_size, padding="VALID", bias_init=nn.initializers.normal(1.0), name="Conv_0"
+    )
     key = jax.random.PRNGKey(1)
     params = ours.init(key, x)
     ref_params = ref.init(key, x)
@@ -26,8 +27,7 @@ def test_shift_conv_equals_nn_conv_with_gradients(cin, kernel_size, hw):
         y = module.apply(p, x)
         return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape) / y.size)
 
-    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
     g_ours = jax.jit(jax.grad(lambda p, x: loss(ours, p, x), argnums=(0, 1)))(params, x)
     g_ref = jax.jit(jax.grad(lambda p, x: loss(ref, p, x), argnums=(0, 1)))(params, x)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
@@ -38,9 +38,11 @@ def test_the_cnn_keeps_the_keras_layout_of_parameters():
     # The tree a checkpoint or the Keras-weights test relies on: Conv_0, Dense_0, Dense_1.
     params = get_model("cnn").init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
     shapes = jax.tree.map(jnp.shape, params)
-    assert shapes == {"Conv_0": {"kernel": (3, 3, 1, 32), "bias": (32,)},
-                      "Dense_0": {"kernel": (5408, 256), "bias": (256,)},
-                      "Dense_1": {"kernel": (256, 10), "bias": (10,)}}
+    assert shapes == {
+        "Conv_0": {"kernel": (3, 3, 1, 32), "bias": (32,)},
+        "Dense_0": {"kernel": (5408, 256), "bias": (256,)},
+        "Dense_1": {"kernel": (256, 10), "bias": (10,)},
+    }
 
 
 def test_byte_dropout_keeps_the_right_fraction_and_scale():
@@ -59,14 +61,19 @@ def test_byte_dropout_keeps_the_right_fraction_and_scale():
         np.testing.assert_array_equal(y, again)
         assert not np.array_equal(np.asarray(y), np.asarray(other))
     # Masks are not periodic across the four bytes of a random word: neighbours independent.
-    y = np.asarray(ByteDropout(0.5).apply({}, jnp.ones(400_000),
-                                          rngs={"dropout": jax.random.PRNGKey(0)})) != 0
+    y = (
+        np.asarray(
+            ByteDropout(0.5).apply({}, jnp.ones(400_000), rngs={"dropout": jax.random.PRNGKey(0)})
+        )
+        != 0
+    )
     both = np.mean(y[:-1] & y[1:])
     assert abs(both - 0.25) < 0.005
     # Off in inference and at rate 0; bad rates refused.
     np.testing.assert_array_equal(ByteDropout(0.5, deterministic=True).apply({}, x), x)
     np.testing.assert_array_equal(
-        ByteDropout(0.0).apply({}, x, rngs={"dropout": jax.random.PRNGKey(0)}), x)
+        ByteDropout(0.0).apply({}, x, rngs={"dropout": jax.random.PRNGKey(0)}), x
+    )
     with pytest.raises(ValueError, match="Invalid dropout rate"):
         ByteDropout(1.0).apply({}, x, rngs={"dropout": jax.random.PRNGKey(0)})
 
@@ -79,10 +86,12 @@ def test_cnn_with_stock_flax_layers_has_the_same_parameters_and_function():
     x = jnp.asarray(np.random.default_rng(3).uniform(size=(4, 28, 28, 1)), jnp.float32)
     fast, stock = CNN(init_style="keras"), CNN(init_style="keras", fast_layers=False)
     params = fast.init(jax.random.PRNGKey(0), x)["params"]
-    jax.tree.map(np.testing.assert_array_equal, params,
-                 stock.init(jax.random.PRNGKey(0), x)["params"])
-    np.testing.assert_allclose(fast.apply({"params": params}, x),
-                               stock.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
+    jax.tree.map(
+        np.testing.assert_array_equal, params, stock.init(jax.random.PRNGKey(0), x)["params"]
+    )
+    np.testing.assert_allclose(
+        fast.apply({"params": params}, x), stock.apply({"params": params}, x), rtol=1e-5, atol=1e-5
+    )
 
     def loss(model, p):
         return jnp.sum(jnp.tanh(model.apply({"params": p}, x)))

@@ -58,6 +58,7 @@ def run_ours(tx):
             u, s = tx.update(grad_jnp(p, t), s, p)
             p = optax.apply_updates(p, u)
             return (p, s), (p, s.slow)
+
         return jax.lax.scan(body, (p0, tx.init(p0)), jnp.arange(STEPS))[1]
 
     with jax.enable_x64(True):
@@ -75,6 +76,7 @@ def run_optax(fast_tx, k, alpha, reset=False):
             u, s = tx.update(grad_jnp(p.fast, t), s, p)
             p = optax.apply_updates(p, u)
             return (p, s), (p.fast, p.slow)
+
         init = optax.LookaheadParams.init_synced(p0)
         return jax.lax.scan(body, (init, tx.init(init)), jnp.arange(STEPS))[1]
 
@@ -92,12 +94,21 @@ def moved(traj):
 
 
 CASES = [  # (torch inner optimizer, ours, optax's, k, alpha)
-    (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9), lambda: jz.sgd(0.05, 0.9),
-     lambda: optax.sgd(0.05, 0.9), 5, 0.5),
-    (lambda ps: torch.optim.Adam(ps, lr=0.03), lambda: tc.adam(lr=0.03),
-     lambda: optax.adam(0.03), 7, 0.8),
-    (lambda ps: torch.optim.SGD(ps, lr=0.1), lambda: jz.sgd(0.1), lambda: optax.sgd(0.1),
-     1, 0.3),
+    (
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+        lambda: jz.sgd(0.05, 0.9),
+        lambda: optax.sgd(0.05, 0.9),
+        5,
+        0.5,
+    ),
+    (
+        lambda ps: torch.optim.Adam(ps, lr=0.03),
+        lambda: tc.adam(lr=0.03),
+        lambda: optax.adam(0.03),
+        7,
+        0.8,
+    ),
+    (lambda ps: torch.optim.SGD(ps, lr=0.1), lambda: jz.sgd(0.1), lambda: optax.sgd(0.1), 1, 0.3),
 ]
 
 
@@ -112,9 +123,9 @@ def test_lookahead_matches_pytorch_optimizer_and_optax(case):
     assert rel(ours, fast_o) < 1e-12 and rel(slow, slow_o) < 1e-12
     # at every synchronization the parameters are the slow weights (p + (s - p), to rounding)
     for x, s in zip(ours, slow):
-        np.testing.assert_allclose(x[k - 1::k], s[k - 1::k], rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(x[k - 1 :: k], s[k - 1 :: k], rtol=1e-14, atol=1e-15)
     # and lookahead changed the path (it is not the inner optimizer alone)
-    plain, _ = run_ours(jz.lookahead(ours_tx(), 10 ** 6, alpha))
+    plain, _ = run_ours(jz.lookahead(ours_tx(), 10**6, alpha))
     if k > 1 or alpha < 1:
         assert rel(plain, ours) > 1e-3
 

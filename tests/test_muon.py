@@ -60,16 +60,26 @@ def problem(shapes, dtype, seed=0):
 
 def moved(traj, params):
     """How far the reference moved over the run, relative to the parameters' scale."""
-    return max(float(jnp.max(jnp.abs(traj[k][-1] - params[k]))) /
-               max(float(jnp.max(jnp.abs(params[k]))), 1e-30) for k in params)
+    return max(
+        float(jnp.max(jnp.abs(traj[k][-1] - params[k])))
+        / max(float(jnp.max(jnp.abs(params[k]))), 1e-30)
+        for k in params
+    )
 
 
 # --------------------------------------------------------------------------- #
 # optax.contrib.muon
 # --------------------------------------------------------------------------- #
 
-SHAPES = {"tall": (9, 4), "wide": (3, 8), "square": (5, 5), "tall2": (9, 4),
-          "conv": (3, 3, 2, 4), "vec": (6,), "scalar": ()}
+SHAPES = {
+    "tall": (9, 4),
+    "wide": (3, 8),
+    "square": (5, 5),
+    "tall2": (9, 4),
+    "conv": (3, 3, 2, 4),
+    "vec": (6,),
+    "scalar": (),
+}
 
 
 def dims(kind, cls):
@@ -77,29 +87,58 @@ def dims(kind, cls):
     if kind is None:
         return None
     conv = cls((0, 1, 2), 3) if kind == "flat" else cls(2, 3)
-    return {"tall": cls(), "wide": cls(), "square": cls(), "tall2": cls(), "conv": conv,
-            "vec": None, "scalar": None}
+    return {
+        "tall": cls(),
+        "wide": cls(),
+        "square": cls(),
+        "tall2": cls(),
+        "conv": conv,
+        "vec": None,
+        "scalar": None,
+    }
 
 
 OPTAX_CASES = {
     "defaults": dict(learning_rate=0.02),
-    "no-nesterov-decay": dict(learning_rate=0.02, nesterov=False, beta=0.9, weight_decay=0.1,
-                              adam_weight_decay=0.01, adam_b1=0.8, adam_learning_rate=0.005),
-    "rms-3-steps-conv": dict(learning_rate=0.01, consistent_rms=0.2, ns_steps=3,
-                             muon_weight_dimension_numbers="flat"),
-    "dion-adaptive-batched-conv": dict(learning_rate=0.01, ns_coeffs=(
-        (4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037)),
-        adaptive=True, muon_weight_dimension_numbers="batched"),
-    "schedule-mask-eps": dict(learning_rate=lambda c: 0.02 / (1.0 + 0.05 * c), eps=1e-4,
-                              weight_decay=0.05, weight_decay_mask={
-                                  "tall": True, "wide": False, "square": True, "tall2": False,
-                                  "conv": False, "vec": False, "scalar": False}),
+    "no-nesterov-decay": dict(
+        learning_rate=0.02,
+        nesterov=False,
+        beta=0.9,
+        weight_decay=0.1,
+        adam_weight_decay=0.01,
+        adam_b1=0.8,
+        adam_learning_rate=0.005,
+    ),
+    "rms-3-steps-conv": dict(
+        learning_rate=0.01, consistent_rms=0.2, ns_steps=3, muon_weight_dimension_numbers="flat"
+    ),
+    "dion-adaptive-batched-conv": dict(
+        learning_rate=0.01,
+        ns_coeffs=((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037)),
+        adaptive=True,
+        muon_weight_dimension_numbers="batched",
+    ),
+    "schedule-mask-eps": dict(
+        learning_rate=lambda c: 0.02 / (1.0 + 0.05 * c),
+        eps=1e-4,
+        weight_decay=0.05,
+        weight_decay_mask={
+            "tall": True,
+            "wide": False,
+            "square": True,
+            "tall2": False,
+            "conv": False,
+            "vec": False,
+            "scalar": False,
+        },
+    ),
 }
 
 
 OPTAX_CASES["defaults-standard-ns"] = dict(learning_rate=0.02, ns_method="standard")
 OPTAX_PARITY = [(c, "float64", 1e-6) for c in sorted(OPTAX_CASES) if "standard" not in c] + [
-    (c, "float32", 1e-5) for c in ("defaults", "defaults-standard-ns", "rms-3-steps-conv")]
+    (c, "float32", 1e-5) for c in ("defaults", "defaults-standard-ns", "rms-3-steps-conv")
+]
 
 
 @pytest.mark.parametrize("case,dtype,tol", OPTAX_PARITY)
@@ -109,11 +148,11 @@ def test_matches_optax_contrib_muon(case, dtype, tol):
         kw = dict(OPTAX_CASES[case])
         kind = kw.pop("muon_weight_dimension_numbers", None)
         ours_only = {k: kw.pop(k) for k in ("ns_method",) if k in kw}
-        ref = trajectory(optax.contrib.muon(**kw, muon_weight_dimension_numbers=dims(kind, OD)),
-                         params, grads)
+        ref = trajectory(
+            optax.contrib.muon(**kw, muon_weight_dimension_numbers=dims(kind, OD)), params, grads
+        )
         kw.update(ours_only)
-        got = trajectory(jz.muon(**kw, muon_weight_dimension_numbers=dims(kind, D)),
-                         params, grads)
+        got = trajectory(jz.muon(**kw, muon_weight_dimension_numbers=dims(kind, D)), params, grads)
         assert moved(ref, params) > 0.05
         err = max_rel_err(got, ref)
         assert err < tol, (case, dtype, err)
@@ -123,8 +162,12 @@ def test_same_shape_matrices_share_one_batched_iteration():
     # Two (9, 4) matrices and the transposed-equal (4, 9) one: a single batched dot_general
     # chain, i.e. the iteration's matmuls appear once per step, with a batch of 3.
     tx = jz.orthogonalize_by_newton_schulz(ns_steps=1)
-    tree = {"a": jnp.ones((9, 4)), "b": jnp.ones((9, 4)) * 2, "c": jnp.ones((4, 9)),
-            "d": jnp.ones((3, 3))}
+    tree = {
+        "a": jnp.ones((9, 4)),
+        "b": jnp.ones((9, 4)) * 2,
+        "c": jnp.ones((4, 9)),
+        "d": jnp.ones((3, 3)),
+    }
     hlo = jax.jit(lambda t: tx.update(t, tx.init(t))[0]).lower(tree).as_text()
     assert hlo.count("dot_general") == 2 * 3  # (batch 3) and (batch 1): 3 matmuls each
     assert "3x4x4" in hlo and "1x3x3" in hlo
@@ -132,9 +175,9 @@ def test_same_shape_matrices_share_one_batched_iteration():
 
 def test_orthogonalizes_and_routes_by_shape():
     g = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(6, 4))), "b": jnp.ones(4)}
-    out, _ = jz.orthogonalize_by_newton_schulz(ns_coeffs=(1.5, -0.5, 0.0), ns_steps=40,
-                                               weight_dimension_numbers={"w": D(), "b": None}
-                                               ).update(g, jz.EmptyState())
+    out, _ = jz.orthogonalize_by_newton_schulz(
+        ns_coeffs=(1.5, -0.5, 0.0), ns_steps=40, weight_dimension_numbers={"w": D(), "b": None}
+    ).update(g, jz.EmptyState())
     np.testing.assert_allclose(out["w"].T @ out["w"], np.eye(4), atol=1e-4)  # cubic NS -> UV^T
     np.testing.assert_array_equal(out["b"], g["b"])
     labels = muon_labels(None, {"w": g["w"], "b": g["b"], "k": jnp.ones((2, 2, 2))})
@@ -162,10 +205,12 @@ def test_invalid_arguments_raise():
 TORCH_SHAPES = {"tall": (9, 4), "wide": (3, 8), "square": (5, 5), "tall2": (9, 4)}
 TORCH_CASES = {
     "defaults": dict(lr=0.02),
-    "no-nesterov-match-rms": dict(lr=0.02, nesterov=False, momentum=0.9, weight_decay=0.01,
-                                  adjust_lr_fn="match_rms_adamw"),
-    "original-3-steps": dict(lr=0.01, adjust_lr_fn="original", ns_steps=3, eps=1e-3,
-                             ns_coefficients=(3.0, -3.2, 1.2)),
+    "no-nesterov-match-rms": dict(
+        lr=0.02, nesterov=False, momentum=0.9, weight_decay=0.01, adjust_lr_fn="match_rms_adamw"
+    ),
+    "original-3-steps": dict(
+        lr=0.01, adjust_lr_fn="original", ns_steps=3, eps=1e-3, ns_coefficients=(3.0, -3.2, 1.2)
+    ),
 }
 
 
@@ -262,17 +307,38 @@ def test_torch_signature_and_defaults():
 # keras.optimizers.Muon
 # --------------------------------------------------------------------------- #
 
-KERAS_SHAPES = {"tall": (9, 4), "wide": (3, 8), "square": (5, 5), "embedding": (6, 3),
-                "conv": (2, 3, 4), "vec": (6,), "scalar": ()}
+KERAS_SHAPES = {
+    "tall": (9, 4),
+    "wide": (3, 8),
+    "square": (5, 5),
+    "embedding": (6, 3),
+    "conv": (2, 3, 4),
+    "vec": (6,),
+    "scalar": (),
+}
 KERAS_CASES = {
     "defaults": dict(learning_rate=0.02),
-    "no-nesterov-no-rms-exclude": dict(learning_rate=0.01, nesterov=False, rms_rate=None,
-                                       momentum=0.9, exclude_layers=["wi"],
-                                       adam_lr_ratio=0.5, weight_decay=0.1,
-                                       adam_weight_decay=None, epsilon=1e-4),
-    "embeddings-in-muon-clipnorm": dict(learning_rate=0.01, exclude_embeddings=False,
-                                        ns_steps=3, muon_a=3.0, muon_b=-3.2, muon_c=1.2,
-                                        clipnorm=2.0, adam_beta_1=0.8),
+    "no-nesterov-no-rms-exclude": dict(
+        learning_rate=0.01,
+        nesterov=False,
+        rms_rate=None,
+        momentum=0.9,
+        exclude_layers=["wi"],
+        adam_lr_ratio=0.5,
+        weight_decay=0.1,
+        adam_weight_decay=None,
+        epsilon=1e-4,
+    ),
+    "embeddings-in-muon-clipnorm": dict(
+        learning_rate=0.01,
+        exclude_embeddings=False,
+        ns_steps=3,
+        muon_a=3.0,
+        muon_b=-3.2,
+        muon_c=1.2,
+        clipnorm=2.0,
+        adam_beta_1=0.8,
+    ),
 }
 
 
@@ -289,8 +355,11 @@ def run_keras(kwargs, params, grads):
     return {k: np.stack(v) for k, v in out.items()}
 
 
-KERAS_PARITY = [("defaults", "float64", 1e-6), ("embeddings-in-muon-clipnorm", "float64", 1e-6),
-                ("no-nesterov-no-rms-exclude", "float32", 1e-5)]
+KERAS_PARITY = [
+    ("defaults", "float64", 1e-6),
+    ("embeddings-in-muon-clipnorm", "float64", 1e-6),
+    ("no-nesterov-no-rms-exclude", "float32", 1e-5),
+]
 
 
 @pytest.mark.parametrize("case,dtype,tol", KERAS_PARITY)
@@ -298,8 +367,9 @@ def test_matches_keras_muon(case, dtype, tol):
     # Keras keeps a constant learning rate in a float32 variable: ours gets that value.
     with jax.enable_x64(dtype == "float64"):
         params, grads = problem(KERAS_SHAPES, dtype)
-        kw = dict(KERAS_CASES[case], learning_rate=float(np.float32(
-            KERAS_CASES[case]["learning_rate"])))
+        kw = dict(
+            KERAS_CASES[case], learning_rate=float(np.float32(KERAS_CASES[case]["learning_rate"]))
+        )
         ref = run_keras(kw, params, grads)
         got = trajectory(kz.muon(**kw), params, grads)
         assert moved(ref, params) > 0.05
@@ -310,12 +380,24 @@ def test_matches_keras_muon(case, dtype, tol):
 def test_keras_signature_defaults_and_get():
     theirs = inspect.signature(keras.optimizers.Muon).parameters
     ours = inspect.signature(kz.muon).parameters
-    skip = {"self", "kwargs", "name", "use_ema", "ema_momentum", "ema_overwrite_frequency",
-            "loss_scale_factor", "gradient_accumulation_steps"}
+    skip = {
+        "self",
+        "kwargs",
+        "name",
+        "use_ema",
+        "ema_momentum",
+        "ema_overwrite_frequency",
+        "loss_scale_factor",
+        "gradient_accumulation_steps",
+    }
     want = {k: p.default for k, p in theirs.items() if k not in skip}
     assert {k: ours[k].default for k in want} == want
     assert isinstance(kz.get("Muon"), optax.GradientTransformation)
-    assert kz.muon_labels({"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
-                           "Embedding_1": jnp.ones((4, 2)), "out": [jnp.ones((3, 1))]},
-                          exclude_layers=["^out"]) == {
-        "dense": {"kernel": "muon", "bias": "adam"}, "Embedding_1": "adam", "out": ["adam"]}
+    assert kz.muon_labels(
+        {
+            "dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
+            "Embedding_1": jnp.ones((4, 2)),
+            "out": [jnp.ones((3, 1))],
+        },
+        exclude_layers=["^out"],
+    ) == {"dense": {"kernel": "muon", "bias": "adam"}, "Embedding_1": "adam", "out": ["adam"]}

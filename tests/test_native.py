@@ -58,8 +58,9 @@ def run_native(tx, dtype=jnp.float32, native_flag=True):
 
 
 def run_plain(tx, dtype=jnp.float32):
-    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
-        *tx.update(g, s, p)))
+    step = jax.jit(
+        lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p))
+    )
     params = make_tree(0, dtype)
     state = tx.init(params)
     trajectory = []
@@ -74,8 +75,9 @@ def assert_same_trajectory(got, want, rtol):
         for k in SHAPES:
             x, y = np.asarray(a[k], np.float64), np.asarray(b[k], np.float64)
             scale = np.max(np.abs(y))
-            np.testing.assert_allclose(x, y, rtol=0, atol=rtol * scale,
-                                       err_msg=f"step {step + 1}, leaf {k}")
+            np.testing.assert_allclose(
+                x, y, rtol=0, atol=rtol * scale, err_msg=f"step {step + 1}, leaf {k}"
+            )
 
 
 def test_the_kernel_builds_here():
@@ -92,8 +94,10 @@ WITH_KERNEL = {
     "adamw": lambda: jz.adamw(1e-2, weight_decay=0.1),
     "adam-cosine": lambda: jz.adam(optax.cosine_decay_schedule(1e-2, STEPS)),
     "adamw-scheduled-decay": lambda: jz.chain(
-        jz.scale_by_adam(), jz.add_decayed_weights(lambda c: 0.01 * (c + 1)),
-        jz.scale_by_learning_rate(1e-2)),
+        jz.scale_by_adam(),
+        jz.add_decayed_weights(lambda c: 0.01 * (c + 1)),
+        jz.scale_by_learning_rate(1e-2),
+    ),
     "sgd": lambda: jz.sgd(0.05),
     "momentum": lambda: jz.sgd(0.05, momentum=0.9),
     "nesterov": lambda: jz.sgd(0.05, momentum=0.9, nesterov=True),
@@ -106,8 +110,9 @@ WITH_KERNEL = {
     "nadamw": lambda: jz.nadamw(1e-2, weight_decay=0.1),
     "amsgrad": lambda: jz.amsgrad(1e-2),
     "adamax": lambda: jz.adamax(1e-2),
-    "adagrad-no-initial": lambda: jz.chain(jz.scale_by_rss(0.0, eps=1e-10),
-                                           jz.scale_by_learning_rate(0.05)),
+    "adagrad-no-initial": lambda: jz.chain(
+        jz.scale_by_rss(0.0, eps=1e-10), jz.scale_by_learning_rate(0.05)
+    ),
 }
 
 
@@ -121,12 +126,19 @@ def test_native_step_matches_the_plain_optimizer(name):
     # and the chain's products are formed in another order; 25 steps stay within ~2e-6.
     assert_same_trajectory(got, want, rtol=2e-6)
     # The optimizer state matches too (same types and values, counts included).
-    flat = jax.tree.map(lambda x: x.tree() if isinstance(x, jz.FlatParams) else x,
-                        state.inner, is_leaf=lambda x: isinstance(x, jz.FlatParams))
+    flat = jax.tree.map(
+        lambda x: x.tree() if isinstance(x, jz.FlatParams) else x,
+        state.inner,
+        is_leaf=lambda x: isinstance(x, jz.FlatParams),
+    )
     assert jax.tree.structure(flat) == jax.tree.structure(plain_state)
     for a, b in zip(jax.tree.leaves(flat), jax.tree.leaves(plain_state)):
-        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
-                                   rtol=1e-5, atol=1e-6 * max(1.0, float(jnp.max(jnp.abs(b)))))
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64),
+            np.asarray(b, np.float64),
+            rtol=1e-5,
+            atol=1e-6 * max(1.0, float(jnp.max(jnp.abs(b)))),
+        )
 
 
 WITHOUT_KERNEL = {
@@ -134,8 +146,9 @@ WITHOUT_KERNEL = {
     "adam-mu-dtype": lambda: jz.adam(1e-2, mu_dtype=jnp.bfloat16),
     "rmsprop-centered": lambda: jz.rmsprop(1e-3, centered=True),
     "adabelief": lambda: jz.adabelief(1e-2),
-    "masked-decay": lambda: jz.adamw(1e-2, weight_decay=0.1,
-                                     mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p)),
+    "masked-decay": lambda: jz.adamw(
+        1e-2, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p)
+    ),
     "clipped": lambda: jz.chain(jz.clip_by_global_norm(1.0), jz.adam(1e-2)),
     "optax-chain": lambda: optax.chain(jz.scale_by_adam(), optax.scale(-1e-2)),
     "injected": lambda: optax.inject_hyperparams(jz.adam)(learning_rate=1e-2),
@@ -203,12 +216,16 @@ def test_a_missing_or_broken_compiler_falls_back_to_xla(tmp_path):
     }
     for name, env in cases.items():
         full = dict(os.environ, JAXOPT_ZOO_CACHE_DIR=str(tmp_path / "cache"), **env)
-        done = subprocess.run([sys.executable, "-c", script], env=full, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=full, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, (name, done.stderr[-2000:])
         reason = done.stdout.strip().splitlines()[-1]
-        expected = {"no compiler": "no C++ compiler found", "failing compiler": "failed",
-                    "disabled": "JAXOPT_ZOO_NATIVE=0"}[name]
+        expected = {
+            "no compiler": "no C++ compiler found",
+            "failing compiler": "failed",
+            "disabled": "JAXOPT_ZOO_NATIVE=0",
+        }[name]
         assert expected in reason, (name, reason)
     assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-built left behind
 
@@ -218,16 +235,17 @@ def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
     # rebuilt on the next use instead of disabling the kernel.
     cache = tmp_path / "cache"
     env = dict(os.environ, JAXOPT_ZOO_CACHE_DIR=str(cache))
-    script = ("import jaxopt_zoo as jz; s = jz.native.status(); "
-              "print(s['available'], s['library'])")
-    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                           text=True, timeout=300)
+    script = "import jaxopt_zoo as jz; s = jz.native.status(); print(s['available'], s['library'])"
+    first = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert first.returncode == 0 and first.stdout.split()[0] == "True", first.stderr[-2000:]
     library = first.stdout.split()[1]
     with open(library, "r+b") as f:
         f.truncate(100)
-    again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0 and again.stdout.split() == ["True", library], again.stderr
     assert os.path.getsize(library) > 10_000
 
@@ -247,8 +265,9 @@ def test_the_trainer_step_takes_the_kernel_with_flat_parameters(guard):
     plain, fused = jz.adam(1e-2), jz.fuse(jz.adam(1e-2))
     flat = jz.FlatParams.from_tree(params)
     step_plain = jax.jit(lambda p, s: train_step(model, plain, p, s, x, y, w, key)[:2])
-    step_flat = jax.jit(lambda p, s: train_step(FlatModel(model), fused, p, s, x, y, w, key,
-                                                guard=guard)[:2])
+    step_flat = jax.jit(
+        lambda p, s: train_step(FlatModel(model), fused, p, s, x, y, w, key, guard=guard)[:2]
+    )
     assert native.TARGET in step_flat.lower(flat, fused.init(flat)).as_text()
     p, s, fp, fs = params, plain.init(params), flat, fused.init(flat)
     for _ in range(10):

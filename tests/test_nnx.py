@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _random_like(tree, seed):
     leaves, treedef = jax.tree.flatten(tree)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) * 0.1
-                              for k, x in zip(keys, leaves)])
+    return treedef.unflatten(
+        [jax.random.normal(k, x.shape, x.dtype) * 0.1 for k, x in zip(keys, leaves)]
+    )
 
 
 def _with_params(module, params):
@@ -41,12 +42,14 @@ def test_shift_conv_nnx_equals_linen_with_the_same_weights_and_gradients():
     params = _random_like(linen.init(jax.random.PRNGKey(1), x)["params"], 2)
     ours = _with_params(nnx_models.ShiftConv(2, 5, (2, 3), rngs=nnx.Rngs(0)), params)
     np.testing.assert_array_equal(ours(x), linen.apply({"params": params}, x))
-    g_lin = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(linen.apply({"params": p}, x))),
-                             argnums=(0, 1)))(params, x)
+    g_lin = jax.jit(
+        jax.grad(lambda p, x: jnp.sum(jnp.sin(linen.apply({"params": p}, x))), argnums=(0, 1))
+    )(params, x)
     g_nnx = nnx.jit(nnx.grad(lambda m, x: jnp.sum(jnp.sin(m(x))), argnums=(0, 1)))(ours, x)
     np.testing.assert_array_equal(g_nnx[1], g_lin[1])
-    jax.tree.map(np.testing.assert_array_equal,
-                 nnx.to_pure_dict(nnx.state(g_nnx[0], nnx.Param)), g_lin[0])
+    jax.tree.map(
+        np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(g_nnx[0], nnx.Param)), g_lin[0]
+    )
 
 
 class _LinenKey(nn.Module):
@@ -104,8 +107,9 @@ def test_nnx_model_adapter_init_and_apply():
     p0_again = model.init({"params": jax.random.PRNGKey(0)}, x)["params"]
     p1 = model.init(jax.random.PRNGKey(1), x)["params"]
     jax.tree.map(np.testing.assert_array_equal, p0, p0_again)  # a seed gives its weights
-    assert not np.array_equal(np.asarray(p0["Dense_0"]["kernel"]),
-                              np.asarray(p1["Dense_0"]["kernel"]))
+    assert not np.array_equal(
+        np.asarray(p0["Dense_0"]["kernel"]), np.asarray(p1["Dense_0"]["kernel"])
+    )
     eval_out = model.apply({"params": p0}, x, train=False)
     np.testing.assert_array_equal(eval_out, model.bind(p0)(x, train=False))
     step = jax.jit(lambda p, k: model.apply({"params": p}, x, train=True, rngs={"dropout": k}))
@@ -119,8 +123,11 @@ def test_nnx_model_adapter_init_and_apply():
     wrapped = as_linen_like(module)
     assert as_linen_like(module) is wrapped and as_linen_like(wrapped) is wrapped
     assert as_linen_like(get_model("mlp")) == get_model("mlp")  # Linen: unchanged
-    jax.tree.map(np.testing.assert_array_equal, wrapped.init(jax.random.PRNGKey(9), x)["params"],
-                 nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        wrapped.init(jax.random.PRNGKey(9), x)["params"],
+        nnx.to_pure_dict(nnx.state(module, nnx.Param)),
+    )
     with pytest.raises(ValueError, match="Unknown api"):
         get_model("cnn", api="haiku")
 
@@ -128,7 +135,7 @@ def test_nnx_model_adapter_init_and_apply():
 def _toy_data(n=96, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.uniform(size=(n, 28, 28, 1)).astype(np.float32)
-    labels = (images[:, :14].mean(axis=(1, 2, 3)) > images[:, 14:].mean(axis=(1, 2, 3)))
+    labels = images[:, :14].mean(axis=(1, 2, 3)) > images[:, 14:].mean(axis=(1, 2, 3))
     return images, labels.astype(np.int32)
 
 
@@ -143,8 +150,11 @@ def test_the_trainer_trains_an_nnx_model_as_it_trains_the_linen_one():
     # The NNX twin, from the same weights (a raw nnx.Module; the trainer adapts it).
     module = nnx_models.MLP(rngs=nnx.Rngs(0))
     s_nnx, h_nnx = train_and_evaluate(module, tx, data, data, config, state=host)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                 s_nnx.params, s_lin.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        s_nnx.params,
+        s_lin.params,
+    )
     assert h_nnx[-1]["train_loss"] == pytest.approx(h_lin[-1]["train_loss"], rel=1e-6)
     assert not np.allclose(s_nnx.params["Dense_0"]["kernel"], host.params["Dense_0"]["kernel"])
     # get_model(..., api="nnx"): the trainer's initial state has the Linen model's layout.
@@ -177,8 +187,9 @@ def test_nnx_optimizer_with_every_registered_optimizer(name):
 
 def test_readme_nnx_training_loop_runs(capsys):
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- tests/test_nnx.py runs this block -->\n```python\n(.*?)```",
-                      text, re.S)
+    block = re.search(
+        r"<!-- tests/test_nnx.py runs this block -->\n```python\n(.*?)```", text, re.S
+    )
     assert block, "README's NNX example is marked for this test"
     namespace: dict = {}
     exec(compile(block.group(1), "README.md (NNX example)", "exec"), namespace)

@@ -62,7 +62,7 @@ def test_table_covers_every_registered_optimizer():
 
 
 def parabola(p):
-    return jnp.sum(p ** 2)
+    return jnp.sum(p**2)
 
 
 def rosenbrock(p):
@@ -120,18 +120,25 @@ def test_descends_with_only_required_arguments(name):
     for _ in range(20):
         u, s = step(p, s)
         p = optax.apply_updates(p, u)
-    assert float(jnp.sum(p ** 2)) < 13.0, f"{name} did not descend: {p}"
+    assert float(jnp.sum(p**2)) < 13.0, f"{name} did not descend: {p}"
 
 
 def _required(fn):
     import inspect
-    return [k for k, v in inspect.signature(fn).parameters.items()
-            if v.default is inspect.Parameter.empty]
+
+    return [
+        k
+        for k, v in inspect.signature(fn).parameters.items()
+        if v.default is inspect.Parameter.empty
+    ]
 
 
 def tree_params(dtype):
-    return {"w": jnp.linspace(-1, 1, 12, dtype=jnp.float32).reshape(3, 4).astype(dtype),
-            "b": jnp.full((4,), 0.5, dtype), "s": jnp.asarray(0.3, dtype)}
+    return {
+        "w": jnp.linspace(-1, 1, 12, dtype=jnp.float32).reshape(3, 4).astype(dtype),
+        "b": jnp.full((4,), 0.5, dtype),
+        "s": jnp.asarray(0.3, dtype),
+    }
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,7 +168,7 @@ def _check_dtypes(name, dtype):
         grads = jax.tree.map(lambda g: g * (1 + 0.5j), grads)
     s_struct = jax.tree.structure(state)
     s_dtypes = [x.dtype for x in jax.tree.leaves(state)]
-    for i in range(3):
+    for _ in range(3):
         updates, state = step(grads, state, params)
         params = optax.apply_updates(params, updates)
         # update dtype equals gradient dtype, shapes equal
@@ -197,9 +204,11 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     other = {k: v for k, v in TABLE[name]["kw"].items() if k != "learning_rate"}
     e = jz.entry(name)
     factory = functools.partial(e.factory, **e.fixed, **other)
-    static = {"adafactor": ("min_dim_size_to_factor", "decay_offset"),
-              "soap": ("precondition_frequency", "max_precondition_dim"),
-              "muon": ("ns_steps",)}.get(name, ())  # loop counts stay Python ints
+    static = {
+        "adafactor": ("min_dim_size_to_factor", "decay_offset"),
+        "soap": ("precondition_frequency", "max_precondition_dim"),
+        "muon": ("ns_steps",),
+    }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
     plain = jz.get(name, **TABLE[name]["kw"])
     chained = optax.chain(optax.clip_by_global_norm(1e6), plain)
@@ -225,6 +234,8 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     u_before, _ = injected.update(grads, s_inj, p_inj)
     s_inj.hyperparams["learning_rate"] = jnp.asarray(0.0)
     u_zero, _ = injected.update(grads, s_inj, p_inj)
-    diff = max(float(jnp.max(jnp.abs(a - b)))
-               for a, b in zip(jax.tree.leaves(u_before), jax.tree.leaves(u_zero)))
+    diff = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(u_before), jax.tree.leaves(u_zero))
+    )
     assert diff > 1e-6, name

@@ -93,11 +93,23 @@ CASES = [
     ("rmsprop", dict(learning_rate=0.01)),
     ("rmsprop", dict(learning_rate=0.01, centered=True)),
     ("rmsprop", dict(learning_rate=0.01, momentum=0.9)),
-    ("rmsprop", dict(learning_rate=0.01, rho=0.8, momentum=0.5, centered=True, epsilon=1e-4,
-                     weight_decay=0.05, global_clipnorm=2.0)),
+    (
+        "rmsprop",
+        dict(
+            learning_rate=0.01,
+            rho=0.8,
+            momentum=0.5,
+            centered=True,
+            epsilon=1e-4,
+            weight_decay=0.05,
+            global_clipnorm=2.0,
+        ),
+    ),
     ("adagrad", dict(learning_rate=0.1)),
-    ("adagrad", dict(learning_rate=0.1, initial_accumulator_value=0.5, epsilon=1e-5,
-                     clipvalue=0.5)),
+    (
+        "adagrad",
+        dict(learning_rate=0.1, initial_accumulator_value=0.5, epsilon=1e-5, clipvalue=0.5),
+    ),
     ("adadelta", dict(learning_rate=1.0)),
     ("adadelta", dict(learning_rate=0.5, rho=0.9, epsilon=1e-5, weight_decay=0.01)),
     ("adam", dict(learning_rate=0.01)),
@@ -107,25 +119,62 @@ CASES = [
     ("adamw", dict(learning_rate=0.01)),
     ("adamw", dict(learning_rate=0.01, weight_decay=0.1, amsgrad=True, global_clipnorm=1.0)),
     ("nadam", dict(learning_rate=0.01)),
-    ("nadam", dict(learning_rate=0.01, beta_1=0.95, beta_2=0.98, epsilon=1e-4,
-                   weight_decay=0.05)),
+    ("nadam", dict(learning_rate=0.01, beta_1=0.95, beta_2=0.98, epsilon=1e-4, weight_decay=0.05)),
     ("adamax", dict(learning_rate=0.01)),
     ("adamax", dict(learning_rate=0.01, beta_1=0.8, epsilon=1e-3, clipvalue=0.3)),
     ("lion", dict(learning_rate=0.001)),
     ("lion", dict(learning_rate=0.003, beta_1=0.95, beta_2=0.98, weight_decay=0.5)),
     ("lamb", dict(learning_rate=0.01)),
-    ("lamb", dict(learning_rate=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-4, weight_decay=0.1,
-                  clipnorm=1.0)),
+    (
+        "lamb",
+        dict(
+            learning_rate=0.01,
+            beta_1=0.8,
+            beta_2=0.99,
+            epsilon=1e-4,
+            weight_decay=0.1,
+            clipnorm=1.0,
+        ),
+    ),
     ("adafactor", dict(learning_rate=0.01)),
-    ("adafactor", dict(learning_rate=0.5, beta_2_decay=-0.6, epsilon_2=1e-2,
-                       clip_threshold=0.5, relative_step=False, weight_decay=0.05)),
+    (
+        "adafactor",
+        dict(
+            learning_rate=0.5,
+            beta_2_decay=-0.6,
+            epsilon_2=1e-2,
+            clip_threshold=0.5,
+            relative_step=False,
+            weight_decay=0.05,
+        ),
+    ),
     ("ftrl", dict(learning_rate=0.1)),
-    ("ftrl", dict(learning_rate=0.1, learning_rate_power=-0.7, initial_accumulator_value=0.5,
-                  l1_regularization_strength=0.01, l2_regularization_strength=0.1,
-                  l2_shrinkage_regularization_strength=0.05, beta=0.2, weight_decay=0.01)),
+    (
+        "ftrl",
+        dict(
+            learning_rate=0.1,
+            learning_rate_power=-0.7,
+            initial_accumulator_value=0.5,
+            l1_regularization_strength=0.01,
+            l2_regularization_strength=0.1,
+            l2_shrinkage_regularization_strength=0.05,
+            beta=0.2,
+            weight_decay=0.01,
+        ),
+    ),
     ("schedule_free_adamw", dict(learning_rate=0.01)),
-    ("schedule_free_adamw", dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-4,
-                                 warmup_steps=10, weight_decay=0.1, global_clipnorm=2.0)),
+    (
+        "schedule_free_adamw",
+        dict(
+            learning_rate=0.02,
+            beta_1=0.8,
+            beta_2=0.99,
+            epsilon=1e-4,
+            warmup_steps=10,
+            weight_decay=0.1,
+            global_clipnorm=2.0,
+        ),
+    ),
 ]
 
 
@@ -147,9 +196,12 @@ def test_trajectory_matches_keras_float64(name, kwargs):
     assert err < RTOL64, f"{name}{kwargs}: max relative error {err:.3g}"
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("adam", dict(learning_rate=0.01, amsgrad=True, weight_decay=0.1, clipnorm=1.0)),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("adam", dict(learning_rate=0.01, amsgrad=True, weight_decay=0.1, clipnorm=1.0)),
+    ],
+)
 def test_trajectory_matches_keras_float32(name, kwargs):
     err = compare(getattr(kz, name)(**kwargs), KERAS[name](**kwargs), dtype=jnp.float32)
     assert err < RTOL32, f"{name}{kwargs}: max relative error {err:.3g}"
@@ -157,9 +209,11 @@ def test_trajectory_matches_keras_float32(name, kwargs):
 
 def _exp_decay(init, steps, rate, staircase=False):
     """Keras' ExponentialDecay written as a function of the 0-based step count."""
+
     def schedule(count):
         p = jnp.asarray(count, jnp.float64) / steps
         return init * rate ** (jnp.floor(p) if staircase else p)
+
     return schedule
 
 
@@ -168,8 +222,10 @@ def test_schedule_sgd_momentum_weight_decay():
     with jax.enable_x64(True):
         ours = kz.sgd(_exp_decay(0.1, 20, 0.5), momentum=0.9, weight_decay=0.2)
         theirs = keras.optimizers.SGD(
-            keras.optimizers.schedules.ExponentialDecay(0.1, 20, 0.5), momentum=0.9,
-            weight_decay=0.2)
+            keras.optimizers.schedules.ExponentialDecay(0.1, 20, 0.5),
+            momentum=0.9,
+            weight_decay=0.2,
+        )
         err = compare(ours, theirs)
     assert err < RTOL64, err
 
@@ -178,8 +234,8 @@ def test_schedule_adam_staircase():
     with jax.enable_x64(True):
         ours = kz.adam(_exp_decay(0.02, 15, 0.7, staircase=True), amsgrad=True)
         theirs = keras.optimizers.Adam(
-            keras.optimizers.schedules.ExponentialDecay(0.02, 15, 0.7, staircase=True),
-            amsgrad=True)
+            keras.optimizers.schedules.ExponentialDecay(0.02, 15, 0.7, staircase=True), amsgrad=True
+        )
         err = compare(ours, theirs)
     assert err < RTOL64, err
 
@@ -187,11 +243,16 @@ def test_schedule_adam_staircase():
 def test_keras_schedule_object_is_accepted():
     # a Keras LearningRateSchedule is a function of the step count, so it works as is
     with jax.enable_x64(True):
-        ours = kz.rmsprop(keras.optimizers.schedules.CosineDecay(0.01, 80, alpha=0.1),
-                          momentum=0.5, weight_decay=0.1)
+        ours = kz.rmsprop(
+            keras.optimizers.schedules.CosineDecay(0.01, 80, alpha=0.1),
+            momentum=0.5,
+            weight_decay=0.1,
+        )
         theirs = keras.optimizers.RMSprop(
-            keras.optimizers.schedules.CosineDecay(0.01, 80, alpha=0.1), momentum=0.5,
-            weight_decay=0.1)
+            keras.optimizers.schedules.CosineDecay(0.01, 80, alpha=0.1),
+            momentum=0.5,
+            weight_decay=0.1,
+        )
         err = compare(ours, theirs)
     # CosineDecay computes in float32: jit (ours) and eager (Keras) may differ by an ulp
     assert err < RTOL64_LR, err
@@ -201,33 +262,56 @@ def test_keras_schedule_object_is_accepted():
 # The Keras forms differ from the native ones (so the parity above is not vacuous)
 # --------------------------------------------------------------------------- #
 
-@pytest.mark.parametrize("ours,native", [
-    (lambda: kz.adam(0.01, epsilon=1e-3), lambda: jz.adam(0.01, eps=1e-3)),
-    (lambda: kz.adam(0.01, amsgrad=True), lambda: jz.amsgrad(0.01, eps=1e-7)),
-    (lambda: kz.nadam(0.01), lambda: jz.nadam(0.01, eps=1e-7)),
-    (lambda: kz.adamax(0.01, epsilon=0.05), lambda: jz.adamax(0.01, eps=0.05)),
-    (lambda: kz.sgd(0.05, momentum=0.9, weight_decay=0.1),
-     lambda: jz.sgd(0.05, momentum=0.9, weight_decay=0.1)),
-], ids=["adam-eps", "amsgrad", "nadam", "adamax", "sgd-wd"])
+
+@pytest.mark.parametrize(
+    "ours,native",
+    [
+        (lambda: kz.adam(0.01, epsilon=1e-3), lambda: jz.adam(0.01, eps=1e-3)),
+        (lambda: kz.adam(0.01, amsgrad=True), lambda: jz.amsgrad(0.01, eps=1e-7)),
+        (lambda: kz.nadam(0.01), lambda: jz.nadam(0.01, eps=1e-7)),
+        (lambda: kz.adamax(0.01, epsilon=0.05), lambda: jz.adamax(0.01, eps=0.05)),
+        (
+            lambda: kz.sgd(0.05, momentum=0.9, weight_decay=0.1),
+            lambda: jz.sgd(0.05, momentum=0.9, weight_decay=0.1),
+        ),
+    ],
+    ids=["adam-eps", "amsgrad", "nadam", "adamax", "sgd-wd"],
+)
 def test_keras_forms_differ_from_native(ours, native):
     params = make_params(SHAPES)
     grads = make_grad_stream(params, 20, scale=0.1)
-    assert max_rel_err(eager_trajectory(ours(), params, grads, 20),
-                       eager_trajectory(native(), params, grads, 20)) > 1e-4
+    assert (
+        max_rel_err(
+            eager_trajectory(ours(), params, grads, 20),
+            eager_trajectory(native(), params, grads, 20),
+        )
+        > 1e-4
+    )
 
 
-@pytest.mark.parametrize("ours,native", [
-    (lambda: kz.adagrad(0.1), lambda: jz.adagrad(0.1, 0.1, 1e-7)),
-    (lambda: kz.adadelta(0.5, rho=0.9), lambda: jz.adadelta(0.5, rho=0.9, eps=1e-7)),
-    (lambda: kz.rmsprop(0.01, centered=True),
-     lambda: jz.rmsprop(0.01, eps=1e-7, centered=True)),
-    (lambda: kz.lion(0.001), lambda: jz.lion(0.001, weight_decay=0.0)),
-], ids=["adagrad", "adadelta", "rmsprop", "lion"])
+@pytest.mark.parametrize(
+    "ours,native",
+    [
+        (lambda: kz.adagrad(0.1), lambda: jz.adagrad(0.1, 0.1, 1e-7)),
+        (lambda: kz.adadelta(0.5, rho=0.9), lambda: jz.adadelta(0.5, rho=0.9, eps=1e-7)),
+        (
+            lambda: kz.rmsprop(0.01, centered=True),
+            lambda: jz.rmsprop(0.01, eps=1e-7, centered=True),
+        ),
+        (lambda: kz.lion(0.001), lambda: jz.lion(0.001, weight_decay=0.0)),
+    ],
+    ids=["adagrad", "adadelta", "rmsprop", "lion"],
+)
 def test_shared_forms_equal_native(ours, native):
     params = make_params(SHAPES)
     grads = make_grad_stream(params, 20)
-    assert max_rel_err(eager_trajectory(ours(), params, grads, 20),
-                       eager_trajectory(native(), params, grads, 20)) < RTOL32
+    assert (
+        max_rel_err(
+            eager_trajectory(ours(), params, grads, 20),
+            eager_trajectory(native(), params, grads, 20),
+        )
+        < RTOL32
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -245,8 +329,9 @@ def test_signature_and_defaults_match_keras(name):
     # Same names in the same order; the EMA options (added to every optimizer by
     # keras_base_options, keyword-only at the end) sit where Keras has them only in order.
     ema = ("use_ema", "ema_momentum", "ema_overwrite_frequency")
-    assert [k for k in theirs if k not in BASE_ONLY and k not in ema] == \
-        [k for k in ours if k not in ema]
+    assert [k for k in theirs if k not in BASE_ONLY and k not in ema] == [
+        k for k in ours if k not in ema
+    ]
     assert set(ema) <= set(ours) and set(ema) <= set(theirs)
     for k, p in ours.items():
         assert p.default == theirs[k].default, (name, k, p.default, theirs[k].default)
@@ -256,18 +341,20 @@ def test_available_lists_every_optimizer():
     assert kz.available() == sorted(KERAS)
 
 
-@pytest.mark.parametrize("spelling", ["Adam", "SGD", "RMSprop", "Adagrad", "adadelta",
-                                      "ADAMW", "Nadam", "adamax", "lion"])
+@pytest.mark.parametrize(
+    "spelling",
+    ["Adam", "SGD", "RMSprop", "Adagrad", "adadelta", "ADAMW", "Nadam", "adamax", "lion"],
+)
 def test_get_by_name_uses_keras_defaults(spelling):
     with jax.enable_x64(True):
-        err = compare(kz.get(spelling), keras.optimizers.get(spelling), steps=20,
-                      grad_scale=0.1)
+        err = compare(kz.get(spelling), keras.optimizers.get(spelling), steps=20, grad_scale=0.1)
     assert err < RTOL64_LR, err
 
 
 def test_get_from_keras_config():
-    theirs = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True,
-                                  clipnorm=1.0, weight_decay=0.01)
+    theirs = keras.optimizers.SGD(
+        learning_rate=0.05, momentum=0.9, nesterov=True, clipnorm=1.0, weight_decay=0.01
+    )
     ours = kz.get(keras.optimizers.serialize(theirs))
     with jax.enable_x64(True):
         err = compare(ours, theirs, steps=20)
@@ -283,9 +370,12 @@ def test_get_passthrough_and_none():
 
 
 def test_get_rejects_unknown_names():
-    with pytest.raises(ValueError, match=r"Unknown Keras optimizer 'adamm'\. Did you mean "
-                                         r"'adam'.*Known: adadelta, adagrad, adam, adamax, "
-                                         r"adamw, lion, nadam, rmsprop, sgd\."):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown Keras optimizer 'adamm'\. Did you mean "
+        r"'adam'.*Known: adadelta, adagrad, adam, adamax, "
+        r"adamw, lion, nadam, rmsprop, sgd\.",
+    ):
         kz.get("adamm")
     with pytest.raises(ValueError, match=r"Unknown Keras optimizer 'Ftrl'.*Known: adadelta"):
         kz.get("Ftrl")
@@ -302,27 +392,37 @@ def test_get_rejects_unsupported_config():
         kz.get({"config": {}})
 
 
-@pytest.mark.parametrize("fn,kwargs,match", [
-    (kz.sgd, dict(learning_rate=-0.1), r"Invalid learning_rate: -0\.1\. Expected a number >= 0"),
-    (kz.sgd, dict(momentum=1.5), r"Invalid momentum: 1\.5\. Expected a number >= 0 and <= 1"),
-    (kz.rmsprop, dict(rho=1.0), r"Invalid rho: 1\.0\. Expected a number >= 0 and < 1"),
-    (kz.rmsprop, dict(momentum=-0.9), r"Invalid momentum: -0\.9"),
-    (kz.rmsprop, dict(epsilon=-1e-7), r"Invalid epsilon: -1e-07"),
-    (kz.adagrad, dict(initial_accumulator_value=-0.1), r"Invalid initial_accumulator_value"),
-    (kz.adadelta, dict(rho=-0.1), r"Invalid rho: -0\.1"),
-    (kz.adam, dict(beta_1=1.0), r"Invalid beta_1: 1\.0\. Expected a number >= 0 and < 1"),
-    (kz.adam, dict(beta_2=-0.5), r"Invalid beta_2: -0\.5"),
-    (kz.adam, dict(weight_decay=-0.1), r"Invalid weight_decay: -0\.1"),
-    (kz.adamw, dict(weight_decay=None), r"Invalid weight_decay: None\. Expected a number"),
-    (kz.nadam, dict(epsilon=float("nan")), r"Invalid epsilon: nan"),
-    (kz.adamax, dict(clipnorm=0.0), r"Invalid clipnorm: 0\.0\. Expected a number > 0"),
-    (kz.adamax, dict(global_clipnorm=-1.0), r"Invalid global_clipnorm: -1\.0"),
-    (kz.lion, dict(beta_1=0.0), r"Invalid beta_1: 0\.0\. Expected a number > 0 and < 1"),
-    (kz.lion, dict(learning_rate=-1e-3), r"Invalid learning_rate: -0\.001"),
-    (kz.adam, dict(clipnorm=1.0, clipvalue=0.5),
-     r"Only one of clipnorm, clipvalue and global_clipnorm can be set .*clipnorm=1\.0, "
-     r"clipvalue=0\.5"),
-])
+@pytest.mark.parametrize(
+    "fn,kwargs,match",
+    [
+        (
+            kz.sgd,
+            dict(learning_rate=-0.1),
+            r"Invalid learning_rate: -0\.1\. Expected a number >= 0",
+        ),
+        (kz.sgd, dict(momentum=1.5), r"Invalid momentum: 1\.5\. Expected a number >= 0 and <= 1"),
+        (kz.rmsprop, dict(rho=1.0), r"Invalid rho: 1\.0\. Expected a number >= 0 and < 1"),
+        (kz.rmsprop, dict(momentum=-0.9), r"Invalid momentum: -0\.9"),
+        (kz.rmsprop, dict(epsilon=-1e-7), r"Invalid epsilon: -1e-07"),
+        (kz.adagrad, dict(initial_accumulator_value=-0.1), r"Invalid initial_accumulator_value"),
+        (kz.adadelta, dict(rho=-0.1), r"Invalid rho: -0\.1"),
+        (kz.adam, dict(beta_1=1.0), r"Invalid beta_1: 1\.0\. Expected a number >= 0 and < 1"),
+        (kz.adam, dict(beta_2=-0.5), r"Invalid beta_2: -0\.5"),
+        (kz.adam, dict(weight_decay=-0.1), r"Invalid weight_decay: -0\.1"),
+        (kz.adamw, dict(weight_decay=None), r"Invalid weight_decay: None\. Expected a number"),
+        (kz.nadam, dict(epsilon=float("nan")), r"Invalid epsilon: nan"),
+        (kz.adamax, dict(clipnorm=0.0), r"Invalid clipnorm: 0\.0\. Expected a number > 0"),
+        (kz.adamax, dict(global_clipnorm=-1.0), r"Invalid global_clipnorm: -1\.0"),
+        (kz.lion, dict(beta_1=0.0), r"Invalid beta_1: 0\.0\. Expected a number > 0 and < 1"),
+        (kz.lion, dict(learning_rate=-1e-3), r"Invalid learning_rate: -0\.001"),
+        (
+            kz.adam,
+            dict(clipnorm=1.0, clipvalue=0.5),
+            r"Only one of clipnorm, clipvalue and global_clipnorm can be set .*clipnorm=1\.0, "
+            r"clipvalue=0\.5",
+        ),
+    ],
+)
 def test_invalid_hyperparameters(fn, kwargs, match):
     with pytest.raises(ValueError, match=match):
         fn(**kwargs)

@@ -91,8 +91,14 @@ def precision(dtype: str):
 # ----------------------------------------------------------------------------- ours
 
 
-def ours(tx, dtype: str, *, eval_point: bool = False, exact: bool = False,
-         eval_fn: Callable = jz.schedule_free_eval_params):
+def ours(
+    tx,
+    dtype: str,
+    *,
+    eval_point: bool = False,
+    exact: bool = False,
+    eval_fn: Callable = jz.schedule_free_eval_params,
+):
     """Parameter trajectory (and the schedule-free evaluation point) of ``tx``."""
     dt = jnp.dtype(dtype)
     h = {k: jnp.asarray(v, dt) for k, v in H.items()}
@@ -120,10 +126,12 @@ def ours(tx, dtype: str, *, eval_point: bool = False, exact: bool = False,
 # ----------------------------------------------------------------------------- torch
 
 
-def torch_run(make: Callable[[list], Any], *, eval_point: bool = False,
-              before_step: Callable | None = None):
-    params = [torch.tensor(P0[k], dtype=torch.get_default_dtype(), requires_grad=True)
-              for k in SHAPES]
+def torch_run(
+    make: Callable[[list], Any], *, eval_point: bool = False, before_step: Callable | None = None
+):
+    params = [
+        torch.tensor(P0[k], dtype=torch.get_default_dtype(), requires_grad=True) for k in SHAPES
+    ]
     opt = make(params)
     if eval_point:
         opt.train()
@@ -146,8 +154,12 @@ def torch_run(make: Callable[[list], Any], *, eval_point: bool = False,
 
 
 def optax_run(tx, dtype, *, eval_point=False):
-    return ours(tx, dtype, eval_point=eval_point,
-                eval_fn=lambda s, p: optax.contrib.schedule_free_eval_params(s, p))
+    return ours(
+        tx,
+        dtype,
+        eval_point=eval_point,
+        eval_fn=lambda s, p: optax.contrib.schedule_free_eval_params(s, p),
+    )
 
 
 def check(got, want, dtype, name):
@@ -158,6 +170,7 @@ def check(got, want, dtype, name):
 
 
 # ----------------------------------------------------------------------------- cases
+
 
 def mars_exact_hook():
     """Feed pytorch_optimizer's MARS the gradient of this step's batch at the previous
@@ -170,12 +183,14 @@ def mars_exact_hook():
         for k, p in zip(SHAPES, params):
             opt.state[p]["last_grad"].copy_(torch.tensor(g_prev[k], dtype=p.dtype))
             prev[k] = p.detach().numpy().copy()
+
     return hook
 
 
 def c_adopt(**kw):
-    return jz.chain(jz.cautious(jz.scale_by_adopt(**kw), direction="gradient"),
-                    jz.scale_by_learning_rate(0.01))
+    return jz.chain(
+        jz.cautious(jz.scale_by_adopt(**kw), direction="gradient"), jz.scale_by_learning_rate(0.01)
+    )
 
 
 # (id, ours, torch reference or None, optax reference or None, options, float32 too)
@@ -186,114 +201,334 @@ def c_adopt(**kw):
 # options: "eval" (compare the evaluation point too), "exact" (MARS grad_fn / hook)
 CASES = [
     # schedule-free: the authors' package
-    ("sf-sgd", lambda: jz.schedule_free_sgd(0.2),
-     lambda ps: schedulefree.SGDScheduleFree(ps, lr=0.2), None, {"eval"}, True),
-    ("sf-sgd-warmup-wd-r", lambda: jz.schedule_free_sgd(
-        0.2, warmup_steps=10, b1=0.8, weight_decay=0.05, weight_lr_power=1.0, r=1.0),
-     lambda ps: schedulefree.SGDScheduleFree(ps, lr=0.2, momentum=0.8, warmup_steps=10,
-                                             weight_decay=0.05, weight_lr_power=1.0, r=1.0),
-     None, {"eval"}, False),
-    ("sf-adamw", lambda: jz.schedule_free_adamw(0.02),
-     lambda ps: schedulefree.AdamWScheduleFree(ps, lr=0.02), None, {"eval"}, False),
-    ("sf-adamw-warmup-wd-r", lambda: jz.schedule_free_adamw(
-        0.05, warmup_steps=20, b1=0.95, b2=0.99, eps=1e-6, weight_decay=0.1, r=0.5),
-     lambda ps: schedulefree.AdamWScheduleFree(ps, lr=0.05, warmup_steps=20, betas=(0.95, 0.99),
-                                               eps=1e-6, weight_decay=0.1, r=0.5),
-     None, {"eval"}, True),
-    ("sf-adamw-paper", lambda: jz.schedule_free_adamw(0.05, warmup_steps=5, weight_decay=0.01,
-                                                      bias_correct_lr=True),
-     lambda ps: schedulefree.AdamWScheduleFreePaper(ps, lr=0.05, warmup_steps=5,
-                                                    weight_decay=0.01), None, {"eval"}, False),
-    ("sf-adamw-reference-decay-at-y", lambda: jz.schedule_free_adamw(0.05, warmup_steps=5,
-                                                                     weight_decay=0.2),
-     lambda ps: schedulefree.AdamWScheduleFreeReference(ps, lr=0.05, warmup_steps=5,
-                                                        weight_decay=0.2), None, {"eval"}, False),
-    ("sf-adamw-reference-decay-at-z", lambda: jz.schedule_free_adamw(
-        0.05, warmup_steps=5, weight_decay=0.2, decay_at_z=True),
-     lambda ps: schedulefree.AdamWScheduleFreeReference(ps, lr=0.05, warmup_steps=5,
-                                                        weight_decay=0.2, decay_at_z=True),
-     None, {"eval"}, False),
+    (
+        "sf-sgd",
+        lambda: jz.schedule_free_sgd(0.2),
+        lambda ps: schedulefree.SGDScheduleFree(ps, lr=0.2),
+        None,
+        {"eval"},
+        True,
+    ),
+    (
+        "sf-sgd-warmup-wd-r",
+        lambda: jz.schedule_free_sgd(
+            0.2, warmup_steps=10, b1=0.8, weight_decay=0.05, weight_lr_power=1.0, r=1.0
+        ),
+        lambda ps: schedulefree.SGDScheduleFree(
+            ps, lr=0.2, momentum=0.8, warmup_steps=10, weight_decay=0.05, weight_lr_power=1.0, r=1.0
+        ),
+        None,
+        {"eval"},
+        False,
+    ),
+    (
+        "sf-adamw",
+        lambda: jz.schedule_free_adamw(0.02),
+        lambda ps: schedulefree.AdamWScheduleFree(ps, lr=0.02),
+        None,
+        {"eval"},
+        False,
+    ),
+    (
+        "sf-adamw-warmup-wd-r",
+        lambda: jz.schedule_free_adamw(
+            0.05, warmup_steps=20, b1=0.95, b2=0.99, eps=1e-6, weight_decay=0.1, r=0.5
+        ),
+        lambda ps: schedulefree.AdamWScheduleFree(
+            ps, lr=0.05, warmup_steps=20, betas=(0.95, 0.99), eps=1e-6, weight_decay=0.1, r=0.5
+        ),
+        None,
+        {"eval"},
+        True,
+    ),
+    (
+        "sf-adamw-paper",
+        lambda: jz.schedule_free_adamw(
+            0.05, warmup_steps=5, weight_decay=0.01, bias_correct_lr=True
+        ),
+        lambda ps: schedulefree.AdamWScheduleFreePaper(
+            ps, lr=0.05, warmup_steps=5, weight_decay=0.01
+        ),
+        None,
+        {"eval"},
+        False,
+    ),
+    (
+        "sf-adamw-reference-decay-at-y",
+        lambda: jz.schedule_free_adamw(0.05, warmup_steps=5, weight_decay=0.2),
+        lambda ps: schedulefree.AdamWScheduleFreeReference(
+            ps, lr=0.05, warmup_steps=5, weight_decay=0.2
+        ),
+        None,
+        {"eval"},
+        False,
+    ),
+    (
+        "sf-adamw-reference-decay-at-z",
+        lambda: jz.schedule_free_adamw(0.05, warmup_steps=5, weight_decay=0.2, decay_at_z=True),
+        lambda ps: schedulefree.AdamWScheduleFreeReference(
+            ps, lr=0.05, warmup_steps=5, weight_decay=0.2, decay_at_z=True
+        ),
+        None,
+        {"eval"},
+        False,
+    ),
     # schedule-free: optax.contrib through optax_warmup
-    ("sf-sgd-optax", lambda: jz.schedule_free_sgd(0.2, warmup_steps=10, weight_decay=0.05,
-                                                  optax_warmup=True),
-     None, lambda: optax.contrib.schedule_free_sgd(0.2, warmup_steps=10, weight_decay=0.05),
-     {"eval"}, False),
-    ("sf-adamw-optax", lambda: jz.schedule_free_adamw(0.05, warmup_steps=20, b2=0.99,
-                                                      weight_decay=0.1, optax_warmup=True),
-     None, lambda: optax.contrib.schedule_free_adamw(0.05, warmup_steps=20, b2=0.99,
-                                                     weight_decay=0.1), {"eval"}, False),
-    ("sf-adamw-optax-nowarmup", lambda: jz.schedule_free_adamw(0.05, weight_lr_power=1.0),
-     None, lambda: optax.contrib.schedule_free_adamw(0.05, weight_lr_power=1.0), {"eval"},
-     False),
+    (
+        "sf-sgd-optax",
+        lambda: jz.schedule_free_sgd(0.2, warmup_steps=10, weight_decay=0.05, optax_warmup=True),
+        None,
+        lambda: optax.contrib.schedule_free_sgd(0.2, warmup_steps=10, weight_decay=0.05),
+        {"eval"},
+        False,
+    ),
+    (
+        "sf-adamw-optax",
+        lambda: jz.schedule_free_adamw(
+            0.05, warmup_steps=20, b2=0.99, weight_decay=0.1, optax_warmup=True
+        ),
+        None,
+        lambda: optax.contrib.schedule_free_adamw(0.05, warmup_steps=20, b2=0.99, weight_decay=0.1),
+        {"eval"},
+        False,
+    ),
+    (
+        "sf-adamw-optax-nowarmup",
+        lambda: jz.schedule_free_adamw(0.05, weight_lr_power=1.0),
+        None,
+        lambda: optax.contrib.schedule_free_adamw(0.05, weight_lr_power=1.0),
+        {"eval"},
+        False,
+    ),
     # prodigy: the authors' package and optax.contrib
     ("prodigy", lambda: jz.prodigy(), lambda ps: prodigyopt.Prodigy(ps), None, set(), True),
-    ("prodigy-options", lambda: jz.prodigy(0.5, betas=(0.8, 0.99), beta3=0.95, eps=1e-6,
-                                           estim_lr0=1e-4, estim_lr_coef=2.0, weight_decay=0.1,
-                                           safeguard_warmup=True, bias_correction=True,
-                                           growth_rate=1.05),
-     lambda ps: prodigyopt.Prodigy(ps, lr=0.5, betas=(0.8, 0.99), beta3=0.95, eps=1e-6,
-                                   d0=1e-4, d_coef=2.0, weight_decay=0.1, safeguard_warmup=True,
-                                   use_bias_correction=True, growth_rate=1.05),
-     None, set(), False),
-    ("prodigy-coupled", lambda: jz.prodigy(weight_decay=0.05, decouple=False),
-     lambda ps: prodigyopt.Prodigy(ps, weight_decay=0.05, decouple=False), None, set(), False),
-    ("prodigy-b1-0", lambda: jz.prodigy(betas=(0.0, 0.999)),
-     lambda ps: prodigyopt.Prodigy(ps, betas=(0.0, 0.999)), None, set(), False),
-    ("prodigy-optax", lambda: jz.prodigy(bias_correction=True), None,
-     lambda: optax.contrib.prodigy(), set(), True),
-    ("prodigy-optax-options", lambda: jz.prodigy(0.5, estim_lr0=1e-4, estim_lr_coef=2.0,
-                                                 weight_decay=0.1, safeguard_warmup=True,
-                                                 bias_correction=True),
-     None, lambda: optax.contrib.prodigy(0.5, estim_lr0=1e-4, estim_lr_coef=2.0,
-                                         weight_decay=0.1, safeguard_warmup=True), set(), False),
+    (
+        "prodigy-options",
+        lambda: jz.prodigy(
+            0.5,
+            betas=(0.8, 0.99),
+            beta3=0.95,
+            eps=1e-6,
+            estim_lr0=1e-4,
+            estim_lr_coef=2.0,
+            weight_decay=0.1,
+            safeguard_warmup=True,
+            bias_correction=True,
+            growth_rate=1.05,
+        ),
+        lambda ps: prodigyopt.Prodigy(
+            ps,
+            lr=0.5,
+            betas=(0.8, 0.99),
+            beta3=0.95,
+            eps=1e-6,
+            d0=1e-4,
+            d_coef=2.0,
+            weight_decay=0.1,
+            safeguard_warmup=True,
+            use_bias_correction=True,
+            growth_rate=1.05,
+        ),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "prodigy-coupled",
+        lambda: jz.prodigy(weight_decay=0.05, decouple=False),
+        lambda ps: prodigyopt.Prodigy(ps, weight_decay=0.05, decouple=False),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "prodigy-b1-0",
+        lambda: jz.prodigy(betas=(0.0, 0.999)),
+        lambda ps: prodigyopt.Prodigy(ps, betas=(0.0, 0.999)),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "prodigy-optax",
+        lambda: jz.prodigy(bias_correction=True),
+        None,
+        lambda: optax.contrib.prodigy(),
+        set(),
+        True,
+    ),
+    (
+        "prodigy-optax-options",
+        lambda: jz.prodigy(
+            0.5,
+            estim_lr0=1e-4,
+            estim_lr_coef=2.0,
+            weight_decay=0.1,
+            safeguard_warmup=True,
+            bias_correction=True,
+        ),
+        None,
+        lambda: optax.contrib.prodigy(
+            0.5, estim_lr0=1e-4, estim_lr_coef=2.0, weight_decay=0.1, safeguard_warmup=True
+        ),
+        set(),
+        False,
+    ),
     # ADOPT: pytorch_optimizer (the authors' formulas) and optax.contrib
     ("adopt", lambda: jz.adopt(0.01), lambda ps: po.ADOPT(ps, lr=0.01), None, set(), True),
-    ("adopt-wd", lambda: jz.adopt(0.01, b2=0.999, weight_decay=0.1),
-     lambda ps: po.ADOPT(ps, lr=0.01, betas=(0.9, 0.999), weight_decay=0.1,
-                         weight_decouple=True), None, set(), False),
-    ("adopt-coupled", lambda: jz.chain(jz.add_l2_regularization(0.1), jz.adopt(0.01)),
-     lambda ps: po.ADOPT(ps, lr=0.01, weight_decay=0.1), None, set(), False),
-    ("adopt-optax", lambda: jz.adopt(0.01, clip_step_offset=0), None,
-     lambda: optax.contrib.adopt(0.01), set(), False),
-    ("adopt-optax-nesterov", lambda: jz.adopt(0.01, b1=0.8, clip_step_offset=0, nesterov=True),
-     None, lambda: optax.contrib.adopt(0.01, b1=0.8, nesterov=True), set(), False),
-    ("adopt-optax-noclip", lambda: jz.adopt(0.01, use_clipping=False), None,
-     lambda: optax.contrib.adopt(0.01, use_clipping=False), set(), False),
+    (
+        "adopt-wd",
+        lambda: jz.adopt(0.01, b2=0.999, weight_decay=0.1),
+        lambda ps: po.ADOPT(
+            ps, lr=0.01, betas=(0.9, 0.999), weight_decay=0.1, weight_decouple=True
+        ),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "adopt-coupled",
+        lambda: jz.chain(jz.add_l2_regularization(0.1), jz.adopt(0.01)),
+        lambda ps: po.ADOPT(ps, lr=0.01, weight_decay=0.1),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "adopt-optax",
+        lambda: jz.adopt(0.01, clip_step_offset=0),
+        None,
+        lambda: optax.contrib.adopt(0.01),
+        set(),
+        False,
+    ),
+    (
+        "adopt-optax-nesterov",
+        lambda: jz.adopt(0.01, b1=0.8, clip_step_offset=0, nesterov=True),
+        None,
+        lambda: optax.contrib.adopt(0.01, b1=0.8, nesterov=True),
+        set(),
+        False,
+    ),
+    (
+        "adopt-optax-noclip",
+        lambda: jz.adopt(0.01, use_clipping=False),
+        None,
+        lambda: optax.contrib.adopt(0.01, use_clipping=False),
+        set(),
+        False,
+    ),
     # MARS: pytorch_optimizer (approximate; exact through the hook)
     ("mars", lambda: jz.mars(), lambda ps: po.MARS(ps), None, set(), False),
-    ("mars-options", lambda: jz.mars(0.01, b1=0.9, b2=0.98, gamma=0.05, weight_decay=0.1,
-                                     learning_rate_1d=0.02, b1_1d=0.8, b2_1d=0.9,
-                                     weight_decay_1d=0.05),
-     lambda ps: po.MARS(ps, lr=0.01, betas=(0.9, 0.98), gamma=0.05, weight_decay=0.1,
-                        lr_1d=0.02, betas_1d=(0.8, 0.9), weight_decay_1d=0.05), None, set(),
-     False),
-    ("mars-cautious", lambda: jz.mars(0.01, cautious=True, weight_decay=0.1),
-     lambda ps: po.MARS(ps, lr=0.01, cautious=True, weight_decay=0.1, lr_1d=0.01), None, set(),
-     True),
-    ("mars-optimize-1d", lambda: jz.mars(0.01, optimize_1d=True, gamma=0.1),
-     lambda ps: po.MARS(ps, lr=0.01, optimize_1d=True, gamma=0.1), None, set(), False),
-    ("mars-exact", lambda: jz.mars(0.01, exact=True, gamma=0.1),
-     lambda ps: po.MARS(ps, lr=0.01, gamma=0.1, lr_1d=0.01), None, {"exact"}, True),
+    (
+        "mars-options",
+        lambda: jz.mars(
+            0.01,
+            b1=0.9,
+            b2=0.98,
+            gamma=0.05,
+            weight_decay=0.1,
+            learning_rate_1d=0.02,
+            b1_1d=0.8,
+            b2_1d=0.9,
+            weight_decay_1d=0.05,
+        ),
+        lambda ps: po.MARS(
+            ps,
+            lr=0.01,
+            betas=(0.9, 0.98),
+            gamma=0.05,
+            weight_decay=0.1,
+            lr_1d=0.02,
+            betas_1d=(0.8, 0.9),
+            weight_decay_1d=0.05,
+        ),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "mars-cautious",
+        lambda: jz.mars(0.01, cautious=True, weight_decay=0.1),
+        lambda ps: po.MARS(ps, lr=0.01, cautious=True, weight_decay=0.1, lr_1d=0.01),
+        None,
+        set(),
+        True,
+    ),
+    (
+        "mars-optimize-1d",
+        lambda: jz.mars(0.01, optimize_1d=True, gamma=0.1),
+        lambda ps: po.MARS(ps, lr=0.01, optimize_1d=True, gamma=0.1),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "mars-exact",
+        lambda: jz.mars(0.01, exact=True, gamma=0.1),
+        lambda ps: po.MARS(ps, lr=0.01, gamma=0.1, lr_1d=0.01),
+        None,
+        {"exact"},
+        True,
+    ),
     # AdEMAMix: pytorch_optimizer and optax.contrib
-    ("ademamix", lambda: jz.ademamix(0.01), lambda ps: po.AdEMAMix(ps, lr=0.01), None, set(),
-     False),
-    ("ademamix-warmup-wd", lambda: jz.ademamix(0.01, b3=0.999, alpha=8.0, weight_decay=0.1,
-                                               alpha_warmup_steps=50, b3_warmup_steps=50),
-     lambda ps: po.AdEMAMix(ps, lr=0.01, betas=(0.9, 0.999, 0.999), alpha=8.0,
-                            t_alpha_beta3=50, weight_decay=0.1, weight_decouple=True),
-     None, set(), True),
-    ("ademamix-optax", lambda: jz.ademamix(0.01, b1=0.8, b3=0.99, alpha=3.0, eps_root=1e-10,
-                                           weight_decay=0.05),
-     None, lambda: optax.contrib.ademamix(0.01, b1=0.8, b3=0.99, alpha=3.0, eps_root=1e-10,
-                                          weight_decay=0.05), set(), False),
-    ("ademamix-optax-warmup", lambda: jz.ademamix(0.01, b3=0.999, alpha_warmup_steps=40,
-                                                  b3_warmup_steps=60),
-     None, lambda: optax.contrib.ademamix(
-         0.01, b3=lambda c: _b3_warmup(c, 0.9, 0.999, 60),
-         alpha=lambda c: jnp.minimum((c + 1) * 5.0 / 40, 5.0)), set(), False),
+    (
+        "ademamix",
+        lambda: jz.ademamix(0.01),
+        lambda ps: po.AdEMAMix(ps, lr=0.01),
+        None,
+        set(),
+        False,
+    ),
+    (
+        "ademamix-warmup-wd",
+        lambda: jz.ademamix(
+            0.01, b3=0.999, alpha=8.0, weight_decay=0.1, alpha_warmup_steps=50, b3_warmup_steps=50
+        ),
+        lambda ps: po.AdEMAMix(
+            ps,
+            lr=0.01,
+            betas=(0.9, 0.999, 0.999),
+            alpha=8.0,
+            t_alpha_beta3=50,
+            weight_decay=0.1,
+            weight_decouple=True,
+        ),
+        None,
+        set(),
+        True,
+    ),
+    (
+        "ademamix-optax",
+        lambda: jz.ademamix(0.01, b1=0.8, b3=0.99, alpha=3.0, eps_root=1e-10, weight_decay=0.05),
+        None,
+        lambda: optax.contrib.ademamix(
+            0.01, b1=0.8, b3=0.99, alpha=3.0, eps_root=1e-10, weight_decay=0.05
+        ),
+        set(),
+        False,
+    ),
+    (
+        "ademamix-optax-warmup",
+        lambda: jz.ademamix(0.01, b3=0.999, alpha_warmup_steps=40, b3_warmup_steps=60),
+        None,
+        lambda: optax.contrib.ademamix(
+            0.01,
+            b3=lambda c: _b3_warmup(c, 0.9, 0.999, 60),
+            alpha=lambda c: jnp.minimum((c + 1) * 5.0 / 40, 5.0),
+        ),
+        set(),
+        False,
+    ),
     # the cautious wrapper on ADOPT: pytorch_optimizer's ADOPT(cautious=True)
-    ("cautious-adopt", lambda: c_adopt(), lambda ps: po.ADOPT(ps, lr=0.01, cautious=True),
-     None, set(), True),
+    (
+        "cautious-adopt",
+        lambda: c_adopt(),
+        lambda ps: po.ADOPT(ps, lr=0.01, cautious=True),
+        None,
+        set(),
+        True,
+    ),
 ]
 
 
@@ -304,7 +539,8 @@ def _b3_warmup(count, b1, b3, steps):
 
 
 PARAMS = [pytest.param(c, "float64", id=f"{c[0]}-float64") for c in CASES] + [
-    pytest.param(c, "float32", id=f"{c[0]}-float32") for c in CASES if c[5]]
+    pytest.param(c, "float32", id=f"{c[0]}-float32") for c in CASES if c[5]
+]
 
 
 @pytest.mark.parametrize("case,dtype", PARAMS)
@@ -328,14 +564,30 @@ def test_trajectory_matches_reference(case, dtype):
 
 DISAGREE = [
     # (id, authors' default, the other reference, lower bound of their relative difference)
-    ("sf-sgd-warmup", lambda: jz.schedule_free_sgd(0.2, warmup_steps=10),
-     lambda: jz.schedule_free_sgd(0.2, warmup_steps=10, optax_warmup=True), 1e-2),
-    ("sf-adamw-warmup", lambda: jz.schedule_free_adamw(0.05, warmup_steps=20),
-     lambda: jz.schedule_free_adamw(0.05, warmup_steps=20, optax_warmup=True), 1e-2),
-    ("sf-adamw-paper", lambda: jz.schedule_free_adamw(0.05),
-     lambda: jz.schedule_free_adamw(0.05, bias_correct_lr=True), 1e-2),
-    ("sf-adamw-decay-at-z", lambda: jz.schedule_free_adamw(0.05, weight_decay=0.2),
-     lambda: jz.schedule_free_adamw(0.05, weight_decay=0.2, decay_at_z=True), 1e-3),
+    (
+        "sf-sgd-warmup",
+        lambda: jz.schedule_free_sgd(0.2, warmup_steps=10),
+        lambda: jz.schedule_free_sgd(0.2, warmup_steps=10, optax_warmup=True),
+        1e-2,
+    ),
+    (
+        "sf-adamw-warmup",
+        lambda: jz.schedule_free_adamw(0.05, warmup_steps=20),
+        lambda: jz.schedule_free_adamw(0.05, warmup_steps=20, optax_warmup=True),
+        1e-2,
+    ),
+    (
+        "sf-adamw-paper",
+        lambda: jz.schedule_free_adamw(0.05),
+        lambda: jz.schedule_free_adamw(0.05, bias_correct_lr=True),
+        1e-2,
+    ),
+    (
+        "sf-adamw-decay-at-z",
+        lambda: jz.schedule_free_adamw(0.05, weight_decay=0.2),
+        lambda: jz.schedule_free_adamw(0.05, weight_decay=0.2, decay_at_z=True),
+        1e-3,
+    ),
     ("prodigy", lambda: jz.prodigy(), lambda: jz.prodigy(bias_correction=True), 1e-1),
     ("adopt", lambda: jz.adopt(0.01), lambda: jz.adopt(0.01, clip_step_offset=0), 1e-4),
 ]
@@ -373,16 +625,19 @@ def test_mars_exact_needs_grad_fn():
         tx.update(params, tx.init(params), params)
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: jz.schedule_free_sgd(b1=1.0), "Invalid b1"),
-    (lambda: jz.schedule_free_adamw(warmup_steps=0), "Invalid warmup_steps"),
-    (lambda: jz.prodigy(estim_lr0=0.0), "Invalid estim_lr0"),
-    (lambda: jz.prodigy(growth_rate=0.5), "Invalid growth_rate"),
-    (lambda: jz.adopt(1e-3, b2=1.0), "Invalid b2"),
-    (lambda: jz.mars(gamma=-1.0), "Invalid gamma"),
-    (lambda: jz.ademamix(1e-3, b3=1.5), "Invalid b3"),
-    (lambda: jz.cautious(jz.adam(1e-3), direction="up"), "Invalid direction"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: jz.schedule_free_sgd(b1=1.0), "Invalid b1"),
+        (lambda: jz.schedule_free_adamw(warmup_steps=0), "Invalid warmup_steps"),
+        (lambda: jz.prodigy(estim_lr0=0.0), "Invalid estim_lr0"),
+        (lambda: jz.prodigy(growth_rate=0.5), "Invalid growth_rate"),
+        (lambda: jz.adopt(1e-3, b2=1.0), "Invalid b2"),
+        (lambda: jz.mars(gamma=-1.0), "Invalid gamma"),
+        (lambda: jz.ademamix(1e-3, b3=1.5), "Invalid b3"),
+        (lambda: jz.cautious(jz.adam(1e-3), direction="up"), "Invalid direction"),
+    ],
+)
 def test_invalid_hyperparameters_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -395,8 +650,9 @@ def test_cautious_step_and_gradient_directions_agree():
     params = {"w": jnp.zeros(4)}
     g1, g2 = jnp.array([10.0, -10.0, 20.0, 5.0]), jnp.array([-1.0, -1.0, 2.0, -3.0])
     a = jz.cautious(jz.adam(0.1))
-    b = jz.chain(jz.cautious(jz.scale_by_adam(), direction="gradient"),
-                 jz.scale_by_learning_rate(0.1))
+    b = jz.chain(
+        jz.cautious(jz.scale_by_adam(), direction="gradient"), jz.scale_by_learning_rate(0.1)
+    )
     plain = jz.adam(0.1)
     sa, sb, sp = a.init(params), b.init(params), plain.init(params)
     for g in (g1, g2):
@@ -406,8 +662,9 @@ def test_cautious_step_and_gradient_directions_agree():
     np.testing.assert_allclose(ua["w"], ub["w"], rtol=1e-6)
     keep = np.asarray(up["w"] * g2 < 0)
     assert 0 < keep.sum() < 4
-    np.testing.assert_allclose(ua["w"], np.where(keep, up["w"] * 4 / (keep.sum() + 1), 0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ua["w"], np.where(keep, up["w"] * 4 / (keep.sum() + 1), 0), rtol=1e-6
+    )
 
 
 def keras_run(opt, dtype):
@@ -434,8 +691,8 @@ def test_schedule_free_adamw_matches_keras_with_uniform_weights(warmup):
 
     lr = float(np.float32(0.05))
     with precision("float64"):
-        want = keras_run(keras.optimizers.ScheduleFreeAdamW(0.05, warmup_steps=warmup),
-                         "float64")
-        got, _ = ours(jz.schedule_free_adamw(lr, warmup_steps=warmup or None,
-                                             weight_lr_power=0.0), "float64")
+        want = keras_run(keras.optimizers.ScheduleFreeAdamW(0.05, warmup_steps=warmup), "float64")
+        got, _ = ours(
+            jz.schedule_free_adamw(lr, warmup_steps=warmup or None, weight_lr_power=0.0), "float64"
+        )
     check(got, want, "float64", f"keras warmup={warmup}")

@@ -119,11 +119,33 @@ def data(shapes, seed):
 
 CASES = [  # (torch kwargs, shapes, same decompositions, tolerance)
     (dict(lr=0.01), SHAPES, True, 1e-12),
-    (dict(lr=0.02, betas=(0.9, 0.99), shampoo_beta=0.8, weight_decay=0.1,
-          precondition_frequency=5, precondition_1d=True, normalize_gradient=True),
-     SHAPES, True, 1e-12),
-    (dict(lr=0.01, precondition_frequency=4, max_precondition_dim=12, merge_dims=True,
-          correct_bias=False, eps=1e-3), MERGE_SHAPES, True, 1e-12),
+    (
+        dict(
+            lr=0.02,
+            betas=(0.9, 0.99),
+            shampoo_beta=0.8,
+            weight_decay=0.1,
+            precondition_frequency=5,
+            precondition_1d=True,
+            normalize_gradient=True,
+        ),
+        SHAPES,
+        True,
+        1e-12,
+    ),
+    (
+        dict(
+            lr=0.01,
+            precondition_frequency=4,
+            max_precondition_dim=12,
+            merge_dims=True,
+            correct_bias=False,
+            eps=1e-3,
+        ),
+        MERGE_SHAPES,
+        True,
+        1e-12,
+    ),
     (dict(lr=0.01, max_precondition_dim=5, precondition_frequency=7), SHAPES, True, 1e-12),
     (dict(lr=0.01, precondition_frequency=5), FULL_RANK, False, 1e-6),
 ]
@@ -147,14 +169,17 @@ def test_default_qr_dtype_is_the_parameters():
     # float64 QR (the default) against the float32 one: same algorithm, rounding apart.
     p0, grads = data(FULL_RANK, 7)
     a = run_ours(dict(learning_rate=0.01, precondition_frequency=2), p0, grads)[0]
-    b = run_ours(dict(learning_rate=0.01, precondition_frequency=2, qr_dtype=jnp.float32),
-                 p0, grads)[0]
+    b = run_ours(
+        dict(learning_rate=0.01, precondition_frequency=2, qr_dtype=jnp.float32), p0, grads
+    )[0]
     errs = [np.max(np.abs(x - y)) / np.max(np.abs(y)) for x, y in zip(a, b)]
     assert 1e-12 < max(errs) < 1e-5, errs
 
 
-@pytest.mark.parametrize("shape,max_dim", [((2, 3, 4, 5), 12), ((20, 3), 12),
-                                           ((1, 2, 768, 1, 2048), 1024), ((5, 1, 7), 6)])
+@pytest.mark.parametrize(
+    "shape,max_dim",
+    [((2, 3, 4, 5), 12), ((20, 3), 12), ((1, 2, 768, 1, 2048), 1024), ((5, 1, 7), 6)],
+)
 def test_merge_small_dims_matches_the_reference(shape, max_dim):
     assert list(merge_small_dims(shape, max_dim)) == ref_merge(list(shape), max_dim)
 

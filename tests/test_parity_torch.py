@@ -43,11 +43,11 @@ OPTIMIZERS = {
 
 def decay(t):
     """A learning-rate factor written so that it works on Python ints and JAX counts."""
-    return 0.97 ** t
+    return 0.97**t
 
 
 def warmup(t):
-    return (1 - 0.9 * 0.8 ** t) * 0.99 ** t
+    return (1 - 0.9 * 0.8**t) * 0.99**t
 
 
 # (optimizer, torch keyword arguments, LambdaLR factor or None, also run in float32).
@@ -73,14 +73,22 @@ CASES = [
     ("rmsprop", dict(lr=0.01), None, False),
     ("rmsprop", dict(lr=0.01, centered=True), None, False),
     ("rmsprop", dict(lr=0.005, momentum=0.9), None, False),
-    ("rmsprop", dict(lr=0.005, alpha=0.9, eps=1e-4, centered=True, momentum=0.5,
-                     weight_decay=0.1), None, True),
+    (
+        "rmsprop",
+        dict(lr=0.005, alpha=0.9, eps=1e-4, centered=True, momentum=0.5, weight_decay=0.1),
+        None,
+        True,
+    ),
     ("rmsprop", dict(lr=0.01, maximize=True), None, False),
     ("rmsprop", dict(lr=0.01, momentum=0.9), decay, False),  # lr outside the momentum buffer
     ("adagrad", dict(lr=0.1), None, False),
     ("adagrad", dict(lr=0.1, lr_decay=0.01), None, False),
-    ("adagrad", dict(lr=0.1, initial_accumulator_value=0.5, eps=1e-6, weight_decay=0.1), None,
-     False),
+    (
+        "adagrad",
+        dict(lr=0.1, initial_accumulator_value=0.5, eps=1e-6, weight_decay=0.1),
+        None,
+        False,
+    ),
     ("adagrad", dict(lr=0.2, lr_decay=0.05), warmup, True),
     ("adadelta", dict(eps=1e-3), None, False),
     ("adadelta", dict(lr=5.0, rho=0.95, eps=1e-4, weight_decay=0.1), None, True),
@@ -88,8 +96,7 @@ CASES = [
     ("adamax", dict(lr=0.02), None, False),
     ("adamax", dict(lr=0.02, betas=(0.8, 0.99), eps=1e-4, weight_decay=0.1), None, True),
     ("nadam", dict(lr=0.02), None, False),
-    ("nadam", dict(lr=0.02, betas=(0.8, 0.99), momentum_decay=0.01, weight_decay=0.1), None,
-     True),
+    ("nadam", dict(lr=0.02, betas=(0.8, 0.99), momentum_decay=0.01, weight_decay=0.1), None, True),
     ("nadam", dict(lr=0.02, weight_decay=0.1, decoupled_weight_decay=True), None, False),
     ("nadam", dict(lr=0.05), warmup, False),
     ("radam", dict(lr=0.02, eps=0.1), None, False),  # eps placement matters
@@ -97,6 +104,8 @@ CASES = [
     ("radam", dict(lr=0.02, weight_decay=0.1, decoupled_weight_decay=True), None, True),
     ("radam", dict(lr=0.05, maximize=True), warmup, True),
 ]
+
+
 def _case_id(case):
     name, kw, factor = case[:3]
     parts = [name] + [f"{k}={v}" for k, v in kw.items()]
@@ -105,13 +114,17 @@ def _case_id(case):
     return ",".join(parts)
 
 
-PARITY = [pytest.param(c[:3], dt, id=f"{_case_id(c)}-{dt}")
-          for c in CASES for dt in (("float64", "float32") if c[3] else ("float64",))]
+PARITY = [
+    pytest.param(c[:3], dt, id=f"{_case_id(c)}-{dt}")
+    for c in CASES
+    for dt in (("float64", "float32") if c[3] else ("float64",))
+]
 
 
 # --------------------------------------------------------------------------- #
 # Harness
 # --------------------------------------------------------------------------- #
+
 
 def make_problem(dtype, complex_leaf=False, seed=0):
     """Initial parameters and a (STEPS, ...) gradient stream per leaf, as NumPy arrays.
@@ -173,8 +186,9 @@ def run_ours(tx, p0, grads, dtype):
 
 def rel_err(ours, ref):
     """max over steps of max|ours - ref| / max|ref|, the maxima over all leaves."""
-    diff = np.max([np.max(np.abs(a - b).reshape(STEPS, -1), axis=1) for a, b in zip(ours, ref)],
-                  axis=0)
+    diff = np.max(
+        [np.max(np.abs(a - b).reshape(STEPS, -1), axis=1) for a, b in zip(ours, ref)], axis=0
+    )
     scale = np.max([np.max(np.abs(b).reshape(STEPS, -1), axis=1) for b in ref], axis=0)
     return float(np.max(diff / scale))
 
@@ -196,6 +210,7 @@ def lr_arg(kwargs, factor):
 # --------------------------------------------------------------------------- #
 # Parity
 # --------------------------------------------------------------------------- #
+
 
 @pytest.mark.parametrize("case,dtype", PARITY)
 def test_trajectory_matches_torch(case, dtype):
@@ -230,12 +245,15 @@ def test_complex_parameters_match_torch(case):
     assert rel_err(got, ref) < TOL["float64"]
 
 
-@pytest.mark.parametrize("name,kwargs,other", [
-    ("adam", dict(lr=0.02, amsgrad=True), lambda: native.adam(0.02, amsgrad=True)),
-    ("nadam", dict(lr=0.02), lambda: native.nadam(0.02)),
-    ("radam", dict(lr=0.02, eps=0.1), lambda: native.radam(0.02, eps=0.1)),
-    ("adagrad", dict(lr=0.1), lambda: native.adagrad(0.1)),
-])
+@pytest.mark.parametrize(
+    "name,kwargs,other",
+    [
+        ("adam", dict(lr=0.02, amsgrad=True), lambda: native.adam(0.02, amsgrad=True)),
+        ("nadam", dict(lr=0.02), lambda: native.nadam(0.02)),
+        ("radam", dict(lr=0.02, eps=0.1), lambda: native.radam(0.02, eps=0.1)),
+        ("adagrad", dict(lr=0.1), lambda: native.adagrad(0.1)),
+    ],
+)
 def test_harness_tells_torch_formulas_apart(name, kwargs, other):
     """The native (paper / optax) variants differ from torch's and the harness sees it;
     the same settings of the compat versions pass in ``test_trajectory_matches_torch``."""
@@ -254,18 +272,22 @@ TORCH_ONLY = {"self", "params", "foreach", "capturable", "differentiable", "fuse
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_signature_and_defaults_match_torch(name):
     ours_fn, torch_cls = OPTIMIZERS[name]
-    theirs = {k: p for k, p in inspect.signature(torch_cls.__init__).parameters.items()
-              if k not in TORCH_ONLY}
+    theirs = {
+        k: p
+        for k, p in inspect.signature(torch_cls.__init__).parameters.items()
+        if k not in TORCH_ONLY
+    }
     ours = inspect.signature(ours_fn).parameters
-    assert set(ours) == set(theirs), (set(ours) ^ set(theirs))
+    assert set(ours) == set(theirs), set(ours) ^ set(theirs)
     for k, p in theirs.items():
         assert ours[k].default == p.default, (
-            f"{name}({k}=...): ours {ours[k].default!r}, torch {p.default!r}")
+            f"{name}({k}=...): ours {ours[k].default!r}, torch {p.default!r}"
+        )
     # Our positional arguments mean what torch's positional arguments (after params) mean.
     pos_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY)
     ours_pos = [k for k, p in ours.items() if p.kind in pos_kinds]
     theirs_pos = [k for k, p in theirs.items() if p.kind in pos_kinds]
-    assert ours_pos == theirs_pos[:len(ours_pos)]
+    assert ours_pos == theirs_pos[: len(ours_pos)]
 
 
 # --------------------------------------------------------------------------- #
@@ -326,7 +348,7 @@ def test_degenerate_decays_are_rejected():
 
 def test_schedules_and_arrays_pass_validation():
     """Schedules and (traced) arrays are not checked at construction, as in the core."""
-    tc.sgd(lr=lambda c: 0.1 * 0.9 ** c, momentum=0.9)
+    tc.sgd(lr=lambda c: 0.1 * 0.9**c, momentum=0.9)
     tc.adagrad(lr=lambda c: 0.1, lr_decay=0.1)
     tx = tc.sgd(lr=jnp.asarray(0.5))
     g = {"w": jnp.arange(3.0)}

@@ -30,14 +30,21 @@ import jaxopt_zoo as jz
 from jaxopt_zoo import registry
 
 NAMES = jz.available() + jz.available("torch.") + jz.available("keras.")
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars",  # per-parameter norms / factored statistics
-                   "muon", "torch.muon", "keras.muon"}  # matrix products
+NOT_ELEMENTWISE = {
+    "lamb",
+    "lars",
+    "adafactor",
+    "soap",
+    "mars",  # per-parameter norms / factored statistics
+    "muon",
+    "torch.muon",
+    "keras.muon",
+}  # matrix products
 # torch.optim.Muon refuses non-matrix (and complex) parameters; so does torch.muon: matrices only.
 MATRIX_ONLY = {"torch.muon"}
 # Algorithms built on a sign or a maximum of the gradient, and their framework versions: drawn
 # on real dtypes only here (the native ones' complex path is checked in test_optimizers).
-REAL_ONLY = {"lion", "adamax", "yogi", "keras.lion", "keras.adamax", "torch.adamax",
-             "torch.muon"}
+REAL_ONLY = {"lion", "adamax", "yogi", "keras.lion", "keras.adamax", "torch.adamax", "torch.muon"}
 # Keras' own formulas for these are real-only (squares, clips, norms of real tensors)
 REAL_ONLY |= {"keras.adafactor", "keras.ftrl", "keras.lamb", "keras.schedule_free_adamw"}
 FLOATS = ("float32", "bfloat16", "float16")
@@ -56,8 +63,9 @@ SHAPES = [(), (1,), (3,), (0,), (2, 0), (0, 3, 1), (1, 5), (2, 3, 1), (4, 4)]
 
 
 def leaves(dtypes, shapes=SHAPES):
-    return st.builds(Leaf, st.sampled_from(shapes), st.sampled_from(dtypes),
-                     st.integers(0, 2 ** 31 - 1))
+    return st.builds(
+        Leaf, st.sampled_from(shapes), st.sampled_from(dtypes), st.integers(0, 2**31 - 1)
+    )
 
 
 def trees(dtypes, shapes=SHAPES):
@@ -67,21 +75,27 @@ def trees(dtypes, shapes=SHAPES):
         lambda children: st.one_of(
             st.dictionaries(keys, children, max_size=3),
             st.lists(children, max_size=3),
-            st.tuples(children, children)),
-        max_leaves=5)
+            st.tuples(children, children),
+        ),
+        max_leaves=5,
+    )
 
 
 @st.composite
 def cases(draw, name):
     dtypes = FLOATS if name in REAL_ONLY else FLOATS + ("complex64",)
     shapes = [s for s in SHAPES if len(s) == 2] if name in MATRIX_ONLY else SHAPES
-    return (draw(trees(dtypes, shapes)), draw(st.sampled_from([1e-3, 1.0, 10.0])),
-            draw(st.booleans()))
+    return (
+        draw(trees(dtypes, shapes)),
+        draw(st.sampled_from([1e-3, 1.0, 10.0])),
+        draw(st.booleans()),
+    )
 
 
 def materialize(spec, offset, scale, zeros=False):
     """Arrays for a tree of Leaf specs: normal values times ``scale`` (complex: two parts),
     about a third of them exactly 0 when ``zeros``."""
+
     def make(leaf):
         rng = np.random.default_rng(leaf.seed + offset)
         x = rng.normal(size=leaf.shape) * scale
@@ -90,12 +104,14 @@ def materialize(spec, offset, scale, zeros=False):
         if zeros:
             x = np.where(rng.uniform(size=leaf.shape) < 0.35, 0, x)
         return jnp.asarray(x, leaf.dtype)
+
     return jax.tree.map(make, spec, is_leaf=lambda x: isinstance(x, Leaf))
 
 
 def signature(tree):
-    return jax.tree.structure(tree), [(jnp.shape(x), jnp.result_type(x))
-                                      for x in jax.tree.leaves(tree)]
+    return jax.tree.structure(tree), [
+        (jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(tree)
+    ]
 
 
 TOL = {"float32": 1e-5, "complex64": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}
@@ -113,8 +129,11 @@ def assert_close(got, want):
 
 
 def all_finite(tree):
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree)
-               if jnp.issubdtype(jnp.result_type(x), jnp.inexact))
+    return all(
+        bool(jnp.all(jnp.isfinite(x)))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -141,7 +160,10 @@ def test_init_and_update_keep_structure_and_stay_finite(name, data):
         assert signature(state) == state_sig, name
         params = optax.apply_updates(params, updates)
         assert all_finite(updates) and all_finite(state) and all_finite(params), (
-            name, updates, state)
+            name,
+            updates,
+            state,
+        )
         if fused is not None:
             fused_updates, fused_state = fused.update(g, fused_state, fused_params)
             fused_params = optax.apply_updates(fused_params, fused_updates)
@@ -152,7 +174,8 @@ def test_init_and_update_keep_structure_and_stay_finite(name, data):
 
 # Gradient elements from 1e-4 (whose square underflows in float16) to 3, and exact zeros.
 HALF_GRADS = np.random.default_rng(0).normal(size=(5, 8)) * np.array(
-    [1e-4, 1e-3, 1.0, 1.0, 0.0, 3.0, 1e-2, 1.0])
+    [1e-4, 1e-3, 1.0, 1.0, 0.0, 3.0, 1e-2, 1.0]
+)
 HALF_TOL = {"float16": 2e-2, "bfloat16": 4e-2}  # ~10 and ~5 units of the dtype's rounding
 
 
@@ -184,13 +207,16 @@ def test_half_precision_updates_track_float32(name):
     for dtype, tol in HALF_TOL.items():
         got = updates(dtype)
         assert np.all(np.isfinite(got)), (name, dtype, got)
-        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.max(np.abs(want)),
-                                   err_msg=f"{name} in {dtype}")
+        np.testing.assert_allclose(
+            got, want, rtol=0, atol=tol * np.max(np.abs(want)), err_msg=f"{name} in {dtype}"
+        )
 
 
-@pytest.mark.parametrize("make", [dict, lambda: {"w": jnp.zeros((0, 3))},
-                                  lambda: [jnp.zeros(0), ()]],
-                         ids=["empty", "zero-size", "nested-zero-size"])
+@pytest.mark.parametrize(
+    "make",
+    [dict, lambda: {"w": jnp.zeros((0, 3))}, lambda: [jnp.zeros(0), ()]],
+    ids=["empty", "zero-size", "nested-zero-size"],
+)
 @pytest.mark.parametrize("flat", [False, True], ids=["tree", "FlatParams"])
 def test_fuse_accepts_a_tree_without_elements(make, flat):
     # As the plain path does (test_api.py::test_empty_and_zero_size_params): nothing to
@@ -216,8 +242,11 @@ def test_the_table_covers_every_registered_optimizer():
     assert sorted(NAMES) == sorted(registry._REGISTRY)
     assert REAL_ONLY <= set(NAMES) and NOT_ELEMENTWISE <= set(NAMES)
     for name in NOT_ELEMENTWISE:
-        tree = {"w": jnp.ones((2, 3))} if name in MATRIX_ONLY else {
-            "w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+        tree = (
+            {"w": jnp.ones((2, 3))}
+            if name in MATRIX_ONLY
+            else {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+        )
         with pytest.raises(jz.NotFusableError):
             jz.fuse(jz.get(name)).init(tree)
 
@@ -277,5 +306,6 @@ def test_wrappers_in_half_precision_track_float32(name):
     for dtype, tol in HALF_TOL.items():
         got = run(dtype)
         assert np.all(np.isfinite(got)), (name, dtype)
-        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.max(np.abs(want)),
-                                   err_msg=f"{name} in {dtype}")
+        np.testing.assert_allclose(
+            got, want, rtol=0, atol=tol * np.max(np.abs(want)), err_msg=f"{name} in {dtype}"
+        )

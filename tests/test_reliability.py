@@ -128,8 +128,8 @@ def control_run(bad_steps):
     for target in sorted(bad_steps) + [None]:
         if target is None or state.step < target:
             state, history = train_and_evaluate(
-                model, TX, data, None, cfg(), state=state,
-                callbacks=lambda s: s.step == target)
+                model, TX, data, None, cfg(), state=state, callbacks=lambda s: s.step == target
+            )
         if target is None:
             return state, history
         assert state.step == target
@@ -140,10 +140,14 @@ def control_run(bad_steps):
 # on_nonfinite
 # --------------------------------------------------------------------------- #
 
+
 def test_on_nonfinite_is_validated_and_defaults_to_ignore():
     assert TrainConfig().on_nonfinite == "ignore"
-    with pytest.raises(ValueError, match=r"Invalid on_nonfinite: 'raise'. Expected one of "
-                                         r"'ignore', 'skip', 'stop'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid on_nonfinite: 'raise'. Expected one of "
+        r"'ignore', 'skip', 'stop'",
+    ):
         TrainConfig(on_nonfinite="raise")
 
 
@@ -152,10 +156,12 @@ def test_skip_equals_a_control_run_that_skips_those_steps():
     images, bad = poison(codes)
     assert len(codes) == 3 and len(bad) >= 3
     with pytest.warns(NonFiniteWarning) as record:
-        state, history = train_and_evaluate(Poisoned(), TX, (images, LABELS), None,
-                                            cfg(on_nonfinite="skip"))
-    skipped = sorted(int(s) for w in record
-                     for s in str(w.message).split("(steps ")[1].rstrip(").").split(", "))
+        state, history = train_and_evaluate(
+            Poisoned(), TX, (images, LABELS), None, cfg(on_nonfinite="skip")
+        )
+    skipped = sorted(
+        int(s) for w in record for s in str(w.message).split("(steps ")[1].rstrip(").").split(", ")
+    )
     assert skipped == sorted(k + 1 for k in bad)  # messages count steps from 1
     assert state.step == EPOCHS * SPE and all(np.isfinite(h["train_loss"]) for h in history)
 
@@ -165,11 +171,14 @@ def test_skip_equals_a_control_run_that_skips_those_steps():
     assert same_history(history, control_history)
 
 
-@pytest.mark.parametrize("code,leaf,what", [
-    (INF_GRAD, "['gate']", "the gradient of ['gate'] is not finite (loss 2."),
-    (NAN_GRAD, "['gate']", "the gradient of ['gate'] is not finite"),
-    (NAN_LOSS, "['Dense_0']['bias']", "(loss nan)"),
-])
+@pytest.mark.parametrize(
+    "code,leaf,what",
+    [
+        (INF_GRAD, "['gate']", "the gradient of ['gate'] is not finite (loss 2."),
+        (NAN_GRAD, "['gate']", "the gradient of ['gate'] is not finite"),
+        (NAN_LOSS, "['Dense_0']['bias']", "(loss nan)"),
+    ],
+)
 def test_stop_names_the_step_and_the_first_nonfinite_leaf(code, leaf, what):
     codes = pick_examples([code])
     images, bad = poison(codes)
@@ -181,8 +190,9 @@ def test_stop_names_the_step_and_the_first_nonfinite_leaf(code, leaf, what):
     assert f"Non-finite values at {where}: " in str(e) and what in str(e)
     assert (e.step, e.leaf) == (first + 1, leaf)
     # The state it carries is the one before the failing step, exactly.
-    before, _ = train_and_evaluate(Poisoned(), TX, (images, LABELS), None, cfg(),
-                                   callbacks=lambda s: s.step == first)
+    before, _ = train_and_evaluate(
+        Poisoned(), TX, (images, LABELS), None, cfg(), callbacks=lambda s: s.step == first
+    )
     assert isinstance(e.state, LoopState) and e.state.step == first
     assert leaves_equal(e.state.params, before.params)
     assert leaves_equal(e.state.opt_state, before.opt_state)
@@ -193,18 +203,25 @@ def test_stop_names_a_nonfinite_update_from_finite_gradients():
     # update is 0/0 there although every gradient is finite.
     images = IMAGES.copy()
     tx = optax.adam(1e-2, eps=0.0)
-    with pytest.raises(NonFiniteError, match=r"step 1 \(epoch 1, batch 1\): the gradients are "
-                                             r"finite .* but the optimizer's update makes "
-                                             r"\['Dense_0'\]\['kernel'\] non-finite"):
-        train_and_evaluate(Poisoned(active=False), tx, (images, LABELS), None,
-                           cfg(on_nonfinite="stop"))
+    with pytest.raises(
+        NonFiniteError,
+        match=r"step 1 \(epoch 1, batch 1\): the gradients are "
+        r"finite .* but the optimizer's update makes "
+        r"\['Dense_0'\]\['kernel'\] non-finite",
+    ):
+        train_and_evaluate(
+            Poisoned(active=False), tx, (images, LABELS), None, cfg(on_nonfinite="stop")
+        )
 
 
 def test_skip_gives_up_when_a_whole_epoch_is_nonfinite():
     images = IMAGES.copy()
     images[:, 0, 0, 0] = NAN_LOSS  # every example, every step
-    with pytest.raises(NonFiniteError, match=r"Every step of epoch 1 \(8 steps: 1, 2, 3, 4, 5, "
-                                             r"6, 7, 8\) .* the run has diverged"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"Every step of epoch 1 \(8 steps: 1, 2, 3, 4, 5, "
+        r"6, 7, 8\) .* the run has diverged",
+    ):
         train_and_evaluate(Poisoned(), TX, (images, LABELS), None, cfg(on_nonfinite="skip"))
 
 
@@ -216,8 +233,9 @@ def test_ignore_applies_nonfinite_steps_as_before():
 
 def test_skip_on_a_clean_run_changes_nothing():
     plain, plain_history = train_and_evaluate(Poisoned(), TX, (IMAGES, LABELS), None, cfg())
-    guarded, guarded_history = train_and_evaluate(Poisoned(), TX, (IMAGES, LABELS), None,
-                                                  cfg(on_nonfinite="skip"))
+    guarded, guarded_history = train_and_evaluate(
+        Poisoned(), TX, (IMAGES, LABELS), None, cfg(on_nonfinite="skip")
+    )
     assert leaves_equal(plain.params, guarded.params)
     assert same_history(plain_history, guarded_history)
 
@@ -225,6 +243,7 @@ def test_skip_on_a_clean_run_changes_nothing():
 # --------------------------------------------------------------------------- #
 # Integer parameters, dtype mismatches
 # --------------------------------------------------------------------------- #
+
 
 class WithIntParam(nn.Module):
     @nn.compact
@@ -234,8 +253,11 @@ class WithIntParam(nn.Module):
 
 
 def test_trainer_refuses_integer_parameters_naming_the_leaf():
-    with pytest.raises(TypeError, match=r"leaf \['table'\] has dtype int32; gradient training "
-                                        r"needs floating-point parameters"):
+    with pytest.raises(
+        TypeError,
+        match=r"leaf \['table'\] has dtype int32; gradient training "
+        r"needs floating-point parameters",
+    ):
         train_and_evaluate(WithIntParam(), TX, (IMAGES, LABELS), None, cfg(epochs=1))
 
 
@@ -252,7 +274,12 @@ def test_integer_leaves_get_integer_updates_and_float_leaves_are_unaffected(name
     u, _ = tx.update(g, tx.init(p), p)
     alone, _ = tx.update({"f": g["f"]}, tx.init({"f": p["f"]}), {"f": p["f"]})
     assert u["i"].dtype == jnp.int32
-    if name not in ("lamb", "lars", "adafactor", "soap"):  # block-wise: the int leaf is its own block
+    if name not in (
+        "lamb",
+        "lars",
+        "adafactor",
+        "soap",
+    ):  # block-wise: the int leaf is its own block
         np.testing.assert_array_equal(u["f"], alone["f"])
 
 
@@ -273,12 +300,14 @@ def test_gradients_of_another_dtype_keep_the_state_dtypes(name):
 def test_resume_state_of_another_model_is_refused():
     other = init_loop_state(Poisoned(), TX, IMAGES[:1], SEED)
     other = other._replace(params={"x": jnp.zeros(3)}, opt_state=TX.init({"x": jnp.zeros(3)}))
-    with pytest.raises(ValueError, match=r"Invalid state: it does not fit this model and "
-                                         r"optimizer \(params\['Dense_0'\]\['bias'\]: expected "
-                                         r"\(10,\), got nothing\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid state: it does not fit this model and "
+        r"optimizer \(params\['Dense_0'\]\['bias'\]: expected "
+        r"\(10,\), got nothing\)",
+    ):
         train_and_evaluate(Poisoned(), TX, (IMAGES, LABELS), None, cfg(epochs=1), state=other)
     state = init_loop_state(Poisoned(), TX, IMAGES[:1], SEED)
     sgd_state = state._replace(opt_state=optax.sgd(0.1).init(state.params))
     with pytest.raises(ValueError, match=r"opt_state\[0\].count: expected \(\), got nothing"):
-        train_and_evaluate(Poisoned(), TX, (IMAGES, LABELS), None, cfg(epochs=1),
-                           state=sgd_state)
+        train_and_evaluate(Poisoned(), TX, (IMAGES, LABELS), None, cfg(epochs=1), state=sgd_state)

@@ -46,7 +46,7 @@ def test_ci_builds_the_api_reference_with_warnings_as_errors_before_the_tests():
     docs = [i for i, c in enumerate(cmds) if "sphinx" in c and " docs " in f"{c} "]
     assert docs, cmds
     assert "-W" in cmds[docs[0]].split() and "--keep-going" in cmds[docs[0]].split()
-    install = [i for i, c in enumerate(cmds) if '.[dev]' in c and "pip install" in c]
+    install = [i for i, c in enumerate(cmds) if ".[dev]" in c and "pip install" in c]
     assert install[0] < docs[0] < len(cmds) - 1  # installed, then docs, then the tests
 
 
@@ -62,5 +62,6 @@ def test_dev_extra_pins_the_local_cpu_torch_build():
 
 def test_no_dataset_files_are_tracked():
     import subprocess
+
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout
     assert not re.search(r"idx[13]-ubyte|\.npz$|\.pt$|\.ckpt$", files, re.M)

@@ -40,8 +40,12 @@ N, D, H, C = 48, 5, 7, 3
 _rng = np.random.default_rng(0)
 X = _rng.normal(size=(N, D))
 Y = _rng.integers(0, C, size=N)
-P0 = {"W1": _rng.normal(size=(D, H)) * 0.5, "b1": _rng.normal(size=H) * 0.1,
-      "W2": _rng.normal(size=(H, C)) * 0.5, "b2": _rng.normal(size=C) * 0.1}
+P0 = {
+    "W1": _rng.normal(size=(D, H)) * 0.5,
+    "b1": _rng.normal(size=H) * 0.1,
+    "W2": _rng.normal(size=(H, C)) * 0.5,
+    "b2": _rng.normal(size=C) * 0.1,
+}
 KEYS = sorted(P0)  # the leaf order of a dict pytree
 
 
@@ -57,14 +61,18 @@ def torch_loss(p, x, y):
 
 # (ours, pytorch's) base optimizers, built from the same hyperparameters.
 BASES = {
-    "sgd_momentum": (lambda: jz.sgd(0.1, momentum=0.9),
-                     (torch.optim.SGD, dict(lr=0.1, momentum=0.9))),
-    "adamw": (lambda: jz.adamw(0.01, weight_decay=0.1),
-              (torch.optim.AdamW, dict(lr=0.01, weight_decay=0.1))),
+    "sgd_momentum": (
+        lambda: jz.sgd(0.1, momentum=0.9),
+        (torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
+    ),
+    "adamw": (
+        lambda: jz.adamw(0.01, weight_decay=0.1),
+        (torch.optim.AdamW, dict(lr=0.01, weight_decay=0.1)),
+    ),
 }
-CASES = ([("sgd_momentum", a, r) for a, r in ((False, 0.02), (False, 0.1), (True, 0.5),
-                                             (True, 2.0))]
-         + [("adamw", a, r) for a, r in ((False, 0.05), (True, 1.0))])
+CASES = [
+    ("sgd_momentum", a, r) for a, r in ((False, 0.02), (False, 0.1), (True, 0.5), (True, 2.0))
+] + [("adamw", a, r) for a, r in ((False, 0.05), (True, 1.0))]
 
 
 _RUNS = {}
@@ -73,6 +81,7 @@ _RUNS = {}
 def ours(base, adaptive, rho, steps=STEPS):
     """Our parameter trajectory; one compile per (base, adaptive), rho traced."""
     if (base, adaptive) not in _RUNS:
+
         @jax.jit
         def run(rho):
             tx = jz.sam(BASES[base][0](), rho=rho, adaptive=adaptive)
@@ -86,6 +95,7 @@ def ours(base, adaptive, rho, steps=STEPS):
 
             p0 = jax.tree.map(jnp.asarray, P0)
             return jax.lax.scan(body, (p0, tx.init(p0)), None, length=steps)[1]
+
         _RUNS[base, adaptive] = run
     with jax.enable_x64(True):
         return jax.tree.map(np.asarray, _RUNS[base, adaptive](jnp.asarray(rho, jnp.float64)))
@@ -139,8 +149,7 @@ def _float64_norm(param_groups, device=None, *, weight_adaptive=False):
 
 
 @pytest.mark.parametrize("adaptive,rho", [(False, 0.1), (True, 1.0)])
-def test_the_only_difference_from_pytorch_optimizer_is_its_float32_norm(monkeypatch,
-                                                                        adaptive, rho):
+def test_the_only_difference_from_pytorch_optimizer_is_its_float32_norm(monkeypatch, adaptive, rho):
     monkeypatch.setattr(po_sam, "get_global_gradient_norm", _float64_norm)
     with jax.enable_x64(True):
         got = ours("adamw", adaptive, rho)
@@ -162,6 +171,7 @@ def _optax_trajectory(opaque, rho, steps=STEPS):
                 u, s = tx.update(grad_fn(p), s, p, grad_fn=lambda q, i: grad_fn(q))
                 p = optax.apply_updates(p, u)
             return (p, s), p
+
         return jax.lax.scan(body, (p0, tx.init(p0)), None, length=steps)[1]
 
     return jax.tree.map(np.asarray, run(jax.tree.map(jnp.asarray, P0)))
@@ -180,6 +190,7 @@ def test_matches_optax_contrib_sam(opaque):
 # --------------------------------------------------------------------------- #
 # Composition: sam_gradient, chain, optax bases, skip_not_finite, jit
 # --------------------------------------------------------------------------- #
+
 
 def _grad_fn32():
     x, y = jnp.asarray(X, jnp.float32), jnp.asarray(Y)
@@ -300,8 +311,9 @@ def test_no_recompilation_and_half_precision():
         ph = jax.tree.map(lambda x: x.astype(dtype), _p32())
 
         def gh(q):
-            return jax.tree.map(lambda x: x.astype(dtype),
-                                grad_fn(jax.tree.map(lambda x: x.astype(jnp.float32), q)))
+            return jax.tree.map(
+                lambda x: x.astype(dtype), grad_fn(jax.tree.map(lambda x: x.astype(jnp.float32), q))
+            )
 
         txh = jz.sam(jz.adam(1e-2), adaptive=True, rho=0.5)
         sh = txh.init(ph)
@@ -311,19 +323,27 @@ def test_no_recompilation_and_half_precision():
             ph = optax.apply_updates(ph, uh)
         for a, b in zip(jax.tree.leaves(uh), jax.tree.leaves(want)):
             assert a.dtype == dtype and bool(jnp.all(jnp.isfinite(a)))
-            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b), rtol=0,
-                                       atol=0.1 * float(jnp.max(jnp.abs(b))))
+            np.testing.assert_allclose(
+                np.asarray(a, np.float32),
+                np.asarray(b),
+                rtol=0,
+                atol=0.1 * float(jnp.max(jnp.abs(b))),
+            )
 
 
 # --------------------------------------------------------------------------- #
 # Errors
 # --------------------------------------------------------------------------- #
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(rho=-0.1), r"Invalid rho: -0\.1\. Expected a number >= 0"),
-    (dict(rho=float("nan")), r"Invalid rho: nan"),
-    (dict(eps=-1.0), r"Invalid eps: -1\.0"),
-])
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(rho=-0.1), r"Invalid rho: -0\.1\. Expected a number >= 0"),
+        (dict(rho=float("nan")), r"Invalid rho: nan"),
+        (dict(eps=-1.0), r"Invalid eps: -1\.0"),
+    ],
+)
 def test_bad_hyperparameters(kw, match):
     with pytest.raises(ValueError, match=match):
         jz.sam(jz.sgd(0.1), **kw)
@@ -334,8 +354,11 @@ def test_bad_hyperparameters(kw, match):
 def test_missing_grad_fn_and_params():
     tx, p = jz.sam(jz.sgd(0.1)), _p32()
     g = _grad_fn32()(p)
-    with pytest.raises(ValueError, match=r"sam needs the gradient function: call "
-                                         r"`update\(grads, state, params, grad_fn=grad_fn\)`"):
+    with pytest.raises(
+        ValueError,
+        match=r"sam needs the gradient function: call "
+        r"`update\(grads, state, params, grad_fn=grad_fn\)`",
+    ):
         tx.update(g, tx.init(p), p)
     with pytest.raises(ValueError, match="sam needs the gradient function"):
         jz.chain(tx).update(g, jz.chain(tx).init(p), p)

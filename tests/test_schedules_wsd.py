@@ -39,8 +39,10 @@ def torch_lrs(make_sched, lr):
 @pytest.mark.parametrize("decay_type", ["linear", "cosine", "1-sqrt", "1-square"])
 @pytest.mark.parametrize("min_ratio", [0.0, 0.1])
 def test_wsd_matches_pytorch_optimizer(decay_type, min_ratio):
-    ref = torch_lrs(lambda o: get_wsd_schedule(o, 20, 60, 50, min_lr_ratio=min_ratio,
-                                               cooldown_type=decay_type), 0.5)
+    ref = torch_lrs(
+        lambda o: get_wsd_schedule(o, 20, 60, 50, min_lr_ratio=min_ratio, cooldown_type=decay_type),
+        0.5,
+    )
     got = ours(S.wsd(0.5, 20, 60, 50, end_value=0.5 * min_ratio, decay_type=decay_type))
     assert ref.max() == pytest.approx(0.5) and ref[-1] == pytest.approx(0.5 * min_ratio)
     if min_ratio == 0 or decay_type == "cosine":
@@ -58,15 +60,29 @@ def test_wsd_matches_pytorch_optimizer(decay_type, min_ratio):
 
 def test_wsd_linear_matches_torch_sequential_and_optax_join():
     init, peak, end, w, s, d = 0.05, 0.5, 0.01, 10, 40, 60
-    ref = torch_lrs(lambda o: torch.optim.lr_scheduler.SequentialLR(o, [
-        torch.optim.lr_scheduler.LinearLR(o, init / peak, 1.0, total_iters=w),
-        torch.optim.lr_scheduler.ConstantLR(o, 1.0, total_iters=s),
-        torch.optim.lr_scheduler.LinearLR(o, 1.0, end / peak, total_iters=d)],
-        milestones=[w, w + s]), peak)
+    ref = torch_lrs(
+        lambda o: torch.optim.lr_scheduler.SequentialLR(
+            o,
+            [
+                torch.optim.lr_scheduler.LinearLR(o, init / peak, 1.0, total_iters=w),
+                torch.optim.lr_scheduler.ConstantLR(o, 1.0, total_iters=s),
+                torch.optim.lr_scheduler.LinearLR(o, 1.0, end / peak, total_iters=d),
+            ],
+            milestones=[w, w + s],
+        ),
+        peak,
+    )
     got = ours(S.wsd(peak, w, s, d, end_value=end, init_value=init, decay_type="linear"))
-    ox = ours(optax.join_schedules([optax.linear_schedule(init, peak, w),
-                                    optax.constant_schedule(peak),
-                                    optax.linear_schedule(peak, end, d)], [w, w + s]))
+    ox = ours(
+        optax.join_schedules(
+            [
+                optax.linear_schedule(init, peak, w),
+                optax.constant_schedule(peak),
+                optax.linear_schedule(peak, end, d),
+            ],
+            [w, w + s],
+        )
+    )
     np.testing.assert_allclose(got, ref, rtol=1e-9)
     np.testing.assert_allclose(got, ox, rtol=1e-9)
     assert got[0] == pytest.approx(init) and got[-1] == pytest.approx(end)
@@ -87,7 +103,8 @@ def test_inverse_sqrt_matches_its_definition_and_torch_lambda(warmup, timescale)
     np.testing.assert_allclose(got, ref, rtol=1e-9)
     if warmup:
         assert got[warmup] == pytest.approx(peak) and got[4 * warmup] == pytest.approx(
-            peak * math.sqrt(ts / (3 * warmup + ts)))
+            peak * math.sqrt(ts / (3 * warmup + ts))
+        )
 
 
 def test_wsd_and_inverse_sqrt_validate():
@@ -100,6 +117,7 @@ def test_wsd_and_inverse_sqrt_validate():
 # --------------------------------------------------------------------------- #
 # reduce_on_plateau
 # --------------------------------------------------------------------------- #
+
 
 def losses(seed, n=200):
     """A loss that falls, plateaus with noise, falls again, plateaus: several reductions."""
@@ -115,6 +133,7 @@ def scales(tx, values):
         def body(s, v):
             u, s = tx.update({"w": jnp.ones(())}, s, value=v)
             return s, u["w"]
+
         return jax.lax.scan(body, tx.init({"w": jnp.ones(())}), vals)[1]
 
     with jax.enable_x64(True):
@@ -144,20 +163,35 @@ def test_reduce_on_plateau_matches_torch(case):
         ref.append(opt.param_groups[0]["lr"] / lr)
     th = kw.get("threshold", 1e-4)
     abs_mode = kw.get("threshold_mode", "rel") == "abs"
-    tx = jz.reduce_on_plateau(factor=kw.get("factor", 0.1), patience=kw["patience"] + 1,
-                              rtol=0.0 if abs_mode else th, atol=th if abs_mode else 0.0,
-                              cooldown=kw.get("cooldown", 0),
-                              min_scale=kw.get("min_lr", 0.0) / lr, mode=kw.get("mode", "min"))
+    tx = jz.reduce_on_plateau(
+        factor=kw.get("factor", 0.1),
+        patience=kw["patience"] + 1,
+        rtol=0.0 if abs_mode else th,
+        atol=th if abs_mode else 0.0,
+        cooldown=kw.get("cooldown", 0),
+        min_scale=kw.get("min_lr", 0.0) / lr,
+        mode=kw.get("mode", "min"),
+    )
     got = scales(tx, vals)
     assert len(set(ref)) >= 3, ref  # at least two reductions happened
     np.testing.assert_allclose(got, ref, rtol=1e-12)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(factor=0.5, patience=3, rtol=1e-3, atol=0.0),
-    dict(factor=0.2, patience=2, rtol=0.01, atol=0.01, cooldown=3, accumulation_size=4,
-         min_scale=0.05),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(factor=0.5, patience=3, rtol=1e-3, atol=0.0),
+        dict(
+            factor=0.2,
+            patience=2,
+            rtol=0.01,
+            atol=0.01,
+            cooldown=3,
+            accumulation_size=4,
+            min_scale=0.05,
+        ),
+    ],
+)
 def test_reduce_on_plateau_matches_optax_contrib(kw):
     vals = losses(7)
     ref = scales(contrib.reduce_on_plateau(**kw), vals)

@@ -30,10 +30,19 @@ F32_EPS = float(np.finfo(np.float32).eps)
 
 @pytest.fixture(scope="module")
 def worker():
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    run = subprocess.run([sys.executable, str(ROOT / "tests" / "sharding_worker.py")],
-                         capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "sharding_worker.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     out = json.loads(run.stdout)
     assert out["devices"] == 8
@@ -52,6 +61,7 @@ def _param_axes(worker):
 # --------------------------------------------------------------------------- #
 # 8 devices (subprocess)
 # --------------------------------------------------------------------------- #
+
 
 def test_every_registered_optimizer_is_checked(worker):
     names = jz.available() + jz.available("torch.") + jz.available("keras.")
@@ -105,8 +115,9 @@ def test_state_bytes_per_device_are_one_nth(worker):
     # Plain data parallelism keeps a whole copy on every device.
     adam = worker["dp8_replicated"]["per_optimizer"]["adam"]
     assert adam["max_device_bytes"] == adam["total_bytes"] > 0
-    assert worker["dp8_zero8"]["per_optimizer"]["adam"]["max_device_bytes"] < \
-        adam["total_bytes"] / 7
+    assert (
+        worker["dp8_zero8"]["per_optimizer"]["adam"]["max_device_bytes"] < adam["total_bytes"] / 7
+    )
 
 
 def test_updates_keep_the_shardings_and_compile_once(worker):
@@ -168,6 +179,7 @@ def test_data_parallel_training_matches_one_device(worker):
 # One device (this process)
 # --------------------------------------------------------------------------- #
 
+
 def _gpt2_small_shapes():
     per_layer = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]
     return per_layer * 12
@@ -178,9 +190,16 @@ def _llama7b_shapes():
     return per_layer * 32
 
 
-@pytest.mark.parametrize("shapes,devices", [
-    (_gpt2_small_shapes(), 8), (_gpt2_small_shapes(), 4),
-    (_llama7b_shapes(), 8), (_llama7b_shapes(), 16), (_llama7b_shapes(), 32)])
+@pytest.mark.parametrize(
+    "shapes,devices",
+    [
+        (_gpt2_small_shapes(), 8),
+        (_gpt2_small_shapes(), 4),
+        (_llama7b_shapes(), 8),
+        (_llama7b_shapes(), 16),
+        (_llama7b_shapes(), 32),
+    ],
+)
 def test_home_device_assignment_is_within_ten_percent_of_even(shapes, devices):
     home = sh.home_device_assignment(shapes, devices)
     assert sorted(set(home)) == list(range(devices))
@@ -196,7 +215,7 @@ def test_newton_schulz_flops():
     assert sh.newton_schulz_flops((7,)) == 0.0 == sh.newton_schulz_flops(())
     assert sh.newton_schulz_flops((64, 32)) == sh.newton_schulz_flops((32, 64))
     m, n = 32, 64
-    assert sh.newton_schulz_flops((m, n), steps=1) == 4 * m * m * n + 2 * m ** 3
+    assert sh.newton_schulz_flops((m, n), steps=1) == 4 * m * m * n + 2 * m**3
     assert sh.matrix_view((3, 3, 8, 16)) == (72, 16)
     with pytest.raises(ValueError, match="num_devices"):
         sh.home_device_assignment([(4, 4)], 0)
@@ -208,9 +227,12 @@ def _mesh11():
 
 def test_state_sharding_derives_specs_from_the_state_structure():
     mesh = _mesh11()
-    params = {"w": jax.ShapeDtypeStruct((32, 16), jnp.float32,
-                                        sharding=NamedSharding(mesh, P(None, "model"))),
-              "s": jax.ShapeDtypeStruct((), jnp.float32)}
+    params = {
+        "w": jax.ShapeDtypeStruct(
+            (32, 16), jnp.float32, sharding=NamedSharding(mesh, P(None, "model"))
+        ),
+        "s": jax.ShapeDtypeStruct((), jnp.float32),
+    }
     tx = jz.adafactor(min_dim_size_to_factor=8)
     st = sh.state_sharding(tx, params, mesh)[0]
     shapes = jax.eval_shape(tx.init, params)[0]
@@ -260,8 +282,10 @@ def test_collective_bytes_reads_hlo_text():
   %rs = f32[16]{0} reduce-scatter(%f), channel_id=9
   %add = f32[16]{0} add(%rs, %rs)
 """
-    assert sh.collective_bytes(hlo) == {"all-reduce": 4 * (128 + 128 * 784 + 1),
-                                        "all-gather": 2 * 784 * 128 + 4 * 64,
-                                        "reduce-scatter": 4 * 16}
+    assert sh.collective_bytes(hlo) == {
+        "all-reduce": 4 * (128 + 128 * 784 + 1),
+        "all-gather": 2 * 784 * 128 + 4 * 64,
+        "reduce-scatter": 4 * 16,
+    }
     stats = sh.compiled_stats(jax.jit(lambda x: x * 2).lower(jnp.ones(8)).compile())
     assert stats["collectives"] == {} and stats["argument_bytes"] in (None, 32)

@@ -9,8 +9,12 @@ from jaxopt_zoo.train.runner import load_data
 def test_one_epoch_of_the_reference_cnn_learns_mnist():
     train, val = load_data("mnist", train_limit=4000, val_limit=2000)
     state, history = train_and_evaluate(
-        get_model("cnn", "keras"), jz.compat.keras.adam(), train, val,
-        TrainConfig(batch_size=64, epochs=1, seed=0, progress=False))
+        get_model("cnn", "keras"),
+        jz.compat.keras.adam(),
+        train,
+        val,
+        TrainConfig(batch_size=64, epochs=1, seed=0, progress=False),
+    )
     (record,) = history
     # 63 steps of Keras-default Adam: measured val_acc 0.877, val_loss 0.43; chance is 0.10
     assert record["val_accuracy"] > 0.85, record

@@ -10,8 +10,9 @@ from jaxopt_zoo import registry
 N_REF = 1024 * 1024 + 1024
 
 
-@pytest.mark.parametrize("name,per_elem", [("sgd", 0), ("momentum", 4), ("adam", 8),
-                                           ("amsgrad", 12), ("keras.ftrl", 8)])
+@pytest.mark.parametrize(
+    "name,per_elem", [("sgd", 0), ("momentum", 4), ("adam", 8), ("amsgrad", 12), ("keras.ftrl", 8)]
+)
 def test_elementwise_states(name, per_elem):
     b = registry.state_bytes_per_param(name)
     # the per-element buffers plus a few int32 step counters spread over the elements
@@ -22,7 +23,7 @@ def test_soap_counts_its_preconditioner_matrices():
     # mu, nu (4 + 4 bytes per element) + L, R and their eigenbases: 4 matrices of 1024^2
     # float32 for the kernel; the bias (1-D) is not preconditioned
     b = registry.state_bytes_per_param("soap")
-    want = (8 * N_REF + 4 * 4 * 1024 ** 2) / N_REF
+    want = (8 * N_REF + 4 * 4 * 1024**2) / N_REF
     assert want <= b < want + 1e-4, b
     assert registry.state_bytes_per_param("soap", max_precondition_dim=512) < 8.001
 

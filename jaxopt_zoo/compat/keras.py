@@ -106,6 +106,7 @@ __all__ = [
 # Keras-specific blocks
 # --------------------------------------------------------------------------- #
 
+
 def _step_power(beta: Any, count: jax.Array, dtype: Any) -> jax.Array:
     """``beta ** count`` computed in ``compute_dtype(dtype)``.
 
@@ -157,8 +158,9 @@ def clip_by_norm(clipnorm: Any) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
-def add_lr_scaled_weight_decay(weight_decay: Any, learning_rate: ScalarOrSchedule
-                               ) -> GradientTransformation:
+def add_lr_scaled_weight_decay(
+    weight_decay: Any, learning_rate: ScalarOrSchedule
+) -> GradientTransformation:
     """Keras' ``weight_decay``: add ``-lr_t * weight_decay * p`` to the final update.
 
     Keras runs ``p <- p - p * weight_decay * lr_t`` before the optimizer's step, with the
@@ -199,12 +201,15 @@ def add_lr_scaled_weight_decay(weight_decay: Any, learning_rate: ScalarOrSchedul
         out = jax.tree.map(leaf, updates, params)
         return out, ScaleByScheduleState(count=increment(state.count))
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("add_lr_scaled_weight_decay", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("add_lr_scaled_weight_decay", elementwise=True),
+    )
 
 
-def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7,
-                        amsgrad: bool = False) -> GradientTransformation:
+def scale_by_keras_adam(
+    beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7, amsgrad: bool = False
+) -> GradientTransformation:
     """Keras' Adam direction: ``sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps)``.
 
     With ``amsgrad`` the maximum of the raw ``v_t`` replaces ``v_t``. Multiply by ``-lr``
@@ -229,8 +234,9 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
     def init_fn(params):
         mu, nu = init_moments(params)
         if amsgrad:
-            return ScaleByAmsgradState(count=zero_count(), mu=mu, nu=nu,
-                                       nu_max=jax.tree.map(jnp.zeros_like, nu))
+            return ScaleByAmsgradState(
+                count=zero_count(), mu=mu, nu=nu, nu_max=jax.tree.map(jnp.zeros_like, nu)
+            )
         return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
@@ -238,7 +244,9 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
         check_same_structure(updates, state.mu, "scale_by_keras_adam")
         count = increment(state.count)
         mu = jax.tree.map(lambda g, m: _keras_ema(g, m, beta_1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _keras_ema(abs_sq_in(g, v.dtype), v, beta_2), updates, state.nu)
+        nu = jax.tree.map(
+            lambda g, v: _keras_ema(abs_sq_in(g, v.dtype), v, beta_2), updates, state.nu
+        )
         if amsgrad:
             nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
             denom_src = nu_max
@@ -247,8 +255,9 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
 
         def leaf(g, m, v):
             dt = v.dtype
-            corr = (jnp.sqrt(1 - _step_power(beta_2, count, dt))
-                    / (1 - _step_power(beta_1, count, dt)))
+            corr = jnp.sqrt(1 - _step_power(beta_2, count, dt)) / (
+                1 - _step_power(beta_1, count, dt)
+            )
             return (m * corr / (jnp.sqrt(v) + epsilon)).astype(g.dtype)
 
         out = jax.tree.map(leaf, updates, mu, denom_src)
@@ -256,8 +265,10 @@ def scale_by_keras_adam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1
             return out, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_keras_adam", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale_by_keras_adam", elementwise=True),
+    )
 
 
 class ScaleByKerasNadamState(NamedTuple):
@@ -270,8 +281,9 @@ class ScaleByKerasNadamState(NamedTuple):
     u_product: jax.Array  # prod_{i<=t} u_i, a scalar shared by all leaves (Keras' too)
 
 
-def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
-                         ) -> GradientTransformation:
+def scale_by_keras_nadam(
+    beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
+) -> GradientTransformation:
     """Keras' Nadam direction, with the momentum schedule ``u_t = b1 * (1 - 0.5 * 0.96^t)``.
 
     ``m_hat = u_{t+1} m_t / (1 - prod_{i<=t+1} u_i) + (1 - u_t) g_t / (1 - prod_{i<=t} u_i)``,
@@ -297,7 +309,8 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
             count=zero_count(),
             mu=jax.tree.map(jnp.zeros_like, params),
             nu=init_moments(params)[1],
-            u_product=jnp.ones([], scalar_dtype(params)))
+            u_product=jnp.ones([], scalar_dtype(params)),
+        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -307,7 +320,9 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
         t = count.astype(sdt)
         u_product = state.u_product * beta_1 * (1.0 - 0.5 * jnp.asarray(0.96, sdt) ** t)
         mu = jax.tree.map(lambda g, m: _keras_ema(g, m, beta_1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _keras_ema(abs_sq_in(g, v.dtype), v, beta_2), updates, state.nu)
+        nu = jax.tree.map(
+            lambda g, v: _keras_ema(abs_sq_in(g, v.dtype), v, beta_2), updates, state.nu
+        )
 
         def leaf(g, m, v):
             dt = compute_dtype(v.dtype)
@@ -316,20 +331,22 @@ def scale_by_keras_nadam(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 
             u_next = beta_1 * (1.0 - 0.5 * decay ** (t + 1).astype(dt))
             prod_t = u_product.astype(dt)
             prod_next = prod_t * u_next
-            m_hat = (u_next * m / (1 - prod_next)
-                     + (1 - u_t) * g.astype(m.dtype) / (1 - prod_t))
+            m_hat = u_next * m / (1 - prod_next) + (1 - u_t) * g.astype(m.dtype) / (1 - prod_t)
             v_hat = v / (1 - _step_power(beta_2, count, dt))
             return (m_hat / (jnp.sqrt(v_hat) + epsilon)).astype(g.dtype)
 
         out = jax.tree.map(leaf, updates, mu, nu)
         return out, ScaleByKerasNadamState(count=count, mu=mu, nu=nu, u_product=u_product)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_keras_nadam", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale_by_keras_nadam", elementwise=True),
+    )
 
 
-def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
-                          ) -> GradientTransformation:
+def scale_by_keras_adamax(
+    beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
+) -> GradientTransformation:
     """Keras' Adamax direction: ``m_t / ((1 - b1^t) * (u_t + eps))`` with
     ``u_t = max(b2 * u_{t-1}, |g_t|)`` (eps outside the maximum).
 
@@ -350,8 +367,8 @@ def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any =
 
     def init_fn(params):
         return ScaleByAdamaxState(
-            count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params),
-            nu=init_moments(params)[1])
+            count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params), nu=init_moments(params)[1]
+        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -360,7 +377,9 @@ def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any =
         mu = jax.tree.map(lambda g, m: _keras_ema(g, m, beta_1), updates, state.mu)
         nu = jax.tree.map(
             lambda g, u: jnp.maximum(beta_2 * u, jnp.abs(g).astype(u.dtype)).astype(u.dtype),
-            updates, state.nu)
+            updates,
+            state.nu,
+        )
 
         def leaf(g, m, u):
             corr = 1 - _step_power(beta_1, count, u.dtype)
@@ -369,27 +388,38 @@ def scale_by_keras_adamax(beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any =
         out = jax.tree.map(leaf, updates, mu, nu)
         return out, ScaleByAdamaxState(count=count, mu=mu, nu=nu)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_keras_adamax", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale_by_keras_adamax", elementwise=True),
+    )
 
 
 # --------------------------------------------------------------------------- #
 # Shared argument handling
 # --------------------------------------------------------------------------- #
 
+
 def _check_betas(beta_1: Any, beta_2: Any, epsilon: Any) -> None:
     check_betas(beta_1, beta_2, epsilon, names=("beta_1", "beta_2", "epsilon", "eps_root"))
 
 
-
 def _clipping(clipnorm: Any, clipvalue: Any, global_clipnorm: Any) -> List[GradientTransformation]:
-    given = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
-                               ("global_clipnorm", global_clipnorm)) if v is not None}
+    given = {
+        k: v
+        for k, v in (
+            ("clipnorm", clipnorm),
+            ("clipvalue", clipvalue),
+            ("global_clipnorm", global_clipnorm),
+        )
+        if v is not None
+    }
     if len(given) > 1:
         raise ValueError(
             "Only one of clipnorm, clipvalue and global_clipnorm can be set (as in Keras); got "
-            + ", ".join(f"{k}={v!r}" for k, v in given.items()) + ". Keep one, set the others "
-            "to None.")
+            + ", ".join(f"{k}={v!r}" for k, v in given.items())
+            + ". Keep one, set the others "
+            "to None."
+        )
     for k, v in given.items():
         check_scalar(k, v, low=0.0, low_open=True, schedule_ok=False)
     if clipnorm is not None:
@@ -401,9 +431,14 @@ def _clipping(clipnorm: Any, clipvalue: Any, global_clipnorm: Any) -> List[Gradi
     return []
 
 
-def _assemble(steps: List[GradientTransformation], learning_rate: ScalarOrSchedule,
-              weight_decay: Any, clipnorm: Any, clipvalue: Any, global_clipnorm: Any
-              ) -> GradientTransformation:
+def _assemble(
+    steps: List[GradientTransformation],
+    learning_rate: ScalarOrSchedule,
+    weight_decay: Any,
+    clipnorm: Any,
+    clipvalue: Any,
+    global_clipnorm: Any,
+) -> GradientTransformation:
     """clipping -> the optimizer's steps -> Keras' lr-scaled weight decay (if any)."""
     parts = _clipping(clipnorm, clipvalue, global_clipnorm) + list(steps)
     if weight_decay is not None:
@@ -413,8 +448,9 @@ def _assemble(steps: List[GradientTransformation], learning_rate: ScalarOrSchedu
     return chain(*parts)
 
 
-def keras_base_options(factory: Callable[..., GradientTransformation]
-                       ) -> Callable[..., GradientTransformation]:
+def keras_base_options(
+    factory: Callable[..., GradientTransformation],
+) -> Callable[..., GradientTransformation]:
     """Give a Keras optimizer constructor Keras' EMA options (``use_ema=False``,
     ``ema_momentum=0.99``, ``ema_overwrite_frequency=None``), keyword-only.
 
@@ -452,22 +488,29 @@ def keras_base_options(factory: Callable[..., GradientTransformation]
         return factory
 
     @functools.wraps(factory)
-    def build(*args: Any, use_ema: bool = False, ema_momentum: Any = 0.99,
-              ema_overwrite_frequency: Optional[int] = None, **kwargs: Any
-              ) -> GradientTransformation:
+    def build(
+        *args: Any,
+        use_ema: bool = False,
+        ema_momentum: Any = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        **kwargs: Any,
+    ) -> GradientTransformation:
         tx = factory(*args, **kwargs)
         if not use_ema:
             return tx
         check_scalar("ema_momentum", ema_momentum, low=0.0, high=1.0, schedule_ok=False)
-        return ema_weights(tx, ema_momentum, copy_first=True,
-                           overwrite_every=ema_overwrite_frequency)
+        return ema_weights(
+            tx, ema_momentum, copy_first=True, overwrite_every=ema_overwrite_frequency
+        )
 
     sig = inspect.signature(factory)
-    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
-             for k, v in (("use_ema", False), ("ema_momentum", 0.99),
-                          ("ema_overwrite_frequency", None))]
+    extra = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+        for k, v in (("use_ema", False), ("ema_momentum", 0.99), ("ema_overwrite_frequency", None))
+    ]
     build.__signature__ = sig.replace(  # type: ignore[attr-defined]
-        parameters=list(sig.parameters.values()) + extra)
+        parameters=list(sig.parameters.values()) + extra
+    )
     build._keras_base_options = True  # type: ignore[attr-defined]
     return build
 
@@ -476,10 +519,17 @@ def keras_base_options(factory: Callable[..., GradientTransformation]
 # The optimizers
 # --------------------------------------------------------------------------- #
 
+
 @keras_base_options
-def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Any = 0.0, nesterov: bool = False,
-        weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
-        global_clipnorm: Any = None) -> GradientTransformation:
+def sgd(
+    learning_rate: ScalarOrSchedule = 0.01,
+    momentum: Any = 0.0,
+    nesterov: bool = False,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.SGD``: the learning rate sits inside the velocity.
 
     ::
@@ -520,10 +570,17 @@ def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Any = 0.0, nesterov: b
 
 
 @keras_base_options
-def rmsprop(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.9, momentum: Any = 0.0,
-            epsilon: Any = 1e-7, centered: bool = False, weight_decay: Any = None,
-            clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
-            ) -> GradientTransformation:
+def rmsprop(
+    learning_rate: ScalarOrSchedule = 0.001,
+    rho: Any = 0.9,
+    momentum: Any = 0.0,
+    epsilon: Any = 1e-7,
+    centered: bool = False,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.RMSprop``.
 
     ::
@@ -560,17 +617,25 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.9, momentum: A
     check_decay("rho", rho, schedule_ok=False)
     check_nonneg("momentum", momentum, schedule_ok=False)
     check_nonneg("epsilon", epsilon, schedule_ok=False)
-    steps = [scale_by_rms(rho, epsilon, 0.0, eps_in_sqrt=True, centered=bool(centered)),
-             scale_by_learning_rate(learning_rate)]
+    steps = [
+        scale_by_rms(rho, epsilon, 0.0, eps_in_sqrt=True, centered=bool(centered)),
+        scale_by_learning_rate(learning_rate),
+    ]
     if not is_zero(momentum):
         steps.append(trace(momentum))
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
 @keras_base_options
-def adagrad(learning_rate: ScalarOrSchedule = 0.001, initial_accumulator_value: Any = 0.1,
-            epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
-            clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
+def adagrad(
+    learning_rate: ScalarOrSchedule = 0.001,
+    initial_accumulator_value: Any = 0.1,
+    epsilon: Any = 1e-7,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Adagrad``.
 
     ::
@@ -601,15 +666,23 @@ def adagrad(learning_rate: ScalarOrSchedule = 0.001, initial_accumulator_value: 
     check_nonneg("learning_rate", learning_rate)
     check_nonneg("initial_accumulator_value", initial_accumulator_value, schedule_ok=False)
     check_nonneg("epsilon", epsilon, schedule_ok=False)
-    steps = [scale_by_rss(initial_accumulator_value, epsilon, eps_in_sqrt=True),
-             scale_by_learning_rate(learning_rate)]
+    steps = [
+        scale_by_rss(initial_accumulator_value, epsilon, eps_in_sqrt=True),
+        scale_by_learning_rate(learning_rate),
+    ]
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
 @keras_base_options
-def adadelta(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.95, epsilon: Any = 1e-7,
-             weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
-             global_clipnorm: Any = None) -> GradientTransformation:
+def adadelta(
+    learning_rate: ScalarOrSchedule = 0.001,
+    rho: Any = 0.95,
+    epsilon: Any = 1e-7,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Adadelta`` (note Keras' ``learning_rate=0.001``, not the paper's 1).
 
     ::
@@ -647,10 +720,17 @@ def adadelta(learning_rate: ScalarOrSchedule = 0.001, rho: Any = 0.95, epsilon: 
 
 
 @keras_base_options
-def adam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
-         epsilon: Any = 1e-7, amsgrad: bool = False, weight_decay: Any = None,
-         clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
-         ) -> GradientTransformation:
+def adam(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta_1: Any = 0.9,
+    beta_2: Any = 0.999,
+    epsilon: Any = 1e-7,
+    amsgrad: bool = False,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Adam``, in the "epsilon hat" form of Kingma & Ba (sec. 2).
 
     ::
@@ -685,16 +765,25 @@ def adam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
-    steps = [scale_by_keras_adam(beta_1, beta_2, epsilon, bool(amsgrad)),
-             scale_by_learning_rate(learning_rate)]
+    steps = [
+        scale_by_keras_adam(beta_1, beta_2, epsilon, bool(amsgrad)),
+        scale_by_learning_rate(learning_rate),
+    ]
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
 @keras_base_options
-def adamw(learning_rate: ScalarOrSchedule = 0.001, weight_decay: Any = 0.004,
-          beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7, amsgrad: bool = False,
-          clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
-          ) -> GradientTransformation:
+def adamw(
+    learning_rate: ScalarOrSchedule = 0.001,
+    weight_decay: Any = 0.004,
+    beta_1: Any = 0.9,
+    beta_2: Any = 0.999,
+    epsilon: Any = 1e-7,
+    amsgrad: bool = False,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.AdamW``: ``adam`` with its ``weight_decay`` required.
 
     ``p <- p - lr_t * weight_decay * p`` before Adam's step (``adam`` above); the decay is
@@ -720,16 +809,34 @@ def adamw(learning_rate: ScalarOrSchedule = 0.001, weight_decay: Any = 0.004,
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     if weight_decay is None:
-        raise ValueError("Invalid weight_decay: None. Expected a number >= 0; AdamW needs a "
-                         "weight decay (use compat.keras.adam for none).")
-    return adam(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm,
-                clipvalue, global_clipnorm)
+        raise ValueError(
+            "Invalid weight_decay: None. Expected a number >= 0; AdamW needs a "
+            "weight decay (use compat.keras.adam for none)."
+        )
+    return adam(
+        learning_rate,
+        beta_1,
+        beta_2,
+        epsilon,
+        amsgrad,
+        weight_decay,
+        clipnorm,
+        clipvalue,
+        global_clipnorm,
+    )
 
 
 @keras_base_options
-def nadam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
-          epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
-          clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
+def nadam(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta_1: Any = 0.9,
+    beta_2: Any = 0.999,
+    epsilon: Any = 1e-7,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Nadam`` (Dozat 2016 with Keras' momentum schedule).
 
     ::
@@ -763,15 +870,21 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: An
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
-    steps = [scale_by_keras_nadam(beta_1, beta_2, epsilon),
-             scale_by_learning_rate(learning_rate)]
+    steps = [scale_by_keras_nadam(beta_1, beta_2, epsilon), scale_by_learning_rate(learning_rate)]
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
 @keras_base_options
-def adamax(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
-           epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
-           clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
+def adamax(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta_1: Any = 0.9,
+    beta_2: Any = 0.999,
+    epsilon: Any = 1e-7,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Adamax``.
 
     ::
@@ -803,15 +916,20 @@ def adamax(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: A
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
-    steps = [scale_by_keras_adamax(beta_1, beta_2, epsilon),
-             scale_by_learning_rate(learning_rate)]
+    steps = [scale_by_keras_adamax(beta_1, beta_2, epsilon), scale_by_learning_rate(learning_rate)]
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
 @keras_base_options
-def lion(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.99,
-         weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
-         global_clipnorm: Any = None) -> GradientTransformation:
+def lion(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta_1: Any = 0.9,
+    beta_2: Any = 0.99,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Lion`` (Chen et al. 2023).
 
     ::
@@ -842,8 +960,9 @@ def lion(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("learning_rate", learning_rate)
-    check_scalar("beta_1", beta_1, low=0.0, high=1.0, low_open=True, high_open=True,
-                 schedule_ok=False)
+    check_scalar(
+        "beta_1", beta_1, low=0.0, high=1.0, low_open=True, high_open=True, schedule_ok=False
+    )
     check_decay("beta_2", beta_2, schedule_ok=False)
     steps = [scale_by_lion(beta_1, beta_2), scale_by_learning_rate(learning_rate)]
     return _assemble(steps, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
@@ -912,12 +1031,14 @@ def get(identifier: Any) -> Optional[GradientTransformation]:
             raise ValueError(
                 f"Could not interpret optimizer config {identifier!r}: expected a dict with a "
                 "'class_name' (and optionally a 'config'), as keras.optimizers.serialize "
-                "writes.")
+                "writes."
+            )
         name, config = identifier["class_name"], dict(identifier.get("config") or {})
     else:
         raise TypeError(
             f"Could not interpret optimizer identifier {identifier!r}: expected a name such "
-            "as 'adam', a Keras config dict, or a GradientTransformation.")
+            "as 'adam', a Keras config dict, or a GradientTransformation."
+        )
     key = str(name).lower()
     factory = _OPTIMIZERS.get(_BY_CLASS.get(key, key))
     if factory is not None:
@@ -925,24 +1046,28 @@ def get(identifier: Any) -> Optional[GradientTransformation]:
     if factory is None:
         close = difflib.get_close_matches(str(name).lower(), list(_OPTIMIZERS), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"Unknown Keras optimizer {name!r}.{hint} Known: "
-                         f"{', '.join(available())}.")
+        raise ValueError(
+            f"Unknown Keras optimizer {name!r}.{hint} Known: {', '.join(available())}."
+        )
     for key, off in _BASE_ONLY.items():
         if key in config:
             value = config.pop(key)
             if off is not ... and value != off and not (off is False and not value):
                 raise ValueError(
                     f"{name}: {key}={value!r} is not supported by jaxopt_zoo.compat.keras; "
-                    f"remove it or set it to {off!r}.")
+                    f"remove it or set it to {off!r}."
+                )
     if isinstance(config.get("learning_rate"), dict):
         raise ValueError(
             f"{name}: a serialized Keras learning-rate schedule cannot be rebuilt here; pass "
-            "the optimizer a schedule function of the step count instead.")
+            "the optimizer a schedule function of the step count instead."
+        )
     params = inspect.signature(factory).parameters
     unknown = sorted(k for k in config if k not in params)
     if unknown:
-        raise ValueError(f"{name}: argument(s) not recognized: {unknown}; it takes "
-                         f"{', '.join(params)}.")
+        raise ValueError(
+            f"{name}: argument(s) not recognized: {unknown}; it takes {', '.join(params)}."
+        )
     return factory(**config)
 
 
@@ -1007,7 +1132,8 @@ def keras_variable_step(
     def init_fn(params):
         return KerasVariableStepState(
             count=zero_count(),
-            slots=jax.tree.map(lambda p: init_slots(p, compute_dtype(p.dtype)), params))
+            slots=jax.tree.map(lambda p: init_slots(p, compute_dtype(p.dtype)), params),
+        )
 
     def update_fn(updates, state, params=None):
         require_params(params, name)
@@ -1025,12 +1151,20 @@ def keras_variable_step(
             return (new - p.astype(dt)).astype(g.dtype), tuple(s.astype(dt) for s in slots)
 
         treedef = jax.tree.structure(updates)
-        out = [leaf(g, p, s) for g, p, s in zip(
-            treedef.flatten_up_to(updates), treedef.flatten_up_to(params),
-            treedef.flatten_up_to(state.slots))]
-        return (treedef.unflatten([o[0] for o in out]),
-                KerasVariableStepState(count=increment(state.count),
-                                       slots=treedef.unflatten([o[1] for o in out])))
+        out = [
+            leaf(g, p, s)
+            for g, p, s in zip(
+                treedef.flatten_up_to(updates),
+                treedef.flatten_up_to(params),
+                treedef.flatten_up_to(state.slots),
+            )
+        ]
+        return (
+            treedef.unflatten([o[0] for o in out]),
+            KerasVariableStepState(
+                count=increment(state.count), slots=treedef.unflatten([o[1] for o in out])
+            ),
+        )
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -1040,9 +1174,16 @@ def _zeros_slots(n: int) -> Callable[[jax.Array, Any], tuple]:
 
 
 @keras_base_options
-def lamb(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any = 0.999,
-         epsilon: Any = 1e-7, weight_decay: Any = None, clipnorm: Any = None,
-         clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
+def lamb(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta_1: Any = 0.9,
+    beta_2: Any = 0.999,
+    epsilon: Any = 1e-7,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Lamb`` (You et al. 2020)::
 
         m_t = m + (g - m)(1 - b1),  v_t = v + (g^2 - v)(1 - b2)
@@ -1080,22 +1221,36 @@ def lamb(learning_rate: ScalarOrSchedule = 0.001, beta_1: Any = 0.9, beta_2: Any
         m = m + (g - m) * (1 - beta_1)
         v = v + (g * g - v) * (1 - beta_2)
         r = (m / (1 - jnp.asarray(beta_1, g.dtype) ** t)) / (
-            jnp.sqrt(v / (1 - jnp.asarray(beta_2, g.dtype) ** t)) + epsilon)
+            jnp.sqrt(v / (1 - jnp.asarray(beta_2, g.dtype) ** t)) + epsilon
+        )
         w_norm = jnp.sqrt(jnp.sum(p * p))
         r_norm = jnp.sqrt(jnp.sum(r * r))
         ratio = jnp.where(w_norm > 0, jnp.where(r_norm > 0, w_norm / r_norm, 1.0), 1.0)
         return p - ratio * lr * r, (m, v)
 
-    return _assemble([keras_variable_step("keras.lamb", _zeros_slots(2), step, learning_rate,
-                                          weight_decay)],
-                     learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+    return _assemble(
+        [keras_variable_step("keras.lamb", _zeros_slots(2), step, learning_rate, weight_decay)],
+        learning_rate,
+        None,
+        clipnorm,
+        clipvalue,
+        global_clipnorm,
+    )
 
 
 @keras_base_options
-def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
-              epsilon_1: Any = 1e-30, epsilon_2: Any = 1e-3, clip_threshold: Any = 1.0,
-              relative_step: bool = True, weight_decay: Any = None, clipnorm: Any = None,
-              clipvalue: Any = None, global_clipnorm: Any = None) -> GradientTransformation:
+def adafactor(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta_2_decay: Any = -0.8,
+    epsilon_1: Any = 1e-30,
+    epsilon_2: Any = 1e-3,
+    clip_threshold: Any = 1.0,
+    relative_step: bool = True,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Adafactor`` (Shazeer & Stern 2018), Keras' variant::
 
         rho_t = min(lr, 1 / sqrt(t)),  alpha_t = max(epsilon_2, rms(p)) * rho_t
@@ -1141,8 +1296,11 @@ def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
     def init_slots(p, dt):
         if p.ndim < 2:
             return (jnp.zeros(p.shape, dt),)
-        return (jnp.zeros(p.shape[:-1], dt), jnp.zeros(p.shape[:-2] + p.shape[-1:], dt),
-                jnp.zeros(p.shape, dt))
+        return (
+            jnp.zeros(p.shape[:-1], dt),
+            jnp.zeros(p.shape[:-2] + p.shape[-1:], dt),
+            jnp.zeros(p.shape, dt),
+        )
 
     def mean(x, axis=None, keepdims=False):
         # Keras' ops.mean on the JAX backend sums in result_type(x, float32), which Keras'
@@ -1156,13 +1314,12 @@ def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
         rho = jnp.minimum(lr, 1 / jnp.sqrt(t))
         alpha = jnp.maximum(jnp.asarray(epsilon_2, g.dtype), rms(p)) * rho
         sq = g * g + epsilon_1
-        b = 1 - t ** beta_2_decay
+        b = 1 - t**beta_2_decay
         if p.ndim >= 2:
             r, c, _ = slots
             r = b * r + (1 - b) * mean(sq, axis=-1)
             c = b * c + (1 - b) * mean(sq, axis=-2)
-            v = (jnp.expand_dims(r / mean(r, axis=-1, keepdims=True), -1)
-                 * jnp.expand_dims(c, -2))
+            v = jnp.expand_dims(r / mean(r, axis=-1, keepdims=True), -1) * jnp.expand_dims(c, -2)
             new_slots: tuple = (r, c, v)
         else:
             v = b * slots[0] + (1 - b) * sq
@@ -1171,18 +1328,30 @@ def adafactor(learning_rate: ScalarOrSchedule = 0.001, beta_2_decay: Any = -0.8,
         u_hat = u / jnp.maximum(1.0, rms(u) / clip_threshold)
         return p - alpha * u_hat, new_slots
 
-    return _assemble([keras_variable_step("keras.adafactor", init_slots, step, learning_rate,
-                                          weight_decay)],
-                     learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+    return _assemble(
+        [keras_variable_step("keras.adafactor", init_slots, step, learning_rate, weight_decay)],
+        learning_rate,
+        None,
+        clipnorm,
+        clipvalue,
+        global_clipnorm,
+    )
 
 
 @keras_base_options
-def ftrl(learning_rate: ScalarOrSchedule = 0.001, learning_rate_power: Any = -0.5,
-         initial_accumulator_value: Any = 0.1, l1_regularization_strength: Any = 0.0,
-         l2_regularization_strength: Any = 0.0,
-         l2_shrinkage_regularization_strength: Any = 0.0, beta: Any = 0.0,
-         weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
-         global_clipnorm: Any = None) -> GradientTransformation:
+def ftrl(
+    learning_rate: ScalarOrSchedule = 0.001,
+    learning_rate_power: Any = -0.5,
+    initial_accumulator_value: Any = 0.1,
+    l1_regularization_strength: Any = 0.0,
+    l2_regularization_strength: Any = 0.0,
+    l2_shrinkage_regularization_strength: Any = 0.0,
+    beta: Any = 0.0,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.Ftrl`` (McMahan et al. 2013, FTRL-Proximal)::
 
         l2 = l2_regularization_strength + beta / (2 lr),  n' = n + g^2
@@ -1217,11 +1386,13 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.001, learning_rate_power: Any = -0.
       -0.3969
     """
     check_scalar("learning_rate_power", learning_rate_power, high=0.0, schedule_ok=False)
-    for k, v in (("initial_accumulator_value", initial_accumulator_value),
-                 ("l1_regularization_strength", l1_regularization_strength),
-                 ("l2_regularization_strength", l2_regularization_strength),
-                 ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength),
-                 ("beta", beta)):
+    for k, v in (
+        ("initial_accumulator_value", initial_accumulator_value),
+        ("l1_regularization_strength", l1_regularization_strength),
+        ("l2_regularization_strength", l2_regularization_strength),
+        ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength),
+        ("beta", beta),
+    ):
         check_nonneg(k, v, schedule_ok=False)
     c = learning_rate_power
     l1 = l1_regularization_strength
@@ -1233,21 +1404,36 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.001, learning_rate_power: Any = -0.
         n, z = slots
         l2 = l2_regularization_strength + beta / (2.0 * lr)
         n_new = n + g * g
-        z = z + (g + 2 * l2_shrinkage_regularization_strength * p) - (
-            (n_new ** (-c) - n ** (-c)) / lr) * p
+        z = (
+            z
+            + (g + 2 * l2_shrinkage_regularization_strength * p)
+            - ((n_new ** (-c) - n ** (-c)) / lr) * p
+        )
         quad = n_new ** (-c) / lr + 2 * l2
         return (jnp.clip(z, -l1, l1) - z) / quad, (n_new, z)
 
-    return _assemble([keras_variable_step("keras.ftrl", init_slots, step, learning_rate,
-                                          weight_decay)],
-                     learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+    return _assemble(
+        [keras_variable_step("keras.ftrl", init_slots, step, learning_rate, weight_decay)],
+        learning_rate,
+        None,
+        clipnorm,
+        clipvalue,
+        global_clipnorm,
+    )
 
 
 @keras_base_options
-def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025, beta_1: Any = 0.9,
-                        beta_2: Any = 0.999, epsilon: Any = 1e-8, warmup_steps: int = 0,
-                        weight_decay: Any = None, clipnorm: Any = None, clipvalue: Any = None,
-                        global_clipnorm: Any = None) -> GradientTransformation:
+def schedule_free_adamw(
+    learning_rate: ScalarOrSchedule = 0.0025,
+    beta_1: Any = 0.9,
+    beta_2: Any = 0.999,
+    epsilon: Any = 1e-8,
+    warmup_steps: int = 0,
+    weight_decay: Any = None,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+) -> GradientTransformation:
     """``keras.optimizers.ScheduleFreeAdamW`` (Defazio et al. 2024), Keras' variant.
 
     The parameters are ``y``; the state holds ``z`` (starts at the parameters) and ``v``::
@@ -1286,8 +1472,9 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025, beta_1: Any = 
       >>> round(float(updates["w"][0]), 4)  # the first step: y = x = z = p - lr
       -0.01
     """
-    check_scalar("beta_1", beta_1, low=0.0, high=1.0, low_open=True, high_open=True,
-                 schedule_ok=False)
+    check_scalar(
+        "beta_1", beta_1, low=0.0, high=1.0, low_open=True, high_open=True, schedule_ok=False
+    )
     check_decay("beta_2", beta_2, schedule_ok=False)
     check_nonneg("epsilon", epsilon, schedule_ok=False)
     w = check_int("warmup_steps", warmup_steps, low=0)
@@ -1304,21 +1491,41 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025, beta_1: Any = 
         x = (1 - weight) * x + weight * z_new
         return (1 - beta_1) * z_new + beta_1 * x, (z_new, v)
 
-    return _assemble([keras_variable_step(
-        "keras.schedule_free_adamw", lambda p, dt: (p.astype(dt), jnp.zeros(p.shape, dt)),
-        step, learning_rate, weight_decay)],
-        learning_rate, None, clipnorm, clipvalue, global_clipnorm)
+    return _assemble(
+        [
+            keras_variable_step(
+                "keras.schedule_free_adamw",
+                lambda p, dt: (p.astype(dt), jnp.zeros(p.shape, dt)),
+                step,
+                learning_rate,
+                weight_decay,
+            )
+        ],
+        learning_rate,
+        None,
+        clipnorm,
+        clipvalue,
+        global_clipnorm,
+    )
 
 
-_OPTIMIZERS.update({"adafactor": adafactor, "ftrl": ftrl, "lamb": lamb,
-                    "schedule_free_adamw": schedule_free_adamw})
-__all__ += ["KerasVariableStepState", "adafactor", "ftrl", "keras_variable_step", "lamb",
-            "schedule_free_adamw"]
+_OPTIMIZERS.update(
+    {"adafactor": adafactor, "ftrl": ftrl, "lamb": lamb, "schedule_free_adamw": schedule_free_adamw}
+)
+__all__ += [
+    "KerasVariableStepState",
+    "adafactor",
+    "ftrl",
+    "keras_variable_step",
+    "lamb",
+    "schedule_free_adamw",
+]
 
 
 # --------------------------------------------------------------------------- #
 # Muon (keras.optimizers.Muon)
 # --------------------------------------------------------------------------- #
+
 
 def leaf_path(path: Any) -> str:
     """A pytree key path as a Keras variable path: keys joined by ``/`` (``"dense/kernel"``).
@@ -1365,6 +1572,7 @@ def muon_labels(params: Any, exclude_layers: Any = None, exclude_embeddings: boo
       >>> jz.compat.keras.muon_labels(params, exclude_layers=["^head"])
       {'dense': {'bias': 'adam', 'kernel': 'muon'}, 'head': 'adam', 'token_embedding': 'adam'}
     """
+
     def label(path, x):
         name = leaf_path(path)
         if jnp.ndim(x) != 2 or (exclude_embeddings and "embedding" in name.lower()):
@@ -1375,14 +1583,27 @@ def muon_labels(params: Any, exclude_layers: Any = None, exclude_embeddings: boo
 
 
 @keras_base_options
-def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
-         adam_beta_2: Any = 0.999, adam_weight_decay: Any = 0.004, epsilon: Any = 1e-7,
-         weight_decay: Any = 0.004, clipnorm: Any = None, clipvalue: Any = None,
-         global_clipnorm: Any = None, exclude_layers: Optional[List[str]] = None,
-         exclude_embeddings: bool = True, muon_a: float = 3.4445, muon_b: float = -4.7750,
-         muon_c: float = 2.0315, adam_lr_ratio: Any = 1, momentum: Any = 0.95,
-         ns_steps: int = 5, nesterov: bool = True, rms_rate: Optional[Any] = 0.2
-         ) -> GradientTransformation:
+def muon(
+    learning_rate: ScalarOrSchedule = 0.001,
+    adam_beta_1: Any = 0.9,
+    adam_beta_2: Any = 0.999,
+    adam_weight_decay: Any = 0.004,
+    epsilon: Any = 1e-7,
+    weight_decay: Any = 0.004,
+    clipnorm: Any = None,
+    clipvalue: Any = None,
+    global_clipnorm: Any = None,
+    exclude_layers: Optional[List[str]] = None,
+    exclude_embeddings: bool = True,
+    muon_a: float = 3.4445,
+    muon_b: float = -4.7750,
+    muon_c: float = 2.0315,
+    adam_lr_ratio: Any = 1,
+    momentum: Any = 0.95,
+    ns_steps: int = 5,
+    nesterov: bool = True,
+    rms_rate: Optional[Any] = 0.2,
+) -> GradientTransformation:
     """``keras.optimizers.Muon``: Muon for 2-D leaves, Keras' Adam for the others.
 
     Matrices (2-D leaves not excluded, see ``muon_labels``; a leaf's Keras "path" is its
@@ -1431,27 +1652,36 @@ def muon(learning_rate: ScalarOrSchedule = 0.001, adam_beta_1: Any = 0.9,
     check_nonneg("momentum", momentum, schedule_ok=False)
     check_nonneg("adam_lr_ratio", adam_lr_ratio, schedule_ok=False)
     if isinstance(exclude_layers, str):
-        raise TypeError(f"Invalid exclude_layers: {exclude_layers!r}. Expected a list of "
-                        "strings (regular expressions), as Keras.")
+        raise TypeError(
+            f"Invalid exclude_layers: {exclude_layers!r}. Expected a list of "
+            "strings (regular expressions), as Keras."
+        )
     adam_lr: ScalarOrSchedule = learning_rate
     if callable(learning_rate):
         adam_lr = lambda count: adam_lr_ratio * learning_rate(count)  # noqa: E731
     elif not (is_concrete_scalar(adam_lr_ratio) and adam_lr_ratio == 1):
         adam_lr = adam_lr_ratio * learning_rate
-    muon_part = [trace(momentum, nesterov=nesterov),
-                 orthogonalize_by_newton_schulz((muon_a, muon_b, muon_c), ns_steps, 1e-7,
-                                                ns_method="standard"),
-                 scale_by_muon_shape(consistent_rms=rms_rate, width_scaling=False),
-                 scale_by_learning_rate(learning_rate)]
-    adam_part = [scale_by_keras_adam(adam_beta_1, adam_beta_2, epsilon),
-                 scale_by_learning_rate(adam_lr)]
+    muon_part = [
+        trace(momentum, nesterov=nesterov),
+        orthogonalize_by_newton_schulz(
+            (muon_a, muon_b, muon_c), ns_steps, 1e-7, ns_method="standard"
+        ),
+        scale_by_muon_shape(consistent_rms=rms_rate, width_scaling=False),
+        scale_by_learning_rate(learning_rate),
+    ]
+    adam_part = [
+        scale_by_keras_adam(adam_beta_1, adam_beta_2, epsilon),
+        scale_by_learning_rate(adam_lr),
+    ]
     for part, wd in ((muon_part, weight_decay), (adam_part, adam_weight_decay)):
         if wd is not None:
             check_nonneg("weight_decay", wd, schedule_ok=False)
             if not is_zero(wd):
                 part.append(skip_if_empty(add_lr_scaled_weight_decay(wd, learning_rate)))
-    split = partition({"muon": chain(*muon_part), "adam": chain(*adam_part)},
-                      lambda params: muon_labels(params, exclude_layers, exclude_embeddings))
+    split = partition(
+        {"muon": chain(*muon_part), "adam": chain(*adam_part)},
+        lambda params: muon_labels(params, exclude_layers, exclude_embeddings),
+    )
     return chain(*_clipping(clipnorm, clipvalue, global_clipnorm), split)
 
 
@@ -1460,8 +1690,20 @@ _OPTIMIZERS["muon"] = muon
 #: Every optimizer ``get`` knows and the ``keras.optimizers`` class it reproduces. The
 #: registry registers ``"keras.<name>"`` from this table, and ``get`` also accepts the class
 #: names (``"ScheduleFreeAdamW"``).
-CLASS_NAMES = {"adadelta": "Adadelta", "adafactor": "Adafactor", "adagrad": "Adagrad",
-               "adam": "Adam", "adamax": "Adamax", "adamw": "AdamW", "ftrl": "Ftrl",
-               "lamb": "Lamb", "lion": "Lion", "muon": "Muon", "nadam": "Nadam",
-               "rmsprop": "RMSprop", "schedule_free_adamw": "ScheduleFreeAdamW", "sgd": "SGD"}
+CLASS_NAMES = {
+    "adadelta": "Adadelta",
+    "adafactor": "Adafactor",
+    "adagrad": "Adagrad",
+    "adam": "Adam",
+    "adamax": "Adamax",
+    "adamw": "AdamW",
+    "ftrl": "Ftrl",
+    "lamb": "Lamb",
+    "lion": "Lion",
+    "muon": "Muon",
+    "nadam": "Nadam",
+    "rmsprop": "RMSprop",
+    "schedule_free_adamw": "ScheduleFreeAdamW",
+    "sgd": "SGD",
+}
 _BY_CLASS = {c.lower(): n for n, c in CLASS_NAMES.items()}

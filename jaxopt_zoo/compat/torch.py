@@ -84,6 +84,7 @@ __all__ = [
 # Validation with torch's names and messages
 # --------------------------------------------------------------------------- #
 
+
 def _check_lr(lr: Any) -> None:
     check_nonneg("learning rate", lr)
 
@@ -103,15 +104,16 @@ def _check_betas(betas: Any) -> Tuple[Any, Any]:
         raise ValueError(
             f"Invalid betas: {betas!r}. Expected a pair (beta1, beta2), e.g. (0.9, 0.999)."
         ) from None
-    check_betas(b1, b2, names=("beta parameter at index 0", "beta parameter at index 1",
-                               "eps", "eps_root"))
+    check_betas(
+        b1, b2, names=("beta parameter at index 0", "beta parameter at index 1", "eps", "eps_root")
+    )
     return b1, b2
-
 
 
 # --------------------------------------------------------------------------- #
 # Assembly: maximize -> [coupled decay] -> scaler -> [decoupled decay] -> -lr
 # --------------------------------------------------------------------------- #
+
 
 def _real_view(inner: GradientTransformation) -> GradientTransformationExtraArgs:
     """Run ``inner`` on complex leaves viewed as real ``(..., 2)`` arrays (torch's
@@ -119,12 +121,17 @@ def _real_view(inner: GradientTransformation) -> GradientTransformationExtraArgs
 
     def to_real(tree):
         return jax.tree.map(
-            lambda x: jnp.stack([x.real, x.imag], axis=-1) if jnp.iscomplexobj(x) else x, tree)
+            lambda x: jnp.stack([x.real, x.imag], axis=-1) if jnp.iscomplexobj(x) else x, tree
+        )
 
     def from_real(tree, like):
         return jax.tree.map(
-            lambda r, x: jax.lax.complex(r[..., 0], r[..., 1]).astype(x.dtype)
-            if jnp.iscomplexobj(x) else r, tree, like)
+            lambda r, x: (
+                jax.lax.complex(r[..., 0], r[..., 1]).astype(x.dtype) if jnp.iscomplexobj(x) else r
+            ),
+            tree,
+            like,
+        )
 
     def init_fn(params):
         return inner.init(to_real(params))
@@ -138,8 +145,10 @@ def _real_view(inner: GradientTransformation) -> GradientTransformationExtraArgs
         return from_real(out, updates), state
 
     # Element-wise exactly when the inner transformation is (complex leaves as real pairs).
-    return describe(GradientTransformationExtraArgs(init_fn, update_fn),
-                    BlockSpec("real_view", elementwise=is_elementwise(inner), wraps=(inner,)))
+    return describe(
+        GradientTransformationExtraArgs(init_fn, update_fn),
+        BlockSpec("real_view", elementwise=is_elementwise(inner), wraps=(inner,)),
+    )
 
 
 def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, after=()):
@@ -163,6 +172,7 @@ def _assemble(scaler, lr, weight_decay, *, decoupled=False, maximize=False, afte
 # torch-specific blocks
 # --------------------------------------------------------------------------- #
 
+
 class TorchAmsgradState(NamedTuple):
     """State of :func:`scale_by_torch_amsgrad`: step ``count``, moments ``mu`` and ``nu`` and
     ``nu_max``, the running maximum of the *uncorrected* second moment (as ``torch.optim``)."""
@@ -173,8 +183,9 @@ class TorchAmsgradState(NamedTuple):
     nu_max: Any  # running maximum of the *uncorrected* second moment
 
 
-def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
-                           ) -> GradientTransformation:
+def scale_by_torch_amsgrad(
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+) -> GradientTransformation:
     """torch's AMSGrad direction ``m_hat / (sqrt(max_{s<=t} v_s) / sqrt(1 - b2^t) + eps)``.
 
     The maximum is over the uncorrected ``v_t``, and the current bias correction is applied
@@ -218,8 +229,10 @@ def scale_by_torch_amsgrad(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
         out = jax.tree.map(leaf, mu_hat, nu_max, updates)
         return out, TorchAmsgradState(count, mu, nu, nu_max)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_torch_amsgrad", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale_by_torch_amsgrad", elementwise=True),
+    )
 
 
 class TorchNAdamState(NamedTuple):
@@ -232,8 +245,9 @@ class TorchNAdamState(NamedTuple):
     nu: Any
 
 
-def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
-                         momentum_decay: Any = 4e-3) -> GradientTransformation:
+def scale_by_torch_nadam(
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_decay: Any = 4e-3
+) -> GradientTransformation:
     """torch's NAdam direction with the momentum-decay schedule (Dozat 2016, sec. 3).
 
     ``mu_t = b1 * (1 - 0.5 * 0.96^(t * momentum_decay))``, ``P_t = mu_1 ... mu_t``; the
@@ -261,8 +275,9 @@ def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
 
     def init_fn(params):
         mu, nu = init_moments(params)
-        return TorchNAdamState(count=zero_count(),
-                               mu_product=jnp.ones([], scalar_dtype(params)), mu=mu, nu=nu)
+        return TorchNAdamState(
+            count=zero_count(), mu_product=jnp.ones([], scalar_dtype(params)), mu=mu, nu=nu
+        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -288,12 +303,13 @@ def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
         out = jax.tree.map(leaf, updates, m, v)
         return out, TorchNAdamState(count, prod, m, v)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_torch_nadam", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale_by_torch_nadam", elementwise=True),
+    )
 
 
-def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
-                         ) -> GradientTransformation:
+def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> GradientTransformation:
     """torch's RAdam direction: ``r_t * m_hat * sqrt(1 - b2^t) / (sqrt(v_t) + eps)`` when
     ``rho_t > 5``, else ``m_hat``.
 
@@ -329,14 +345,13 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
         dt = scalar_dtype(nu)
         t = count.astype(dt)
         beta2 = jnp.asarray(b2, dt)
-        b2t = beta2 ** t
+        b2t = beta2**t
         c2 = 1 - b2t
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * t * b2t / c2
         adaptive = rho_t > 5.0
         safe = jnp.where(adaptive, rho_t, 6.0)  # keeps the unused branch finite
-        rect = jnp.sqrt((safe - 4) * (safe - 2) * rho_inf
-                        / ((rho_inf - 4) * (rho_inf - 2) * safe))
+        rect = jnp.sqrt((safe - 4) * (safe - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe))
         scale_t = rect * jnp.sqrt(c2)
 
         def leaf(m, v, g):
@@ -346,13 +361,16 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
 
         return jax.tree.map(leaf, mu_hat, nu, updates), ScaleByAdamState(count, mu, nu)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_torch_radam", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale_by_torch_radam", elementwise=True),
+    )
 
 
 # --------------------------------------------------------------------------- #
 # The optimizers
 # --------------------------------------------------------------------------- #
+
 
 def sgd(
     lr: ScalarOrSchedule = 1e-3,
@@ -398,12 +416,17 @@ def sgd(
     _check_lr(lr)
     check_nonneg("momentum value", momentum, schedule_ok=False)
     _check_weight_decay(weight_decay)
-    if nesterov and is_concrete_scalar(momentum) and is_concrete_scalar(dampening) and (
-            momentum <= 0 or dampening != 0):
+    if (
+        nesterov
+        and is_concrete_scalar(momentum)
+        and is_concrete_scalar(dampening)
+        and (momentum <= 0 or dampening != 0)
+    ):
         raise ValueError(
             "Nesterov momentum requires a momentum and zero dampening: got "
             f"momentum={momentum!r}, dampening={dampening!r}. Pass momentum > 0 and "
-            "dampening=0, or nesterov=False.")
+            "dampening=0, or nesterov=False."
+        )
     after = [] if is_zero(momentum) else [trace(momentum, nesterov, dampening)]
     return _assemble(None, lr, weight_decay, maximize=maximize, after=after)
 
@@ -457,8 +480,7 @@ def adam(
     b1, b2 = _check_betas(betas)
     _check_weight_decay(weight_decay)
     scaler = scale_by_torch_amsgrad(b1, b2, eps) if amsgrad else scale_by_adam(b1, b2, eps)
-    return _assemble(scaler, lr, weight_decay, decoupled=decoupled_weight_decay,
-                     maximize=maximize)
+    return _assemble(scaler, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize)
 
 
 def adamw(
@@ -497,8 +519,9 @@ def adamw(
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
-    return adam(lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                decoupled_weight_decay=True)
+    return adam(
+        lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True
+    )
 
 
 def rmsprop(
@@ -553,8 +576,13 @@ def rmsprop(
     _check_weight_decay(weight_decay)
     check_decay("alpha value", alpha, schedule_ok=False)
     after = [] if is_zero(momentum) else [trace(momentum)]
-    return _assemble(scale_by_rms(decay=alpha, eps=eps, eps_in_sqrt=False, centered=centered),
-                     lr, weight_decay, maximize=maximize, after=after)
+    return _assemble(
+        scale_by_rms(decay=alpha, eps=eps, eps_in_sqrt=False, centered=centered),
+        lr,
+        weight_decay,
+        maximize=maximize,
+        after=after,
+    )
 
 
 def adagrad(
@@ -598,16 +626,21 @@ def adagrad(
     _check_lr(lr)
     check_nonneg("lr_decay value", lr_decay, schedule_ok=False)
     _check_weight_decay(weight_decay)
-    check_nonneg("initial_accumulator_value value", initial_accumulator_value,
-                 schedule_ok=False)
+    check_nonneg("initial_accumulator_value value", initial_accumulator_value, schedule_ok=False)
     _check_eps(eps)
     if is_zero(lr_decay):
         clr = lr
     else:
+
         def clr(count):
             return resolve(lr, count) / (1 + count * lr_decay)
-    return _assemble(scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
-                     clr, weight_decay, maximize=maximize)
+
+    return _assemble(
+        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
+        clr,
+        weight_decay,
+        maximize=maximize,
+    )
 
 
 def adadelta(
@@ -743,8 +776,13 @@ def nadam(
     b1, b2 = _check_betas(betas)
     _check_weight_decay(weight_decay)
     check_nonneg("momentum_decay value", momentum_decay, schedule_ok=False)
-    return _assemble(scale_by_torch_nadam(b1, b2, eps, momentum_decay), lr, weight_decay,
-                     decoupled=decoupled_weight_decay, maximize=maximize)
+    return _assemble(
+        scale_by_torch_nadam(b1, b2, eps, momentum_decay),
+        lr,
+        weight_decay,
+        decoupled=decoupled_weight_decay,
+        maximize=maximize,
+    )
 
 
 def radam(
@@ -790,13 +828,19 @@ def radam(
     _check_eps(eps)
     b1, b2 = _check_betas(betas)
     _check_weight_decay(weight_decay)
-    return _assemble(scale_by_torch_radam(b1, b2, eps), lr, weight_decay,
-                     decoupled=decoupled_weight_decay, maximize=maximize)
+    return _assemble(
+        scale_by_torch_radam(b1, b2, eps),
+        lr,
+        weight_decay,
+        decoupled=decoupled_weight_decay,
+        maximize=maximize,
+    )
 
 
 # --------------------------------------------------------------------------- #
 # Muon (torch.optim.Muon, torch >= 2.9)
 # --------------------------------------------------------------------------- #
+
 
 def _refuse_non_matrices(tree: Any) -> None:
     for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -805,10 +849,13 @@ def _refuse_non_matrices(tree: Any) -> None:
                 f"Muon only supports 2D parameters whereas we found a parameter with size: "
                 f"{tuple(jnp.shape(x))} at {jax.tree_util.keystr(path)} (as torch.optim.Muon). "
                 "Give Muon the matrices only and the rest to adamw (optax.partition or "
-                "jaxopt_zoo.partition), or use jaxopt_zoo.muon, which does that split itself.")
+                "jaxopt_zoo.partition), or use jaxopt_zoo.muon, which does that split itself."
+            )
         if jnp.iscomplexobj(x):
-            raise ValueError(f"Muon does not support complex parameters (as torch.optim.Muon); "
-                             f"got {jnp.result_type(x)} at {jax.tree_util.keystr(path)}.")
+            raise ValueError(
+                f"Muon does not support complex parameters (as torch.optim.Muon); "
+                f"got {jnp.result_type(x)} at {jax.tree_util.keystr(path)}."
+            )
 
 
 def _adjust_lr_dims(adjust_lr_fn: Any):
@@ -819,8 +866,10 @@ def _adjust_lr_dims(adjust_lr_fn: Any):
         return scale_by_muon_shape(dims)  # sqrt(max(1, A / B))
     if adjust_lr_fn == "match_rms_adamw":
         return scale_by_muon_shape(dims, consistent_rms=0.2)  # 0.2 sqrt(max(A, B))
-    raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported "
-                     "(expected None, 'original' or 'match_rms_adamw', as torch.optim.Muon).")
+    raise ValueError(
+        f"Adjust learning rate function {adjust_lr_fn} is not supported "
+        "(expected None, 'original' or 'match_rms_adamw', as torch.optim.Muon)."
+    )
 
 
 def muon(
@@ -885,11 +934,19 @@ def muon(
     if len(tuple(ns_coefficients)) != 3:
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
     check_nonneg("epsilon value", eps, schedule_ok=False)
-    parts = [scale(1 - momentum), trace(momentum, nesterov=nesterov),
-             orthogonalize_by_newton_schulz(tuple(ns_coefficients), ns_steps, eps,
-                                            ns_dtype=ns_dtype, clamp_eps=True,
-                                            ns_method="standard"),
-             _adjust_lr_dims(adjust_lr_fn)]
+    parts = [
+        scale(1 - momentum),
+        trace(momentum, nesterov=nesterov),
+        orthogonalize_by_newton_schulz(
+            tuple(ns_coefficients),
+            ns_steps,
+            eps,
+            ns_dtype=ns_dtype,
+            clamp_eps=True,
+            ns_method="standard",
+        ),
+        _adjust_lr_dims(adjust_lr_fn),
+    ]
     if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay))
     parts.append(scale_by_learning_rate(lr))
@@ -908,6 +965,15 @@ def muon(
 
 #: Every optimizer of this module and the ``torch.optim`` class it reproduces. The registry
 #: registers ``"torch.<name>"`` from this table (one list, kept beside the functions).
-CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-               "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax",
-               "nadam": "NAdam", "radam": "RAdam", "muon": "Muon"}
+CLASS_NAMES = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+    "adamax": "Adamax",
+    "nadam": "NAdam",
+    "radam": "RAdam",
+    "muon": "Muon",
+}

@@ -1,4 +1,5 @@
-"""Data: an IDX reader and writer, verified MNIST / Fashion-MNIST loaders, the Shakespeare corpus."""
+"""Data: an IDX reader and writer, verified MNIST / Fashion-MNIST loaders, and the
+Shakespeare corpus."""
 
 from jaxopt_zoo.data.datasets import (
     DATASET_NAMES,

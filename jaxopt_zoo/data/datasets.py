@@ -48,30 +48,48 @@ _SPLIT_FILES = {
 CHECKSUMS: dict[str, dict[str, tuple[int, str]]] = {
     "mnist": {
         "train-images-idx3-ubyte": (
-            47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+            47040016,
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
         "train-labels-idx1-ubyte": (
-            60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+            60008,
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
         "t10k-images-idx3-ubyte": (
-            7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+            7840016,
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
         "t10k-labels-idx1-ubyte": (
-            10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+            10008,
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
     },
     # Decompressed md5s (f4a8712d..., 9018921c..., 8181f547..., 15d48437...) match the ones
     # published for the upstream files; Debian recompressed the .gz, so compare contents only.
     "fashion_mnist": {
         "train-images-idx3-ubyte": (
-            47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+            47040016,
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        ),
         "train-labels-idx1-ubyte": (
-            60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+            60008,
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        ),
         "t10k-images-idx3-ubyte": (
-            7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+            7840016,
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        ),
         "t10k-labels-idx1-ubyte": (
-            10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+            10008,
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
     },
     # The char-LM corpus (jaxopt_zoo/data/text.py; source and licence in its docstring).
     "shakespeare": {
         "shakespeare.txt": (
-            5057321, "04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d"),
+            5057321,
+            "04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d",
+        ),
     },
 }
 
@@ -218,7 +236,11 @@ def find_verified(
                 continue
             what = f"It is the {other} file." if other else "The file is corrupt or incomplete."
             raise _mismatch(
-                path, name, filename, digest, len(content),
+                path,
+                name,
+                filename,
+                digest,
+                len(content),
                 f"{what} Delete it and load again to re-download it, or replace it with a good "
                 "copy.",
             )
@@ -310,8 +332,13 @@ def load(
     images_file, labels_file = _SPLIT_FILES[split]
     images = _load_file(name, images_file, data_dir, download)
     labels = _load_file(name, labels_file, data_dir, download)
-    if images.dtype != np.uint8 or images.ndim != 3 or labels.dtype != np.uint8 \
-            or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 3
+        or labels.dtype != np.uint8
+        or labels.ndim != 1
+        or images.shape[0] != labels.shape[0]
+    ):
         raise DataError(
             f"{name} {split}: expected uint8 images (N, H, W) and uint8 labels (N,), found "
             f"images {images.dtype}{images.shape} and labels {labels.dtype}{labels.shape}"
@@ -366,8 +393,15 @@ def load_mnist(
       >>> test.images.shape, test.labels.shape
       ((10000, 28, 28, 1), (10000,))
     """
-    return load("mnist", split, data_dir, normalize=normalize, download=download,
-                validation_size=validation_size, seed=seed)
+    return load(
+        "mnist",
+        split,
+        data_dir,
+        normalize=normalize,
+        download=download,
+        validation_size=validation_size,
+        seed=seed,
+    )
 
 
 def load_fashion_mnist(
@@ -392,5 +426,12 @@ def load_fashion_mnist(
     Example:
       >>> train = load_fashion_mnist("train")  # doctest: +SKIP
     """
-    return load("fashion_mnist", split, data_dir, normalize=normalize, download=download,
-                validation_size=validation_size, seed=seed)
+    return load(
+        "fashion_mnist",
+        split,
+        data_dir,
+        normalize=normalize,
+        download=download,
+        validation_size=validation_size,
+        seed=seed,
+    )

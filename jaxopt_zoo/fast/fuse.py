@@ -71,8 +71,10 @@ class FusedState(NamedTuple):
 # fuse
 # --------------------------------------------------------------------------- #
 
-def fuse(tx: optax.GradientTransformation, *, chunks: int = 1, check: bool = True
-         ) -> "FusedTransformation":
+
+def fuse(
+    tx: optax.GradientTransformation, *, chunks: int = 1, check: bool = True
+) -> "FusedTransformation":
     """Run ``tx`` on one contiguous buffer per dtype; same results, fewer and bigger loops.
 
     Args:
@@ -122,8 +124,10 @@ def fuse(tx: optax.GradientTransformation, *, chunks: int = 1, check: bool = Tru
 
     def update_fn(updates, state, params=None, **extra):
         if not isinstance(state, FusedState):
-            raise TypeError(f"fuse: expected the FusedState made by this transformation's "
-                            f"init, got {type(state).__name__}.")
+            raise TypeError(
+                f"fuse: expected the FusedState made by this transformation's "
+                f"init, got {type(state).__name__}."
+            )
         flat_u = as_flat(updates)
         layout = flat_u.layout
         verify(layout)
@@ -131,8 +135,10 @@ def fuse(tx: optax.GradientTransformation, *, chunks: int = 1, check: bool = Tru
         if params is not None:
             if isinstance(params, FlatParams):
                 if params.layout != layout:
-                    raise ValueError("fuse: the updates and the params have different layouts: "
-                                     "pass both as trees or both as FlatParams of one layout.")
+                    raise ValueError(
+                        "fuse: the updates and the params have different layouts: "
+                        "pass both as trees or both as FlatParams of one layout."
+                    )
                 flat_p = params
             else:
                 flat_p = as_flat(params, layout)
@@ -193,15 +199,21 @@ def fused_apply(fused: optax.GradientTransformation, *, native: bool = True) -> 
       [-0.1 -0.1 -0.1]
     """
     if not isinstance(fused, FusedTransformation):
-        raise TypeError("fused_apply expects a transformation made by jaxopt_zoo.fuse(tx); "
-                        "wrap it first: fused_apply(fuse(tx)).")
+        raise TypeError(
+            "fused_apply expects a transformation made by jaxopt_zoo.fuse(tx); "
+            "wrap it first: fused_apply(fuse(tx))."
+        )
     tx, verify = fused.inner, fused.verify
     extra_ok = isinstance(tx, optax.GradientTransformationExtraArgs)
     use_native = bool(native)
 
     def xla_step(params, state, grads, **extra):
-        if isinstance(params, FlatParams) and isinstance(grads, FlatParams) \
-                and len(params.buffers) > 1 and verify(params.layout):
+        if (
+            isinstance(params, FlatParams)
+            and isinstance(grads, FlatParams)
+            and len(params.buffers) > 1
+            and verify(params.layout)
+        ):
             return _chunked_step(tx, extra_ok, grads, state, params, extra)
         updates, state = fused.update(grads, state, params, **extra)
         return _apply(params, updates), state
@@ -240,8 +252,9 @@ def is_fused(tx: optax.GradientTransformation) -> bool:
     return isinstance(tx, FusedTransformation)
 
 
-def update_and_apply(tx: optax.GradientTransformation, grads: Any, state: Any, params: Any,
-                     **extra: Any) -> Tuple[Any, Any]:
+def update_and_apply(
+    tx: optax.GradientTransformation, grads: Any, state: Any, params: Any, **extra: Any
+) -> Tuple[Any, Any]:
     """``(new params, new state)``: ``fused_apply(tx)`` for a transformation made by
     :func:`fuse` (the one-pass kernel on float32 FlatParams), else ``tx.update`` and
     ``optax.apply_updates``. Extra keyword arguments go to ``tx.update``. The trainer's
@@ -274,8 +287,9 @@ def update_and_apply(tx: optax.GradientTransformation, grads: Any, state: Any, p
 
 
 def _apply(params, updates):
-    return jax.tree.map(lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-                        params, updates)
+    return jax.tree.map(
+        lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates
+    )
 
 
 def _chunked_step(tx, extra_ok, grads, state, params, extra):
@@ -289,8 +303,9 @@ def _chunked_step(tx, extra_ok, grads, state, params, extra):
     new_p, new_inner, prev = {}, {}, None
     for k in keys:
         sub = lambda fp, k=k: FlatParams({k: fp.buffers[k]}, params.layout)  # noqa: E731
-        inner_k = jax.tree.map(lambda x: sub(x) if is_flat(x) else x, state.inner,
-                               is_leaf=is_flat)
+        inner_k = jax.tree.map(
+            lambda x, sub=sub: sub(x) if is_flat(x) else x, state.inner, is_leaf=is_flat
+        )
         g_k, p_k = sub(grads), sub(params)
         if prev is not None:  # order the chunks: this one starts after the last one ended
             (g_k, p_k, inner_k), _ = jax.lax.optimization_barrier(((g_k, p_k, inner_k), prev))
@@ -306,8 +321,9 @@ def _chunked_step(tx, extra_ok, grads, state, params, extra):
     merged = []
     for i, leaf in enumerate(jax.tree.leaves(first, is_leaf=is_flat)):
         if is_flat(leaf):
-            merged.append(FlatParams({k: leaves_by_key[k][i].buffers[k] for k in keys},
-                                     params.layout))
+            merged.append(
+                FlatParams({k: leaves_by_key[k][i].buffers[k] for k in keys}, params.layout)
+            )
         else:
             merged.append(leaf)
     inner = jax.tree.unflatten(jax.tree.structure(first, is_leaf=is_flat), merged)

@@ -65,8 +65,9 @@ class Layout:
                     if a < b:
                         pieces[i].append((k, a - bounds[c], b - bounds[c]))
                 pos = hi
-        return Layout(treedef, tuple(shapes), tuple(dtypes), tuple(buffers),
-                      tuple(tuple(p) for p in pieces))
+        return Layout(
+            treedef, tuple(shapes), tuple(dtypes), tuple(buffers), tuple(tuple(p) for p in pieces)
+        )
 
     @property
     def num_leaves(self) -> int:
@@ -85,10 +86,10 @@ class Layout:
             flat = jnp.ravel(jnp.asarray(leaf)).astype(self.dtypes[i])
             off = 0
             for k, a, b in self.pieces[i]:
-                parts[k].append(flat if (off, b - a) == (0, flat.size) else flat[off: off + b - a])
+                parts[k].append(flat if (off, b - a) == (0, flat.size) else flat[off : off + b - a])
                 off += b - a
         out = {}
-        for k, dt, n in self.buffers:
+        for k, _dt, _n in self.buffers:
             ps = parts[k]
             out[k] = ps[0] if len(ps) == 1 else jnp.concatenate(ps)
         return out
@@ -152,6 +153,7 @@ class FlatParams:
         return cls(dict(zip(keys, children)), layout)
 
     def __repr__(self) -> str:
-        bufs = ", ".join(f"{k}: {getattr(v, 'shape', '?')}"
-                         for k, v in sorted(self.buffers.items()))
+        bufs = ", ".join(
+            f"{k}: {getattr(v, 'shape', '?')}" for k, v in sorted(self.buffers.items())
+        )
         return f"FlatParams({self.layout.num_leaves} leaves in {{{bufs}}})"

@@ -78,8 +78,10 @@ def explain(tx: Any) -> Optional[str]:
     """
     spec = spec_of(tx)
     if spec is None:
-        return (f"{type(tx).__name__} made outside jaxopt_zoo's blocks and chain (e.g. by "
-                "optax.chain, inject_hyperparams or masked) carries no BlockSpec")
+        return (
+            f"{type(tx).__name__} made outside jaxopt_zoo's blocks and chain (e.g. by "
+            "optax.chain, inject_hyperparams or masked) carries no BlockSpec"
+        )
     for part in spec.parts:
         why = explain(part)
         if why is not None:
@@ -126,10 +128,16 @@ def _cache_dir() -> Path:
 
 def _library_path(compiler: str) -> Path:
     import jaxlib
+
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), STAGES_HEADER.read_bytes(), jaxlib.__version__.encode(),
-                 compiler.encode(),
-                 platform.machine().encode(), platform.python_version().encode()):
+    for part in (
+        SOURCE.read_bytes(),
+        STAGES_HEADER.read_bytes(),
+        jaxlib.__version__.encode(),
+        compiler.encode(),
+        platform.machine().encode(),
+        platform.python_version().encode(),
+    ):
         key.update(part)
     return _cache_dir() / f"step_kernel-{key.hexdigest()[:16]}.so"
 
@@ -138,8 +146,19 @@ def _compile(compiler: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
-    cmd = [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno",
-           "-isystem", jax.ffi.include_dir(), str(SOURCE), "-o", tmp]
+    cmd = [
+        compiler,
+        "-O3",
+        "-std=c++17",
+        "-shared",
+        "-fPIC",
+        "-fno-math-errno",
+        "-isystem",
+        jax.ffi.include_dir(),
+        str(SOURCE),
+        "-o",
+        tmp,
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
@@ -176,8 +195,7 @@ def status() -> dict:
             return dict(_status)
         flag = os.environ.get("JAXOPT_ZOO_NATIVE", "1").strip().lower()
         if flag in ("0", "false", "no", "off"):
-            _status.update(available=False, library=None,
-                           reason="disabled by JAXOPT_ZOO_NATIVE=0")
+            _status.update(available=False, library=None, reason="disabled by JAXOPT_ZOO_NATIVE=0")
             return dict(_status)
         compiler = os.environ.get("CXX") or "c++"
         try:
@@ -191,13 +209,14 @@ def status() -> dict:
             except OSError:  # a damaged cached library: build it again, once
                 _compile(compiler, lib_path)
                 lib = ctypes.cdll.LoadLibrary(str(lib_path))
-            jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JaxoptZooStep),
-                                        platform="cpu")
-            _status.update(available=True, library=str(lib_path),
-                           reason="one-pass kernel loaded")
+            jax.ffi.register_ffi_target(
+                TARGET, jax.ffi.pycapsule(lib.JaxoptZooStep), platform="cpu"
+            )
+            _status.update(available=True, library=str(lib_path), reason="one-pass kernel loaded")
         except Exception as e:  # noqa: BLE001 -- any failure means: use XLA
-            _status.update(available=False, library=None,
-                           reason=f"native kernel unavailable, using XLA: {e}")
+            _status.update(
+                available=False, library=None, reason=f"native kernel unavailable, using XLA: {e}"
+            )
         return dict(_status)
 
 
@@ -221,18 +240,22 @@ def available() -> bool:
 # The step
 # --------------------------------------------------------------------------- #
 
-def _call(ops: Sequence[int], scalars: jax.Array, p: jax.Array, g: jax.Array,
-          bufs: Sequence[jax.Array]) -> List[jax.Array]:
+
+def _call(
+    ops: Sequence[int], scalars: jax.Array, p: jax.Array, g: jax.Array, bufs: Sequence[jax.Array]
+) -> List[jax.Array]:
     n = len(bufs)
     out_types = [jax.ShapeDtypeStruct(p.shape, p.dtype)] * (1 + n)
     aliases = {1: 0, **{3 + i: 1 + i for i in range(n)}}
-    call = jax.ffi.ffi_call(TARGET, out_types, input_output_aliases=aliases,
-                            vmap_method="sequential")
+    call = jax.ffi.ffi_call(
+        TARGET, out_types, input_output_aliases=aliases, vmap_method="sequential"
+    )
     return list(call(scalars, p, g, *bufs, ops=np.asarray(ops, np.int64)))
 
 
-def fused_step(tx: Any, params: Any, state: Any, grads: Any, fallback: Callable
-               ) -> Optional[Tuple[Any, Any]]:
+def fused_step(
+    tx: Any, params: Any, state: Any, grads: Any, fallback: Callable
+) -> Optional[Tuple[Any, Any]]:
     """One step of ``tx`` (update and apply) through the kernel, or None when it cannot.
 
     The building block of ``jaxopt_zoo.fused_apply``, which most code should call instead.
@@ -277,8 +300,11 @@ def fused_step(tx: Any, params: Any, state: Any, grads: Any, fallback: Callable
         return None
     buffers = [getattr(s, f) for spec, s in blocks for f in spec.buffers]
     for x in [params, grads] + buffers:
-        if not (isinstance(x, FlatParams) and sorted(x.buffers) == keys
-                and all(jnp.result_type(v) == jnp.float32 for v in x.buffers.values())):
+        if not (
+            isinstance(x, FlatParams)
+            and sorted(x.buffers) == keys
+            and all(jnp.result_type(v) == jnp.float32 for v in x.buffers.values())
+        ):
             return None
     if not available():
         return None
@@ -289,20 +315,25 @@ def fused_step(tx: Any, params: Any, state: Any, grads: Any, fallback: Callable
         blocks = _stages(tx, state)  # this branch's own view of the state
         assert blocks is not None
         buffers = [getattr(s, f) for spec, s in blocks for f in spec.buffers]
-        scalars = jnp.stack([
-            jnp.asarray(v, jnp.float32).reshape(()) for spec, s in blocks
-            for v in spec.scalar_values(getattr(s, "count", None))])
+        scalars = jnp.stack(
+            [
+                jnp.asarray(v, jnp.float32).reshape(())
+                for spec, s in blocks
+                for v in spec.scalar_values(getattr(s, "count", None))
+            ]
+        )
         new_p, new_b = {}, [dict() for _ in buffers]
         for k in keys:
-            outs = _call(ops, scalars, params.buffers[k], grads.buffers[k],
-                         [b.buffers[k] for b in buffers])
+            outs = _call(
+                ops, scalars, params.buffers[k], grads.buffers[k], [b.buffers[k] for b in buffers]
+            )
             new_p[k] = outs[0]
             for d, o in zip(new_b, outs[1:]):
                 d[k] = o
         flat_b = [FlatParams(d, b.layout) for d, b in zip(new_b, buffers)]
         new_states, i = [], 0
         for spec, s in blocks:
-            new_states.append(_rebuild(s, spec, flat_b[i: i + len(spec.buffers)]))
+            new_states.append(_rebuild(s, spec, flat_b[i : i + len(spec.buffers)]))
             i += len(spec.buffers)
         return FlatParams(new_p, params.layout), restack(tx, state, new_states)
 

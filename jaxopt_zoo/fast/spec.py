@@ -26,8 +26,17 @@ import optax
 
 from jaxopt_zoo.fast.stages import STAGES
 
-__all__ = ["BlockSpec", "SpecifiedTransformation", "SpecifiedTransformationExtraArgs",
-           "block_names", "describe", "is_elementwise", "leaf_specs", "restack", "spec_of"]
+__all__ = [
+    "BlockSpec",
+    "SpecifiedTransformation",
+    "SpecifiedTransformationExtraArgs",
+    "block_names",
+    "describe",
+    "is_elementwise",
+    "leaf_specs",
+    "restack",
+    "spec_of",
+]
 
 Scalar = Union[float, jax.Array, Callable[[Any], Any]]
 
@@ -69,15 +78,21 @@ class BlockSpec:
         if self.stage is None:
             return
         if self.stage not in STAGES:
-            raise ValueError(f"BlockSpec {self.name}: unknown kernel stage {self.stage!r}; "
-                             f"known: {sorted(STAGES)}.")
+            raise ValueError(
+                f"BlockSpec {self.name}: unknown kernel stage {self.stage!r}; "
+                f"known: {sorted(STAGES)}."
+            )
         st = STAGES[self.stage]
         if set(self.scalars) != set(st.scalars):
-            raise ValueError(f"BlockSpec {self.name}: stage {self.stage!r} takes the scalars "
-                             f"{list(st.scalars)}, got {sorted(self.scalars)}.")
+            raise ValueError(
+                f"BlockSpec {self.name}: stage {self.stage!r} takes the scalars "
+                f"{list(st.scalars)}, got {sorted(self.scalars)}."
+            )
         if len(self.buffers) != len(st.buffers):
-            raise ValueError(f"BlockSpec {self.name}: stage {self.stage!r} takes "
-                             f"{len(st.buffers)} state buffers, got {list(self.buffers)}.")
+            raise ValueError(
+                f"BlockSpec {self.name}: stage {self.stage!r} takes "
+                f"{len(st.buffers)} state buffers, got {list(self.buffers)}."
+            )
 
     def scalar_values(self, count: Any) -> List[Any]:
         """The stage's scalars for a step at ``count``, in the kernel's order."""

@@ -25,9 +25,23 @@ MODELS = {"charlm": CharTransformer, "cnn": CNN, "mlp": MLP}
 NNX_MODELS = {"cnn": nnx_models.CNN, "mlp": nnx_models.MLP}
 APIS = ("linen", "nnx")
 
-__all__ = ["APIS", "CNN", "CharTransformer", "FlatModel", "INIT_STYLES", "MLP", "MODELS",
-           "NNXModel", "NNX_MODELS", "InitStyle", "as_linen_like", "get_model", "initializers", "max_pool_2x2",
-           "nnx_models"]
+__all__ = [
+    "APIS",
+    "CNN",
+    "CharTransformer",
+    "FlatModel",
+    "INIT_STYLES",
+    "MLP",
+    "MODELS",
+    "NNXModel",
+    "NNX_MODELS",
+    "InitStyle",
+    "as_linen_like",
+    "get_model",
+    "initializers",
+    "max_pool_2x2",
+    "nnx_models",
+]
 
 
 def get_model(name: str, init_style: str = "flax", api: str = "linen") -> Any:

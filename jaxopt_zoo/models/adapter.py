@@ -54,15 +54,18 @@ class NNXModel:
             self.factory = module
             instance = module(rngs=nnx.Rngs(0))
         else:
-            raise TypeError(f"Invalid module: expected an nnx.Module or a factory of one, got "
-                            f"{type(module).__name__}.")
+            raise TypeError(
+                f"Invalid module: expected an nnx.Module or a factory of one, got "
+                f"{type(module).__name__}."
+            )
         graphdef, params, *rest = nnx.split(instance, nnx.Param, ...)
         self.graphdef: Any = graphdef
         self._params = nnx.to_pure_dict(params)
         self._rest = nnx.to_pure_dict(rest[0])
 
-    def init(self, rngs: Any, x: jax.Array, *args: Any, train: bool = False,
-             **kwargs: Any) -> Dict[str, Any]:
+    def init(
+        self, rngs: Any, x: jax.Array, *args: Any, train: bool = False, **kwargs: Any
+    ) -> Dict[str, Any]:
         """``{"params": p}``: a new module's parameters (factory) or the instance's."""
         del x, args, train, kwargs
         if self.factory is None:
@@ -75,9 +78,15 @@ class NNXModel:
         """A live NNX module holding ``params`` (e.g. the trained ``state.params``)."""
         return nnx.merge(self.graphdef, params, self._rest)
 
-    def apply(self, variables: Mapping[str, Any], x: jax.Array, *args: Any,
-              train: Optional[bool] = None, rngs: Optional[Mapping[str, jax.Array]] = None,
-              **kwargs: Any) -> Any:
+    def apply(
+        self,
+        variables: Mapping[str, Any],
+        x: jax.Array,
+        *args: Any,
+        train: Optional[bool] = None,
+        rngs: Optional[Mapping[str, jax.Array]] = None,
+        **kwargs: Any,
+    ) -> Any:
         """Run the module with parameters ``variables["params"]``; see the class docstring."""
         module = self.bind(variables["params"])
         if rngs:
@@ -116,7 +125,8 @@ def as_linen_like(model: Any) -> Any:
       model: a Linen module, an NNX module, an NNX module class or a factory of ``rngs``.
     """
     is_nnx = isinstance(model, nnx.Module) or (
-        isinstance(model, type) and issubclass(model, nnx.Module))
+        isinstance(model, type) and issubclass(model, nnx.Module)
+    )
     if not is_nnx:
         return model
     try:

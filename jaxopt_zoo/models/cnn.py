@@ -1,7 +1,7 @@
 """The reference Keras CNN for MNIST.
 
-    Conv2D(32, 3x3, VALID) ReLU -> MaxPool 2x2 -> Dropout(0.25) -> Flatten
-    -> Dense(256) ReLU -> Dropout(0.5) -> Dense(10) logits
+Conv2D(32, 3x3, VALID) ReLU -> MaxPool 2x2 -> Dropout(0.25) -> Flatten
+-> Dense(256) ReLU -> Dropout(0.5) -> Dense(10) logits
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import numpy as np
 def _shifts(x: jax.Array, kh: int, kw: int) -> list:
     """The ``kh * kw`` VALID windows of NHWC ``x``, row-major over the kernel offsets."""
     _, h, w, _ = x.shape
-    return [x[:, i: i + h - kh + 1, j: j + w - kw + 1, :] for i in range(kh) for j in range(kw)]
+    return [x[:, i : i + h - kh + 1, j : j + w - kw + 1, :] for i in range(kh) for j in range(kw)]
 
 
 def _conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -80,7 +80,7 @@ def _shift_conv_bwd(res, dy):
     dx = jnp.zeros_like(x)
     for i, j in np.ndindex(kh, kw):
         part = dy @ kernel[i, j].T  # (n, oh, ow, cin)
-        dx = dx.at[:, i: i + oh, j: j + ow, :].add(part)
+        dx = dx.at[:, i : i + oh, j : j + ow, :].add(part)
     return dx, dk.reshape(kh, kw, cin, cout).astype(kernel.dtype)
 
 

@@ -68,5 +68,9 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             x = nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=f"Dense_{i}")(x)
             x = nn.relu(x)
-        return nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init,
-                        name=f"Dense_{len(self.hidden)}")(x)
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            name=f"Dense_{len(self.hidden)}",
+        )(x)

@@ -3,9 +3,9 @@
 The NNX models compute exactly what their Linen twins (:class:`jaxopt_zoo.models.CNN`,
 :class:`jaxopt_zoo.models.MLP`) compute: the same functions
 (:func:`~jaxopt_zoo.models.layers.shift_conv`, :func:`~jaxopt_zoo.models.layers.byte_dropout`,
-:func:`~jaxopt_zoo.models.max_pool_2x2`), the same initializers and the same parameter tree (``Conv_0``, ``Dense_0``,
-``Dense_1``; ``kernel`` and ``bias`` in each), so weights and checkpoints move between the two
-with ``nnx.to_pure_dict`` / ``nnx.replace_by_pure_dict``. Given the same weights they give the
+:func:`~jaxopt_zoo.models.max_pool_2x2`), the same initializers and the same parameter tree
+(``Conv_0``, ``Dense_0``, ``Dense_1``; ``kernel`` and ``bias`` in each), so weights and
+checkpoints move between the two with ``nnx.to_pure_dict`` / ``nnx.replace_by_pure_dict``. Given the same weights they give the
 same outputs (tested). Train them with ``nnx.Optimizer`` and any jaxopt_zoo optimizer, or
 with :func:`jaxopt_zoo.train.train_and_evaluate` through :class:`~jaxopt_zoo.models.NNXModel`.
 """
@@ -41,9 +41,16 @@ class ShiftConv(nnx.Module):
       (2, 26, 26, 32)
     """
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: Tuple[int, int], *,
-                 kernel_init: Any = jax.nn.initializers.lecun_normal(),
-                 bias_init: Any = jax.nn.initializers.zeros, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: Tuple[int, int],
+        *,
+        kernel_init: Any = jax.nn.initializers.lecun_normal(),
+        bias_init: Any = jax.nn.initializers.zeros,
+        rngs: nnx.Rngs,
+    ):
         kh, kw = kernel_size
         self.kernel = nnx.Param(kernel_init(rngs.params(), (kh, kw, in_features, out_features)))
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,)))
@@ -72,22 +79,26 @@ class ByteDropout(nnx.Module):
       >>> y = drop(jnp.ones((2, 8)))
     """
 
-    def __init__(self, rate: float, *, deterministic: bool = False,
-                 rngs: Optional[nnx.Rngs] = None):
+    def __init__(
+        self, rate: float, *, deterministic: bool = False, rngs: Optional[nnx.Rngs] = None
+    ):
         check_dropout_rate(rate)
         self.rate = rate
         self.deterministic = deterministic
         self.rngs = nnx.data(None) if rngs is None else rngs["dropout"].fork()
 
-    def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None,
-                 rngs: Any = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, deterministic: Optional[bool] = None, rngs: Any = None
+    ) -> jax.Array:
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic or self.rate == 0.0:
             return x
         rngs = self.rngs if rngs is None else rngs
         if rngs is None:
-            raise ValueError("ByteDropout: deterministic is False but there is no dropout key: "
-                             "build the layer with rngs=nnx.Rngs(dropout=...) or pass rngs.")
+            raise ValueError(
+                "ByteDropout: deterministic is False but there is no dropout key: "
+                "build the layer with rngs=nnx.Rngs(dropout=...) or pass rngs."
+            )
         if isinstance(rngs, nnx.Rngs):
             key = rngs["dropout"]()
         elif isinstance(rngs, nnx.RngStream):
@@ -128,19 +139,25 @@ class CNN(nnx.Module):
       >>> logits = model(jnp.zeros((8, 28, 28, 1)))
     """
 
-    def __init__(self, num_classes: int = 10, init_style: InitStyle = "flax", *,
-                 input_shape: Sequence[int] = (28, 28, 1), rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        init_style: InitStyle = "flax",
+        *,
+        input_shape: Sequence[int] = (28, 28, 1),
+        rngs: nnx.Rngs,
+    ):
         init = initializers(init_style)
         h, w, c = input_shape
-        self.Conv_0 = ShiftConv(c, 32, (3, 3), kernel_init=init[0], bias_init=init[1],
-                                rngs=rngs)
+        self.Conv_0 = ShiftConv(c, 32, (3, 3), kernel_init=init[0], bias_init=init[1], rngs=rngs)
         self.dropout_0 = ByteDropout(0.25, rngs=rngs)
         self.Dense_0 = _dense((h - 2) // 2 * ((w - 2) // 2) * 32, 256, init, rngs)
         self.dropout_1 = ByteDropout(0.5, rngs=rngs)
         self.Dense_1 = _dense(256, num_classes, init, rngs)
 
-    def __call__(self, x: jax.Array, train: Optional[bool] = None, *,
-                 rngs: Any = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: Optional[bool] = None, *, rngs: Any = None
+    ) -> jax.Array:
         det = None if train is None else not train
         if x.ndim == 3:  # (N, H, W) grayscale: add the channel axis
             x = x[..., None]
@@ -171,17 +188,24 @@ class MLP(nnx.Module):
       (4, 10)
     """
 
-    def __init__(self, hidden: Sequence[int] = (128,), num_classes: int = 10,
-                 init_style: InitStyle = "flax", *, input_shape: Sequence[int] = (28, 28, 1),
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        hidden: Sequence[int] = (128,),
+        num_classes: int = 10,
+        init_style: InitStyle = "flax",
+        *,
+        input_shape: Sequence[int] = (28, 28, 1),
+        rngs: nnx.Rngs,
+    ):
         init = initializers(init_style)
         widths = [int(np.prod(input_shape)), *hidden, num_classes]
         self.num_layers = len(widths) - 1
         for i in range(self.num_layers):
             setattr(self, f"Dense_{i}", _dense(widths[i], widths[i + 1], init, rngs))
 
-    def __call__(self, x: jax.Array, train: Optional[bool] = None, *,
-                 rngs: Any = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: Optional[bool] = None, *, rngs: Any = None
+    ) -> jax.Array:
         del train, rngs
         x = x.reshape((x.shape[0], -1))
         for i in range(self.num_layers):

@@ -34,8 +34,9 @@ BITS_PER_NAT = 1.0 / math.log(2.0)
 LN_EPSILON = 1e-5  # PyTorch's and GPT-2's LayerNorm epsilon (Flax's default is 1e-6)
 
 
-def _keras_embed_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
-                      ) -> jax.Array:
+def _keras_embed_init(
+    key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
+) -> jax.Array:
     return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
 
 
@@ -72,10 +73,23 @@ def causal_self_attention(qkv: jax.Array, heads: int) -> jax.Array:
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, d)
 
 
-def _check_config(vocab_size: int, context: int, width: int, depth: int, heads: int,
-                  mlp_ratio: int, dropout: float) -> None:
-    for name, value in [("vocab_size", vocab_size), ("context", context), ("width", width),
-                        ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)]:
+def _check_config(
+    vocab_size: int,
+    context: int,
+    width: int,
+    depth: int,
+    heads: int,
+    mlp_ratio: int,
+    dropout: float,
+) -> None:
+    for name, value in [
+        ("vocab_size", vocab_size),
+        ("context", context),
+        ("width", width),
+        ("depth", depth),
+        ("heads", heads),
+        ("mlp_ratio", mlp_ratio),
+    ]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Invalid {name}: {value!r} (expected a positive int)")
     if width % heads:
@@ -136,8 +150,15 @@ class CharTransformer(nn.Module):
     init_style: InitStyle = "flax"
 
     def __post_init__(self) -> None:
-        _check_config(self.vocab_size, self.context, self.width, self.depth, self.heads,
-                      self.mlp_ratio, self.dropout)
+        _check_config(
+            self.vocab_size,
+            self.context,
+            self.width,
+            self.depth,
+            self.heads,
+            self.mlp_ratio,
+            self.dropout,
+        )
         transformer_initializers(self.init_style)
         super().__post_init__()
 
@@ -147,32 +168,48 @@ class CharTransformer(nn.Module):
         t = tokens.shape[-1]
         if t > self.context:
             raise ValueError(f"Sequence length {t} exceeds the context {self.context}")
-        embed = nn.Embed(self.vocab_size, self.width, embedding_init=embed_init,
-                         name="token_embed")
-        positions = nn.Embed(self.context, self.width, embedding_init=embed_init,
-                             name="position_embed")(jnp.arange(t))
+        embed = nn.Embed(self.vocab_size, self.width, embedding_init=embed_init, name="token_embed")
+        positions = nn.Embed(
+            self.context, self.width, embedding_init=embed_init, name="position_embed"
+        )(jnp.arange(t))
         x = embed(tokens) + positions[None]
         x = nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0.0)(x)
         for i in range(self.depth):
-            x = Block(self.width, self.heads, self.mlp_ratio, self.dropout, self.init_style,
-                      name=f"block_{i}")(x, train)
+            x = Block(
+                self.width,
+                self.heads,
+                self.mlp_ratio,
+                self.dropout,
+                self.init_style,
+                name=f"block_{i}",
+            )(x, train)
         x = nn.LayerNorm(epsilon=LN_EPSILON, name="ln_final")(x)
         if self.tie_embeddings:
             logits = embed.attend(x)
         else:
-            logits = nn.Dense(self.vocab_size, kernel_init=kernel_init, bias_init=bias_init,
-                              name="head")(x)
+            logits = nn.Dense(
+                self.vocab_size, kernel_init=kernel_init, bias_init=bias_init, name="head"
+            )(x)
         return logits.astype(jnp.float32)
 
 
 class BlockNNX(nnx.Module):
     """`Block` in Flax NNX: the same math and parameter names."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0,
-                 init_style: InitStyle = "flax", *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        init_style: InitStyle = "flax",
+        *,
+        rngs: nnx.Rngs,
+    ):
         kernel_init, bias_init, _ = transformer_initializers(init_style)
-        linear = functools.partial(nnx.Linear, kernel_init=kernel_init, bias_init=bias_init,
-                                   rngs=rngs)
+        linear = functools.partial(
+            nnx.Linear, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs
+        )
         self.heads = heads
         self.ln_attn = nnx.LayerNorm(width, epsilon=LN_EPSILON, rngs=rngs)
         self.qkv = linear(width, 3 * width)
@@ -198,21 +235,40 @@ class CharTransformerNNX(nnx.Module):
     `rngs` given at construction.
     """
 
-    def __init__(self, vocab_size: int = 84, context: int = 128, width: int = 128,
-                 depth: int = 4, heads: int = 4, mlp_ratio: int = 4, dropout: float = 0.0,
-                 tie_embeddings: bool = False, init_style: InitStyle = "flax", *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab_size: int = 84,
+        context: int = 128,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        tie_embeddings: bool = False,
+        init_style: InitStyle = "flax",
+        *,
+        rngs: nnx.Rngs,
+    ):
         _check_config(vocab_size, context, width, depth, heads, mlp_ratio, dropout)
         kernel_init, bias_init, embed_init = transformer_initializers(init_style)
         self.context = context
         self.token_embed = nnx.Embed(vocab_size, width, embedding_init=embed_init, rngs=rngs)
         self.position_embed = nnx.Embed(context, width, embedding_init=embed_init, rngs=rngs)
         self.drop = nnx.Dropout(dropout, rngs=rngs)
-        self.blocks = nnx.List([BlockNNX(width, heads, mlp_ratio, dropout, init_style,
-                                         rngs=rngs) for _ in range(depth)])
+        self.blocks = nnx.List(
+            [
+                BlockNNX(width, heads, mlp_ratio, dropout, init_style, rngs=rngs)
+                for _ in range(depth)
+            ]
+        )
         self.ln_final = nnx.LayerNorm(width, epsilon=LN_EPSILON, rngs=rngs)
-        self.head = None if tie_embeddings else nnx.Linear(
-            width, vocab_size, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
+        self.head = (
+            None
+            if tie_embeddings
+            else nnx.Linear(
+                width, vocab_size, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs
+            )
+        )
 
     def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
         t = tokens.shape[-1]
@@ -240,12 +296,10 @@ def decay_mask(params: Any) -> Any:
     usual choice for language models. Pass it (or the function itself) as the `mask` of
     `optax.add_decayed_weights` / `optax.adamw`. Works on Linen params and on NNX state.
     """
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: _leaf_name(path) == "kernel", params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
 
 
-def lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = None
-            ) -> jax.Array:
+def lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Mean cross-entropy per token in nats (times `BITS_PER_NAT` for bits per character).
 
     `logits` (..., vocab) and int `targets` (...) of the same leading shape; computed in
@@ -258,7 +312,7 @@ def lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = N
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     if weights is None:
         return jnp.mean(losses)
-    if weights.shape != targets.shape[:weights.ndim]:
+    if weights.shape != targets.shape[: weights.ndim]:
         raise ValueError(f"weights {weights.shape} is not a prefix of targets {targets.shape}")
     w = weights.astype(jnp.float32).reshape(weights.shape + (1,) * (targets.ndim - weights.ndim))
     w = jnp.broadcast_to(w, targets.shape)
@@ -266,8 +320,14 @@ def lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = N
 
 
 @functools.partial(jax.jit, static_argnames=("model", "length"))
-def sample(model: CharTransformer, params: Any, prompt: jax.Array, length: int,
-           key: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Array:
+def sample(
+    model: CharTransformer,
+    params: Any,
+    prompt: jax.Array,
+    length: int,
+    key: jax.Array,
+    temperature: float | jax.Array = 1.0,
+) -> jax.Array:
     """Generates `length` tokens after `prompt`, one at a time (jitted; no KV cache).
 
     Each new token is drawn from `softmax(logits / temperature)` of the model run on the last

@@ -22,8 +22,9 @@ from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
 
-def scale_by_belief(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16,
-                    eps_root: Any = 1e-16) -> GradientTransformation:
+def scale_by_belief(
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16, eps_root: Any = 1e-16
+) -> GradientTransformation:
     """``m_hat / (sqrt(s_hat) + eps)`` with ``s_t = b2 s_{t-1} + (1-b2)(g_t - m_t)^2 + eps_root``.
 
     Args:
@@ -51,22 +52,33 @@ def scale_by_belief(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16,
         check_same_structure(updates, state.mu, "scale_by_belief")
         mu = ema_update(updates, state.mu, b1)
         nu = jax.tree.map(
-            lambda g, m, s: (b2 * s + (1 - b2) * abs_sq_in(g.astype(m.dtype) - m, s.dtype)
-                             + eps_root).astype(s.dtype),
-            updates, mu, state.nu)
+            lambda g, m, s: (
+                b2 * s + (1 - b2) * abs_sq_in(g.astype(m.dtype) - m, s.dtype) + eps_root
+            ).astype(s.dtype),
+            updates,
+            mu,
+            state.nu,
+        )
         count = increment(state.count)
         mu_hat = bias_correction(mu, b1, count)
         nu_hat = bias_correction(nu, b2, count)
-        out = jax.tree.map(lambda m, s, g: (m / (jnp.sqrt(s) + eps)).astype(g.dtype),
-                           mu_hat, nu_hat, updates)
+        out = jax.tree.map(
+            lambda m, s, g: (m / (jnp.sqrt(s) + eps)).astype(g.dtype), mu_hat, nu_hat, updates
+        )
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_belief", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_belief", elementwise=True)
+    )
 
 
-def adabelief(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
-              eps: Any = 1e-16, eps_root: Any = 1e-16) -> GradientTransformation:
+def adabelief(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-16,
+    eps_root: Any = 1e-16,
+) -> GradientTransformation:
     """AdaBelief (Zhuang et al. 2020, https://arxiv.org/abs/2010.07468).
 
     ::

@@ -60,17 +60,25 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
         e_g = ema_update(updates, state.e_g, rho, order=2)
         out = jax.tree.map(
             lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps) * g).astype(g.dtype),
-            updates, e_g, state.e_x)
+            updates,
+            e_g,
+            state.e_x,
+        )
         e_x = ema_update(out, state.e_x, rho, order=2)
         return out, ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_adadelta", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_adadelta", elementwise=True)
+    )
 
 
-def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: Any = 0.9, eps: Any = 1e-6,
-             weight_decay: Any = 0.0, weight_decay_mask: MaskOrFn = None
-             ) -> GradientTransformation:
+def adadelta(
+    learning_rate: ScalarOrSchedule = 1.0,
+    rho: Any = 0.9,
+    eps: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    weight_decay_mask: MaskOrFn = None,
+) -> GradientTransformation:
     """AdaDelta (Zeiler 2012, https://arxiv.org/abs/1212.5701).
 
     ::
@@ -86,7 +94,8 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: Any = 0.9, eps: Any = 1
     differ: ``compat.keras.adadelta``.
 
     Args:
-      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``). Default 1.0 (the paper's).
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+        Default 1.0 (the paper's).
       rho: decay rate of the running averages, in [0, 1).
       eps: added inside both square roots (it also starts the first steps).
       weight_decay: coupled L2 penalty ``weight_decay * p`` added to the gradient.

@@ -56,9 +56,13 @@ def decay_rate_pow(step: jax.Array, exponent: Any = 0.8) -> jax.Array:
     return 1.0 - (step.astype(jnp.float32) + 1.0) ** (-exponent)
 
 
-def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_offset: int = 0,
-                          min_dim_size_to_factor: int = 128, epsilon: Any = 1e-30
-                          ) -> GradientTransformation:
+def scale_by_factored_rms(
+    factored: bool = True,
+    decay_rate: Any = 0.8,
+    step_offset: int = 0,
+    min_dim_size_to_factor: int = 128,
+    epsilon: Any = 1e-30,
+) -> GradientTransformation:
     """Divide by a factored estimate of the RMS gradient (Shazeer & Stern 2018).
 
     For a leaf whose two largest axes ``(r, c)`` both have at least
@@ -113,20 +117,27 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
             g2 = abs_sq_in(g, v.dtype) + epsilon
             if dims is None:
                 v = (beta * v + (1 - beta) * g2).astype(v.dtype)
-                return (g * v ** -0.5).astype(g.dtype), r, c, v
+                return (g * v**-0.5).astype(g.dtype), r, c, v
             d_row, d_col = dims
             r = (beta * r + (1 - beta) * jnp.mean(g2, axis=d_col)).astype(r.dtype)
             c = (beta * c + (1 - beta) * jnp.mean(g2, axis=d_row)).astype(c.dtype)
             r_axis = d_row - 1 if d_row > d_col else d_row  # d_row's position inside r
             row_factor = (r / jnp.mean(r, axis=r_axis, keepdims=True)) ** -0.5
-            col_factor = c ** -0.5
+            col_factor = c**-0.5
             out = g * jnp.expand_dims(row_factor, d_col) * jnp.expand_dims(col_factor, d_row)
             return out.astype(g.dtype), r, c, v
 
         leaves_g, treedef = jax.tree.flatten(updates)
-        results = [leaf(*xs) for xs in zip(
-            leaves_g, treedef.flatten_up_to(state.v_row), treedef.flatten_up_to(state.v_col),
-            treedef.flatten_up_to(state.v), treedef.flatten_up_to(params))]
+        results = [
+            leaf(*xs)
+            for xs in zip(
+                leaves_g,
+                treedef.flatten_up_to(state.v_row),
+                treedef.flatten_up_to(state.v_col),
+                treedef.flatten_up_to(state.v),
+                treedef.flatten_up_to(params),
+            )
+        ]
         out, r, c, v = (jax.tree.unflatten(treedef, [x[i] for x in results]) for i in range(4))
         return out, FactoredState(count=increment(state.count), v_row=r, v_col=c, v=v)
 
@@ -216,8 +227,7 @@ def adafactor(
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     lr = 0.01 if learning_rate is None else learning_rate
-    parts = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor,
-                                   eps)]
+    parts = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps)]
     if clipping_threshold is not None:
         parts.append(clip_by_block_rms(clipping_threshold))
     parts.append(scale_by_learning_rate(lr, flip_sign=False))

@@ -26,8 +26,9 @@ class ScaleByRssState(NamedTuple):
     sum_of_squares: Any
 
 
-def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7,
-                 eps_in_sqrt: bool = True) -> GradientTransformation:
+def scale_by_rss(
+    initial_accumulator_value: Any = 0.1, eps: Any = 1e-7, eps_in_sqrt: bool = True
+) -> GradientTransformation:
     """Divide by the root of the running sum of squared gradients.
 
     ``s_t = s_{t-1} + g_t^2`` (``s_0 = initial_accumulator_value``); the output is
@@ -51,30 +52,42 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7,
     check_nonneg("eps", eps, schedule_ok=False)
 
     def init_fn(params):
-        return ScaleByRssState(sum_of_squares=jax.tree.map(
-            lambda p: jnp.full(p.shape, initial_accumulator_value, stat_dtype(p.dtype)), params))
+        return ScaleByRssState(
+            sum_of_squares=jax.tree.map(
+                lambda p: jnp.full(p.shape, initial_accumulator_value, stat_dtype(p.dtype)), params
+            )
+        )
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.sum_of_squares, "scale_by_rss")
-        s = jax.tree.map(lambda g, s: (s + abs_sq_in(g, s.dtype)).astype(s.dtype),
-                         updates, state.sum_of_squares)
+        s = jax.tree.map(
+            lambda g, s: (s + abs_sq_in(g, s.dtype)).astype(s.dtype), updates, state.sum_of_squares
+        )
         if eps_in_sqrt:
+
             def leaf(g, s):
                 return jnp.where(s > 0, g * jax.lax.rsqrt(s + eps), 0).astype(g.dtype)
         else:
+
             def leaf(g, s):
                 return (g / (jnp.sqrt(s) + eps)).astype(g.dtype)
+
         return jax.tree.map(leaf, updates, s), ScaleByRssState(sum_of_squares=s)
 
-    spec = BlockSpec("scale_by_rss", elementwise=True, stage="rss",
-                     scalars={"eps": eps, "eps_in_sqrt": float(eps_in_sqrt)},
-                     buffers=("sum_of_squares",))
+    spec = BlockSpec(
+        "scale_by_rss",
+        elementwise=True,
+        stage="rss",
+        scalars={"eps": eps, "eps_in_sqrt": float(eps_in_sqrt)},
+        buffers=("sum_of_squares",),
+    )
     return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
-def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.1,
-            eps: Any = 1e-7) -> GradientTransformation:
+def adagrad(
+    learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.1, eps: Any = 1e-7
+) -> GradientTransformation:
     """AdaGrad (Duchi, Hazan & Singer 2011, JMLR 12).
 
     ::

@@ -84,8 +84,9 @@ def scale_by_adam(
     def init_fn(params):
         mu, nu = init_moments(params, mu_dtype)
         if amsgrad:
-            return ScaleByAmsgradState(count=zero_count(), mu=mu, nu=nu,
-                                       nu_max=jax.tree.map(jnp.zeros_like, nu))
+            return ScaleByAmsgradState(
+                count=zero_count(), mu=mu, nu=nu, nu_max=jax.tree.map(jnp.zeros_like, nu)
+            )
         return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
@@ -96,8 +97,9 @@ def scale_by_adam(
         if nesterov:
             mu_next = bias_correction(mu, b1, increment(count))
             g_hat = bias_correction(updates, b1, count)
-            mu_hat = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g.astype(m.dtype),
-                                  mu_next, g_hat)
+            mu_hat = jax.tree.map(
+                lambda m, g: b1 * m + (1 - b1) * g.astype(m.dtype), mu_next, g_hat
+            )
         else:
             mu_hat = bias_correction(mu, b1, count)
         nu_hat = bias_correction(nu, b2, count)
@@ -108,7 +110,10 @@ def scale_by_adam(
             denom_src = nu_hat
         out = jax.tree.map(
             lambda m, v, g: (m / (jnp.sqrt(v + eps_root) + eps)).astype(g.dtype),
-            mu_hat, denom_src, updates)
+            mu_hat,
+            denom_src,
+            updates,
+        )
         if amsgrad:
             return out, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
@@ -119,18 +124,28 @@ def scale_by_adam(
 
     def inv_bias_correction(b: Any, ahead: int = 0):
         # bias_correction's divisor 1 - b^t for this step's t (+ ahead), as a reciprocal
-        return lambda count: 1 / (1 - jnp.asarray(b, jnp.float32) ** (
-            increment(count).astype(jnp.float32) + ahead))
+        return lambda count: (
+            1 / (1 - jnp.asarray(b, jnp.float32) ** (increment(count).astype(jnp.float32) + ahead))
+        )
 
-    scalars = {"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "one_minus_b2": 1 - b2,
-               "eps": eps, "eps_root": eps_root, "inv_bc1": inv_bias_correction(b1),
-               "inv_bc2": inv_bias_correction(b2)}
+    scalars = {
+        "b1": b1,
+        "one_minus_b1": 1 - b1,
+        "b2": b2,
+        "one_minus_b2": 1 - b2,
+        "eps": eps,
+        "eps_root": eps_root,
+        "inv_bc1": inv_bias_correction(b1),
+        "inv_bc2": inv_bias_correction(b2),
+    }
     if nesterov:
         scalars["inv_next_bc1"] = inv_bias_correction(b1, 1)
     stage = "nadam" if nesterov else "amsgrad" if amsgrad else "adam"
     buffers = ("mu", "nu", "nu_max") if amsgrad else ("mu", "nu")
-    return describe(tx, BlockSpec("scale_by_adam", elementwise=True, stage=stage,
-                                  scalars=scalars, buffers=buffers))
+    return describe(
+        tx,
+        BlockSpec("scale_by_adam", elementwise=True, stage=stage, scalars=scalars, buffers=buffers),
+    )
 
 
 def adam(
@@ -173,7 +188,8 @@ def adam(
     """
     return scaled_with_decay(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, amsgrad=amsgrad),
-        learning_rate)
+        learning_rate,
+    )
 
 
 def adamw(
@@ -219,11 +235,20 @@ def adamw(
     """
     return scaled_with_decay(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, amsgrad=amsgrad),
-        learning_rate, weight_decay, mask)
+        learning_rate,
+        weight_decay,
+        mask,
+    )
 
 
-def amsgrad(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
-            eps_root: Any = 0.0, mu_dtype: Optional[Any] = None) -> GradientTransformation:
+def amsgrad(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Optional[Any] = None,
+) -> GradientTransformation:
     """AMSGrad (Reddi et al. 2018, https://openreview.net/forum?id=ryQu7f-RZ).
 
     Adam with ``v_max_t = max(v_max_{t-1}, v_hat_t)`` in the denominator:
@@ -248,8 +273,14 @@ def amsgrad(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, amsgrad=True)
 
 
-def nadam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
-          eps_root: Any = 0.0, mu_dtype: Optional[Any] = None) -> GradientTransformation:
+def nadam(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Optional[Any] = None,
+) -> GradientTransformation:
     """NAdam: Adam with Nesterov momentum (Dozat 2016, ICLR workshop).
 
     ``m_bar = b1 * m_t / (1 - b1^(t+1)) + (1 - b1) * g_t / (1 - b1^t)``;
@@ -275,9 +306,16 @@ def nadam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
 
 
-def nadamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
-           eps_root: Any = 0.0, mu_dtype: Optional[Any] = None, weight_decay: Any = 1e-4,
-           mask: MaskOrFn = None) -> GradientTransformation:
+def nadamw(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Optional[Any] = None,
+    weight_decay: Any = 1e-4,
+    mask: MaskOrFn = None,
+) -> GradientTransformation:
     """NAdamW: ``nadam`` with decoupled weight decay as in ``adamw``.
 
     Args:
@@ -299,5 +337,4 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps:
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
-    return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
-                 nesterov=True)
+    return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=True)

@@ -58,7 +58,9 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
         mu = ema_update(updates, state.mu, b1)
         nu = jax.tree.map(
             lambda g, u: jnp.maximum(b2 * u, jnp.abs(g).astype(u.dtype) + eps).astype(u.dtype),
-            updates, state.nu)
+            updates,
+            state.nu,
+        )
         count = increment(state.count)
         mu_hat = bias_correction(mu, b1, count)
         out = jax.tree.map(lambda m, u, g: (m / u).astype(g.dtype), mu_hat, nu, updates)
@@ -67,15 +69,19 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
     def inv_bc1(count):  # bias_correction's divisor 1 - b1^t, as a reciprocal
         return 1 / (1 - jnp.asarray(b1, jnp.float32) ** increment(count).astype(jnp.float32))
 
-    spec = BlockSpec("scale_by_adamax", elementwise=True, stage="adamax",
-                     scalars={"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "eps": eps,
-                              "inv_bc1": inv_bc1},
-                     buffers=("mu", "nu"))
+    spec = BlockSpec(
+        "scale_by_adamax",
+        elementwise=True,
+        stage="adamax",
+        scalars={"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "eps": eps, "inv_bc1": inv_bc1},
+        buffers=("mu", "nu"),
+    )
     return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
-def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
-           eps: Any = 1e-8) -> GradientTransformation:
+def adamax(
+    learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+) -> GradientTransformation:
     """AdaMax (Kingma & Ba 2015, section 7.1).
 
     ::

@@ -84,8 +84,10 @@ def scale_by_ademamix(
     check_nonneg("alpha", alpha)
     check_nonneg("eps", eps, schedule_ok=False)
     check_nonneg("eps_root", eps_root, schedule_ok=False)
-    for name, w in (("alpha_warmup_steps", alpha_warmup_steps),
-                    ("b3_warmup_steps", b3_warmup_steps)):
+    for name, w in (
+        ("alpha_warmup_steps", alpha_warmup_steps),
+        ("b3_warmup_steps", b3_warmup_steps),
+    ):
         if w is not None:
             check_int(name, w, low=1)
 
@@ -109,13 +111,19 @@ def scale_by_ademamix(
             s = jnp.minimum(t / b3_warmup_steps, 1)
             lb1, lb3 = _log(b1, dt), _log(b3, dt, k)
             w3 = jnp.maximum(-jnp.expm1(lb1 * lb3 / ((1 - s) * lb3 + s * lb1)), w3)
-        m1 = jax.tree.map(lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype),
-                          updates, state.m1)
+        m1 = jax.tree.map(
+            lambda g, m: (b1 * m + (1 - b1) * g.astype(m.dtype)).astype(m.dtype), updates, state.m1
+        )
         m2 = jax.tree.map(  # m + w3 (g - m): the slow EMA, as a lerp
             lambda g, m: (m + w3.astype(m.real.dtype) * (g.astype(m.dtype) - m)).astype(m.dtype),
-            updates, state.m2)
-        nu = jax.tree.map(lambda g, v: (b2 * v + (1 - b2) * abs_sq_in(g, v.dtype)).astype(v.dtype),
-                          updates, state.nu)
+            updates,
+            state.m2,
+        )
+        nu = jax.tree.map(
+            lambda g, v: (b2 * v + (1 - b2) * abs_sq_in(g, v.dtype)).astype(v.dtype),
+            updates,
+            state.nu,
+        )
         bc1 = 1 - jnp.asarray(b1, dt) ** t
         bc2 = 1 - jnp.asarray(b2, dt) ** t
 
@@ -186,7 +194,18 @@ def ademamix(
     ``weight_decouple=True``).
     """
     return scaled_with_decay(
-        scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, mu_dtype,
-                          alpha_warmup_steps=alpha_warmup_steps,
-                          b3_warmup_steps=b3_warmup_steps),
-        learning_rate, weight_decay, mask)
+        scale_by_ademamix(
+            b1,
+            b2,
+            b3,
+            alpha,
+            eps,
+            eps_root,
+            mu_dtype,
+            alpha_warmup_steps=alpha_warmup_steps,
+            b3_warmup_steps=b3_warmup_steps,
+        ),
+        learning_rate,
+        weight_decay,
+        mask,
+    )

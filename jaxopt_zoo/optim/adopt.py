@@ -34,7 +34,7 @@ class ScaleByAdoptState(NamedTuple):
 
 
 def _quarter_power(t: jax.Array) -> jax.Array:
-    return t ** 0.25
+    return t**0.25
 
 
 def _clip(x: jax.Array, c: jax.Array) -> jax.Array:
@@ -90,14 +90,17 @@ def scale_by_adopt(
         return ScaleByAdoptState(
             count=zero_count(),
             mu=jax.tree.map(lambda p: jnp.zeros(p.shape, moment_dtype(p, mu_dtype)), params),
-            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, stat_dtype(p.dtype)), params))
+            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, stat_dtype(p.dtype)), params),
+        )
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.mu, "scale_by_adopt")
         k = state.count
         first = k == 0
-        clip = (clip_value_fn or _quarter_power)((k + clip_step_offset).astype(scalar_dtype(updates)))
+        clip = (clip_value_fn or _quarter_power)(
+            (k + clip_step_offset).astype(scalar_dtype(updates))
+        )
 
         def normed(g, v):
             wide = jnp.promote_types(v.dtype, g.dtype)  # float32 for float16 gradients
@@ -107,16 +110,27 @@ def scale_by_adopt(
         ns = jax.tree.map(normed, updates, state.nu)
         mu = jax.tree.map(
             lambda m, n: jnp.where(first, m, b1 * m + (1 - b1) * n.astype(m.dtype)).astype(m.dtype),
-            state.mu, ns)
+            state.mu,
+            ns,
+        )
         if nesterov:
-            out = jax.tree.map(lambda m, n, g: jnp.where(
-                first, 0, b1 * m + (1 - b1) * n.astype(m.dtype)).astype(g.dtype), mu, ns, updates)
+            out = jax.tree.map(
+                lambda m, n, g: jnp.where(first, 0, b1 * m + (1 - b1) * n.astype(m.dtype)).astype(
+                    g.dtype
+                ),
+                mu,
+                ns,
+                updates,
+            )
         else:
             out = jax.tree.map(lambda m, g: jnp.where(first, 0, m).astype(g.dtype), mu, updates)
         nu = jax.tree.map(
-            lambda v, g: jnp.where(first, abs_sq_in(g, v.dtype),
-                                   b2 * v + (1 - b2) * abs_sq_in(g, v.dtype)).astype(v.dtype),
-            state.nu, updates)
+            lambda v, g: jnp.where(
+                first, abs_sq_in(g, v.dtype), b2 * v + (1 - b2) * abs_sq_in(g, v.dtype)
+            ).astype(v.dtype),
+            state.nu,
+            updates,
+        )
         return out, ScaleByAdoptState(count=increment(k), mu=mu, nu=nu)
 
     return GradientTransformation(init_fn, update_fn)
@@ -177,6 +191,17 @@ def adopt(
     ``chain(add_l2_regularization(wd), adopt(lr))``.
     """
     return scaled_with_decay(
-        scale_by_adopt(b1, b2, eps, mu_dtype, nesterov=nesterov, use_clipping=use_clipping,
-                       clip_value_fn=clip_value_fn, clip_step_offset=clip_step_offset),
-        learning_rate, weight_decay, mask)
+        scale_by_adopt(
+            b1,
+            b2,
+            eps,
+            mu_dtype,
+            nesterov=nesterov,
+            use_clipping=use_clipping,
+            clip_value_fn=clip_value_fn,
+            clip_step_offset=clip_step_offset,
+        ),
+        learning_rate,
+        weight_decay,
+        mask,
+    )

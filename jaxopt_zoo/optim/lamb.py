@@ -13,9 +13,15 @@ from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 
-def lamb(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-6,
-         eps_root: Any = 0.0, weight_decay: Any = 0.0, mask: MaskOrFn = None
-         ) -> GradientTransformation:
+def lamb(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-6,
+    eps_root: Any = 0.0,
+    weight_decay: Any = 0.0,
+    mask: MaskOrFn = None,
+) -> GradientTransformation:
     """LAMB (You et al. 2020, https://arxiv.org/abs/1904.00962).
 
     ::
@@ -50,10 +56,16 @@ def lamb(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: A
     return chain(*parts)
 
 
-def lars(learning_rate: ScalarOrSchedule, weight_decay: Any = 0.0,
-         weight_decay_mask: MaskOrFn = True, trust_coefficient: Any = 0.001, eps: Any = 0.0,
-         trust_ratio_mask: MaskOrFn = True, momentum: Any = 0.9, nesterov: bool = False
-         ) -> GradientTransformation:
+def lars(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: Any = 0.0,
+    weight_decay_mask: MaskOrFn = True,
+    trust_coefficient: Any = 0.001,
+    eps: Any = 0.0,
+    trust_ratio_mask: MaskOrFn = True,
+    momentum: Any = 0.9,
+    nesterov: bool = False,
+) -> GradientTransformation:
     """LARS (You, Gitman & Ginsburg 2017, https://arxiv.org/abs/1708.03888).
 
     ::
@@ -84,14 +96,19 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: Any = 0.0,
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
+
     def as_mask(m):
         return (lambda p: True) if m is True else m
 
     parts = []
     if not is_zero(weight_decay):
         parts.append(add_decayed_weights(weight_decay, as_mask(weight_decay_mask)))
-    parts += [masked(scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps),
-                     as_mask(trust_ratio_mask)),
-              scale_by_learning_rate(learning_rate),
-              trace(momentum, nesterov)]
+    parts += [
+        masked(
+            scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps),
+            as_mask(trust_ratio_mask),
+        ),
+        scale_by_learning_rate(learning_rate),
+        trace(momentum, nesterov),
+    ]
     return chain(*parts)

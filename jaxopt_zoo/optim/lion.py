@@ -28,8 +28,9 @@ class ScaleByLionState(NamedTuple):
     mu: Any
 
 
-def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
-                  ) -> GradientTransformation:
+def scale_by_lion(
+    b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
+) -> GradientTransformation:
     """``sign(b1 * m + (1 - b1) * g)``, then ``m <- b2 * m + (1 - b2) * g``.
 
     Args:
@@ -51,26 +52,38 @@ def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
     def init_fn(params):
         return ScaleByLionState(
             count=zero_count(),
-            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=moment_dtype(p, mu_dtype)), params))
+            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=moment_dtype(p, mu_dtype)), params),
+        )
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.mu, "scale_by_lion")
         out = jax.tree.map(
             lambda g, m: jnp.sign(b1 * m + (1 - b1) * g.astype(m.dtype)).astype(g.dtype),
-            updates, state.mu)
+            updates,
+            state.mu,
+        )
         mu = ema_update(updates, state.mu, b2)
         return out, ScaleByLionState(count=increment(state.count), mu=mu)
 
-    spec = BlockSpec("scale_by_lion", elementwise=True, stage="lion",
-                     scalars={"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "one_minus_b2": 1 - b2},
-                     buffers=("mu",))
+    spec = BlockSpec(
+        "scale_by_lion",
+        elementwise=True,
+        stage="lion",
+        scalars={"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "one_minus_b2": 1 - b2},
+        buffers=("mu",),
+    )
     return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
-def lion(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.99,
-         mu_dtype: Optional[Any] = None, weight_decay: Any = 1e-3, mask: MaskOrFn = None
-         ) -> GradientTransformation:
+def lion(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.99,
+    mu_dtype: Optional[Any] = None,
+    weight_decay: Any = 1e-3,
+    mask: MaskOrFn = None,
+) -> GradientTransformation:
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms",
     https://arxiv.org/abs/2302.06675).
 

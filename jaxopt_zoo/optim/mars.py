@@ -97,8 +97,9 @@ def scale_by_mars(
         last = jax.tree.map(jnp.array, params) if exact else jax.tree.map(jnp.zeros_like, params)
         return ScaleByMarsState(count=zero_count(), mu=mu, nu=nu, last=last)
 
-    def update_fn(updates, state, params=None, *, grad_fn: Callable[[Any], Any] | None = None,
-                  **extra):
+    def update_fn(
+        updates, state, params=None, *, grad_fn: Callable[[Any], Any] | None = None, **extra
+    ):
         del extra
         check_same_structure(updates, state.mu, "scale_by_mars")
         if exact:
@@ -108,7 +109,8 @@ def scale_by_mars(
                     "mars(exact=True) needs the gradient of the current batch at the previous "
                     "parameters: call update(grads, state, params, grad_fn=lambda p: "
                     "jax.grad(loss)(p, batch)), or use exact=False (the previous step's "
-                    "gradient instead).")
+                    "gradient instead)."
+                )
             prev_grads = grad_fn(state.last)
             check_same_structure(prev_grads, updates, "mars(exact=True): grad_fn's result")
         else:
@@ -133,8 +135,9 @@ def scale_by_mars(
 
         res = jax.tree.map(leaf, updates, state.mu, state.nu, prev_grads)
         if jax.tree.leaves(updates):
-            outs, mus, nus = jax.tree.transpose(jax.tree.structure(updates),
-                                                jax.tree.structure((0, 0, 0)), res)
+            outs, mus, nus = jax.tree.transpose(
+                jax.tree.structure(updates), jax.tree.structure((0, 0, 0)), res
+            )
         else:  # an empty tree: nothing to transpose
             outs, mus, nus = updates, state.mu, state.nu
         last = jax.tree.map(jnp.array, params) if exact else updates
@@ -210,9 +213,19 @@ def mars(
     which follows the authors' code, except that its ``lr_1d`` is 3e-3 whatever ``lr`` is,
     and moves with ``lr``'s scheduler (``lr_1d / lr`` is fixed at construction).
     """
-    scaler = scale_by_mars(b1, b2, eps, gamma, mu_dtype, b1_1d=b1_1d, b2_1d=b2_1d,
-                           optimize_1d=optimize_1d, exact=exact, cautious=cautious,
-                           eps_root=eps_root)
+    scaler = scale_by_mars(
+        b1,
+        b2,
+        eps,
+        gamma,
+        mu_dtype,
+        b1_1d=b1_1d,
+        b2_1d=b2_1d,
+        optimize_1d=optimize_1d,
+        exact=exact,
+        cautious=cautious,
+        eps_root=eps_root,
+    )
 
     def tail(lr: ScalarOrSchedule, wd: Any) -> GradientTransformation:
         parts = [] if is_zero(wd) else [add_decayed_weights(wd, mask)]
@@ -221,6 +234,14 @@ def mars(
     if optimize_1d:
         return chain(scaler, tail(learning_rate, weight_decay))
     lr_1d = learning_rate if learning_rate_1d is None else learning_rate_1d
-    labels = lambda p: jax.tree.map(lambda x: "mars" if jnp.ndim(x) >= 2 else "adamw", p)
-    return chain(scaler, partition({"mars": tail(learning_rate, weight_decay),
-                                    "adamw": tail(lr_1d, weight_decay_1d)}, labels))
+
+    def labels(p):
+        return jax.tree.map(lambda x: "mars" if jnp.ndim(x) >= 2 else "adamw", p)
+
+    return chain(
+        scaler,
+        partition(
+            {"mars": tail(learning_rate, weight_decay), "adamw": tail(lr_1d, weight_decay_1d)},
+            labels,
+        ),
+    )

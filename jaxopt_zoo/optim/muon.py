@@ -48,21 +48,35 @@ from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.masking import partition
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
-__all__ = ["MuonDimensionNumbers", "ScaleByMuonState", "muon", "orthogonalize_by_newton_schulz",
-           "scale_by_muon", "scale_by_muon_shape"]
+__all__ = [
+    "MuonDimensionNumbers",
+    "ScaleByMuonState",
+    "muon",
+    "orthogonalize_by_newton_schulz",
+    "scale_by_muon",
+    "scale_by_muon_shape",
+]
 
 
 class ScaleByMuonState(NamedTuple):
     """Step count and the momentum ``mu`` (shaped like the matrices)."""
+
     count: jax.Array
     mu: Any
 
 
 def scale_by_muon(
-    ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS, ns_steps: int = 5, beta: Any = 0.95,
-    eps: Any = 1e-8, mu_dtype: Optional[Any] = None, *, nesterov: bool = True,
-    adaptive: bool = False, weight_dimension_numbers: DimsOrFn = None,
-    ns_dtype: Optional[Any] = None, ns_method: str = "auto",
+    ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS,
+    ns_steps: int = 5,
+    beta: Any = 0.95,
+    eps: Any = 1e-8,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = True,
+    adaptive: bool = False,
+    weight_dimension_numbers: DimsOrFn = None,
+    ns_dtype: Optional[Any] = None,
+    ns_method: str = "auto",
 ) -> GradientTransformation:
     """Muon's direction: bias-corrected (Nesterov) momentum, orthogonalized (optax's form).
 
@@ -95,9 +109,14 @@ def scale_by_muon(
       ((4, 3), (4, 3))
     """
     check_decay("beta", beta, schedule_ok=False)
-    ortho = orthogonalize_by_newton_schulz(ns_coeffs, ns_steps, eps, ns_dtype=ns_dtype,
-                                           weight_dimension_numbers=weight_dimension_numbers,
-                                           ns_method=ns_method)
+    ortho = orthogonalize_by_newton_schulz(
+        ns_coeffs,
+        ns_steps,
+        eps,
+        ns_dtype=ns_dtype,
+        weight_dimension_numbers=weight_dimension_numbers,
+        ns_method=ns_method,
+    )
 
     def init_fn(params):
         for p, d in zip(jax.tree.leaves(params), leaf_dims(weight_dimension_numbers, params)):
@@ -112,9 +131,11 @@ def scale_by_muon(
         mu = ema_update(updates, state.mu, beta)
         count = increment(state.count)
         if nesterov:
-            mu_hat = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g.astype(m.dtype),
-                                  bias_correction(mu, beta, increment(count)),
-                                  bias_correction(updates, beta, count))
+            mu_hat = jax.tree.map(
+                lambda m, g: beta * m + (1 - beta) * g.astype(m.dtype),
+                bias_correction(mu, beta, increment(count)),
+                bias_correction(updates, beta, count),
+            )
         else:
             mu_hat = bias_correction(mu, beta, count)
         out, _ = ortho.update(mu_hat, EmptyState())
@@ -127,7 +148,9 @@ def scale_by_muon(
 
 
 def scale_by_muon_shape(
-    weight_dimension_numbers: DimsOrFn = None, consistent_rms: Optional[Any] = None, *,
+    weight_dimension_numbers: DimsOrFn = None,
+    consistent_rms: Optional[Any] = None,
+    *,
     width_scaling: bool = True,
 ) -> GradientTransformation:
     """Scale each matrix update by a factor of its shape ``(fan_in, fan_out)``.
@@ -290,15 +313,36 @@ def muon(
     check_nonneg("adam_weight_decay", adam_weight_decay)
     dims = muon_weight_dimension_numbers
     muon_part = [
-        scale_by_muon(ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov=nesterov,
-                      adaptive=adaptive, weight_dimension_numbers=dims, ns_dtype=ns_dtype,
-                      ns_method=ns_method),
-        scale_by_muon_shape(dims, consistent_rms, width_scaling=width_scaling)]
-    if weight_decay_mask is not None or not (isinstance(weight_decay, (int, float))
-                                             and weight_decay == 0):
+        scale_by_muon(
+            ns_coeffs,
+            ns_steps,
+            beta,
+            eps,
+            mu_dtype,
+            nesterov=nesterov,
+            adaptive=adaptive,
+            weight_dimension_numbers=dims,
+            ns_dtype=ns_dtype,
+            ns_method=ns_method,
+        ),
+        scale_by_muon_shape(dims, consistent_rms, width_scaling=width_scaling),
+    ]
+    if weight_decay_mask is not None or not (
+        isinstance(weight_decay, (int, float)) and weight_decay == 0
+    ):
         muon_part.append(skip_if_empty(add_decayed_weights(weight_decay, weight_decay_mask)))
     muon_part.append(scale_by_learning_rate(learning_rate))
-    adam_part = adamw(adam_learning_rate, adam_b1, adam_b2, eps, adam_eps_root, mu_dtype,
-                      adam_weight_decay, nesterov=nesterov)
-    return partition({"muon": chain(*muon_part), "adam": skip_if_empty(adam_part)},
-                     lambda params: muon_labels(dims, params))
+    adam_part = adamw(
+        adam_learning_rate,
+        adam_b1,
+        adam_b2,
+        eps,
+        adam_eps_root,
+        mu_dtype,
+        adam_weight_decay,
+        nesterov=nesterov,
+    )
+    return partition(
+        {"muon": chain(*muon_part), "adam": skip_if_empty(adam_part)},
+        lambda params: muon_labels(dims, params),
+    )

@@ -20,8 +20,13 @@ NsCoeffs = Union[Triple, Sequence[Triple], str]
 DEFAULT_NS_COEFFS: Triple = (3.4445, -4.7750, 2.0315)  # Jordan's quintic
 NS_COEFFS_PRESETS: Dict[str, Tuple[Triple, ...]] = {
     "standard": (DEFAULT_NS_COEFFS,),
-    "dion": ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
-             (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012)),  # Ahn et al. 2025
+    "dion": (
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    ),  # Ahn et al. 2025
 }
 
 
@@ -31,6 +36,7 @@ class MuonDimensionNumbers(NamedTuple):
     matrices. The default ``(0, 1)`` is a JAX dense kernel ``(in, out)``; a conv kernel
     ``(h, w, in, out)`` as one matrix is ``MuonDimensionNumbers((0, 1, 2), 3)``. optax's
     ``optax.contrib.MuonDimensionNumbers`` is accepted too."""
+
     reduction_axis: Union[int, Sequence[int]] = 0
     output_axis: Union[int, Sequence[int]] = 1
 
@@ -58,8 +64,12 @@ def leaf_dims(spec: DimsOrFn, tree: Any) -> List[Any]:
     if spec is None or _is_dims(spec):
         d = spec if spec is not None else MuonDimensionNumbers()
         return [d for _ in jax.tree.leaves(tree)]
-    boxed = jax.tree.map(lambda d, sub: jax.tree.map(lambda _: _Box(d), sub), spec, tree,
-                         is_leaf=lambda x: x is None or _is_dims(x))
+    boxed = jax.tree.map(
+        lambda d, sub: jax.tree.map(lambda _: _Box(d), sub),
+        spec,
+        tree,
+        is_leaf=lambda x: x is None or _is_dims(x),
+    )
     return [b.dims for b in jax.tree.leaves(boxed)]
 
 
@@ -68,8 +78,10 @@ def _axes(ndim: int, dims: Any) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple
     red = tuple(a % ndim for a in as_tuple(dims.reduction_axis))
     out = tuple(a % ndim for a in as_tuple(dims.output_axis))
     if ndim < 2 or set(red) & set(out) or not red or not out:
-        raise ValueError(f"Muon: invalid dimension numbers {dims} for a leaf of rank {ndim}: "
-                         "reduction and output axes must be disjoint and non-empty.")
+        raise ValueError(
+            f"Muon: invalid dimension numbers {dims} for a leaf of rank {ndim}: "
+            "reduction and output axes must be disjoint and non-empty."
+        )
     batch = tuple(a for a in range(ndim) if a not in red + out)
     return batch, red, out
 
@@ -84,13 +96,16 @@ def fan_in_out(shape: Tuple[int, ...], dims: Any) -> Tuple[int, int]:
 # Newton-Schulz, batched
 # --------------------------------------------------------------------------- #
 
+
 def coeff_table(ns_coeffs: NsCoeffs, ns_steps: int) -> Tuple[Triple, ...]:
     """One ``(a, b, c)`` per iteration: a triple repeated ``ns_steps`` times, a sequence of
     triples as given (``ns_steps`` ignored), or a preset name (``"standard"``, ``"dion"``)."""
     if isinstance(ns_coeffs, str):
         if ns_coeffs not in NS_COEFFS_PRESETS:
-            raise ValueError(f"Invalid ns_coeffs: {ns_coeffs!r}. Expected a triple, a sequence "
-                             f"of triples or one of {sorted(NS_COEFFS_PRESETS)}.")
+            raise ValueError(
+                f"Invalid ns_coeffs: {ns_coeffs!r}. Expected a triple, a sequence "
+                f"of triples or one of {sorted(NS_COEFFS_PRESETS)}."
+            )
         preset = NS_COEFFS_PRESETS[ns_coeffs]
         return preset * ns_steps if len(preset) == 1 else preset
     given: Any = ns_coeffs
@@ -100,8 +115,10 @@ def coeff_table(ns_coeffs: NsCoeffs, ns_steps: int) -> Tuple[Triple, ...]:
     except TypeError:
         rows, nested = [tuple(float(v) for v in given)], False
     if not rows or any(len(r) != 3 for r in rows):
-        raise ValueError(f"Invalid ns_coeffs: {ns_coeffs!r}. Expected (a, b, c) or a sequence "
-                         "of (a, b, c) triples, one per iteration.")
+        raise ValueError(
+            f"Invalid ns_coeffs: {ns_coeffs!r}. Expected (a, b, c) or a sequence "
+            "of (a, b, c) triples, one per iteration."
+        )
     table: Tuple[Triple, ...] = tuple((r[0], r[1], r[2]) for r in rows)
     return table if nested else table * ns_steps
 
@@ -123,8 +140,9 @@ def use_gram(shape: Tuple[int, ...], dtype: Any, method: str, n_steps: int) -> b
     return not low and (4 * n_steps - 3) * n + 2 * m < n_steps * (n + 2 * m)
 
 
-def newton_schulz(x: jax.Array, coeffs: Sequence[Triple], eps: Any, *,
-                  clamp_eps: bool = False, gram: bool = False) -> jax.Array:
+def newton_schulz(
+    x: jax.Array, coeffs: Sequence[Triple], eps: Any, *, clamp_eps: bool = False, gram: bool = False
+) -> jax.Array:
     """Orthogonalize a batch ``x`` of shape ``(batch, n, m)`` with ``n <= m``.
 
     ``x <- x / (||x||_F + eps)`` (or ``/ max(||x||_F, eps)`` with ``clamp_eps``, as torch),
@@ -175,9 +193,16 @@ def ns_compute_dtype(dtype: Any, ns_dtype: Optional[Any]) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequence[Triple],
-                  eps: Any, ns_dtype: Optional[Any] = None, *, clamp_eps: bool = False,
-                  ns_method: str = "standard") -> List[jax.Array]:
+def orthogonalize(
+    leaves: Sequence[jax.Array],
+    dims: Sequence[Any],
+    coeffs: Sequence[Triple],
+    eps: Any,
+    ns_dtype: Optional[Any] = None,
+    *,
+    clamp_eps: bool = False,
+    ns_method: str = "standard",
+) -> List[jax.Array]:
     """Newton-Schulz on each leaf with dimension numbers (others returned unchanged).
 
     Each leaf is laid out as ``(batch, fan_in, fan_out)`` and turned wide (``n <= m``, so the
@@ -211,7 +236,7 @@ def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequ
         ortho = newton_schulz(stacked, coeffs, eps, clamp_eps=clamp_eps, gram=gram)
         start = 0
         for i, m, back in items:
-            out[i] = back(ortho[start:start + m.shape[0]])
+            out[i] = back(ortho[start : start + m.shape[0]])
             start += m.shape[0]
     return out
 
@@ -220,10 +245,16 @@ def orthogonalize(leaves: Sequence[jax.Array], dims: Sequence[Any], coeffs: Sequ
 # Blocks
 # --------------------------------------------------------------------------- #
 
+
 def orthogonalize_by_newton_schulz(
-    ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS, ns_steps: int = 5, eps: Any = 1e-8, *,
-    weight_dimension_numbers: DimsOrFn = None, ns_dtype: Optional[Any] = None,
-    clamp_eps: bool = False, ns_method: str = "auto",
+    ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS,
+    ns_steps: int = 5,
+    eps: Any = 1e-8,
+    *,
+    weight_dimension_numbers: DimsOrFn = None,
+    ns_dtype: Optional[Any] = None,
+    clamp_eps: bool = False,
+    ns_method: str = "auto",
 ) -> GradientTransformation:
     """Replace each matrix update by its Newton-Schulz orthogonalization (stateless).
 
@@ -264,8 +295,9 @@ def orthogonalize_by_newton_schulz(
         del params
         leaves, treedef = jax.tree.flatten(updates)
         dims = leaf_dims(weight_dimension_numbers, updates)
-        new = orthogonalize(leaves, dims, coeffs, eps, ns_dtype, clamp_eps=clamp_eps,
-                            ns_method=ns_method)
+        new = orthogonalize(
+            leaves, dims, coeffs, eps, ns_dtype, clamp_eps=clamp_eps, ns_method=ns_method
+        )
         return jax.tree.unflatten(treedef, new), state
 
     return GradientTransformation(init_fn, update_fn)

@@ -117,7 +117,7 @@ def prodigy(
     b1, b2 = betas
     check_decay("b1", b1, schedule_ok=False)
     check_decay("b2", b2, schedule_ok=False)
-    b3 = b2 ** 0.5 if beta3 is None else beta3
+    b3 = b2**0.5 if beta3 is None else beta3
     check_decay("beta3", b3, schedule_ok=False)
     check_nonneg("eps", eps, schedule_ok=False)
     check_scalar("estim_lr0", estim_lr0, low=0.0, low_open=True, schedule_ok=False)
@@ -129,14 +129,20 @@ def prodigy(
 
     def init_fn(params):
         dt = scalar_dtype(params)
-        wide = lambda p: jnp.zeros(p.shape, _wide(p.dtype))
+
+        def wide(p):
+            return jnp.zeros(p.shape, _wide(p.dtype))
+
         return ProdigyState(
             exp_avg=jax.tree.map(wide, params) if use_m else (),
             exp_avg_sq=jax.tree.map(lambda p: jnp.zeros(p.shape, stat_dtype(p.dtype)), params),
             grad_sum=jax.tree.map(wide, params),
             params0=jax.tree.map(jnp.array, params),
-            estim_lr=jnp.asarray(estim_lr0, dt), estim_lr_max=jnp.asarray(estim_lr0, dt),
-            numerator_weighted=jnp.zeros([], dt), count=zero_count())
+            estim_lr=jnp.asarray(estim_lr0, dt),
+            estim_lr_max=jnp.asarray(estim_lr0, dt),
+            numerator_weighted=jnp.zeros([], dt),
+            count=zero_count(),
+        )
 
     def update_fn(updates, state, params=None):
         require_params(params, "prodigy")
@@ -145,31 +151,55 @@ def prodigy(
         d, k = state.estim_lr, state.count
         t = k.astype(dt) + 1
         lr = jnp.asarray(resolve(learning_rate, k), dt)
-        bc = jnp.sqrt(1 - jnp.asarray(b2, dt) ** t) / (1 - jnp.asarray(b1, dt) ** t) \
-            if bias_correction else 1.0
+        bc = (
+            jnp.sqrt(1 - jnp.asarray(b2, dt) ** t) / (1 - jnp.asarray(b1, dt) ** t)
+            if bias_correction
+            else 1.0
+        )
         dlr = d * lr * bc
         active = lr > 0
-        grads = updates if decouple or is_zero(weight_decay) else jax.tree.map(
-            lambda g, p: g + weight_decay * p.astype(g.dtype), updates, params)
+        grads = (
+            updates
+            if decouple or is_zero(weight_decay)
+            else jax.tree.map(lambda g, p: g + weight_decay * p.astype(g.dtype), updates, params)
+        )
 
         def keep(new, old):
             return jnp.where(active, new, old).astype(old.dtype)
 
-        dots = jax.tree.map(lambda g, p0, p: jnp.sum(jnp.real(
-            jnp.conj(g.astype(_wide(g.dtype))) * (p0 - p).astype(_wide(g.dtype)))),
-            grads, state.params0, params)
+        dots = jax.tree.map(
+            lambda g, p0, p: jnp.sum(
+                jnp.real(jnp.conj(g.astype(_wide(g.dtype))) * (p0 - p).astype(_wide(g.dtype)))
+            ),
+            grads,
+            state.params0,
+            params,
+        )
         delta_r = jnp.where(active, (d / estim_lr0) * dlr * _tree_sum(dots, dt), 0)
         s_scale = (d / estim_lr0) * (d if safeguard_warmup else dlr)
         grad_sum = jax.tree.map(
             lambda s, g: keep(b3 * s + (s_scale.astype(s.real.dtype) * g.astype(s.dtype)), s),
-            state.grad_sum, grads)
+            state.grad_sum,
+            grads,
+        )
         exp_avg_sq = jax.tree.map(
-            lambda v, g: keep(b2 * v + (1 - b2) * (d * d).astype(v.dtype) * abs_sq_in(g, v.dtype),
-                              v),
-            state.exp_avg_sq, grads)
-        exp_avg = jax.tree.map(
-            lambda m, g: keep(b1 * m + (1 - b1) * d.astype(m.real.dtype) * g.astype(m.dtype), m),
-            state.exp_avg, grads) if use_m else ()
+            lambda v, g: keep(
+                b2 * v + (1 - b2) * (d * d).astype(v.dtype) * abs_sq_in(g, v.dtype), v
+            ),
+            state.exp_avg_sq,
+            grads,
+        )
+        exp_avg = (
+            jax.tree.map(
+                lambda m, g: keep(
+                    b1 * m + (1 - b1) * d.astype(m.real.dtype) * g.astype(m.dtype), m
+                ),
+                state.exp_avg,
+                grads,
+            )
+            if use_m
+            else ()
+        )
         denom = _tree_sum(jax.tree.map(lambda s: jnp.sum(jnp.abs(s)), grad_sum), dt)
         skip = denom == 0
         r = b3 * state.numerator_weighted + delta_r
@@ -188,15 +218,21 @@ def prodigy(
             return jnp.where(skip, 0, u).astype(g.dtype)
 
         if use_m:
-            out = jax.tree.map(lambda p, v, g, m: step(p, v, g, m), params, exp_avg_sq, updates,
-                               exp_avg)
+            out = jax.tree.map(
+                lambda p, v, g, m: step(p, v, g, m), params, exp_avg_sq, updates, exp_avg
+            )
         else:
             out = jax.tree.map(step, params, exp_avg_sq, updates)
         new = ProdigyState(
-            exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, grad_sum=grad_sum, params0=state.params0,
-            estim_lr=d_new, estim_lr_max=d_max,
+            exp_avg=exp_avg,
+            exp_avg_sq=exp_avg_sq,
+            grad_sum=grad_sum,
+            params0=state.params0,
+            estim_lr=d_new,
+            estim_lr_max=d_max,
             numerator_weighted=jnp.where(skip, state.numerator_weighted, r),
-            count=jnp.where(skip, k, increment(k)))
+            count=jnp.where(skip, k, increment(k)),
+        )
         return out, new
 
     return GradientTransformation(init_fn, update_fn)

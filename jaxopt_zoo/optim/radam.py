@@ -27,16 +27,18 @@ def radam_rectification(count: jax.Array, b2: Any):
     ``r_t`` is only meaningful where ``rho_t > 4``; elsewhere it is finite but unused.
     """
     rho_inf = 2.0 / (1.0 - b2) - 1.0  # in Python precision when b2 is a Python number
-    b2t = b2 ** count
+    b2t = b2**count
     rho_t = rho_inf - 2 * count * b2t / (1 - b2t)
     safe = jnp.where(rho_t > 4.0, rho_t, 5.0)
-    r_t = jnp.sqrt((safe - 4.0) * (safe - 2.0) * rho_inf
-                   / ((rho_inf - 4.0) * (rho_inf - 2.0) * safe))
+    r_t = jnp.sqrt(
+        (safe - 4.0) * (safe - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * safe)
+    )
     return rho_t, r_t
 
 
-def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
-                   threshold: Any = 5.0) -> GradientTransformation:
+def scale_by_radam(
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0, threshold: Any = 5.0
+) -> GradientTransformation:
     """RAdam's rescaling: ``r_t * m_hat / (sqrt(v_hat + eps_root) + eps)`` when
     ``rho_t >= threshold``, else the un-adapted ``m_hat``.
 
@@ -78,12 +80,19 @@ def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: An
 
         return jax.tree.map(leaf, mu_hat, nu_hat, updates), ScaleByAdamState(count, mu, nu)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_radam", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_radam", elementwise=True)
+    )
 
 
-def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
-          eps_root: Any = 0.0, threshold: Any = 5.0) -> GradientTransformation:
+def radam(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    threshold: Any = 5.0,
+) -> GradientTransformation:
     """RAdam (Liu et al. 2020, https://arxiv.org/abs/1908.03265).
 
     ::

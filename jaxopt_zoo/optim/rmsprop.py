@@ -83,8 +83,9 @@ def scale_by_rms(
     def init_fn(params):
         nu = jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, stat_dtype(p.dtype)), params)
         if centered:
-            return ScaleByStddevState(count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params),
-                                      nu=nu)
+            return ScaleByStddevState(
+                count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params), nu=nu
+            )
         return ScaleByRmsState(count=zero_count(), nu=nu)
 
     def update_fn(updates, state, params=None):
@@ -100,11 +101,11 @@ def scale_by_rms(
         else:
             var = nu_hat
         if eps_in_sqrt:
-            out = jax.tree.map(lambda g, v: (g * jax.lax.rsqrt(v + eps)).astype(g.dtype),
-                               updates, var)
+            out = jax.tree.map(
+                lambda g, v: (g * jax.lax.rsqrt(v + eps)).astype(g.dtype), updates, var
+            )
         else:
-            out = jax.tree.map(lambda g, v: (g / (jnp.sqrt(v) + eps)).astype(g.dtype),
-                               updates, var)
+            out = jax.tree.map(lambda g, v: (g / (jnp.sqrt(v) + eps)).astype(g.dtype), updates, var)
         if centered:
             return out, ScaleByStddevState(count=count, mu=mu, nu=nu)
         return out, ScaleByRmsState(count=count, nu=nu)
@@ -112,11 +113,21 @@ def scale_by_rms(
     tx = GradientTransformation(init_fn, update_fn)
     if centered or bias_correction_:
         return describe(tx, BlockSpec("scale_by_rms", elementwise=True))
-    return describe(tx, BlockSpec(
-        "scale_by_rms", elementwise=True, stage="rms",
-        scalars={"decay": decay, "one_minus_decay": 1 - decay, "eps": eps,
-                 "eps_in_sqrt": float(eps_in_sqrt)},
-        buffers=("nu",)))
+    return describe(
+        tx,
+        BlockSpec(
+            "scale_by_rms",
+            elementwise=True,
+            stage="rms",
+            scalars={
+                "decay": decay,
+                "one_minus_decay": 1 - decay,
+                "eps": eps,
+                "eps_in_sqrt": float(eps_in_sqrt),
+            },
+            buffers=("nu",),
+        ),
+    )
 
 
 def rmsprop(
@@ -164,9 +175,10 @@ def rmsprop(
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
-    parts = [scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
-                          centered=centered),
-             scale_by_learning_rate(learning_rate)]
+    parts = [
+        scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered=centered),
+        scale_by_learning_rate(learning_rate),
+    ]
     has_momentum = momentum is not None and not is_zero(momentum)
     if nesterov and not has_momentum:
         raise ValueError(f"Invalid momentum: {momentum!r}. Nesterov momentum needs momentum > 0.")

@@ -107,8 +107,13 @@ def schedule_free(
         dt = scalar_dtype(params)
         z = jax.tree.map(lambda p: jnp.array(p, dtype=_z_dtype(p.dtype, state_dtype)), params)
         return ScheduleFreeState(
-            count=zero_count(), b1=jnp.asarray(b1, dt), weight_sum=jnp.zeros([], dt),
-            lr_max=jnp.zeros([], dt), z=z, base_optimizer_state=base_optimizer.init(params))
+            count=zero_count(),
+            b1=jnp.asarray(b1, dt),
+            weight_sum=jnp.zeros([], dt),
+            lr_max=jnp.zeros([], dt),
+            z=z,
+            base_optimizer_state=base_optimizer.init(params),
+        )
 
     def update_fn(updates, state, params=None, **extra):
         require_params(params, "schedule_free")
@@ -116,21 +121,25 @@ def schedule_free(
         k = state.count
         lr = jnp.asarray(resolve(learning_rate, increment(k) if weight_lr_ahead else k), dt)
         lr_max = jnp.maximum(state.lr_max, lr)
-        weight = (k.astype(dt) + 1) ** r * lr_max ** weight_lr_power
+        weight = (k.astype(dt) + 1) ** r * lr_max**weight_lr_power
         weight_sum = state.weight_sum + weight
         ck = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
         if extra_ok:
             steps, base_state = base_optimizer.update(
-                updates, state.base_optimizer_state, params, **extra)
+                updates, state.base_optimizer_state, params, **extra
+            )
         else:
-            steps, base_state = base_optimizer.update(updates, state.base_optimizer_state,
-                                                      params)
+            steps, base_state = base_optimizer.update(updates, state.base_optimizer_state, params)
 
         if decay_z:
             lr_z = jnp.asarray(resolve(learning_rate, k), dt)
             steps = jax.tree.map(
-                lambda dz, z: dz - (lr_z * weight_decay_at_z).astype(z.real.dtype)
-                * z.astype(dz.dtype), steps, state.z)
+                lambda dz, z: (
+                    dz - (lr_z * weight_decay_at_z).astype(z.real.dtype) * z.astype(dz.dtype)
+                ),
+                steps,
+                state.z,
+            )
 
         def leaf(y, z, dz, g):
             # y' = y + c (z - y) + (1 - b1 (1 - c)) dz  with  z' = z + dz  (the authors' form)
@@ -140,8 +149,14 @@ def schedule_free(
 
         out = jax.tree.map(leaf, params, state.z, steps, updates)
         z = jax.tree.map(lambda z, dz: (z + dz.astype(z.dtype)).astype(z.dtype), state.z, steps)
-        return out, ScheduleFreeState(count=increment(k), b1=state.b1, weight_sum=weight_sum,
-                                      lr_max=lr_max, z=z, base_optimizer_state=base_state)
+        return out, ScheduleFreeState(
+            count=increment(k),
+            b1=state.b1,
+            weight_sum=weight_sum,
+            lr_max=lr_max,
+            z=z,
+            base_optimizer_state=base_state,
+        )
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -171,12 +186,16 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
       >>> round(float(x["w"][0]), 4)  # the average of z_1 and z_2
       0.85
     """
-    found = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, ScheduleFreeState))
-             if isinstance(s, ScheduleFreeState)]
+    found = [
+        s
+        for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, ScheduleFreeState))
+        if isinstance(s, ScheduleFreeState)
+    ]
     if len(found) != 1:
         raise ValueError(
             f"schedule_free_eval_params: expected one ScheduleFreeState in the optimizer state, "
-            f"found {len(found)}. Pass the state of a schedule_free_* optimizer.")
+            f"found {len(found)}. Pass the state of a schedule_free_* optimizer."
+        )
     sf = found[0]
 
     def leaf(y, z):
@@ -186,8 +205,12 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     return jax.tree.map(leaf, params, sf.z)
 
 
-def _warmed(learning_rate: ScalarOrSchedule, warmup_steps: int | None, from_zero: bool,
-            b2: Any | None = None) -> ScalarOrSchedule:
+def _warmed(
+    learning_rate: ScalarOrSchedule,
+    warmup_steps: int | None,
+    from_zero: bool,
+    b2: Any | None = None,
+) -> ScalarOrSchedule:
     """``lr(t) * min((t + 1) / warmup_steps, 1)`` (the authors'; ``from_zero``: ``t /
     warmup_steps``, optax's ``warmup_constant_schedule``), times ``sqrt(1 - b2^(t+1))`` when
     ``b2`` is given."""
@@ -256,8 +279,9 @@ def schedule_free_sgd(
     lr = _warmed(learning_rate, warmup_steps, optax_warmup)
     parts = [] if is_zero(weight_decay) else [add_decayed_weights(weight_decay, mask)]
     base = chain(*parts, scale_by_learning_rate(lr))
-    return schedule_free(base, lr, b1, weight_lr_power, state_dtype, r=r,
-                         weight_lr_ahead=optax_warmup)
+    return schedule_free(
+        base, lr, b1, weight_lr_power, state_dtype, r=r, weight_lr_ahead=optax_warmup
+    )
 
 
 def schedule_free_adamw(
@@ -333,13 +357,21 @@ def schedule_free_adamw(
     warmup_steps = _check_warmup(warmup_steps)
     lr = _warmed(learning_rate, warmup_steps, optax_warmup, b2 if bias_correct_lr else None)
     if decay_at_z and mask is not None:
-        raise ValueError("schedule_free_adamw: decay_at_z=True decays every leaf; a mask is "
-                         "only supported with the decay at y (decay_at_z=False).")
+        raise ValueError(
+            "schedule_free_adamw: decay_at_z=True decays every leaf; a mask is "
+            "only supported with the decay at y (decay_at_z=False)."
+        )
     parts = [scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction_=not bias_correct_lr)]
     if not is_zero(weight_decay) and not decay_at_z:
         parts.append(add_decayed_weights(weight_decay, mask))
     base = chain(*parts, scale_by_learning_rate(lr))
-    return schedule_free(base, lr, b1, weight_lr_power, state_dtype, r=r,
-                         weight_lr_ahead=optax_warmup,
-                         weight_decay_at_z=weight_decay if decay_at_z else 0.0)
-
+    return schedule_free(
+        base,
+        lr,
+        b1,
+        weight_lr_power,
+        state_dtype,
+        r=r,
+        weight_lr_ahead=optax_warmup,
+        weight_decay_at_z=weight_decay if decay_at_z else 0.0,
+    )

@@ -63,8 +63,9 @@ def merge_small_dims(shape: Tuple[int, ...], max_dim: int) -> Tuple[int, ...]:
     return tuple(merged)
 
 
-def _plan(shape: Tuple[int, ...], max_dim: int, merge_dims: bool,
-          precondition_1d: bool) -> Tuple[Tuple[int, ...], Tuple[bool, ...]]:
+def _plan(
+    shape: Tuple[int, ...], max_dim: int, merge_dims: bool, precondition_1d: bool
+) -> Tuple[Tuple[int, ...], Tuple[bool, ...]]:
     """The shape the leaf is preconditioned in, and which of its dimensions are."""
     if len(shape) == 0 or 0 in shape:
         return tuple(shape), (False,) * len(shape)
@@ -101,8 +102,9 @@ def _eigenbasis(gg: jax.Array) -> jax.Array:
     return jnp.flip(jnp.linalg.eigh(gg + 1e-30 * eye)[1], axis=1)
 
 
-def _power_qr(gg: jax.Array, q: jax.Array, nu: jax.Array, axis: int,
-              qr_dtype: Optional[Any]) -> Tuple[jax.Array, jax.Array]:
+def _power_qr(
+    gg: jax.Array, q: jax.Array, nu: jax.Array, axis: int, qr_dtype: Optional[Any]
+) -> Tuple[jax.Array, jax.Array]:
     """One power iteration ``gg @ q`` re-orthonormalized by QR, columns sorted by the
     estimated eigenvalues ``diag(q^H gg q)`` (descending); ``nu`` permuted to match."""
     prod = gg @ q
@@ -174,12 +176,13 @@ def scale_by_soap(
         def mats(p, eye):
             work, pre = plan(p)
             dt = _mat_dtype(jnp.result_type(p))
-            return tuple((jnp.eye(d, dtype=dt) if eye else jnp.zeros((d, d), dt)) if on
-                         else None for d, on in zip(work, pre))
+            return tuple(
+                (jnp.eye(d, dtype=dt) if eye else jnp.zeros((d, d), dt)) if on else None
+                for d, on in zip(work, pre)
+            )
 
         mu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
-        nu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), stat_dtype(jnp.result_type(p))),
-                          params)
+        nu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), stat_dtype(jnp.result_type(p))), params)
         gg = jax.tree.map(lambda p: mats(p, False), params)
         q = jax.tree.map(lambda p: mats(p, True), params)
         return ScaleBySoapState(count=zero_count(), mu=mu, nu=nu, gg=gg, q=q)
@@ -201,15 +204,18 @@ def scale_by_soap(
             # Adam in the current eigenbasis (skipped on the first call)
             g_rot = _project(gw, qs)
             mu_new = (b1 * mu + (1 - b1) * g.astype(mu.dtype)).astype(mu.dtype)
-            nu_new = (b2 * nu.reshape(work).astype(rdt)
-                      + (1 - b2) * abs_sq_in(g_rot, rdt)).astype(nu.dtype)
+            nu_new = (b2 * nu.reshape(work).astype(rdt) + (1 - b2) * abs_sq_in(g_rot, rdt)).astype(
+                nu.dtype
+            )
             denom = jnp.sqrt(nu_new.astype(rdt)) + eps
             d = _project(_project(mu_new.astype(dt).reshape(work), qs) / denom, qs, back=True)
             if normalize_grads:
                 d = d / (jnp.sqrt(jnp.mean(abs_sq_in(d, rdt))) + eps)
             if correct_bias:
                 tt = t.astype(rdt)
-                d = d * (jnp.sqrt(1 - jnp.asarray(b2, rdt) ** tt) / (1 - jnp.asarray(b1, rdt) ** tt))
+                d = d * (
+                    jnp.sqrt(1 - jnp.asarray(b2, rdt) ** tt) / (1 - jnp.asarray(b1, rdt) ** tt)
+                )
             d = jnp.where(first, jnp.zeros_like(d), d)
             mu_new = jnp.where(first, mu, mu_new)
             nu_new = jnp.where(first, nu.reshape(work), nu_new)
@@ -224,6 +230,7 @@ def scale_by_soap(
                 gg_new.append((sb * m + (1 - sb) * outer).astype(m.dtype))
             gg_new_t = tuple(gg_new)
             if any(pre):
+
                 def keep(gg_, qs_, nu_):
                     return qs_, nu_
 
@@ -240,26 +247,41 @@ def scale_by_soap(
                         out.append(q)
                     return tuple(out), nu_
 
-                qs_new, nu_new = jax.lax.switch(branch, (keep, from_eigh, refresh),
-                                                gg_new_t, qs, nu_new)
+                qs_new, nu_new = jax.lax.switch(
+                    branch, (keep, from_eigh, refresh), gg_new_t, qs, nu_new
+                )
             else:
                 qs_new = qs
-            return (d.reshape(g.shape).astype(g.dtype), mu_new, nu_new.reshape(g.shape),
-                    gg_new_t, qs_new)
+            return (
+                d.reshape(g.shape).astype(g.dtype),
+                mu_new,
+                nu_new.reshape(g.shape),
+                gg_new_t,
+                qs_new,
+            )
 
         treedef = jax.tree.structure(updates)
-        out = [leaf(*a) for a in zip(
-            jax.tree.leaves(updates), jax.tree.leaves(state.mu), jax.tree.leaves(state.nu),
-            treedef.flatten_up_to(state.gg), treedef.flatten_up_to(state.q))]
+        out = [
+            leaf(*a)
+            for a in zip(
+                jax.tree.leaves(updates),
+                jax.tree.leaves(state.mu),
+                jax.tree.leaves(state.nu),
+                treedef.flatten_up_to(state.gg),
+                treedef.flatten_up_to(state.q),
+            )
+        ]
         parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]
-        return parts[0], ScaleBySoapState(count=increment(count), mu=parts[1], nu=parts[2],
-                                          gg=parts[3], q=parts[4])
+        return parts[0], ScaleBySoapState(
+            count=increment(count), mu=parts[1], nu=parts[2], gg=parts[3], q=parts[4]
+        )
 
     return GradientTransformation(init_fn, update_fn)
 
 
-def decay_after_step(learning_rate: ScalarOrSchedule, weight_decay: Any,
-                     skip_first: bool = True) -> GradientTransformation:
+def decay_after_step(
+    learning_rate: ScalarOrSchedule, weight_decay: Any, skip_first: bool = True
+) -> GradientTransformation:
     """Decoupled weight decay applied to the parameters after the step:
     ``p_new = (p + u) * (1 - lr * weight_decay)``, i.e. ``u <- u - lr * wd * (p + u)``.
 
@@ -275,8 +297,10 @@ def decay_after_step(learning_rate: ScalarOrSchedule, weight_decay: Any,
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError("decay_after_step needs the current parameters: call "
-                             "`update(grads, state, params)`.")
+            raise ValueError(
+                "decay_after_step needs the current parameters: call "
+                "`update(grads, state, params)`."
+            )
         check_same_structure(updates, params, "decay_after_step")
         lr = resolve(learning_rate, state.count)
         on = (state.count > 0) if skip_first else True
@@ -352,10 +376,22 @@ def soap(
     path (by ~1e-2 over 120 steps) though both are SOAP. With eps near 0, Adam in that basis
     also amplifies rounding along null directions; a larger ``eps`` damps it.
     """
-    parts = [scale_by_soap(b1, b2, shampoo_beta, eps, precondition_frequency,
-                           max_precondition_dim, merge_dims, precondition_1d, correct_bias,
-                           normalize_grads, qr_dtype),
-             scale_by_learning_rate(learning_rate)]
+    parts = [
+        scale_by_soap(
+            b1,
+            b2,
+            shampoo_beta,
+            eps,
+            precondition_frequency,
+            max_precondition_dim,
+            merge_dims,
+            precondition_1d,
+            correct_bias,
+            normalize_grads,
+            qr_dtype,
+        ),
+        scale_by_learning_rate(learning_rate),
+    ]
     if not is_zero(weight_decay):
         parts.append(decay_after_step(learning_rate, weight_decay))
     return chain(*parts)

@@ -23,8 +23,13 @@ from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
 from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
 
-def scale_by_yogi(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3, eps_root: Any = 0.0,
-                  initial_accumulator_value: Any = 1e-6) -> GradientTransformation:
+def scale_by_yogi(
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-3,
+    eps_root: Any = 0.0,
+    initial_accumulator_value: Any = 1e-6,
+) -> GradientTransformation:
     """``m_hat / (sqrt(v_hat + eps_root) + eps)`` with Yogi's
     ``v_t = v_{t-1} - (1 - b2) * sign(v_{t-1} - g^2) * g^2``.
 
@@ -64,16 +69,22 @@ def scale_by_yogi(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3, eps_root: Any
         count = increment(state.count)
         mu_hat = bias_correction(mu, b1, count)
         nu_hat = bias_correction(nu, b2, count)
-        out = jax.tree.map(lambda m, v, g: (m / (jnp.sqrt(v + eps_root) + eps)).astype(g.dtype),
-                           mu_hat, nu_hat, updates)
+        out = jax.tree.map(
+            lambda m, v, g: (m / (jnp.sqrt(v + eps_root) + eps)).astype(g.dtype),
+            mu_hat,
+            nu_hat,
+            updates,
+        )
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_yogi", elementwise=True))
+    return describe(
+        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_yogi", elementwise=True)
+    )
 
 
-def yogi(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999,
-         eps: Any = 1e-3) -> GradientTransformation:
+def yogi(
+    learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3
+) -> GradientTransformation:
     """Yogi (Zaheer et al. 2018, NeurIPS, "Adaptive Methods for Nonconvex Optimization").
 
     ::

@@ -80,11 +80,14 @@ def newton_schulz_flops(shape: Sequence[int], steps: int = 5) -> float:
     if view is None:
         return 0.0
     m, n = sorted(view)
-    return float(steps) * (4.0 * m * m * n + 2.0 * m ** 3)
+    return float(steps) * (4.0 * m * m * n + 2.0 * m**3)
 
 
-def home_device_assignment(shapes: Sequence[Sequence[int]], num_devices: int,
-                           cost: Callable[[Shape], float] = newton_schulz_flops) -> List[int]:
+def home_device_assignment(
+    shapes: Sequence[Sequence[int]],
+    num_devices: int,
+    cost: Callable[[Shape], float] = newton_schulz_flops,
+) -> List[int]:
     """A home device (``0`` to ``num_devices - 1``) for each shape, balancing the total ``cost``.
 
     Greedy longest-processing-time: the costliest matrix first, each onto the device with
@@ -109,8 +112,11 @@ def home_device_assignment(shapes: Sequence[Sequence[int]], num_devices: int,
       >>> home_device_assignment(shapes, 2)
       [0, 1, 1, 1]
     """
-    if isinstance(num_devices, bool) or not isinstance(num_devices, (int, np.integer)) \
-            or num_devices < 1:
+    if (
+        isinstance(num_devices, bool)
+        or not isinstance(num_devices, (int, np.integer))
+        or num_devices < 1
+    ):
         raise ValueError(f"Invalid num_devices: {num_devices!r}. Expected an int >= 1.")
     costs = [float(cost(tuple(s))) for s in shapes]
     order = sorted(range(len(costs)), key=lambda i: (-costs[i], i))
@@ -123,9 +129,12 @@ def home_device_assignment(shapes: Sequence[Sequence[int]], num_devices: int,
     return home
 
 
-def assignment_loads(shapes: Sequence[Sequence[int]], assignment: Sequence[int],
-                     num_devices: int,
-                     cost: Callable[[Shape], float] = newton_schulz_flops) -> List[float]:
+def assignment_loads(
+    shapes: Sequence[Sequence[int]],
+    assignment: Sequence[int],
+    num_devices: int,
+    cost: Callable[[Shape], float] = newton_schulz_flops,
+) -> List[float]:
     """Total ``cost`` per device under ``assignment`` (for reports: max / mean is the spread).
 
     Args:
@@ -148,11 +157,14 @@ def assignment_loads(shapes: Sequence[Sequence[int]], assignment: Sequence[int],
     return loads
 
 
-def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence[jax.Array],
-                        mesh: Optional[Mesh] = None, axis: str = "data",
-                        assignment: Optional[Sequence[int]] = None,
-                        cost: Callable[[Shape], float] = newton_schulz_flops
-                        ) -> List[jax.Array]:
+def run_on_home_devices(
+    fn: Callable[[jax.Array], jax.Array],
+    matrices: Sequence[jax.Array],
+    mesh: Optional[Mesh] = None,
+    axis: str = "data",
+    assignment: Optional[Sequence[int]] = None,
+    cost: Callable[[Shape], float] = newton_schulz_flops,
+) -> List[jax.Array]:
     """``[fn(m) for m in matrices]``, each ``fn(m)`` computed on its home device only.
 
     Args:
@@ -189,11 +201,16 @@ def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence
     if mesh is None or mesh.shape[axis] == 1 or not mats:
         return [fn(m) for m in mats]
     n = mesh.shape[axis]
-    home = list(assignment) if assignment is not None else home_device_assignment(
-        [m.shape for m in mats], n, cost)
+    home = (
+        list(assignment)
+        if assignment is not None
+        else home_device_assignment([m.shape for m in mats], n, cost)
+    )
     if len(home) != len(mats) or any(not 0 <= d < n for d in home):
-        raise ValueError(f"Invalid assignment: {home}. Expected one device in 0..{n - 1} per "
-                         f"matrix ({len(mats)}).")
+        raise ValueError(
+            f"Invalid assignment: {home}. Expected one device in 0..{n - 1} per "
+            f"matrix ({len(mats)})."
+        )
     outs = [jax.eval_shape(fn, jax.ShapeDtypeStruct(m.shape, m.dtype)) for m in mats]
     dtype = jnp.result_type(*[o.dtype for o in outs])  # promotion is exact, and so is the way back
     groups = [[i for i in range(len(mats)) if home[i] == d] for d in range(n)]
@@ -203,14 +220,14 @@ def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence
         for i in g:
             offset[i] = pos
             pos += int(np.prod(outs[i].shape, dtype=np.int64))
-    width = max(1, max(sum(int(np.prod(outs[i].shape, dtype=np.int64)) for i in g)
-                       for g in groups))
+    width = max(1, max(sum(int(np.prod(outs[i].shape, dtype=np.int64)) for i in g) for g in groups))
 
     def branch(group: List[int]) -> Callable[[Any], jax.Array]:
         def compute(ms: Any) -> jax.Array:
             parts = [fn(ms[i]).reshape(-1).astype(dtype) for i in group]
             flat = jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype)
             return jnp.pad(flat, (0, width - flat.shape[0]))
+
         return compute
 
     def body(*ms: jax.Array) -> Tuple[jax.Array, ...]:
@@ -219,10 +236,11 @@ def run_on_home_devices(fn: Callable[[jax.Array], jax.Array], matrices: Sequence
         res = []
         for i, o in enumerate(outs):
             size = int(np.prod(o.shape, dtype=np.int64))
-            piece = every[home[i], offset[i]:offset[i] + size]
+            piece = every[home[i], offset[i] : offset[i] + size]
             res.append(piece.reshape(o.shape).astype(o.dtype))
         return tuple(res)
 
-    run = jax.shard_map(body, mesh=mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec(),
-                        check_vma=False)
+    run = jax.shard_map(
+        body, mesh=mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec(), check_vma=False
+    )
     return list(run(*mats))

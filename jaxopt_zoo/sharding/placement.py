@@ -56,6 +56,7 @@ __all__ = [
 # Meshes, batches and parameters
 # --------------------------------------------------------------------------- #
 
+
 def use_cpu_devices(n: int) -> None:
     """Make JAX's CPU backend offer ``n`` (virtual) devices, so N-device code runs anywhere.
 
@@ -85,7 +86,8 @@ def use_cpu_devices(n: int) -> None:
         raise RuntimeError(
             f"JAX has already started with {jax.device_count()} device(s), fewer than {n}. "
             f"Call use_cpu_devices({n}) before any JAX computation, or start Python with "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={n}.") from e
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n}."
+        ) from e
 
 
 def data_mesh(devices: Union[None, int, Sequence[Any]] = None, axis: str = "data") -> Mesh:
@@ -116,7 +118,8 @@ def data_mesh(devices: Union[None, int, Sequence[Any]] = None, axis: str = "data
             raise ValueError(
                 f"Invalid number of devices: {devices}. Expected 1 <= devices <= "
                 f"{len(available)} (the devices JAX sees: {available[0].platform} x "
-                f"{len(available)}; on CPU, see jaxopt_zoo.sharding.use_cpu_devices).")
+                f"{len(available)}; on CPU, see jaxopt_zoo.sharding.use_cpu_devices)."
+            )
         devs = list(available[:devices])
     else:
         devs = list(devices)
@@ -178,8 +181,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
       >>> params["w"].sharding.spec
       P()
     """
-    fresh = jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
-                         tree)
+    fresh = jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, tree)
     return jax.device_put(fresh, replicated(mesh))
 
 
@@ -219,7 +221,8 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
         if rows is None or rows % need:
             raise ValueError(
                 f"Cannot split a batch leaf of shape {np.shape(x)} over {need} device(s) of "
-                f"axis {axis!r}: its leading dimension must be a multiple of {need}.")
+                f"axis {axis!r}: its leading dimension must be a multiple of {need}."
+            )
         if multi:
             return jax.make_array_from_process_local_data(sharding, np.asarray(x))
         return jax.device_put(x, sharding)
@@ -240,7 +243,8 @@ def _leaf_spec(leaf: Any, mesh: Any) -> PartitionSpec:
     if sharding.mesh.shape_tuple != mesh.shape_tuple:
         raise ValueError(
             f"A parameter is sharded over mesh {dict(sharding.mesh.shape)} but the mesh is "
-            f"{dict(mesh.shape)}; pass parameters placed on the same mesh.")
+            f"{dict(mesh.shape)}; pass parameters placed on the same mesh."
+        )
     return sharding.spec
 
 
@@ -288,6 +292,7 @@ def _find_mesh(params: Any, mesh: Optional[Mesh]) -> Any:
 # Matching state leaves to parameters
 # --------------------------------------------------------------------------- #
 
+
 def _padded(spec: PartitionSpec, ndim: int) -> Tuple[SpecEntry, ...]:
     entries = tuple(spec)
     return entries + (None,) * (ndim - len(entries))
@@ -299,8 +304,9 @@ def _axes(entry: SpecEntry) -> Tuple[str, ...]:
     return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
-def _fits(entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh
-          ) -> Tuple[SpecEntry, ...]:
+def _fits(
+    entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh
+) -> Tuple[SpecEntry, ...]:
     """Drop the sharding of any dimension that the devices along it do not divide."""
     sizes = dict(mesh.shape)
     out = []
@@ -310,22 +316,24 @@ def _fits(entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh
     return tuple(out)
 
 
-def _derive(shape: Tuple[int, ...], pshape: Tuple[int, ...],
-            pentries: Tuple[SpecEntry, ...]) -> Optional[Tuple[SpecEntry, ...]]:
+def _derive(
+    shape: Tuple[int, ...], pshape: Tuple[int, ...], pentries: Tuple[SpecEntry, ...]
+) -> Optional[Tuple[SpecEntry, ...]]:
     """The spec of a state leaf of ``shape`` that belongs to a parameter of ``pshape``."""
     if shape == pshape:
         return pentries
     if len(shape) == len(pshape) - 1:  # one dimension reduced away (factored moments)
         for i in range(len(pshape)):
-            if pshape[:i] + pshape[i + 1:] == shape:
-                return pentries[:i] + pentries[i + 1:]
+            if pshape[:i] + pshape[i + 1 :] == shape:
+                return pentries[:i] + pentries[i + 1 :]
     if len(shape) == len(pshape) and all(s in (p, 1) for s, p in zip(shape, pshape)):
         return tuple(e if s == p else None for e, s, p in zip(pentries, shape, pshape))
     return None
 
 
-def _add_axis(entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh,
-              axis: str) -> Tuple[SpecEntry, ...]:
+def _add_axis(
+    entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh, axis: str
+) -> Tuple[SpecEntry, ...]:
     """ZeRO-1: split the largest free dimension that ``axis`` divides over ``axis``."""
     if any(axis in _axes(e) for e in entries):
         return entries
@@ -334,11 +342,16 @@ def _add_axis(entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh
     if not free:
         return entries
     d = max(free, key=lambda i: (shape[i], -i))  # largest; the first one on ties
-    return entries[:d] + (axis,) + entries[d + 1:]
+    return entries[:d] + (axis,) + entries[d + 1 :]
 
 
-def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None, *,
-                   shard_over: Optional[str] = None) -> Any:
+def state_sharding(
+    tx: GradientTransformation,
+    params: Any,
+    mesh: Optional[Mesh] = None,
+    *,
+    shard_over: Optional[str] = None,
+) -> Any:
     """The ``NamedSharding`` of every leaf of ``tx.init(params)``, placed like the parameters.
 
     Args:
@@ -366,8 +379,10 @@ def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
     """
     mesh = _find_mesh(params, mesh)
     if shard_over is not None and shard_over not in mesh.shape:
-        raise ValueError(f"Invalid shard_over: {shard_over!r}. Expected one of the mesh axes "
-                         f"{tuple(mesh.shape)}.")
+        raise ValueError(
+            f"Invalid shard_over: {shard_over!r}. Expected one of the mesh axes "
+            f"{tuple(mesh.shape)}."
+        )
     by_path: Dict[KeyPath, Tuple[Tuple[int, ...], Tuple[SpecEntry, ...]]] = {}
     for path, p in jax.tree_util.tree_leaves_with_path(params):
         shape = tuple(np.shape(p))
@@ -380,7 +395,7 @@ def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
         entries: Optional[Tuple[SpecEntry, ...]] = None
         path = tuple(path)
         for k in range(len(path), -1, -1):  # the longest parameter path that ends this one
-            hit = by_path.get(path[len(path) - k:])
+            hit = by_path.get(path[len(path) - k :])
             if hit is not None:
                 entries = _derive(shape, *hit)
                 break
@@ -392,8 +407,9 @@ def state_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
     return jax.tree_util.tree_map_with_path(place, state_shapes)
 
 
-def zero1_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None,
-                   axis: str = "data") -> Any:
+def zero1_sharding(
+    tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None, axis: str = "data"
+) -> Any:
     """``state_sharding(tx, params, mesh, shard_over=axis)``: the ZeRO-1 state layout.
 
     Each state leaf is split over ``axis`` along its largest dimension that the axis
@@ -419,8 +435,13 @@ def zero1_sharding(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
     return state_sharding(tx, params, mesh, shard_over=axis)
 
 
-def init_sharded(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None, *,
-                 shard_over: Optional[str] = None) -> Any:
+def init_sharded(
+    tx: GradientTransformation,
+    params: Any,
+    mesh: Optional[Mesh] = None,
+    *,
+    shard_over: Optional[str] = None,
+) -> Any:
     """``tx.init(params)`` created directly in its sharded layout (see ``state_sharding``).
 
     Each device allocates only its shards: the state is never materialized whole on one
@@ -449,8 +470,14 @@ def init_sharded(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] =
     return jax.jit(tx.init, in_shardings=(p_sh,), out_shardings=s_sh)(params)
 
 
-def sharded_update(tx: GradientTransformation, params: Any, mesh: Optional[Mesh] = None, *,
-                   shard_over: Optional[str] = None, donate: bool = True) -> Callable:
+def sharded_update(
+    tx: GradientTransformation,
+    params: Any,
+    mesh: Optional[Mesh] = None,
+    *,
+    shard_over: Optional[str] = None,
+    donate: bool = True,
+) -> Callable:
     """A jitted ``(grads, state, params) -> (new_params, new_state)`` on the sharded layout.
 
     The gradients and the returned parameters are laid out like ``params``
@@ -488,8 +515,12 @@ def sharded_update(tx: GradientTransformation, params: Any, mesh: Optional[Mesh]
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    return jax.jit(step, in_shardings=(p_sh, s_sh, p_sh), out_shardings=(p_sh, s_sh),
-                   donate_argnums=(1, 2) if donate else ())
+    return jax.jit(
+        step,
+        in_shardings=(p_sh, s_sh, p_sh),
+        out_shardings=(p_sh, s_sh),
+        donate_argnums=(1, 2) if donate else (),
+    )
 
 
 def bytes_per_device(tree: Any) -> Dict[int, int]:

@@ -13,14 +13,29 @@ from typing import Any, Dict
 
 __all__ = ["collective_bytes", "compiled_stats"]
 
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
-                "c128": 16}
+_DTYPE_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+    "c64": 8,
+    "c128": 16,
+}
 _OPS = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
 # "%x = <shape or (tuple of shapes)> <op>(" where <op> is a collective or its "-done" half
 # (the "-start" half of an async pair carries operands and results: counted at "-done").
-_INSTR = re.compile(r"=\s+(\(.*?\)|[a-z0-9]+\[[0-9,]*\](?:\{[^}]*\})?)\s+("
-                    + "|".join(_OPS) + r")(-done)?\(")
+_INSTR = re.compile(
+    r"=\s+(\(.*?\)|[a-z0-9]+\[[0-9,]*\](?:\{[^}]*\})?)\s+(" + "|".join(_OPS) + r")(-done)?\("
+)
 _ARRAY = re.compile(r"([a-z0-9]+)\[([0-9,]*)\]")
 
 
@@ -76,8 +91,10 @@ def compiled_stats(compiled: Any) -> Dict[str, Any]:
     def field(name: str) -> Any:
         return None if mem is None else int(getattr(mem, name, 0))
 
-    return {"argument_bytes": field("argument_size_in_bytes"),
-            "output_bytes": field("output_size_in_bytes"),
-            "temp_bytes": field("temp_size_in_bytes"),
-            "alias_bytes": field("alias_size_in_bytes"),
-            "collectives": collective_bytes(compiled.as_text())}
+    return {
+        "argument_bytes": field("argument_size_in_bytes"),
+        "output_bytes": field("output_size_in_bytes"),
+        "temp_bytes": field("temp_size_in_bytes"),
+        "alias_bytes": field("alias_size_in_bytes"),
+        "collectives": collective_bytes(compiled.as_text()),
+    }

@@ -55,8 +55,13 @@ from jaxopt_zoo.train import checkpoint_format as _fmt
 from jaxopt_zoo.train.checkpoint_format import FORMAT
 from jaxopt_zoo.train.loop import LoopState
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpointer", "RUN_FILE",
-           "checkpoint_number"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "RUN_FILE",
+    "checkpoint_number",
+]
 
 RUN_FILE = "jaxopt_zoo_run.json"
 DAMAGED_DIR = "damaged"
@@ -104,13 +109,20 @@ class Checkpointer:
             ckpt.save(state, force=True)
     """
 
-    def __init__(self, directory: Union[str, os.PathLike], *, keep: int = 3,
-                 every_steps: Optional[int] = None, metadata: Optional[Mapping] = None,
-                 async_save: bool = True):
+    def __init__(
+        self,
+        directory: Union[str, os.PathLike],
+        *,
+        keep: int = 3,
+        every_steps: Optional[int] = None,
+        metadata: Optional[Mapping] = None,
+        async_save: bool = True,
+    ):
         self.directory = Path(directory).absolute()
         self.keep = check_int("keep", keep, low=1)
-        self.every_steps = None if every_steps is None else check_int("every_steps",
-                                                                      every_steps, low=1)
+        self.every_steps = (
+            None if every_steps is None else check_int("every_steps", every_steps, low=1)
+        )
         self.metadata = None if metadata is None else _fmt.jsonable(dict(metadata), "metadata")
         self.async_save = bool(async_save)
         self.interrupted: Optional[int] = None  # the signal number, once one arrived
@@ -124,8 +136,9 @@ class Checkpointer:
         """Numbers of the finished checkpoints in the directory, oldest first."""
         if not self.directory.is_dir():
             return []
-        return sorted(int(p.name) for p in self.directory.iterdir()
-                      if p.is_dir() and p.name.isdigit())
+        return sorted(
+            int(p.name) for p in self.directory.iterdir() if p.is_dir() and p.name.isdigit()
+        )
 
     def latest_number(self) -> Optional[int]:
         numbers = self.all_numbers()
@@ -149,27 +162,38 @@ class Checkpointer:
         if not force and (self.every_steps is None or int(state.step) % self.every_steps):
             return False
         number = checkpoint_number(state)
-        latest = max((n for n in (self.latest_number(), self._last_saved) if n is not None),
-                     default=None)
+        latest = max(
+            (n for n in (self.latest_number(), self._last_saved) if n is not None), default=None
+        )
         if latest is not None and number <= latest:
             if number == latest:
                 return False
             raise CheckpointError(
                 f"Cannot save step {int(state.step)} (checkpoint {number}) into "
                 f"{self.directory}: it already holds the newer checkpoint {latest}. Resume "
-                "from it (restore_latest / --resume), or use another directory.")
+                "from it (restore_latest / --resume), or use another directory."
+            )
         tree, rng_impl = _fmt.state_tree(state)
         tree = jax.tree.map(lambda x: np.array(x, copy=True), tree)  # the loop donates them
         structure = _fmt.structure(state)
         self._write_run_file(structure)
-        meta = {"format": FORMAT, "step": int(state.step), "epoch": int(state.epoch),
-                "batch": int(state.batch), "rng_impl": rng_impl,
-                "history": _fmt.jsonable(list(state.history), "history")}
+        meta = {
+            "format": FORMAT,
+            "step": int(state.step),
+            "epoch": int(state.epoch),
+            "batch": int(state.batch),
+            "rng_impl": rng_impl,
+            "history": _fmt.jsonable(list(state.history), "history"),
+        }
         meta.update(sha256=_fmt.digest(tree, meta), saved_at=time.time())
         manager = self._get_manager()
-        manager.save(number, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_fmt.drop_empty(tree)), meta=ocp.args.JsonSave(meta)),
-            force=True)
+        manager.save(
+            number,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_fmt.drop_empty(tree)), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
         self._last_saved = number
         if not self.async_save:
             manager.wait_until_finished()
@@ -199,9 +223,12 @@ class Checkpointer:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt
             self.interrupted = signum
-            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after the current "
-                  "step, then stopping (Ctrl-C again to quit without it).", file=sys.stderr,
-                  flush=True)
+            print(
+                f"\n{signal.Signals(signum).name}: saving a checkpoint after the current "
+                "step, then stopping (Ctrl-C again to quit without it).",
+                file=sys.stderr,
+                flush=True,
+            )
 
         for s in previous:
             signal.signal(s, handler)
@@ -251,8 +278,10 @@ class Checkpointer:
         if not numbers:
             extra = ""
             if self.unfinished():
-                extra = (f" (only {len(self.unfinished())} unfinished write(s) of a run killed "
-                         "while saving, which are not checkpoints)")
+                extra = (
+                    f" (only {len(self.unfinished())} unfinished write(s) of a run killed "
+                    "while saving, which are not checkpoints)"
+                )
             return None, f"No checkpoint in {self.directory}{extra}: starting from scratch."
         self._check_structure(template)
         failures: List[Tuple[int, str]] = []
@@ -270,33 +299,49 @@ class Checkpointer:
         raise CheckpointError(
             f"No usable checkpoint in {self.directory}; every one is damaged:\n{lines}\n"
             "Nothing was moved or deleted. Restore the directory from a backup, or start "
-            "over in another directory.")
+            "over in another directory."
+        )
 
     def _restore(self, number: int, template: LoopState) -> LoopState:
         manager = self._get_manager()
         meta = manager.restore(number, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         meta = meta["meta"]
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"unknown checkpoint format {meta.get('format')!r}"
-                             if isinstance(meta, dict) else "malformed metadata")
+            raise ValueError(
+                f"unknown checkpoint format {meta.get('format')!r}"
+                if isinstance(meta, dict)
+                else "malformed metadata"
+            )
         leaves, treedef = _fmt.flatten(_fmt.abstract_tree(template))
-        restored = manager.restore(number, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_fmt.drop_empty(jax.tree.unflatten(treedef, leaves)))))
+        restored = manager.restore(
+            number,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_fmt.drop_empty(jax.tree.unflatten(treedef, leaves)))
+            ),
+        )
         got, _ = _fmt.flatten(restored["state"])
         if len(got) != len(leaves):
             raise ValueError(f"it holds {len(got)} arrays where {len(leaves)} were expected")
-        tree = jax.tree.unflatten(treedef, [
-            None if x is None else np.zeros(x.shape, x.dtype) if x.size == 0
-            else np.asarray(g) for x, g in zip(leaves, got)])
+        tree = jax.tree.unflatten(
+            treedef,
+            [
+                None if x is None else np.zeros(x.shape, x.dtype) if x.size == 0 else np.asarray(g)
+                for x, g in zip(leaves, got)
+            ],
+        )
         if _fmt.digest(tree, meta) != meta.get("sha256"):
-            raise ValueError("its content does not match the sha256 recorded when it was "
-                             "written (a file was modified or damaged)")
+            raise ValueError(
+                "its content does not match the sha256 recorded when it was "
+                "written (a file was modified or damaged)"
+            )
         return _fmt.loop_state(tree, meta)
 
-    def _after_restore(self, number: int, state: LoopState,
-                       failures: List[Tuple[int, str]]) -> str:
-        where = (f"end of epoch {state.epoch}" if state.batch == 0 else
-                 f"epoch {state.epoch + 1}, after batch {state.batch}")
+    def _after_restore(self, number: int, state: LoopState, failures: List[Tuple[int, str]]) -> str:
+        where = (
+            f"end of epoch {state.epoch}"
+            if state.batch == 0
+            else f"epoch {state.epoch + 1}, after batch {state.batch}"
+        )
         msg = f"Resumed from checkpoint {number} in {self.directory}: step {state.step} ({where})."
         if failures:
             moved = []
@@ -323,30 +368,40 @@ class Checkpointer:
             raise CheckpointError(f"Checkpoint directory {d} exists and is not a directory.")
         run_file = d / RUN_FILE
         if not run_file.exists():
-            if d.is_dir() and any(p.name != DAMAGED_DIR and not p.name.startswith(
-                    f".{RUN_FILE}.") for p in d.iterdir()):
+            if d.is_dir() and any(
+                p.name != DAMAGED_DIR and not p.name.startswith(f".{RUN_FILE}.")
+                for p in d.iterdir()
+            ):
                 raise CheckpointMismatchError(
                     f"{d} is not empty and is not a jaxopt_zoo checkpoint directory (no "
-                    f"{RUN_FILE}). Choose an empty or new directory for checkpoints.")
+                    f"{RUN_FILE}). Choose an empty or new directory for checkpoints."
+                )
             return None
         try:
             run = json.loads(run_file.read_text())
             if not isinstance(run, dict) or run.get("format") != FORMAT:
-                raise ValueError(f"unknown format {run.get('format')!r}"
-                                 if isinstance(run, dict) else "not a JSON object")
+                raise ValueError(
+                    f"unknown format {run.get('format')!r}"
+                    if isinstance(run, dict)
+                    else "not a JSON object"
+                )
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"Cannot read {run_file}: {_one_line(e)}. Is {d} a "
-                                  "jaxopt_zoo checkpoint directory?") from None
+            raise CheckpointError(
+                f"Cannot read {run_file}: {_one_line(e)}. Is {d} a jaxopt_zoo checkpoint directory?"
+            ) from None
         if self.metadata is None:
             return run
         saved = run.get("metadata", {})
-        diffs = [f"{k}: {saved.get(k, '(unset)')!r} there, {self.metadata.get(k, '(unset)')!r} "
-                 "here" for k in sorted(set(saved) | set(self.metadata))
-                 if saved.get(k) != self.metadata.get(k)]
+        diffs = [
+            f"{k}: {saved.get(k, '(unset)')!r} there, {self.metadata.get(k, '(unset)')!r} here"
+            for k in sorted(set(saved) | set(self.metadata))
+            if saved.get(k) != self.metadata.get(k)
+        ]
         if diffs:
             raise CheckpointMismatchError(
                 f"{d} holds checkpoints of another run ({'; '.join(diffs)}). Use another "
-                "checkpoint directory, or delete this one if you no longer need it.")
+                "checkpoint directory, or delete this one if you no longer need it."
+            )
         return run
 
     def _check_structure(self, state: LoopState) -> None:
@@ -357,7 +412,8 @@ class Checkpointer:
         if saved != mine:
             raise CheckpointMismatchError(
                 f"{self.directory} holds checkpoints of a different model or optimizer: "
-                f"{_fmt.structure_diff(saved, mine)}. Use another checkpoint directory.")
+                f"{_fmt.structure_diff(saved, mine)}. Use another checkpoint directory."
+            )
 
     def _write_run_file(self, structure: dict) -> None:
         if self._run is not None:
@@ -365,7 +421,8 @@ class Checkpointer:
             if saved is not None and saved != structure:
                 raise CheckpointMismatchError(
                     f"Cannot save into {self.directory}: it holds checkpoints of a different "
-                    f"model or optimizer: {_fmt.structure_diff(saved, structure)}.")
+                    f"model or optimizer: {_fmt.structure_diff(saved, structure)}."
+                )
             if saved is not None:
                 return
         run = {"format": FORMAT, "metadata": self.metadata or {}, "structure": structure}
@@ -377,10 +434,12 @@ class Checkpointer:
         if self._manager is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._manager = ocp.CheckpointManager(
-                self.directory, item_names=_ITEMS,
+                self.directory,
+                item_names=_ITEMS,
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=self.keep, create=True,
-                    enable_async_checkpointing=self.async_save))
+                    max_to_keep=self.keep, create=True, enable_async_checkpointing=self.async_save
+                ),
+            )
         return self._manager
 
 

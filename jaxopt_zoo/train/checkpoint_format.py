@@ -29,6 +29,7 @@ FORMAT = "jaxopt_zoo.checkpoint/1"
 # LoopState <-> saved tree
 # --------------------------------------------------------------------------- #
 
+
 def state_tree(state: LoopState) -> Tuple[Dict[str, Any], Optional[str]]:
     """The arrays of a LoopState as one tree; typed PRNG keys as their raw data."""
     rng, impl = state.rng, None
@@ -36,8 +37,13 @@ def state_tree(state: LoopState) -> Tuple[Dict[str, Any], Optional[str]]:
         impl = str(jax.random.key_impl(rng))
         rng = jax.random.key_data(rng)
     counters = np.array([int(state.step), int(state.epoch), int(state.batch)], np.int64)
-    return {"params": state.params, "opt_state": state.opt_state,
-            "totals": Metrics(*state.totals), "rng": rng, "counters": counters}, impl
+    return {
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "totals": Metrics(*state.totals),
+        "rng": rng,
+        "counters": counters,
+    }, impl
 
 
 def shape_dtype(x: Any) -> jax.ShapeDtypeStruct:
@@ -52,9 +58,13 @@ def abstract_tree(template: LoopState) -> Dict[str, Any]:
     if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
         rng = jax.eval_shape(jax.random.key_data, rng)
     sds = lambda t: jax.tree.map(shape_dtype, t)  # noqa: E731
-    return {"params": sds(template.params), "opt_state": sds(template.opt_state),
-            "totals": Metrics(*sds(tuple(template.totals))), "rng": shape_dtype(rng),
-            "counters": jax.ShapeDtypeStruct((3,), np.int64)}
+    return {
+        "params": sds(template.params),
+        "opt_state": sds(template.opt_state),
+        "totals": Metrics(*sds(tuple(template.totals))),
+        "rng": shape_dtype(rng),
+        "counters": jax.ShapeDtypeStruct((3,), np.int64),
+    }
 
 
 def loop_state(tree: Dict[str, Any], meta: Mapping[str, Any]) -> LoopState:
@@ -68,8 +78,16 @@ def loop_state(tree: Dict[str, Any], meta: Mapping[str, Any]) -> LoopState:
     rng = jnp.asarray(tree["rng"])
     if meta.get("rng_impl"):
         rng = jax.random.wrap_key_data(rng, impl=meta["rng_impl"])
-    return LoopState(to_device(tree["params"]), to_device(tree["opt_state"]), step, epoch,
-                     batch, rng, Metrics(*to_device(tuple(tree["totals"]))), history)
+    return LoopState(
+        to_device(tree["params"]),
+        to_device(tree["opt_state"]),
+        step,
+        epoch,
+        batch,
+        rng,
+        Metrics(*to_device(tuple(tree["totals"]))),
+        history,
+    )
 
 
 def flatten(tree: Any) -> Tuple[List[Any], Any]:
@@ -79,8 +97,9 @@ def flatten(tree: Any) -> Tuple[List[Any], Any]:
 def drop_empty(tree: Any) -> Any:
     """Zero-size arrays as None: orbax refuses to save them (and they hold nothing)."""
     leaves, treedef = flatten(tree)
-    return jax.tree.unflatten(treedef, [
-        None if x is None or np.size(x) == 0 else x for x in leaves])
+    return jax.tree.unflatten(
+        treedef, [None if x is None or np.size(x) == 0 else x for x in leaves]
+    )
 
 
 DIGESTED = ("format", "step", "epoch", "batch", "rng_impl", "history")
@@ -100,18 +119,30 @@ def digest(tree: Any, meta: Mapping) -> str:
 
 def structure(state: LoopState) -> dict:
     """Tree structure, shapes and dtypes of the parameters and the optimizer state."""
+
     def describe(tree):
-        return [[jax.tree_util.keystr(p), list(np.shape(x)), str(jnp.result_type(x))]
-                for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    return {"params": describe(state.params), "opt_state": describe(state.opt_state),
-            "opt_state_tree": str(jax.tree.structure(state.opt_state))}
+        return [
+            [jax.tree_util.keystr(p), list(np.shape(x)), str(jnp.result_type(x))]
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        ]
+
+    return {
+        "params": describe(state.params),
+        "opt_state": describe(state.opt_state),
+        "opt_state_tree": str(jax.tree.structure(state.opt_state)),
+    }
 
 
 def structure_diff(saved: dict, mine: dict) -> str:
-    types = [", ".join(re.findall(r"namedtuple\[(\w+)\]", x["opt_state_tree"])) or "-"
-             for x in (saved, mine)]
-    optimizer = (f" (optimizer state: {types[0]} in the checkpoints, {types[1]} here)"
-                 if types[0] != types[1] else "")
+    types = [
+        ", ".join(re.findall(r"namedtuple\[(\w+)\]", x["opt_state_tree"])) or "-"
+        for x in (saved, mine)
+    ]
+    optimizer = (
+        f" (optimizer state: {types[0]} in the checkpoints, {types[1]} here)"
+        if types[0] != types[1]
+        else ""
+    )
     for part in ("params", "opt_state"):
         a = {p: (s, d) for p, s, d in saved[part]}
         b = {p: (s, d) for p, s, d in mine[part]}
@@ -122,8 +153,10 @@ def structure_diff(saved: dict, mine: dict) -> str:
                 there = "absent" if p not in a else f"{tuple(a[p][0])} {a[p][1]}"
                 here = "absent" if p not in b else f"{tuple(b[p][0])} {b[p][1]}"
                 return f"{part}{p} is {there} in the checkpoints but {here} here{optimizer}"
-    return (f"the optimizer state is {saved['opt_state_tree']} in the checkpoints but "
-            f"{mine['opt_state_tree']} here")
+    return (
+        f"the optimizer state is {saved['opt_state_tree']} in the checkpoints but "
+        f"{mine['opt_state_tree']} here"
+    )
 
 
 def jsonable(x: Any, what: str) -> Any:

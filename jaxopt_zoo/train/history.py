@@ -10,7 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-__all__ = ["AVERAGE_KEYS", "HISTORY_KEYS", "best_epoch", "epoch_record", "format_record", "should_stop"]
+__all__ = [
+    "AVERAGE_KEYS",
+    "HISTORY_KEYS",
+    "best_epoch",
+    "epoch_record",
+    "format_record",
+    "should_stop",
+]
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 #: Added to every record when the optimizer averages the weights (``swa``, ``ema_weights``):
@@ -18,9 +25,14 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accura
 AVERAGE_KEYS = ("val_loss_avg", "val_accuracy_avg")
 
 
-def epoch_record(epoch: int, train_loss: float, train_accuracy: float,
-                 val_loss: Optional[float], val_accuracy: Optional[float],
-                 seconds: float) -> Dict[str, Any]:
+def epoch_record(
+    epoch: int,
+    train_loss: float,
+    train_accuracy: float,
+    val_loss: Optional[float],
+    val_accuracy: Optional[float],
+    seconds: float,
+) -> Dict[str, Any]:
     """One history entry. ``epoch`` counts from 1; ``val_*`` are None without validation data."""
     return {
         "epoch": int(epoch),
@@ -85,10 +97,12 @@ def should_stop(history: Sequence[Mapping[str, Any]], patience: Optional[int]) -
 
 def format_record(record: Mapping[str, Any]) -> str:
     """A one-line summary of a history entry, for progress bars and logs."""
-    s = (f"loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}")
+    s = f"loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}"
     if record.get("val_loss") is not None:
         s += f" val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}"
     if record.get("val_loss_avg") is not None:
-        s += (f" averaged: val_loss {record['val_loss_avg']:.4f} "
-              f"val_acc {record['val_accuracy_avg']:.4f}")
+        s += (
+            f" averaged: val_loss {record['val_loss_avg']:.4f} "
+            f"val_acc {record['val_accuracy_avg']:.4f}"
+        )
     return s + f" ({record['seconds']:.1f}s)"

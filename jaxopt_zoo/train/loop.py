@@ -103,8 +103,10 @@ class TrainConfig:
         if self.patience is not None:
             check_int("patience", self.patience, low=0)
         if self.on_nonfinite not in NONFINITE_MODES:
-            raise ValueError(f"Invalid on_nonfinite: {self.on_nonfinite!r}. Expected one of "
-                             f"{', '.join(map(repr, NONFINITE_MODES))}.")
+            raise ValueError(
+                f"Invalid on_nonfinite: {self.on_nonfinite!r}. Expected one of "
+                f"{', '.join(map(repr, NONFINITE_MODES))}."
+            )
 
 
 class LoopState(NamedTuple):
@@ -163,8 +165,10 @@ def steps_per_epoch(num_examples: int, config: TrainConfig) -> int:
     n, bs = int(num_examples), config.batch_size
     steps = n // bs if config.drop_last else -(-n // bs)
     if steps == 0:
-        raise ValueError(f"drop_last=True with {n} training examples and batch_size={bs} "
-                         "leaves no batch: lower batch_size or set drop_last=False.")
+        raise ValueError(
+            f"drop_last=True with {n} training examples and batch_size={bs} "
+            "leaves no batch: lower batch_size or set drop_last=False."
+        )
     return steps
 
 
@@ -215,8 +219,9 @@ def step_dropout_key(rng: jax.Array, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(rng, _DROPOUT), step)
 
 
-def init_loop_state(model: nn.Module, tx: optax.GradientTransformation,
-                    sample_images: Any, seed: int = 0) -> LoopState:
+def init_loop_state(
+    model: nn.Module, tx: optax.GradientTransformation, sample_images: Any, seed: int = 0
+) -> LoopState:
     """A fresh state: parameters from ``fold_in(PRNGKey(seed), 0)``, ``tx.init`` of them.
 
     ``sample_images`` only sets the input shape (one example is enough). This is also the
@@ -305,12 +310,15 @@ def train_and_evaluate(
     if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
         raise TypeError(
             f"Invalid tx: expected an optax GradientTransformation (init, update), got "
-            f"{type(tx).__name__}.")
+            f"{type(tx).__name__}."
+        )
     images, labels = _as_device_arrays(train_ds, "train_ds")
     val = None if val_ds is None else _as_device_arrays(val_ds, "val_ds")
     if config.patience is not None and val is None:
-        raise ValueError("Early stopping (patience set) monitors the validation loss: "
-                         "pass val_ds, or set patience=None.")
+        raise ValueError(
+            "Early stopping (patience set) monitors the validation loss: "
+            "pass val_ds, or set patience=None."
+        )
     n, bs = images.shape[0], config.batch_size
     per_epoch = steps_per_epoch(n, config)
 
@@ -322,8 +330,14 @@ def train_and_evaluate(
     _check_trainable(state.params)
     # Donation needs distinct buffers: tx.init may return params leaves themselves (a
     # lookahead's slow weights, an average started at the parameters).
-    state = state._replace(**dict(zip(("params", "opt_state", "totals"), _distinct_buffers(
-        (state.params, state.opt_state, state.totals)))))
+    state = state._replace(
+        **dict(
+            zip(
+                ("params", "opt_state", "totals"),
+                _distinct_buffers((state.params, state.opt_state, state.totals)),
+            )
+        )
+    )
     callbacks = _as_callback_list(callbacks)
     progress = _progress_enabled(config.progress)
     guard = config.on_nonfinite != "ignore"
@@ -334,8 +348,13 @@ def train_and_evaluate(
     sync_every = max(1, min(20, per_epoch // 20))
 
     params, opt_state, totals = state.params, state.opt_state, state.totals
-    step, epoch, batch, rng, history = (state.step, state.epoch, state.batch, state.rng,
-                                        state.history)
+    step, epoch, batch, rng, history = (
+        state.step,
+        state.epoch,
+        state.batch,
+        state.rng,
+        state.history,
+    )
 
     while epoch < config.epochs and not should_stop(history, config.patience):
         t0 = time.perf_counter()
@@ -343,22 +362,33 @@ def train_and_evaluate(
         finite_flags = []  # on_nonfinite="skip": one device bool per step of this epoch
         bar = None
         if progress:
-            bar = tqdm(total=per_epoch, initial=batch, file=sys.stderr, leave=True,
-                       desc=f"epoch {epoch + 1}/{config.epochs}", unit="step")
+            bar = tqdm(
+                total=per_epoch,
+                initial=batch,
+                file=sys.stderr,
+                leave=True,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                unit="step",
+            )
         while batch < per_epoch:
             if not guard:
                 params, opt_state, totals = train_fn(
-                    params, opt_state, totals, images, labels, order, batch, step, dropout_key)
+                    params, opt_state, totals, images, labels, order, batch, step, dropout_key
+                )
             else:
                 params, opt_state, totals, check = train_fn(
-                    params, opt_state, totals, images, labels, order, batch, step, dropout_key)
+                    params, opt_state, totals, images, labels, order, batch, step, dropout_key
+                )
                 if config.on_nonfinite == "skip":
                     finite_flags.append(check[0])
                 elif not bool(check[0]):  # "stop"; the step changed nothing
                     if bar is not None:
                         bar.close()
-                    raise nonfinite_error(check, params, LoopState(
-                        params, opt_state, step, epoch, batch, rng, totals, history))
+                    raise nonfinite_error(
+                        check,
+                        params,
+                        LoopState(params, opt_state, step, epoch, batch, rng, totals, history),
+                    )
             batch += 1
             step += 1
             if callbacks:
@@ -379,8 +409,9 @@ def train_and_evaluate(
         val_loss = val_acc = None
         if eval_fn is not None:
             val_loss, val_acc = eval_fn(params, *val).means()
-        record = epoch_record(epoch + 1, train_loss, train_acc, val_loss, val_acc,
-                              time.perf_counter() - t0)
+        record = epoch_record(
+            epoch + 1, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - t0
+        )
         if averaging:
             record.update(_evaluate_average(eval_fn, params, opt_state, val))
         history = history + (record,)
@@ -396,6 +427,7 @@ def train_and_evaluate(
 # Helpers
 # --------------------------------------------------------------------------- #
 
+
 @jax.jit
 def _shuffle(key: jax.Array, epoch: jax.Array, order: jax.Array) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), order)
@@ -405,8 +437,12 @@ def _permutation(shuffle_key: jax.Array, epoch: int, n: int) -> jax.Array:
     return _shuffle(shuffle_key, epoch, jnp.arange(n, dtype=jnp.int32))
 
 
-def _evaluate_average(eval_fn: Optional[Callable], params: Any, opt_state: Any,
-                      val: Optional[Tuple[jax.Array, jax.Array]]) -> dict:
+def _evaluate_average(
+    eval_fn: Optional[Callable],
+    params: Any,
+    opt_state: Any,
+    val: Optional[Tuple[jax.Array, jax.Array]],
+) -> dict:
     """``val_loss_avg`` and ``val_accuracy_avg``: the validation metrics of the averaged
     weights (SWA, parameter EMA) held in ``opt_state``; None before the average has taken
     its first parameters (SWA before its start) or without validation data."""
@@ -417,8 +453,9 @@ def _evaluate_average(eval_fn: Optional[Callable], params: Any, opt_state: Any,
     return {"val_loss_avg": loss, "val_accuracy_avg": acc}
 
 
-def _indexed_step(model: nn.Module, tx: optax.GradientTransformation, batch_size: int,
-                  guard: bool) -> Callable:
+def _indexed_step(
+    model: nn.Module, tx: optax.GradientTransformation, batch_size: int, guard: bool
+) -> Callable:
     return make_indexed_train_step(model, tx, batch_size, guard=guard)
 
 
@@ -456,23 +493,29 @@ def _as_device_arrays(ds: Any, name: str) -> Tuple[jax.Array, jax.Array]:
     elif isinstance(ds, (tuple, list)) and len(ds) == 2:
         images, labels = ds
     else:
-        raise TypeError(f"Invalid {name}: expected an object with `images` and `labels` "
-                        f"(e.g. jaxopt_zoo.data.Dataset) or an (images, labels) pair, got "
-                        f"{type(ds).__name__}.")
+        raise TypeError(
+            f"Invalid {name}: expected an object with `images` and `labels` "
+            f"(e.g. jaxopt_zoo.data.Dataset) or an (images, labels) pair, got "
+            f"{type(ds).__name__}."
+        )
     if not jnp.issubdtype(jnp.result_type(images), jnp.floating):
         raise TypeError(
             f"Invalid {name}.images: expected floating-point pixels (e.g. in [0, 1]), got dtype "
             f"{jnp.result_type(images)}. Load with normalize=True "
-            "(jaxopt_zoo.data.load_mnist(..., normalize=True)) or scale the images yourself.")
+            "(jaxopt_zoo.data.load_mnist(..., normalize=True)) or scale the images yourself."
+        )
     images = jnp.asarray(images, jnp.float32)
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"Invalid {name}.labels: expected integer class labels, got dtype "
-                        f"{labels.dtype}.")
+        raise TypeError(
+            f"Invalid {name}.labels: expected integer class labels, got dtype {labels.dtype}."
+        )
     labels = labels.astype(jnp.int32)
     if labels.ndim != 1 or images.ndim < 2 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"Invalid {name}: expected images (N, ...) and labels (N,), got "
-                         f"images {images.shape} and labels {labels.shape}.")
+        raise ValueError(
+            f"Invalid {name}: expected images (N, ...) and labels (N,), got "
+            f"images {images.shape} and labels {labels.shape}."
+        )
     if images.shape[0] == 0:
         raise ValueError(f"Invalid {name}: it holds no examples.")
     return images, labels
@@ -485,37 +528,58 @@ def _check_resume_state(state: LoopState, steps_per_epoch: int) -> LoopState:
         raise ValueError(
             f"Invalid state: it stopped after batch {state.batch} of an epoch, but this data "
             f"set and batch size give {steps_per_epoch} batches per epoch. Resume with the "
-            f"training set and batch_size the state was saved with.")
+            f"training set and batch_size the state was saved with."
+        )
     if len(state.history) != int(state.epoch):
-        raise ValueError(f"Invalid state: epoch={state.epoch} but the history holds "
-                         f"{len(state.history)} epochs.")
+        raise ValueError(
+            f"Invalid state: epoch={state.epoch} but the history holds {len(state.history)} epochs."
+        )
     # Fresh buffers: the loop donates them, and the caller's state must stay usable.
-    params, opt_state, totals = jax.tree.map(jnp.array, (state.params, state.opt_state,
-                                                         tuple(state.totals)))
-    return LoopState(params, opt_state, int(state.step), int(state.epoch), int(state.batch),
-                     jnp.asarray(state.rng), Metrics(*totals), tuple(state.history))
+    params, opt_state, totals = jax.tree.map(
+        jnp.array, (state.params, state.opt_state, tuple(state.totals))
+    )
+    return LoopState(
+        params,
+        opt_state,
+        int(state.step),
+        int(state.epoch),
+        int(state.batch),
+        jnp.asarray(state.rng),
+        Metrics(*totals),
+        tuple(state.history),
+    )
 
 
-def _check_state_fits(model: nn.Module, tx: optax.GradientTransformation, sample: jax.Array,
-                      state: LoopState) -> None:
+def _check_state_fits(
+    model: nn.Module, tx: optax.GradientTransformation, sample: jax.Array, state: LoopState
+) -> None:
     """Raise a ValueError naming the first difference when a resumed state's parameters or
     optimizer state do not have the structure and shapes that ``model`` and ``tx`` give."""
     params = jax.eval_shape(memoized(_jitted_init, model), jax.random.PRNGKey(0), sample)
-    for what, expected, got in (("params", params, state.params),
-                                ("opt_state", jax.eval_shape(tx.init, params), state.opt_state)):
-        want = {jax.tree_util.keystr(p): jnp.shape(x)
-                for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
-        have = {jax.tree_util.keystr(p): jnp.shape(x)
-                for p, x in jax.tree_util.tree_flatten_with_path(got)[0]}
+    for what, expected, got in (
+        ("params", params, state.params),
+        ("opt_state", jax.eval_shape(tx.init, params), state.opt_state),
+    ):
+        want = {
+            jax.tree_util.keystr(p): jnp.shape(x)
+            for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]
+        }
+        have = {
+            jax.tree_util.keystr(p): jnp.shape(x)
+            for p, x in jax.tree_util.tree_flatten_with_path(got)[0]
+        }
         if want == have and jax.tree.structure(expected) == jax.tree.structure(got):
             continue
-        diff = next((k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)),
-                    None)
-        detail = (f"{what}{diff}: expected {want.get(diff, 'nothing')}, got "
-                  f"{have.get(diff, 'nothing')}" if diff is not None else
-                  f"{what} is {jax.tree.structure(got)}, expected {jax.tree.structure(expected)}")
-        raise ValueError(f"Invalid state: it does not fit this model and optimizer ({detail}). "
-                         "Resume with the model and optimizer the state was saved with.")
+        diff = next((k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)), None)
+        detail = (
+            f"{what}{diff}: expected {want.get(diff, 'nothing')}, got {have.get(diff, 'nothing')}"
+            if diff is not None
+            else f"{what} is {jax.tree.structure(got)}, expected {jax.tree.structure(expected)}"
+        )
+        raise ValueError(
+            f"Invalid state: it does not fit this model and optimizer ({detail}). "
+            "Resume with the model and optimizer the state was saved with."
+        )
 
 
 def _check_trainable(params: Any) -> None:
@@ -525,7 +589,8 @@ def _check_trainable(params: Any) -> None:
                 f"Invalid parameters: leaf {jax.tree_util.keystr(path)} has dtype "
                 f"{jnp.result_type(x)}; gradient training needs floating-point parameters "
                 "(an integer one would get truncated updates). Make it a float, or keep it "
-                "out of the 'params' collection (e.g. in a separate Flax collection).")
+                "out of the 'params' collection (e.g. in a separate Flax collection)."
+            )
 
 
 def _as_callback_list(callbacks: Any) -> List[Callback]:
@@ -536,8 +601,9 @@ def _as_callback_list(callbacks: Any) -> List[Callback]:
     callbacks = list(callbacks)
     for cb in callbacks:
         if not callable(cb):
-            raise TypeError(f"Invalid callback: expected a function of the LoopState, got "
-                            f"{type(cb).__name__}.")
+            raise TypeError(
+                f"Invalid callback: expected a function of the LoopState, got {type(cb).__name__}."
+            )
     return callbacks
 
 

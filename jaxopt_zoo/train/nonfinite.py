@@ -33,8 +33,16 @@ class NonFiniteError(FloatingPointError):
         save it, or pass it back as ``state=`` with other settings.
     """
 
-    def __init__(self, message: str, *, step: int, epoch: int, batch: int,
-                 leaf: Optional[str] = None, state: Optional["LoopState"] = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: int,
+        epoch: int,
+        batch: int,
+        leaf: Optional[str] = None,
+        state: Optional["LoopState"] = None,
+    ):
         super().__init__(message)
         self.step, self.epoch, self.batch, self.leaf, self.state = step, epoch, batch, leaf, state
 
@@ -47,6 +55,7 @@ class NonFiniteWarning(RuntimeWarning):
 # Non-finite steps (TrainConfig.on_nonfinite)
 # --------------------------------------------------------------------------- #
 
+
 def nonfinite_error(check: Any, params: Any, state: Any) -> NonFiniteError:
     _, loss, grads_finite, params_finite = jax.device_get(check)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -57,21 +66,38 @@ def nonfinite_error(check: Any, params: Any, state: Any) -> NonFiniteError:
         what = f"the gradient of {leaf} is not finite (loss {float(loss)})"
     elif not params_finite.all():
         leaf = paths[int(np.argmin(params_finite))]
-        what = (f"the gradients are finite (loss {float(loss)}) but the optimizer's update "
-                f"makes {leaf} non-finite")
+        what = (
+            f"the gradients are finite (loss {float(loss)}) but the optimizer's update "
+            f"makes {leaf} non-finite"
+        )
     else:
         what = f"the loss is {float(loss)}"
-    message = (f"Non-finite values at {where}: {what}. The step was not applied; "
-               "NonFiniteError.state holds the state before it. Lower the learning rate, "
-               "clip the gradients, or set on_nonfinite='skip' to skip such steps.")
-    state = state._replace(**dict(zip(("params", "opt_state", "totals"), jax.device_get(
-        (state.params, state.opt_state, state.totals)))))
-    return NonFiniteError(message, step=state.step + 1, epoch=state.epoch + 1,
-                          batch=state.batch + 1, leaf=leaf, state=state)
+    message = (
+        f"Non-finite values at {where}: {what}. The step was not applied; "
+        "NonFiniteError.state holds the state before it. Lower the learning rate, "
+        "clip the gradients, or set on_nonfinite='skip' to skip such steps."
+    )
+    state = state._replace(
+        **dict(
+            zip(
+                ("params", "opt_state", "totals"),
+                jax.device_get((state.params, state.opt_state, state.totals)),
+            )
+        )
+    )
+    return NonFiniteError(
+        message,
+        step=state.step + 1,
+        epoch=state.epoch + 1,
+        batch=state.batch + 1,
+        leaf=leaf,
+        state=state,
+    )
 
 
-def report_skipped(finite_flags: List[jax.Array], step: int, epoch: int, batch: int,
-                    complete: bool) -> None:
+def report_skipped(
+    finite_flags: List[jax.Array], step: int, epoch: int, batch: int, complete: bool
+) -> None:
     """Warn about the steps skipped in this epoch (``on_nonfinite="skip"``); raise when all
     of a completed epoch's steps were skipped. ``step``/``batch``: counts after the last one."""
     if not finite_flags:
@@ -87,7 +113,13 @@ def report_skipped(finite_flags: List[jax.Array], step: int, epoch: int, batch: 
             f"Every step of epoch {epoch + 1} ({len(skipped)} steps: {shown}) had a non-finite "
             "loss, gradient or update and was skipped: the run has diverged. Lower the "
             "learning rate or clip the gradients.",
-            step=skipped[0], epoch=epoch + 1, batch=batch - len(finite_flags) + 1)
-    warnings.warn(f"epoch {epoch + 1}: skipped {len(skipped)} of {len(finite)} steps with a "
-                  f"non-finite loss, gradient or update (steps {shown}).", NonFiniteWarning,
-                  stacklevel=3)
+            step=skipped[0],
+            epoch=epoch + 1,
+            batch=batch - len(finite_flags) + 1,
+        )
+    warnings.warn(
+        f"epoch {epoch + 1}: skipped {len(skipped)} of {len(finite)} steps with a "
+        f"non-finite loss, gradient or update (steps {shown}).",
+        NonFiniteWarning,
+        stacklevel=3,
+    )

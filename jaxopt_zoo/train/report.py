@@ -22,20 +22,31 @@ def summarize(label: str, histories: Sequence[Sequence[Mapping[str, Any]]]) -> D
     """One row for ``label`` from one history per seed: final and best validation accuracy,
     final validation loss and seconds per epoch, as mean and std over the seeds."""
     final_acc = [h[-1]["val_accuracy"] for h in histories if h]
-    best_acc = [max((r["val_accuracy"] for r in h if r["val_accuracy"] is not None),
-                    default=None) for h in histories if h]
+    best_acc = [
+        max((r["val_accuracy"] for r in h if r["val_accuracy"] is not None), default=None)
+        for h in histories
+        if h
+    ]
     final_loss = [h[-1]["val_loss"] for h in histories if h]
     train_loss = [h[-1]["train_loss"] for h in histories if h]
     s_epoch = [statistics.fmean(r["seconds"] for r in h) for h in histories if h]
-    row = {"optimizer": label, "seeds": len(histories),
-           "epochs": max((len(h) for h in histories), default=0)}
-    series = [("final_val_accuracy", final_acc), ("best_val_accuracy", best_acc),
-              ("final_val_loss", final_loss), ("final_train_loss", train_loss),
-              ("seconds_per_epoch", s_epoch)]
+    row = {
+        "optimizer": label,
+        "seeds": len(histories),
+        "epochs": max((len(h) for h in histories), default=0),
+    }
+    series = [
+        ("final_val_accuracy", final_acc),
+        ("best_val_accuracy", best_acc),
+        ("final_val_loss", final_loss),
+        ("final_train_loss", train_loss),
+        ("seconds_per_epoch", s_epoch),
+    ]
     if any(h and "val_accuracy_avg" in h[-1] for h in histories):  # SWA / weight EMA runs
-        series += [("final_val_accuracy_avg", [h[-1].get("val_accuracy_avg")
-                                               for h in histories if h]),
-                   ("final_val_loss_avg", [h[-1].get("val_loss_avg") for h in histories if h])]
+        series += [
+            ("final_val_accuracy_avg", [h[-1].get("val_accuracy_avg") for h in histories if h]),
+            ("final_val_loss_avg", [h[-1].get("val_loss_avg") for h in histories if h]),
+        ]
     for key, xs in series:
         row[key], row[key + "_std"] = _mean_std(xs)
     return row
@@ -52,12 +63,18 @@ def _fmt(v: Any, std: Any = None, digits: int = 4) -> str:
     return str(v)
 
 
-SUMMARY_COLUMNS = [("optimizer", "optimizer"), ("final_val_accuracy", "final val acc"),
-                   ("best_val_accuracy", "best val acc"), ("final_val_loss", "final val loss"),
-                   ("seconds_per_epoch", "s/epoch")]
+SUMMARY_COLUMNS = [
+    ("optimizer", "optimizer"),
+    ("final_val_accuracy", "final val acc"),
+    ("best_val_accuracy", "best val acc"),
+    ("final_val_loss", "final val loss"),
+    ("seconds_per_epoch", "s/epoch"),
+]
 #: With weight averaging: the averaged weights' final validation accuracy and loss too.
-AVERAGE_COLUMNS = [("final_val_accuracy_avg", "final val acc (averaged)"),
-                   ("final_val_loss_avg", "final val loss (averaged)")]
+AVERAGE_COLUMNS = [
+    ("final_val_accuracy_avg", "final val acc (averaged)"),
+    ("final_val_loss_avg", "final val loss (averaged)"),
+]
 
 
 def summary_columns(rows: Sequence[Mapping[str, Any]]) -> List[tuple]:
@@ -69,13 +86,18 @@ def summary_columns(rows: Sequence[Mapping[str, Any]]) -> List[tuple]:
     return cols
 
 
-def format_table(rows: Sequence[Mapping[str, Any]],
-                 columns: Sequence[tuple] = SUMMARY_COLUMNS) -> str:
+def format_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple] = SUMMARY_COLUMNS
+) -> str:
     """A plain-text table; ``columns`` are (key, heading) pairs; ``key_std`` adds ``± std``."""
     cells = [[h for _, h in columns]]
     for r in rows:
-        cells.append([_fmt(r.get(k), r.get(k + "_std"), 2 if k == "seconds_per_epoch" else 4)
-                      for k, _ in columns])
+        cells.append(
+            [
+                _fmt(r.get(k), r.get(k + "_std"), 2 if k == "seconds_per_epoch" else 4)
+                for k, _ in columns
+            ]
+        )
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -84,8 +106,14 @@ def format_table(rows: Sequence[Mapping[str, Any]],
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> str:
     """One line per epoch; the averaged weights' validation metrics too when present."""
-    cols = [("epoch", "epoch"), ("train_loss", "loss"), ("train_accuracy", "acc"),
-            ("val_loss", "val_loss"), ("val_accuracy", "val_acc"), ("seconds", "s")]
+    cols = [
+        ("epoch", "epoch"),
+        ("train_loss", "loss"),
+        ("train_accuracy", "acc"),
+        ("val_loss", "val_loss"),
+        ("val_accuracy", "val_acc"),
+        ("seconds", "s"),
+    ]
     if any("val_accuracy_avg" in r for r in history):
         cols[-1:-1] = [("val_loss_avg", "avg val_loss"), ("val_accuracy_avg", "avg val_acc")]
     return format_table(history, cols)
@@ -112,10 +140,15 @@ def write_csv(path: os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def plot_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: os.PathLike,
-                *, metric: str = "val_accuracy", title: Optional[str] = None,
-                ylabel: Optional[str] = None,
-                references: Optional[Mapping[str, Sequence[float]]] = None) -> None:
+def plot_curves(
+    curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    path: os.PathLike,
+    *,
+    metric: str = "val_accuracy",
+    title: Optional[str] = None,
+    ylabel: Optional[str] = None,
+    references: Optional[Mapping[str, Sequence[float]]] = None,
+) -> None:
     """One curve per label (mean over its seeds, shaded min..max) of ``metric`` per epoch.
 
     ``references``: optional published per-epoch values drawn dashed in the same colour.
@@ -138,8 +171,9 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], pat
         epochs = list(range(1, n + 1))
         ax.plot(epochs, mean, marker="o", ms=3, color=color, label=label)
         if len(hists) > 1:
-            ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals],
-                            color=color, alpha=0.15)
+            ax.fill_between(
+                epochs, [min(v) for v in vals], [max(v) for v in vals], color=color, alpha=0.15
+            )
         if references and label in references:
             ref = references[label]
             ax.plot(range(1, len(ref) + 1), ref, ls="--", color=color, alpha=0.7)
@@ -168,8 +202,9 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: os.PathLike, title:
     for ax, what in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, [r[f"train_{what}"] for r in history], marker="o", ms=3, label="train")
         if any(r[f"val_{what}"] is not None for r in history):
-            ax.plot(epochs, [r[f"val_{what}"] for r in history], marker="o", ms=3,
-                    label="validation")
+            ax.plot(
+                epochs, [r[f"val_{what}"] for r in history], marker="o", ms=3, label="validation"
+            )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(what)

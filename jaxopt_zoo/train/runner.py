@@ -73,15 +73,22 @@ class RunSpec:
         return self.techniques.wrap(registry.get(self.optimizer, **kw), steps_per_epoch)
 
 
-def load_data(dataset: str = "mnist", data_dir: Optional[str] = None, *,
-              train_limit: Optional[int] = None, val_limit: Optional[int] = None,
-              val_size: int = 0, seed: int = 0) -> Tuple[Dataset, Dataset]:
+def load_data(
+    dataset: str = "mnist",
+    data_dir: Optional[str] = None,
+    *,
+    train_limit: Optional[int] = None,
+    val_limit: Optional[int] = None,
+    val_size: int = 0,
+    seed: int = 0,
+) -> Tuple[Dataset, Dataset]:
     """Normalized (train, validation) sets. ``val_size=0`` validates on the test split (as
     the background chapter does); otherwise ``val_size`` training examples are held out.
     ``*_limit`` keep the first N examples (for quick runs)."""
     if val_size:
-        train, val = load(dataset, "train", data_dir, normalize=True,
-                          validation_size=val_size, seed=seed)
+        train, val = load(
+            dataset, "train", data_dir, normalize=True, validation_size=val_size, seed=seed
+        )
     else:
         train = load(dataset, "train", data_dir, normalize=True)
         val = load(dataset, "test", data_dir, normalize=True)
@@ -92,25 +99,40 @@ def load_data(dataset: str = "mnist", data_dir: Optional[str] = None, *,
     return head(train, train_limit), head(val, val_limit)
 
 
-def run(spec: RunSpec, train: Dataset, val: Dataset, *, model: str = "cnn",
-        init_style: str = "flax", config: TrainConfig, tx=None,
-        callbacks=None, state: Optional[LoopState] = None):
+def run(
+    spec: RunSpec,
+    train: Dataset,
+    val: Dataset,
+    *,
+    model: str = "cnn",
+    init_style: str = "flax",
+    config: TrainConfig,
+    tx=None,
+    callbacks=None,
+    state: Optional[LoopState] = None,
+):
     """Train one model with ``spec``'s optimizer; returns ``(state, history)``.
 
     Pass the same ``tx`` object across seeds to reuse the compiled step.
     """
     tx = spec.build(steps_per_epoch(len(train.labels), config)) if tx is None else tx
-    return train_and_evaluate(get_model(model, init_style), tx, train, val, config,
-                              callbacks=callbacks, state=state)
+    return train_and_evaluate(
+        get_model(model, init_style), tx, train, val, config, callbacks=callbacks, state=state
+    )
 
 
 class CheckpointsExistError(CheckpointError):
     """The checkpoint directory already holds checkpoints of this run and ``resume`` is off."""
 
 
-def open_checkpointer(directory: Union[str, os.PathLike], identity: Mapping[str, Any], *,
-                      keep: int = 3, every_steps: Optional[int] = None,
-                      resume: bool = False) -> Checkpointer:
+def open_checkpointer(
+    directory: Union[str, os.PathLike],
+    identity: Mapping[str, Any],
+    *,
+    keep: int = 3,
+    every_steps: Optional[int] = None,
+    resume: bool = False,
+) -> Checkpointer:
     """The :class:`Checkpointer` of a named run, checked before anything is written.
 
     ``identity`` (optimizer, model, seed, data, ...) is recorded with the checkpoints, and a
@@ -122,14 +144,23 @@ def open_checkpointer(directory: Union[str, os.PathLike], identity: Mapping[str,
     if ckpt.latest_number() is not None and not resume:
         raise CheckpointsExistError(
             f"--checkpoint-dir {directory} already holds checkpoints of this run; add --resume "
-            "to continue it, or choose another folder")
+            "to continue it, or choose another folder"
+        )
     return ckpt
 
 
-def run_with_checkpoints(ckpt: Checkpointer, spec: RunSpec, train: Dataset, val: Dataset, *,
-                         model: str = "cnn", init_style: str = "flax", config: TrainConfig,
-                         resume: bool = False,
-                         log: Optional[Callable[[str], None]] = None) -> Optional[List[dict]]:
+def run_with_checkpoints(
+    ckpt: Checkpointer,
+    spec: RunSpec,
+    train: Dataset,
+    val: Dataset,
+    *,
+    model: str = "cnn",
+    init_style: str = "flax",
+    config: TrainConfig,
+    resume: bool = False,
+    log: Optional[Callable[[str], None]] = None,
+) -> Optional[List[dict]]:
     """Train one run with checkpoints; the history, or None when a signal stopped training.
 
     - ``resume``: continue from the newest good checkpoint in ``ckpt`` (a fresh start when
@@ -145,12 +176,22 @@ def run_with_checkpoints(ckpt: Checkpointer, spec: RunSpec, train: Dataset, val:
     try:
         with ckpt.stop_on_interrupt():  # from here on Ctrl-C saves the current step
             if resume:
-                template = init_loop_state(get_model(model, init_style), tx, train.images[:1],
-                                           config.seed)
+                template = init_loop_state(
+                    get_model(model, init_style), tx, train.images[:1], config.seed
+                )
                 state, message = ckpt.restore_latest(template)
                 (log or _say)(message)
-            state, history = run(spec, train, val, model=model, init_style=init_style,
-                                 config=config, tx=tx, callbacks=[ckpt.callback], state=state)
+            state, history = run(
+                spec,
+                train,
+                val,
+                model=model,
+                init_style=init_style,
+                config=config,
+                tx=tx,
+                callbacks=[ckpt.callback],
+                state=state,
+            )
     except NonFiniteError as e:
         if e.state is not None and ckpt.save(e.state, force=True):
             e.args = (f"{e} Its state before that step is saved in {ckpt.directory}.",)
@@ -158,16 +199,28 @@ def run_with_checkpoints(ckpt: Checkpointer, spec: RunSpec, train: Dataset, val:
     ckpt.save(state, force=True)
     if ckpt.interrupted is not None and state.batch != 0:  # stopped mid-epoch by the signal
         ckpt.wait()
-        print(f"jaxopt-zoo: stopped at step {state.step} (epoch {state.epoch + 1}); the "
-              f"checkpoint is in {ckpt.directory}. Run the same command with --resume to "
-              "continue.", file=sys.stderr, flush=True)
+        print(
+            f"jaxopt-zoo: stopped at step {state.step} (epoch {state.epoch + 1}); the "
+            f"checkpoint is in {ckpt.directory}. Run the same command with --resume to "
+            "continue.",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     return history
 
 
-def compare(specs: Sequence[RunSpec], train: Dataset, val: Dataset, *, seeds: Sequence[int],
-            model: str = "cnn", init_style: str = "flax", config: TrainConfig,
-            on_result=None) -> Dict[str, List[List[dict]]]:
+def compare(
+    specs: Sequence[RunSpec],
+    train: Dataset,
+    val: Dataset,
+    *,
+    seeds: Sequence[int],
+    model: str = "cnn",
+    init_style: str = "flax",
+    config: TrainConfig,
+    on_result=None,
+) -> Dict[str, List[List[dict]]]:
     """Train every spec with every seed; returns ``{label: [history per seed]}``.
 
     ``on_result(label, seed, history)`` is called after each run (to print or save).
@@ -177,8 +230,15 @@ def compare(specs: Sequence[RunSpec], train: Dataset, val: Dataset, *, seeds: Se
         # one object per optimizer: its compiled step serves every seed
         tx = spec.build(steps_per_epoch(len(train.labels), config))
         for seed in seeds:
-            _, history = run(spec, train, val, model=model, init_style=init_style,
-                             config=dataclasses.replace(config, seed=int(seed)), tx=tx)
+            _, history = run(
+                spec,
+                train,
+                val,
+                model=model,
+                init_style=init_style,
+                config=dataclasses.replace(config, seed=int(seed)),
+                tx=tx,
+            )
             out.setdefault(spec.name, []).append(history)
             if on_result is not None:
                 on_result(spec.name, seed, history)

@@ -57,8 +57,9 @@ class Metrics(NamedTuple):
         return loss / count, correct / count
 
 
-def batch_metrics(logits: jax.Array, labels: jax.Array,
-                  weights: Optional[jax.Array] = None) -> Metrics:
+def batch_metrics(
+    logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None
+) -> Metrics:
     """Weighted softmax cross-entropy and accuracy sums for one batch of logits.
 
     Sums, not means, so that batches add up (:class:`Metrics`). A row with weight 0
@@ -89,8 +90,9 @@ def batch_metrics(logits: jax.Array, labels: jax.Array,
     return Metrics(jnp.sum(jnp.where(w > 0, w * ce, 0.0)), jnp.sum(w * hit), jnp.sum(w))
 
 
-def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
-                           weights: Optional[jax.Array] = None) -> jax.Array:
+def weighted_cross_entropy(
+    logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None
+) -> jax.Array:
     """Mean softmax cross-entropy over the examples with nonzero weight.
 
     ``sum(w * ce) / sum(w)``: with 0/1 weights this is the plain mean over the rows with
@@ -116,16 +118,29 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
     return m.loss / jnp.maximum(m.count, 1.0)
 
 
-def loss_and_grads(model: nn.Module, params: Any, images: jax.Array, labels: jax.Array,
-                   weights: Optional[jax.Array], dropout_key: jax.Array):
+def loss_and_grads(
+    model: nn.Module,
+    params: Any,
+    images: jax.Array,
+    labels: jax.Array,
+    weights: Optional[jax.Array],
+    dropout_key: jax.Array,
+):
     """``((mean loss, Metrics), grads)`` of the weighted cross-entropy on one batch."""
-    return jax.value_and_grad(_loss_fn(model, images, labels, weights, dropout_key),
-                              has_aux=True)(params)
+    return jax.value_and_grad(_loss_fn(model, images, labels, weights, dropout_key), has_aux=True)(
+        params
+    )
 
 
-def _loss_fn(model: nn.Module, images: jax.Array, labels: jax.Array,
-             weights: Optional[jax.Array], dropout_key: jax.Array) -> Callable:
+def _loss_fn(
+    model: nn.Module,
+    images: jax.Array,
+    labels: jax.Array,
+    weights: Optional[jax.Array],
+    dropout_key: jax.Array,
+) -> Callable:
     """``params -> (mean loss, Metrics)`` on one batch with one dropout key."""
+
     def loss_fn(p):
         logits = model.apply({"params": p}, images, train=True, rngs={"dropout": dropout_key})
         m = batch_metrics(logits, labels, weights)
@@ -134,8 +149,9 @@ def _loss_fn(model: nn.Module, images: jax.Array, labels: jax.Array,
     return loss_fn
 
 
-def gather_batch(images: jax.Array, labels: jax.Array, order: jax.Array, batch: Any,
-                 batch_size: int) -> Tuple[jax.Array, jax.Array, jax.Array]:
+def gather_batch(
+    images: jax.Array, labels: jax.Array, order: jax.Array, batch: Any, batch_size: int
+) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """Rows ``order[batch*B : batch*B + B]`` of the device-resident data set and their
     weights; positions past the end repeat the last example with weight 0."""
     n = order.shape[0]
@@ -179,10 +195,18 @@ def leaves_finite(tree: Any) -> jax.Array:
     return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
 
 
-def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
-               opt_state: Any, images: jax.Array, labels: jax.Array,
-               weights: Optional[jax.Array], dropout_key: jax.Array, *,
-               guard: bool = False) -> StepResult:
+def train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    images: jax.Array,
+    labels: jax.Array,
+    weights: Optional[jax.Array],
+    dropout_key: jax.Array,
+    *,
+    guard: bool = False,
+) -> StepResult:
     """One optimizer step on a (possibly padded) batch; pure, not jitted. Every train step
     of the library (:func:`make_train_step`, :func:`make_indexed_train_step`, the epoch loop)
     is this function.
@@ -236,12 +260,19 @@ def train_step(model: nn.Module, tx: optax.GradientTransformation, params: Any,
     grads_finite, params_finite = leaves_finite(grads), leaves_finite(new_params)
     ok = jnp.isfinite(loss) & jnp.all(grads_finite) & jnp.all(params_finite)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-    return StepResult(keep(new_params, params), keep(new_opt_state, opt_state), loss, accuracy,
-                      m, StepCheck(ok, loss, grads_finite, params_finite))
+    return StepResult(
+        keep(new_params, params),
+        keep(new_opt_state, opt_state),
+        loss,
+        accuracy,
+        m,
+        StepCheck(ok, loss, grads_finite, params_finite),
+    )
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
-                    guard: bool = False) -> Callable:
+def make_train_step(
+    model: nn.Module, tx: optax.GradientTransformation, *, guard: bool = False
+) -> Callable:
     """Jitted ``step(params, opt_state, images, labels, weights, dropout_key)``.
 
     Returns ``(params, opt_state, loss, accuracy)``, and a :class:`StepCheck` fifth when
@@ -270,17 +301,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       >>> loss.shape, accuracy.shape
       ((), ())
     """
+
     def step(params, opt_state, images, labels, weights, dropout_key):
-        r = train_step(model, tx, params, opt_state, images, labels, weights, dropout_key,
-                       guard=guard)
+        r = train_step(
+            model, tx, params, opt_state, images, labels, weights, dropout_key, guard=guard
+        )
         out = (r.params, r.opt_state, r.loss, r.accuracy)
         return out + (r.check,) if guard else out
 
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def make_indexed_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                            batch_size: int, *, guard: bool = False) -> Callable:
+def make_indexed_train_step(
+    model: nn.Module, tx: optax.GradientTransformation, batch_size: int, *, guard: bool = False
+) -> Callable:
     """Jitted step that reads its batch from a device-resident data set.
 
     ``step(params, opt_state, totals, images, labels, order, batch, step, dropout_key)
@@ -322,6 +356,7 @@ def make_indexed_train_step(model: nn.Module, tx: optax.GradientTransformation,
       >>> float(totals.count)
       6.0
     """
+
     def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
         x, y, weights = gather_batch(images, labels, order, batch, batch_size)
         key = jax.random.fold_in(dropout_key, step)
@@ -360,6 +395,7 @@ def make_eval_fn(model: nn.Module, batch_size: int = 1000) -> Callable:
       >>> float(metrics.count)  # batches of 3: rows 0-2, 3-5 and 6 (in a batch of 4-6)
       7.0
     """
+
     def eval_fn(params, images, labels):
         n = images.shape[0]
         bs = min(batch_size, n)
@@ -380,8 +416,9 @@ def make_eval_fn(model: nn.Module, batch_size: int = 1000) -> Callable:
     return jax.jit(eval_fn)
 
 
-def evaluate(model: nn.Module, params: Any, images: Any, labels: Any,
-             batch_size: int = 1000) -> Tuple[float, float]:
+def evaluate(
+    model: nn.Module, params: Any, images: Any, labels: Any, batch_size: int = 1000
+) -> Tuple[float, float]:
     """``(mean loss, accuracy)`` of ``model`` on a data set, as Python floats.
 
     Runs :func:`make_eval_fn`'s function, built once per ``(model, batch_size)`` and

@@ -59,8 +59,7 @@ class Techniques:
             check_scalar("swa_lr", self.swa_lr, low=0.0, schedule_ok=False)
         check_int("swa_anneal_epochs", self.swa_anneal_epochs, low=0)
         if self.ema is not None:
-            check_scalar("ema", self.ema, low=0.0, high=1.0, high_open=True,
-                         schedule_ok=False)
+            check_scalar("ema", self.ema, low=0.0, high=1.0, high_open=True, schedule_ok=False)
         if self.ema is not None and self.swa_start is not None:
             raise ValueError("Choose one kind of weight averaging: swa_start or ema, not both.")
 
@@ -74,10 +73,13 @@ class Techniques:
             return lr
         from jaxopt_zoo import schedules
 
-        return schedules.swa_lr(lr, self.swa_lr,
-                                anneal_steps=self.swa_anneal_epochs * steps_per_epoch,
-                                anneal_strategy="cos",
-                                start_step=(self.swa_start - 1) * steps_per_epoch)
+        return schedules.swa_lr(
+            lr,
+            self.swa_lr,
+            anneal_steps=self.swa_anneal_epochs * steps_per_epoch,
+            anneal_strategy="cos",
+            start_step=(self.swa_start - 1) * steps_per_epoch,
+        )
 
     def wrap(self, tx: GradientTransformation, steps_per_epoch: int) -> GradientTransformation:
         """``tx`` with SAM inside and the averaging outside (averaging SAM's updates)."""
@@ -87,18 +89,23 @@ class Techniques:
             tx = jz.sam(tx, rho=self.sam_rho, adaptive=self.sam_adaptive)
         if self.swa_start is not None:
             if self.swa_every is None:  # the end of every epoch from swa_start on
-                tx = jz.swa(tx, start_step=self.swa_start * steps_per_epoch,
-                            every_steps=steps_per_epoch)
+                tx = jz.swa(
+                    tx, start_step=self.swa_start * steps_per_epoch, every_steps=steps_per_epoch
+                )
             else:
-                tx = jz.swa(tx, start_step=(self.swa_start - 1) * steps_per_epoch + 1,
-                            every_steps=self.swa_every)
+                tx = jz.swa(
+                    tx,
+                    start_step=(self.swa_start - 1) * steps_per_epoch + 1,
+                    every_steps=self.swa_every,
+                )
         elif self.ema is not None:
             tx = jz.ema_weights(tx, self.ema)
         return tx
 
     def record(self) -> Dict[str, Any]:
         """The settings that are on, for metrics.json and checkpoint identities."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if v not in (None, False) and not (k == "swa_anneal_epochs" and
-                                                   self.swa_lr is None)}
-
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if v not in (None, False) and not (k == "swa_anneal_epochs" and self.swa_lr is None)
+        }

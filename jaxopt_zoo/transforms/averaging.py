@@ -78,12 +78,12 @@ def _inner_update(base, updates, state, params, extra):
 
 def _new_params(params: Any, updates: Any) -> Any:
     """``optax.apply_updates``: ``p + u`` in ``p``'s dtype."""
-    return jax.tree.map(lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)),
-                        params, updates)
+    return jax.tree.map(lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)), params, updates)
 
 
-def swa(base: GradientTransformation, start_step: int = 0,
-        every_steps: int = 1) -> GradientTransformationExtraArgs:
+def swa(
+    base: GradientTransformation, start_step: int = 0, every_steps: int = 1
+) -> GradientTransformationExtraArgs:
     """Stochastic Weight Averaging (Izmailov et al. 2018) of the parameters ``base`` visits.
 
     With ``w_n = w_{n-1} + u_n`` the parameters after the ``n``-th update (``n = 1, 2, ...``;
@@ -125,8 +125,12 @@ def swa(base: GradientTransformation, start_step: int = 0,
     check_int("every_steps", every_steps, low=1)
 
     def init_fn(params):
-        return SwaState(count=zero_count(), n_averaged=zero_count(),
-                        average=_init_average(params), inner_state=base.init(params))
+        return SwaState(
+            count=zero_count(),
+            n_averaged=zero_count(),
+            average=_init_average(params),
+            inner_state=base.init(params),
+        )
 
     def update_fn(updates, state, params=None, **extra):
         require_params(params, "swa")
@@ -148,8 +152,13 @@ def swa(base: GradientTransformation, start_step: int = 0,
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def ema_weights(base: GradientTransformation, decay: Any, *, copy_first: bool = True,
-                overwrite_every: Optional[int] = None) -> GradientTransformationExtraArgs:
+def ema_weights(
+    base: GradientTransformation,
+    decay: Any,
+    *,
+    copy_first: bool = True,
+    overwrite_every: Optional[int] = None,
+) -> GradientTransformationExtraArgs:
     """An exponential moving average of the parameters (Polyak averaging with exponential
     weights), around ``base``.
 
@@ -193,8 +202,9 @@ def ema_weights(base: GradientTransformation, decay: Any, *, copy_first: bool = 
         check_int("overwrite_every", overwrite_every, low=1)
 
     def init_fn(params):
-        return EmaWeightsState(count=zero_count(), average=_init_average(params),
-                               inner_state=base.init(params))
+        return EmaWeightsState(
+            count=zero_count(), average=_init_average(params), inner_state=base.init(params)
+        )
 
     def update_fn(updates, state, params=None, **extra):
         require_params(params, "ema_weights")
@@ -215,7 +225,10 @@ def ema_weights(base: GradientTransformation, decay: Any, *, copy_first: bool = 
             now = count % overwrite_every == 0
             out = jax.tree.map(
                 lambda u, a, p: jnp.where(now, (a.astype(p.dtype) - p).astype(u.dtype), u),
-                out, average, params)
+                out,
+                average,
+                params,
+            )
         return out, EmaWeightsState(count=count, average=average, inner_state=inner)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
@@ -253,8 +266,9 @@ def average_started(avg_state: Any) -> jax.Array:
         return avg_state.n_averaged > 0
     if isinstance(avg_state, EmaWeightsState):
         return avg_state.count > 0
-    raise TypeError(f"average_started: expected a SwaState or EmaWeightsState, got "
-                    f"{type(avg_state).__name__}.")
+    raise TypeError(
+        f"average_started: expected a SwaState or EmaWeightsState, got {type(avg_state).__name__}."
+    )
 
 
 def averaged_params(state: Any, like: Any = None) -> Any:
@@ -288,7 +302,8 @@ def averaged_params(state: Any, like: Any = None) -> Any:
         raise ValueError(
             "averaged_params: this optimizer state holds no averaged parameters. Wrap the "
             "optimizer with jaxopt_zoo.swa(...) or jaxopt_zoo.ema_weights(...) and pass the "
-            f"state it returns. Got a state of type {type(state).__name__}.")
+            f"state it returns. Got a state of type {type(state).__name__}."
+        )
     average = found[0].average
     if like is not None:
         average = jax.tree.map(lambda a, p: a.astype(jnp.result_type(p)), average, like)

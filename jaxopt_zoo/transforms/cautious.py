@@ -38,19 +38,21 @@ def cautious_mask(direction: jax.Array, grad: jax.Array) -> jax.Array:
     """
     if jnp.iscomplexobj(direction):
         g = grad.astype(direction.dtype)
-        keep_re = (direction.real * g.real > 0)
-        keep_im = (direction.imag * g.imag > 0)
+        keep_re = direction.real * g.real > 0
+        keep_im = direction.imag * g.imag > 0
         scale = (2 * direction.size) / (jnp.sum(keep_re) + jnp.sum(keep_im) + 1)
         scale = jnp.asarray(scale, direction.real.dtype)
-        return jax.lax.complex(direction.real * keep_re * scale,
-                               direction.imag * keep_im * scale).astype(direction.dtype)
-    keep = (direction * grad.astype(direction.dtype) > 0)
+        return jax.lax.complex(
+            direction.real * keep_re * scale, direction.imag * keep_im * scale
+        ).astype(direction.dtype)
+    keep = direction * grad.astype(direction.dtype) > 0
     scale = jnp.asarray(direction.size / (jnp.sum(keep) + 1), direction.dtype)
     return (direction * keep.astype(direction.dtype) * scale).astype(direction.dtype)
 
 
-def cautious(tx: GradientTransformation, *, direction: str = "step"
-             ) -> GradientTransformationExtraArgs:
+def cautious(
+    tx: GradientTransformation, *, direction: str = "step"
+) -> GradientTransformationExtraArgs:
     r"""Cautious optimizer (Liang et al. 2024, "Cautious Optimizers: Improving Training with
     One Line of Code", https://arxiv.org/abs/2411.16085) around any transformation.
 

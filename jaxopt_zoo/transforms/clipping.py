@@ -42,9 +42,12 @@ def clip(max_delta) -> GradientTransformation:
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_scalar("max_delta", max_delta, low=0.0, schedule_ok=False)
-    return describe(_stateless(lambda u: jax.tree.map(
-        lambda x: jnp.clip(x, -max_delta, max_delta).astype(x.dtype), u)),
-        BlockSpec("clip", elementwise=True))
+    return describe(
+        _stateless(
+            lambda u: jax.tree.map(lambda x: jnp.clip(x, -max_delta, max_delta).astype(x.dtype), u)
+        ),
+        BlockSpec("clip", elementwise=True),
+    )
 
 
 def clip_by_global_norm(max_norm) -> GradientTransformation:

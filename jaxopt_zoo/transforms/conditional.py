@@ -84,8 +84,7 @@ def skip_not_finite(
         consecutive = jnp.where(finite, 0, state.consecutive + 1).astype(jnp.int32)
         take = finite if max_consecutive is None else finite | (consecutive > max_consecutive)
         out = jax.tree.map(lambda u: jnp.where(take, u, jnp.zeros_like(u)), new_u)
-        inner_state = jax.tree.map(lambda n, o: jnp.where(take, n, o), new_inner,
-                                   state.inner_state)
+        inner_state = jax.tree.map(lambda n, o: jnp.where(take, n, o), new_inner, state.inner_state)
         return out, SkipNotFiniteState(
             inner_state=inner_state,
             consecutive=consecutive,

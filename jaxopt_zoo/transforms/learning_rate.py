@@ -54,9 +54,10 @@ def scale(step_size: Any) -> GradientTransformation:
         del params
         return jax.tree.map(lambda u: scale_leaf(u, step_size), updates), state
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale", elementwise=True, stage="scale",
-                              scalars={"step_size": step_size}))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale", elementwise=True, stage="scale", scalars={"step_size": step_size}),
+    )
 
 
 def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTransformation:
@@ -69,7 +70,8 @@ def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTrans
       An ``optax.GradientTransformation``.
 
     Example:
-      >>> tx = jz.chain(jz.scale_by_schedule(jz.schedules.cosine(1.0, 1000)), jz.scale_by_learning_rate(1e-2))
+      >>> tx = jz.chain(jz.scale_by_schedule(jz.schedules.cosine(1.0, 1000)),
+      ...               jz.scale_by_learning_rate(1e-2))
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
@@ -88,9 +90,15 @@ def scale_by_schedule(step_size_fn: Callable[[jax.Array], Any]) -> GradientTrans
         updates = jax.tree.map(lambda u: scale_leaf(u, s), updates)
         return updates, ScaleByScheduleState(count=increment(state.count))
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("scale_by_schedule", elementwise=True, stage="scale",
-                              scalars={"step_size": step_size_fn}))
+    return describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec(
+            "scale_by_schedule",
+            elementwise=True,
+            stage="scale",
+            scalars={"step_size": step_size_fn},
+        ),
+    )
 
 
 def scale_by_learning_rate(

@@ -71,8 +71,9 @@ def lookahead(
     check_scalar("slow_step_size", slow_step_size, low=0.0, high=1.0, schedule_ok=False)
 
     def init_fn(params):
-        return LookaheadState(inner=tx.init(params),
-                              slow=jax.tree.map(jnp.asarray, params), count=zero_count())
+        return LookaheadState(
+            inner=tx.init(params), slow=jax.tree.map(jnp.asarray, params), count=zero_count()
+        )
 
     def update_fn(updates, state, params=None, **extra):
         require_params(params, "lookahead")
@@ -86,8 +87,10 @@ def lookahead(
 
         def pull(u, p, s):
             new_s = s + slow_step_size * ((p + u).astype(s.dtype) - s)
-            return (jnp.where(sync, (new_s - p).astype(u.dtype), u),
-                    jnp.where(sync, new_s, s).astype(s.dtype))
+            return (
+                jnp.where(sync, (new_s - p).astype(u.dtype), u),
+                jnp.where(sync, new_s, s).astype(s.dtype),
+            )
 
         pulled = jax.tree.map(pull, fast, params, state.slow)
         out = jax.tree.map(lambda _, x: x[0], updates, pulled)
@@ -95,7 +98,8 @@ def lookahead(
         if reset_state:
             fresh = tx.init(jax.tree.map(jnp.add, params, out))
             inner = jax.tree.map(lambda a, b: jnp.where(sync, b, a), inner, fresh)
-        return out, LookaheadState(inner=inner, slow=slow,
-                                   count=jnp.where(sync, 0, count).astype(count.dtype))
+        return out, LookaheadState(
+            inner=inner, slow=slow, count=jnp.where(sync, 0, count).astype(count.dtype)
+        )
 
     return GradientTransformationExtraArgs(init_fn, update_fn)

@@ -36,8 +36,9 @@ def _select(mask: Any, tree: Any) -> Any:
     return jax.tree.map(lambda m, x: x if m else None, mask, tree)
 
 
-def masked(inner: GradientTransformation, mask: Union[Any, Callable[[Any], Any]]
-           ) -> GradientTransformationExtraArgs:
+def masked(
+    inner: GradientTransformation, mask: Union[Any, Callable[[Any], Any]]
+) -> GradientTransformationExtraArgs:
     """Apply ``inner`` only where ``mask`` is True; other updates pass through unchanged.
 
     ``mask`` is a tree of booleans shaped like the parameters (or a prefix of it), or a
@@ -74,8 +75,9 @@ def masked(inner: GradientTransformation, mask: Union[Any, Callable[[Any], Any]]
             new_u, inner_state = inner.update(sel_u, state.inner_state, sel_p, **extra)
         else:
             new_u, inner_state = inner.update(sel_u, state.inner_state, sel_p)
-        out = jax.tree.map(lambda mm, new, old: new if mm else old, m, new_u, updates,
-                           is_leaf=lambda x: x is None)
+        out = jax.tree.map(
+            lambda mm, new, old: new if mm else old, m, new_u, updates, is_leaf=lambda x: x is None
+        )
         return out, MaskedState(inner_state=inner_state)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
@@ -128,15 +130,17 @@ def partition(
 
     def init_fn(params):
         ms = masks(params)
-        return PartitionState(inner_states={
-            k: masked(tx, ms[k]).init(params) for k, tx in transforms.items()})
+        return PartitionState(
+            inner_states={k: masked(tx, ms[k]).init(params) for k, tx in transforms.items()}
+        )
 
     def update_fn(updates, state, params=None, **extra):
         ms = masks(params if params is not None else updates)
         new_states = {}
         for k, tx in transforms.items():
             updates, new_states[k] = masked(tx, ms[k]).update(
-                updates, state.inner_states[k], params, **extra)
+                updates, state.inner_states[k], params, **extra
+            )
         return updates, PartitionState(inner_states=new_states)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)

@@ -80,11 +80,18 @@ def trace(
             out = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, buf)
         return out, TraceState(count=increment(state.count), trace=buf)
 
-    spec = BlockSpec("trace", elementwise=True, stage="trace",
-                     scalars={"decay": decay, "one_minus_dampening": 1 - dampening,
-                              "first": lambda count: (count == 0).astype(jnp.float32),
-                              "nesterov": float(nesterov)},
-                     buffers=("trace",))
+    spec = BlockSpec(
+        "trace",
+        elementwise=True,
+        stage="trace",
+        scalars={
+            "decay": decay,
+            "one_minus_dampening": 1 - dampening,
+            "first": lambda count: (count == 0).astype(jnp.float32),
+            "nesterov": float(nesterov),
+        },
+        buffers=("trace",),
+    )
     return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
@@ -95,8 +102,9 @@ class EmaState(NamedTuple):
     ema: Any
 
 
-def ema(decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
-        ) -> GradientTransformation:
+def ema(
+    decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
+) -> GradientTransformation:
     """Exponential moving average of the updates: ``m <- decay * m + (1 - decay) * g``.
 
     With ``debias`` the output is ``m / (1 - decay**t)``.
@@ -128,5 +136,4 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Optional[Any] = None
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
         return out, EmaState(count=count, ema=m)
 
-    return describe(GradientTransformation(init_fn, update_fn),
-                    BlockSpec("ema", elementwise=True))
+    return describe(GradientTransformation(init_fn, update_fn), BlockSpec("ema", elementwise=True))

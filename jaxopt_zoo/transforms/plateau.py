@@ -90,8 +90,9 @@ def reduce_on_plateau(
       >>> float(state.scale), updates["w"].tolist()
       (0.5, [0.5, 0.5])
     """
-    check_scalar("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True,
-                 schedule_ok=False)
+    check_scalar(
+        "factor", factor, low=0.0, high=1.0, low_open=True, high_open=True, schedule_ok=False
+    )
     p = check_int("patience", patience, low=0)
     check_scalar("rtol", rtol, low=0.0, high=1.0, schedule_ok=False)
     check_nonneg("atol", atol, schedule_ok=False)
@@ -107,8 +108,13 @@ def reduce_on_plateau(
     def init_fn(params):
         dt = scalar_dtype(params)
         return ReduceOnPlateauState(
-            scale=jnp.ones([], dt), best=jnp.asarray(jnp.inf, dt), plateau_count=zero_count(),
-            cooldown_count=zero_count(), count=zero_count(), avg=jnp.zeros([], dt))
+            scale=jnp.ones([], dt),
+            best=jnp.asarray(jnp.inf, dt),
+            plateau_count=zero_count(),
+            cooldown_count=zero_count(),
+            count=zero_count(),
+            avg=jnp.zeros([], dt),
+        )
 
     def evaluate(s: ReduceOnPlateauState) -> ReduceOnPlateauState:
         v = sign * s.avg  # "max" is "min" of -v, with best stored negated
@@ -120,16 +126,22 @@ def reduce_on_plateau(
         scale = jnp.where(reduce, jnp.maximum(s.scale * factor, min_scale), s.scale)
         plateau = jnp.where(cooling | reduce, 0, bad)
         cool = jnp.where(cooling, s.cooldown_count - 1, jnp.where(reduce, cd, 0))
-        return ReduceOnPlateauState(scale=scale.astype(s.scale.dtype), best=best,
-                                    plateau_count=plateau.astype(jnp.int32),
-                                    cooldown_count=cool.astype(jnp.int32),
-                                    count=zero_count(), avg=jnp.zeros_like(s.avg))
+        return ReduceOnPlateauState(
+            scale=scale.astype(s.scale.dtype),
+            best=best,
+            plateau_count=plateau.astype(jnp.int32),
+            cooldown_count=cool.astype(jnp.int32),
+            count=zero_count(),
+            avg=jnp.zeros_like(s.avg),
+        )
 
     def update_fn(updates, state, params=None, *, value: Any = None, **extra):
         del params, extra
         if value is None:
-            raise ValueError("reduce_on_plateau needs the monitored value: call "
-                             "`update(grads, state, params, value=loss)`.")
+            raise ValueError(
+                "reduce_on_plateau needs the monitored value: call "
+                "`update(grads, state, params, value=loss)`."
+            )
         count = increment(state.count)
         avg = (state.count * state.avg + jnp.asarray(value, state.avg.dtype)) / count
         s = state._replace(count=count, avg=avg.astype(state.avg.dtype))

@@ -33,8 +33,9 @@ def _check_hparams(rho: Any, eps: Any) -> None:
     check_nonneg("eps", eps, schedule_ok=False)
 
 
-def sam_perturbation(params: Any, grads: Any, rho: Any = 0.05, adaptive: bool = False,
-                     eps: Any = 1e-12) -> Any:
+def sam_perturbation(
+    params: Any, grads: Any, rho: Any = 0.05, adaptive: bool = False, eps: Any = 1e-12
+) -> Any:
     """SAM's ascent step ``e(w)``, a tree like ``params`` (see ``sam`` for the formula).
 
     The norm is accumulated in float32 (float64 for float64 leaves), so half-precision
@@ -65,8 +66,10 @@ def sam_perturbation(params: Any, grads: Any, rho: Any = 0.05, adaptive: bool = 
         g = g.astype(jnp.result_type(g.dtype, cdt))
         return g * jnp.abs(p).astype(cdt) if adaptive else g
 
-    sq = [jnp.sum(abs_sq_in(weighted(g, p), dt)) for g, p in
-          zip(jax.tree.leaves(grads), jax.tree.leaves(params))]
+    sq = [
+        jnp.sum(abs_sq_in(weighted(g, p), dt))
+        for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params))
+    ]
     norm = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), dt)
     scale = jnp.asarray(rho, dt) / (norm + jnp.asarray(eps, dt))
 
@@ -85,8 +88,9 @@ def _perturbed(params: Any, grads: Any, rho: Any, adaptive: bool, eps: Any) -> A
     return jax.tree.map(lambda p, d: (p + d).astype(p.dtype), params, e)
 
 
-def _sam_grads(grad_fn: GradFn, params: Any, grads: Any, rho: Any, adaptive: bool,
-               eps: Any, where: str) -> Any:
+def _sam_grads(
+    grad_fn: GradFn, params: Any, grads: Any, rho: Any, adaptive: bool, eps: Any, where: str
+) -> Any:
     out = grad_fn(_perturbed(params, grads, rho, adaptive, eps))
     s_out: Any = jax.tree.structure(out)
     s_params: Any = jax.tree.structure(params)
@@ -95,13 +99,15 @@ def _sam_grads(grad_fn: GradFn, params: Any, grads: Any, rho: Any, adaptive: boo
             f"{where}: grad_fn returned a tree of structure {s_out}, but "
             f"the parameters have structure {s_params}. grad_fn must map "
             "parameters to the gradient of the loss alone (e.g. `jax.grad(loss)`, not "
-            "`jax.value_and_grad(loss)`).")
+            "`jax.value_and_grad(loss)`)."
+        )
     check_same_structure(out, params, where)
     return jax.tree.map(lambda g, p: g.astype(jnp.result_type(p)), out, params)
 
 
-def sam(base: GradientTransformation, rho: Any = 0.05, adaptive: bool = False,
-        eps: Any = 1e-12) -> GradientTransformationExtraArgs:
+def sam(
+    base: GradientTransformation, rho: Any = 0.05, adaptive: bool = False, eps: Any = 1e-12
+) -> GradientTransformationExtraArgs:
     """Sharpness-Aware Minimization (SAM) and, with ``adaptive=True``, ASAM, around ``base``.
 
     With ``g = grad L(w)`` the gradient given to ``update`` (not recomputed)::
@@ -153,7 +159,8 @@ def sam(base: GradientTransformation, rho: Any = 0.05, adaptive: bool = False,
                 "sam needs the gradient function: call `update(grads, state, params, "
                 "grad_fn=grad_fn)` with `grad_fn(params) -> grads` for the same loss and "
                 "batch (e.g. `jax.grad(lambda p: loss(p, batch))`). Inside a chain, pass it "
-                "to the chain's update; it is forwarded.")
+                "to the chain's update; it is forwarded."
+            )
         g_sam = _sam_grads(grad_fn, params, updates, rho, adaptive, eps, "sam")
         if extra_ok:
             out, inner = base.update(g_sam, state.inner_state, params, **extra)
@@ -164,8 +171,9 @@ def sam(base: GradientTransformation, rho: Any = 0.05, adaptive: bool = False,
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def sam_gradient(grad_fn: GradFn, rho: Any = 0.05, adaptive: bool = False,
-                 eps: Any = 1e-12) -> Callable[..., Any]:
+def sam_gradient(
+    grad_fn: GradFn, rho: Any = 0.05, adaptive: bool = False, eps: Any = 1e-12
+) -> Callable[..., Any]:
     """SAM as a function of the gradient function: ``sam_grad(params, grads=None)``.
 
     Returns ``grad_fn(w + e)`` with ``e`` as in ``sam``, computed from ``grads`` when given

@@ -28,8 +28,7 @@ from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState
 from jaxopt_zoo.transforms.masking import masked
 
 
-def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None
-                        ) -> GradientTransformation:
+def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None) -> GradientTransformation:
     """Add ``weight_decay * params`` to the updates (a schedule of the step is allowed).
 
     ``mask``: a tree of booleans (or a function of the params returning one) choosing
@@ -61,14 +60,22 @@ def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None
         wd = resolve(weight_decay, state.count) if scheduled else weight_decay
         out = jax.tree.map(
             lambda u, p: (u + jnp.asarray(wd).astype(u.dtype) * p.astype(u.dtype)).astype(u.dtype),
-            updates, params)
+            updates,
+            params,
+        )
         new_state = ScaleByScheduleState(count=increment(state.count)) if scheduled else state
         return out, new_state
 
     # A schedule is called with the block's count, as resolve() does in update_fn.
-    tx = describe(GradientTransformation(init_fn, update_fn),
-                  BlockSpec("add_decayed_weights", elementwise=True, stage="decay",
-                            scalars={"weight_decay": weight_decay}))
+    tx = describe(
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec(
+            "add_decayed_weights",
+            elementwise=True,
+            stage="decay",
+            scalars={"weight_decay": weight_decay},
+        ),
+    )
     return tx if mask is None else masked(tx, mask)
 
 
