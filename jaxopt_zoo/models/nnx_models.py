@@ -7,7 +7,8 @@ The NNX models compute exactly what their Linen twins (:class:`jaxopt_zoo.models
 (``Conv_0``, ``Dense_0``, ``Dense_1``; ``kernel`` and ``bias`` in each), so weights and
 checkpoints move between the two with ``nnx.to_pure_dict`` / ``nnx.replace_by_pure_dict``.
 Given the same weights they give the same outputs (tested). Train them with
-``nnx.Optimizer`` and any jaxopt_zoo optimizer, or with :func:`jaxopt_zoo.train.train_and_evaluate` through :class:`~jaxopt_zoo.models.NNXModel`.
+``nnx.Optimizer`` and any jaxopt_zoo optimizer, or with
+:func:`jaxopt_zoo.train.train_and_evaluate` through :class:`~jaxopt_zoo.models.NNXModel`.
 """
 
 from __future__ import annotations
