@@ -7,6 +7,7 @@ The base types are optax's, so that every transformation here is an
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, Callable, Optional, Tuple, Union
 
@@ -156,7 +157,7 @@ def tree_sum_squares(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
-    return sum(jnp.sum(abs_sq(x)) for x in leaves)
+    return functools.reduce(jnp.add, (jnp.sum(abs_sq(x)) for x in leaves))
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -263,7 +264,7 @@ def check_same_structure(updates: Any, reference: Any, where: str) -> None:
     Runs at trace time (structures are static), so it costs nothing under ``jit``.
     """
     s_u, s_r = jax.tree.structure(updates), jax.tree.structure(reference)
-    if s_u != s_r:
+    if s_u != s_r:  # type: ignore[operator]
         raise ValueError(
             f"{where}: the gradient tree does not match the optimizer state.\n"
             f"  gradients:           {s_u}\n"

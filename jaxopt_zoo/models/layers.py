@@ -33,7 +33,7 @@ def _conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
     for (i, j), xs in zip(np.ndindex(kh, kw), _shifts(x, kh, kw)):
         term = xs * kernel[i, j, 0].reshape(1, 1, 1, cout) if cin == 1 else xs @ kernel[i, j]
         out = term if out is None else out + term
-    return out
+    return out  # type: ignore[return-value]
 
 
 def shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:

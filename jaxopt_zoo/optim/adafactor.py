@@ -35,7 +35,7 @@ class FactoredState(NamedTuple):
     column statistics ``v_row``, ``v_col`` (factored, for leaves with two large dimensions)
     or the full second moment ``v`` (the others hold ``(1,)`` placeholders)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     v_row: Any  # per leaf: row statistics (factored leaves) or a (1,) placeholder
     v_col: Any  # per leaf: column statistics (factored leaves) or a (1,) placeholder
     v: Any  # per leaf: full second moment (unfactored leaves) or a (1,) placeholder
@@ -132,10 +132,10 @@ def scale_by_factored_rms(
             leaf(*xs)
             for xs in zip(
                 leaves_g,
-                treedef.flatten_up_to(state.v_row),
-                treedef.flatten_up_to(state.v_col),
-                treedef.flatten_up_to(state.v),
-                treedef.flatten_up_to(params),
+                treedef.flatten_up_to(state.v_row),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.v_col),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.v),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(params),  # type: ignore[attr-defined]
             )
         ]
         out, r, c, v = (jax.tree.unflatten(treedef, [x[i] for x in results]) for i in range(4))

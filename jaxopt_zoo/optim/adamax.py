@@ -25,7 +25,7 @@ class ScaleByAdamaxState(NamedTuple):
     """State of :func:`scale_by_adamax`: step ``count``, first moment ``mu`` and the
     exponentially weighted infinity norm ``nu = max(b2 * nu, |g|)``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
     nu: Any
 

@@ -35,7 +35,7 @@ def _log(b: Any, dt: Any, count: Any = None) -> jax.Array:
 class ScaleByAdemamixState(NamedTuple):
     """Step count, fast EMA ``m1``, slow EMA ``m2`` and second moment ``nu``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     m1: Any
     m2: Any
     nu: Any

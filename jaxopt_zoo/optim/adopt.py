@@ -28,7 +28,7 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 class ScaleByAdoptState(NamedTuple):
     """Step count, first moment ``mu`` (of the normalized gradients) and second moment ``nu``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
     nu: Any
 

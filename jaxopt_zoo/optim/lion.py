@@ -24,7 +24,7 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 class ScaleByLionState(NamedTuple):
     """State of :func:`scale_by_lion`: step ``count`` and the momentum ``mu`` (one per leaf)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
 
 

@@ -35,7 +35,7 @@ class ScaleByMarsState(NamedTuple):
     """Step count, moments, and ``last``: the previous gradient (approximate MARS) or the
     previous parameters (exact MARS, ``exact=True``)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
     nu: Any
     last: Any

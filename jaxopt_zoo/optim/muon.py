@@ -61,7 +61,7 @@ __all__ = [
 class ScaleByMuonState(NamedTuple):
     """Step count and the momentum ``mu`` (shaped like the matrices)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
 
 

@@ -38,7 +38,7 @@ class ProdigyState(NamedTuple):
     estim_lr: jax.Array
     estim_lr_max: jax.Array
     numerator_weighted: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
 
 
 def _wide(dtype: Any) -> Any:

@@ -33,7 +33,7 @@ class ScheduleFreeState(NamedTuple):
     """State of :func:`schedule_free`: ``z`` (the base optimizer's iterate), the averaging
     weights so far and the base optimizer's state. The parameters themselves are ``y``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     b1: jax.Array
     weight_sum: jax.Array
     lr_max: jax.Array

@@ -33,7 +33,7 @@ class ScaleBySoapState(NamedTuple):
     ``E[G_(i) G_(i)^H]`` and its eigenbasis per (merged) dimension, ``None`` where a
     dimension is not preconditioned."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     mu: Any
     nu: Any
     gg: Any
@@ -43,7 +43,7 @@ class ScaleBySoapState(NamedTuple):
 class DecayAfterStepState(NamedTuple):
     """``count``: calls so far (the learning-rate schedule's step)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
 
 
 def merge_small_dims(shape: Tuple[int, ...], max_dim: int) -> Tuple[int, ...]:
@@ -220,7 +220,7 @@ def scale_by_soap(
             mu_new = jnp.where(first, mu, mu_new)
             nu_new = jnp.where(first, nu.reshape(work), nu_new)
             # the preconditioner's statistics, then its basis
-            gg_new = []
+            gg_new = []  # type: ignore[var-annotated]
             for i, (m, on) in enumerate(zip(gg, pre)):
                 if not on:
                     gg_new.append(None)
@@ -238,10 +238,10 @@ def scale_by_soap(
                     return tuple(None if m is None else _eigenbasis(m) for m in gg_), nu_
 
                 def refresh(gg_, qs_, nu_):
-                    out = []
+                    out = []  # type: ignore[var-annotated]
                     for i, (m, q) in enumerate(zip(gg_, qs_)):
                         if m is None:
-                            out.append(None)
+                            out.append(None)  # type: ignore[arg-type]
                             continue
                         q, nu_ = _power_qr(m, q, nu_, i, qr_dtype)
                         out.append(q)
@@ -267,11 +267,11 @@ def scale_by_soap(
                 jax.tree.leaves(updates),
                 jax.tree.leaves(state.mu),
                 jax.tree.leaves(state.nu),
-                treedef.flatten_up_to(state.gg),
-                treedef.flatten_up_to(state.q),
+                treedef.flatten_up_to(state.gg),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.q),  # type: ignore[attr-defined]
             )
         ]
-        parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]
+        parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]  # type: ignore[attr-defined]
         return parts[0], ScaleBySoapState(
             count=increment(count), mu=parts[1], nu=parts[2], gg=parts[3], q=parts[4]
         )

@@ -197,7 +197,7 @@ def run_on_home_devices(
     mats = list(matrices)
     if mesh is None:  # the mesh set with ``jax.set_mesh``, if any
         context = jax.sharding.get_abstract_mesh()
-        mesh = None if context.empty or axis not in context.axis_names else context
+        mesh = None if context.empty or axis not in context.axis_names else context  # type: ignore[assignment]
     if mesh is None or mesh.shape[axis] == 1 or not mats:
         return [fn(m) for m in mats]
     n = mesh.shape[axis]

@@ -463,7 +463,7 @@ def _ignore_closed_loop_callbacks() -> None:
             return
         previous(unraisable)
 
-    hook._jaxopt_zoo_filter = True
+    hook._jaxopt_zoo_filter = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
 
 

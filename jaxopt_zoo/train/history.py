@@ -91,7 +91,9 @@ def should_stop(history: Sequence[Mapping[str, Any]], patience: Optional[int]) -
     """
     if patience is None or not history:
         return False
-    since_best = len(history) - 1 - best_epoch(history)
+    best = best_epoch(history)
+    assert best is not None  # the history is not empty
+    since_best = len(history) - 1 - best
     return since_best >= max(int(patience), 1)
 
 

@@ -408,7 +408,7 @@ def train_and_evaluate(
         train_loss, train_acc = totals.means()  # waits for the epoch's last step
         val_loss = val_acc = None
         if eval_fn is not None:
-            val_loss, val_acc = eval_fn(params, *val).means()
+            val_loss, val_acc = eval_fn(params, *val).means()  # type: ignore[misc]
         record = epoch_record(
             epoch + 1, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - t0
         )
@@ -449,7 +449,7 @@ def _evaluate_average(
     avg_state = find_average(opt_state)
     if eval_fn is None or not bool(average_started(avg_state)):
         return {"val_loss_avg": None, "val_accuracy_avg": None}
-    loss, acc = eval_fn(averaged_params(opt_state, like=params), *val).means()
+    loss, acc = eval_fn(averaged_params(opt_state, like=params), *val).means()  # type: ignore[misc]
     return {"val_loss_avg": loss, "val_accuracy_avg": acc}
 
 
@@ -568,7 +568,7 @@ def _check_state_fits(
             jax.tree_util.keystr(p): jnp.shape(x)
             for p, x in jax.tree_util.tree_flatten_with_path(got)[0]
         }
-        if want == have and jax.tree.structure(expected) == jax.tree.structure(got):
+        if want == have and jax.tree.structure(expected) == jax.tree.structure(got):  # type: ignore[operator]
             continue
         diff = next((k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)), None)
         detail = (

@@ -90,13 +90,13 @@ def load_data(
             dataset, "train", data_dir, normalize=True, validation_size=val_size, seed=seed
         )
     else:
-        train = load(dataset, "train", data_dir, normalize=True)
-        val = load(dataset, "test", data_dir, normalize=True)
+        train = load(dataset, "train", data_dir, normalize=True)  # type: ignore[assignment]
+        val = load(dataset, "test", data_dir, normalize=True)  # type: ignore[assignment]
 
     def head(ds: Dataset, n: Optional[int]) -> Dataset:
         return ds if n is None else Dataset(ds.images[:n], ds.labels[:n])
 
-    return head(train, train_limit), head(val, val_limit)
+    return head(train, train_limit), head(val, val_limit)  # type: ignore[arg-type]
 
 
 def run(

@@ -42,7 +42,7 @@ class Metrics(NamedTuple):
 
     loss: jax.Array  # sum of weight * cross-entropy
     correct: jax.Array  # sum of weight * [argmax == label]
-    count: jax.Array  # sum of weights
+    count: jax.Array  # type: ignore[assignment]  # sum of weights
 
     @staticmethod
     def zeros() -> "Metrics":
@@ -143,7 +143,7 @@ def _loss_fn(
 
     def loss_fn(p):
         logits = model.apply({"params": p}, images, train=True, rngs={"dropout": dropout_key})
-        m = batch_metrics(logits, labels, weights)
+        m = batch_metrics(logits, labels, weights)  # type: ignore[arg-type]
         return m.loss / jnp.maximum(m.count, 1.0), m
 
     return loss_fn
@@ -364,7 +364,8 @@ def make_indexed_train_step(
         new_totals = Metrics(*(t + v for t, v in zip(totals, r.metrics)))
         if not guard:
             return r.params, r.opt_state, new_totals
-        new_totals = jax.tree.map(lambda a, b: jnp.where(r.check.ok, a, b), new_totals, totals)
+        ok = r.check.ok if r.check is not None else True
+        new_totals = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_totals, totals)
         return r.params, r.opt_state, new_totals, r.check
 
     return jax.jit(step, donate_argnums=(0, 1, 2))
@@ -408,7 +409,7 @@ def make_eval_fn(model: nn.Module, batch_size: int = 1000) -> Callable:
             y = jax.lax.dynamic_slice_in_dim(labels, lo, bs)
             w = (lo + jnp.arange(bs) >= start).astype(jnp.float32)
             logits = model.apply({"params": params}, x, train=False)
-            m = batch_metrics(logits, y, w)
+            m = batch_metrics(logits, y, w)  # type: ignore[arg-type]
             return Metrics(*(t + v for t, v in zip(totals, m)))
 
         return jax.lax.fori_loop(0, num_batches, body, Metrics.zeros())

@@ -38,7 +38,7 @@ class SwaState(NamedTuple):
     half-precision leaves); ``inner_state`` the wrapped optimizer's state.
     """
 
-    count: jax.Array  # updates applied so far
+    count: jax.Array  # type: ignore[assignment]  # updates applied so far
     n_averaged: jax.Array  # parameter sets in the average (0: ``average`` holds the init)
     average: Any
     inner_state: Any
@@ -52,7 +52,7 @@ class EmaWeightsState(NamedTuple):
     ``inner_state`` the wrapped optimizer's state.
     """
 
-    count: jax.Array  # updates applied so far
+    count: jax.Array  # type: ignore[assignment]  # updates applied so far
     average: Any
     inner_state: Any
 

@@ -23,7 +23,7 @@ class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule` and :func:`scale_by_learning_rate` with a schedule:
     the step ``count`` the schedule is evaluated at."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
 
 
 def scale_leaf(u: jax.Array, s: Any) -> jax.Array:
@@ -127,4 +127,4 @@ def scale_by_learning_rate(
         tx = scale_by_schedule(lambda count: sign * learning_rate(count))
     else:
         tx = scale(sign * learning_rate)
-    return describe(tx, dataclasses.replace(spec_of(tx), name="scale_by_learning_rate"))
+    return describe(tx, dataclasses.replace(spec_of(tx), name="scale_by_learning_rate"))  # type: ignore[arg-type,type-var]

@@ -25,7 +25,7 @@ class LookaheadState(NamedTuple):
 
     inner: Any
     slow: Any
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
 
 
 def lookahead(

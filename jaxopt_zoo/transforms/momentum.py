@@ -24,7 +24,7 @@ from jaxopt_zoo.fast.spec import BlockSpec, describe
 class TraceState(NamedTuple):
     """State of :func:`trace`: step ``count`` and the momentum buffer ``trace`` per leaf."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     trace: Any
 
 
@@ -98,7 +98,7 @@ def trace(
 class EmaState(NamedTuple):
     """State of :func:`ema`: step ``count`` (for debiasing) and the moving average ``ema``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     ema: Any
 
 

@@ -28,7 +28,7 @@ class ReduceOnPlateauState(NamedTuple):
     best: jax.Array
     plateau_count: jax.Array
     cooldown_count: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]
     avg: jax.Array
 
 
