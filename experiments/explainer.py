@@ -236,6 +236,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mnist-seeds", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument(
+        "--train-limit", type=int, default=None, help="train on the first N images only"
+    )
     ap.add_argument("--rows", default=None, help="comma-separated row labels (default: all)")
     ap.add_argument(
         "--quick",
@@ -253,7 +256,7 @@ def main(argv=None) -> int:
         rows = [r for r in ROWS if r.label in wanted]
         if len(rows) != len(wanted):
             ap.error(f"unknown row in --rows; known: {[r.label for r in ROWS]}")
-    limit = None
+    limit = args.train_limit
     if args.quick:
         limit, args.epochs, args.seeds, args.mnist_seeds = 2000, 1, 1, 1
         rows = [
@@ -268,7 +271,10 @@ def main(argv=None) -> int:
     for dataset in args.datasets.split(","):
         seeds = range(args.seeds if dataset == "fashion_mnist" else args.mnist_seeds)
         train, val = load_data(
-            dataset, args.data_dir, train_limit=limit, val_limit=None if limit is None else 1000
+            dataset,
+            args.data_dir,
+            train_limit=limit,
+            val_limit=1000 if args.quick else None,
         )
         probe = (train.images[:10000], train.labels[:10000])
         runs: Dict[str, List[dict]] = {}
@@ -322,6 +328,9 @@ def main(argv=None) -> int:
                     "lr_sgd": LR_SGD,
                     "validation": "the test split",
                     "quick": args.quick,
+                    "train_limit": limit,
+                    "seeds_fashion_mnist": args.seeds,
+                    "seeds_mnist": args.mnist_seeds,
                 },
                 **report,
             }
