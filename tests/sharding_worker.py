@@ -47,6 +47,12 @@ SHAPES = {
 
 def optimizers():
     txs = {n: jz.get(n) for n in jz.available() + jz.available("torch.") + jz.available("keras.")}
+    # torch.optim.Muon takes matrices only (torch.muon refuses the rest, as torch does):
+    # matrices to it, everything else to AdamW, as torch users split their parameters.
+    txs["torch.muon"] = jz.partition(
+        {"muon": jz.get("torch.muon"), "adamw": jz.get("torch.adamw")},
+        lambda p: jax.tree.map(lambda x: "muon" if jnp.ndim(x) == 2 else "adamw", p),
+    )
     # Factored moments need dimensions >= min_dim_size_to_factor (default 128).
     txs["adafactor(min_dim_size_to_factor=8)"] = jz.adafactor(min_dim_size_to_factor=8)
     txs["optax.adafactor(min_dim_size_to_factor=8)"] = optax.adafactor(
