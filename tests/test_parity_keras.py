@@ -11,7 +11,8 @@ import os
 
 os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported
 
-import inspect  # noqa: E402
+import inspect
+import re  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -372,13 +373,12 @@ def test_get_passthrough_and_none():
 def test_get_rejects_unknown_names():
     with pytest.raises(
         ValueError,
-        match=r"Unknown Keras optimizer 'adamm'\. Did you mean "
-        r"'adam'.*Known: adadelta, adagrad, adam, adamax, "
-        r"adamw, lion, nadam, rmsprop, sgd\.",
+        match=r"Unknown Keras optimizer 'adamm'\. Did you mean 'adam'.*Known: "
+        + re.escape(", ".join(kz.available()) + "."),
     ):
         kz.get("adamm")
-    with pytest.raises(ValueError, match=r"Unknown Keras optimizer 'Ftrl'.*Known: adadelta"):
-        kz.get("Ftrl")
+    with pytest.raises(ValueError, match=r"Unknown Keras optimizer 'Adagrd'.*Known: adadelta"):
+        kz.get("Adagrd")
     with pytest.raises(TypeError, match="Could not interpret optimizer identifier 3"):
         kz.get(3)
 
