@@ -1312,6 +1312,8 @@ def adafactor(
         return jnp.sqrt(mean(x * x)) if x.size else jnp.zeros([], x.dtype)
 
     def step(g, p, slots, lr, t):
+        if p.size == 0:  # nothing to update; Keras' means of an empty axis would be nan
+            return p, slots
         rho = jnp.minimum(lr, 1 / jnp.sqrt(t))
         alpha = jnp.maximum(jnp.asarray(epsilon_2, g.dtype), rms(p)) * rho
         sq = g * g + epsilon_1
