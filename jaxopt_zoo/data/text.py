@@ -273,7 +273,8 @@ def load_shakespeare(
     Example:
         >>> data = load_shakespeare()
         >>> x, y = sample_windows(jnp.asarray(data.train), jax.random.key(0), 32, 128)
-        >>> data.vocab.decode(x[0][:20])
+        >>> x.shape, data.vocab.size, len(data.val)
+        ((32, 128), 84, 505732)
     """
     text = read_shakespeare(data_dir, download=download)
     vocab = char_vocab(text)
