@@ -79,5 +79,5 @@ def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None) -> Gradi
     return tx if mask is None else masked(tx, mask)
 
 
+#: Coupled L2 regularization: ``add_decayed_weights`` placed before the scaler.
 add_l2_regularization = add_decayed_weights
-"""Coupled L2 regularization: ``add_decayed_weights`` placed before the scaler."""
