@@ -27,7 +27,7 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import List, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -261,18 +261,26 @@ def _load_file(name: str, filename: str, data_dir: PathLike | None, download: bo
         array = _download(name, filename, target, errors)
         if array is not None:
             return array
-    lines = [f"Could not find {name} file {filename} (.gz or raw). Looked in:"]
-    lines += [f"  - {t}" for t in tried]
-    if download:
-        lines.append("Download attempts:")
-        lines += [f"  - {e}" for e in errors]
-    else:
-        lines.append("Not downloaded (download=False).")
-    lines.append(
-        f"To fix: put the four {name} files in a directory and pass data_dir=<dir> or set "
-        f"{ENV_VAR}=<dir>, or load with download=True on a machine with internet access."
+    raise DataNotFoundError(
+        not_found_message(
+            f"Could not find {name} file {filename} (.gz or raw).",
+            tried,
+            errors if download else None,
+            f"To fix: put the four {name} files in a directory and pass data_dir=<dir> or set "
+            f"{ENV_VAR}=<dir>, or load with download=True on a machine with internet access.",
+        )
     )
-    raise DataNotFoundError("\n".join(lines))
+
+
+def not_found_message(what: str, tried: List[str], errors: Optional[List[str]], fix: str) -> str:
+    """The message of a :class:`DataNotFoundError`: what is missing, every place looked, the
+    download attempts (``errors``; None when downloading was off) and how to fix it."""
+    lines = [f"{what} Looked in:"] + [f"  - {t}" for t in tried]
+    if errors is None:
+        lines.append("Not downloaded (download=False).")
+    else:
+        lines += ["Download attempts:"] + [f"  - {e}" for e in errors]
+    return "\n".join(lines + [fix])
 
 
 def _check_name(name: str) -> str:

