@@ -202,4 +202,3 @@ def test_readme_nnx_training_loop_runs(capsys):
     assert float(namespace["accuracy"]) > 0.8, namespace["accuracy"]
     assert "test accuracy" in capsys.readouterr().out
     assert isinstance(namespace["model"], nn.Module) is False
-
