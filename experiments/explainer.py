@@ -72,10 +72,14 @@ def _adamw(spe, epochs):
     return jz.adamw(LR_ADAM, weight_decay=0.05)
 
 
-def _swa(spe, epochs):  # SWA over the last third of training, SWALR to lr/2 over one epoch
-    start = max(1, epochs - max(1, epochs // 3) + 1)  # 1-based first averaged epoch
+def _swa(spe, epochs):
+    """SWA over the last third of training: SWALR anneals to lr/2 over one epoch from its
+    start, and the weights are averaged every tenth of an epoch from then on (averaging only
+    at epoch ends would take a single snapshot in a 3-epoch run)."""
+    start = max(1, epochs - max(1, epochs // 3) + 1)  # 1-based first epoch of SWA
     lr = jz.schedules.swa_lr(LR_SGD, LR_SGD / 2, anneal_steps=spe, start_step=(start - 1) * spe)
-    return jz.swa(jz.sgd(lr, momentum=0.9), start_step=start * spe, every_steps=spe)
+    every = max(1, spe // 10)
+    return jz.swa(jz.sgd(lr, momentum=0.9), start_step=(start - 1) * spe + every, every_steps=every)
 
 
 ROWS = [
