@@ -423,24 +423,16 @@ register(
 from jaxopt_zoo.compat import keras as _keras  # noqa: E402
 from jaxopt_zoo.compat import torch as _torch  # noqa: E402
 
-for _n, _cls in _torch.CLASS_NAMES.items():
-    register(
-        f"torch.{_n}",
-        getattr(_torch, _n),
-        default_lr=None,
-        paper=f"torch.optim.{_cls}",
-        blocks="compat.torch",
-        verified=("torch",),
-    )
-for _n, _cls in _keras.CLASS_NAMES.items():
-    register(
-        f"keras.{_n}",
-        getattr(_keras, _n),
-        default_lr=None,
-        paper=f"keras.optimizers.{_cls}",
-        blocks="compat.keras",
-        verified=("keras",),
-    )
+for _fw, _mod, _where in (("torch", _torch, "torch.optim"), ("keras", _keras, "keras.optimizers")):
+    for _n, _cls in _mod.CLASS_NAMES.items():
+        register(
+            f"{_fw}.{_n}",
+            getattr(_mod, _n),
+            default_lr=None,
+            paper=f"{_where}.{_cls}",
+            blocks=f"compat.{_fw}",
+            verified=(_fw,),
+        )
 
 
 # --------------------------------------------------------------------------- #
