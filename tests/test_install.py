@@ -17,7 +17,7 @@ PKG = ROOT / "jaxopt_zoo"
 CORE = {"jax", "jaxlib", "optax", "numpy"}
 TRAIN = {"flax", "orbax", "tqdm", "matplotlib", "PIL"}
 # Packages (folders or modules of jaxopt_zoo) that may use the [train] extra.
-NEEDS_TRAIN = ("models", "train", "cli.py")
+NEEDS_TRAIN = ("models", "train", "cli")
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

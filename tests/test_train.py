@@ -150,7 +150,7 @@ def test_loop_step_on_the_partial_last_batch_equals_a_small_batch_step():
     p1, _, totals = indexed(
         jax.tree.map(jnp.copy, params),
         tx.init(params),
-        loop_module._zero_metrics(),
+        loop_module.zero_metrics(),
         images,
         labels,
         jnp.arange(37, dtype=jnp.int32),
