@@ -137,7 +137,7 @@ def all_finite(tree):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_init_and_update_keep_structure_and_stay_finite(name, data):
     spec, scale, zeros = data.draw(cases(name))
@@ -266,7 +266,7 @@ def _grad_fn(p):
 
 
 @pytest.mark.parametrize("name", sorted(WRAPPED))
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_wrappers_keep_structure_and_stay_finite(name, data):
     spec, scale, zeros = data.draw(cases(name))
