@@ -27,6 +27,10 @@ from optax import (  # base types only; the math lives in this package
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
+#: A state's step count (an int32 array). Its NamedTuple field is called ``count`` as in
+#: optax, which shadows ``tuple.count``; mypy accepts no type there but ``Any``, so this
+#: alias names what the field holds instead of a ``# type: ignore`` on every state.
+StepCount = Any
 MaskOrFn = Union[None, Any, Callable[[Params], Any]]
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "Params",
     "Schedule",
     "ScalarOrSchedule",
+    "StepCount",
     "Updates",
     "chain",
     "identity",

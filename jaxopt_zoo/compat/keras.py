@@ -44,6 +44,7 @@ from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
+    StepCount,
     abs_sq,
     abs_sq_in,
     chain,
@@ -275,7 +276,7 @@ class ScaleByKerasNadamState(NamedTuple):
     """State of :func:`scale_by_keras_nadam`: step ``count``, moments ``mu`` and ``nu`` and
     ``u_product``, the product of Keras' momentum schedule (one scalar for all leaves)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     u_product: jax.Array  # prod_{i<=t} u_i, a scalar shared by all leaves (Keras' too)
@@ -1087,7 +1088,7 @@ class KerasVariableStepState(NamedTuple):
     """``count``: Keras' ``iterations``; ``slots``: per leaf, a tuple of that optimizer's
     variables (kept in ``compute_dtype`` of the leaf: float32 for half precision)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     slots: Any
 
 

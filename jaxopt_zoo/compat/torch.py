@@ -34,6 +34,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     chain,
     check_betas,
@@ -177,7 +178,7 @@ class TorchAmsgradState(NamedTuple):
     """State of :func:`scale_by_torch_amsgrad`: step ``count``, moments ``mu`` and ``nu`` and
     ``nu_max``, the running maximum of the *uncorrected* second moment (as ``torch.optim``)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     nu_max: Any  # running maximum of the *uncorrected* second moment
@@ -239,7 +240,7 @@ class TorchNAdamState(NamedTuple):
     """State of :func:`scale_by_torch_nadam`: step ``count``, ``mu_product`` (the product of
     the momentum schedule, ``prod_{s<=t} mu_s``) and the moments ``mu`` and ``nu``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu_product: jax.Array  # prod_{s<=t} mu_s
     mu: Any
     nu: Any

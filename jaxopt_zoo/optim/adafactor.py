@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     abs_sq,
     abs_sq_in,
     chain,
@@ -35,7 +36,7 @@ class FactoredState(NamedTuple):
     column statistics ``v_row``, ``v_col`` (factored, for leaves with two large dimensions)
     or the full second moment ``v`` (the others hold ``(1,)`` placeholders)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     v_row: Any  # per leaf: row statistics (factored leaves) or a (1,) placeholder
     v_col: Any  # per leaf: column statistics (factored leaves) or a (1,) placeholder
     v: Any  # per leaf: full second moment (unfactored leaves) or a (1,) placeholder

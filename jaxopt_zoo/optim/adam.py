@@ -11,6 +11,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     check_betas,
     check_same_structure,
@@ -26,7 +27,7 @@ class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`: step ``count``, first moment ``mu`` and second moment
     ``nu`` (of ``|g|^2``), both uncorrected, one per leaf."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 
@@ -35,7 +36,7 @@ class ScaleByAmsgradState(NamedTuple):
     """State of ``scale_by_adam(amsgrad=True)``: as :class:`ScaleByAdamState` plus ``nu_max``,
     the running maximum of the bias-corrected second moment."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     nu_max: Any

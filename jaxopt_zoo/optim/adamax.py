@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     check_same_structure,
     ema_update,
@@ -25,7 +26,7 @@ class ScaleByAdamaxState(NamedTuple):
     """State of :func:`scale_by_adamax`: step ``count``, first moment ``mu`` and the
     exponentially weighted infinity norm ``nu = max(b2 * nu, |g|)``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 

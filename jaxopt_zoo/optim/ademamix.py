@@ -12,6 +12,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     check_decay,
     check_int,
@@ -35,7 +36,7 @@ def _log(b: Any, dt: Any, count: Any = None) -> jax.Array:
 class ScaleByAdemamixState(NamedTuple):
     """Step count, fast EMA ``m1``, slow EMA ``m2`` and second moment ``nu``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     m1: Any
     m2: Any
     nu: Any

@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     check_decay,
     check_nonneg,
@@ -28,7 +29,7 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 class ScaleByAdoptState(NamedTuple):
     """Step count, first moment ``mu`` (of the normalized gradients) and second moment ``nu``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 

@@ -11,6 +11,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     check_decay,
     check_same_structure,
     ema_update,
@@ -24,7 +25,7 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 class ScaleByLionState(NamedTuple):
     """State of :func:`scale_by_lion`: step ``count`` and the momentum ``mu`` (one per leaf)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
 
 

@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     GradientTransformationExtraArgs,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     chain,
     check_decay,
@@ -35,7 +36,7 @@ class ScaleByMarsState(NamedTuple):
     """Step count, moments, and ``last``: the previous gradient (approximate MARS) or the
     previous parameters (exact MARS, ``exact=True``)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     last: Any

@@ -24,6 +24,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     chain,
     check_decay,
@@ -61,7 +62,7 @@ __all__ = [
 class ScaleByMuonState(NamedTuple):
     """Step count and the momentum ``mu`` (shaped like the matrices)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
 
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     check_decay,
     check_nonneg,
@@ -38,7 +39,7 @@ class ProdigyState(NamedTuple):
     estim_lr: jax.Array
     estim_lr_max: jax.Array
     numerator_weighted: jax.Array
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def _wide(dtype: Any) -> Any:

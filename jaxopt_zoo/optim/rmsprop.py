@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     bias_correction,
     chain,
@@ -30,7 +31,7 @@ from jaxopt_zoo.transforms.momentum import trace
 class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms`: step ``count`` and ``nu``, the moving average of ``|g|^2``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     nu: Any
 
 
@@ -38,7 +39,7 @@ class ScaleByStddevState(NamedTuple):
     """State of ``scale_by_rms(centered=True)``: step ``count``, the moving averages ``mu``
     of ``g`` and ``nu`` of ``|g|^2`` (the variance estimate is ``nu - |mu|^2``)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 

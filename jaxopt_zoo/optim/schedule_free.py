@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     GradientTransformationExtraArgs,
     MaskOrFn,
     ScalarOrSchedule,
+    StepCount,
     chain,
     check_int,
     check_nonneg,
@@ -33,7 +34,7 @@ class ScheduleFreeState(NamedTuple):
     """State of :func:`schedule_free`: ``z`` (the base optimizer's iterate), the averaging
     weights so far and the base optimizer's state. The parameters themselves are ``y``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     b1: jax.Array
     weight_sum: jax.Array
     lr_max: jax.Array

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     chain,
     check_decay,
@@ -33,7 +34,7 @@ class ScaleBySoapState(NamedTuple):
     ``E[G_(i) G_(i)^H]`` and its eigenbasis per (merged) dimension, ``None`` where a
     dimension is not preconditioned."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     gg: Any
@@ -43,7 +44,7 @@ class ScaleBySoapState(NamedTuple):
 class DecayAfterStepState(NamedTuple):
     """``count``: calls so far (the learning-rate schedule's step)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def merge_small_dims(shape: Tuple[int, ...], max_dim: int) -> Tuple[int, ...]:

@@ -12,6 +12,7 @@ from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
+    StepCount,
     check_nonneg,
     increment,
     zero_count,
@@ -23,7 +24,7 @@ class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule` and :func:`scale_by_learning_rate` with a schedule:
     the step ``count`` the schedule is evaluated at."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def scale_leaf(u: jax.Array, s: Any) -> jax.Array:

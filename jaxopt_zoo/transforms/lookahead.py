@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
+    StepCount,
     check_int,
     check_same_structure,
     check_scalar,
@@ -25,7 +26,7 @@ class LookaheadState(NamedTuple):
 
     inner: Any
     slow: Any
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def lookahead(

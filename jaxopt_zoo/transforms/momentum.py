@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    StepCount,
     bias_correction,
     check_decay,
     check_nonneg,
@@ -24,7 +25,7 @@ from jaxopt_zoo.fast.spec import BlockSpec, describe
 class TraceState(NamedTuple):
     """State of :func:`trace`: step ``count`` and the momentum buffer ``trace`` per leaf."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     trace: Any
 
 
@@ -98,7 +99,7 @@ def trace(
 class EmaState(NamedTuple):
     """State of :func:`ema`: step ``count`` (for debiasing) and the moving average ``ema``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     ema: Any
 
 
