@@ -29,7 +29,7 @@ from jaxopt_zoo.fast.spec import BlockSpec, describe
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
 #: A state's step count (an int32 array). Its NamedTuple field is called ``count`` as in
 #: optax, which shadows ``tuple.count``; mypy accepts no type there but ``Any``, so this
-#: alias names what the field holds instead of a ``# type: ignore`` on every state.
+#: alias names what the field holds instead of an ignore comment on every state.
 StepCount = Any
 MaskOrFn = Union[None, Any, Callable[[Params], Any]]
 

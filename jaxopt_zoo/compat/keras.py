@@ -1151,20 +1151,20 @@ def keras_variable_step(
             new, slots = step(g.astype(dt), y, slots, lr, t)
             return (new - p.astype(dt)).astype(g.dtype), tuple(s.astype(dt) for s in slots)
 
-        treedef = jax.tree.structure(updates)
+        treedef: Any = jax.tree.structure(updates)  # its stub lacks flatten_up_to
         out = [
             leaf(g, p, s)
             for g, p, s in zip(
-                treedef.flatten_up_to(updates),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(params),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.slots),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(updates),
+                treedef.flatten_up_to(params),
+                treedef.flatten_up_to(state.slots),
             )
         ]
         return (
-            treedef.unflatten([o[0] for o in out]),  # type: ignore[attr-defined]
+            treedef.unflatten([o[0] for o in out]),
             KerasVariableStepState(
                 count=increment(state.count),
-                slots=treedef.unflatten([o[1] for o in out]),  # type: ignore[attr-defined]
+                slots=treedef.unflatten([o[1] for o in out]),
             ),
         )
 

@@ -128,15 +128,16 @@ def scale_by_factored_rms(
             out = g * jnp.expand_dims(row_factor, d_col) * jnp.expand_dims(col_factor, d_row)
             return out.astype(g.dtype), r, c, v
 
+        treedef: Any  # its stub lacks flatten_up_to
         leaves_g, treedef = jax.tree.flatten(updates)
         results = [
             leaf(*xs)
             for xs in zip(
                 leaves_g,
-                treedef.flatten_up_to(state.v_row),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.v_col),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.v),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(params),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.v_row),
+                treedef.flatten_up_to(state.v_col),
+                treedef.flatten_up_to(state.v),
+                treedef.flatten_up_to(params),
             )
         ]
         out, r, c, v = (jax.tree.unflatten(treedef, [x[i] for x in results]) for i in range(4))

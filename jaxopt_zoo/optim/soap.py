@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -221,7 +221,7 @@ def scale_by_soap(
             mu_new = jnp.where(first, mu, mu_new)
             nu_new = jnp.where(first, nu.reshape(work), nu_new)
             # the preconditioner's statistics, then its basis
-            gg_new = []  # type: ignore[var-annotated]
+            gg_new: List[Optional[jax.Array]] = []
             for i, (m, on) in enumerate(zip(gg, pre)):
                 if not on:
                     gg_new.append(None)
@@ -239,10 +239,10 @@ def scale_by_soap(
                     return tuple(None if m is None else _eigenbasis(m) for m in gg_), nu_
 
                 def refresh(gg_, qs_, nu_):
-                    out = []  # type: ignore[var-annotated]
+                    out: List[Optional[jax.Array]] = []
                     for i, (m, q) in enumerate(zip(gg_, qs_)):
                         if m is None:
-                            out.append(None)  # type: ignore[arg-type]
+                            out.append(None)
                             continue
                         q, nu_ = _power_qr(m, q, nu_, i, qr_dtype)
                         out.append(q)
@@ -261,18 +261,18 @@ def scale_by_soap(
                 qs_new,
             )
 
-        treedef = jax.tree.structure(updates)
+        treedef: Any = jax.tree.structure(updates)  # its stub lacks flatten_up_to
         out = [
             leaf(*a)
             for a in zip(
                 jax.tree.leaves(updates),
                 jax.tree.leaves(state.mu),
                 jax.tree.leaves(state.nu),
-                treedef.flatten_up_to(state.gg),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.q),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.gg),
+                treedef.flatten_up_to(state.q),
             )
         ]
-        parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]  # type: ignore[attr-defined]
+        parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]
         return parts[0], ScaleBySoapState(
             count=increment(count), mu=parts[1], nu=parts[2], gg=parts[3], q=parts[4]
         )

@@ -128,4 +128,6 @@ def scale_by_learning_rate(
         tx = scale_by_schedule(lambda count: sign * learning_rate(count))
     else:
         tx = scale(sign * learning_rate)
-    return describe(tx, dataclasses.replace(spec_of(tx), name="scale_by_learning_rate"))  # type: ignore[arg-type,type-var]
+    spec = spec_of(tx)
+    assert spec is not None  # scale and scale_by_schedule carry theirs
+    return describe(tx, dataclasses.replace(spec, name="scale_by_learning_rate"))
