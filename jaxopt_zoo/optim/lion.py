@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
     StepCount,
     check_decay,
@@ -30,7 +31,7 @@ class ScaleByLionState(NamedTuple):
 
 
 def scale_by_lion(
-    b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
+    b1: Scalar = 0.9, b2: Scalar = 0.99, mu_dtype: Optional[Any] = None
 ) -> GradientTransformation:
     """``sign(b1 * m + (1 - b1) * g)``, then ``m <- b2 * m + (1 - b2) * g``.
 
@@ -79,10 +80,10 @@ def scale_by_lion(
 
 def lion(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.99,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.99,
     mu_dtype: Optional[Any] = None,
-    weight_decay: Any = 1e-3,
+    weight_decay: Scalar = 1e-3,
     mask: MaskOrFn = None,
 ) -> GradientTransformation:
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms",

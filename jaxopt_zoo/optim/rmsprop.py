@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
     StepCount,
     abs_sq_in,
@@ -45,9 +46,9 @@ class ScaleByStddevState(NamedTuple):
 
 
 def scale_by_rms(
-    decay: Any = 0.9,
-    eps: Any = 1e-8,
-    initial_scale: Any = 0.0,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
     eps_in_sqrt: bool = True,
     bias_correction_: bool = False,
     *,
@@ -133,12 +134,12 @@ def scale_by_rms(
 
 def rmsprop(
     learning_rate: ScalarOrSchedule,
-    decay: Any = 0.9,
-    eps: Any = 1e-8,
-    initial_scale: Any = 0.0,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
     eps_in_sqrt: bool = True,
     centered: bool = False,
-    momentum: Optional[Any] = None,
+    momentum: Optional[Scalar] = None,
     nesterov: bool = False,
     bias_correction: bool = False,
 ) -> GradientTransformation:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
     StepCount,
     abs_sq_in,
@@ -121,10 +122,10 @@ def _power_qr(
 
 
 def scale_by_soap(
-    b1: Any = 0.95,
-    b2: Any = 0.95,
-    shampoo_beta: Optional[Any] = None,
-    eps: Any = 1e-8,
+    b1: Scalar = 0.95,
+    b2: Scalar = 0.95,
+    shampoo_beta: Optional[Scalar] = None,
+    eps: Scalar = 1e-8,
     precondition_frequency: int = 10,
     max_precondition_dim: int = 10000,
     merge_dims: bool = False,
@@ -317,11 +318,11 @@ def decay_after_step(
 
 def soap(
     learning_rate: ScalarOrSchedule = 3e-3,
-    b1: Any = 0.95,
-    b2: Any = 0.95,
-    shampoo_beta: Optional[Any] = None,
-    eps: Any = 1e-8,
-    weight_decay: Any = 1e-2,
+    b1: Scalar = 0.95,
+    b2: Scalar = 0.95,
+    shampoo_beta: Optional[Scalar] = None,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 1e-2,
     precondition_frequency: int = 10,
     max_precondition_dim: int = 10000,
     merge_dims: bool = False,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     StepCount,
     bias_correction,
     check_decay,
@@ -32,7 +33,7 @@ class TraceState(NamedTuple):
 def trace(
     decay: Any,
     nesterov: bool = False,
-    dampening: Any = 0.0,
+    dampening: Scalar = 0.0,
     accumulator_dtype: Optional[Any] = None,
 ) -> GradientTransformation:
     """Momentum: ``b <- decay * b + (1 - dampening) * g`` (``b_1 = g``).
