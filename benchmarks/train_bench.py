@@ -66,6 +66,21 @@ def load_data():
 # --------------------------------------------------------------------------- #
 
 
+class FlatModel:
+    """A Flax model whose parameters are held as a ``jz.FlatParams`` (the jax-flat variants).
+
+    ``FlatModel(model).apply({"params": flat}, x, ...)`` runs ``model`` on the tree view of
+    the flat buffers, so the trainer (which calls ``model.apply``) and ``jax.grad`` work on
+    ``FlatParams`` unchanged, and ``fuse(tx)`` updates them through ``fused_apply``.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def apply(self, variables, *args, **kwargs):
+        return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)
+
+
 def run_jax(
     model_name: str,
     batch: int,
@@ -83,7 +98,7 @@ def run_jax(
         jax.config.update("jax_default_prng_impl", prng)
 
     import jaxopt_zoo as jz
-    from jaxopt_zoo.models import FlatModel, get_model
+    from jaxopt_zoo.models import get_model
     from jaxopt_zoo.train import (
         Metrics,
         TrainConfig,

@@ -26,7 +26,15 @@ from optax import (  # base types only; the math lives in this package
 
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 
+#: A scalar hyperparameter: a Python number or a JAX array (a tracer under
+#: ``optax.inject_hyperparams`` or in a sweep). Concrete numbers are validated at construction.
+Scalar = Union[float, jax.Array]
+#: A scalar hyperparameter that may also be a schedule, a function of the step count.
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
+#: A state's step count (an int32 array). Its NamedTuple field is called ``count`` as in
+#: optax, which shadows ``tuple.count``; mypy accepts no type there but ``Any``, so this
+#: alias names what the field holds instead of an ignore comment on every state.
+StepCount = Any
 MaskOrFn = Union[None, Any, Callable[[Params], Any]]
 
 __all__ = [
@@ -36,7 +44,9 @@ __all__ = [
     "OptState",
     "Params",
     "Schedule",
+    "Scalar",
     "ScalarOrSchedule",
+    "StepCount",
     "Updates",
     "chain",
     "identity",

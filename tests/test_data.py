@@ -239,7 +239,7 @@ def test_checksum_hashed_once_per_file_version(env, monkeypatch):
         calls.append(len(content))
         return real(content)
 
-    monkeypatch.setattr(datasets.hashlib, "sha256", counting)
+    monkeypatch.setattr(hashlib, "sha256", counting)
     load_mnist("test", source, download=False)
     load_mnist("test", source, download=False, normalize=True)
     assert len(calls) == 2  # images and labels, once each

@@ -24,7 +24,17 @@ from jaxopt_zoo.fast.spec import BlockSpec, leaf_specs, spec_of
 
 FAST = Path(jz.__file__).parent / "fast"
 KERNEL = Path(jz.__file__).parent / "csrc" / "step_kernel.cc"
-ORDER = ["stages", "spec", "layout", "check", "native", "fuse"]  # each imports only earlier ones
+ORDER = [  # each imports only earlier ones
+    "stages",
+    "spec",
+    "layout",
+    "probe",
+    "diagnose",
+    "dataflow",
+    "check",
+    "native",
+    "fuse",
+]
 
 
 def test_the_header_is_generated_from_the_table():

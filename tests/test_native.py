@@ -254,8 +254,15 @@ def test_a_damaged_cached_kernel_is_rebuilt(tmp_path):
 def test_the_trainer_step_takes_the_kernel_with_flat_parameters(guard):
     # train_step on FlatParams with fuse(adam) runs the kernel and matches the plain step,
     # with and without the non-finite guard (one step factory: the guard does not bypass it).
-    from jaxopt_zoo.models import FlatModel, get_model
+    from jaxopt_zoo.models import get_model
     from jaxopt_zoo.train.steps import train_step
+
+    class FlatModel:  # as benchmarks/train_bench.py's: the model on FlatParams' tree view
+        def __init__(self, model):
+            self.model = model
+
+        def apply(self, variables, *args, **kwargs):
+            return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)
 
     model = get_model("mlp")
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 28, 28, 1)), jnp.float32)

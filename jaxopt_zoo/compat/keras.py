@@ -43,7 +43,9 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq,
     abs_sq_in,
     chain,
@@ -208,7 +210,7 @@ def add_lr_scaled_weight_decay(
 
 
 def scale_by_keras_adam(
-    beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7, amsgrad: bool = False
+    beta_1: Scalar = 0.9, beta_2: Scalar = 0.999, epsilon: Scalar = 1e-7, amsgrad: bool = False
 ) -> GradientTransformation:
     """Keras' Adam direction: ``sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps)``.
 
@@ -275,14 +277,14 @@ class ScaleByKerasNadamState(NamedTuple):
     """State of :func:`scale_by_keras_nadam`: step ``count``, moments ``mu`` and ``nu`` and
     ``u_product``, the product of Keras' momentum schedule (one scalar for all leaves)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     u_product: jax.Array  # prod_{i<=t} u_i, a scalar shared by all leaves (Keras' too)
 
 
 def scale_by_keras_nadam(
-    beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
+    beta_1: Scalar = 0.9, beta_2: Scalar = 0.999, epsilon: Scalar = 1e-7
 ) -> GradientTransformation:
     """Keras' Nadam direction, with the momentum schedule ``u_t = b1 * (1 - 0.5 * 0.96^t)``.
 
@@ -345,7 +347,7 @@ def scale_by_keras_nadam(
 
 
 def scale_by_keras_adamax(
-    beta_1: Any = 0.9, beta_2: Any = 0.999, epsilon: Any = 1e-7
+    beta_1: Scalar = 0.9, beta_2: Scalar = 0.999, epsilon: Scalar = 1e-7
 ) -> GradientTransformation:
     """Keras' Adamax direction: ``m_t / ((1 - b1^t) * (u_t + eps))`` with
     ``u_t = max(b2 * u_{t-1}, |g_t|)`` (eps outside the maximum).
@@ -491,7 +493,7 @@ def keras_base_options(
     def build(
         *args: Any,
         use_ema: bool = False,
-        ema_momentum: Any = 0.99,
+        ema_momentum: Scalar = 0.99,
         ema_overwrite_frequency: Optional[int] = None,
         **kwargs: Any,
     ) -> GradientTransformation:
@@ -523,12 +525,12 @@ def keras_base_options(
 @keras_base_options
 def sgd(
     learning_rate: ScalarOrSchedule = 0.01,
-    momentum: Any = 0.0,
+    momentum: Scalar = 0.0,
     nesterov: bool = False,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.SGD``: the learning rate sits inside the velocity.
 
@@ -572,14 +574,14 @@ def sgd(
 @keras_base_options
 def rmsprop(
     learning_rate: ScalarOrSchedule = 0.001,
-    rho: Any = 0.9,
-    momentum: Any = 0.0,
-    epsilon: Any = 1e-7,
+    rho: Scalar = 0.9,
+    momentum: Scalar = 0.0,
+    epsilon: Scalar = 1e-7,
     centered: bool = False,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.RMSprop``.
 
@@ -629,12 +631,12 @@ def rmsprop(
 @keras_base_options
 def adagrad(
     learning_rate: ScalarOrSchedule = 0.001,
-    initial_accumulator_value: Any = 0.1,
-    epsilon: Any = 1e-7,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    initial_accumulator_value: Scalar = 0.1,
+    epsilon: Scalar = 1e-7,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Adagrad``.
 
@@ -676,12 +678,12 @@ def adagrad(
 @keras_base_options
 def adadelta(
     learning_rate: ScalarOrSchedule = 0.001,
-    rho: Any = 0.95,
-    epsilon: Any = 1e-7,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    rho: Scalar = 0.95,
+    epsilon: Scalar = 1e-7,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Adadelta`` (note Keras' ``learning_rate=0.001``, not the paper's 1).
 
@@ -722,14 +724,14 @@ def adadelta(
 @keras_base_options
 def adam(
     learning_rate: ScalarOrSchedule = 0.001,
-    beta_1: Any = 0.9,
-    beta_2: Any = 0.999,
-    epsilon: Any = 1e-7,
+    beta_1: Scalar = 0.9,
+    beta_2: Scalar = 0.999,
+    epsilon: Scalar = 1e-7,
     amsgrad: bool = False,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Adam``, in the "epsilon hat" form of Kingma & Ba (sec. 2).
 
@@ -775,14 +777,14 @@ def adam(
 @keras_base_options
 def adamw(
     learning_rate: ScalarOrSchedule = 0.001,
-    weight_decay: Any = 0.004,
-    beta_1: Any = 0.9,
-    beta_2: Any = 0.999,
-    epsilon: Any = 1e-7,
+    weight_decay: Scalar = 0.004,
+    beta_1: Scalar = 0.9,
+    beta_2: Scalar = 0.999,
+    epsilon: Scalar = 1e-7,
     amsgrad: bool = False,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.AdamW``: ``adam`` with its ``weight_decay`` required.
 
@@ -829,13 +831,13 @@ def adamw(
 @keras_base_options
 def nadam(
     learning_rate: ScalarOrSchedule = 0.001,
-    beta_1: Any = 0.9,
-    beta_2: Any = 0.999,
-    epsilon: Any = 1e-7,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    beta_1: Scalar = 0.9,
+    beta_2: Scalar = 0.999,
+    epsilon: Scalar = 1e-7,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Nadam`` (Dozat 2016 with Keras' momentum schedule).
 
@@ -877,13 +879,13 @@ def nadam(
 @keras_base_options
 def adamax(
     learning_rate: ScalarOrSchedule = 0.001,
-    beta_1: Any = 0.9,
-    beta_2: Any = 0.999,
-    epsilon: Any = 1e-7,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    beta_1: Scalar = 0.9,
+    beta_2: Scalar = 0.999,
+    epsilon: Scalar = 1e-7,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Adamax``.
 
@@ -923,12 +925,12 @@ def adamax(
 @keras_base_options
 def lion(
     learning_rate: ScalarOrSchedule = 0.001,
-    beta_1: Any = 0.9,
-    beta_2: Any = 0.99,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    beta_1: Scalar = 0.9,
+    beta_2: Scalar = 0.99,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Lion`` (Chen et al. 2023).
 
@@ -1087,7 +1089,7 @@ class KerasVariableStepState(NamedTuple):
     """``count``: Keras' ``iterations``; ``slots``: per leaf, a tuple of that optimizer's
     variables (kept in ``compute_dtype`` of the leaf: float32 for half precision)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     slots: Any
 
 
@@ -1150,20 +1152,20 @@ def keras_variable_step(
             new, slots = step(g.astype(dt), y, slots, lr, t)
             return (new - p.astype(dt)).astype(g.dtype), tuple(s.astype(dt) for s in slots)
 
-        treedef = jax.tree.structure(updates)
+        treedef: Any = jax.tree.structure(updates)  # its stub lacks flatten_up_to
         out = [
             leaf(g, p, s)
             for g, p, s in zip(
-                treedef.flatten_up_to(updates),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(params),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.slots),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(updates),
+                treedef.flatten_up_to(params),
+                treedef.flatten_up_to(state.slots),
             )
         ]
         return (
-            treedef.unflatten([o[0] for o in out]),  # type: ignore[attr-defined]
+            treedef.unflatten([o[0] for o in out]),
             KerasVariableStepState(
                 count=increment(state.count),
-                slots=treedef.unflatten([o[1] for o in out]),  # type: ignore[attr-defined]
+                slots=treedef.unflatten([o[1] for o in out]),
             ),
         )
 
@@ -1177,13 +1179,13 @@ def _zeros_slots(n: int) -> Callable[[jax.Array, Any], tuple]:
 @keras_base_options
 def lamb(
     learning_rate: ScalarOrSchedule = 0.001,
-    beta_1: Any = 0.9,
-    beta_2: Any = 0.999,
-    epsilon: Any = 1e-7,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    beta_1: Scalar = 0.9,
+    beta_2: Scalar = 0.999,
+    epsilon: Scalar = 1e-7,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Lamb`` (You et al. 2020)::
 
@@ -1242,15 +1244,15 @@ def lamb(
 @keras_base_options
 def adafactor(
     learning_rate: ScalarOrSchedule = 0.001,
-    beta_2_decay: Any = -0.8,
-    epsilon_1: Any = 1e-30,
-    epsilon_2: Any = 1e-3,
-    clip_threshold: Any = 1.0,
+    beta_2_decay: Scalar = -0.8,
+    epsilon_1: Scalar = 1e-30,
+    epsilon_2: Scalar = 1e-3,
+    clip_threshold: Scalar = 1.0,
     relative_step: bool = True,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Adafactor`` (Shazeer & Stern 2018), Keras' variant::
 
@@ -1344,16 +1346,16 @@ def adafactor(
 @keras_base_options
 def ftrl(
     learning_rate: ScalarOrSchedule = 0.001,
-    learning_rate_power: Any = -0.5,
-    initial_accumulator_value: Any = 0.1,
-    l1_regularization_strength: Any = 0.0,
-    l2_regularization_strength: Any = 0.0,
-    l2_shrinkage_regularization_strength: Any = 0.0,
-    beta: Any = 0.0,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    learning_rate_power: Scalar = -0.5,
+    initial_accumulator_value: Scalar = 0.1,
+    l1_regularization_strength: Scalar = 0.0,
+    l2_regularization_strength: Scalar = 0.0,
+    l2_shrinkage_regularization_strength: Scalar = 0.0,
+    beta: Scalar = 0.0,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.Ftrl`` (McMahan et al. 2013, FTRL-Proximal)::
 
@@ -1428,14 +1430,14 @@ def ftrl(
 @keras_base_options
 def schedule_free_adamw(
     learning_rate: ScalarOrSchedule = 0.0025,
-    beta_1: Any = 0.9,
-    beta_2: Any = 0.999,
-    epsilon: Any = 1e-8,
+    beta_1: Scalar = 0.9,
+    beta_2: Scalar = 0.999,
+    epsilon: Scalar = 1e-8,
     warmup_steps: int = 0,
-    weight_decay: Any = None,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    weight_decay: Optional[Scalar] = None,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
 ) -> GradientTransformation:
     """``keras.optimizers.ScheduleFreeAdamW`` (Defazio et al. 2024), Keras' variant.
 
@@ -1588,24 +1590,24 @@ def muon_labels(params: Any, exclude_layers: Any = None, exclude_embeddings: boo
 @keras_base_options
 def muon(
     learning_rate: ScalarOrSchedule = 0.001,
-    adam_beta_1: Any = 0.9,
-    adam_beta_2: Any = 0.999,
-    adam_weight_decay: Any = 0.004,
-    epsilon: Any = 1e-7,
-    weight_decay: Any = 0.004,
-    clipnorm: Any = None,
-    clipvalue: Any = None,
-    global_clipnorm: Any = None,
+    adam_beta_1: Scalar = 0.9,
+    adam_beta_2: Scalar = 0.999,
+    adam_weight_decay: Scalar = 0.004,
+    epsilon: Scalar = 1e-7,
+    weight_decay: Scalar = 0.004,
+    clipnorm: Optional[Scalar] = None,
+    clipvalue: Optional[Scalar] = None,
+    global_clipnorm: Optional[Scalar] = None,
     exclude_layers: Optional[List[str]] = None,
     exclude_embeddings: bool = True,
     muon_a: float = 3.4445,
     muon_b: float = -4.7750,
     muon_c: float = 2.0315,
-    adam_lr_ratio: Any = 1,
-    momentum: Any = 0.95,
+    adam_lr_ratio: Scalar = 1,
+    momentum: Scalar = 0.95,
     ns_steps: int = 5,
     nesterov: bool = True,
-    rms_rate: Optional[Any] = 0.2,
+    rms_rate: Scalar = 0.2,
 ) -> GradientTransformation:
     """``keras.optimizers.Muon``: Muon for 2-D leaves, Keras' Adam for the others.
 

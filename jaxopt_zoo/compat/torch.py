@@ -33,7 +33,9 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     chain,
     check_betas,
@@ -85,7 +87,7 @@ __all__ = [
 # --------------------------------------------------------------------------- #
 
 
-def _check_lr(lr: Any) -> None:
+def _check_lr(lr: ScalarOrSchedule) -> None:
     check_nonneg("learning rate", lr)
 
 
@@ -177,14 +179,14 @@ class TorchAmsgradState(NamedTuple):
     """State of :func:`scale_by_torch_amsgrad`: step ``count``, moments ``mu`` and ``nu`` and
     ``nu_max``, the running maximum of the *uncorrected* second moment (as ``torch.optim``)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     nu_max: Any  # running maximum of the *uncorrected* second moment
 
 
 def scale_by_torch_amsgrad(
-    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+    b1: Scalar = 0.9, b2: Scalar = 0.999, eps: Scalar = 1e-8
 ) -> GradientTransformation:
     """torch's AMSGrad direction ``m_hat / (sqrt(max_{s<=t} v_s) / sqrt(1 - b2^t) + eps)``.
 
@@ -239,14 +241,14 @@ class TorchNAdamState(NamedTuple):
     """State of :func:`scale_by_torch_nadam`: step ``count``, ``mu_product`` (the product of
     the momentum schedule, ``prod_{s<=t} mu_s``) and the moments ``mu`` and ``nu``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu_product: jax.Array  # prod_{s<=t} mu_s
     mu: Any
     nu: Any
 
 
 def scale_by_torch_nadam(
-    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_decay: Any = 4e-3
+    b1: Scalar = 0.9, b2: Scalar = 0.999, eps: Scalar = 1e-8, momentum_decay: Scalar = 4e-3
 ) -> GradientTransformation:
     """torch's NAdam direction with the momentum-decay schedule (Dozat 2016, sec. 3).
 
@@ -309,7 +311,9 @@ def scale_by_torch_nadam(
     )
 
 
-def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> GradientTransformation:
+def scale_by_torch_radam(
+    b1: Scalar = 0.9, b2: Scalar = 0.999, eps: Scalar = 1e-8
+) -> GradientTransformation:
     """torch's RAdam direction: ``r_t * m_hat * sqrt(1 - b2^t) / (sqrt(v_t) + eps)`` when
     ``rho_t > 5``, else ``m_hat``.
 
@@ -374,9 +378,9 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gra
 
 def sgd(
     lr: ScalarOrSchedule = 1e-3,
-    momentum: Any = 0.0,
-    dampening: Any = 0.0,
-    weight_decay: Any = 0.0,
+    momentum: Scalar = 0.0,
+    dampening: Scalar = 0.0,
+    weight_decay: Scalar = 0.0,
     nesterov: bool = False,
     *,
     maximize: bool = False,
@@ -434,8 +438,8 @@ def sgd(
 def adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: Tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
     amsgrad: bool = False,
     *,
     maximize: bool = False,
@@ -486,8 +490,8 @@ def adam(
 def adamw(
     lr: ScalarOrSchedule = 1e-3,
     betas: Tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 1e-2,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 1e-2,
     amsgrad: bool = False,
     *,
     maximize: bool = False,
@@ -526,10 +530,10 @@ def adamw(
 
 def rmsprop(
     lr: ScalarOrSchedule = 1e-2,
-    alpha: Any = 0.99,
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
-    momentum: Any = 0.0,
+    alpha: Scalar = 0.99,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
+    momentum: Scalar = 0.0,
     centered: bool = False,
     *,
     maximize: bool = False,
@@ -587,10 +591,10 @@ def rmsprop(
 
 def adagrad(
     lr: ScalarOrSchedule = 1e-2,
-    lr_decay: Any = 0.0,
-    weight_decay: Any = 0.0,
-    initial_accumulator_value: Any = 0.0,
-    eps: Any = 1e-10,
+    lr_decay: Scalar = 0.0,
+    weight_decay: Scalar = 0.0,
+    initial_accumulator_value: Scalar = 0.0,
+    eps: Scalar = 1e-10,
     *,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
@@ -645,9 +649,9 @@ def adagrad(
 
 def adadelta(
     lr: ScalarOrSchedule = 1.0,
-    rho: Any = 0.9,
-    eps: Any = 1e-6,
-    weight_decay: Any = 0.0,
+    rho: Scalar = 0.9,
+    eps: Scalar = 1e-6,
+    weight_decay: Scalar = 0.0,
     *,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
@@ -692,8 +696,8 @@ def adadelta(
 def adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: Tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
     *,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
@@ -733,9 +737,9 @@ def adamax(
 def nadam(
     lr: ScalarOrSchedule = 2e-3,
     betas: Tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
-    momentum_decay: Any = 4e-3,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
+    momentum_decay: Scalar = 4e-3,
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
@@ -788,8 +792,8 @@ def nadam(
 def radam(
     lr: ScalarOrSchedule = 1e-3,
     betas: Tuple[Any, Any] = (0.9, 0.999),
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
     decoupled_weight_decay: bool = False,
     *,
     maximize: bool = False,
@@ -874,11 +878,11 @@ def _adjust_lr_dims(adjust_lr_fn: Any):
 
 def muon(
     lr: ScalarOrSchedule = 1e-3,
-    weight_decay: Any = 0.1,
-    momentum: Any = 0.95,
+    weight_decay: Scalar = 0.1,
+    momentum: Scalar = 0.95,
     nesterov: bool = True,
     ns_coefficients: Tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
-    eps: Any = 1e-7,
+    eps: Scalar = 1e-7,
     ns_steps: int = 5,
     adjust_lr_fn: Any = None,
     *,

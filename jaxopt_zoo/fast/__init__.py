@@ -7,6 +7,9 @@ Modules, each one concept, imported in this order (none imports a later one):
 - ``jaxopt_zoo.fast.spec``: :class:`BlockSpec`, a block's properties as data, carried by
   the transformation (:func:`describe`, :func:`spec_of`);
 - ``jaxopt_zoo.fast.layout``: :class:`Layout` and :class:`FlatParams`;
+- ``jaxopt_zoo.fast.probe``, ``jaxopt_zoo.fast.diagnose``, ``jaxopt_zoo.fast.dataflow``:
+  the probe on tree and flat buffers, the cause of a difference, which buffers an update
+  reads;
 - ``jaxopt_zoo.fast.check``: whether a transformation is exact on flat buffers
   (:func:`check_fusable`, :class:`NotFusableError`);
 - :mod:`~jaxopt_zoo.fast.native`: the one-pass C++ kernel (build, load, call);

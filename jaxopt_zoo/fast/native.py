@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -322,7 +322,8 @@ def fused_step(
                 for v in spec.scalar_values(getattr(s, "count", None))
             ]
         )
-        new_p, new_b = {}, [dict() for _ in buffers]  # type: ignore[var-annotated]
+        new_p: Dict[str, jax.Array] = {}
+        new_b: List[Dict[str, jax.Array]] = [{} for _ in buffers]
         for k in keys:
             outs = _call(
                 ops, scalars, params.buffers[k], grads.buffers[k], [b.buffers[k] for b in buffers]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import flax.linen as nn
-
 import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
 from jaxopt_zoo.models import nnx_models
 from jaxopt_zoo.models.adapter import NNXModel, as_linen_like
@@ -29,7 +27,6 @@ __all__ = [
     "APIS",
     "CNN",
     "CharTransformer",
-    "FlatModel",
     "INIT_STYLES",
     "MLP",
     "MODELS",
@@ -79,18 +76,3 @@ def _nnx_model(key: str, init_style: str) -> NNXModel:
     # One adapter per (name, init style), as Linen modules compare equal: the trainer's
     # compiled steps (memoized on the model) are reused across runs and seeds.
     return NNXModel(functools.partial(NNX_MODELS[key], init_style=init_style))
-
-
-class FlatModel:
-    """A Flax model whose parameters are held as a :class:`jaxopt_zoo.FlatParams`.
-
-    ``FlatModel(model).apply({"params": flat}, x, ...)`` runs ``model`` on the tree view of
-    the flat buffers, so the trainer (which calls ``model.apply``) and ``jax.grad`` work on
-    ``FlatParams`` unchanged, and ``fuse(tx)`` updates them through ``fused_apply``.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def apply(self, variables, *args, **kwargs):
-        return self.model.apply({"params": variables["params"].tree()}, *args, **kwargs)

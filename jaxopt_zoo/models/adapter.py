@@ -113,7 +113,7 @@ def as_linen_like(model: Any) -> Any:
     """``model`` with Linen's ``init``/``apply``: an NNX module (or a module class or
     factory of ``rngs``) wrapped in :class:`NNXModel`, cached per module so that repeated
     calls reuse the trainer's compiled steps; anything else (a Linen module, an
-    :class:`NNXModel`, a :class:`~jaxopt_zoo.models.FlatModel`) returned unchanged.
+    :class:`NNXModel`, any object with ``apply``) returned unchanged.
 
     Example:
       >>> from jaxopt_zoo.models import nnx_models

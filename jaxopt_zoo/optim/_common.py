@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
     chain,
     is_zero,
@@ -35,7 +36,7 @@ def init_moments(params: Any, mu_dtype: Optional[Any] = None, fill: Any = 0.0):
 def scaled_with_decay(
     scaler: GradientTransformation,
     learning_rate: ScalarOrSchedule,
-    weight_decay: Any = 0.0,
+    weight_decay: Scalar = 0.0,
     mask: MaskOrFn = None,
 ) -> GradientTransformation:
     """``scaler -> decoupled weight decay (if any) -> -learning_rate``."""

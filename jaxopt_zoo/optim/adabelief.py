@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
     abs_sq_in,
     bias_correction,
@@ -23,7 +22,7 @@ from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
 
 def scale_by_belief(
-    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-16, eps_root: Any = 1e-16
+    b1: Scalar = 0.9, b2: Scalar = 0.999, eps: Scalar = 1e-16, eps_root: Scalar = 1e-16
 ) -> GradientTransformation:
     """``m_hat / (sqrt(s_hat) + eps)`` with ``s_t = b2 s_{t-1} + (1-b2)(g_t - m_t)^2 + eps_root``.
 
@@ -74,10 +73,10 @@ def scale_by_belief(
 
 def adabelief(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-16,
-    eps_root: Any = 1e-16,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-16,
+    eps_root: Scalar = 1e-16,
 ) -> GradientTransformation:
     """AdaBelief (Zhuang et al. 2020, https://arxiv.org/abs/2010.07468).
 

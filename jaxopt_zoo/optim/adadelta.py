@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
     chain,
     check_decay,
@@ -32,7 +33,7 @@ class ScaleByAdaDeltaState(NamedTuple):
     e_x: Any  # running average of squared updates
 
 
-def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation:
+def scale_by_adadelta(rho: Scalar = 0.9, eps: Scalar = 1e-6) -> GradientTransformation:
     """AdaDelta's unit-correcting rescaling ``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g``.
 
     Args:
@@ -74,9 +75,9 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
 
 def adadelta(
     learning_rate: ScalarOrSchedule = 1.0,
-    rho: Any = 0.9,
-    eps: Any = 1e-6,
-    weight_decay: Any = 0.0,
+    rho: Scalar = 0.9,
+    eps: Scalar = 1e-6,
+    weight_decay: Scalar = 0.0,
     weight_decay_mask: MaskOrFn = None,
 ) -> GradientTransformation:
     """AdaDelta (Zeiler 2012, https://arxiv.org/abs/1212.5701).

@@ -12,7 +12,9 @@ from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq,
     abs_sq_in,
     chain,
@@ -35,7 +37,7 @@ class FactoredState(NamedTuple):
     column statistics ``v_row``, ``v_col`` (factored, for leaves with two large dimensions)
     or the full second moment ``v`` (the others hold ``(1,)`` placeholders)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     v_row: Any  # per leaf: row statistics (factored leaves) or a (1,) placeholder
     v_col: Any  # per leaf: column statistics (factored leaves) or a (1,) placeholder
     v: Any  # per leaf: full second moment (unfactored leaves) or a (1,) placeholder
@@ -51,17 +53,17 @@ def factored_dims(shape, factored: bool, min_dim_size_to_factor: int):
     return int(order[-2]), int(order[-1])
 
 
-def decay_rate_pow(step: jax.Array, exponent: Any = 0.8) -> jax.Array:
+def decay_rate_pow(step: jax.Array, exponent: Scalar = 0.8) -> jax.Array:
     """Adafactor's second-moment decay ``1 - (t + 1)^(-exponent)``."""
     return 1.0 - (step.astype(jnp.float32) + 1.0) ** (-exponent)
 
 
 def scale_by_factored_rms(
     factored: bool = True,
-    decay_rate: Any = 0.8,
+    decay_rate: Scalar = 0.8,
     step_offset: int = 0,
     min_dim_size_to_factor: int = 128,
-    epsilon: Any = 1e-30,
+    epsilon: Scalar = 1e-30,
 ) -> GradientTransformation:
     """Divide by a factored estimate of the RMS gradient (Shazeer & Stern 2018).
 
@@ -127,15 +129,16 @@ def scale_by_factored_rms(
             out = g * jnp.expand_dims(row_factor, d_col) * jnp.expand_dims(col_factor, d_row)
             return out.astype(g.dtype), r, c, v
 
+        treedef: Any  # its stub lacks flatten_up_to
         leaves_g, treedef = jax.tree.flatten(updates)
         results = [
             leaf(*xs)
             for xs in zip(
                 leaves_g,
-                treedef.flatten_up_to(state.v_row),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.v_col),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.v),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(params),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.v_row),
+                treedef.flatten_up_to(state.v_col),
+                treedef.flatten_up_to(state.v),
+                treedef.flatten_up_to(params),
             )
         ]
         out, r, c, v = (jax.tree.unflatten(treedef, [x[i] for x in results]) for i in range(4))
@@ -144,7 +147,7 @@ def scale_by_factored_rms(
     return GradientTransformation(init_fn, update_fn)
 
 
-def scale_by_param_block_rms(min_scale: Any = 1e-3) -> GradientTransformation:
+def scale_by_param_block_rms(min_scale: Scalar = 1e-3) -> GradientTransformation:
     """Multiply each leaf's update by ``max(rms(param), min_scale)``.
 
     Args:
@@ -179,14 +182,14 @@ def scale_by_param_block_rms(min_scale: Any = 1e-3) -> GradientTransformation:
 def adafactor(
     learning_rate: Optional[ScalarOrSchedule] = None,
     min_dim_size_to_factor: int = 128,
-    decay_rate: Any = 0.8,
+    decay_rate: Scalar = 0.8,
     decay_offset: int = 0,
     multiply_by_parameter_scale: bool = True,
-    clipping_threshold: Optional[Any] = 1.0,
-    momentum: Optional[Any] = None,
+    clipping_threshold: Scalar = 1.0,
+    momentum: Optional[Scalar] = None,
     dtype_momentum: Any = jnp.float32,
-    weight_decay_rate: Optional[Any] = None,
-    eps: Any = 1e-30,
+    weight_decay_rate: Optional[Scalar] = None,
+    eps: Scalar = 1e-30,
     factored: bool = True,
     weight_decay_mask: MaskOrFn = None,
 ) -> GradientTransformation:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
     abs_sq_in,
     check_nonneg,
@@ -27,7 +28,7 @@ class ScaleByRssState(NamedTuple):
 
 
 def scale_by_rss(
-    initial_accumulator_value: Any = 0.1, eps: Any = 1e-7, eps_in_sqrt: bool = True
+    initial_accumulator_value: Scalar = 0.1, eps: Scalar = 1e-7, eps_in_sqrt: bool = True
 ) -> GradientTransformation:
     """Divide by the root of the running sum of squared gradients.
 
@@ -86,7 +87,7 @@ def scale_by_rss(
 
 
 def adagrad(
-    learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.1, eps: Any = 1e-7
+    learning_rate: ScalarOrSchedule, initial_accumulator_value: Scalar = 0.1, eps: Scalar = 1e-7
 ) -> GradientTransformation:
     """AdaGrad (Duchi, Hazan & Singer 2011, JMLR 12).
 

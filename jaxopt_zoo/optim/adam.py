@@ -10,7 +10,9 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     check_betas,
     check_same_structure,
@@ -26,7 +28,7 @@ class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`: step ``count``, first moment ``mu`` and second moment
     ``nu`` (of ``|g|^2``), both uncorrected, one per leaf."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 
@@ -35,7 +37,7 @@ class ScaleByAmsgradState(NamedTuple):
     """State of ``scale_by_adam(amsgrad=True)``: as :class:`ScaleByAdamState` plus ``nu_max``,
     the running maximum of the bias-corrected second moment."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     nu_max: Any
@@ -47,10 +49,10 @@ def adam_moments(updates, mu, nu, b1, b2):
 
 
 def scale_by_adam(
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Optional[Any] = None,
     *,
     nesterov: bool = False,
@@ -150,10 +152,10 @@ def scale_by_adam(
 
 def adam(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Optional[Any] = None,
     *,
     nesterov: bool = False,
@@ -194,12 +196,12 @@ def adam(
 
 def adamw(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Optional[Any] = None,
-    weight_decay: Any = 1e-4,
+    weight_decay: Scalar = 1e-4,
     mask: MaskOrFn = None,
     *,
     nesterov: bool = False,
@@ -243,10 +245,10 @@ def adamw(
 
 def amsgrad(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Optional[Any] = None,
 ) -> GradientTransformation:
     """AMSGrad (Reddi et al. 2018, https://openreview.net/forum?id=ryQu7f-RZ).
@@ -275,10 +277,10 @@ def amsgrad(
 
 def nadam(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Optional[Any] = None,
 ) -> GradientTransformation:
     """NAdam: Adam with Nesterov momentum (Dozat 2016, ICLR workshop).
@@ -308,12 +310,12 @@ def nadam(
 
 def nadamw(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Optional[Any] = None,
-    weight_decay: Any = 1e-4,
+    weight_decay: Scalar = 1e-4,
     mask: MaskOrFn = None,
 ) -> GradientTransformation:
     """NAdamW: ``nadam`` with decoupled weight decay as in ``adamw``.

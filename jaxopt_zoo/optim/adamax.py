@@ -9,7 +9,9 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     check_same_structure,
     ema_update,
@@ -25,12 +27,14 @@ class ScaleByAdamaxState(NamedTuple):
     """State of :func:`scale_by_adamax`: step ``count``, first moment ``mu`` and the
     exponentially weighted infinity norm ``nu = max(b2 * nu, |g|)``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 
 
-def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> GradientTransformation:
+def scale_by_adamax(
+    b1: Scalar = 0.9, b2: Scalar = 0.999, eps: Scalar = 1e-8
+) -> GradientTransformation:
     """``m_hat / u_t`` with ``u_t = max(b2 * u_{t-1}, |g_t| + eps)``.
 
     Args:
@@ -80,7 +84,7 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
 
 
 def adamax(
-    learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+    learning_rate: ScalarOrSchedule, b1: Scalar = 0.9, b2: Scalar = 0.999, eps: Scalar = 1e-8
 ) -> GradientTransformation:
     """AdaMax (Kingma & Ba 2015, section 7.1).
 

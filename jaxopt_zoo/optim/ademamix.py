@@ -11,7 +11,9 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     check_decay,
     check_int,
@@ -35,19 +37,19 @@ def _log(b: Any, dt: Any, count: Any = None) -> jax.Array:
 class ScaleByAdemamixState(NamedTuple):
     """Step count, fast EMA ``m1``, slow EMA ``m2`` and second moment ``nu``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     m1: Any
     m2: Any
     nu: Any
 
 
 def scale_by_ademamix(
-    b1: Any = 0.9,
-    b2: Any = 0.999,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
     b3: ScalarOrSchedule = 0.9999,
     alpha: ScalarOrSchedule = 5.0,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Any | None = None,
     *,
     alpha_warmup_steps: int | None = None,
@@ -140,14 +142,14 @@ def scale_by_ademamix(
 
 def ademamix(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
     b3: ScalarOrSchedule = 0.9999,
     alpha: ScalarOrSchedule = 5.0,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
     mu_dtype: Any | None = None,
-    weight_decay: Any = 0.0,
+    weight_decay: Scalar = 0.0,
     mask: MaskOrFn = None,
     *,
     alpha_warmup_steps: int | None = None,

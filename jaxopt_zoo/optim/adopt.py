@@ -12,7 +12,9 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     check_decay,
     check_nonneg,
@@ -28,7 +30,7 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 class ScaleByAdoptState(NamedTuple):
     """Step count, first moment ``mu`` (of the normalized gradients) and second moment ``nu``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 
@@ -45,15 +47,15 @@ def _clip(x: jax.Array, c: jax.Array) -> jax.Array:
 
 
 def scale_by_adopt(
-    b1: Any = 0.9,
-    b2: Any = 0.9999,
-    eps: Any = 1e-6,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.9999,
+    eps: Scalar = 1e-6,
     mu_dtype: Any | None = None,
     *,
     nesterov: bool = False,
     use_clipping: bool = True,
     clip_value_fn: Callable[[jax.Array], Any] | None = None,
-    clip_step_offset: Any = 1,
+    clip_step_offset: Scalar = 1,
 ) -> GradientTransformation:
     """ADOPT's direction ``m_t`` (equations in :func:`adopt`); the first call only fills
     ``nu`` and returns zeros.
@@ -138,17 +140,17 @@ def scale_by_adopt(
 
 def adopt(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.9999,
-    eps: Any = 1e-6,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.9999,
+    eps: Scalar = 1e-6,
     mu_dtype: Any | None = None,
-    weight_decay: Any = 0.0,
+    weight_decay: Scalar = 0.0,
     mask: MaskOrFn = None,
     *,
     nesterov: bool = False,
     use_clipping: bool = True,
     clip_value_fn: Callable[[jax.Array], Any] | None = None,
-    clip_step_offset: Any = 1,
+    clip_step_offset: Scalar = 1,
 ) -> GradientTransformation:
     r"""ADOPT (Taniguchi et al. 2024, "ADOPT: Modified Adam Can Converge with Any beta2 with
     the Optimal Rate", https://arxiv.org/abs/2411.02853).

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from jaxopt_zoo.core import GradientTransformation, MaskOrFn, ScalarOrSchedule, chain, is_zero
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    MaskOrFn,
+    Scalar,
+    ScalarOrSchedule,
+    chain,
+    is_zero,
+)
 from jaxopt_zoo.optim.adam import scale_by_adam
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.masking import masked
@@ -15,11 +20,11 @@ from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 def lamb(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-6,
-    eps_root: Any = 0.0,
-    weight_decay: Any = 0.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-6,
+    eps_root: Scalar = 0.0,
+    weight_decay: Scalar = 0.0,
     mask: MaskOrFn = None,
 ) -> GradientTransformation:
     """LAMB (You et al. 2020, https://arxiv.org/abs/1904.00962).
@@ -58,12 +63,12 @@ def lamb(
 
 def lars(
     learning_rate: ScalarOrSchedule,
-    weight_decay: Any = 0.0,
+    weight_decay: Scalar = 0.0,
     weight_decay_mask: MaskOrFn = True,
-    trust_coefficient: Any = 0.001,
-    eps: Any = 0.0,
+    trust_coefficient: Scalar = 0.001,
+    eps: Scalar = 0.0,
     trust_ratio_mask: MaskOrFn = True,
-    momentum: Any = 0.9,
+    momentum: Scalar = 0.9,
     nesterov: bool = False,
 ) -> GradientTransformation:
     """LARS (You, Gitman & Ginsburg 2017, https://arxiv.org/abs/1708.03888).

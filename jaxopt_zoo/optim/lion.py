@@ -10,7 +10,9 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     check_decay,
     check_same_structure,
     ema_update,
@@ -24,12 +26,12 @@ from jaxopt_zoo.optim._common import moment_dtype, scaled_with_decay
 class ScaleByLionState(NamedTuple):
     """State of :func:`scale_by_lion`: step ``count`` and the momentum ``mu`` (one per leaf)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
 
 
 def scale_by_lion(
-    b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Optional[Any] = None
+    b1: Scalar = 0.9, b2: Scalar = 0.99, mu_dtype: Optional[Any] = None
 ) -> GradientTransformation:
     """``sign(b1 * m + (1 - b1) * g)``, then ``m <- b2 * m + (1 - b2) * g``.
 
@@ -78,10 +80,10 @@ def scale_by_lion(
 
 def lion(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.99,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.99,
     mu_dtype: Optional[Any] = None,
-    weight_decay: Any = 1e-3,
+    weight_decay: Scalar = 1e-3,
     mask: MaskOrFn = None,
 ) -> GradientTransformation:
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms",

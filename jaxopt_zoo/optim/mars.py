@@ -12,7 +12,9 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     chain,
     check_decay,
@@ -35,7 +37,7 @@ class ScaleByMarsState(NamedTuple):
     """Step count, moments, and ``last``: the previous gradient (approximate MARS) or the
     previous parameters (exact MARS, ``exact=True``)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     last: Any
@@ -46,18 +48,18 @@ def _is_mars_leaf(p: Any, optimize_1d: bool) -> bool:
 
 
 def scale_by_mars(
-    b1: Any = 0.95,
-    b2: Any = 0.99,
-    eps: Any = 1e-8,
-    gamma: Any = 0.025,
+    b1: Scalar = 0.95,
+    b2: Scalar = 0.99,
+    eps: Scalar = 1e-8,
+    gamma: Scalar = 0.025,
     mu_dtype: Any | None = None,
     *,
-    b1_1d: Any = 0.9,
-    b2_1d: Any = 0.95,
+    b1_1d: Scalar = 0.9,
+    b2_1d: Scalar = 0.95,
     optimize_1d: bool = False,
     exact: bool = False,
     cautious: bool = False,
-    eps_root: Any = 1e-15,
+    eps_root: Scalar = 1e-15,
 ) -> GradientTransformationExtraArgs:
     """MARS-AdamW's direction (equations in :func:`mars`); arrays of fewer than 2 dimensions
     get Adam with ``(b1_1d, b2_1d)`` unless ``optimize_1d``. With ``exact``, ``update`` needs
@@ -149,11 +151,11 @@ def scale_by_mars(
 
 def mars(
     learning_rate: ScalarOrSchedule = 3e-3,
-    b1: Any = 0.95,
-    b2: Any = 0.99,
-    eps: Any = 1e-8,
-    gamma: Any = 0.025,
-    weight_decay: Any = 0.0,
+    b1: Scalar = 0.95,
+    b2: Scalar = 0.99,
+    eps: Scalar = 1e-8,
+    gamma: Scalar = 0.025,
+    weight_decay: Scalar = 0.0,
     mask: MaskOrFn = None,
     mu_dtype: Any | None = None,
     *,
@@ -161,10 +163,10 @@ def mars(
     cautious: bool = False,
     optimize_1d: bool = False,
     learning_rate_1d: ScalarOrSchedule | None = None,
-    b1_1d: Any = 0.9,
-    b2_1d: Any = 0.95,
-    weight_decay_1d: Any = 0.1,
-    eps_root: Any = 1e-15,
+    b1_1d: Scalar = 0.9,
+    b2_1d: Scalar = 0.95,
+    weight_decay_1d: Scalar = 0.1,
+    eps_root: Scalar = 1e-15,
 ) -> GradientTransformationExtraArgs:
     r"""MARS-AdamW (Yuan et al. 2024, "MARS: Unleashing the Power of Variance Reduction for
     Training Large Models", https://arxiv.org/abs/2411.10438).

@@ -23,7 +23,9 @@ from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     bias_correction,
     chain,
     check_decay,
@@ -61,15 +63,15 @@ __all__ = [
 class ScaleByMuonState(NamedTuple):
     """Step count and the momentum ``mu`` (shaped like the matrices)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
 
 
 def scale_by_muon(
     ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
-    beta: Any = 0.95,
-    eps: Any = 1e-8,
+    beta: Scalar = 0.95,
+    eps: Scalar = 1e-8,
     mu_dtype: Optional[Any] = None,
     *,
     nesterov: bool = True,
@@ -149,7 +151,7 @@ def scale_by_muon(
 
 def scale_by_muon_shape(
     weight_dimension_numbers: DimsOrFn = None,
-    consistent_rms: Optional[Any] = None,
+    consistent_rms: Optional[Scalar] = None,
     *,
     width_scaling: bool = True,
 ) -> GradientTransformation:
@@ -233,21 +235,21 @@ def muon(
     learning_rate: ScalarOrSchedule,
     ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
-    beta: Any = 0.95,
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
+    beta: Scalar = 0.95,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
     weight_decay_mask: MaskOrFn = None,
     mu_dtype: Optional[Any] = None,
     *,
     nesterov: bool = True,
     adaptive: bool = False,
-    adam_b1: Any = 0.9,
-    adam_b2: Any = 0.999,
-    adam_eps_root: Any = 0.0,
-    adam_weight_decay: Any = 0.0,
+    adam_b1: Scalar = 0.9,
+    adam_b2: Scalar = 0.999,
+    adam_eps_root: Scalar = 0.0,
+    adam_weight_decay: Scalar = 0.0,
     adam_learning_rate: Optional[ScalarOrSchedule] = None,
     muon_weight_dimension_numbers: DimsOrFn = None,
-    consistent_rms: Optional[Any] = None,
+    consistent_rms: Optional[Scalar] = None,
     width_scaling: bool = True,
     ns_dtype: Optional[Any] = None,
     ns_method: str = "auto",

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import jax
 import jax.numpy as jnp
 
-from jaxopt_zoo.core import EmptyState, GradientTransformation, check_int, check_nonneg
+from jaxopt_zoo.core import EmptyState, GradientTransformation, Scalar, check_int, check_nonneg
 
 Triple = Tuple[float, float, float]
 NsCoeffs = Union[Triple, Sequence[Triple], str]
@@ -249,7 +249,7 @@ def orthogonalize(
 def orthogonalize_by_newton_schulz(
     ns_coeffs: NsCoeffs = DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
-    eps: Any = 1e-8,
+    eps: Scalar = 1e-8,
     *,
     weight_dimension_numbers: DimsOrFn = None,
     ns_dtype: Optional[Any] = None,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     check_decay,
     check_nonneg,
@@ -38,7 +40,7 @@ class ProdigyState(NamedTuple):
     estim_lr: jax.Array
     estim_lr_max: jax.Array
     numerator_weighted: jax.Array
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def _wide(dtype: Any) -> Any:
@@ -54,15 +56,15 @@ def _tree_sum(tree: Any, dt: Any) -> jax.Array:
 def prodigy(
     learning_rate: ScalarOrSchedule = 1.0,
     betas: tuple[Any, Any] = (0.9, 0.999),
-    beta3: Any | None = None,
-    eps: Any = 1e-8,
-    estim_lr0: Any = 1e-6,
-    estim_lr_coef: Any = 1.0,
-    weight_decay: Any = 0.0,
+    beta3: Optional[Scalar] = None,
+    eps: Scalar = 1e-8,
+    estim_lr0: Scalar = 1e-6,
+    estim_lr_coef: Scalar = 1.0,
+    weight_decay: Scalar = 0.0,
     safeguard_warmup: bool = False,
     *,
     bias_correction: bool = False,
-    growth_rate: Any = math.inf,
+    growth_rate: Scalar = math.inf,
     decouple: bool = True,
 ) -> GradientTransformation:
     r"""Prodigy (Mishchenko & Defazio 2024, https://arxiv.org/abs/2306.06101): Adam with the

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
     bias_correction,
     check_nonneg,
@@ -37,7 +38,11 @@ def radam_rectification(count: jax.Array, b2: Any):
 
 
 def scale_by_radam(
-    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0, threshold: Any = 5.0
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    threshold: Scalar = 5.0,
 ) -> GradientTransformation:
     """RAdam's rescaling: ``r_t * m_hat / (sqrt(v_hat + eps_root) + eps)`` when
     ``rho_t >= threshold``, else the un-adapted ``m_hat``.
@@ -87,11 +92,11 @@ def scale_by_radam(
 
 def radam(
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
-    threshold: Any = 5.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    threshold: Scalar = 5.0,
 ) -> GradientTransformation:
     """RAdam (Liu et al. 2020, https://arxiv.org/abs/1908.03265).
 

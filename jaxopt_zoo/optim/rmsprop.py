@@ -9,7 +9,9 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     bias_correction,
     chain,
@@ -30,7 +32,7 @@ from jaxopt_zoo.transforms.momentum import trace
 class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms`: step ``count`` and ``nu``, the moving average of ``|g|^2``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     nu: Any
 
 
@@ -38,15 +40,15 @@ class ScaleByStddevState(NamedTuple):
     """State of ``scale_by_rms(centered=True)``: step ``count``, the moving averages ``mu``
     of ``g`` and ``nu`` of ``|g|^2`` (the variance estimate is ``nu - |mu|^2``)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
 
 
 def scale_by_rms(
-    decay: Any = 0.9,
-    eps: Any = 1e-8,
-    initial_scale: Any = 0.0,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
     eps_in_sqrt: bool = True,
     bias_correction_: bool = False,
     *,
@@ -132,12 +134,12 @@ def scale_by_rms(
 
 def rmsprop(
     learning_rate: ScalarOrSchedule,
-    decay: Any = 0.9,
-    eps: Any = 1e-8,
-    initial_scale: Any = 0.0,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
     eps_in_sqrt: bool = True,
     centered: bool = False,
-    momentum: Optional[Any] = None,
+    momentum: Optional[Scalar] = None,
     nesterov: bool = False,
     bias_correction: bool = False,
 ) -> GradientTransformation:

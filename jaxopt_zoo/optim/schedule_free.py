@@ -3,7 +3,7 @@ momentum and a decaying schedule."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,9 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     MaskOrFn,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     chain,
     check_int,
     check_nonneg,
@@ -33,7 +35,7 @@ class ScheduleFreeState(NamedTuple):
     """State of :func:`schedule_free`: ``z`` (the base optimizer's iterate), the averaging
     weights so far and the base optimizer's state. The parameters themselves are ``y``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     b1: jax.Array
     weight_sum: jax.Array
     lr_max: jax.Array
@@ -53,13 +55,13 @@ def _z_dtype(dtype: Any, state_dtype: Any | None) -> Any:
 def schedule_free(
     base_optimizer: GradientTransformation,
     learning_rate: ScalarOrSchedule,
-    b1: Any = 0.9,
-    weight_lr_power: Any = 2.0,
+    b1: Scalar = 0.9,
+    weight_lr_power: Scalar = 2.0,
     state_dtype: Any | None = None,
     *,
-    r: Any = 0.0,
+    r: Scalar = 0.0,
     weight_lr_ahead: bool = False,
-    weight_decay_at_z: Any = 0.0,
+    weight_decay_at_z: Scalar = 0.0,
 ) -> GradientTransformationExtraArgs:
     """Make ``base_optimizer`` schedule-free; its updates are the steps of ``z``.
 
@@ -209,7 +211,7 @@ def _warmed(
     learning_rate: ScalarOrSchedule,
     warmup_steps: int | None,
     from_zero: bool,
-    b2: Any | None = None,
+    b2: Optional[Scalar] = None,
 ) -> ScalarOrSchedule:
     """``lr(t) * min((t + 1) / warmup_steps, 1)`` (the authors'; ``from_zero``: ``t /
     warmup_steps``, optax's ``warmup_constant_schedule``), times ``sqrt(1 - b2^(t+1))`` when
@@ -237,12 +239,12 @@ def _check_warmup(warmup_steps: int | None) -> int | None:
 def schedule_free_sgd(
     learning_rate: ScalarOrSchedule = 1.0,
     warmup_steps: int | None = None,
-    b1: Any = 0.9,
-    weight_decay: Any | None = 0.0,
-    weight_lr_power: Any = 2.0,
+    b1: Scalar = 0.9,
+    weight_decay: Optional[Scalar] = 0.0,
+    weight_lr_power: Scalar = 2.0,
     state_dtype: Any | None = None,
     *,
-    r: Any = 0.0,
+    r: Scalar = 0.0,
     mask: MaskOrFn = None,
     optax_warmup: bool = False,
 ) -> GradientTransformationExtraArgs:
@@ -287,14 +289,14 @@ def schedule_free_sgd(
 def schedule_free_adamw(
     learning_rate: ScalarOrSchedule = 0.0025,
     warmup_steps: int | None = None,
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-8,
-    weight_decay: Any = 0.0,
-    weight_lr_power: Any = 2.0,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 0.0,
+    weight_lr_power: Scalar = 2.0,
     state_dtype: Any | None = None,
     *,
-    r: Any = 0.0,
+    r: Scalar = 0.0,
     mask: MaskOrFn = None,
     optax_warmup: bool = False,
     bias_correct_lr: bool = False,

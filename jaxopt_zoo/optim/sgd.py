@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from jaxopt_zoo.core import GradientTransformation, ScalarOrSchedule, chain, check_nonneg, is_zero
+from jaxopt_zoo.core import (
+    GradientTransformation,
+    Scalar,
+    ScalarOrSchedule,
+    chain,
+    check_nonneg,
+    is_zero,
+)
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.momentum import trace
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
@@ -12,10 +19,10 @@ from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 def sgd(
     learning_rate: ScalarOrSchedule,
-    momentum: Optional[Any] = None,
+    momentum: Optional[Scalar] = None,
     nesterov: bool = False,
-    dampening: Any = 0.0,
-    weight_decay: Any = 0.0,
+    dampening: Scalar = 0.0,
+    weight_decay: Scalar = 0.0,
     accumulator_dtype: Optional[Any] = None,
 ) -> GradientTransformation:
     """SGD with optional (Nesterov) momentum and L2 weight decay (Robbins & Monro 1951;

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
+    StepCount,
     abs_sq_in,
     chain,
     check_decay,
@@ -33,7 +35,7 @@ class ScaleBySoapState(NamedTuple):
     ``E[G_(i) G_(i)^H]`` and its eigenbasis per (merged) dimension, ``None`` where a
     dimension is not preconditioned."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     mu: Any
     nu: Any
     gg: Any
@@ -43,7 +45,7 @@ class ScaleBySoapState(NamedTuple):
 class DecayAfterStepState(NamedTuple):
     """``count``: calls so far (the learning-rate schedule's step)."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def merge_small_dims(shape: Tuple[int, ...], max_dim: int) -> Tuple[int, ...]:
@@ -120,10 +122,10 @@ def _power_qr(
 
 
 def scale_by_soap(
-    b1: Any = 0.95,
-    b2: Any = 0.95,
-    shampoo_beta: Optional[Any] = None,
-    eps: Any = 1e-8,
+    b1: Scalar = 0.95,
+    b2: Scalar = 0.95,
+    shampoo_beta: Optional[Scalar] = None,
+    eps: Scalar = 1e-8,
     precondition_frequency: int = 10,
     max_precondition_dim: int = 10000,
     merge_dims: bool = False,
@@ -220,7 +222,7 @@ def scale_by_soap(
             mu_new = jnp.where(first, mu, mu_new)
             nu_new = jnp.where(first, nu.reshape(work), nu_new)
             # the preconditioner's statistics, then its basis
-            gg_new = []  # type: ignore[var-annotated]
+            gg_new: List[Optional[jax.Array]] = []
             for i, (m, on) in enumerate(zip(gg, pre)):
                 if not on:
                     gg_new.append(None)
@@ -238,10 +240,10 @@ def scale_by_soap(
                     return tuple(None if m is None else _eigenbasis(m) for m in gg_), nu_
 
                 def refresh(gg_, qs_, nu_):
-                    out = []  # type: ignore[var-annotated]
+                    out: List[Optional[jax.Array]] = []
                     for i, (m, q) in enumerate(zip(gg_, qs_)):
                         if m is None:
-                            out.append(None)  # type: ignore[arg-type]
+                            out.append(None)
                             continue
                         q, nu_ = _power_qr(m, q, nu_, i, qr_dtype)
                         out.append(q)
@@ -260,18 +262,18 @@ def scale_by_soap(
                 qs_new,
             )
 
-        treedef = jax.tree.structure(updates)
+        treedef: Any = jax.tree.structure(updates)  # its stub lacks flatten_up_to
         out = [
             leaf(*a)
             for a in zip(
                 jax.tree.leaves(updates),
                 jax.tree.leaves(state.mu),
                 jax.tree.leaves(state.nu),
-                treedef.flatten_up_to(state.gg),  # type: ignore[attr-defined]
-                treedef.flatten_up_to(state.q),  # type: ignore[attr-defined]
+                treedef.flatten_up_to(state.gg),
+                treedef.flatten_up_to(state.q),
             )
         ]
-        parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]  # type: ignore[attr-defined]
+        parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]
         return parts[0], ScaleBySoapState(
             count=increment(count), mu=parts[1], nu=parts[2], gg=parts[3], q=parts[4]
         )
@@ -316,11 +318,11 @@ def decay_after_step(
 
 def soap(
     learning_rate: ScalarOrSchedule = 3e-3,
-    b1: Any = 0.95,
-    b2: Any = 0.95,
-    shampoo_beta: Optional[Any] = None,
-    eps: Any = 1e-8,
-    weight_decay: Any = 1e-2,
+    b1: Scalar = 0.95,
+    b2: Scalar = 0.95,
+    shampoo_beta: Optional[Scalar] = None,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 1e-2,
     precondition_frequency: int = 10,
     max_precondition_dim: int = 10000,
     merge_dims: bool = False,

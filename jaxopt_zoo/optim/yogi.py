@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
     ScalarOrSchedule,
     abs_sq_in,
     bias_correction,
@@ -24,11 +23,11 @@ from jaxopt_zoo.optim.adam import ScaleByAdamState, check_betas
 
 
 def scale_by_yogi(
-    b1: Any = 0.9,
-    b2: Any = 0.999,
-    eps: Any = 1e-3,
-    eps_root: Any = 0.0,
-    initial_accumulator_value: Any = 1e-6,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-3,
+    eps_root: Scalar = 0.0,
+    initial_accumulator_value: Scalar = 1e-6,
 ) -> GradientTransformation:
     """``m_hat / (sqrt(v_hat + eps_root) + eps)`` with Yogi's
     ``v_t = v_{t-1} - (1 - b2) * sign(v_{t-1} - g^2) * g^2``.
@@ -83,7 +82,7 @@ def scale_by_yogi(
 
 
 def yogi(
-    learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-3
+    learning_rate: ScalarOrSchedule, b1: Scalar = 0.9, b2: Scalar = 0.999, eps: Scalar = 1e-3
 ) -> GradientTransformation:
     """Yogi (Zaheer et al. 2018, NeurIPS, "Adaptive Methods for Nonconvex Optimization").
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
+    StepCount,
     check_int,
     check_same_structure,
     check_scalar,
@@ -38,7 +39,7 @@ class SwaState(NamedTuple):
     half-precision leaves); ``inner_state`` the wrapped optimizer's state.
     """
 
-    count: jax.Array  # type: ignore[assignment]  # updates applied so far
+    count: StepCount  # updates applied so far
     n_averaged: jax.Array  # parameter sets in the average (0: ``average`` holds the init)
     average: Any
     inner_state: Any
@@ -52,7 +53,7 @@ class EmaWeightsState(NamedTuple):
     ``inner_state`` the wrapped optimizer's state.
     """
 
-    count: jax.Array  # type: ignore[assignment]  # updates applied so far
+    count: StepCount  # updates applied so far
     average: Any
     inner_state: Any
 

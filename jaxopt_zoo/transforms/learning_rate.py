@@ -12,6 +12,7 @@ from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
+    StepCount,
     check_nonneg,
     increment,
     zero_count,
@@ -23,7 +24,7 @@ class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule` and :func:`scale_by_learning_rate` with a schedule:
     the step ``count`` the schedule is evaluated at."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def scale_leaf(u: jax.Array, s: Any) -> jax.Array:
@@ -127,4 +128,6 @@ def scale_by_learning_rate(
         tx = scale_by_schedule(lambda count: sign * learning_rate(count))
     else:
         tx = scale(sign * learning_rate)
-    return describe(tx, dataclasses.replace(spec_of(tx), name="scale_by_learning_rate"))  # type: ignore[arg-type,type-var]
+    spec = spec_of(tx)
+    assert spec is not None  # scale and scale_by_schedule carry theirs
+    return describe(tx, dataclasses.replace(spec, name="scale_by_learning_rate"))

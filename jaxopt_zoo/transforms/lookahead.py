@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
+    Scalar,
+    StepCount,
     check_int,
     check_same_structure,
     check_scalar,
@@ -25,13 +27,13 @@ class LookaheadState(NamedTuple):
 
     inner: Any
     slow: Any
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
 
 
 def lookahead(
     tx: GradientTransformation,
     sync_period: int = 5,
-    slow_step_size: Any = 0.5,
+    slow_step_size: Scalar = 0.5,
     reset_state: bool = False,
 ) -> GradientTransformationExtraArgs:
     r"""Lookahead (Zhang et al. 2019, https://arxiv.org/abs/1907.08610) around ``tx``.

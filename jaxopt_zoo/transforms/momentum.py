@@ -9,6 +9,8 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformation,
+    Scalar,
+    StepCount,
     bias_correction,
     check_decay,
     check_nonneg,
@@ -24,14 +26,14 @@ from jaxopt_zoo.fast.spec import BlockSpec, describe
 class TraceState(NamedTuple):
     """State of :func:`trace`: step ``count`` and the momentum buffer ``trace`` per leaf."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     trace: Any
 
 
 def trace(
     decay: Any,
     nesterov: bool = False,
-    dampening: Any = 0.0,
+    dampening: Scalar = 0.0,
     accumulator_dtype: Optional[Any] = None,
 ) -> GradientTransformation:
     """Momentum: ``b <- decay * b + (1 - dampening) * g`` (``b_1 = g``).
@@ -98,7 +100,7 @@ def trace(
 class EmaState(NamedTuple):
     """State of :func:`ema`: step ``count`` (for debiasing) and the moving average ``ema``."""
 
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     ema: Any
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
     GradientTransformationExtraArgs,
+    StepCount,
     check_int,
     check_nonneg,
     check_scalar,
@@ -28,7 +29,7 @@ class ReduceOnPlateauState(NamedTuple):
     best: jax.Array
     plateau_count: jax.Array
     cooldown_count: jax.Array
-    count: jax.Array  # type: ignore[assignment]
+    count: StepCount
     avg: jax.Array
 
 

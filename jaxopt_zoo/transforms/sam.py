@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
+    Scalar,
     abs_sq_in,
     check_nonneg,
     check_same_structure,
@@ -34,7 +35,7 @@ def _check_hparams(rho: Any, eps: Any) -> None:
 
 
 def sam_perturbation(
-    params: Any, grads: Any, rho: Any = 0.05, adaptive: bool = False, eps: Any = 1e-12
+    params: Any, grads: Any, rho: Scalar = 0.05, adaptive: bool = False, eps: Scalar = 1e-12
 ) -> Any:
     """SAM's ascent step ``e(w)``, a tree like ``params`` (see ``sam`` for the formula).
 
@@ -106,7 +107,7 @@ def _sam_grads(
 
 
 def sam(
-    base: GradientTransformation, rho: Any = 0.05, adaptive: bool = False, eps: Any = 1e-12
+    base: GradientTransformation, rho: Scalar = 0.05, adaptive: bool = False, eps: Scalar = 1e-12
 ) -> GradientTransformationExtraArgs:
     """Sharpness-Aware Minimization (SAM) and, with ``adaptive=True``, ASAM, around ``base``.
 
@@ -172,7 +173,7 @@ def sam(
 
 
 def sam_gradient(
-    grad_fn: GradFn, rho: Any = 0.05, adaptive: bool = False, eps: Any = 1e-12
+    grad_fn: GradFn, rho: Scalar = 0.05, adaptive: bool = False, eps: Scalar = 1e-12
 ) -> Callable[..., Any]:
     """SAM as a function of the gradient function: ``sam_grad(params, grads=None)``.
 

@@ -7,8 +7,6 @@ regularization (PyTorch's ``Adam(weight_decay=...)``); after it, decoupled weigh
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
@@ -16,6 +14,7 @@ from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
     MaskOrFn,
+    ScalarOrSchedule,
     check_nonneg,
     check_same_structure,
     increment,
@@ -28,7 +27,9 @@ from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState
 from jaxopt_zoo.transforms.masking import masked
 
 
-def add_decayed_weights(weight_decay: Any = 0.0, mask: MaskOrFn = None) -> GradientTransformation:
+def add_decayed_weights(
+    weight_decay: ScalarOrSchedule = 0.0, mask: MaskOrFn = None
+) -> GradientTransformation:
     """Add ``weight_decay * params`` to the updates (a schedule of the step is allowed).
 
     ``mask``: a tree of booleans (or a function of the params returning one) choosing

@@ -1,0 +1,265 @@
+"""The built-in optimizers, one ``register`` call each, and the compat modules' tables."""
+
+from __future__ import annotations
+
+from jaxopt_zoo import optim as _o
+from jaxopt_zoo.compat import keras as _keras
+from jaxopt_zoo.compat import torch as _torch
+from jaxopt_zoo.registry.base import register
+
+_OPTAX = ("optax",)
+register(
+    "sgd",
+    _o.sgd,
+    default_lr=0.01,
+    paper="Robbins & Monro 1951",
+    blocks="scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "momentum",
+    _o.sgd,
+    default_lr=0.01,
+    paper="Polyak 1964",
+    blocks="trace -> scale_by_learning_rate",
+    verified=_OPTAX,
+    momentum=0.9,
+)
+register(
+    "nesterov",
+    _o.sgd,
+    default_lr=0.01,
+    paper="Nesterov 1983; Sutskever et al. 2013",
+    blocks="trace(nesterov) -> scale_by_learning_rate",
+    verified=_OPTAX,
+    momentum=0.9,
+    nesterov=True,
+)
+register(
+    "adagrad",
+    _o.adagrad,
+    default_lr=0.01,
+    paper="Duchi et al. 2011",
+    blocks="scale_by_rss -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "rmsprop",
+    _o.rmsprop,
+    default_lr=1e-3,
+    paper="Hinton 2012 (Lecture 6e)",
+    blocks="scale_by_rms -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "rmsprop_centered",
+    _o.rmsprop,
+    default_lr=1e-3,
+    paper="Graves 2013",
+    blocks="scale_by_rms(centered) -> scale_by_learning_rate",
+    verified=_OPTAX,
+    centered=True,
+)
+register(
+    "rmsprop_nesterov",
+    _o.rmsprop,
+    default_lr=1e-3,
+    paper="Goodfellow et al. 2016, Alg. 8.6",
+    blocks="scale_by_rms -> scale_by_learning_rate -> trace(nesterov)",
+    verified=_OPTAX,
+    momentum=0.9,
+    nesterov=True,
+)
+register(
+    "adadelta",
+    _o.adadelta,
+    default_lr=1.0,
+    paper="Zeiler 2012",
+    blocks="scale_by_adadelta -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "adam",
+    _o.adam,
+    default_lr=1e-3,
+    paper="Kingma & Ba 2015",
+    blocks="scale_by_adam -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "adamw",
+    _o.adamw,
+    default_lr=1e-3,
+    paper="Loshchilov & Hutter 2019",
+    blocks="scale_by_adam -> add_decayed_weights -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "amsgrad",
+    _o.amsgrad,
+    default_lr=1e-3,
+    paper="Reddi et al. 2018",
+    blocks="scale_by_adam(amsgrad) -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "adamax",
+    _o.adamax,
+    default_lr=2e-3,
+    paper="Kingma & Ba 2015, sec. 7.1",
+    blocks="scale_by_adamax -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "nadam",
+    _o.nadam,
+    default_lr=2e-3,
+    paper="Dozat 2016",
+    blocks="scale_by_adam(nesterov) -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "nadamw",
+    _o.nadamw,
+    default_lr=1e-3,
+    paper="Dozat 2016; Loshchilov & Hutter 2019",
+    blocks="scale_by_adam(nesterov) -> add_decayed_weights -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "radam",
+    _o.radam,
+    default_lr=1e-3,
+    paper="Liu et al. 2020",
+    blocks="scale_by_radam -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "adabelief",
+    _o.adabelief,
+    default_lr=1e-3,
+    paper="Zhuang et al. 2020",
+    blocks="scale_by_belief -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "yogi",
+    _o.yogi,
+    default_lr=1e-2,
+    paper="Zaheer et al. 2018",
+    blocks="scale_by_yogi -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "lion",
+    _o.lion,
+    default_lr=1e-4,
+    paper="Chen et al. 2023",
+    blocks="scale_by_lion -> add_decayed_weights -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "lamb",
+    _o.lamb,
+    default_lr=1e-3,
+    paper="You et al. 2020",
+    blocks="scale_by_adam -> add_decayed_weights -> scale_by_trust_ratio -> scale_by_learning_rate",
+    verified=_OPTAX,
+)
+register(
+    "lars",
+    _o.lars,
+    default_lr=0.1,
+    paper="You et al. 2017",
+    blocks="add_decayed_weights -> masked(scale_by_trust_ratio) -> scale_by_learning_rate -> trace",
+    verified=_OPTAX,
+)
+register(
+    "muon",
+    _o.muon,
+    default_lr=0.02,
+    paper="Jordan et al. 2024; Liu et al. 2025",
+    blocks="partition(scale_by_muon -> scale_by_muon_shape -> add_decayed_weights -> "
+    "scale_by_learning_rate | adamw)",
+    verified=_OPTAX,
+)
+register(
+    "adafactor",
+    _o.adafactor,
+    default_lr=1e-2,
+    paper="Shazeer & Stern 2018",
+    blocks="scale_by_factored_rms -> clip_by_block_rms -> scale_by_learning_rate -> "
+    "scale_by_param_block_rms",
+    verified=_OPTAX,
+)
+register(
+    "soap",
+    _o.soap,
+    default_lr=3e-3,
+    paper="Vyas et al. 2024",
+    blocks="scale_by_soap -> scale_by_learning_rate -> decay_after_step",
+    verified=("pytorch_optimizer",),
+)
+
+# Optimizers of 2024, each verified against its authors' code and the other references.
+_SF = ("schedulefree", "optax.contrib")
+register(
+    "schedule_free_sgd",
+    _o.schedule_free_sgd,
+    default_lr=None,
+    paper="Defazio et al. 2024",
+    blocks="schedule_free(add_decayed_weights -> scale_by_learning_rate)",
+    verified=_SF,
+)
+register(
+    "schedule_free_adamw",
+    _o.schedule_free_adamw,
+    default_lr=None,
+    paper="Defazio et al. 2024",
+    blocks="schedule_free(scale_by_rms -> add_decayed_weights -> scale_by_learning_rate)",
+    verified=_SF + ("keras",),
+)
+register(
+    "prodigy",
+    _o.prodigy,
+    default_lr=None,
+    paper="Mishchenko & Defazio 2024",
+    blocks="prodigy (one block: d*lr enters the estimate of d)",
+    verified=("prodigyopt", "optax.contrib"),
+)
+register(
+    "adopt",
+    _o.adopt,
+    default_lr=1e-3,
+    paper="Taniguchi et al. 2024",
+    blocks="scale_by_adopt -> add_decayed_weights -> scale_by_learning_rate",
+    verified=("pytorch_optimizer", "optax.contrib"),
+)
+register(
+    "mars",
+    _o.mars,
+    default_lr=None,
+    paper="Yuan et al. 2024",
+    blocks="scale_by_mars -> partition(add_decayed_weights -> scale_by_learning_rate)",
+    verified=("pytorch_optimizer",),
+)
+register(
+    "ademamix",
+    _o.ademamix,
+    default_lr=1e-3,
+    paper="Pagliardini et al. 2024",
+    blocks="scale_by_ademamix -> add_decayed_weights -> scale_by_learning_rate",
+    verified=("pytorch_optimizer", "optax.contrib"),
+)
+
+# The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
+for _fw, _mod, _where in (("torch", _torch, "torch.optim"), ("keras", _keras, "keras.optimizers")):
+    for _n, _cls in _mod.CLASS_NAMES.items():
+        register(
+            f"{_fw}.{_n}",
+            getattr(_mod, _n),
+            default_lr=None,
+            paper=f"{_where}.{_cls}",
+            blocks=f"compat.{_fw}",
+            verified=(_fw,),
+        )
