@@ -134,7 +134,6 @@ def _compile(fns: Any, workload: Any, names: Sequence[str], size: int) -> Compil
     aux = jax.eval_shape(lambda r: workload.epoch_aux(r, 0), rngs)
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     totals = Metrics(f32, f32, f32)
-    init = fns.init.lower(rngs, hp).compile()
     step = fns.step.lower(
         params, opt_state, totals, hp, rngs, aux, workload.train_data, scalar, scalar
     ).compile()
@@ -145,7 +144,7 @@ def _compile(fns: Any, workload: Any, names: Sequence[str], size: int) -> Compil
     total = None if any(p is None for p in parts) else sum(parts)  # type: ignore[misc]
     if total is None:  # no analysis: the state, twice (gradients, new state), as a floor
         total = 2 * _nbytes((params, opt_state)) + _nbytes(workload.train_data)
-    return Compiled(init, step, evaluate, total)
+    return Compiled(fns.init, step, evaluate, total)  # init: compiled once, at its first call
 
 
 def plan_chunks(
