@@ -117,10 +117,16 @@ def charlm(steps: int, batch: int):
         return [one_run(lr, seed) for lr in LRS for seed in SEEDS][-1]
 
     def swept():
-        config = SweepConfig(batch_size=batch, steps=steps, eval_every=steps // evals,
-                             eval_windows=64, eval_batch_size=64)
-        return sweep(model, jz.adam, {"learning_rate": LRS}, SEEDS, data.train, data.val,
-                     config).params
+        config = SweepConfig(
+            batch_size=batch,
+            steps=steps,
+            eval_every=steps // evals,
+            eval_windows=64,
+            eval_batch_size=64,
+        )
+        return sweep(
+            model, jz.adam, {"learning_rate": LRS}, SEEDS, data.train, data.val, config
+        ).params
 
     return sequential, swept
 
@@ -132,10 +138,14 @@ def main() -> None:
     args = ap.parse_args()
     steps_default = {"mlp": 300, "charlm": 200, "cnn": 60}
     batch = {"mlp": 64, "charlm": 32, "cnn": 64}
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; "
-          f"8 configs = Adam lr {LRS} x seeds {SEEDS}")
-    header = (f"{'workload':9} {'steps':>5} {'mode':10} {'wall s':>7} {'compile s':>9} "
-              f"{'steady s':>8} {'cfg-steps/s':>11} {'steady cfg-steps/s':>18}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; "
+        f"8 configs = Adam lr {LRS} x seeds {SEEDS}"
+    )
+    header = (
+        f"{'workload':9} {'steps':>5} {'mode':10} {'wall s':>7} {'compile s':>9} "
+        f"{'steady s':>8} {'cfg-steps/s':>11} {'steady cfg-steps/s':>18}"
+    )
     print(header)
     rows = []
     for name in args.workloads.split(","):
@@ -149,8 +159,11 @@ def main() -> None:
             _, wall, comp = timed(fn)
             work = 8 * steps
             result[mode] = (wall, comp)
-            print(f"{name:9} {steps:5d} {mode:10} {wall:7.2f} {comp:9.2f} {wall - comp:8.2f} "
-                  f"{work / wall:11.1f} {work / max(wall - comp, 1e-9):18.1f}", flush=True)
+            print(
+                f"{name:9} {steps:5d} {mode:10} {wall:7.2f} {comp:9.2f} {wall - comp:8.2f} "
+                f"{work / wall:11.1f} {work / max(wall - comp, 1e-9):18.1f}",
+                flush=True,
+            )
         (sw, sc), (vw, vc) = result["sequential"], result["sweep"]
         rows.append((name, sw / vw, (sw - sc) / max(vw - vc, 1e-9)))
     print("\nthroughput ratio sweep / sequential (higher is better):")

@@ -93,8 +93,19 @@ def test_cli_chunked_sweep_writes_the_same_results(tmp_path, mlp_sweep, capsys):
             unchunked["seed"],
         )
         for a, b in zip(ours["history"], unchunked["history"]):
-            assert set(a) == set(b) == {"epoch", "step", "train_loss", "train_accuracy",
-                                        "val_loss", "val_accuracy", "seconds"}
+            assert (
+                set(a)
+                == set(b)
+                == {
+                    "epoch",
+                    "step",
+                    "train_loss",
+                    "train_accuracy",
+                    "val_loss",
+                    "val_accuracy",
+                    "seconds",
+                }
+            )
             for key in ("train_loss", "val_loss", "val_accuracy"):
                 # chunks of 2 vs one of 4: the batched evaluation sums round differently
                 assert a[key] == pytest.approx(b[key], rel=1e-6), key
@@ -120,7 +131,9 @@ def sgd(learning_rate):
 @pytest.fixture(scope="module")
 def lm_sweep():
     config = SweepConfig(**LM_CONFIG)
-    return sweep(LM, sgd, {"learning_rate": [0.1, 0.3]}, [0, 1], TOKENS[:2500], TOKENS[2500:], config)
+    return sweep(
+        LM, sgd, {"learning_rate": [0.1, 0.3]}, [0, 1], TOKENS[:2500], TOKENS[2500:], config
+    )
 
 
 def test_lm_sweep_follows_the_contract(lm_sweep):
@@ -138,7 +151,9 @@ def test_lm_sweep_follows_the_contract(lm_sweep):
         x, y = sample_windows(train, jax.random.fold_in(jax.random.fold_in(rng, 1), s), 4, 8)
         r = step(params, opt_state, x, y, None, step_dropout_key(rng, s))
         params, opt_state = r.params, r.opt_state
-    assert max_abs_diff(jax.device_get(params), jax.tree.map(lambda v: v[3], lm_sweep.params)) < 1e-5
+    assert (
+        max_abs_diff(jax.device_get(params), jax.tree.map(lambda v: v[3], lm_sweep.params)) < 1e-5
+    )
     vx, vy = eval_windows(TOKENS[2500:], 8, 8)
     val_loss = float(lm_loss(LM.apply({"params": params}, jnp.asarray(vx)), jnp.asarray(vy)))
     last = lm_sweep.records[3]["history"][-1]
@@ -151,7 +166,9 @@ def test_lm_sweep_follows_the_contract(lm_sweep):
 
 def test_a_small_memory_budget_chunks_the_grid_and_changes_nothing(lm_sweep):
     config = SweepConfig(**LM_CONFIG, memory_budget=1)
-    small = sweep(LM, sgd, {"learning_rate": [0.1, 0.3]}, [0, 1], TOKENS[:2500], TOKENS[2500:], config)
+    small = sweep(
+        LM, sgd, {"learning_rate": [0.1, 0.3]}, [0, 1], TOKENS[:2500], TOKENS[2500:], config
+    )
     assert (small.chunking.chunks, small.chunking.size, small.chunking.forced) == (4, 1, False)
     assert small.chunking.describe().startswith("4 configs in 4 chunks of 1 (about ")
     # vmapped over 4 vs one at a time: equal to rounding (batched vs plain matrix products)

@@ -14,8 +14,8 @@ import sys
 from typing import Optional, Sequence
 
 from jaxopt_zoo.cli.commands import cmd_compare, cmd_list, cmd_train
-from jaxopt_zoo.cli.sweep import cmd_sweep
 from jaxopt_zoo.cli.flags import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser
+from jaxopt_zoo.cli.sweep import cmd_sweep
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 

@@ -174,7 +174,7 @@ def _load(args, init: str):
             depth=args.depth,
             heads=args.heads,
             dropout=args.dropout,
-            init_style=init,
+            init_style=init,  # type: ignore[arg-type]  # checked by the parser's choices
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -230,8 +230,11 @@ def cmd_sweep(args) -> int:
     records, chunkings = [], {}
     for name, full, grid, fixed in groups:
         n_cfg = len(grid_points(grid)) * args.seeds
-        print(f"{name} ({full}): {n_cfg} configs on {args.model}, {n_train} training "
-              f"{'tokens' if lm else 'examples'}", flush=True)
+        print(
+            f"{name} ({full}): {n_cfg} configs on {args.model}, {n_train} training "
+            f"{'tokens' if lm else 'examples'}",
+            flush=True,
+        )
         result = sweep(
             model,
             _make_tx(full, fixed),
@@ -250,8 +253,12 @@ def cmd_sweep(args) -> int:
     print(format_sweep_table(rows, metric))
     print()
     print(format_sweep_table(settings, metric))
-    record = {"config": {**vars(args), "opt_arg": dict(args.opt_arg), "init": init},
-              "metric": metric, "chunking": chunkings, "records": records}
+    record = {
+        "config": {**vars(args), "opt_arg": dict(args.opt_arg), "init": init},
+        "metric": metric,
+        "chunking": chunkings,
+        "records": records,
+    }
     write_json(out / "sweep.json", to_builtin(record))
     write_sweep_csv(out / "sweep.csv", rows)
     plot_sweep(

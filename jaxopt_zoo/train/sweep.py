@@ -304,7 +304,9 @@ def _compiled_fns(workload: Workload, make_tx: Callable) -> _Fns:
 
     def step_one(params, opt_state, totals, hp, rng, aux, data, batch, step):
         x, y, w = workload.batch(data, aux, rng, batch, step)
-        r = train_step(model, make_tx(**hp), params, opt_state, x, y, w, step_dropout_key(rng, step))
+        r = train_step(
+            model, make_tx(**hp), params, opt_state, x, y, w, step_dropout_key(rng, step)
+        )
         return r.params, r.opt_state, Metrics(*(t + v for t, v in zip(totals, r.metrics)))
 
     step = jax.jit(

@@ -133,7 +133,7 @@ def _compile(fns: Any, workload: Any, names: Sequence[str], size: int) -> Compil
     params, opt_state = jax.eval_shape(fns.init, rngs, hp)
     aux = jax.eval_shape(lambda r: workload.epoch_aux(r, 0), rngs)
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
-    totals = Metrics(f32, f32, f32)
+    totals = Metrics(f32, f32, f32)  # type: ignore[arg-type]  # abstract: shapes only
     step = fns.step.lower(
         params, opt_state, totals, hp, rngs, aux, workload.train_data, scalar, scalar
     ).compile()
@@ -141,7 +141,9 @@ def _compile(fns: Any, workload: Any, names: Sequence[str], size: int) -> Compil
     if fns.evaluate is not None:
         evaluate = fns.evaluate.lower(params, *workload.val_data).compile()
     parts = [_program_bytes(step)] + ([] if evaluate is None else [_program_bytes(evaluate)])
-    total = None if any(p is None for p in parts) else sum(parts)  # type: ignore[misc]
+    total: Optional[int] = None
+    if all(p is not None for p in parts):
+        total = sum(p for p in parts if p is not None)
     if total is None:  # no analysis: the state, twice (gradients, new state), as a floor
         total = 2 * _nbytes((params, opt_state)) + _nbytes(workload.train_data)
     return Compiled(fns.init, step, evaluate, total)  # init: compiled once, at its first call
@@ -167,7 +169,9 @@ def plan_chunks(
     compiled = _compile(fns, workload, names, size)
     shared = _nbytes(workload.train_data) + _nbytes(workload.val_data)
     per_config = None if compiled.bytes is None else max(1.0, (compiled.bytes - shared) / size)
-    if chunk_size is None and per_config is not None and compiled.bytes > budget and size > 1:
+    need = compiled.bytes
+    fits = need is None or need <= budget or size == 1
+    if chunk_size is None and per_config is not None and not fits:
         fit = max(1, math.floor((budget - shared) / per_config))
         chunks, size = _equal_chunks(num_configs, fit)
         compiled = _compile(fns, workload, names, size)

@@ -67,7 +67,8 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> List[Dict[st
 
     Example:
       >>> rows = [{"optimizer": "sgd", "learning_rate": 0.1, "seed": s,
-      ...          "final_val_accuracy": a, "best_val_accuracy": a} for s, a in [(0, 0.5), (1, 0.7)]]
+      ...          "final_val_accuracy": a, "best_val_accuracy": a}
+      ...         for s, a in [(0, 0.5), (1, 0.7)]]
       >>> [(r["seeds"], round(r["final_val_accuracy"], 3), round(r["final_val_accuracy_std"], 3))
       ...  for r in setting_rows(rows, "val_accuracy")]
       [(2, 0.6, 0.141)]

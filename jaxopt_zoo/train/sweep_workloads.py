@@ -66,9 +66,7 @@ def classifier_workload(
     sample = images[:1]
 
     def init(rng):
-        return model.init({"params": jax.random.fold_in(rng, _INIT)}, sample, train=False)[
-            "params"
-        ]
+        return model.init({"params": jax.random.fold_in(rng, _INIT)}, sample, train=False)["params"]
 
     def batch(data, order, rng, b, step):
         del rng, step
@@ -114,9 +112,7 @@ def lm_workload(
     sample = jnp.zeros((1, context), jnp.int32)
 
     def init(rng):
-        return model.init({"params": jax.random.fold_in(rng, _INIT)}, sample, train=False)[
-            "params"
-        ]
+        return model.init({"params": jax.random.fold_in(rng, _INIT)}, sample, train=False)["params"]
 
     def batch(data, aux, rng, b, step):
         del aux, b
@@ -154,6 +150,7 @@ def make_lm_eval_fn(model: nn.Module, batch_size: int) -> Callable[..., Metrics]
             yb = jax.lax.dynamic_slice_in_dim(y, lo, bs)
             w = (lo + jnp.arange(bs) >= start).astype(jnp.float32)
             logits = model.apply({"params": params}, xb, train=False)
+            assert isinstance(logits, jax.Array)
             m = batch_metrics(
                 logits.reshape(bs * t, -1), yb.reshape(-1), jnp.repeat(w, t)
             )  # per character
