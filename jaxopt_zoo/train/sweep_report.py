@@ -65,6 +65,10 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> List[Dict[st
     """Mean and std over seeds of each setting (optimizer + hyperparameters) of
     :func:`config_rows`' rows, in first-seen order.
 
+    Args:
+      rows: :func:`config_rows` output.
+      metric: the metric those rows summarize.
+
     Example:
       >>> rows = [{"optimizer": "sgd", "learning_rate": 0.1, "seed": s,
       ...          "final_val_accuracy": a, "best_val_accuracy": a}
@@ -98,6 +102,10 @@ def _fmt(v: Any, measured: bool) -> str:
 def format_sweep_table(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
     """A plain-text table of :func:`config_rows` or :func:`setting_rows` (``x ± s``).
 
+    Args:
+      rows: the rows (dicts with the same keys); ``<key>_std`` values join ``<key>``'s cell.
+      metric: the metric the rows summarize.
+
     Example:
       >>> print(format_sweep_table([{"optimizer": "sgd", "learning_rate": 0.1, "seeds": 2,
       ...     "final_val_accuracy": 0.6, "final_val_accuracy_std": 0.1}], "val_accuracy"))
@@ -125,6 +133,10 @@ def format_sweep_table(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
 
 def write_sweep_csv(path: os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
     """``rows`` as CSV, the union of their keys as the header (first-seen order).
+
+    Args:
+      path: the file to write.
+      rows: dicts; None values are written as empty cells.
 
     Example:
       >>> import tempfile, pathlib
