@@ -15,10 +15,11 @@ from typing import Optional, Sequence
 
 from jaxopt_zoo.cli.commands import cmd_compare, cmd_list, cmd_train
 from jaxopt_zoo.cli.flags import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser
+from jaxopt_zoo.cli.sweep import cmd_sweep
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare, "sweep": cmd_sweep}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

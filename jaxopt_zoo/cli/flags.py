@@ -256,4 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=_positive_int, default=1, help="number of seeds per optimizer (0 .. K-1)"
     )
     _add_training_flags(p_cmp)
+    from jaxopt_zoo.cli.sweep import add_sweep_parser  # noqa: E402 (the sweep command)
+
+    add_sweep_parser(sub)
     return parser

@@ -1,0 +1,271 @@
+"""The ``sweep`` command: a learning-rate (and hyperparameter) grid over seeds in one program.
+
+    jaxopt-zoo sweep --optimizer adam,sgd --model mlp --lr 1e-4,3e-4,1e-3,3e-3 --seeds 3 \\
+        --opt-arg b1=0.9,0.95 --epochs 3 --output runs/sweep
+
+Every configuration (optimizer x --lr x swept --opt-arg x seed) is trained by
+:func:`jaxopt_zoo.train.sweep.sweep`; each optimizer is its own vmapped program. Writes
+``sweep.json`` (one record per configuration with the history of ``metrics.json``),
+``sweep.csv`` (one row per configuration) and ``sweep.png`` (final validation metric against
+the learning rate, one curve per optimizer, seed bands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Dict, List, Tuple
+
+from jaxopt_zoo.cli.flags import UsageError, _nonneg_int, _positive_int
+
+FILES = ("sweep.json", "sweep.csv", "sweep.png")
+
+
+def _number_list(text: str) -> Tuple[float, ...]:
+    values = []
+    for part in text.split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated positive numbers, got {text!r}"
+            ) from None
+        if not 0 < v < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected positive finite numbers, got {part!r}")
+        values.append(v)
+    return tuple(values)
+
+
+def _sweep_arg(text: str) -> Tuple[str, Any]:
+    """KEY=V or KEY=V1,V2,... : one value (any JSON, as in ``train``) or a numeric list."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY=V1,V2, got {text!r}")
+    key, value = (s.strip() for s in text.split("=", 1))
+    try:
+        parsed = json.loads(value)
+        return key, tuple(parsed) if isinstance(parsed, list) else parsed
+    except json.JSONDecodeError:
+        pass
+    if "," not in value:
+        return key, value
+    parts = []
+    for part in value.split(","):
+        try:
+            v = json.loads(part)
+        except json.JSONDecodeError:
+            v = part
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise argparse.ArgumentTypeError(
+                f"{key}: only numeric hyperparameters can be swept, got {part.strip()!r} in "
+                f"{text!r}; give a non-numeric option a single value"
+            )
+        parts.append(float(v))
+    return key, list(parts)  # a list: swept
+
+
+def add_sweep_parser(sub) -> argparse.ArgumentParser:
+    """The ``sweep`` subcommand's parser, added to ``sub`` (argparse subparsers)."""
+    from jaxopt_zoo.train.runner import PRESETS
+
+    p = sub.add_parser("sweep", help="train a grid of learning rates x seeds in one program")
+    p.add_argument("--optimizer", required=True, help="a name, or several: adam,sgd")
+    p.add_argument(
+        "--lr",
+        type=_number_list,
+        default=None,
+        help="learning rates, comma-separated (default: the optimizer's default)",
+    )
+    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0 .. K-1 per setting")
+    p.add_argument(
+        "--opt-arg",
+        type=_sweep_arg,
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="optimizer argument, repeatable; several numbers are swept (e.g. b1=0.9,0.95)",
+    )
+    p.add_argument("--preset", choices=PRESETS, default="native")
+    p.add_argument("--model", choices=("cnn", "mlp", "charlm"), default="mlp")
+    p.add_argument("--init", choices=("flax", "keras"), default=None)
+    p.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
+    p.add_argument("--epochs", type=_nonneg_int, default=3)
+    p.add_argument("--steps", type=_positive_int, default=None, help="a step budget")
+    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--train-limit",
+        type=_positive_int,
+        default=None,
+        help="the first N training examples (charlm: tokens) only",
+    )
+    p.add_argument(
+        "--val-limit",
+        type=_positive_int,
+        default=None,
+        help="the first N validation examples (charlm: N evaluation windows) only",
+    )
+    p.add_argument("--val-size", type=_nonneg_int, default=0)
+    p.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=None,
+        help="at most N configurations per program (default: as many as fit in memory)",
+    )
+    lm = p.add_argument_group("charlm model")
+    lm.add_argument("--context", type=_positive_int, default=128)
+    lm.add_argument("--width", type=_positive_int, default=128)
+    lm.add_argument("--depth", type=_positive_int, default=4)
+    lm.add_argument("--heads", type=_positive_int, default=4)
+    lm.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--output", default=None, help="folder for the results (created)")
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def _grid_and_fixed(args, default_lr) -> Tuple[Dict[str, List[float]], Dict[str, Any]]:
+    grid: Dict[str, List[float]] = {}
+    fixed: Dict[str, Any] = {}
+    for key, value in args.opt_arg:
+        if key in ("learning_rate", "lr"):
+            raise UsageError("give learning rates with --lr, not --opt-arg")
+        if key in grid or key in fixed:
+            raise UsageError(f"--opt-arg {key} is given twice")
+        (grid if isinstance(value, list) else fixed)[key] = value
+    lrs = list(args.lr) if args.lr is not None else [default_lr]
+    if lrs[0] is None:
+        raise UsageError("this optimizer has no default learning rate: pass --lr")
+    return {"learning_rate": lrs, **grid}, fixed
+
+
+def _make_tx(full: str, fixed: Dict[str, Any]):
+    from jaxopt_zoo import registry
+
+    return lambda **hp: registry.get(full, **fixed, **hp)
+
+
+def _check_flags(args) -> None:
+    if args.model == "charlm":
+        if args.steps is None:
+            raise UsageError("--model charlm trains for a step budget: pass --steps N")
+        if args.dataset != "mnist" or args.val_size:
+            raise UsageError("--model charlm trains on Shakespeare: drop --dataset/--val-size")
+    elif args.epochs == 0 and args.steps is None:
+        raise UsageError("--epochs 0 trains nothing: pass --epochs N or --steps N")
+
+
+def _load(args, init: str):
+    from jaxopt_zoo.models import CharTransformer, get_model
+
+    if args.model != "charlm":
+        from jaxopt_zoo.cli.common import _data
+
+        train, val = _data(args)
+        return get_model(args.model, init), train, val, len(train.labels)
+    from jaxopt_zoo.data.text import load_shakespeare
+
+    data = load_shakespeare(args.data_dir)
+    try:
+        model = CharTransformer(
+            vocab_size=data.vocab.size,
+            context=args.context,
+            width=args.width,
+            depth=args.depth,
+            heads=args.heads,
+            dropout=args.dropout,
+            init_style=init,  # type: ignore[arg-type]  # checked by the parser's choices
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    train = data.train if args.train_limit is None else data.train[: args.train_limit]
+    return model, train, data.val, len(train)
+
+
+def cmd_sweep(args) -> int:
+    from jaxopt_zoo import registry
+    from jaxopt_zoo.cli.common import _output_dir
+    from jaxopt_zoo.train.report import write_json
+    from jaxopt_zoo.train.runner import PRESET_INIT, resolve_optimizer, to_builtin
+    from jaxopt_zoo.train.sweep import SweepConfig, grid_points, sweep
+    from jaxopt_zoo.train.sweep_report import (
+        config_rows,
+        format_sweep_table,
+        plot_sweep,
+        setting_rows,
+        write_sweep_csv,
+    )
+
+    _check_flags(args)
+    names = [n.strip() for n in args.optimizer.split(",")]
+    if len(set(names)) != len(names) or not all(names):
+        raise UsageError(f"--optimizer: empty or repeated name in {args.optimizer!r}")
+    groups = []
+    for name in names:
+        try:
+            full = resolve_optimizer(name, args.preset)
+        except KeyError as e:
+            raise UsageError(str(e.args[0]) if e.args else str(e)) from None
+        defaults = registry.entry(full).defaults()
+        grid, fixed = _grid_and_fixed(args, defaults.get("learning_rate", defaults.get("lr")))
+        try:
+            grid_points(grid)
+            _make_tx(full, fixed)(**grid_points(grid)[0])  # bad --opt-arg fails here
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{name}: {e}") from None
+        groups.append((name, full, grid, fixed))
+    init = args.init or PRESET_INIT[args.preset]
+    out = _output_dir(args, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", FILES)
+    model, train, val, n_train = _load(args, init)
+    config = SweepConfig(
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        eval_windows=args.val_limit if args.model == "charlm" else None,
+        chunk_size=args.chunk_size,
+    )
+    lm = args.model == "charlm"
+    metric, higher = ("val_bits_per_char", False) if lm else ("val_accuracy", True)
+    records, chunkings = [], {}
+    for name, full, grid, fixed in groups:
+        n_cfg = len(grid_points(grid)) * args.seeds
+        print(
+            f"{name} ({full}): {n_cfg} configs on {args.model}, {n_train} training "
+            f"{'tokens' if lm else 'examples'}",
+            flush=True,
+        )
+        result = sweep(
+            model,
+            _make_tx(full, fixed),
+            grid,
+            range(args.seeds),
+            train,
+            val,
+            config,
+            log=lambda line: print(f"  {line}", flush=True),
+        )
+        chunkings[name] = result.chunking.describe()
+        print(f"  compile {result.compile_seconds:.1f}s, total {result.seconds:.1f}s", flush=True)
+        records += [{"optimizer": name, "fixed": fixed, **r} for r in result.records]
+    rows = config_rows(records, metric, higher)
+    settings = setting_rows(rows, metric)
+    print(format_sweep_table(rows, metric))
+    print()
+    print(format_sweep_table(settings, metric))
+    record = {
+        "config": {**vars(args), "opt_arg": dict(args.opt_arg), "init": init},
+        "metric": metric,
+        "chunking": chunkings,
+        "records": records,
+    }
+    write_json(out / "sweep.json", to_builtin(record))
+    write_sweep_csv(out / "sweep.csv", rows)
+    plot_sweep(
+        settings,
+        metric,
+        out / "sweep.png",
+        title=f"{args.model}: final {metric} vs learning rate ({args.seeds} seeds)",
+    )
+    print(f"wrote {out / 'sweep.json'}, {out / 'sweep.csv'} and {out / 'sweep.png'}")
+    return 0
