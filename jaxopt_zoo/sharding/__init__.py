@@ -15,18 +15,20 @@ from jaxopt_zoo.sharding.home import (
     newton_schulz_flops,
     run_on_home_devices,
 )
-from jaxopt_zoo.sharding.placement import (
+from jaxopt_zoo.sharding.mesh import (
     batch_sharding,
     bytes_per_device,
     data_mesh,
-    init_sharded,
-    param_sharding,
     replicate,
     replicated,
     shard_batch,
+    use_cpu_devices,
+)
+from jaxopt_zoo.sharding.placement import (
+    init_sharded,
+    param_sharding,
     sharded_update,
     state_sharding,
-    use_cpu_devices,
     zero1_sharding,
 )
 from jaxopt_zoo.sharding.stats import collective_bytes, compiled_stats
