@@ -243,6 +243,15 @@ def _newton_schulz_stacks(
     return out
 
 
+def stack_flops(shape: Tuple[int, ...], dtype: Any, ns_method: str, steps: int) -> float:
+    """FLOPs of ``newton_schulz`` on a ``(batch, n, m)`` stack (``n <= m``): ``2 K (n^3 + 2 n^2
+    m)`` per matrix, or ``2 ((4K - 3) n^3 + 2 n^2 m)`` in the Gram form (see ``use_gram``)."""
+    b, n, m = shape
+    if use_gram(shape, dtype, ns_method, steps):
+        return 2.0 * b * ((4 * steps - 3) * n**3 + 2 * n * n * m)
+    return b * newton_schulz_flops((n, m), steps)
+
+
 def check_home_devices(home_devices: Any, home_axis: Any) -> None:
     """Raise a ``TypeError`` / ``ValueError`` unless ``home_devices`` is None, a bool or a
     ``Mesh`` with the axis ``home_axis``."""
@@ -295,13 +304,13 @@ def orthogonalize(
     if home_devices is None or home_devices is False:
         results = run(stacks)
     else:
-        steps = len(coeffs)
+        costs = {m.shape: stack_flops(m.shape, m.dtype, ns_method, len(coeffs)) for m in stacks}
         results = run_on_home_devices(
             run,
             stacks,
             home_devices if isinstance(home_devices, Mesh) else None,
             home_axis,
-            cost=lambda v: v[0] * newton_schulz_flops(v[1:], steps),
+            cost=lambda shape: costs[shape],
             batched=True,
         )
     for i, (_, back), r in zip(idx, wide, results):
