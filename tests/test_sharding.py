@@ -142,10 +142,12 @@ def test_sharded_updates_equal_the_single_device_ones(worker):
     for run in ("tp2_zero4", "dp8_zero8", "dp8_replicated"):
         for name, r in worker[run]["per_optimizer"].items():
             if name == "soap":
-                # SOAP's eigenbasis refresh (QR and eigh of sharded statistics) is not exact
-                # under GSPMD: a degenerate eigenspace's basis is arbitrary and the
-                # partitioned QR rounds differently (2e-3 here). One home device per matrix,
-                # as for Muon, is not wired for SOAP yet.
+                # SOAP's trajectory here is ill-conditioned, not its sharding wrong: 3 steps of
+                # rank-1 statistics leave degenerate eigenspaces whose basis eigh chooses
+                # arbitrarily, so any rounding change moves the parameters by ~2e-3 (on one
+                # device, gradients scaled by 1 + 1e-7 do the same); GSPMD's partitioned
+                # products round differently. Bounded, not exact:
+                assert r["param_err"] <= 1e-2, (run, name, r)
                 continue
             assert r["moved"] > 0, (run, name)
             assert r["param_err"] <= 4 * F32_EPS, (run, name, r)  # a few float32 roundings
