@@ -4,7 +4,7 @@
 the parameters it belongs to (optionally split over the data axis: ZeRO-1), read from the
 structure ``tx.init`` produces. ``home_device_assignment`` / ``run_on_home_devices`` run
 whole-matrix work (Muon's Newton-Schulz, SOAP's eigenbases) once per matrix, spread over the
-devices. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes the collectives, and the
+devices (``jz.muon(..., home_devices=mesh)`` uses them). All of it is ``jax.sharding`` and ``jax.jit``: XLA writes the collectives, and the
 same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and several hosts.
 """
 

@@ -13,6 +13,10 @@ instead give each matrix a home device that computes it whole, and share the res
 
 The results equal ``[fn(m) for m in matrices]`` exactly: each is computed by the same code on
 one device, and the gather only moves bytes.
+
+Muon uses it through ``jz.muon(..., home_devices=mesh)`` (``optim.newton_schulz.orthogonalize``
+with ``batched=True``, so that a device batches its own matrices of one shape); SOAP's
+eigenbasis refresh does not yet.
 """
 
 from __future__ import annotations
