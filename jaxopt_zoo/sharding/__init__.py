@@ -3,9 +3,10 @@
 ``state_sharding`` / ``init_sharded`` / ``sharded_update`` place any optimizer's state like
 the parameters it belongs to (optionally split over the data axis: ZeRO-1), read from the
 structure ``tx.init`` produces. ``home_device_assignment`` / ``run_on_home_devices`` run
-whole-matrix work (Muon's Newton-Schulz, SOAP's eigenbases) once per matrix, spread over the
-devices (``jz.muon(..., home_devices=mesh)`` uses them). All of it is ``jax.sharding`` and ``jax.jit``: XLA writes the collectives, and the
-same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and several hosts.
+whole-matrix work (Muon's Newton-Schulz: ``jz.muon(..., home_devices=mesh)``) once per
+matrix, spread over the devices. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes
+the collectives, and the same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and
+several hosts.
 """
 
 from jaxopt_zoo.sharding.home import (
