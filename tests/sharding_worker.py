@@ -342,6 +342,64 @@ def train_checks():
     return out
 
 
+# A small transformer's matrices (two of one shape, so that the plain update batches them) and
+# a vector, for Muon with one home device per matrix.
+MUON_SHAPES = {
+    "qkv": (32, 96),
+    "qkv2": (32, 96),
+    "out": (32, 32),
+    "up": (32, 128),
+    "down": (128, 32),
+    "emb": (64, 32),
+    "b": (32,),
+}
+
+
+def muon_home_checks(mesh, dtype, modes):
+    """``jz.muon(home_devices=mesh)`` on 8 devices vs ``jz.muon`` on one: STEPS + 2 steps,
+    with the state placed as ``modes`` say (None: replicated, "data": ZeRO-1); for float32
+    replicated, also the per-device FLOPs of the plain Muon's step (which repeats every
+    iteration on every device)."""
+    out = {}
+    rng = np.random.default_rng(1)
+    host = {k: rng.normal(size=s).astype(dtype) for k, s in MUON_SHAPES.items()}
+    gs = [
+        {k: rng.normal(size=s).astype(dtype) for k, s in MUON_SHAPES.items()}
+        for _ in range(STEPS + 2)
+    ]
+    tx = jz.muon(0.02, weight_decay=0.1)
+    ref = jax.jit(lambda g, s, p, tx=tx: _step(tx, g, s, p))
+    ref_p = jax.tree.map(jnp.asarray, host)
+    ref_s = tx.init(ref_p)
+    for g in gs:
+        ref_p, ref_s = ref(g, ref_s, ref_p)
+    moved = float(max(np.max(np.abs(np.asarray(ref_p[k]) - host[k])) for k in host))
+    txh = jz.muon(0.02, weight_decay=0.1, home_devices=mesh)
+    for shard_over in modes:
+        params = sh.replicate(host, mesh)
+        state = sh.init_sharded(txh, params, shard_over=shard_over)
+        upd = sh.sharded_update(txh, params, shard_over=shard_over)
+        compiled = upd.lower(params, state, params).compile()
+        for g in gs:
+            params, state = upd(jax.device_put(g, sh.param_sharding(params)), state, params)
+        r = {
+            "moved": moved,
+            "compiles": upd._cache_size(),
+            "param_err": err(params, ref_p, lambda y, path: float(np.max(np.abs(y)))),
+            "param_err_move": err(params, ref_p, lambda y, path: moved),
+            "state_err": err(state, ref_s, lambda y, path: float(np.max(np.abs(y), initial=0))),
+            "collectives": sh.compiled_stats(compiled)["collectives"],
+            "flops": (compiled.cost_analysis() or {}).get("flops"),
+        }
+        if dtype == np.float32 and shard_over is None:  # the plain Muon's program
+            rep = sh.replicate(host, mesh)
+            plain = sh.sharded_update(tx, rep, donate=False)
+            plain_c = plain.lower(rep, sh.init_sharded(tx, rep), rep).compile()
+            r["plain_flops"] = (plain_c.cost_analysis() or {}).get("flops")
+        out[f"{np.dtype(dtype).name}_{shard_over}"] = r
+    return out
+
+
 def main():
     t0 = time.perf_counter()
     devices = np.array(jax.devices())
@@ -378,6 +436,11 @@ def main():
     t1 = time.perf_counter()
     result["home"] = home_checks(mesh1)
     result["home_seconds"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    result["muon_home"] = muon_home_checks(mesh1, np.float32, (None, "data"))
+    with jax.enable_x64(True):
+        result["muon_home"].update(muon_home_checks(mesh1, np.float64, ("data",)))
+    result["muon_home_seconds"] = time.perf_counter() - t1
     result["seconds"] = time.perf_counter() - t0
     json.dump(result, sys.stdout)
 

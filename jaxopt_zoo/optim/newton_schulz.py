@@ -11,8 +11,10 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from jaxopt_zoo.core import EmptyState, GradientTransformation, Scalar, check_int, check_nonneg
+from jaxopt_zoo.sharding.home import newton_schulz_flops, run_on_home_devices
 
 Triple = Tuple[float, float, float]
 NsCoeffs = Union[Triple, Sequence[Triple], str]
@@ -42,6 +44,9 @@ class MuonDimensionNumbers(NamedTuple):
 
 
 DimsOrFn = Union[None, MuonDimensionNumbers, Any, Callable[[Any], Any]]
+# Where each matrix's iteration runs: None (every device that holds it), a Mesh, or True (the
+# mesh set with ``jax.set_mesh``): one home device per matrix (``orthogonalize``).
+HomeDevices = Union[None, bool, Mesh]
 
 
 def _is_dims(x: Any) -> bool:
@@ -193,6 +198,75 @@ def ns_compute_dtype(dtype: Any, ns_dtype: Optional[Any]) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def _wide(x: jax.Array, d: Any, ns_dtype: Optional[Any]) -> Tuple[jax.Array, Callable]:
+    """``x`` as a ``(batch, n, m)`` stack with ``n <= m`` in the iteration's dtype, and the
+    function that turns the orthogonalized stack back into ``x``'s layout and dtype."""
+    batch, red, outa = _axes(x.ndim, d)
+    perm = batch + red + outa
+    inv = tuple(sorted(range(x.ndim), key=lambda k: perm[k]))
+    unflat = tuple(x.shape[a] for a in perm)
+    n_in, n_out = fan_in_out(x.shape, d)
+    m = x.transpose(perm).reshape(math.prod(x.shape[a] for a in batch), n_in, n_out)
+    tall = n_in > n_out
+    if tall:
+        m = jnp.swapaxes(m, 1, 2)
+
+    def back(y: jax.Array) -> jax.Array:
+        y = jnp.swapaxes(y, 1, 2) if tall else y
+        return y.reshape(unflat).transpose(inv).astype(x.dtype)
+
+    return m.astype(ns_compute_dtype(x.dtype, ns_dtype)), back
+
+
+def _newton_schulz_stacks(
+    stacks: Sequence[jax.Array],
+    coeffs: Sequence[Triple],
+    eps: Any,
+    clamp_eps: bool,
+    ns_method: str,
+) -> List[jax.Array]:
+    """``newton_schulz`` of each ``(batch, n, m)`` stack, those of one ``(n, m)`` and dtype
+    concatenated and iterated together."""
+    out: List[Any] = [None] * len(stacks)
+    groups: Dict[Tuple[Any, ...], List[int]] = {}
+    for i, m in enumerate(stacks):
+        groups.setdefault((m.shape[1:], m.dtype), []).append(i)
+    for items in groups.values():
+        parts = [stacks[i] for i in items]
+        stacked = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+        gram = use_gram(stacked.shape, stacked.dtype, ns_method, len(coeffs))
+        ortho = newton_schulz(stacked, coeffs, eps, clamp_eps=clamp_eps, gram=gram)
+        start = 0
+        for i in items:
+            out[i] = ortho[start : start + stacks[i].shape[0]]
+            start += stacks[i].shape[0]
+    return out
+
+
+def stack_flops(shape: Tuple[int, ...], dtype: Any, ns_method: str, steps: int) -> float:
+    """FLOPs of ``newton_schulz`` on a ``(batch, n, m)`` stack (``n <= m``): ``2 K (n^3 + 2 n^2
+    m)`` per matrix, or ``2 ((4K - 3) n^3 + 2 n^2 m)`` in the Gram form (see ``use_gram``)."""
+    b, n, m = shape
+    if use_gram(shape, dtype, ns_method, steps):
+        return 2.0 * b * ((4 * steps - 3) * n**3 + 2 * n * n * m)
+    return b * newton_schulz_flops((n, m), steps)
+
+
+def check_home_devices(home_devices: Any, home_axis: Any) -> None:
+    """Raise a ``TypeError`` / ``ValueError`` unless ``home_devices`` is None, a bool or a
+    ``Mesh`` with the axis ``home_axis``."""
+    if home_devices is not None and not isinstance(home_devices, (bool, Mesh)):
+        raise TypeError(
+            f"Invalid home_devices: {home_devices!r}. Expected None, True (the mesh set with "
+            "jax.set_mesh) or a jax.sharding.Mesh (e.g. jaxopt_zoo.sharding.data_mesh(8))."
+        )
+    if isinstance(home_devices, Mesh) and home_axis not in home_devices.shape:
+        raise ValueError(
+            f"Invalid home_axis: {home_axis!r}. Expected one of the mesh axes "
+            f"{tuple(home_devices.shape)}."
+        )
+
+
 def orthogonalize(
     leaves: Sequence[jax.Array],
     dims: Sequence[Any],
@@ -202,42 +276,45 @@ def orthogonalize(
     *,
     clamp_eps: bool = False,
     ns_method: str = "standard",
+    home_devices: HomeDevices = None,
+    home_axis: str = "data",
 ) -> List[jax.Array]:
     """Newton-Schulz on each leaf with dimension numbers (others returned unchanged).
 
     Each leaf is laid out as ``(batch, fan_in, fan_out)`` and turned wide (``n <= m``, so the
     Gram matrix ``x x^H`` is the small side); all matrices of one oriented shape and dtype
     are stacked and orthogonalized in one batched computation, then split back.
+
+    ``home_devices`` (a ``Mesh``, or ``True`` for the mesh set with ``jax.set_mesh``): each
+    matrix's iteration runs once, on one home device along ``home_axis``, the devices
+    balanced by Newton-Schulz FLOPs (``sharding.home_device_assignment``); each device
+    batches its own matrices of one shape, and one all-gather shares the results
+    (``sharding.run_on_home_devices``). The same arithmetic per matrix, so the same result.
     """
     out = list(leaves)
-    groups: Dict[Tuple[Any, ...], List[Tuple[int, jax.Array, Callable]]] = {}
-    for i, (x, d) in enumerate(zip(leaves, dims)):
-        if d is None:
-            continue
-        batch, red, outa = _axes(x.ndim, d)
-        perm = batch + red + outa
-        inv = tuple(sorted(range(x.ndim), key=lambda k: perm[k]))
-        unflat = tuple(x.shape[a] for a in perm)
-        n_in, n_out = fan_in_out(x.shape, d)
-        m = x.transpose(perm).reshape(math.prod(x.shape[a] for a in batch), n_in, n_out)
-        tall = n_in > n_out
-        if tall:
-            m = jnp.swapaxes(m, 1, 2)
-        dt = ns_compute_dtype(x.dtype, ns_dtype)
+    idx = [i for i, d in enumerate(dims) if d is not None]
+    if not idx:
+        return out
+    wide = [_wide(leaves[i], dims[i], ns_dtype) for i in idx]
+    stacks = [m for m, _ in wide]
 
-        def back(y, x=x, tall=tall, unflat=unflat, inv=inv):
-            y = jnp.swapaxes(y, 1, 2) if tall else y
-            return y.reshape(unflat).transpose(inv).astype(x.dtype)
+    def run(ms: Sequence[jax.Array]) -> List[jax.Array]:
+        return _newton_schulz_stacks(ms, coeffs, eps, clamp_eps, ns_method)
 
-        groups.setdefault((m.shape[1:], dt), []).append((i, m.astype(dt), back))
-    for items in groups.values():
-        stacked = items[0][1] if len(items) == 1 else jnp.concatenate([m for _, m, _ in items])
-        gram = use_gram(stacked.shape, stacked.dtype, ns_method, len(coeffs))
-        ortho = newton_schulz(stacked, coeffs, eps, clamp_eps=clamp_eps, gram=gram)
-        start = 0
-        for i, m, back in items:
-            out[i] = back(ortho[start : start + m.shape[0]])
-            start += m.shape[0]
+    if home_devices is None or home_devices is False:
+        results = run(stacks)
+    else:
+        costs = {m.shape: stack_flops(m.shape, m.dtype, ns_method, len(coeffs)) for m in stacks}
+        results = run_on_home_devices(
+            run,
+            stacks,
+            home_devices if isinstance(home_devices, Mesh) else None,
+            home_axis,
+            cost=lambda shape: costs[shape],
+            batched=True,
+        )
+    for i, (_, back), r in zip(idx, wide, results):
+        out[i] = back(r)
     return out
 
 
@@ -255,6 +332,8 @@ def orthogonalize_by_newton_schulz(
     ns_dtype: Optional[Any] = None,
     clamp_eps: bool = False,
     ns_method: str = "auto",
+    home_devices: HomeDevices = None,
+    home_axis: str = "data",
 ) -> GradientTransformation:
     """Replace each matrix update by its Newton-Schulz orthogonalization (stateless).
 
@@ -271,6 +350,11 @@ def orthogonalize_by_newton_schulz(
       ns_dtype: dtype of the iteration (``None``: float32, float64 for float64 input).
       clamp_eps: divide by ``max(norm, eps)`` instead of ``norm + eps`` (torch's form).
       ns_method: ``"auto"``, ``"standard"`` or ``"gram"``.
+      home_devices: ``None`` (each device that runs the update iterates every matrix), a
+        ``Mesh`` or ``True`` (the mesh set with ``jax.set_mesh``): each matrix's iteration
+        runs once, on one home device along ``home_axis``, and the results are shared
+        (see ``orthogonalize``; the same results).
+      home_axis: the mesh axis whose devices share the iterations.
 
     Returns:
       A stateless ``optax.GradientTransformation``.
@@ -286,6 +370,7 @@ def orthogonalize_by_newton_schulz(
     coeffs = coeff_table(ns_coeffs, check_int("ns_steps", ns_steps, low=1))
     use_gram((1, 1), jnp.float32, ns_method, 1)  # validates ns_method
     check_nonneg("eps", eps, schedule_ok=False)
+    check_home_devices(home_devices, home_axis)
 
     def init_fn(params):
         del params
@@ -296,7 +381,15 @@ def orthogonalize_by_newton_schulz(
         leaves, treedef = jax.tree.flatten(updates)
         dims = leaf_dims(weight_dimension_numbers, updates)
         new = orthogonalize(
-            leaves, dims, coeffs, eps, ns_dtype, clamp_eps=clamp_eps, ns_method=ns_method
+            leaves,
+            dims,
+            coeffs,
+            eps,
+            ns_dtype,
+            clamp_eps=clamp_eps,
+            ns_method=ns_method,
+            home_devices=home_devices,
+            home_axis=home_axis,
         )
         return jax.tree.unflatten(treedef, new), state
 

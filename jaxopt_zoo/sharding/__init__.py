@@ -3,9 +3,10 @@
 ``state_sharding`` / ``init_sharded`` / ``sharded_update`` place any optimizer's state like
 the parameters it belongs to (optionally split over the data axis: ZeRO-1), read from the
 structure ``tx.init`` produces. ``home_device_assignment`` / ``run_on_home_devices`` run
-whole-matrix work (Muon's Newton-Schulz, SOAP's eigenbases) once per matrix, spread over the
-devices. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes the collectives, and the
-same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and several hosts.
+whole-matrix work (Muon's Newton-Schulz: ``jz.muon(..., home_devices=mesh)``) once per
+matrix, spread over the devices. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes
+the collectives, and the same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and
+several hosts.
 """
 
 from jaxopt_zoo.sharding.home import (
@@ -15,18 +16,20 @@ from jaxopt_zoo.sharding.home import (
     newton_schulz_flops,
     run_on_home_devices,
 )
-from jaxopt_zoo.sharding.placement import (
+from jaxopt_zoo.sharding.mesh import (
     batch_sharding,
     bytes_per_device,
     data_mesh,
-    init_sharded,
-    param_sharding,
     replicate,
     replicated,
     shard_batch,
+    use_cpu_devices,
+)
+from jaxopt_zoo.sharding.placement import (
+    init_sharded,
+    param_sharding,
     sharded_update,
     state_sharding,
-    use_cpu_devices,
     zero1_sharding,
 )
 from jaxopt_zoo.sharding.stats import collective_bytes, compiled_stats

@@ -13,6 +13,10 @@ instead give each matrix a home device that computes it whole, and share the res
 
 The results equal ``[fn(m) for m in matrices]`` exactly: each is computed by the same code on
 one device, and the gather only moves bytes.
+
+Muon uses it through ``jz.muon(..., home_devices=mesh)`` (``optim.newton_schulz.orthogonalize``
+with ``batched=True``, so that a device batches its own matrices of one shape); SOAP's
+eigenbasis refresh does not yet.
 """
 
 from __future__ import annotations
@@ -158,12 +162,14 @@ def assignment_loads(
 
 
 def run_on_home_devices(
-    fn: Callable[[jax.Array], jax.Array],
+    fn: Callable[..., Any],
     matrices: Sequence[jax.Array],
     mesh: Optional[Mesh] = None,
     axis: str = "data",
     assignment: Optional[Sequence[int]] = None,
     cost: Callable[[Shape], float] = newton_schulz_flops,
+    *,
+    batched: bool = False,
 ) -> List[jax.Array]:
     """``[fn(m) for m in matrices]``, each ``fn(m)`` computed on its home device only.
 
@@ -177,6 +183,10 @@ def run_on_home_devices(
         it.
       assignment: home device per matrix; by default ``home_device_assignment`` over the
         shapes with ``cost``.
+      cost: the cost of one matrix from its shape, for the default assignment.
+      batched: ``fn`` takes a list of matrices and returns the list of their results (each
+        device calls it once, on its own matrices, so it can batch those of one shape), and
+        the result is ``fn(matrices)``.
 
     Returns:
       The results, replicated on every device of ``mesh``. Each device runs ``fn`` only for
@@ -198,8 +208,11 @@ def run_on_home_devices(
     if mesh is None:  # the mesh set with ``jax.set_mesh``, if any
         context = jax.sharding.get_abstract_mesh()
         mesh = None if context.empty or axis not in context.axis_names else context  # type: ignore[assignment]
+    many: Callable[[Sequence[jax.Array]], List[jax.Array]] = (
+        (lambda ms: list(fn(list(ms)))) if batched else (lambda ms: [fn(m) for m in ms])
+    )
     if mesh is None or mesh.shape[axis] == 1 or not mats:
-        return [fn(m) for m in mats]
+        return many(mats)
     n = mesh.shape[axis]
     home = (
         list(assignment)
@@ -211,7 +224,7 @@ def run_on_home_devices(
             f"Invalid assignment: {home}. Expected one device in 0..{n - 1} per "
             f"matrix ({len(mats)})."
         )
-    outs = [jax.eval_shape(fn, jax.ShapeDtypeStruct(m.shape, m.dtype)) for m in mats]
+    outs = jax.eval_shape(many, [jax.ShapeDtypeStruct(m.shape, m.dtype) for m in mats])
     dtype = jnp.result_type(*[o.dtype for o in outs])  # promotion is exact, and so is the way back
     groups = [[i for i in range(len(mats)) if home[i] == d] for d in range(n)]
     offset = [0] * len(mats)
@@ -224,7 +237,7 @@ def run_on_home_devices(
 
     def branch(group: List[int]) -> Callable[[Any], jax.Array]:
         def compute(ms: Any) -> jax.Array:
-            parts = [fn(ms[i]).reshape(-1).astype(dtype) for i in group]
+            parts = [r.reshape(-1).astype(dtype) for r in many([ms[i] for i in group])]
             flat = jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype)
             return jnp.pad(flat, (0, width - flat.shape[0]))
 

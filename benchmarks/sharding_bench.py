@@ -1,0 +1,307 @@
+"""Scale out on N devices: plain data parallel vs ZeRO-1, and Muon's home devices.
+
+Read from the compiled programs (``jaxopt_zoo.sharding.compiled_stats``: XLA's memory analysis
+per device, and the collectives in the optimized HLO), with N virtual CPU devices so that it
+runs anywhere (on GPUs/TPUs the same code takes the real devices):
+
+1. A data-parallel train step (cross-entropy, AdamW; batch split over the devices) of the
+   reference CNN and of a larger char transformer, the optimizer state replicated on every
+   device ("DP") or split over them ("ZeRO-1", ``shard_over="data"``): per-device state
+   bytes, argument / output / temporary memory, collective bytes per step by kind, and the
+   step time.
+2. Muon on the transformer's matrices: the spread of Newton-Schulz work over the devices with
+   one home device per matrix (the assignment's cost model, and XLA's FLOP count of each
+   device's share), and the per-device FLOPs and step time of the whole Muon step, plain
+   (every device iterates every matrix) vs ``home_devices=mesh``.
+
+    python benchmarks/sharding_bench.py                   # 8 devices, both models (~3 min)
+    python benchmarks/sharding_bench.py --models cnn --repeats 3 --json sharding.json
+
+Virtual CPU devices share the machine's cores: step times measure total work (what a
+device saves by not repeating the others' work), not the parallel speedup of real devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from jaxopt_zoo import sharding as sh  # noqa: E402
+
+
+def models(names: List[str]) -> Dict[str, Tuple[Any, Any, Callable]]:
+    """name -> (params, (inputs, labels), loss_fn(params, inputs, labels))."""
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from jaxopt_zoo.models import get_model
+    from jaxopt_zoo.models.transformer import CharTransformer
+
+    rng = np.random.default_rng(0)
+    out = {}
+    if "cnn" in names:
+        cnn = get_model("cnn")
+        x = rng.normal(size=(64, 28, 28, 1)).astype(np.float32)
+        y = rng.integers(0, 10, size=64)
+        params = cnn.init(jax.random.key(0), x[:1], train=False)["params"]
+
+        def cnn_loss(p, xb, yb):
+            logits = cnn.apply({"params": p}, xb, train=False)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        out["cnn"] = (params, (x, y), cnn_loss)
+    if "transformer" in names:
+        lm = CharTransformer(width=256, depth=8)
+        tokens = rng.integers(0, 84, size=(16, 129)).astype(np.int32)
+        params = lm.init(jax.random.key(0), jnp.asarray(tokens[:1, :-1]))["params"]
+
+        def lm_loss(p, xb, yb):
+            logits = lm.apply({"params": p}, xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        out["transformer"] = (params, (tokens[:, :-1], tokens[:, 1:]), lm_loss)
+    return out
+
+
+def train_step(tx, loss_fn):
+    import optax
+
+    def step(p, s, xb, yb):
+        loss, g = jax.value_and_grad(loss_fn)(p, xb, yb)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    return step
+
+
+def median_ms(fns: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
+    """Round-robin: each fn once per repeat, so a busy neighbour slows all alike."""
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(1e3 * (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def data_parallel(name, params, batch, loss_fn, mesh, repeats) -> Dict[str, Any]:
+    import jaxopt_zoo as jz
+
+    tx = jz.adamw(1e-3, weight_decay=1e-2)
+    step = train_step(tx, loss_fn)
+    b_sh = sh.batch_sharding(mesh)
+    xb, yb = sh.shard_batch(batch, mesh)
+    rows: Dict[str, Any] = {}
+    runners = {}
+    for mode, shard_over in (("DP", None), ("ZeRO-1", "data")):
+        p = sh.replicate(params, mesh)
+        p_sh = sh.param_sharding(p)
+        s_sh = sh.state_sharding(tx, p, shard_over=shard_over)
+        state = sh.init_sharded(tx, p, shard_over=shard_over)
+        f = jax.jit(
+            step,
+            in_shardings=(p_sh, s_sh, b_sh, b_sh),
+            out_shardings=(p_sh, s_sh, sh.replicated(mesh)),
+            donate_argnums=(0, 1),
+        )
+        t0 = time.perf_counter()
+        compiled = f.lower(p, state, xb, yb).compile()
+        stats = sh.compiled_stats(compiled)
+        stats["compile_s"] = time.perf_counter() - t0
+        stats["state_bytes_per_device"] = max(sh.bytes_per_device(state).values())
+        stats["state_bytes"] = sum(a.nbytes for a in jax.tree.leaves(state))
+        stats["param_bytes"] = sum(a.nbytes for a in jax.tree.leaves(p))
+        box = [p, state]
+
+        def run(box=box, compiled=compiled):
+            box[0], box[1], loss = compiled(box[0], box[1], xb, yb)
+            loss.block_until_ready()
+
+        run()  # warm up
+        runners[mode] = run
+        rows[mode] = stats
+    for mode, ms in median_ms(runners, repeats).items():
+        rows[mode]["step_ms"] = ms
+    return rows
+
+
+def muon_spread(params, mesh, repeats, batch, loss_fn) -> Dict[str, Any]:
+    """Newton-Schulz work per device with one home device per matrix, and the Muon step."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxopt_zoo as jz
+    from jaxopt_zoo.optim.newton_schulz import stack_flops
+
+    n = mesh.shape["data"]
+    leaves = [x for x in jax.tree.leaves(params) if x.ndim == 2]  # jz.muon's matrices
+    wide = [tuple(sorted(x.shape)) for x in leaves]  # (n, m), n <= m: the iterated view
+    out: Dict[str, Any] = {"matrices": len(leaves), "devices": n}
+    for model, cost in (
+        ("quintic", lambda s: sh.newton_schulz_flops(s[1:])),  # the textbook iteration
+        ("as run", lambda s: stack_flops(s, jnp.float32, "auto", 5)),  # Gram form where used
+    ):
+        views = [(1, *w) for w in wide]
+        home = sh.home_device_assignment(views, n, cost)
+        loads = sh.assignment_loads(views, home, n, cost)
+        out[model] = {
+            "loads": loads,
+            "max_over_mean": max(loads) / float(np.mean(loads)),
+            "min_over_mean": min(loads) / float(np.mean(loads)),
+            "largest_matrix_over_mean": max(cost(v) for v in views) / float(np.mean(loads)),
+        }
+        if model == "as run":  # the assignment jz.muon(home_devices=...) makes
+            ortho = jz.orthogonalize_by_newton_schulz()
+            xla = []
+            for d in range(n):
+                mine = {str(i): leaves[i] for i in range(len(leaves)) if home[i] == d}
+                if not mine:
+                    xla.append(0.0)
+                    continue
+                fn = lambda u, t=ortho: t.update(u, t.init(u))[0]  # noqa: E731
+                c = jax.jit(fn).lower(mine).compile()
+                xla.append(float((c.cost_analysis() or {}).get("flops", 0.0)))
+            out[model]["xla_flops_per_device"] = xla
+            out[model]["xla_max_over_mean"] = max(xla) / float(np.mean(xla))
+    # The whole Muon train step, plain vs home devices (state replicated, then ZeRO-1).
+    b_sh = sh.batch_sharding(mesh)
+    xb, yb = sh.shard_batch(batch, mesh)
+    runners, rows = {}, {}
+    for mode, kw, shard_over in (
+        ("plain", {}, None),
+        ("home", {"home_devices": mesh}, None),
+        ("home + ZeRO-1", {"home_devices": mesh}, "data"),
+    ):
+        tx = jz.muon(0.02, **kw)
+        p = sh.replicate(params, mesh)
+        p_sh = sh.param_sharding(p)
+        s_sh = sh.state_sharding(tx, p, shard_over=shard_over)
+        state = sh.init_sharded(tx, p, shard_over=shard_over)
+        f = jax.jit(
+            train_step(tx, loss_fn),
+            in_shardings=(p_sh, s_sh, b_sh, b_sh),
+            out_shardings=(p_sh, s_sh, sh.replicated(mesh)),
+            donate_argnums=(0, 1),
+        )
+        compiled = f.lower(p, state, xb, yb).compile()
+        stats = sh.compiled_stats(compiled)
+        stats["flops_per_device"] = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+        box = [p, state]
+
+        def run(box=box, compiled=compiled):
+            box[0], box[1], loss = compiled(box[0], box[1], xb, yb)
+            loss.block_until_ready()
+
+        run()
+        runners[mode] = run
+        rows[mode] = stats
+    for mode, ms in median_ms(runners, repeats).items():
+        rows[mode]["step_ms"] = ms
+    out["step"] = rows
+    return out
+
+
+def kib(b: Any) -> str:
+    return "-" if b is None else f"{b / 1024:,.0f} KiB"
+
+
+def report(res: Dict[str, Any]) -> None:
+    print(f"\n{res['devices']} devices ({res['platform']}), jax {res['jax']}\n")
+    print("| model | per device | DP | ZeRO-1 | ZeRO-1 / DP |")
+    print("|---|---|---|---|---|")
+    for name, rows in res["data_parallel"].items():
+        dp, z = rows["DP"], rows["ZeRO-1"]
+        kinds = sorted(set(dp["collectives"]) | set(z["collectives"]))
+        lines = [
+            ("optimizer state", "state_bytes_per_device"),
+            ("step arguments", "argument_bytes"),
+            ("step outputs", "output_bytes"),
+            ("temporaries", "temp_bytes"),
+        ] + [(f"{k} bytes", k) for k in kinds]
+        for label, key in lines:
+            a = dp["collectives"].get(key, 0) if key in kinds else dp[key]
+            b = z["collectives"].get(key, 0) if key in kinds else z[key]
+            ratio = f"{b / a:.3f}" if a else "-"
+            print(f"| {name} | {label} | {kib(a)} | {kib(b)} | {ratio} |")
+        print(
+            f"| {name} | step time (median) | {dp['step_ms']:.1f} ms | {z['step_ms']:.1f} ms "
+            f"| {z['step_ms'] / dp['step_ms']:.2f} |"
+        )
+        print(
+            f"| {name} | (total state / params) | {kib(dp['state_bytes'])} / "
+            f"{kib(dp['param_bytes'])} | | |"
+        )
+    m = res.get("muon")
+    if m:
+        print(f"\nMuon, {m['matrices']} matrices of the transformer over {m['devices']} devices:")
+        for model in ("quintic", "as run"):
+            r = m[model]
+            print(
+                f"  cost {model:8s}: busiest / mean {r['max_over_mean']:.3f}, least / mean "
+                f"{r['min_over_mean']:.3f}, largest matrix / mean "
+                f"{r['largest_matrix_over_mean']:.3f}"
+            )
+        r = m["as run"]
+        print(
+            "  XLA FLOPs per device (each device's share, compiled): "
+            + ", ".join(f"{f / 1e9:.2f}" for f in r["xla_flops_per_device"])
+            + f" GFLOP; busiest / mean {r['xla_max_over_mean']:.3f}"
+        )
+        print("\n| Muon step | FLOPs per device | all-gather | all-reduce | step time |")
+        print("|---|---|---|---|---|")
+        base = m["step"]["plain"]
+        for mode, s in m["step"].items():
+            c = s["collectives"]
+            print(
+                f"| {mode} | {s['flops_per_device'] / 1e9:.2f} G "
+                f"({s['flops_per_device'] / base['flops_per_device']:.2f}x) | "
+                f"{kib(c.get('all-gather', 0))} | {kib(c.get('all-reduce', 0))} | "
+                f"{s['step_ms']:.0f} ms ({s['step_ms'] / base['step_ms']:.2f}x) |"
+            )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--models", default="cnn,transformer")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-muon", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    names = [s.strip() for s in args.models.split(",") if s.strip()]
+    unknown = set(names) - {"cnn", "transformer"}
+    if unknown:
+        ap.error(f"unknown models {sorted(unknown)}; expected cnn and/or transformer")
+    sh.use_cpu_devices(args.devices)  # before JAX starts; GPUs/TPUs: the real devices
+    mesh = sh.data_mesh(args.devices)
+    res: Dict[str, Any] = {
+        "devices": args.devices,
+        "platform": f"{jax.devices()[0].platform}, {platform.processor() or platform.machine()}",
+        "jax": jax.__version__,
+        "data_parallel": {},
+    }
+    built = models(names)
+    for name, (params, batch, loss_fn) in built.items():
+        res["data_parallel"][name] = data_parallel(name, params, batch, loss_fn, mesh, args.repeats)
+        print(f"{name}: done", file=sys.stderr)
+    if not args.no_muon and "transformer" in built:
+        params, batch, loss_fn = built["transformer"]
+        res["muon"] = muon_spread(params, mesh, args.repeats, batch, loss_fn)
+    report(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
