@@ -1,12 +1,13 @@
 """Why is the Adadelta CNN train step slower than Adam's? Side by side in one process.
 
-Issue 12 reports a Keras-default Adadelta epoch at 2.5x the time of Adam's. This probe builds
-the trainer's jitted step (`make_train_step`, params and state donated) for several
-optimizers on the Keras-preset CNN (batch 64) and runs them in interleaved chunks of 10 steps
-(so machine load hits all alike), reporting the median ms/step. Also timed: Adadelta and Adam
-as two jits (gradient, then update), the gradient alone at each run's parameters, and the
-update alone; and the subnormal float32 values in parameters, optimizer state, gradients and
-activations at the end.
+Issue 12 reported a Keras-default Adadelta epoch at 2.5x the time of Adam's (cause and fix:
+BENCHMARKS.md, "Adadelta's slow step (issue 12)"). This probe builds the trainer's jitted step
+(`make_train_step`, params and state donated) for several optimizers on the Keras-preset CNN
+(batch 64), among them Adadelta's block as it was before the fix ("old sqrt/sqrt":
+``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g``), and Adadelta and Adam as two jits
+(gradient, then update). It runs them in interleaved chunks of 10 steps (so machine load hits
+all alike) and reports the median ms/step, then counts the subnormal float32 values in
+parameters, optimizer state, gradients and activations.
 
     python benchmarks/adadelta_step_probe.py [--rounds 12] [--ftz]
 
@@ -52,7 +53,7 @@ def main() -> None:
     import numpy as np
     import optax
 
-    from jaxopt_zoo import adadelta
+    from jaxopt_zoo import adadelta, chain, scale_by_adadelta, scale_by_learning_rate
     from jaxopt_zoo.compat import keras
     from jaxopt_zoo.data import load_mnist
     from jaxopt_zoo.models import get_model
@@ -81,13 +82,29 @@ def main() -> None:
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s
 
+    def old_formula(rho=0.95, eps=1e-7):
+        """The block as it was before the fix: sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g."""
+
+        def update(g, s, p=None):
+            e_g = jax.tree.map(lambda g, e: rho * e + (1 - rho) * g * g, g, s.e_g)
+            out = jax.tree.map(
+                lambda g, a, b: jnp.sqrt(b + eps) / jnp.sqrt(a + eps) * g, g, e_g, s.e_x
+            )
+            e_x = jax.tree.map(lambda u, e: rho * e + (1 - rho) * u * u, out, s.e_x)
+            return out, type(s)(e_g=e_g, e_x=e_x)
+
+        block = scale_by_adadelta(rho, eps)
+        return chain(optax.GradientTransformation(block.init, update), scale_by_learning_rate(1e-3))
+
     configs = {
         "keras adadelta (lr 1e-3)": (keras.adadelta(), None),
+        "adadelta, old sqrt/sqrt": (old_formula(), None),
         "keras adadelta, lr 1.0": (keras.adadelta(1.0), None),
         "native adadelta (lr 1.0)": (adadelta(), None),
         "keras adam": (keras.adam(), None),
         "keras adagrad": (keras.adagrad(), None),
         "keras rmsprop": (keras.rmsprop(), None),
+        "keras sgd": (keras.sgd(), None),
         "keras adadelta, two jits": (keras.adadelta(), two_jits),
         "keras adam, two jits": (keras.adam(), two_jits),
     }
@@ -133,7 +150,7 @@ def main() -> None:
         )
 
     x, y, key = images[:batch], labels[:batch], jax.random.key(1)
-    for name in ("keras adadelta (lr 1e-3)", "keras adam"):
+    for name in ("keras adadelta (lr 1e-3)", "adadelta, old sqrt/sqrt", "keras adam"):
         _, p, s = live[name]
         _, inter = model.apply(
             {"params": p}, x, capture_intermediates=True, mutable=["intermediates"]

@@ -59,8 +59,13 @@ def scale_by_adadelta(rho: Scalar = 0.9, eps: Scalar = 1e-6) -> GradientTransfor
         del params
         check_same_structure(updates, state.e_g, "scale_by_adadelta")
         e_g = ema_update(updates, state.e_g, rho, order=2)
+        # One square root of the ratio, not sqrt(ex + eps) / sqrt(eg + eps): the latter's
+        # sqrt(ex + eps) reads only the state, so XLA:CPU computes it as a separate pass over
+        # every parameter that its scheduler starts at the top of the train step, beside the
+        # forward and backward passes; this made the fused CNN step about 1.5-2x slower
+        # (BENCHMARKS.md, "Adadelta's slow step"). Same value up to rounding.
         out = jax.tree.map(
-            lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps) * g).astype(g.dtype),
+            lambda g, eg, ex: (g * jnp.sqrt((ex + eps) / (eg + eps))).astype(g.dtype),
             updates,
             e_g,
             state.e_x,
