@@ -16,8 +16,8 @@ import sys
 from typing import Optional, Sequence
 
 from jaxopt_zoo.cli.commands import cmd_compare, cmd_list, cmd_train
-from jaxopt_zoo.cli.sample import cmd_sample
 from jaxopt_zoo.cli.flags import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser
+from jaxopt_zoo.cli.sample import cmd_sample
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 

@@ -1,6 +1,6 @@
 """The ``sample`` command: text from the newest checkpoint of a ``--model charlm`` run.
 
-    jaxopt-zoo sample --checkpoint-dir runs/lm-ckpt --prompt "ROMEO:" --length 300
+jaxopt-zoo sample --checkpoint-dir runs/lm-ckpt --prompt "ROMEO:" --length 300
 """
 
 from __future__ import annotations

@@ -185,5 +185,7 @@ def lm_model(init_style: str = "flax", vocab_size: int = 84, **options: Any) -> 
       1
     """
     return CharTransformer(
-        vocab_size=vocab_size, init_style=init_style, **{**LM_DEFAULTS, **options}
+        vocab_size=vocab_size,
+        init_style=init_style,  # type: ignore[arg-type]  # checked by the model
+        **{**LM_DEFAULTS, **options},
     )

@@ -40,13 +40,13 @@ from jaxopt_zoo.train.checks import (
     progress_enabled,
 )
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
+from jaxopt_zoo.train.lm import BITS_PER_NAT, TokenWindows, as_token_data, make_lm_train_step
 from jaxopt_zoo.train.nonfinite import (
     NonFiniteError,
     NonFiniteWarning,
     nonfinite_error,
     report_skipped,
 )
-from jaxopt_zoo.train.lm import BITS_PER_NAT, TokenWindows, as_token_data, make_lm_train_step
 from jaxopt_zoo.train.state import (
     _DROPOUT,
     _SHUFFLE,
@@ -207,12 +207,18 @@ def train_and_evaluate(
                 params, opt_state, totals, images, labels, orders[e], b, step, dropout_key
             )
 
-    eval_fn = None if val is None else memoized(make_eval_fn, model, config.eval_batch_size)
+    evaluate = None
+    if val is not None:
+        eval_fn, (val_x, val_y) = memoized(make_eval_fn, model, config.eval_batch_size), val
+
+        def evaluate(params):
+            return eval_fn(params, val_x, val_y)
+
     return _run(
         state,
         config,
         train_fn,
-        None if eval_fn is None else lambda p: eval_fn(p, *val),
+        evaluate,
         period=period,
         budget=budget,
         callbacks=as_callback_list(callbacks),

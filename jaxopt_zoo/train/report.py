@@ -48,8 +48,10 @@ def summarize(label: str, histories: Sequence[Sequence[Mapping[str, Any]]]) -> D
             (
                 "best_val_bits_per_char",
                 [
-                    min((r["val_bits_per_char"] for r in h if r["val_bits_per_char"] is not None),
-                        default=None)
+                    min(
+                        (r["val_bits_per_char"] for r in h if r["val_bits_per_char"] is not None),
+                        default=None,
+                    )
                     for h in histories
                     if h
                 ],

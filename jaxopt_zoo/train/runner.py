@@ -17,6 +17,7 @@ from jaxopt_zoo.core import chain
 from jaxopt_zoo.data import Dataset, load
 from jaxopt_zoo.models import get_model
 from jaxopt_zoo.train.checkpoint import Checkpointer, CheckpointError
+from jaxopt_zoo.train.lm import TokenWindows, lm_model
 from jaxopt_zoo.train.loop import (
     LoopState,
     NonFiniteError,
@@ -26,7 +27,6 @@ from jaxopt_zoo.train.loop import (
     steps_per_epoch,
     train_and_evaluate,
 )
-from jaxopt_zoo.train.lm import TokenWindows, lm_model
 from jaxopt_zoo.train.techniques import Techniques
 
 PRESETS = ("native", "keras", "torch")

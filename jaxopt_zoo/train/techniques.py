@@ -94,7 +94,11 @@ class Techniques:
             )
         check_int("warmup_steps", self.warmup_steps, low=0)
         check_scalar(
-            "decay_fraction", self.decay_fraction, low=0.0, high=1.0, low_open=True,
+            "decay_fraction",
+            self.decay_fraction,
+            low=0.0,
+            high=1.0,
+            low_open=True,
             schedule_ok=False,
         )
         if self.schedule != "constant" and self.swa_lr is not None:
@@ -202,7 +206,7 @@ class Techniques:
 
     def record(self) -> Dict[str, Any]:
         """The settings that are on, for metrics.json and checkpoint identities."""
-        off = {"schedule": "constant"}
+        off: Dict[str, Any] = {"schedule": "constant"}
         if self.schedule == "constant":
             off.update(warmup_steps=self.warmup_steps, decay_fraction=self.decay_fraction)
         elif self.schedule != "wsd":
@@ -214,4 +218,3 @@ class Techniques:
             for k, v in dataclasses.asdict(self).items()
             if v not in (None, False) and not (k in off and off[k] == v)
         }
-
