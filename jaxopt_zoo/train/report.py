@@ -103,6 +103,7 @@ def summary_columns(rows: Sequence[Mapping[str, Any]]) -> List[tuple]:
             ("final_val_bits_per_char", "final val bits/char"),
             ("best_val_bits_per_char", "best val bits/char"),
         ]
+        cols[-1] = ("seconds_per_epoch", "s/eval")  # the char-LM has no epochs
     return cols
 
 
