@@ -169,7 +169,7 @@ def load_lm_data(
 
 
 def lm_model(init_style: str = "flax", vocab_size: int = 84, **options: Any) -> CharTransformer:
-    """The ``--model charlm`` transformer: :data:`LM_DEFAULTS` updated with ``options``.
+    """The ``--model charlm`` transformer: ``LM_DEFAULTS`` updated with ``options``.
 
     Args:
       init_style: ``"flax"`` or ``"keras"``.
