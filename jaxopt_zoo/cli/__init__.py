@@ -3,6 +3,8 @@
     jaxopt-zoo list
     jaxopt-zoo train --optimizer adam --model cnn --epochs 3 --output runs/adam
     jaxopt-zoo compare --optimizers adadelta,adagrad,adam,rmsprop,sgd --preset keras
+    jaxopt-zoo train --optimizer adamw --model charlm --steps 2000 --checkpoint-dir ck
+    jaxopt-zoo sample --checkpoint-dir ck --prompt "ROMEO:"
 
 Bad flags and unknown optimizer names exit with status 2 and a one-line message; data and
 other runtime errors exit with status 1 and a message, never a traceback.
@@ -15,11 +17,18 @@ from typing import Optional, Sequence
 
 from jaxopt_zoo.cli.commands import cmd_compare, cmd_list, cmd_train
 from jaxopt_zoo.cli.flags import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser
+from jaxopt_zoo.cli.sample import cmd_sample
 from jaxopt_zoo.cli.sweep import cmd_sweep
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare, "sweep": cmd_sweep}
+COMMANDS = {
+    "list": cmd_list,
+    "train": cmd_train,
+    "compare": cmd_compare,
+    "sweep": cmd_sweep,
+    "sample": cmd_sample,
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -10,7 +10,9 @@ from jaxopt_zoo.cli.common import (
     _config,
     _config_record,
     _data,
+    _model_options,
     _output_dir,
+    _prepare,
     _run_with_checkpoints,
     _specs,
 )
@@ -64,6 +66,7 @@ def cmd_train(args) -> int:
     from jaxopt_zoo.train.report import history_table, plot_history, write_json
     from jaxopt_zoo.train.runner import PRESET_INIT, run, to_builtin
 
+    _prepare(args)
     spec = _specs([args.optimizer], args)[0]
     init = args.init or PRESET_INIT[args.preset]
     out = _output_dir(
@@ -71,17 +74,22 @@ def cmd_train(args) -> int:
         f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         ("metrics.json", "learning_curve.png"),
     )
+    lm = args.model == "charlm"
+    data = _data(args) if lm else None  # the char-LM's identity holds its vocabulary
     ckpt = _checkpointer(args, spec, init)  # before anything is written
-    train, val = _data(args)
-    print(
-        f"training {args.model} ({init} init) with {spec.optimizer} on {len(train.labels)} "
-        f"{args.dataset} images, validating on {len(val.labels)}",
-        flush=True,
-    )
+    train, val = data or _data(args)
+    print(f"training {_describe(args, init, spec.optimizer, train, val)}", flush=True)
+    options = _model_options(args, len(getattr(args, "vocab", "")) or 84)
     try:
         if ckpt is None:
             _, history = run(
-                spec, train, val, model=args.model, init_style=init, config=_config(args, args.seed)
+                spec,
+                train,
+                val,
+                model=args.model,
+                init_style=init,
+                config=_config(args, args.seed),
+                model_options=options,
             )
         else:
             with ckpt:
@@ -117,6 +125,7 @@ def cmd_train(args) -> int:
             history,
             out / "learning_curve.png",
             title=f"{spec.name} · {args.model} · {args.dataset}",
+            x="step" if args.steps or args.eval_every else "epoch",
         )
     print(f"wrote {out / 'metrics.json'} and {out / 'learning_curve.png'}")
     return 0
@@ -133,29 +142,33 @@ def cmd_compare(args) -> int:
     )
     from jaxopt_zoo.train.runner import PRESET_INIT, compare, to_builtin
 
+    _prepare(args)
     names = [n for n in args.optimizers.split(",")]
     specs = _specs(names, args)
     if len({s.name for s in specs}) != len(specs):
         raise UsageError(f"--optimizers lists a name twice: {args.optimizers}")
     init = args.init or PRESET_INIT[args.preset]
+    lm = args.model == "charlm"
+    plot = "val_bits_per_char.png" if lm else "accuracy.png"
     out = _output_dir(
-        args,
-        f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
-        ("results.json", "results.csv", "accuracy.png"),
+        args, f"compare-{time.strftime('%Y%m%d-%H%M%S')}", ("results.json", "results.csv", plot)
     )
     train, val = _data(args)
+    budget = f"{args.steps} steps" if args.steps else f"{args.epochs} epochs"
     print(
         f"comparing {', '.join(s.optimizer for s in specs)} on {args.model} ({init} init), "
-        f"{args.seeds} seed(s), {args.epochs} epochs, {len(train.labels)} training images",
+        f"{args.seeds} seed(s), {budget}",
         flush=True,
     )
 
     def on_result(label, seed, history):
         last = history[-1] if history else None
         if last:
+            bpc = f" val_bpc {last['val_bits_per_char']:.4f}" if lm else ""
             print(
                 f"  {label} seed {seed}: val_acc {last['val_accuracy']:.4f} "
-                f"val_loss {last['val_loss']:.4f} ({sum(r['seconds'] for r in history):.1f}s)",
+                f"val_loss {last['val_loss']:.4f}{bpc} "
+                f"({sum(r['seconds'] for r in history):.1f}s)",
                 flush=True,
             )
 
@@ -168,6 +181,7 @@ def cmd_compare(args) -> int:
         init_style=init,
         config=_config(args, 0),
         on_result=on_result,
+        model_options=_model_options(args, len(getattr(args, "vocab", "")) or 84),
     )
     rows = [summarize(label, hists) for label, hists in results.items()]
     print(format_table(rows, summary_columns(rows)))
@@ -184,10 +198,29 @@ def cmd_compare(args) -> int:
         ),
     )
     write_csv(out / "results.csv", rows)
+    by_steps = bool(args.steps or args.eval_every)
+    what = "validation bits per character" if lm else "validation accuracy"
     plot_curves(
         results,
-        out / "accuracy.png",
-        title=f"{args.model} on {args.dataset}: validation accuracy per epoch",
+        out / plot,
+        metric="val_bits_per_char" if lm else "val_accuracy",
+        title=f"{args.model} on {args.dataset}: {what} per {'evaluation' if by_steps else 'epoch'}",
+        x="step" if by_steps else "epoch",
     )
-    print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'accuracy.png'}")
+    print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / plot}")
     return 0
+
+
+def _describe(args, init: str, optimizer: str, train, val) -> str:
+    """What is trained on what: one line."""
+    if args.model == "charlm":
+        return (
+            f"charlm ({args.depth} layers, {args.heads} heads, width {args.width}, context "
+            f"{args.context}; {init} init) with {optimizer} for {args.steps} steps on "
+            f"{len(train.tokens)} characters of {args.dataset}, validating on "
+            f"{len(val[0])} windows ({val[0].size} characters) every {args.eval_every} steps"
+        )
+    return (
+        f"{args.model} ({init} init) with {optimizer} on {len(train.labels)} "
+        f"{args.dataset} images, validating on {len(val.labels)}"
+    )

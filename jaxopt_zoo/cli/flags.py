@@ -96,14 +96,25 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra optimizer argument, repeatable (e.g. momentum=0.9)",
     )
-    p.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
+    p.add_argument(
+        "--model",
+        choices=("cnn", "mlp", "charlm"),
+        default="cnn",
+        help="cnn or mlp on MNIST-like images, or charlm: the character transformer on "
+        "Shakespeare (needs --steps)",
+    )
     p.add_argument(
         "--init",
         choices=("flax", "keras"),
         default=None,
         help="layer initializers (default: keras for --preset keras, else flax)",
     )
-    p.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
+    p.add_argument(
+        "--dataset",
+        choices=("mnist", "fashion_mnist", "shakespeare"),
+        default=None,
+        help="default: shakespeare for --model charlm, else mnist",
+    )
     p.add_argument("--epochs", type=_nonneg_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument(
@@ -139,6 +150,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace results already in --output (default: refuse)",
     )
+    _add_budget_flags(p)
     tq = p.add_argument_group("SAM and weight averaging (any optimizer)")
     tq.add_argument(
         "--sam-rho",
@@ -200,6 +212,76 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     bar.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def _add_budget_flags(p: argparse.ArgumentParser) -> None:
+    """--steps/--eval-every (any model), the char-LM's size, the LM training recipe."""
+    from jaxopt_zoo.train.lm import LM_DEFAULTS
+    from jaxopt_zoo.train.techniques import SCHEDULES
+
+    b = p.add_argument_group("step budget and evaluation (any model)")
+    b.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="train for N optimizer steps in place of --epochs (stops mid-epoch if need be)",
+    )
+    b.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="evaluate every K steps and at the end (default: every epoch; for charlm, "
+        "every tenth of --steps)",
+    )
+    lm = p.add_argument_group("the char-LM (--model charlm)")
+    lm.add_argument(
+        "--eval-windows",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="validation windows, spread evenly over the held-out last 10%% (default 256)",
+    )
+    for flag, key in (("--context", "context"), ("--width", "width"), ("--layers", "depth")):
+        lm.add_argument(
+            flag,
+            dest=key,
+            type=_positive_int,
+            default=None,
+            help=f"default {LM_DEFAULTS[key]}",
+        )
+    lm.add_argument(
+        "--heads", type=_positive_int, default=None, help=f"default {LM_DEFAULTS['heads']}"
+    )
+    r = p.add_argument_group("language-model training recipe (any model)")
+    r.add_argument(
+        "--clip-norm",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="clip the gradients to global norm X before the optimizer",
+    )
+    r.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="constant",
+        help="the learning rate over the run (--lr is the peak): warmup-cosine decays to "
+        "0 at the last step; wsd holds, then decays (1-sqrt) over --decay-fraction",
+    )
+    r.add_argument("--warmup-steps", type=_nonneg_int, default=None, metavar="N")
+    r.add_argument(
+        "--decay-fraction",
+        type=_float_in("a fraction in (0, 1]", lambda v: 0 < v <= 1),
+        default=None,
+        metavar="F",
+        help="wsd: the share of the steps it decays over (default 0.2)",
+    )
+    r.add_argument(
+        "--decay-mask",
+        action="store_true",
+        help="no weight decay on biases, norms and embeddings (only kernels decay)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxopt-zoo", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -256,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=_positive_int, default=1, help="number of seeds per optimizer (0 .. K-1)"
     )
     _add_training_flags(p_cmp)
-    from jaxopt_zoo.cli.sweep import add_sweep_parser  # noqa: E402 (the sweep command)
+    from jaxopt_zoo.cli.sample import add_sample_parser
+    from jaxopt_zoo.cli.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
+    add_sample_parser(sub)
     return parser

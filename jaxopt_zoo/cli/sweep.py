@@ -104,7 +104,7 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
         "--val-limit",
         type=_positive_int,
         default=None,
-        help="the first N validation examples (charlm: N evaluation windows) only",
+        help="the first N validation examples only (charlm: see --eval-windows)",
     )
     p.add_argument("--val-size", type=_nonneg_int, default=0)
     p.add_argument(
@@ -116,9 +116,16 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
     lm = p.add_argument_group("charlm model")
     lm.add_argument("--context", type=_positive_int, default=128)
     lm.add_argument("--width", type=_positive_int, default=128)
-    lm.add_argument("--depth", type=_positive_int, default=4)
+    lm.add_argument("--layers", dest="depth", type=_positive_int, default=4)
     lm.add_argument("--heads", type=_positive_int, default=4)
     lm.add_argument("--dropout", type=float, default=0.0)
+    lm.add_argument(
+        "--eval-windows",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="validation windows, spread evenly over the held-out last 10%% (default 256)",
+    )
     p.add_argument("--output", default=None, help="folder for the results (created)")
     p.add_argument("--overwrite", action="store_true")
     return p
@@ -151,6 +158,8 @@ def _check_flags(args) -> None:
             raise UsageError("--model charlm trains for a step budget: pass --steps N")
         if args.dataset != "mnist" or args.val_size:
             raise UsageError("--model charlm trains on Shakespeare: drop --dataset/--val-size")
+        if args.val_limit is not None:
+            raise UsageError("--val-limit is for classifiers; the char-LM takes --eval-windows N")
     elif args.epochs == 0 and args.steps is None:
         raise UsageError("--epochs 0 trains nothing: pass --epochs N or --steps N")
 
@@ -222,7 +231,7 @@ def cmd_sweep(args) -> int:
         epochs=args.epochs,
         steps=args.steps,
         eval_every=args.eval_every,
-        eval_windows=args.val_limit if args.model == "charlm" else None,
+        eval_windows=args.eval_windows if args.model == "charlm" else None,
         chunk_size=args.chunk_size,
     )
     lm = args.model == "charlm"

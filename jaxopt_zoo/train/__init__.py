@@ -7,6 +7,7 @@ from jaxopt_zoo.train.checkpoint import (
     CheckpointMismatchError,
 )
 from jaxopt_zoo.train.history import HISTORY_KEYS, best_epoch, should_stop
+from jaxopt_zoo.train.lm import TokenWindows
 from jaxopt_zoo.train.loop import (
     NONFINITE_MODES,
     Callback,
@@ -16,6 +17,7 @@ from jaxopt_zoo.train.loop import (
     TrainConfig,
     epoch_order,
     init_loop_state,
+    run_lengths,
     step_dropout_key,
     steps_per_epoch,
     train_and_evaluate,
@@ -44,6 +46,7 @@ __all__ = [
     "Metrics",
     "StepCheck",
     "StepResult",
+    "TokenWindows",
     "NonFiniteError",
     "NonFiniteWarning",
     "TrainConfig",
@@ -55,6 +58,7 @@ __all__ = [
     "make_eval_fn",
     "make_indexed_train_step",
     "make_train_step",
+    "run_lengths",
     "should_stop",
     "step_dropout_key",
     "steps_per_epoch",

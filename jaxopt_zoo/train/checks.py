@@ -75,8 +75,9 @@ def check_resume_state(state: LoopState, steps_per_epoch: int) -> LoopState:
     if not 0 <= int(state.batch) <= steps_per_epoch:
         raise ValueError(
             f"Invalid state: it stopped after batch {state.batch} of an epoch, but this data "
-            f"set and batch size give {steps_per_epoch} batches per epoch. Resume with the "
-            f"training set and batch_size the state was saved with."
+            f"set and batch size give {steps_per_epoch} batches per epoch (or per evaluation, "
+            "with eval_every). Resume with the training set, batch_size and eval_every the "
+            "state was saved with."
         )
     if len(state.history) != int(state.epoch):
         raise ValueError(

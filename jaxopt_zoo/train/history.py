@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 __all__ = [
     "AVERAGE_KEYS",
+    "BITS_KEYS",
     "HISTORY_KEYS",
     "best_epoch",
     "epoch_record",
@@ -19,7 +20,17 @@ __all__ = [
     "should_stop",
 ]
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+HISTORY_KEYS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "seconds",
+)
+#: Added to every record of the char-LM: the losses per character in bits (nats / ln 2).
+BITS_KEYS = ("train_bits_per_char", "val_bits_per_char")
 #: Added to every record when the optimizer averages the weights (``swa``, ``ema_weights``):
 #: the validation metrics of the averaged weights (None before the average starts).
 AVERAGE_KEYS = ("val_loss_avg", "val_accuracy_avg")
@@ -32,10 +43,13 @@ def epoch_record(
     val_loss: Optional[float],
     val_accuracy: Optional[float],
     seconds: float,
+    step: int = 0,
 ) -> Dict[str, Any]:
-    """One history entry. ``epoch`` counts from 1; ``val_*`` are None without validation data."""
+    """One history entry. ``epoch`` counts evaluations from 1 (epochs, by default);
+    ``step`` the optimizer steps done; ``val_*`` are None without validation data."""
     return {
         "epoch": int(epoch),
+        "step": int(step),
         "train_loss": float(train_loss),
         "train_accuracy": float(train_accuracy),
         "val_loss": None if val_loss is None else float(val_loss),
@@ -102,6 +116,8 @@ def format_record(record: Mapping[str, Any]) -> str:
     s = f"loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}"
     if record.get("val_loss") is not None:
         s += f" val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}"
+    if record.get("val_bits_per_char") is not None:
+        s += f" val_bpc {record['val_bits_per_char']:.4f}"
     if record.get("val_loss_avg") is not None:
         s += (
             f" averaged: val_loss {record['val_loss_avg']:.4f} "

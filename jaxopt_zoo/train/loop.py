@@ -1,4 +1,10 @@
-"""The epoch loop: ``train_and_evaluate`` and its resumable ``LoopState``.
+"""The training loop: ``train_and_evaluate`` and its resumable ``LoopState``.
+
+One loop for every model and budget: steps up to the next evaluation point, evaluate,
+repeat. By default the evaluation points are the ends of the epochs; ``TrainConfig.steps``
+(a step budget) and ``TrainConfig.eval_every`` (an evaluation every so many steps) move
+them, and the char-LM (:mod:`jaxopt_zoo.train.lm`) draws its windows instead of gathering
+a permuted batch.
 
 Everything random is a pure function of the seed and a counter, so any point of a run can be
 reproduced from a :class:`LoopState`:
@@ -34,6 +40,7 @@ from jaxopt_zoo.train.checks import (
     progress_enabled,
 )
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
+from jaxopt_zoo.train.lm import BITS_PER_NAT, TokenWindows, as_token_data, make_lm_train_step
 from jaxopt_zoo.train.nonfinite import (
     NonFiniteError,
     NonFiniteWarning,
@@ -42,6 +49,7 @@ from jaxopt_zoo.train.nonfinite import (
 )
 from jaxopt_zoo.train.state import (
     _DROPOUT,
+    _SHUFFLE,
     NONFINITE_MODES,
     Callback,
     LoopState,
@@ -64,6 +72,7 @@ __all__ = [
     "TrainConfig",
     "epoch_order",
     "init_loop_state",
+    "run_lengths",
     "step_dropout_key",
     "steps_per_epoch",
     "train_and_evaluate",
@@ -80,17 +89,24 @@ def train_and_evaluate(
     callbacks: Union[None, Callback, Sequence[Callback]] = None,
     state: Optional[LoopState] = None,
 ) -> Tuple[LoopState, List[dict]]:
-    """Train ``model`` with ``tx`` for ``config.epochs`` epochs, evaluating after each one.
+    """Train ``model`` with ``tx`` for ``config.epochs`` epochs (or ``config.steps`` steps),
+    evaluating after each epoch (or every ``config.eval_every`` steps and at the end).
 
     Args:
       model: a Flax linen classifier ``model.apply({"params": p}, x, train=..., rngs=...)``
         returning logits (see :mod:`jaxopt_zoo.models`), or an NNX one (an ``nnx.Module``,
-        its class, or :class:`~jaxopt_zoo.models.NNXModel`), trained through ``NNXModel``.
+        its class, or :class:`~jaxopt_zoo.models.NNXModel`), trained through ``NNXModel``;
+        or the char-LM (:class:`~jaxopt_zoo.models.transformer.CharTransformer`) with
+        :class:`~jaxopt_zoo.train.lm.TokenWindows` data.
       tx: any ``optax.GradientTransformation`` (schedules, ``inject_hyperparams`` included).
       train_ds, val_ds: objects with float ``images`` (N, ...) and integer ``labels`` (N,),
         such as ``jaxopt_zoo.data.load_mnist(split, normalize=True)``, or ``(images, labels)``
         pairs. Raw integer pixels are refused rather than silently rescaled. ``val_ds`` may be None
         (then the ``val_*`` entries of the history are None and ``patience`` must be None).
+        For the char-LM: a :class:`~jaxopt_zoo.train.lm.TokenWindows` and a fixed ``(x, y)``
+        pair of int windows (:func:`jaxopt_zoo.data.text.eval_windows`); it needs
+        ``config.steps``, and its records add ``train_bits_per_char`` and
+        ``val_bits_per_char`` (losses per character in nats / ln 2).
       config: a :class:`TrainConfig` (default ``TrainConfig()``).
       callbacks: functions called after every optimizer step with the current
         :class:`LoopState` (e.g. to checkpoint). One returning ``True`` stops training at
@@ -101,10 +117,12 @@ def train_and_evaluate(
 
     Returns:
       ``(state, history)``: the final :class:`LoopState`, holding the parameters after the
-      *last* epoch run (not the best one; ``history`` tells which epoch was best), and a list
-      of one dict per epoch with keys ``epoch`` (from 1), ``train_loss``, ``train_accuracy``
-      (running means over the epoch, as Keras reports them), ``val_loss``, ``val_accuracy``
-      and ``seconds`` (wall time of the epoch including evaluation).
+      *last* step run (not the best one; ``history`` tells which evaluation was best), and a
+      list of one dict per evaluation with keys ``epoch`` (evaluations so far, from 1: the
+      epoch by default), ``step`` (optimizer steps so far), ``train_loss``,
+      ``train_accuracy`` (running means since the previous evaluation, as Keras reports
+      them per epoch), ``val_loss``, ``val_accuracy`` and ``seconds`` (wall time since the
+      previous evaluation, including this one).
 
     The training set is copied to the device once; each step receives only its batch number,
     and the step is compiled at most once per call (the last partial batch is padded). The
@@ -121,6 +139,11 @@ def train_and_evaluate(
       ...                                     None, config)  # no validation set
       >>> state.step, [(record["epoch"], record["val_loss"]) for record in history]
       (4, [(1, None), (2, None)])
+      >>> config = TrainConfig(batch_size=8, steps=3, eval_every=2, progress=False)
+      >>> _, history = train_and_evaluate(MLP(hidden=(8,)), jz.sgd(0.1), (images, labels),
+      ...                                 None, config)  # stops mid-epoch 2
+      >>> [(record["epoch"], record["step"]) for record in history]
+      [(1, 2), (2, 3)]
     """
     model = as_linen_like(model)  # NNX modules get Linen's init/apply
     config = TrainConfig() if config is None else config
@@ -131,21 +154,26 @@ def train_and_evaluate(
             f"Invalid tx: expected an optax GradientTransformation (init, update), got "
             f"{type(tx).__name__}."
         )
-    images, labels = as_device_arrays(train_ds, "train_ds")
-    val = None if val_ds is None else as_device_arrays(val_ds, "val_ds")
+    guard = config.on_nonfinite != "ignore"
+    if isinstance(train_ds, TokenWindows):
+        tokens, val = as_token_data(train_ds, val_ds)
+        sample, per_epoch = tokens[None, : train_ds.context], None
+    else:
+        images, labels = as_device_arrays(train_ds, "train_ds")
+        val = None if val_ds is None else as_device_arrays(val_ds, "val_ds")
+        sample, per_epoch = images[:1], steps_per_epoch(images.shape[0], config)
     if config.patience is not None and val is None:
         raise ValueError(
             "Early stopping (patience set) monitors the validation loss: "
             "pass val_ds, or set patience=None."
         )
-    n, bs = images.shape[0], config.batch_size
-    per_epoch = steps_per_epoch(n, config)
+    period, budget = run_lengths(per_epoch, config)
 
     if state is None:
-        state = init_loop_state(model, tx, images[:1], config.seed)
+        state = init_loop_state(model, tx, sample, config.seed)
     else:
-        state = check_resume_state(state, per_epoch)
-        check_state_fits(model, tx, images[:1], state)
+        state = check_resume_state(state, period)
+        check_state_fits(model, tx, sample, state)
     check_trainable(state.params)
     # Donation needs distinct buffers: tx.init may return params leaves themselves (a
     # lookahead's slow weights, an average started at the parameters).
@@ -157,15 +185,99 @@ def train_and_evaluate(
             )
         )
     )
-    callbacks = as_callback_list(callbacks)
+    rng = state.rng
+    dropout_key = jax.random.fold_in(rng, _DROPOUT)
+    if per_epoch is None:  # the char-LM: windows keyed by the step
+        lm_fn = memoized(_lm_step, model, tx, config.batch_size, int(train_ds.context), guard)
+        shuffle_key = jax.random.fold_in(rng, _SHUFFLE)
+
+        def train_fn(params, opt_state, totals, step):
+            return lm_fn(params, opt_state, totals, tokens, step, shuffle_key, dropout_key)
+
+    else:  # batch step % per_epoch of epoch step // per_epoch's order
+        indexed_fn = memoized(_indexed_step, model, tx, config.batch_size, guard)
+        orders: dict = {}
+
+        def train_fn(params, opt_state, totals, step):
+            e, b = divmod(step, per_epoch)
+            if e not in orders:
+                orders.clear()
+                orders[e] = epoch_order(rng, e, images.shape[0])
+            return indexed_fn(
+                params, opt_state, totals, images, labels, orders[e], b, step, dropout_key
+            )
+
+    evaluate = None
+    if val is not None:
+        eval_fn, (val_x, val_y) = memoized(make_eval_fn, model, config.eval_batch_size), val
+
+        def evaluate(params):
+            return eval_fn(params, val_x, val_y)
+
+    return _run(
+        state,
+        config,
+        train_fn,
+        evaluate,
+        period=period,
+        budget=budget,
+        callbacks=as_callback_list(callbacks),
+        per_char=per_epoch is None,
+    )
+
+
+def run_lengths(per_epoch: Optional[int], config: TrainConfig) -> Tuple[int, int]:
+    """``(eval period, step budget)`` of a run: evaluations every ``period`` steps (and after
+    the last one) and ``budget`` steps in all.
+
+    Args:
+      per_epoch: optimizer steps per epoch (:func:`steps_per_epoch`), or None for data
+        without epochs (the char-LM).
+      config: the :class:`TrainConfig` (``steps``, ``eval_every``, ``epochs``).
+
+    Returns:
+      ``(config.eval_every or per_epoch, config.steps or config.epochs * per_epoch)``; for
+      the char-LM the period defaults to the whole budget (one evaluation, at the end).
+
+    Raises:
+      ValueError: data without epochs and no ``config.steps``.
+
+    Example:
+      >>> run_lengths(10, TrainConfig(epochs=3)), run_lengths(10, TrainConfig(steps=25))
+      ((10, 30), (10, 25))
+      >>> run_lengths(None, TrainConfig(steps=300, eval_every=100))
+      (100, 300)
+    """
+    if per_epoch is None:
+        if config.steps is None:
+            raise ValueError(
+                "The char-LM has no epochs: give it a step budget, TrainConfig(steps=N) "
+                "(--steps N)."
+            )
+        budget = config.steps
+        return config.eval_every or max(budget, 1), budget
+    budget = config.steps if config.steps is not None else config.epochs * per_epoch
+    return config.eval_every or per_epoch, budget
+
+
+def _run(
+    state: LoopState,
+    config: TrainConfig,
+    train_fn: Callable,
+    evaluate: Optional[Callable],
+    *,
+    period: int,
+    budget: int,
+    callbacks: List[Callback],
+    per_char: bool,
+) -> Tuple[LoopState, List[dict]]:
+    """The loop: steps up to the next evaluation point (a multiple of ``period``, or
+    ``budget``), the evaluation, and so on until ``budget`` steps are done and evaluated."""
     progress = progress_enabled(config.progress)
     guard = config.on_nonfinite != "ignore"
-    train_fn = memoized(_indexed_step, model, tx, bs, guard)
-    eval_fn = None if val is None else memoized(make_eval_fn, model, config.eval_batch_size)
     averaging = find_average(state.opt_state) is not None
-    dropout_key = jax.random.fold_in(state.rng, _DROPOUT)
-    sync_every = max(1, min(20, per_epoch // 20))
-
+    by_steps = config.steps is not None or config.eval_every is not None
+    sync_every = max(1, min(20, period // 20))
     params, opt_state, totals = state.params, state.opt_state, state.totals
     step, epoch, batch, rng, history = (
         state.step,
@@ -175,71 +287,72 @@ def train_and_evaluate(
         state.history,
     )
 
-    while epoch < config.epochs and not should_stop(history, config.patience):
+    def current() -> LoopState:
+        return LoopState(params, opt_state, step, epoch, batch, rng, totals, history)
+
+    while (step < budget or batch > 0) and not should_stop(history, config.patience):
         t0 = time.perf_counter()
-        order = epoch_order(rng, epoch, n)
-        finite_flags = []  # on_nonfinite="skip": one device bool per step of this epoch
+        start = step - batch  # the step of the last evaluation
+        target = max(step, min((start // period + 1) * period, budget))
+        finite_flags = []  # on_nonfinite="skip": one device bool per step of this period
         bar = None
         if progress:
             bar = tqdm(
-                total=per_epoch,
+                total=target - start,
                 initial=batch,
                 file=sys.stderr,
                 leave=True,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
+                desc=f"step {target}/{budget}"
+                if by_steps
+                else f"epoch {epoch + 1}/{config.epochs}",
                 unit="step",
             )
-        while batch < per_epoch:
+        while step < target:
             if not guard:
-                params, opt_state, totals = train_fn(
-                    params, opt_state, totals, images, labels, order, batch, step, dropout_key
-                )
+                params, opt_state, totals = train_fn(params, opt_state, totals, step)
             else:
-                params, opt_state, totals, check = train_fn(
-                    params, opt_state, totals, images, labels, order, batch, step, dropout_key
-                )
+                params, opt_state, totals, check = train_fn(params, opt_state, totals, step)
                 if config.on_nonfinite == "skip":
                     finite_flags.append(check[0])
                 elif not bool(check[0]):  # "stop"; the step changed nothing
                     if bar is not None:
                         bar.close()
-                    raise nonfinite_error(
-                        check,
-                        params,
-                        LoopState(params, opt_state, step, epoch, batch, rng, totals, history),
-                    )
+                    raise nonfinite_error(check, params, current())
             batch += 1
             step += 1
             if callbacks:
-                current = LoopState(params, opt_state, step, epoch, batch, rng, totals, history)
-                if any([cb(current) is True for cb in callbacks]):
+                now = current()
+                if any([cb(now) is True for cb in callbacks]):
                     if bar is not None:
                         bar.close()
                     report_skipped(finite_flags, step, epoch, batch, complete=False)
-                    return current, list(history)
+                    return now, list(history)
             if bar is not None:
                 bar.update(1)
-                if batch % sync_every == 0 or batch == per_epoch:  # one host sync
+                if batch % sync_every == 0 or step == target:  # one host sync
                     loss, acc = totals.means()
                     bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", refresh=False)
 
         report_skipped(finite_flags, step, epoch, batch, complete=True)
-        train_loss, train_acc = totals.means()  # waits for the epoch's last step
+        train_loss, train_acc = totals.means()  # waits for the period's last step
         val_loss = val_acc = None
-        if eval_fn is not None:
-            val_loss, val_acc = eval_fn(params, *val).means()  # type: ignore[misc]
+        if evaluate is not None:
+            val_loss, val_acc = evaluate(params).means()
         record = epoch_record(
-            epoch + 1, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - t0
+            epoch + 1, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - t0, step
         )
+        if per_char:
+            record["train_bits_per_char"] = train_loss * BITS_PER_NAT
+            record["val_bits_per_char"] = None if val_loss is None else val_loss * BITS_PER_NAT
         if averaging:
-            record.update(_evaluate_average(eval_fn, params, opt_state, val))
+            record.update(_evaluate_average(evaluate, params, opt_state))
         history = history + (record,)
         epoch, batch, totals = epoch + 1, 0, zero_metrics()
         if bar is not None:
             bar.set_postfix_str(format_record(record))
             bar.close()
 
-    return LoopState(params, opt_state, step, epoch, batch, rng, totals, history), list(history)
+    return current(), list(history)
 
 
 # --------------------------------------------------------------------------- #
@@ -247,19 +360,14 @@ def train_and_evaluate(
 # --------------------------------------------------------------------------- #
 
 
-def _evaluate_average(
-    eval_fn: Optional[Callable],
-    params: Any,
-    opt_state: Any,
-    val: Optional[Tuple[jax.Array, jax.Array]],
-) -> dict:
+def _evaluate_average(evaluate: Optional[Callable], params: Any, opt_state: Any) -> dict:
     """``val_loss_avg`` and ``val_accuracy_avg``: the validation metrics of the averaged
     weights (SWA, parameter EMA) held in ``opt_state``; None before the average has taken
     its first parameters (SWA before its start) or without validation data."""
     avg_state = find_average(opt_state)
-    if eval_fn is None or not bool(average_started(avg_state)):
+    if evaluate is None or not bool(average_started(avg_state)):
         return {"val_loss_avg": None, "val_accuracy_avg": None}
-    loss, acc = eval_fn(averaged_params(opt_state, like=params), *val).means()  # type: ignore[misc]
+    loss, acc = evaluate(averaged_params(opt_state, like=params)).means()
     return {"val_loss_avg": loss, "val_accuracy_avg": acc}
 
 
@@ -267,3 +375,9 @@ def _indexed_step(
     model: nn.Module, tx: optax.GradientTransformation, batch_size: int, guard: bool
 ) -> Callable:
     return make_indexed_train_step(model, tx, batch_size, guard=guard)
+
+
+def _lm_step(
+    model: nn.Module, tx: optax.GradientTransformation, batch_size: int, context: int, guard: bool
+) -> Callable:
+    return make_lm_train_step(model, tx, batch_size, context, guard=guard)

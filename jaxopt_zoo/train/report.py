@@ -42,6 +42,21 @@ def summarize(label: str, histories: Sequence[Sequence[Mapping[str, Any]]]) -> D
         ("final_train_loss", train_loss),
         ("seconds_per_epoch", s_epoch),
     ]
+    if any(h and "val_bits_per_char" in h[-1] for h in histories):  # the char-LM
+        series += [
+            ("final_val_bits_per_char", [h[-1]["val_bits_per_char"] for h in histories if h]),
+            (
+                "best_val_bits_per_char",
+                [
+                    min(
+                        (r["val_bits_per_char"] for r in h if r["val_bits_per_char"] is not None),
+                        default=None,
+                    )
+                    for h in histories
+                    if h
+                ],
+            ),
+        ]
     if any(h and "val_accuracy_avg" in h[-1] for h in histories):  # SWA / weight EMA runs
         series += [
             ("final_val_accuracy_avg", [h[-1].get("val_accuracy_avg") for h in histories if h]),
@@ -83,6 +98,12 @@ def summary_columns(rows: Sequence[Mapping[str, Any]]) -> List[tuple]:
     cols = list(SUMMARY_COLUMNS)
     if any(r.get("final_val_accuracy_avg") is not None for r in rows):
         cols[-1:-1] = AVERAGE_COLUMNS
+    if any(r.get("final_val_bits_per_char") is not None for r in rows):
+        cols[-1:-1] = [
+            ("final_val_bits_per_char", "final val bits/char"),
+            ("best_val_bits_per_char", "best val bits/char"),
+        ]
+        cols[-1] = ("seconds_per_epoch", "s/eval")  # the char-LM has no epochs
     return cols
 
 
@@ -105,9 +126,11 @@ def format_table(
 
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> str:
-    """One line per epoch; the averaged weights' validation metrics too when present."""
+    """One line per evaluation (epoch); the step, the averaged weights' validation metrics
+    and the char-LM's bits per character too when present."""
     cols = [
         ("epoch", "epoch"),
+        ("step", "step"),
         ("train_loss", "loss"),
         ("train_accuracy", "acc"),
         ("val_loss", "val_loss"),
@@ -116,6 +139,10 @@ def history_table(history: Sequence[Mapping[str, Any]]) -> str:
     ]
     if any("val_accuracy_avg" in r for r in history):
         cols[-1:-1] = [("val_loss_avg", "avg val_loss"), ("val_accuracy_avg", "avg val_acc")]
+    if any("val_bits_per_char" in r for r in history):
+        cols[-1:-1] = [("val_bits_per_char", "val_bits/char")]
+    if not any("step" in r for r in history):
+        cols.remove(("step", "step"))
     return format_table(history, cols)
 
 
@@ -148,10 +175,12 @@ def plot_curves(
     title: Optional[str] = None,
     ylabel: Optional[str] = None,
     references: Optional[Mapping[str, Sequence[float]]] = None,
+    x: str = "epoch",
 ) -> None:
     """One curve per label (mean over its seeds, shaded min..max) of ``metric`` per epoch.
 
     ``references``: optional published per-epoch values drawn dashed in the same colour.
+    ``x="step"`` puts the records' optimizer steps on the x axis instead of epochs.
     """
     import matplotlib
     import matplotlib.ticker
@@ -168,7 +197,7 @@ def plot_curves(
             continue
         vals = [[h[e][metric] for h in hists] for e in range(n)]
         mean = [statistics.fmean(v) for v in vals]
-        epochs = list(range(1, n + 1))
+        epochs = list(range(1, n + 1)) if x == "epoch" else [hists[0][e][x] for e in range(n)]
         ax.plot(epochs, mean, marker="o", ms=3, color=color, label=label)
         if len(hists) > 1:
             ax.fill_between(
@@ -177,7 +206,7 @@ def plot_curves(
         if references and label in references:
             ref = references[label]
             ax.plot(range(1, len(ref) + 1), ref, ls="--", color=color, alpha=0.7)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(x)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(ylabel or metric.replace("_", " "))
     if title:
@@ -189,25 +218,29 @@ def plot_curves(
     plt.close(fig)
 
 
-def plot_history(history: Sequence[Mapping[str, Any]], path: os.PathLike, title: str = "") -> None:
-    """Loss and accuracy (train and validation) per epoch of one run, side by side."""
+def plot_history(
+    history: Sequence[Mapping[str, Any]], path: os.PathLike, title: str = "", x: str = "epoch"
+) -> None:
+    """Loss and accuracy (train and validation) per epoch of one run, side by side; the
+    char-LM's loss in bits per character. ``x="step"``: optimizer steps on the x axis."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in history]
+    epochs = [r[x] for r in history]
+    bits = "val_bits_per_char" in history[0] if history else False
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
-    for ax, what in zip(axes, ("loss", "accuracy")):
+    for ax, what in zip(axes, ("bits_per_char" if bits else "loss", "accuracy")):
         ax.plot(epochs, [r[f"train_{what}"] for r in history], marker="o", ms=3, label="train")
         if any(r[f"val_{what}"] is not None for r in history):
             ax.plot(
                 epochs, [r[f"val_{what}"] for r in history], marker="o", ms=3, label="validation"
             )
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_ylabel(what)
+        ax.set_ylabel(what.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:

@@ -13,14 +13,17 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from jaxopt_zoo import registry
+from jaxopt_zoo.core import chain
 from jaxopt_zoo.data import Dataset, load
 from jaxopt_zoo.models import get_model
 from jaxopt_zoo.train.checkpoint import Checkpointer, CheckpointError
+from jaxopt_zoo.train.lm import TokenWindows, lm_model
 from jaxopt_zoo.train.loop import (
     LoopState,
     NonFiniteError,
     TrainConfig,
     init_loop_state,
+    run_lengths,
     steps_per_epoch,
     train_and_evaluate,
 )
@@ -61,16 +64,49 @@ class RunSpec:
     def name(self) -> str:
         return self.label or self.optimizer
 
-    def build(self, steps_per_epoch: int = 1):
-        """The optimizer; ``steps_per_epoch`` places SWA's start and SWALR's annealing."""
+    def build(self, steps_per_epoch: int = 1, total_steps: Optional[int] = None):
+        """The optimizer; ``steps_per_epoch`` places SWA's start and SWALR's annealing,
+        ``total_steps`` (the run's optimizer steps) sizes a learning-rate schedule."""
+        t = self.techniques
         kw = dict(self.kwargs)
+        defaults = registry.entry(self.optimizer).defaults()
         lr = self.lr
-        if lr is None and self.techniques.swa_lr is not None:  # SWALR starts from the default
-            defaults = registry.entry(self.optimizer).defaults()
-            lr = defaults.get("learning_rate", defaults.get("lr"))
+        if lr is None and (t.swa_lr is not None or t.schedule != "constant" or t.decay_mask):
+            lr = defaults.get("learning_rate", defaults.get("lr"))  # the schedule's peak
         if lr is not None:
-            kw["learning_rate"] = self.techniques.learning_rate(lr, steps_per_epoch)
-        return self.techniques.wrap(registry.get(self.optimizer, **kw), steps_per_epoch)
+            lr = kw["learning_rate"] = t.learning_rate(lr, steps_per_epoch, total_steps)
+        kw, decay = t.decay_kwargs(defaults, kw, lr)
+        tx = registry.get(self.optimizer, **kw)
+        if decay is not None:  # decoupled, masked decay after the optimizer's update
+            tx = chain(tx, decay)
+        return t.wrap(tx, steps_per_epoch)
+
+
+def run_lengths_of(train: Any, config: TrainConfig) -> Tuple[int, int]:
+    """``(steps per epoch or eval period, total steps)`` of a run on ``train`` (a
+    ``Dataset`` or the char-LM's ``TokenWindows``): what :meth:`RunSpec.build` needs."""
+    per_epoch = (
+        None if isinstance(train, TokenWindows) else steps_per_epoch(len(train.labels), config)
+    )
+    period, budget = run_lengths(per_epoch, config)
+    return per_epoch or period, budget
+
+
+def build_model(name: str, init_style: str = "flax", options: Optional[Mapping] = None):
+    """The model ``name`` (``cnn``, ``mlp``, ``charlm``); ``options`` set the char-LM's
+    ``context``, ``width``, ``depth``, ``heads`` and ``vocab_size``."""
+    if name == "charlm":
+        return lm_model(init_style, **dict(options or {}))
+    if options:
+        raise ValueError(f"Model options {sorted(options)} are for --model charlm, not {name}.")
+    return get_model(name, init_style)
+
+
+def sample_input(train: Any):
+    """One model input like ``train``'s: an image, or an int window of the char-LM."""
+    if isinstance(train, TokenWindows):
+        return np.zeros((1, train.context), np.int32)
+    return train.images[:1]
 
 
 def load_data(
@@ -101,8 +137,8 @@ def load_data(
 
 def run(
     spec: RunSpec,
-    train: Dataset,
-    val: Dataset,
+    train: Any,
+    val: Any,
     *,
     model: str = "cnn",
     init_style: str = "flax",
@@ -110,14 +146,24 @@ def run(
     tx=None,
     callbacks=None,
     state: Optional[LoopState] = None,
+    model_options: Optional[Mapping] = None,
 ):
     """Train one model with ``spec``'s optimizer; returns ``(state, history)``.
 
-    Pass the same ``tx`` object across seeds to reuse the compiled step.
+    Pass the same ``tx`` object across seeds to reuse the compiled step. For
+    ``model="charlm"``, ``train`` is a :class:`~jaxopt_zoo.train.lm.TokenWindows`, ``val``
+    the fixed ``(x, y)`` windows and ``model_options`` the transformer's size
+    (:func:`build_model`).
     """
-    tx = spec.build(steps_per_epoch(len(train.labels), config)) if tx is None else tx
+    tx = spec.build(*run_lengths_of(train, config)) if tx is None else tx
     return train_and_evaluate(
-        get_model(model, init_style), tx, train, val, config, callbacks=callbacks, state=state
+        build_model(model, init_style, model_options),
+        tx,
+        train,
+        val,
+        config,
+        callbacks=callbacks,
+        state=state,
     )
 
 
@@ -152,14 +198,15 @@ def open_checkpointer(
 def run_with_checkpoints(
     ckpt: Checkpointer,
     spec: RunSpec,
-    train: Dataset,
-    val: Dataset,
+    train: Any,
+    val: Any,
     *,
     model: str = "cnn",
     init_style: str = "flax",
     config: TrainConfig,
     resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
+    model_options: Optional[Mapping] = None,
 ) -> Optional[List[dict]]:
     """Train one run with checkpoints; the history, or None when a signal stopped training.
 
@@ -171,13 +218,16 @@ def run_with_checkpoints(
       with the checkpoint's location in its message.
     - The final state is always saved.
     """
-    tx = spec.build(steps_per_epoch(len(train.labels), config))
+    tx = spec.build(*run_lengths_of(train, config))
     state = None
     try:
         with ckpt.stop_on_interrupt():  # from here on Ctrl-C saves the current step
             if resume:
                 template = init_loop_state(
-                    get_model(model, init_style), tx, train.images[:1], config.seed
+                    build_model(model, init_style, model_options),
+                    tx,
+                    sample_input(train),
+                    config.seed,
                 )
                 state, message = ckpt.restore_latest(template)
                 (log or _say)(message)
@@ -191,6 +241,7 @@ def run_with_checkpoints(
                 tx=tx,
                 callbacks=[ckpt.callback],
                 state=state,
+                model_options=model_options,
             )
     except NonFiniteError as e:
         if e.state is not None and ckpt.save(e.state, force=True):
@@ -199,8 +250,9 @@ def run_with_checkpoints(
     ckpt.save(state, force=True)
     if ckpt.interrupted is not None and state.batch != 0:  # stopped mid-epoch by the signal
         ckpt.wait()
+        where = "" if config.steps or config.eval_every else f" (epoch {state.epoch + 1})"
         print(
-            f"jaxopt-zoo: stopped at step {state.step} (epoch {state.epoch + 1}); the "
+            f"jaxopt-zoo: stopped at step {state.step}{where}; the "
             f"checkpoint is in {ckpt.directory}. Run the same command with --resume to "
             "continue.",
             file=sys.stderr,
@@ -212,14 +264,15 @@ def run_with_checkpoints(
 
 def compare(
     specs: Sequence[RunSpec],
-    train: Dataset,
-    val: Dataset,
+    train: Any,
+    val: Any,
     *,
     seeds: Sequence[int],
     model: str = "cnn",
     init_style: str = "flax",
     config: TrainConfig,
     on_result=None,
+    model_options: Optional[Mapping] = None,
 ) -> Dict[str, List[List[dict]]]:
     """Train every spec with every seed; returns ``{label: [history per seed]}``.
 
@@ -228,7 +281,7 @@ def compare(
     out: Dict[str, List[List[dict]]] = {}
     for spec in specs:
         # one object per optimizer: its compiled step serves every seed
-        tx = spec.build(steps_per_epoch(len(train.labels), config))
+        tx = spec.build(*run_lengths_of(train, config))
         for seed in seeds:
             _, history = run(
                 spec,
@@ -238,6 +291,7 @@ def compare(
                 init_style=init_style,
                 config=dataclasses.replace(config, seed=int(seed)),
                 tx=tx,
+                model_options=model_options,
             )
             out.setdefault(spec.name, []).append(history)
             if on_result is not None:

@@ -65,6 +65,13 @@ class TrainConfig:
         epoch whose every step is skipped raises :class:`NonFiniteError`. ``"stop"``: it
         changes nothing and :class:`NonFiniteError` names the step and the first
         non-finite leaf (costs one device-to-host sync per step).
+      steps: a budget of optimizer steps in place of ``epochs`` (which is then ignored):
+        the run stops after ``steps`` steps in all, mid-epoch if need be. The char-LM
+        (:class:`~jaxopt_zoo.train.lm.TokenWindows` data) has no epochs and needs it.
+      eval_every: evaluate every this many optimizer steps, and after the last one,
+        instead of after every epoch. None: after every epoch (classifiers), only at the
+        end (the char-LM). With ``steps`` or ``eval_every`` set the history holds one
+        record per evaluation, and ``patience`` counts evaluations.
     """
 
     batch_size: int = 32
@@ -75,6 +82,8 @@ class TrainConfig:
     progress: Optional[bool] = None
     eval_batch_size: int = 1000
     on_nonfinite: str = "ignore"
+    steps: Optional[int] = None
+    eval_every: Optional[int] = None
 
     def __post_init__(self):
         check_int("batch_size", self.batch_size, low=1)
@@ -83,6 +92,10 @@ class TrainConfig:
         check_int("eval_batch_size", self.eval_batch_size, low=1)
         if self.patience is not None:
             check_int("patience", self.patience, low=0)
+        if self.steps is not None:
+            check_int("steps", self.steps, low=0)
+        if self.eval_every is not None:
+            check_int("eval_every", self.eval_every, low=1)
         if self.on_nonfinite not in NONFINITE_MODES:
             raise ValueError(
                 f"Invalid on_nonfinite: {self.on_nonfinite!r}. Expected one of "
@@ -98,15 +111,19 @@ class LoopState(NamedTuple):
       params: model parameters (the ``"params"`` collection).
       opt_state: the optimizer state.
       step: optimizer steps taken since the start of the run.
-      epoch: epochs completed; the epoch in progress is number ``epoch + 1``.
-      batch: batches of the epoch in progress already taken, ``0 .. steps_per_epoch``
-        (``steps_per_epoch`` means every batch is done but the epoch's evaluation is not).
+      epoch: evaluations done, one per epoch by default (then: epochs completed; the epoch
+        in progress is number ``epoch + 1``); with ``TrainConfig.eval_every`` or ``steps``
+        one per evaluation period.
+      batch: steps of the period in progress already taken, ``0 .. steps_per_epoch``
+        (all of them means every step is done but the evaluation is not). The data
+        position is a function of ``step`` alone: batch ``step % steps_per_epoch`` of
+        epoch ``step // steps_per_epoch`` (classifiers), windows keyed by ``step`` (LM).
       rng: the root PRNG key, ``PRNGKey(seed)``; never consumed, every key is derived from it
         and a counter (see the module docstring).
       totals: running training-loss/accuracy sums of the epoch in progress
         (:class:`~jaxopt_zoo.train.steps.Metrics`), so a resumed epoch reports the same
         training metrics as an uninterrupted one.
-      history: a tuple with one dict per completed epoch (see ``HISTORY_KEYS``); early
+      history: a tuple with one dict per evaluation (see ``HISTORY_KEYS``); early
         stopping is recomputed from it.
     """
 
@@ -205,8 +222,9 @@ def init_loop_state(
 ) -> LoopState:
     """A fresh state: parameters from ``fold_in(PRNGKey(seed), 0)``, ``tx.init`` of them.
 
-    ``sample_images`` only sets the input shape (one example is enough). This is also the
-    template to restore a checkpoint into.
+    ``sample_images`` only sets the input shape (one example is enough): float images, or
+    integer tokens ``(1, context)`` for the char-LM (integer inputs keep their dtype). This
+    is also the template to restore a checkpoint into.
 
     Args:
       model: a Linen classifier or an NNX one (see :func:`train_and_evaluate`).
@@ -227,7 +245,9 @@ def init_loop_state(
     """
     model = as_linen_like(model)  # NNX modules get Linen's init/apply
     rng = jax.random.PRNGKey(seed)
-    x = jnp.asarray(sample_images, jnp.float32)[:1]
+    x = jnp.asarray(sample_images)[:1]
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        x = x.astype(jnp.float32)
     params = memoized(jitted_init, model)(jax.random.fold_in(rng, _INIT), x)
     return LoopState(params, tx.init(params), 0, 0, 0, rng, zero_metrics(), ())
 

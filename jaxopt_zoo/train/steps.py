@@ -66,13 +66,15 @@ def batch_metrics(
     contributes nothing, even when its loss is infinite.
 
     Args:
-      logits: ``(batch, classes)`` logits (computed in float32).
-      labels: ``(batch,)`` integer class labels.
+      logits: ``(batch, classes)`` logits (computed in float32), or ``(batch, T, classes)``
+        for sequences (the char-LM's next-character logits).
+      labels: ``(batch,)`` integer class labels, or ``(batch, T)``.
       weights: ``(batch,)`` per-example weights (0 for padded rows); None means all 1.
+        With ``(batch, T)`` labels each weight counts for every position of its example.
 
     Returns:
       :class:`Metrics` of float32 scalars: ``loss = sum(w * ce)``, ``correct = sum(w *
-      [argmax == label])`` and ``count = sum(w)``.
+      [argmax == label])`` and ``count = sum(w)`` (characters, for sequences).
 
     Example:
       >>> import jax.numpy as jnp
@@ -86,6 +88,8 @@ def batch_metrics(
     if weights is None:
         weights = jnp.ones(ce.shape, jnp.float32)
     w = weights.astype(jnp.float32)
+    # (B,) weights of (B, T) sequence labels: one weight per example, counted per position.
+    w = jnp.broadcast_to(w.reshape(w.shape + (1,) * (ce.ndim - w.ndim)), ce.shape)
     # where, not w * ce alone: a padded row with an infinite loss must not turn the sum to nan.
     return Metrics(jnp.sum(jnp.where(w > 0, w * ce, 0.0)), jnp.sum(w * hit), jnp.sum(w))
 
@@ -361,14 +365,20 @@ def make_indexed_train_step(
         x, y, weights = gather_batch(images, labels, order, batch, batch_size)
         key = jax.random.fold_in(dropout_key, step)
         r = train_step(model, tx, params, opt_state, x, y, weights, key, guard=guard)
-        new_totals = Metrics(*(t + v for t, v in zip(totals, r.metrics)))
-        if not guard:
-            return r.params, r.opt_state, new_totals
-        ok = r.check.ok if r.check is not None else True
-        new_totals = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_totals, totals)
-        return r.params, r.opt_state, new_totals, r.check
+        return accumulate(totals, r, guard)
 
     return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+def accumulate(totals: Metrics, r: StepResult, guard: bool) -> Tuple[Any, ...]:
+    """``(params, opt_state, totals + r.metrics)`` of a step, and ``r.check`` fourth when
+    ``guard`` (a step that failed the check leaves ``totals`` unchanged)."""
+    new_totals = Metrics(*(t + v for t, v in zip(totals, r.metrics)))
+    if not guard:
+        return r.params, r.opt_state, new_totals
+    ok = r.check.ok if r.check is not None else True
+    new_totals = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_totals, totals)
+    return r.params, r.opt_state, new_totals, r.check
 
 
 def make_eval_fn(model: nn.Module, batch_size: int = 1000) -> Callable:
