@@ -24,6 +24,7 @@ import optax
 from tqdm import tqdm
 
 from jaxopt_zoo.models.adapter import as_linen_like
+from jaxopt_zoo.train import distributed
 from jaxopt_zoo.train.checks import (
     as_callback_list,
     as_device_arrays,
@@ -157,13 +158,19 @@ def train_and_evaluate(
             )
         )
     )
+    # -- several devices (config.devices): everything on the mesh; see train/distributed.py
+    layout, state, (images, labels, val) = distributed.prepare(
+        config, tx, state, (images, labels, val)
+    )
+    on_mesh = distributed.placer(layout)
+    # --
     callbacks = as_callback_list(callbacks)
-    progress = progress_enabled(config.progress)
+    progress = progress_enabled(config.progress) and distributed.is_primary()
     guard = config.on_nonfinite != "ignore"
-    train_fn = memoized(_indexed_step, model, tx, bs, guard)
+    train_fn = memoized(_indexed_step, model, tx, bs, guard, layout)
     eval_fn = None if val is None else memoized(make_eval_fn, model, config.eval_batch_size)
     averaging = find_average(state.opt_state) is not None
-    dropout_key = jax.random.fold_in(state.rng, _DROPOUT)
+    dropout_key = on_mesh(jax.random.fold_in(state.rng, _DROPOUT))
     sync_every = max(1, min(20, per_epoch // 20))
 
     params, opt_state, totals = state.params, state.opt_state, state.totals
@@ -177,7 +184,7 @@ def train_and_evaluate(
 
     while epoch < config.epochs and not should_stop(history, config.patience):
         t0 = time.perf_counter()
-        order = epoch_order(rng, epoch, n)
+        order = on_mesh(epoch_order(rng, epoch, n))
         finite_flags = []  # on_nonfinite="skip": one device bool per step of this epoch
         bar = None
         if progress:
@@ -264,6 +271,10 @@ def _evaluate_average(
 
 
 def _indexed_step(
-    model: nn.Module, tx: optax.GradientTransformation, batch_size: int, guard: bool
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    batch_size: int,
+    guard: bool,
+    layout: Optional[distributed.Layout] = None,
 ) -> Callable:
-    return make_indexed_train_step(model, tx, batch_size, guard=guard)
+    return make_indexed_train_step(model, tx, batch_size, guard=guard, layout=layout)

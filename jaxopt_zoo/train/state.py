@@ -65,6 +65,12 @@ class TrainConfig:
         epoch whose every step is skipped raises :class:`NonFiniteError`. ``"stop"``: it
         changes nothing and :class:`NonFiniteError` names the step and the first
         non-finite leaf (costs one device-to-host sync per step).
+      devices: train data-parallel on a mesh of this many devices (over all processes;
+        see :mod:`jaxopt_zoo.train.distributed`): the batch split over them, the
+        parameters replicated. ``batch_size`` must be a multiple of it. None: one device,
+        as placed by JAX.
+      shard_optimizer_state: with ``devices``, split every optimizer-state leaf over the
+        devices (ZeRO-1) instead of replicating it.
     """
 
     batch_size: int = 32
@@ -75,6 +81,8 @@ class TrainConfig:
     progress: Optional[bool] = None
     eval_batch_size: int = 1000
     on_nonfinite: str = "ignore"
+    devices: Optional[int] = None
+    shard_optimizer_state: bool = False
 
     def __post_init__(self):
         check_int("batch_size", self.batch_size, low=1)
@@ -83,6 +91,18 @@ class TrainConfig:
         check_int("eval_batch_size", self.eval_batch_size, low=1)
         if self.patience is not None:
             check_int("patience", self.patience, low=0)
+        if self.devices is not None:
+            check_int("devices", self.devices, low=1)
+            if self.batch_size % self.devices:
+                raise ValueError(
+                    f"Invalid batch_size {self.batch_size} for devices={self.devices}: each "
+                    f"device takes batch_size / devices rows; use a multiple of {self.devices}."
+                )
+        if self.shard_optimizer_state and self.devices is None:
+            raise ValueError(
+                "shard_optimizer_state=True splits the optimizer state over a mesh: set "
+                "devices=N too."
+            )
         if self.on_nonfinite not in NONFINITE_MODES:
             raise ValueError(
                 f"Invalid on_nonfinite: {self.on_nonfinite!r}. Expected one of "
