@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from jaxopt_zoo.cli.commands import cmd_compare, cmd_list, cmd_train
+from jaxopt_zoo.cli.devices import setup_devices
 from jaxopt_zoo.cli.flags import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
@@ -30,6 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        setup_devices(args)  # before anything runs JAX: --devices, jax.distributed
         return COMMANDS[args.command](args)
     except UsageError as e:
         print(f"jaxopt-zoo: error: {e}", file=sys.stderr)

@@ -64,6 +64,7 @@ def _techniques(args):
 
 
 def _config(args, seed: int):
+    from jaxopt_zoo.cli.devices import device_config
     from jaxopt_zoo.train import TrainConfig
 
     return TrainConfig(
@@ -73,6 +74,7 @@ def _config(args, seed: int):
         patience=args.patience,
         progress=args.progress,
         on_nonfinite=getattr(args, "on_nonfinite", "ignore"),
+        **device_config(args),
     )
 
 
@@ -150,7 +152,7 @@ def _checkpointer(args, spec, init):
         raise UsageError(str(e)) from None
 
 
-def _run_with_checkpoints(ckpt, args, spec, init, train, val):
+def _run_with_checkpoints(ckpt, args, spec, init, train, val, callbacks=()):
     from jaxopt_zoo.train.runner import run_with_checkpoints
 
     return run_with_checkpoints(
@@ -162,4 +164,5 @@ def _run_with_checkpoints(ckpt, args, spec, init, train, val):
         init_style=init,
         config=_config(args, args.seed),
         resume=args.resume,
+        callbacks=callbacks,
     )

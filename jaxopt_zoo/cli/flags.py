@@ -200,6 +200,12 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     bar.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    from jaxopt_zoo.cli.devices import add_device_flags
+
+    add_device_flags(p, _positive_int, _nonneg_int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxopt-zoo", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -212,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--optimizer", required=True)
     p_train.add_argument("--seed", type=_nonneg_int, default=0)
     _add_training_flags(p_train)
+    _add_device_flags(p_train)
     p_train.add_argument(
         "--on-nonfinite",
         choices=("ignore", "skip", "stop"),
@@ -256,4 +263,5 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=_positive_int, default=1, help="number of seeds per optimizer (0 .. K-1)"
     )
     _add_training_flags(p_cmp)
+    _add_device_flags(p_cmp)
     return parser

@@ -15,6 +15,7 @@ import numpy as np
 from jaxopt_zoo import registry
 from jaxopt_zoo.data import Dataset, load
 from jaxopt_zoo.models import get_model
+from jaxopt_zoo.train import distributed
 from jaxopt_zoo.train.checkpoint import Checkpointer, CheckpointError
 from jaxopt_zoo.train.loop import (
     LoopState,
@@ -160,6 +161,7 @@ def run_with_checkpoints(
     config: TrainConfig,
     resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
+    callbacks: Sequence[Callable] = (),
 ) -> Optional[List[dict]]:
     """Train one run with checkpoints; the history, or None when a signal stopped training.
 
@@ -170,6 +172,9 @@ def run_with_checkpoints(
     - A :class:`NonFiniteError` saves the state before the failing step and is re-raised
       with the checkpoint's location in its message.
     - The final state is always saved.
+    - ``config.devices``: the checkpoint is restored straight onto this run's mesh (each
+      process reads its shards), whatever device count wrote it.
+    - ``callbacks`` run after the checkpointer's, after every step.
     """
     tx = spec.build(steps_per_epoch(len(train.labels), config))
     state = None
@@ -179,6 +184,8 @@ def run_with_checkpoints(
                 template = init_loop_state(
                     get_model(model, init_style), tx, train.images[:1], config.seed
                 )
+                # on a mesh: restore each leaf onto its sharding there (any saved layout)
+                template = distributed.prepare(config, tx, template, ())[1]
                 state, message = ckpt.restore_latest(template)
                 (log or _say)(message)
             state, history = run(
@@ -189,7 +196,7 @@ def run_with_checkpoints(
                 init_style=init_style,
                 config=config,
                 tx=tx,
-                callbacks=[ckpt.callback],
+                callbacks=[ckpt.callback, *callbacks],
                 state=state,
             )
     except NonFiniteError as e:
@@ -220,6 +227,7 @@ def compare(
     init_style: str = "flax",
     config: TrainConfig,
     on_result=None,
+    callbacks=None,
 ) -> Dict[str, List[List[dict]]]:
     """Train every spec with every seed; returns ``{label: [history per seed]}``.
 
@@ -238,6 +246,7 @@ def compare(
                 init_style=init_style,
                 config=dataclasses.replace(config, seed=int(seed)),
                 tx=tx,
+                callbacks=callbacks,
             )
             out.setdefault(spec.name, []).append(history)
             if on_result is not None:
