@@ -54,8 +54,8 @@ def add_device_flags(p: argparse.ArgumentParser, positive_int: Any, nonneg_int: 
         type=positive_int,
         default=60,
         metavar="SECONDS",
-        help="with several processes: stop with an error when a peer is silent for this "
-        "long (heartbeats) or training makes no progress for this long (default 60)",
+        help="with several processes: stop with an error when a peer sends no heartbeat "
+        "for this long, or training makes no progress for 3x this long (default 60)",
     )
 
 
@@ -120,7 +120,9 @@ def watchdog(args: argparse.Namespace) -> Iterator[Any]:
         return
     from jaxopt_zoo.train.distributed import Watchdog
 
-    timeout = getattr(args, "distributed_timeout", 60)
+    # Heartbeats (--distributed-timeout) catch a dead peer first; the watchdog is the
+    # backstop, generous so that a first compile or a long evaluation never trips it.
+    timeout = 3 * getattr(args, "distributed_timeout", 60)
     message = (
         f"process {jax.process_index()} of {jax.process_count()}: training stalled, a peer "
         "process has probably died; the last checkpoint (if any) is intact, rerun every "
