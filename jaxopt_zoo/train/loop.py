@@ -241,7 +241,7 @@ def train_and_evaluate(
         if averaging:
             record.update(_evaluate_average(eval_fn, params, opt_state, val))
         history = history + (record,)
-        epoch, batch, totals = epoch + 1, 0, zero_metrics()
+        epoch, batch, totals = epoch + 1, 0, on_mesh(zero_metrics())
         if bar is not None:
             bar.set_postfix_str(format_record(record))
             bar.close()
