@@ -53,9 +53,11 @@ def library() -> dict:
 
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
-        lambda event, *a, **k: compiles.append(event)
-        if event == "/jax/core/compile/backend_compile_duration"
-        else None
+        lambda event, *a, **k: (
+            compiles.append(event)
+            if event == "/jax/core/compile/backend_compile_duration"
+            else None
+        )
     )
     key = jax.random.PRNGKey(0)
     x = jax.random.uniform(key, (200, 28, 28, 1))
@@ -97,10 +99,15 @@ def library() -> dict:
         out[name]["max_param"] = max(float(np.max(np.abs(a))) for a in base)
     # A second 8-device run of the same seed is bit-identical to the first.
     again, _ = train_and_evaluate(
-        model, tx, (x, y), (x[:64], y[:64]), TrainConfig(batch_size=32, epochs=2, progress=False, devices=8)
+        model,
+        tx,
+        (x, y),
+        (x[:64], y[:64]),
+        TrainConfig(batch_size=32, epochs=2, progress=False, devices=8),
     )
     out["dp8"]["repeat_identical"] = all(
-        bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(runs["dp8"].params), jax.tree.leaves(again.params))
+        bool(jnp.array_equal(a, b))
+        for a, b in zip(jax.tree.leaves(runs["dp8"].params), jax.tree.leaves(again.params))
     )
     return out
 

@@ -92,7 +92,8 @@ def _state(ckpt_dir: pathlib.Path, number=None):
     template = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta)
     tree = ck.restore(path, template)
     return {
-        jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        jax.tree_util.keystr(p): np.asarray(x)
+        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
     }
 
 
@@ -191,8 +192,17 @@ def runs(tmp_path_factory):
         if p.name.isdigit() and int(p.name) > 13:
             shutil.rmtree(p)
     out["on2"] = _finish(
-        _cli(tmp, "--devices", "2", "--shard-optimizer-state", "--output", "on2",
-             "--checkpoint-dir", "ck_on2", "--resume")  # fmt: skip
+        _cli(
+            tmp,
+            "--devices",
+            "2",
+            "--shard-optimizer-state",
+            "--output",
+            "on2",
+            "--checkpoint-dir",
+            "ck_on2",
+            "--resume",
+        )  # fmt: skip
     )
     return out
 

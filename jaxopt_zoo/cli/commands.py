@@ -98,7 +98,7 @@ def cmd_train(args) -> int:
                         ckpt, args, spec, init, train, val, callbacks=[beat]
                     )
         if history is None:
-            return 128 + int(ckpt.interrupted)  # type: ignore[union-attr]
+            return 128 + int(ckpt.interrupted)
     except NonFiniteError as e:
         print(f"jaxopt-zoo: {e}", file=sys.stderr)
         return EXIT_FAILURE

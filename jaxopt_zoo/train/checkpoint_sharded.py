@@ -27,7 +27,7 @@ from jaxopt_zoo.train.distributed import host_value, is_primary
 __all__: list = []  # internal: used by jaxopt_zoo.train.checkpoint
 
 
-def mesh_of(tree: Any) -> Optional[Mesh]:
+def mesh_of(tree: Any) -> Optional[Any]:
     """The mesh of the first leaf placed with a ``NamedSharding``, or None (one device)."""
     for x in jax.tree.leaves(tree):
         s = getattr(x, "sharding", None)
@@ -80,7 +80,8 @@ def restored_leaves(got: List[Any], expected: List[Any]) -> Tuple[List[Any], Lis
     are (for training) and their whole values on this host (for the digest)."""
     present = [g for g, x in zip(got, expected) if x is not None and x.size]
     host_iter = iter(host_value(present))
-    live, host = [], []
+    live: List[Any] = []
+    host: List[Any] = []
     for g, x in zip(got, expected):
         if x is None:
             live.append(None)

@@ -222,9 +222,7 @@ def host_value(tree: Any) -> Any:
       >>> host_value({"w": jnp.ones(2)})
       {'w': array([1., 1.], dtype=float32)}
     """
-    if any(
-        isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)
-    ):
+    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)):
         from jax.experimental import multihost_utils
 
         tree = multihost_utils.process_allgather(tree, tiled=True)
@@ -238,11 +236,20 @@ class Layout:
     Hashable (by the mesh and the shardings), so the jitted step built for a layout is
     reused by later runs with an equal one.
 
-    Attributes:
+    Build one with :meth:`build`; :func:`~jaxopt_zoo.train.loop.train_and_evaluate` does
+    for ``TrainConfig(devices=N)``.
+
+    Args:
       mesh: the one-axis mesh, axis ``"data"``.
       param_sharding: the parameters' tree of ``NamedSharding`` s (replicated).
       state_sharding: the optimizer state's (like the parameters, or ZeRO-1).
       shard_optimizer_state: whether the state is split over the devices (ZeRO-1).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxopt_zoo as jz
+      >>> layout = Layout.build(1, jz.sgd(0.1), {"w": jnp.ones((4, 2))})
+      >>> layout.size, layout.batch.spec, layout.put(jnp.ones(3)).sharding.spec
+      (1, P('data',), P())
     """
 
     mesh: Mesh
@@ -332,7 +339,7 @@ class Layout:
         )
 
 
-def _put(x: Any, sharding: NamedSharding) -> Any:
+def _put(x: Any, sharding: Any) -> Any:
     if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
         impl = jax.random.key_impl(x)
         return jax.random.wrap_key_data(_put(jax.random.key_data(x), sharding), impl=impl)
@@ -391,8 +398,7 @@ class Watchdog:
             idle = time.monotonic() - self._last
             if idle > self.timeout:
                 print(
-                    f"jaxopt-zoo: error: {self.message} (no progress for {idle:.0f} s); "
-                    "stopping.",
+                    f"jaxopt-zoo: error: {self.message} (no progress for {idle:.0f} s); stopping.",
                     file=sys.stderr,
                     flush=True,
                 )

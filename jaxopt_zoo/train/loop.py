@@ -234,7 +234,7 @@ def train_and_evaluate(
         train_loss, train_acc = totals.means()  # waits for the epoch's last step
         val_loss = val_acc = None
         if eval_fn is not None:
-            val_loss, val_acc = eval_fn(params, *val).means()  # type: ignore[misc]
+            val_loss, val_acc = eval_fn(params, *val).means()
         record = epoch_record(
             epoch + 1, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - t0
         )
