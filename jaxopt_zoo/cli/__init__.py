@@ -16,6 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from jaxopt_zoo.cli.commands import cmd_compare, cmd_list, cmd_train
+from jaxopt_zoo.cli.devices import setup_devices
 from jaxopt_zoo.cli.flags import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser
 from jaxopt_zoo.cli.sample import cmd_sample
 from jaxopt_zoo.cli.sweep import cmd_sweep
@@ -40,6 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        setup_devices(args)  # before anything runs JAX: --devices, jax.distributed
         return COMMANDS[args.command](args)
     except UsageError as e:
         print(f"jaxopt-zoo: error: {e}", file=sys.stderr)

@@ -16,6 +16,7 @@ from jaxopt_zoo.cli.common import (
     _run_with_checkpoints,
     _specs,
 )
+from jaxopt_zoo.cli.devices import watchdog
 from jaxopt_zoo.cli.flags import EXIT_FAILURE, UsageError
 
 
@@ -63,6 +64,7 @@ def cmd_list(args) -> int:
 
 def cmd_train(args) -> int:
     from jaxopt_zoo.train import NonFiniteError
+    from jaxopt_zoo.train.distributed import is_primary
     from jaxopt_zoo.train.report import history_table, plot_history, write_json
     from jaxopt_zoo.train.runner import PRESET_INIT, run, to_builtin
 
@@ -81,21 +83,25 @@ def cmd_train(args) -> int:
     print(f"training {_describe(args, init, spec.optimizer, train, val)}", flush=True)
     options = _model_options(args, len(getattr(args, "vocab", "")) or 84)
     try:
-        if ckpt is None:
-            _, history = run(
-                spec,
-                train,
-                val,
-                model=args.model,
-                init_style=init,
-                config=_config(args, args.seed),
-                model_options=options,
-            )
-        else:
-            with ckpt:
-                history = _run_with_checkpoints(ckpt, args, spec, init, train, val)
-            if history is None:
-                return 128 + int(ckpt.interrupted)
+        with watchdog(args) as beat:  # several processes: a dead peer stops this one
+            if ckpt is None:
+                _, history = run(
+                    spec,
+                    train,
+                    val,
+                    model=args.model,
+                    init_style=init,
+                    config=_config(args, args.seed),
+                    model_options=options,
+                    callbacks=[beat],
+                )
+            else:
+                with ckpt:
+                    history = _run_with_checkpoints(
+                        ckpt, args, spec, init, train, val, callbacks=[beat]
+                    )
+        if history is None:  # interrupted (Ctrl-C): the checkpoint holds the step
+            return 128 + int(ckpt.interrupted)
     except NonFiniteError as e:
         print(f"jaxopt-zoo: {e}", file=sys.stderr)
         return EXIT_FAILURE
@@ -106,6 +112,8 @@ def cmd_train(args) -> int:
             "avg val_loss/avg val_acc the averaged weights' (SWA or EMA), which the final "
             "checkpoint also holds in its optimizer state"
         )
+    if not is_primary():  # several processes: process 0 writes the results
+        return 0
     write_json(
         out / "metrics.json",
         to_builtin(
@@ -132,6 +140,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from jaxopt_zoo.train.distributed import is_primary
     from jaxopt_zoo.train.report import (
         format_table,
         plot_curves,
@@ -172,19 +181,23 @@ def cmd_compare(args) -> int:
                 flush=True,
             )
 
-    results = compare(
-        specs,
-        train,
-        val,
-        seeds=range(args.seeds),
-        model=args.model,
-        init_style=init,
-        config=_config(args, 0),
-        on_result=on_result,
-        model_options=_model_options(args, len(getattr(args, "vocab", "")) or 84),
-    )
+    with watchdog(args) as beat:  # several processes: a dead peer stops this one
+        results = compare(
+            specs,
+            train,
+            val,
+            seeds=range(args.seeds),
+            model=args.model,
+            init_style=init,
+            config=_config(args, 0),
+            on_result=on_result,
+            model_options=_model_options(args, len(getattr(args, "vocab", "")) or 84),
+            callbacks=[beat],
+        )
     rows = [summarize(label, hists) for label, hists in results.items()]
     print(format_table(rows, summary_columns(rows)))
+    if not is_primary():  # several processes: process 0 writes the results
+        return 0
     write_json(
         out / "results.json",
         to_builtin(

@@ -127,6 +127,7 @@ def _model_options(args, vocab_size: int = 84):
 
 
 def _config(args, seed: int):
+    from jaxopt_zoo.cli.devices import device_config
     from jaxopt_zoo.train import TrainConfig
 
     return TrainConfig(
@@ -139,6 +140,7 @@ def _config(args, seed: int):
         steps=args.steps,
         eval_every=args.eval_every,
         eval_batch_size=128 if args.model == "charlm" else 1000,
+        **device_config(args),
     )
 
 
@@ -237,7 +239,7 @@ def _checkpointer(args, spec, init):
         raise UsageError(str(e)) from None
 
 
-def _run_with_checkpoints(ckpt, args, spec, init, train, val):
+def _run_with_checkpoints(ckpt, args, spec, init, train, val, callbacks=()):
     from jaxopt_zoo.train.runner import run_with_checkpoints
 
     return run_with_checkpoints(
@@ -250,4 +252,5 @@ def _run_with_checkpoints(ckpt, args, spec, init, train, val):
         config=_config(args, args.seed),
         resume=args.resume,
         model_options=_model_options(args, len(getattr(args, "vocab", "")) or 84),
+        callbacks=callbacks,
     )

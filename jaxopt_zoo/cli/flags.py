@@ -282,6 +282,12 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    from jaxopt_zoo.cli.devices import add_device_flags
+
+    add_device_flags(p, _positive_int, _nonneg_int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxopt-zoo", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -294,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--optimizer", required=True)
     p_train.add_argument("--seed", type=_nonneg_int, default=0)
     _add_training_flags(p_train)
+    _add_device_flags(p_train)
     p_train.add_argument(
         "--on-nonfinite",
         choices=("ignore", "skip", "stop"),
@@ -343,4 +350,5 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
     add_sample_parser(sub)
+    _add_device_flags(p_cmp)
     return parser

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 
 import jax
 import numpy as np
@@ -52,6 +52,7 @@ import orbax.checkpoint as ocp
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.train import checkpoint_format as _fmt
+from jaxopt_zoo.train import checkpoint_sharded as _sharded
 from jaxopt_zoo.train.checkpoint_format import FORMAT
 from jaxopt_zoo.train.loop import LoopState
 
@@ -174,7 +175,11 @@ class Checkpointer:
                 "from it (restore_latest / --resume), or use another directory."
             )
         tree, rng_impl = _fmt.state_tree(state)
-        tree = jax.tree.map(lambda x: np.array(x, copy=True), tree)  # the loop donates them
+        mesh = _sharded.mesh_of(state.params)
+        if mesh is None:
+            tree = host = jax.tree.map(lambda x: np.array(x, copy=True), tree)  # donated next
+        else:  # on a mesh: every process writes its shards (see checkpoint_sharded)
+            tree, host = _sharded.to_save(tree, mesh)
         structure = _fmt.structure(state)
         self._write_run_file(structure)
         meta = {
@@ -185,7 +190,7 @@ class Checkpointer:
             "rng_impl": rng_impl,
             "history": _fmt.jsonable(list(state.history), "history"),
         }
-        meta.update(sha256=_fmt.digest(tree, meta), saved_at=time.time())
+        meta.update(sha256=_fmt.digest(host, meta), saved_at=time.time())
         manager = self._get_manager()
         manager.save(
             number,
@@ -312,29 +317,44 @@ class Checkpointer:
                 if isinstance(meta, dict)
                 else "malformed metadata"
             )
-        leaves, treedef = _fmt.flatten(_fmt.abstract_tree(template))
-        restored = manager.restore(
-            number,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_fmt.drop_empty(jax.tree.unflatten(treedef, leaves)))
-            ),
-        )
+        abstract = _fmt.abstract_tree(template)
+        mesh = _sharded.mesh_of(template.params)
+        if mesh is not None:  # read each leaf straight into its sharding on this mesh
+            abstract = _sharded.restore_abstract(abstract, _fmt.state_tree(template)[0], mesh)
+        leaves, treedef = _fmt.flatten(abstract)
+
+        def read(target: Any) -> Any:
+            return manager.restore(
+                number,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(_fmt.drop_empty(target))),
+            )
+
+        try:
+            restored = read(jax.tree.unflatten(treedef, leaves))
+        except ValueError as e:  # written on a mesh, read on one device: orbax needs a place
+            if mesh is not None or "sharding" not in str(e):
+                raise
+            restored = read(_sharded.on_one_device(jax.tree.unflatten(treedef, leaves)))
         got, _ = _fmt.flatten(restored["state"])
         if len(got) != len(leaves):
             raise ValueError(f"it holds {len(got)} arrays where {len(leaves)} were expected")
-        tree = jax.tree.unflatten(
-            treedef,
-            [
+        if mesh is None:
+            live = [
                 None if x is None else np.zeros(x.shape, x.dtype) if x.size == 0 else np.asarray(g)
                 for x, g in zip(leaves, got)
-            ],
-        )
+            ]
+            tree = live_tree = jax.tree.unflatten(treedef, live)
+        else:
+            live, host = _sharded.restored_leaves(got, leaves)
+            tree = jax.tree.unflatten(treedef, host)
+            live_tree = jax.tree.unflatten(treedef, live)
+            live_tree.update(rng=tree["rng"], counters=tree["counters"])  # small: on the host
         if _fmt.digest(tree, meta) != meta.get("sha256"):
             raise ValueError(
                 "its content does not match the sha256 recorded when it was "
                 "written (a file was modified or damaged)"
             )
-        return _fmt.loop_state(tree, meta)
+        return _fmt.loop_state(live_tree, meta)
 
     def _after_restore(self, number: int, state: LoopState, failures: List[Tuple[int, str]]) -> str:
         where = (
@@ -343,7 +363,7 @@ class Checkpointer:
             else f"epoch {state.epoch + 1}, after batch {state.batch}"
         )
         msg = f"Resumed from checkpoint {number} in {self.directory}: step {state.step} ({where})."
-        if failures:
+        if failures and _sharded.primary():
             moved = []
             damaged = self.directory / DAMAGED_DIR
             damaged.mkdir(exist_ok=True)
@@ -353,9 +373,11 @@ class Checkpointer:
                 os.replace(self.directory / str(n), target)
                 moved.append(f"checkpoint {n} ({why}) moved to {target}")
             msg += " Skipped damaged newer checkpoint(s): " + "; ".join(moved) + "."
+        if failures:
+            _sharded.barrier("jaxopt_zoo_checkpoint_moved")  # the others wait for the move
             if self._manager is not None:
                 self._manager.reload()
-        for tmp in self.unfinished():  # writes of a killed run: never finished, never used
+        for tmp in self.unfinished() if _sharded.primary() else ():  # a killed run's writes
             shutil.rmtree(tmp, ignore_errors=True)
         return msg
 
@@ -427,7 +449,8 @@ class Checkpointer:
                 return
         run = {"format": FORMAT, "metadata": self.metadata or {}, "structure": structure}
         self.directory.mkdir(parents=True, exist_ok=True)
-        _fmt.write_json_atomic(self.directory / RUN_FILE, run)
+        if _sharded.primary():  # several processes: process 0 writes the side files
+            _fmt.write_json_atomic(self.directory / RUN_FILE, run)
         self._run = run
 
     def _get_manager(self) -> ocp.CheckpointManager:

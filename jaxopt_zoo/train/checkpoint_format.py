@@ -74,7 +74,10 @@ def loop_state(tree: Dict[str, Any], meta: Mapping[str, Any]) -> LoopState:
     history = tuple(meta.get("history", ()))
     if len(history) != epoch:
         raise ValueError(f"epoch {epoch} but {len(history)} history entries")
-    to_device = lambda t: jax.tree.map(jnp.asarray, t)  # noqa: E731
+    # global arrays restored onto a mesh stay as they are; host arrays go to the device
+    to_device = lambda t: jax.tree.map(  # noqa: E731
+        lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), t
+    )
     rng = jnp.asarray(tree["rng"])
     if meta.get("rng_impl"):
         rng = jax.random.wrap_key_data(rng, impl=meta["rng_impl"])

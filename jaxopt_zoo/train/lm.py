@@ -54,6 +54,7 @@ def make_lm_train_step(
     context: int,
     *,
     guard: bool = False,
+    layout: Any = None,
 ) -> Callable:
     """Jitted char-LM step that draws its own batch of windows from the token stream.
 
@@ -72,6 +73,9 @@ def make_lm_train_step(
       batch_size: windows per step.
       context: tokens per window.
       guard: check every step for non-finite values.
+      layout: a :class:`~jaxopt_zoo.train.distributed.Layout` for data parallelism: the
+        windows are split over its mesh and the outputs keep its shardings; None for one
+        device.
 
     Returns:
       The jitted ``step`` function.
@@ -94,10 +98,16 @@ def make_lm_train_step(
 
     def step(params, opt_state, totals, tokens, step, shuffle_key, dropout_key):
         x, y = sample_windows(tokens, jax.random.fold_in(shuffle_key, step), batch_size, context)
+        if layout is not None:  # data parallel: each device computes its windows
+            x, y = jax.lax.with_sharding_constraint((x, y), layout.batch)
         key = jax.random.fold_in(dropout_key, step)
         r = train_step(model, tx, params, opt_state, x, y, None, key, guard=guard)
         return accumulate(totals, r, guard)
 
+    if layout is not None:  # the outputs stay where the inputs were (ZeRO-1 state split)
+        return jax.jit(
+            step, donate_argnums=(0, 1, 2), out_shardings=layout.step_out_shardings(guard)
+        )
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
 

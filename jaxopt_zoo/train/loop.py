@@ -30,6 +30,7 @@ import optax
 from tqdm import tqdm
 
 from jaxopt_zoo.models.adapter import as_linen_like
+from jaxopt_zoo.train import distributed
 from jaxopt_zoo.train.checks import (
     as_callback_list,
     as_device_arrays,
@@ -185,24 +186,34 @@ def train_and_evaluate(
             )
         )
     )
+    # -- several devices (config.devices): everything on the mesh; see train/distributed.py
+    data = (tokens, val) if per_epoch is None else (images, labels, val)
+    layout, state, data = distributed.prepare(config, tx, state, data)
+    on_mesh = distributed.placer(layout)
+    if per_epoch is None:
+        tokens, val = data
+    else:
+        images, labels, val = data
+    # --
     rng = state.rng
-    dropout_key = jax.random.fold_in(rng, _DROPOUT)
+    dropout_key = on_mesh(jax.random.fold_in(rng, _DROPOUT))
     if per_epoch is None:  # the char-LM: windows keyed by the step
-        lm_fn = memoized(_lm_step, model, tx, config.batch_size, int(train_ds.context), guard)
-        shuffle_key = jax.random.fold_in(rng, _SHUFFLE)
+        context = int(train_ds.context)
+        lm_fn = memoized(_lm_step, model, tx, config.batch_size, context, guard, layout)
+        shuffle_key = on_mesh(jax.random.fold_in(rng, _SHUFFLE))
 
         def train_fn(params, opt_state, totals, step):
             return lm_fn(params, opt_state, totals, tokens, step, shuffle_key, dropout_key)
 
     else:  # batch step % per_epoch of epoch step // per_epoch's order
-        indexed_fn = memoized(_indexed_step, model, tx, config.batch_size, guard)
+        indexed_fn = memoized(_indexed_step, model, tx, config.batch_size, guard, layout)
         orders: dict = {}
 
         def train_fn(params, opt_state, totals, step):
             e, b = divmod(step, per_epoch)
             if e not in orders:
                 orders.clear()
-                orders[e] = epoch_order(rng, e, images.shape[0])
+                orders[e] = on_mesh(epoch_order(rng, e, images.shape[0]))
             return indexed_fn(
                 params, opt_state, totals, images, labels, orders[e], b, step, dropout_key
             )
@@ -223,6 +234,7 @@ def train_and_evaluate(
         budget=budget,
         callbacks=as_callback_list(callbacks),
         per_char=per_epoch is None,
+        on_mesh=on_mesh,
     )
 
 
@@ -270,10 +282,11 @@ def _run(
     budget: int,
     callbacks: List[Callback],
     per_char: bool,
+    on_mesh: Callable[[Any], Any],
 ) -> Tuple[LoopState, List[dict]]:
     """The loop: steps up to the next evaluation point (a multiple of ``period``, or
     ``budget``), the evaluation, and so on until ``budget`` steps are done and evaluated."""
-    progress = progress_enabled(config.progress)
+    progress = progress_enabled(config.progress) and distributed.is_primary()
     guard = config.on_nonfinite != "ignore"
     averaging = find_average(state.opt_state) is not None
     by_steps = config.steps is not None or config.eval_every is not None
@@ -347,7 +360,7 @@ def _run(
         if averaging:
             record.update(_evaluate_average(evaluate, params, opt_state))
         history = history + (record,)
-        epoch, batch, totals = epoch + 1, 0, zero_metrics()
+        epoch, batch, totals = epoch + 1, 0, on_mesh(zero_metrics())
         if bar is not None:
             bar.set_postfix_str(format_record(record))
             bar.close()
@@ -372,12 +385,21 @@ def _evaluate_average(evaluate: Optional[Callable], params: Any, opt_state: Any)
 
 
 def _indexed_step(
-    model: nn.Module, tx: optax.GradientTransformation, batch_size: int, guard: bool
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    batch_size: int,
+    guard: bool,
+    layout: Optional[distributed.Layout] = None,
 ) -> Callable:
-    return make_indexed_train_step(model, tx, batch_size, guard=guard)
+    return make_indexed_train_step(model, tx, batch_size, guard=guard, layout=layout)
 
 
 def _lm_step(
-    model: nn.Module, tx: optax.GradientTransformation, batch_size: int, context: int, guard: bool
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    batch_size: int,
+    context: int,
+    guard: bool,
+    layout: Optional[distributed.Layout] = None,
 ) -> Callable:
-    return make_lm_train_step(model, tx, batch_size, context, guard=guard)
+    return make_lm_train_step(model, tx, batch_size, context, guard=guard, layout=layout)

@@ -16,6 +16,7 @@ from jaxopt_zoo import registry
 from jaxopt_zoo.core import chain
 from jaxopt_zoo.data import Dataset, load
 from jaxopt_zoo.models import get_model
+from jaxopt_zoo.train import distributed
 from jaxopt_zoo.train.checkpoint import Checkpointer, CheckpointError
 from jaxopt_zoo.train.lm import TokenWindows, lm_model
 from jaxopt_zoo.train.loop import (
@@ -207,6 +208,7 @@ def run_with_checkpoints(
     resume: bool = False,
     log: Optional[Callable[[str], None]] = None,
     model_options: Optional[Mapping] = None,
+    callbacks: Sequence[Callable] = (),
 ) -> Optional[List[dict]]:
     """Train one run with checkpoints; the history, or None when a signal stopped training.
 
@@ -217,6 +219,9 @@ def run_with_checkpoints(
     - A :class:`NonFiniteError` saves the state before the failing step and is re-raised
       with the checkpoint's location in its message.
     - The final state is always saved.
+    - ``config.devices``: the checkpoint is restored straight onto this run's mesh (each
+      process reads its shards), whatever device count wrote it.
+    - ``callbacks`` run after the checkpointer's, after every step.
     """
     tx = spec.build(*run_lengths_of(train, config))
     state = None
@@ -229,6 +234,8 @@ def run_with_checkpoints(
                     sample_input(train),
                     config.seed,
                 )
+                # on a mesh: restore each leaf onto its sharding there (any saved layout)
+                template = distributed.prepare(config, tx, template, ())[1]
                 state, message = ckpt.restore_latest(template)
                 (log or _say)(message)
             state, history = run(
@@ -239,7 +246,7 @@ def run_with_checkpoints(
                 init_style=init_style,
                 config=config,
                 tx=tx,
-                callbacks=[ckpt.callback],
+                callbacks=[ckpt.callback, *callbacks],
                 state=state,
                 model_options=model_options,
             )
@@ -273,6 +280,7 @@ def compare(
     config: TrainConfig,
     on_result=None,
     model_options: Optional[Mapping] = None,
+    callbacks=None,
 ) -> Dict[str, List[List[dict]]]:
     """Train every spec with every seed; returns ``{label: [history per seed]}``.
 
@@ -292,6 +300,7 @@ def compare(
                 config=dataclasses.replace(config, seed=int(seed)),
                 tx=tx,
                 model_options=model_options,
+                callbacks=callbacks,
             )
             out.setdefault(spec.name, []).append(history)
             if on_result is not None:

@@ -72,6 +72,12 @@ class TrainConfig:
         instead of after every epoch. None: after every epoch (classifiers), only at the
         end (the char-LM). With ``steps`` or ``eval_every`` set the history holds one
         record per evaluation, and ``patience`` counts evaluations.
+      devices: train data-parallel on a mesh of this many devices (over all processes;
+        see :mod:`jaxopt_zoo.train.distributed`): the batch split over them, the
+        parameters replicated. ``batch_size`` must be a multiple of it. None: one device,
+        as placed by JAX.
+      shard_optimizer_state: with ``devices``, split every optimizer-state leaf over the
+        devices (ZeRO-1) instead of replicating it.
     """
 
     batch_size: int = 32
@@ -84,6 +90,8 @@ class TrainConfig:
     on_nonfinite: str = "ignore"
     steps: Optional[int] = None
     eval_every: Optional[int] = None
+    devices: Optional[int] = None
+    shard_optimizer_state: bool = False
 
     def __post_init__(self):
         check_int("batch_size", self.batch_size, low=1)
@@ -96,6 +104,18 @@ class TrainConfig:
             check_int("steps", self.steps, low=0)
         if self.eval_every is not None:
             check_int("eval_every", self.eval_every, low=1)
+        if self.devices is not None:
+            check_int("devices", self.devices, low=1)
+            if self.batch_size % self.devices:
+                raise ValueError(
+                    f"Invalid batch_size {self.batch_size} for devices={self.devices}: each "
+                    f"device takes batch_size / devices rows; use a multiple of {self.devices}."
+                )
+        if self.shard_optimizer_state and self.devices is None:
+            raise ValueError(
+                "shard_optimizer_state=True splits the optimizer state over a mesh: set "
+                "devices=N too."
+            )
         if self.on_nonfinite not in NONFINITE_MODES:
             raise ValueError(
                 f"Invalid on_nonfinite: {self.on_nonfinite!r}. Expected one of "

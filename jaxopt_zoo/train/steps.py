@@ -317,7 +317,12 @@ def make_train_step(
 
 
 def make_indexed_train_step(
-    model: nn.Module, tx: optax.GradientTransformation, batch_size: int, *, guard: bool = False
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    batch_size: int,
+    *,
+    guard: bool = False,
+    layout: Any = None,
 ) -> Callable:
     """Jitted step that reads its batch from a device-resident data set.
 
@@ -341,6 +346,9 @@ def make_indexed_train_step(
       tx: the optimizer.
       batch_size: the rows per step ``B``.
       guard: check every step for non-finite values (see :func:`train_step`).
+      layout: a :class:`~jaxopt_zoo.train.distributed.Layout` for data parallelism: the
+        gathered batch is split over its mesh and the outputs keep its shardings (pass
+        arguments placed on it); None for one device.
 
     Returns:
       The jitted ``step`` function.
@@ -363,10 +371,16 @@ def make_indexed_train_step(
 
     def step(params, opt_state, totals, images, labels, order, batch, step, dropout_key):
         x, y, weights = gather_batch(images, labels, order, batch, batch_size)
+        if layout is not None:  # data parallel: each device computes its rows of the batch
+            x, y, weights = jax.lax.with_sharding_constraint((x, y, weights), layout.batch)
         key = jax.random.fold_in(dropout_key, step)
         r = train_step(model, tx, params, opt_state, x, y, weights, key, guard=guard)
         return accumulate(totals, r, guard)
 
+    if layout is not None:  # the outputs stay where the inputs were (ZeRO-1 state split)
+        return jax.jit(
+            step, donate_argnums=(0, 1, 2), out_shardings=layout.step_out_shardings(guard)
+        )
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
 

@@ -1,0 +1,132 @@
+"""``--devices``, ``--shard-optimizer-state`` and the multi-process flags of ``train`` and
+``compare``: set up JAX's devices first thing, then give the run its mesh size."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import Any, Dict, Iterator, Optional
+
+from jaxopt_zoo.cli.flags import UsageError
+
+
+def add_device_flags(p: argparse.ArgumentParser, positive_int: Any, nonneg_int: Any) -> None:
+    g = p.add_argument_group(
+        "devices and processes (data parallel; see the README's 'On several devices and hosts')"
+    )
+    g.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train data-parallel on N devices of this process (on a CPU-only machine, N "
+        "virtual CPU devices); the batch size must split over all processes' devices",
+    )
+    g.add_argument(
+        "--shard-optimizer-state",
+        action="store_true",
+        help="split the optimizer state over the devices (ZeRO-1) instead of replicating it",
+    )
+    g.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address for jax.distributed (default $JAX_COORDINATOR_ADDRESS)",
+    )
+    g.add_argument(
+        "--num-processes",
+        type=positive_int,
+        default=None,
+        metavar="P",
+        help="number of processes (default $JAX_NUM_PROCESSES)",
+    )
+    g.add_argument(
+        "--process-id",
+        type=nonneg_int,
+        default=None,
+        metavar="I",
+        help="this process's number, 0 .. P-1 (default $JAX_PROCESS_ID)",
+    )
+    g.add_argument(
+        "--distributed-timeout",
+        type=positive_int,
+        default=60,
+        metavar="SECONDS",
+        help="with several processes: stop with an error when a peer sends no heartbeat "
+        "for this long, or training makes no progress for 3x this long (default 60)",
+    )
+
+
+def setup_devices(args: argparse.Namespace) -> None:
+    """Before anything runs JAX: virtual CPU devices, ``jax.distributed``; then
+    ``args.total_devices`` (the mesh size, or None for the plain one-device path). In
+    processes other than 0, standard output is silenced: process 0 prints and writes."""
+    if not hasattr(args, "devices"):
+        return
+    from jaxopt_zoo.train import distributed
+
+    try:
+        distributed.initialize(
+            args.devices,
+            coordinator=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            heartbeat_timeout=args.distributed_timeout,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    import jax
+
+    if args.shard_optimizer_state and args.devices is None and jax.process_count() == 1:
+        raise UsageError("--shard-optimizer-state needs --devices N (or several processes)")
+    total = None
+    if args.devices is not None or jax.process_count() > 1:
+        per = args.devices or jax.local_device_count()
+        total = per * jax.process_count()
+        if args.batch_size % total:
+            raise UsageError(
+                f"--batch-size {args.batch_size} does not split over {total} device(s) "
+                f"({jax.process_count()} process(es) x {per}): use a multiple of {total}"
+            )
+        if len(jax.local_devices()) < per:
+            raise UsageError(
+                f"--devices {per}: this process sees only {len(jax.local_devices())} "
+                f"{jax.local_devices()[0].platform} device(s)"
+            )
+    args.total_devices = total
+    if not distributed.is_primary():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of the process
+
+
+def device_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """The TrainConfig fields of the device flags."""
+    total: Optional[int] = getattr(args, "total_devices", None)
+    return {
+        "devices": total,
+        "shard_optimizer_state": bool(getattr(args, "shard_optimizer_state", False) and total),
+    }
+
+
+@contextlib.contextmanager
+def watchdog(args: argparse.Namespace) -> Iterator[Any]:
+    """A :class:`~jaxopt_zoo.train.distributed.Watchdog` in a multi-process run (its
+    ``beat`` is a train callback), else a callback that does nothing."""
+    import jax
+
+    if jax.process_count() == 1:
+        yield lambda state: None
+        return
+    from jaxopt_zoo.train.distributed import Watchdog
+
+    # Heartbeats (--distributed-timeout) catch a dead peer first; the watchdog is the
+    # backstop, generous so that a first compile or a long evaluation never trips it.
+    timeout = 3 * getattr(args, "distributed_timeout", 60)
+    message = (
+        f"process {jax.process_index()} of {jax.process_count()}: training stalled, a peer "
+        "process has probably died; the last checkpoint (if any) is intact, rerun every "
+        "process with --resume"
+    )
+    with Watchdog(timeout, message) as dog:
+        yield dog.beat
