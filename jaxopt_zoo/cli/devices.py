@@ -13,9 +13,7 @@ from jaxopt_zoo.cli.flags import UsageError
 
 
 def add_device_flags(p: argparse.ArgumentParser, positive_int: Any, nonneg_int: Any) -> None:
-    g = p.add_argument_group(
-        "devices and processes (data parallel; see the README's 'On several devices and hosts')"
-    )
+    g = p.add_argument_group("devices and processes (data parallel; see the README's 'Scale out')")
     g.add_argument(
         "--devices",
         type=positive_int,
