@@ -35,6 +35,7 @@ import difflib
 import functools
 import inspect
 import re
+import weakref
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import jax
@@ -486,7 +487,7 @@ def keras_base_options(
       >>> type(state).__name__, round(float(jz.averaged_params(state)["w"][0]), 4)
       ('EmaWeightsState', 0.9)
     """
-    if getattr(factory, "_keras_base_options", False):
+    if factory in _WITH_BASE_OPTIONS:
         return factory
 
     @functools.wraps(factory)
@@ -513,8 +514,12 @@ def keras_base_options(
     build.__signature__ = sig.replace(  # type: ignore[attr-defined]
         parameters=list(sig.parameters.values()) + extra
     )
-    build._keras_base_options = True  # type: ignore[attr-defined]
+    _WITH_BASE_OPTIONS.add(build)
     return build
+
+
+# The factories keras_base_options has already wrapped (it is idempotent).
+_WITH_BASE_OPTIONS: "weakref.WeakSet[Callable[..., Any]]" = weakref.WeakSet()
 
 
 # --------------------------------------------------------------------------- #
