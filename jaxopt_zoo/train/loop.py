@@ -42,6 +42,7 @@ from jaxopt_zoo.train.checks import (
 )
 from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
 from jaxopt_zoo.train.lm import BITS_PER_NAT, TokenWindows, as_token_data, make_lm_train_step
+from jaxopt_zoo.train.metrics import make_eval_fn, memoized
 from jaxopt_zoo.train.nonfinite import (
     NonFiniteError,
     NonFiniteWarning,
@@ -61,7 +62,7 @@ from jaxopt_zoo.train.state import (
     steps_per_epoch,
     zero_metrics,
 )
-from jaxopt_zoo.train.steps import make_eval_fn, make_indexed_train_step, memoized
+from jaxopt_zoo.train.steps import make_indexed_train_step
 from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
 
 __all__ = [

@@ -24,7 +24,7 @@ import optax
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.models.adapter import as_linen_like
-from jaxopt_zoo.train.steps import Metrics, memoized
+from jaxopt_zoo.train.metrics import Metrics, memoized
 
 __all__ = [
     "NONFINITE_MODES",
@@ -141,7 +141,7 @@ class LoopState(NamedTuple):
       rng: the root PRNG key, ``PRNGKey(seed)``; never consumed, every key is derived from it
         and a counter (see the module docstring).
       totals: running training-loss/accuracy sums of the epoch in progress
-        (:class:`~jaxopt_zoo.train.steps.Metrics`), so a resumed epoch reports the same
+        (:class:`~jaxopt_zoo.train.metrics.Metrics`), so a resumed epoch reports the same
         training metrics as an uninterrupted one.
       history: a tuple with one dict per evaluation (see ``HISTORY_KEYS``); early
         stopping is recomputed from it.
