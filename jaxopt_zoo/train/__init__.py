@@ -1,4 +1,4 @@
-"""Training: jitted train/eval steps, the resumable epoch loop and its history."""
+"""Training: jitted train steps and evaluation, the resumable epoch loop and its history."""
 
 import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
 from jaxopt_zoo.train.checkpoint import (
@@ -22,17 +22,19 @@ from jaxopt_zoo.train.loop import (
     steps_per_epoch,
     train_and_evaluate,
 )
-from jaxopt_zoo.train.steps import (
+from jaxopt_zoo.train.metrics import (
     Metrics,
-    StepCheck,
-    StepResult,
     batch_metrics,
     evaluate,
     make_eval_fn,
+    weighted_cross_entropy,
+)
+from jaxopt_zoo.train.steps import (
+    StepCheck,
+    StepResult,
     make_indexed_train_step,
     make_train_step,
     train_step,
-    weighted_cross_entropy,
 )
 
 __all__ = [

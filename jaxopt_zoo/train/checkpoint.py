@@ -5,18 +5,8 @@ state, step, epoch, position in the epoch's data order, running metrics, the roo
 and the metrics history. Restoring the newest one and passing it to ``train_and_evaluate``
 as ``state=`` continues the run bit for bit (see :mod:`jaxopt_zoo.train.loop`).
 
-Layout of a checkpoint directory::
-
-    DIR/jaxopt_zoo_run.json     the run it belongs to: model, optimizer, ... (the ``metadata``
-                                given to Checkpointer) and the structure, shapes and dtypes
-                                of the parameters and optimizer state
-    DIR/<n>/state/              orbax PyTree: params, opt_state, totals, rng, counters
-    DIR/<n>/meta/metadata       JSON: step, epoch, batch, history, sha256 of the state
-    DIR/damaged/<n>-<time>/     checkpoints found damaged on resume, moved aside
-
-``<n>``, the checkpoint number, counts optimizer steps plus completed epochs, so that the
-state after an epoch's evaluation (same step, one more history entry) comes after the one
-before it; messages give the step, epoch and batch.
+The layout of a checkpoint directory (``DIR/jaxopt_zoo_run.json``, ``DIR/<n>/``,
+``DIR/damaged/``) is described in :mod:`jaxopt_zoo.train.checkpoint_dir`.
 
 How it fails safely:
 
@@ -36,7 +26,6 @@ How it fails safely:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -51,8 +40,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxopt_zoo.core import check_int
+from jaxopt_zoo.train import checkpoint_dir as _dir
 from jaxopt_zoo.train import checkpoint_format as _fmt
 from jaxopt_zoo.train import checkpoint_sharded as _sharded
+from jaxopt_zoo.train.checkpoint_dir import (
+    RUN_FILE,
+    CheckpointError,
+    CheckpointMismatchError,
+)
 from jaxopt_zoo.train.checkpoint_format import FORMAT
 from jaxopt_zoo.train.loop import LoopState
 
@@ -64,18 +59,7 @@ __all__ = [
     "checkpoint_number",
 ]
 
-RUN_FILE = "jaxopt_zoo_run.json"
-DAMAGED_DIR = "damaged"
-_TMP_MARK = ".orbax-checkpoint-tmp"
 _ITEMS = ("state", "meta")
-
-
-class CheckpointError(ValueError):
-    """No usable checkpoint, or a checkpoint directory that cannot be used."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """The checkpoint directory belongs to another run (model, optimizer, settings)."""
 
 
 def checkpoint_number(state: LoopState) -> int:
@@ -127,7 +111,7 @@ class Checkpointer:
         self.metadata = None if metadata is None else _fmt.jsonable(dict(metadata), "metadata")
         self.async_save = bool(async_save)
         self.interrupted: Optional[int] = None  # the signal number, once one arrived
-        self._run = self._check_directory()
+        self._run = _dir.check_directory(self.directory, self.metadata)
         self._manager: Optional[ocp.CheckpointManager] = None
         self._last_saved: Optional[int] = None  # may still be in flight (async_save)
 
@@ -135,11 +119,7 @@ class Checkpointer:
 
     def all_numbers(self) -> List[int]:
         """Numbers of the finished checkpoints in the directory, oldest first."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(
-            int(p.name) for p in self.directory.iterdir() if p.is_dir() and p.name.isdigit()
-        )
+        return _dir.finished_numbers(self.directory)
 
     def latest_number(self) -> Optional[int]:
         numbers = self.all_numbers()
@@ -147,9 +127,7 @@ class Checkpointer:
 
     def unfinished(self) -> List[Path]:
         """Temporary folders of writes that never finished (a run killed mid-save)."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.iterdir() if _TMP_MARK in p.name)
+        return _dir.unfinished_writes(self.directory)
 
     # ------------------------------------------------------------------ saving
 
@@ -181,7 +159,7 @@ class Checkpointer:
         else:  # on a mesh: every process writes its shards (see checkpoint_sharded)
             tree, host = _sharded.to_save(tree, mesh)
         structure = _fmt.structure(state)
-        self._write_run_file(structure)
+        self._run = _dir.write_run_file(self.directory, self._run, self.metadata, structure)
         meta = {
             "format": FORMAT,
             "step": int(state.step),
@@ -288,7 +266,7 @@ class Checkpointer:
                     "while saving, which are not checkpoints)"
                 )
             return None, f"No checkpoint in {self.directory}{extra}: starting from scratch."
-        self._check_structure(template)
+        _dir.check_structure(self.directory, self._run, template)
         failures: List[Tuple[int, str]] = []
         for number in reversed(numbers):
             try:
@@ -296,8 +274,8 @@ class Checkpointer:
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # noqa: BLE001 -- any failure to load means damaged
-                _ignore_closed_loop_callbacks()
-                failures.append((number, _one_line(e)))
+                _dir.ignore_closed_loop_callbacks()
+                failures.append((number, _dir.one_line(e)))
                 continue
             return state, self._after_restore(number, state, failures)
         lines = "\n".join(f"  - {self.directory / str(n)}: {why}" for n, why in failures)
@@ -364,14 +342,7 @@ class Checkpointer:
         )
         msg = f"Resumed from checkpoint {number} in {self.directory}: step {state.step} ({where})."
         if failures and _sharded.primary():
-            moved = []
-            damaged = self.directory / DAMAGED_DIR
-            damaged.mkdir(exist_ok=True)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            for n, why in failures:
-                target = damaged / f"{n}-{stamp}"
-                os.replace(self.directory / str(n), target)
-                moved.append(f"checkpoint {n} ({why}) moved to {target}")
+            moved = _dir.move_damaged(self.directory, failures)
             msg += " Skipped damaged newer checkpoint(s): " + "; ".join(moved) + "."
         if failures:
             _sharded.barrier("jaxopt_zoo_checkpoint_moved")  # the others wait for the move
@@ -381,77 +352,7 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
         return msg
 
-    # ------------------------------------------------------------------ the run file
-
-    def _check_directory(self) -> Optional[dict]:
-        """Refuse a directory of another run, or a non-empty one that is not ours."""
-        d = self.directory
-        if d.exists() and not d.is_dir():
-            raise CheckpointError(f"Checkpoint directory {d} exists and is not a directory.")
-        run_file = d / RUN_FILE
-        if not run_file.exists():
-            if d.is_dir() and any(
-                p.name != DAMAGED_DIR and not p.name.startswith(f".{RUN_FILE}.")
-                for p in d.iterdir()
-            ):
-                raise CheckpointMismatchError(
-                    f"{d} is not empty and is not a jaxopt_zoo checkpoint directory (no "
-                    f"{RUN_FILE}). Choose an empty or new directory for checkpoints."
-                )
-            return None
-        try:
-            run = json.loads(run_file.read_text())
-            if not isinstance(run, dict) or run.get("format") != FORMAT:
-                raise ValueError(
-                    f"unknown format {run.get('format')!r}"
-                    if isinstance(run, dict)
-                    else "not a JSON object"
-                )
-        except (OSError, ValueError) as e:
-            raise CheckpointError(
-                f"Cannot read {run_file}: {_one_line(e)}. Is {d} a jaxopt_zoo checkpoint directory?"
-            ) from None
-        if self.metadata is None:
-            return run
-        saved = run.get("metadata", {})
-        diffs = [
-            f"{k}: {saved.get(k, '(unset)')!r} there, {self.metadata.get(k, '(unset)')!r} here"
-            for k in sorted(set(saved) | set(self.metadata))
-            if saved.get(k) != self.metadata.get(k)
-        ]
-        if diffs:
-            raise CheckpointMismatchError(
-                f"{d} holds checkpoints of another run ({'; '.join(diffs)}). Use another "
-                "checkpoint directory, or delete this one if you no longer need it."
-            )
-        return run
-
-    def _check_structure(self, state: LoopState) -> None:
-        saved = (self._run or {}).get("structure")
-        if saved is None:
-            return
-        mine = _fmt.structure(state)
-        if saved != mine:
-            raise CheckpointMismatchError(
-                f"{self.directory} holds checkpoints of a different model or optimizer: "
-                f"{_fmt.structure_diff(saved, mine)}. Use another checkpoint directory."
-            )
-
-    def _write_run_file(self, structure: dict) -> None:
-        if self._run is not None:
-            saved = self._run.get("structure")
-            if saved is not None and saved != structure:
-                raise CheckpointMismatchError(
-                    f"Cannot save into {self.directory}: it holds checkpoints of a different "
-                    f"model or optimizer: {_fmt.structure_diff(saved, structure)}."
-                )
-            if saved is not None:
-                return
-        run = {"format": FORMAT, "metadata": self.metadata or {}, "structure": structure}
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if _sharded.primary():  # several processes: process 0 writes the side files
-            _fmt.write_json_atomic(self.directory / RUN_FILE, run)
-        self._run = run
+    # ------------------------------------------------------------------ orbax
 
     def _get_manager(self) -> ocp.CheckpointManager:
         if self._manager is None:
@@ -464,32 +365,3 @@ class Checkpointer:
                 ),
             )
         return self._manager
-
-
-def _ignore_closed_loop_callbacks() -> None:
-    """Silence one known artefact of a failed orbax read.
-
-    When one array of a damaged checkpoint fails to load, orbax's event loop ends while
-    tensorstore still completes the other reads; their callbacks then raise
-    ``RuntimeError("Event loop is closed")`` in tensorstore's threads, which Python reports
-    as "Exception ignored in: None" tracebacks. The failure itself is already handled (the
-    checkpoint is reported as damaged), so those reports are dropped; every other
-    unraisable exception still reaches the previous hook.
-    """
-    previous = sys.unraisablehook
-    if getattr(previous, "_jaxopt_zoo_filter", False):
-        return
-
-    def hook(unraisable):
-        e = unraisable.exc_value
-        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
-            return
-        previous(unraisable)
-
-    hook._jaxopt_zoo_filter = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_zoo.train.metrics import Metrics, memoized
 from jaxopt_zoo.train.state import Callback, LoopState, jitted_init
-from jaxopt_zoo.train.steps import Metrics, memoized
 
 __all__: list = []  # internal: the loop's argument checks
 

@@ -1,4 +1,5 @@
-"""Per-epoch history records and early stopping computed from them.
+"""Per-epoch history records (with the averaged weights' metrics) and early stopping
+computed from them.
 
 The history is the only memory early stopping needs: the best epoch and the number of epochs
 since it are recomputed from the recorded validation losses, so a restored history resumes
@@ -8,12 +9,15 @@ early stopping exactly.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
 
 __all__ = [
     "AVERAGE_KEYS",
     "BITS_KEYS",
     "HISTORY_KEYS",
+    "average_record",
     "best_epoch",
     "epoch_record",
     "format_record",
@@ -124,3 +128,20 @@ def format_record(record: Mapping[str, Any]) -> str:
             f"val_acc {record['val_accuracy_avg']:.4f}"
         )
     return s + f" ({record['seconds']:.1f}s)"
+
+
+def average_record(evaluate: Optional[Callable], params: Any, opt_state: Any) -> dict:
+    """``val_loss_avg`` and ``val_accuracy_avg``: the validation metrics of the averaged
+    weights (SWA, parameter EMA) held in ``opt_state``; None before the average has taken
+    its first parameters (SWA before its start) or without validation data.
+
+    Args:
+      evaluate: ``params -> Metrics`` on the validation set, or None without one.
+      params: the current parameters (the structure the average is returned in).
+      opt_state: the optimizer state holding the average (``swa``, ``ema_weights``).
+    """
+    avg_state = find_average(opt_state)
+    if evaluate is None or not bool(average_started(avg_state)):
+        return {"val_loss_avg": None, "val_accuracy_avg": None}
+    loss, acc = evaluate(averaged_params(opt_state, like=params)).means()
+    return {"val_loss_avg": loss, "val_accuracy_avg": acc}

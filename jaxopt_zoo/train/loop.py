@@ -40,8 +40,9 @@ from jaxopt_zoo.train.checks import (
     distinct_buffers,
     progress_enabled,
 )
-from jaxopt_zoo.train.history import epoch_record, format_record, should_stop
+from jaxopt_zoo.train.history import average_record, epoch_record, format_record, should_stop
 from jaxopt_zoo.train.lm import BITS_PER_NAT, TokenWindows, as_token_data, make_lm_train_step
+from jaxopt_zoo.train.metrics import make_eval_fn, memoized
 from jaxopt_zoo.train.nonfinite import (
     NonFiniteError,
     NonFiniteWarning,
@@ -57,12 +58,13 @@ from jaxopt_zoo.train.state import (
     TrainConfig,
     epoch_order,
     init_loop_state,
+    run_lengths,
     step_dropout_key,
     steps_per_epoch,
     zero_metrics,
 )
-from jaxopt_zoo.train.steps import make_eval_fn, make_indexed_train_step, memoized
-from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
+from jaxopt_zoo.train.steps import make_indexed_train_step
+from jaxopt_zoo.transforms.averaging import find_average
 
 __all__ = [
     "NONFINITE_MODES",
@@ -238,40 +240,6 @@ def train_and_evaluate(
     )
 
 
-def run_lengths(per_epoch: Optional[int], config: TrainConfig) -> Tuple[int, int]:
-    """``(eval period, step budget)`` of a run: evaluations every ``period`` steps (and after
-    the last one) and ``budget`` steps in all.
-
-    Args:
-      per_epoch: optimizer steps per epoch (:func:`steps_per_epoch`), or None for data
-        without epochs (the char-LM).
-      config: the :class:`TrainConfig` (``steps``, ``eval_every``, ``epochs``).
-
-    Returns:
-      ``(config.eval_every or per_epoch, config.steps or config.epochs * per_epoch)``; for
-      the char-LM the period defaults to the whole budget (one evaluation, at the end).
-
-    Raises:
-      ValueError: data without epochs and no ``config.steps``.
-
-    Example:
-      >>> run_lengths(10, TrainConfig(epochs=3)), run_lengths(10, TrainConfig(steps=25))
-      ((10, 30), (10, 25))
-      >>> run_lengths(None, TrainConfig(steps=300, eval_every=100))
-      (100, 300)
-    """
-    if per_epoch is None:
-        if config.steps is None:
-            raise ValueError(
-                "The char-LM has no epochs: give it a step budget, TrainConfig(steps=N) "
-                "(--steps N)."
-            )
-        budget = config.steps
-        return config.eval_every or max(budget, 1), budget
-    budget = config.steps if config.steps is not None else config.epochs * per_epoch
-    return config.eval_every or per_epoch, budget
-
-
 def _run(
     state: LoopState,
     config: TrainConfig,
@@ -358,7 +326,7 @@ def _run(
             record["train_bits_per_char"] = train_loss * BITS_PER_NAT
             record["val_bits_per_char"] = None if val_loss is None else val_loss * BITS_PER_NAT
         if averaging:
-            record.update(_evaluate_average(evaluate, params, opt_state))
+            record.update(average_record(evaluate, params, opt_state))
         history = history + (record,)
         epoch, batch, totals = epoch + 1, 0, on_mesh(zero_metrics())
         if bar is not None:
@@ -371,17 +339,6 @@ def _run(
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
-
-
-def _evaluate_average(evaluate: Optional[Callable], params: Any, opt_state: Any) -> dict:
-    """``val_loss_avg`` and ``val_accuracy_avg``: the validation metrics of the averaged
-    weights (SWA, parameter EMA) held in ``opt_state``; None before the average has taken
-    its first parameters (SWA before its start) or without validation data."""
-    avg_state = find_average(opt_state)
-    if evaluate is None or not bool(average_started(avg_state)):
-        return {"val_loss_avg": None, "val_accuracy_avg": None}
-    loss, acc = evaluate(averaged_params(opt_state, like=params)).means()
-    return {"val_loss_avg": loss, "val_accuracy_avg": acc}
 
 
 def _indexed_step(

@@ -24,7 +24,7 @@ import optax
 
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.models.adapter import as_linen_like
-from jaxopt_zoo.train.steps import Metrics, memoized
+from jaxopt_zoo.train.metrics import Metrics, memoized
 
 __all__ = [
     "NONFINITE_MODES",
@@ -33,6 +33,7 @@ __all__ = [
     "TrainConfig",
     "epoch_order",
     "init_loop_state",
+    "run_lengths",
     "step_dropout_key",
     "steps_per_epoch",
 ]
@@ -141,7 +142,7 @@ class LoopState(NamedTuple):
       rng: the root PRNG key, ``PRNGKey(seed)``; never consumed, every key is derived from it
         and a counter (see the module docstring).
       totals: running training-loss/accuracy sums of the epoch in progress
-        (:class:`~jaxopt_zoo.train.steps.Metrics`), so a resumed epoch reports the same
+        (:class:`~jaxopt_zoo.train.metrics.Metrics`), so a resumed epoch reports the same
         training metrics as an uninterrupted one.
       history: a tuple with one dict per evaluation (see ``HISTORY_KEYS``); early
         stopping is recomputed from it.
@@ -188,6 +189,40 @@ def steps_per_epoch(num_examples: int, config: TrainConfig) -> int:
             "leaves no batch: lower batch_size or set drop_last=False."
         )
     return steps
+
+
+def run_lengths(per_epoch: Optional[int], config: TrainConfig) -> Tuple[int, int]:
+    """``(eval period, step budget)`` of a run: evaluations every ``period`` steps (and after
+    the last one) and ``budget`` steps in all.
+
+    Args:
+      per_epoch: optimizer steps per epoch (:func:`steps_per_epoch`), or None for data
+        without epochs (the char-LM).
+      config: the :class:`TrainConfig` (``steps``, ``eval_every``, ``epochs``).
+
+    Returns:
+      ``(config.eval_every or per_epoch, config.steps or config.epochs * per_epoch)``; for
+      the char-LM the period defaults to the whole budget (one evaluation, at the end).
+
+    Raises:
+      ValueError: data without epochs and no ``config.steps``.
+
+    Example:
+      >>> run_lengths(10, TrainConfig(epochs=3)), run_lengths(10, TrainConfig(steps=25))
+      ((10, 30), (10, 25))
+      >>> run_lengths(None, TrainConfig(steps=300, eval_every=100))
+      (100, 300)
+    """
+    if per_epoch is None:
+        if config.steps is None:
+            raise ValueError(
+                "The char-LM has no epochs: give it a step budget, TrainConfig(steps=N) "
+                "(--steps N)."
+            )
+        budget = config.steps
+        return config.eval_every or max(budget, 1), budget
+    budget = config.steps if config.steps is not None else config.epochs * per_epoch
+    return config.eval_every or per_epoch, budget
 
 
 def epoch_order(rng: jax.Array, epoch: int, num_examples: int) -> jax.Array:
