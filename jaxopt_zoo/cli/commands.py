@@ -83,7 +83,7 @@ def cmd_train(args) -> int:
     print(f"training {_describe(args, init, spec.optimizer, train, val)}", flush=True)
     options = _model_options(args, len(getattr(args, "vocab", "")) or 84)
     try:
-        with watchdog(args) as beat:  # several processes: a dead peer stops this one
+        with watchdog(args, ckpt) as beat:  # several processes: a dead peer stops this one
             if ckpt is None:
                 _, history = run(
                     spec,

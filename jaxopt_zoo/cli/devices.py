@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from typing import Any, Dict, Iterator, Optional
@@ -52,8 +53,9 @@ def add_device_flags(p: argparse.ArgumentParser, positive_int: Any, nonneg_int: 
         type=positive_int,
         default=60,
         metavar="SECONDS",
-        help="with several processes: stop with an error when a peer sends no heartbeat "
-        "for this long, or training makes no progress for 3x this long (default 60)",
+        help="with several processes: stop with an error naming the dead process when a "
+        "peer shows no sign of life for this long, or training makes no progress for 3x "
+        "this long (default 60)",
     )
 
 
@@ -71,7 +73,9 @@ def setup_devices(args: argparse.Namespace) -> None:
             coordinator=args.coordinator,
             num_processes=args.num_processes,
             process_id=args.process_id,
-            heartbeat_timeout=args.distributed_timeout,
+            # twice ours: JAX's own verdict ends the process with SIGABRT and a C++ trace;
+            # the PeerMonitor (``guard``) speaks first, with a clear line
+            heartbeat_timeout=2 * args.distributed_timeout,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -108,23 +112,58 @@ def device_config(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 @contextlib.contextmanager
-def watchdog(args: argparse.Namespace) -> Iterator[Any]:
-    """A :class:`~jaxopt_zoo.train.distributed.Watchdog` in a multi-process run (its
-    ``beat`` is a train callback), else a callback that does nothing."""
+def watchdog(args: argparse.Namespace, ckpt: Any = None) -> Iterator[Any]:
+    """In a multi-process run, guard the training in the block: a
+    :class:`~jaxopt_zoo.train.processes.PeerMonitor` (a peer died: name it) and a
+    :class:`~jaxopt_zoo.train.processes.Watchdog` (no progress for 3x the timeout), both
+    ending this process with one line that says what to do; a collective that raises
+    because a peer died ends the same way. Yields the train callback that records the
+    step (a callback that does nothing in one process)."""
     import jax
 
     if jax.process_count() == 1:
         yield lambda state: None
         return
-    from jaxopt_zoo.train.distributed import Watchdog
+    from jaxopt_zoo.train.processes import PeerMonitor, Watchdog
 
-    # Heartbeats (--distributed-timeout) catch a dead peer first; the watchdog is the
-    # backstop, generous so that a first compile or a long evaluation never trips it.
-    timeout = 3 * getattr(args, "distributed_timeout", 60)
-    message = (
-        f"process {jax.process_index()} of {jax.process_count()}: training stalled, a peer "
-        "process has probably died; the last checkpoint (if any) is intact, rerun every "
+    timeout = getattr(args, "distributed_timeout", 60)
+    here = f"process {jax.process_index()} of {jax.process_count()}"
+
+    def at() -> str:
+        step = dog.step  # the last step this process reached
+        return f" at step {step}" if step is not None else ""
+
+    def describe(who: str) -> str:
+        return f"{who} stopped responding{at()}; {_newest_checkpoint(ckpt)}"
+
+    def stalled() -> str:
+        return (
+            f"{here}: training stalled{at()}, a peer process has probably died; "
+            f"{_newest_checkpoint(ckpt)}"
+        )
+
+    dog = Watchdog(3 * timeout, stalled)
+    with PeerMonitor(timeout, describe) as monitor, dog:
+        try:
+            yield dog.beat
+        except Exception as e:
+            monitor.failure(e)  # a peer died under a collective: does not return
+            raise
+
+
+def _newest_checkpoint(ckpt: Any) -> str:
+    """What survives, and how to go on (for the messages above)."""
+    if ckpt is None:
+        return "nothing was saved (no --checkpoint-dir): rerun every process"
+    number = ckpt.latest_number()
+    if number is None:
+        return f"no checkpoint was complete yet in {ckpt.directory}: rerun every process"
+    try:
+        meta = json.loads((ckpt.directory / str(number) / "meta" / "metadata").read_text())
+        where = f"step {int(meta['step'])} (checkpoint {number})"
+    except (OSError, ValueError, KeyError, TypeError):
+        where = f"checkpoint {number}"
+    return (
+        f"the newest complete checkpoint is {where} in {ckpt.directory}: restart every "
         "process with --resume"
     )
-    with Watchdog(timeout, message) as dog:
-        yield dog.beat

@@ -1,5 +1,7 @@
-"""The trainer on several devices and processes: the mesh, where a run's arrays live, and
-``jax.distributed``.
+"""The trainer on several devices and processes: the mesh and where a run's arrays live.
+
+Joining the processes (``jax.distributed``) and stopping when one dies live in
+:mod:`jaxopt_zoo.train.processes`; their names are importable from here too.
 
 ``TrainConfig(devices=N)`` trains data-parallel on a one-axis mesh of N devices
 (:func:`jaxopt_zoo.sharding.data_mesh`): the parameters are replicated, the optimizer state
@@ -32,10 +34,6 @@ the same layout are bit-identical, and so is a run stopped and resumed on the sa
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-import threading
-import time
 from typing import Any, Callable, Optional, Tuple
 
 import jax
@@ -43,130 +41,18 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxopt_zoo import sharding as sh
+from jaxopt_zoo.train.processes import (  # noqa: F401  (this module's names before the split)
+    ENV_COORDINATOR,
+    ENV_NUM_PROCESSES,
+    ENV_PROCESS_ID,
+    PeerMonitor,
+    Watchdog,
+    host_value,
+    initialize,
+    is_primary,
+)
 
-__all__ = ["Layout", "Watchdog", "host_value", "initialize", "is_primary", "mesh_devices"]
-
-ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # read by jax.distributed.initialize itself
-ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"  # read here (jax reads them only on clusters)
-ENV_PROCESS_ID = "JAX_PROCESS_ID"
-
-
-def initialize(
-    devices: Optional[int] = None,
-    *,
-    coordinator: Optional[str] = None,
-    num_processes: Optional[int] = None,
-    process_id: Optional[int] = None,
-    heartbeat_timeout: int = 30,
-    initialization_timeout: int = 120,
-) -> None:
-    """Set up the devices of this process, and join the other processes when there are any.
-
-    Call it first, before JAX runs anything. ``devices`` makes the CPU backend offer that
-    many virtual devices (:func:`jaxopt_zoo.sharding.use_cpu_devices`; GPUs and TPUs list
-    their own). With a coordinator (argument or ``$JAX_COORDINATOR_ADDRESS``),
-    ``num_processes`` (or ``$JAX_NUM_PROCESSES``) and ``process_id`` (or
-    ``$JAX_PROCESS_ID``), it calls ``jax.distributed.initialize``; CPU collectives then go
-    through gloo over TCP (``jax_cpu_collectives_implementation``). A process that stops
-    sending heartbeats for ``heartbeat_timeout`` seconds is declared dead and the others
-    stop with an error instead of waiting forever.
-
-    Args:
-      devices: CPU devices for this process, or None to leave the backend as it is.
-      coordinator: ``HOST:PORT`` of process 0's coordination service.
-      num_processes: the number of processes.
-      process_id: this process's number, ``0 .. num_processes - 1``.
-      heartbeat_timeout: seconds without a heartbeat after which a process counts as dead.
-      initialization_timeout: seconds to wait for every process to join.
-
-    Raises:
-      ValueError: only some of the three multi-process settings are given, or they are
-        out of range.
-      RuntimeError: JAX has started already with fewer devices, or without the other
-        processes.
-
-    Example:
-      >>> initialize()  # one process, devices as they are: nothing to do
-      >>> jax.process_count()
-      1
-    """
-    coordinator = coordinator or os.environ.get(ENV_COORDINATOR) or None
-    num_processes = _env_int(num_processes, ENV_NUM_PROCESSES)
-    process_id = _env_int(process_id, ENV_PROCESS_ID)
-    given = {
-        "coordinator": coordinator,
-        "num_processes": num_processes,
-        "process_id": process_id,
-    }
-    multi = any(v is not None for v in given.values())
-    if multi and any(v is None for v in given.values()):
-        missing = ", ".join(k for k, v in given.items() if v is None)
-        raise ValueError(
-            f"A multi-process run needs a coordinator, num_processes and process_id; missing "
-            f"{missing} (flags --coordinator/--num-processes/--process-id or ${ENV_COORDINATOR}"
-            f"/${ENV_NUM_PROCESSES}/${ENV_PROCESS_ID})."
-        )
-    if multi:
-        assert num_processes is not None and process_id is not None and coordinator
-        if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise ValueError(
-                f"Invalid process_id {process_id} for num_processes {num_processes}: expected "
-                f"0 <= process_id < num_processes."
-            )
-        if ":" not in coordinator:
-            raise ValueError(f"Invalid coordinator {coordinator!r}: expected HOST:PORT.")
-    if devices is not None:
-        sh.use_cpu_devices(devices)
-    if not multi or num_processes == 1:
-        return
-    if jax.distributed.is_initialized():
-        if jax.process_count() != num_processes or jax.process_index() != process_id:
-            raise RuntimeError(
-                f"jax.distributed is already initialized as process {jax.process_index()} of "
-                f"{jax.process_count()}, not {process_id} of {num_processes}."
-            )
-        return
-    try:
-        jax.distributed.initialize(
-            coordinator_address=coordinator,
-            num_processes=num_processes,
-            process_id=process_id,
-            initialization_timeout=int(initialization_timeout),
-            heartbeat_timeout_seconds=int(heartbeat_timeout),
-            shutdown_timeout_seconds=int(heartbeat_timeout),
-        )
-    except RuntimeError as e:
-        if "before" in str(e) or "backend" in str(e).lower():
-            raise RuntimeError(
-                f"{e} -- call jaxopt_zoo.train.distributed.initialize before any JAX "
-                "computation (the jaxopt-zoo command does it first thing)."
-            ) from e
-        raise
-
-
-def _env_int(value: Optional[int], name: str) -> Optional[int]:
-    if value is not None:
-        return int(value)
-    text = os.environ.get(name)
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"Invalid ${name}={text!r}: expected an integer.") from None
-
-
-def is_primary() -> bool:
-    """Whether this is process 0, the one that prints and writes results.
-
-    Returns:
-      ``jax.process_index() == 0`` (always True in a single process).
-
-    Example:
-      >>> is_primary()
-      True
-    """
-    return jax.process_index() == 0
+__all__ = ["Layout", "mesh_devices"]
 
 
 def mesh_devices(total: int) -> list:
@@ -205,28 +91,6 @@ def mesh_devices(total: int) -> list:
             )
         out += local[:per]
     return out
-
-
-def host_value(tree: Any) -> Any:
-    """``tree`` as NumPy arrays on this host, whole; arrays split over other processes are
-    gathered (a collective: every process must call it with the same tree).
-
-    Args:
-      tree: a pytree of arrays.
-
-    Returns:
-      The same tree of ``numpy.ndarray`` s.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> host_value({"w": jnp.ones(2)})
-      {'w': array([1., 1.], dtype=float32)}
-    """
-    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)):
-        from jax.experimental import multihost_utils
-
-        tree = multihost_utils.process_allgather(tree, tiled=True)
-    return jax.tree.map(np.asarray, tree)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -361,55 +225,6 @@ def check_batch_divides(batch_size: int, devices: int) -> None:
             f"batch_size={batch_size} does not split over devices={devices}: each device takes "
             f"batch_size / devices rows. Use a batch size that is a multiple of {devices}."
         )
-
-
-class Watchdog:
-    """Stop this process with a clear message when training makes no progress for
-    ``timeout`` seconds (a peer process died and a collective waits for it forever).
-
-    ``jax.distributed``'s heartbeats catch a dead peer too, but only between steps of the
-    coordination service; a collective already waiting on a dead peer's socket may not
-    return. The watchdog bounds that: :meth:`beat` after every step; without a beat for
-    ``timeout`` seconds it prints ``message`` and ends the process with status 1
-    (``os._exit``: a thread stuck in a collective cannot be unwound). Checkpoints are
-    written atomically, so one in flight is never left half-finished under its number.
-
-    Args:
-      timeout: seconds without progress.
-      message: what to print before exiting.
-
-    Example:
-      >>> with Watchdog(60.0, "stuck") as dog:
-      ...     dog.beat()
-    """
-
-    def __init__(self, timeout: float, message: str):
-        self.timeout = float(timeout)
-        self.message = message
-        self._last = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="jaxopt-watchdog")
-
-    def beat(self, *_: Any) -> None:
-        self._last = time.monotonic()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(min(1.0, self.timeout / 4)):
-            idle = time.monotonic() - self._last
-            if idle > self.timeout:
-                print(
-                    f"jaxopt-zoo: error: {self.message} (no progress for {idle:.0f} s); stopping.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                os._exit(1)
-
-    def __enter__(self) -> "Watchdog":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
 
 
 def prepare(config: Any, tx: Any, state: Any, data: Tuple[Any, ...]) -> Tuple[Any, ...]:
