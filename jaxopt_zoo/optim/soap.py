@@ -25,6 +25,7 @@ from jaxopt_zoo.core import (
     stat_dtype,
     zero_count,
 )
+from jaxopt_zoo.optim.linalg import eigh_vectors, qr_q
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 
 
@@ -101,7 +102,7 @@ def _project(x: jax.Array, qs: Tuple[Any, ...], back: bool = False) -> jax.Array
 def _eigenbasis(gg: jax.Array) -> jax.Array:
     """Eigenvectors of ``gg``, largest eigenvalue first (as ``torch.linalg.eigh`` + flip)."""
     eye = jnp.eye(gg.shape[0], dtype=gg.dtype)
-    return jnp.flip(jnp.linalg.eigh(gg + 1e-30 * eye)[1], axis=1)
+    return jnp.flip(eigh_vectors(gg + 1e-30 * eye), axis=1)
 
 
 def _power_qr(
@@ -115,9 +116,9 @@ def _power_qr(
     nu = jnp.take(nu, order, axis=axis)
     prod = prod[:, order]
     if qr_dtype is not None:
-        new_q = jnp.linalg.qr(prod.astype(qr_dtype))[0].astype(q.dtype)
+        new_q = qr_q(prod.astype(qr_dtype)).astype(q.dtype)
     else:
-        new_q = jnp.linalg.qr(prod)[0]
+        new_q = qr_q(prod)
     return new_q, nu
 
 
