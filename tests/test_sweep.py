@@ -11,21 +11,35 @@ import numpy as np
 import pytest
 
 import jaxopt_zoo as jz
-from jaxopt_zoo import registry
 from jaxopt_zoo.cli import main
 from jaxopt_zoo.models import CharTransformer, get_model
 from jaxopt_zoo.models.transformer import lm_loss
 from jaxopt_zoo.train import TrainConfig, step_dropout_key, train_and_evaluate, train_step
-from jaxopt_zoo.train.runner import load_data
+from jaxopt_zoo.train.runner import RunSpec, load_data, run
 from jaxopt_zoo.train.sweep import SweepConfig, grid_points, sweep
 from jaxopt_zoo.train.sweep_plan import Chunking, _equal_chunks
+from jaxopt_zoo.train.techniques import Techniques
 
 LRS = [1e-3, 3e-3]
 MNIST = dict(train_limit=256, val_limit=200)
 
 
+# train's LM recipe, SAM and EMA on the MLP: built by RunSpec.build, as `train` builds them
+# (the schedule's peak is the traced learning rate in the sweep, a float in train)
+TECHNIQUES = Techniques(
+    clip_norm=1.0, schedule="warmup-cosine", warmup_steps=4, sam_rho=0.05, ema=0.9
+)
+TECHNIQUE_FLAGS = ["--clip-norm", "1", "--schedule", "warmup-cosine", "--warmup-steps", "4"]
+TECHNIQUE_FLAGS += ["--sam-rho", "0.05", "--ema", "0.9"]
+MLP_STEPS = 16  # 256 examples, batch 32, 2 epochs
+
+
+def adam_spec(learning_rate):
+    return RunSpec("adam", lr=learning_rate, techniques=TECHNIQUES)
+
+
 def adam(learning_rate):
-    return registry.get("adam", learning_rate=learning_rate)
+    return adam_spec(learning_rate).build(8, MLP_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +60,15 @@ def max_abs_diff(a, b):
 
 def test_each_configuration_equals_its_own_train_run(mnist, mlp_sweep):
     train, val = mnist
-    model = get_model("mlp")
     assert [(r["hparams"]["learning_rate"], r["seed"]) for r in mlp_sweep.records] == [
         (lr, s) for lr in LRS for s in (0, 1)
     ]
     txs = {lr: adam(lr) for lr in LRS}  # one object per lr: both seeds share its compile
     for i, rec in enumerate(mlp_sweep.records):
         config = TrainConfig(batch_size=32, epochs=2, seed=rec["seed"], progress=False)
-        state, history = train_and_evaluate(
-            model, txs[rec["hparams"]["learning_rate"]], train, val, config
-        )
+        spec = adam_spec(rec["hparams"]["learning_rate"])
+        # the path of `jaxopt-zoo train`: runner.run (RunSpec.build, then train_and_evaluate)
+        state, history = run(spec, train, val, model="mlp", config=config, tx=txs[spec.lr])
         mine = jax.tree.map(lambda x, i=i: x[i], mlp_sweep.params)
         # Measured on CPU: the parameters are bit-identical, the losses within 2.4e-7
         # (the vmapped loss sums reduce in another order). Allow float32 rounding.
@@ -67,6 +80,8 @@ def test_each_configuration_equals_its_own_train_run(mnist, mlp_sweep):
             assert set(theirs) | {"step"} == set(ours)
             for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
                 assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
+            for key in ("val_loss_avg", "val_accuracy_avg"):  # the EMA's weights
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
     # the configurations really differ (not one run copied four times)
     p = mlp_sweep.params["Dense_0"]["kernel"]
     assert all(float(np.abs(p[0] - p[j]).max()) > 1e-3 for j in (1, 2, 3))
@@ -77,13 +92,15 @@ def test_cli_chunked_sweep_writes_the_same_results(tmp_path, mlp_sweep, capsys):
     argv = ["sweep", "--optimizer", "adam", "--model", "mlp", "--lr", "1e-3,3e-3"]
     argv += ["--seeds", "2", "--epochs", "2", "--batch-size", "32", "--chunk-size", "3"]
     argv += ["--train-limit", "256", "--val-limit", "200", "--output", str(out)]
+    argv += TECHNIQUE_FLAGS  # train's flags: the configurations equal the fixture's
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "4 configs in 2 chunks of 2 (chunk size set)" in printed
-    assert "0.7" in printed and "±" in printed  # the per-setting table
+    assert "0.6650 ± 0.0000" in printed  # the per-setting table
     record = json.loads((out / "sweep.json").read_text())
     assert record["metric"] == "val_accuracy"
     assert record["chunking"] == {"adam": "4 configs in 2 chunks of 2 (chunk size set)"}
+    assert record["config"]["techniques"] == TECHNIQUES.record()
     assert len(record["records"]) == 4
     for ours, unchunked in zip(record["records"], mlp_sweep.records):
         assert (ours["optimizer"], ours["hparams"], ours["seed"]) == (
@@ -103,6 +120,8 @@ def test_cli_chunked_sweep_writes_the_same_results(tmp_path, mlp_sweep, capsys):
                     "val_loss",
                     "val_accuracy",
                     "seconds",
+                    "val_loss_avg",
+                    "val_accuracy_avg",
                 }
             )
             for key in ("train_loss", "val_loss", "val_accuracy"):
@@ -234,7 +253,16 @@ def test_equal_chunks_pad_the_last():
         (["--lr", "1e-3,fast"], "expected comma-separated positive numbers"),
         (["--lr", "1e-3,-1"], "expected positive finite numbers"),
         (["--opt-arg", "learning_rate=0.1,0.2"], "give learning rates with --lr"),
-        (["--model", "charlm"], "pass --steps N"),
+        (["--model", "charlm"], "give it a step budget, --steps N"),
+        (["--warmup-steps", "5"], "--warmup-steps needs --schedule"),
+        (["--model", "charlm", "--steps", "9", "--swa-start", "1"], "use --ema"),
+        (["--dropout", "0.1"], "--dropout is for --model charlm"),
+        (["--schedule", "wsd", "--warmup-steps", "100", "--steps", "50"], "leaves nothing"),
+        (  # 2 steps in all: known once the data is loaded, still before anything is written
+            ["--schedule", "warmup-cosine", "--warmup-steps", "3", "--epochs", "1"]
+            + ["--train-limit", "64", "--batch-size", "32"],
+            "the run's 2 steps leave nothing after 3 warm-up steps",
+        ),
         (["--optimizer", "adma"], "adma"),
         (["--optimizer", "adam,adam"], "repeated name"),
         (["--opt-arg", "b1=0.9,0.95", "--optimizer", "sgd"], "unknown argument"),
