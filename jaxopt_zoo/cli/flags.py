@@ -151,6 +151,21 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         help="replace results already in --output (default: refuse)",
     )
     _add_budget_flags(p)
+    _add_technique_flags(p)
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="always show progress bars (default: only on a terminal)",
+    )
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _add_technique_flags(p: argparse.ArgumentParser) -> None:
+    """--sam-rho, --sam-adaptive, the --swa-* flags and --ema (train, compare, sweep): what
+    :class:`~jaxopt_zoo.train.techniques.Techniques` wraps around any optimizer."""
     tq = p.add_argument_group("SAM and weight averaging (any optimizer)")
     tq.add_argument(
         "--sam-rho",
@@ -201,15 +216,6 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         metavar="DECAY",
         help="keep an exponential moving average of the weights (e.g. 0.999)",
     )
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="always show progress bars (default: only on a terminal)",
-    )
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def _add_budget_flags(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,13 @@ import json
 import time
 from typing import Any, Dict, List, Tuple
 
-from jaxopt_zoo.cli.flags import UsageError, _nonneg_int, _positive_int
+from jaxopt_zoo.cli.flags import (
+    UsageError,
+    _add_budget_flags,
+    _add_technique_flags,
+    _nonneg_int,
+    _positive_int,
+)
 
 FILES = ("sweep.json", "sweep.csv", "sweep.png")
 
@@ -88,24 +94,17 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="native")
     p.add_argument("--model", choices=("cnn", "mlp", "charlm"), default="mlp")
     p.add_argument("--init", choices=("flax", "keras"), default=None)
-    p.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
+    p.add_argument(
+        "--dataset",
+        choices=("mnist", "fashion_mnist", "shakespeare"),
+        default=None,
+        help="default: shakespeare for --model charlm, else mnist",
+    )
     p.add_argument("--epochs", type=_nonneg_int, default=3)
-    p.add_argument("--steps", type=_positive_int, default=None, help="a step budget")
-    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--data-dir", default=None)
-    p.add_argument(
-        "--train-limit",
-        type=_positive_int,
-        default=None,
-        help="the first N training examples (charlm: tokens) only",
-    )
-    p.add_argument(
-        "--val-limit",
-        type=_positive_int,
-        default=None,
-        help="the first N validation examples only (charlm: see --eval-windows)",
-    )
+    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--val-limit", type=_positive_int, default=None, metavar="N")
     p.add_argument("--val-size", type=_nonneg_int, default=0)
     p.add_argument(
         "--chunk-size",
@@ -113,19 +112,10 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="at most N configurations per program (default: as many as fit in memory)",
     )
-    lm = p.add_argument_group("charlm model")
-    lm.add_argument("--context", type=_positive_int, default=128)
-    lm.add_argument("--width", type=_positive_int, default=128)
-    lm.add_argument("--layers", dest="depth", type=_positive_int, default=4)
-    lm.add_argument("--heads", type=_positive_int, default=4)
-    lm.add_argument("--dropout", type=float, default=0.0)
-    lm.add_argument(
-        "--eval-windows",
-        type=_positive_int,
-        default=256,
-        metavar="N",
-        help="validation windows, spread evenly over the held-out last 10%% (default 256)",
-    )
+    p.add_argument("--dropout", type=float, default=0.0, help="the char-LM's dropout rate")
+    # the flags of train, with its names, defaults and checks (a configuration = a train run)
+    _add_budget_flags(p)
+    _add_technique_flags(p)
     p.add_argument("--output", default=None, help="folder for the results (created)")
     p.add_argument("--overwrite", action="store_true")
     return p
@@ -146,22 +136,40 @@ def _grid_and_fixed(args, default_lr) -> Tuple[Dict[str, List[float]], Dict[str,
     return {"learning_rate": lrs, **grid}, fixed
 
 
-def _make_tx(full: str, fixed: Dict[str, Any]):
-    from jaxopt_zoo import registry
+def _make_tx(full: str, fixed: Dict[str, Any], techniques: Any, per_epoch: int, total: int):
+    """``make_tx(learning_rate, **swept)``: the optimizer ``train`` builds
+    (:meth:`~jaxopt_zoo.train.runner.RunSpec.build`: schedule, clipping, decay mask, SAM,
+    averaging), from traced scalars; the schedule's peak is the traced learning rate."""
+    from jaxopt_zoo.train.runner import RunSpec
 
-    return lambda **hp: registry.get(full, **fixed, **hp)
+    def make_tx(learning_rate, **swept):
+        spec = RunSpec(full, lr=learning_rate, kwargs={**fixed, **swept}, techniques=techniques)
+        return spec.build(per_epoch, total)
+
+    return make_tx
 
 
 def _check_flags(args) -> None:
-    if args.model == "charlm":
-        if args.steps is None:
-            raise UsageError("--model charlm trains for a step budget: pass --steps N")
-        if args.dataset != "mnist" or args.val_size:
-            raise UsageError("--model charlm trains on Shakespeare: drop --dataset/--val-size")
-        if args.val_limit is not None:
-            raise UsageError("--val-limit is for classifiers; the char-LM takes --eval-windows N")
-    elif args.epochs == 0 and args.steps is None:
+    from jaxopt_zoo.cli.common import _prepare
+
+    _prepare(args)  # train's defaults and refusals (charlm: --steps, --eval-windows, ...)
+    if args.model != "charlm" and args.dropout:
+        raise UsageError("--dropout is for --model charlm")
+    if args.model != "charlm" and args.epochs == 0 and args.steps is None:
         raise UsageError("--epochs 0 trains nothing: pass --epochs N or --steps N")
+
+
+def _run_lengths(args, train) -> Tuple[int, int]:
+    """``(steps per epoch or eval period, total steps)`` as ``train`` computes them."""
+    from jaxopt_zoo.train import TrainConfig
+    from jaxopt_zoo.train.lm import TokenWindows
+    from jaxopt_zoo.train.runner import run_lengths_of
+
+    data = TokenWindows(train, args.context) if args.model == "charlm" else train
+    config = TrainConfig(
+        batch_size=args.batch_size, epochs=args.epochs, steps=args.steps, eval_every=args.eval_every
+    )
+    return run_lengths_of(data, config)
 
 
 def _load(args, init: str):
@@ -187,13 +195,12 @@ def _load(args, init: str):
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    train = data.train if args.train_limit is None else data.train[: args.train_limit]
-    return model, train, data.val, len(train)
+    return model, data.train, data.val, len(data.train)
 
 
 def cmd_sweep(args) -> int:
     from jaxopt_zoo import registry
-    from jaxopt_zoo.cli.common import _output_dir
+    from jaxopt_zoo.cli.common import _output_dir, _techniques
     from jaxopt_zoo.train.report import write_json
     from jaxopt_zoo.train.runner import PRESET_INIT, resolve_optimizer, to_builtin
     from jaxopt_zoo.train.sweep import SweepConfig, grid_points, sweep
@@ -206,6 +213,7 @@ def cmd_sweep(args) -> int:
     )
 
     _check_flags(args)
+    techniques = _techniques(args)  # train's Techniques from train's flags and checks
     names = [n.strip() for n in args.optimizer.split(",")]
     if len(set(names)) != len(names) or not all(names):
         raise UsageError(f"--optimizer: empty or repeated name in {args.optimizer!r}")
@@ -217,27 +225,33 @@ def cmd_sweep(args) -> int:
             raise UsageError(str(e.args[0]) if e.args else str(e)) from None
         defaults = registry.entry(full).defaults()
         grid, fixed = _grid_and_fixed(args, defaults.get("learning_rate", defaults.get("lr")))
-        try:
-            grid_points(grid)
-            _make_tx(full, fixed)(**grid_points(grid)[0])  # bad --opt-arg fails here
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"{name}: {e}") from None
-        groups.append((name, full, grid, fixed))
-    init = args.init or PRESET_INIT[args.preset]
+        groups.append([name, full, grid, fixed, None])
+    for lengths in ((1, args.steps or 10**6), None):  # a bad --opt-arg fails before the data
+        if lengths is None:
+            init = args.init or PRESET_INIT[args.preset]
+            model, train, val, n_train = _load(args, init)
+            lengths = _run_lengths(args, train)  # (then a schedule longer than the run)
+        for group in groups:
+            name, full, grid, fixed, _ = group
+            group[4] = make_tx = _make_tx(full, fixed, techniques, *lengths)
+            try:
+                make_tx(**grid_points(grid)[0])
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"{name}: {e}") from None
     out = _output_dir(args, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", FILES)
-    model, train, val, n_train = _load(args, init)
     config = SweepConfig(
         batch_size=args.batch_size,
         epochs=args.epochs,
         steps=args.steps,
         eval_every=args.eval_every,
+        eval_batch_size=128 if args.model == "charlm" else 1000,  # as train
         eval_windows=args.eval_windows if args.model == "charlm" else None,
         chunk_size=args.chunk_size,
     )
     lm = args.model == "charlm"
     metric, higher = ("val_bits_per_char", False) if lm else ("val_accuracy", True)
     records, chunkings = [], {}
-    for name, full, grid, fixed in groups:
+    for name, full, grid, fixed, make_tx in groups:
         n_cfg = len(grid_points(grid)) * args.seeds
         print(
             f"{name} ({full}): {n_cfg} configs on {args.model}, {n_train} training "
@@ -246,7 +260,7 @@ def cmd_sweep(args) -> int:
         )
         result = sweep(
             model,
-            _make_tx(full, fixed),
+            make_tx,
             grid,
             range(args.seeds),
             train,
@@ -263,7 +277,12 @@ def cmd_sweep(args) -> int:
     print()
     print(format_sweep_table(settings, metric))
     record = {
-        "config": {**vars(args), "opt_arg": dict(args.opt_arg), "init": init},
+        "config": {
+            **vars(args),
+            "opt_arg": dict(args.opt_arg),
+            "init": init,
+            "techniques": techniques.record(),
+        },
         "metric": metric,
         "chunking": chunkings,
         "records": records,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from jaxopt_zoo.core import GradientTransformation, check_int, check_scalar
+from jaxopt_zoo.core import GradientTransformation, check_int, check_scalar, is_zero
 
 __all__ = ["SCHEDULES", "Techniques"]
 
@@ -168,7 +168,7 @@ class Techniques:
                 kw[key] = decay_mask
                 return kw, None
         wd = kw.get("weight_decay", defaults.get("weight_decay"))
-        if "weight_decay" not in defaults or not wd:
+        if "weight_decay" not in defaults or wd is None or is_zero(wd):  # (a swept wd: traced)
             raise ValueError(
                 "decay_mask needs weight decay: this optimizer has "
                 + ("weight_decay=0" if "weight_decay" in defaults else "no weight_decay")
