@@ -26,7 +26,7 @@ import optax
 
 from jaxopt_zoo.data.text import CharVocab, eval_windows, load_shakespeare, sample_windows
 from jaxopt_zoo.models.transformer import BITS_PER_NAT, CharTransformer
-from jaxopt_zoo.train.steps import accumulate, train_step
+from jaxopt_zoo.train.steps import accumulate, jit_loop_step, train_step
 
 __all__ = ["BITS_PER_NAT", "TokenWindows", "load_lm_data", "make_lm_train_step", "lm_model"]
 
@@ -104,11 +104,7 @@ def make_lm_train_step(
         r = train_step(model, tx, params, opt_state, x, y, None, key, guard=guard)
         return accumulate(totals, r, guard)
 
-    if layout is not None:  # the outputs stay where the inputs were (ZeRO-1 state split)
-        return jax.jit(
-            step, donate_argnums=(0, 1, 2), out_shardings=layout.step_out_shardings(guard)
-        )
-    return jax.jit(step, donate_argnums=(0, 1, 2))
+    return jit_loop_step(step, guard, layout)
 
 
 def as_token_data(

@@ -6,16 +6,10 @@ repeat. By default the evaluation points are the ends of the epochs; ``TrainConf
 them, and the char-LM (:mod:`jaxopt_zoo.train.lm`) draws its windows instead of gathering
 a permuted batch.
 
-Everything random is a pure function of the seed and a counter, so any point of a run can be
-reproduced from a :class:`LoopState`:
-
-- initial parameters: ``fold_in(rng, 0)``;
-- the example order of epoch ``e``: ``permutation(fold_in(fold_in(rng, 1), e), N)``;
-- the dropout key of global step ``s``: ``fold_in(fold_in(rng, 2), s)``.
-
-where ``rng = PRNGKey(config.seed)``. Restoring a state saved after batch ``k`` of epoch
-``e`` and calling ``train_and_evaluate(..., state=restored)`` continues with batch ``k + 1``
-of the same permutation and the same dropout keys, and ends with bit-identical parameters.
+Everything random is a pure function of the seed and a counter (the keys are listed in
+:mod:`jaxopt_zoo.train.state`), so restoring a state saved after batch ``k`` of epoch ``e``
+and calling ``train_and_evaluate(..., state=restored)`` continues with batch ``k + 1`` of the
+same permutation and the same dropout keys, and ends with bit-identical parameters.
 """
 
 from __future__ import annotations

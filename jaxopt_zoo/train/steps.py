@@ -300,7 +300,14 @@ def make_indexed_train_step(
         r = train_step(model, tx, params, opt_state, x, y, weights, key, guard=guard)
         return accumulate(totals, r, guard)
 
-    if layout is not None:  # the outputs stay where the inputs were (ZeRO-1 state split)
+    return jit_loop_step(step, guard, layout)
+
+
+def jit_loop_step(step: Callable, guard: bool, layout: Any = None) -> Callable:
+    """``jax.jit`` of a loop step ``(params, opt_state, totals, ...) -> (params, opt_state,
+    totals[, check])``: the first three donated; with a ``layout`` the outputs keep its
+    shardings (a ZeRO-1 state stays split)."""
+    if layout is not None:
         return jax.jit(
             step, donate_argnums=(0, 1, 2), out_shardings=layout.step_out_shardings(guard)
         )
