@@ -196,7 +196,6 @@ def test_muon_with_home_devices_follows_the_plain_muon(worker):
     assert rep["flops"] < 0.4 * rep["plain_flops"], rep
 
 
-
 def test_soap_with_home_devices_follows_the_plain_soap(worker):
     r = worker["soap_home"]
     assert r["moved"] > 1e-2, r
@@ -209,6 +208,7 @@ def test_soap_with_home_devices_follows_the_plain_soap(worker):
     # eigh / QR (custom calls), and Adam's rotations run on every device either way: the
     # drop is the power iteration's products of the other devices' matrices.
     assert r["flops"] < 0.9 * r["plain_flops"], r
+
 
 def test_data_parallel_training_matches_one_device(worker):
     train = worker["train"]
