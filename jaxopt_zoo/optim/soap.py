@@ -25,7 +25,8 @@ from jaxopt_zoo.core import (
     stat_dtype,
     zero_count,
 )
-from jaxopt_zoo.optim.linalg import eigh_vectors, qr_q
+from jaxopt_zoo.optim.newton_schulz import HomeDevices, check_home_devices
+from jaxopt_zoo.optim.soap_refresh import update_bases
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 
 
@@ -99,29 +100,6 @@ def _project(x: jax.Array, qs: Tuple[Any, ...], back: bool = False) -> jax.Array
     return x
 
 
-def _eigenbasis(gg: jax.Array) -> jax.Array:
-    """Eigenvectors of ``gg``, largest eigenvalue first (as ``torch.linalg.eigh`` + flip)."""
-    eye = jnp.eye(gg.shape[0], dtype=gg.dtype)
-    return jnp.flip(eigh_vectors(gg + 1e-30 * eye), axis=1)
-
-
-def _power_qr(
-    gg: jax.Array, q: jax.Array, nu: jax.Array, axis: int, qr_dtype: Optional[Any]
-) -> Tuple[jax.Array, jax.Array]:
-    """One power iteration ``gg @ q`` re-orthonormalized by QR, columns sorted by the
-    estimated eigenvalues ``diag(q^H gg q)`` (descending); ``nu`` permuted to match."""
-    prod = gg @ q
-    est = jnp.real(jnp.sum(jnp.conj(q) * prod, axis=0))
-    order = jnp.argsort(-est)
-    nu = jnp.take(nu, order, axis=axis)
-    prod = prod[:, order]
-    if qr_dtype is not None:
-        new_q = qr_q(prod.astype(qr_dtype)).astype(q.dtype)
-    else:
-        new_q = qr_q(prod)
-    return new_q, nu
-
-
 def scale_by_soap(
     b1: Scalar = 0.95,
     b2: Scalar = 0.95,
@@ -134,6 +112,9 @@ def scale_by_soap(
     correct_bias: bool = True,
     normalize_grads: bool = False,
     qr_dtype: Optional[Any] = None,
+    *,
+    home_devices: HomeDevices = None,
+    home_axis: str = "data",
 ) -> GradientTransformation:
     """SOAP's direction ``D`` (equations in :func:`soap`); the first call only sets the
     preconditioner up and returns zeros.
@@ -150,6 +131,9 @@ def scale_by_soap(
       correct_bias: multiply by ``sqrt(1 - b2^t) / (1 - b1^t)``.
       normalize_grads: divide the direction by its RMS.
       qr_dtype: dtype of the QR (default: the leaf's).
+      home_devices: ``None``, a ``Mesh`` or ``True``: one home device per statistic for
+        its eigh / power-iteration-and-QR (see :func:`soap`).
+      home_axis: the mesh axis whose devices share them.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -171,6 +155,7 @@ def scale_by_soap(
     freq = check_int("precondition_frequency", precondition_frequency, low=1)
     max_dim = check_int("max_precondition_dim", max_precondition_dim, low=1)
     sb = b2 if shampoo_beta is None else shampoo_beta
+    check_home_devices(home_devices, home_axis)
 
     def plan(p):
         return _plan(tuple(jnp.shape(p)), max_dim, merge_dims, precondition_1d)
@@ -231,39 +216,10 @@ def scale_by_soap(
                 others = [k for k in range(len(work)) if k != i]
                 outer = jnp.tensordot(gw, jnp.conj(gw), axes=(others, others))
                 gg_new.append((sb * m + (1 - sb) * outer).astype(m.dtype))
-            gg_new_t = tuple(gg_new)
-            if any(pre):
-
-                def keep(gg_, qs_, nu_):
-                    return qs_, nu_
-
-                def from_eigh(gg_, qs_, nu_):
-                    return tuple(None if m is None else _eigenbasis(m) for m in gg_), nu_
-
-                def refresh(gg_, qs_, nu_):
-                    out: List[Optional[jax.Array]] = []
-                    for i, (m, q) in enumerate(zip(gg_, qs_)):
-                        if m is None:
-                            out.append(None)
-                            continue
-                        q, nu_ = _power_qr(m, q, nu_, i, qr_dtype)
-                        out.append(q)
-                    return tuple(out), nu_
-
-                qs_new, nu_new = jax.lax.switch(
-                    branch, (keep, from_eigh, refresh), gg_new_t, qs, nu_new
-                )
-            else:
-                qs_new = qs
-            return (
-                d.reshape(g.shape).astype(g.dtype),
-                mu_new,
-                nu_new.reshape(g.shape),
-                gg_new_t,
-                qs_new,
-            )
+            return (d.reshape(g.shape).astype(g.dtype), mu_new, nu_new, tuple(gg_new))
 
         treedef: Any = jax.tree.structure(updates)  # its stub lacks flatten_up_to
+        qs_old = treedef.flatten_up_to(state.q)
         out = [
             leaf(*a)
             for a in zip(
@@ -271,10 +227,27 @@ def scale_by_soap(
                 jax.tree.leaves(state.mu),
                 jax.tree.leaves(state.nu),
                 treedef.flatten_up_to(state.gg),
-                treedef.flatten_up_to(state.q),
+                qs_old,
             )
         ]
-        parts = [treedef.unflatten([o[k] for o in out]) for k in range(5)]
+        # every leaf's bases at once (one home device per matrix with home_devices)
+        where = [(j, i) for j, o in enumerate(out) for i, m in enumerate(o[3]) if m is not None]
+        qs_flat, nus = update_bases(
+            branch,
+            [out[j][3][i] for j, i in where],
+            [qs_old[j][i] for j, i in where],
+            [o[2] for o in out],
+            where,
+            qr_dtype,
+            home_devices,
+            home_axis,
+        )
+        qs_new = [list(q) for q in qs_old]
+        for (j, i), q in zip(where, qs_flat):
+            qs_new[j][i] = q
+        ups, mus, ggs = ([o[k] for o in out] for k in (0, 1, 3))
+        nus = [n.reshape(u.shape) for n, u in zip(nus, ups)]
+        parts = [treedef.unflatten(x) for x in (ups, mus, nus, ggs, [tuple(q) for q in qs_new])]
         return parts[0], ScaleBySoapState(
             count=increment(count), mu=parts[1], nu=parts[2], gg=parts[3], q=parts[4]
         )
@@ -331,6 +304,9 @@ def soap(
     correct_bias: bool = True,
     normalize_grads: bool = False,
     qr_dtype: Optional[Any] = None,
+    *,
+    home_devices: HomeDevices = None,
+    home_axis: str = "data",
 ) -> GradientTransformation:
     r"""SOAP (Vyas et al. 2024, https://arxiv.org/abs/2409.11321): Adam run in the
     eigenbasis of Shampoo's preconditioner.
@@ -362,6 +338,12 @@ def soap(
       qr_dtype: dtype of the QR (default the leaf's: float64 for float64).
         pytorch_optimizer and the authors run it in float32 whatever the parameters: pass
         ``jnp.float32`` for that.
+      home_devices: for data-parallel training. ``None`` (default): every device runs
+        every statistic's eigh / power iteration and QR. A ``Mesh`` or ``True`` (the mesh set
+        with ``jax.set_mesh``): each runs once, on one home device along ``home_axis``,
+        spread by ``d^3``, and one all-gather shares the bases (as ``muon``'s; use it inside
+        ``jax.jit``). The same arithmetic per matrix.
+      home_axis: the mesh axis whose devices share that work (default ``"data"``).
 
     Returns:
       ``chain(scale_by_soap, scale_by_learning_rate, decay_after_step)``.
@@ -392,6 +374,8 @@ def soap(
             correct_bias,
             normalize_grads,
             qr_dtype,
+            home_devices=home_devices,
+            home_axis=home_axis,
         ),
         scale_by_learning_rate(learning_rate),
     ]

@@ -15,8 +15,9 @@ The results equal ``[fn(m) for m in matrices]`` exactly: each is computed by the
 one device, and the gather only moves bytes.
 
 Muon uses it through ``jz.muon(..., home_devices=mesh)`` (``optim.newton_schulz.orthogonalize``
-with ``batched=True``, so that a device batches its own matrices of one shape); SOAP's
-eigenbasis refresh does not yet.
+with ``batched=True``, so that a device batches its own matrices of one shape); SOAP through
+``jz.soap(..., home_devices=mesh)`` (``optim.soap_refresh.update_bases``: each statistic's
+eigh or power iteration and QR, spread by ``d^3``).
 """
 
 from __future__ import annotations
