@@ -17,9 +17,10 @@ Optimizers: SGD with Nesterov momentum, AdamW (the baseline), NAdamW, Lion, Adaf
 kernel keeps only its 256-side rotation, since a 5408 x 5408 eigendecomposition every few
 steps takes minutes on two cores; every other matrix here is rotated on both sides),
 schedule-free AdamW, Prodigy, ADOPT, MARS, AdEMAMix, and SAM (rho 0.05) around AdamW; the
-base is fixed in advance, not chosen after the runs. All but schedule-free take the same linear
-warm-up (5% of the budget) + cosine decay to zero of their peak learning rate; schedule-free AdamW gets the same warm-up (its own ``warmup_steps``) and no
-decay, as its authors prescribe (the schedule is what it replaces).
+base is fixed in advance, not chosen after the runs. All but schedule-free take the same
+linear warm-up (5% of the budget) + cosine decay to zero of their peak learning rate;
+schedule-free AdamW gets the same warm-up (its own ``warmup_steps``) and no decay, as its
+authors prescribe (the schedule is what it replaces).
 
 Tuning: each optimizer's grid is three learning rates around its usual default (a factor of 3
 apart), trained with seed 0 in one sweep; the rate with the best final metric is then trained
