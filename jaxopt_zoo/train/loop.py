@@ -7,7 +7,7 @@ them, and the char-LM (:mod:`jaxopt_zoo.train.lm`) draws its windows instead of 
 a permuted batch.
 
 Everything random is a pure function of the seed and a counter (the keys are listed in
-:mod:`jaxopt_zoo.train.state`), so restoring a state saved after batch ``k`` of epoch ``e``
+``jaxopt_zoo.train.state``), so restoring a state saved after batch ``k`` of epoch ``e``
 and calling ``train_and_evaluate(..., state=restored)`` continues with batch ``k + 1`` of the
 same permutation and the same dropout keys, and ends with bit-identical parameters.
 """

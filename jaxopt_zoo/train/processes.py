@@ -210,7 +210,7 @@ class Watchdog:
     """Stop this process with a clear message when training makes no progress for
     ``timeout`` seconds: the backstop behind :class:`PeerMonitor`.
 
-    :meth:`beat` after every step (it is a training callback); without a beat for
+    ``beat()`` after every step (it is a training callback); without a beat for
     ``timeout`` seconds it prints ``message`` as ``jaxopt-zoo: error: ...`` and ends the
     process with status 1.
 

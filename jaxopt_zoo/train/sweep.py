@@ -4,7 +4,7 @@
 one ``jax.jit(jax.vmap(step))`` over the configurations, whose hyperparameters enter as float32
 arrays (the optimizer is built inside the vmapped step from traced scalars, so one compile
 serves every value) and whose PRNG keys ``PRNGKey(seed)`` give each its own initialization,
-data order and dropout under the randomness contract of :mod:`jaxopt_zoo.train.state`. The
+data order and dropout under the randomness contract of ``jaxopt_zoo.train.state``. The
 step is :func:`jaxopt_zoo.train.steps.train_step`, the one ``train`` takes.
 
 Equality with ``train``: a configuration's final parameters and history equal those of a
