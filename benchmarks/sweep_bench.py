@@ -85,15 +85,14 @@ def classifier(name: str, steps: int, batch: int):
 def charlm(steps: int, batch: int):
     from jaxopt_zoo.data.text import eval_windows, load_shakespeare, sample_windows
     from jaxopt_zoo.models import CharTransformer
-    from jaxopt_zoo.train import step_dropout_key, train_step
-    from jaxopt_zoo.train.sweep_workloads import make_lm_eval_fn
+    from jaxopt_zoo.train import make_eval_fn, step_dropout_key, train_step
 
     data = load_shakespeare()
     ctx, evals = 64, 2
     model = CharTransformer(vocab_size=data.vocab.size, context=ctx, width=64, depth=2, heads=4)
     tokens = jnp.asarray(data.train)
     vx, vy = (jnp.asarray(a) for a in eval_windows(data.val, ctx, 64))
-    eval_fn = jax.jit(make_lm_eval_fn(model, 64))
+    eval_fn = make_eval_fn(model, 64)
     init = jax.jit(lambda key: model.init({"params": key}, jnp.zeros((1, ctx), jnp.int32)))
 
     def one_run(lr, seed):

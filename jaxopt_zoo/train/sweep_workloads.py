@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxopt_zoo.data.text import eval_windows, sample_windows
 from jaxopt_zoo.train.state import _INIT, _SHUFFLE, epoch_order
-from jaxopt_zoo.train.steps import Metrics, batch_metrics, gather_batch, make_eval_fn
+from jaxopt_zoo.train.steps import Metrics, gather_batch, make_eval_fn
 
 __all__: list = []  # internal: the public API is jaxopt_zoo.train.sweep
 
@@ -124,38 +124,10 @@ def lm_workload(
         model=model,
         init=init,
         batch=batch,
-        evaluate=make_lm_eval_fn(model, eval_batch_size),
+        evaluate=make_eval_fn(model, eval_batch_size),  # per character for (N, T) labels
         epoch_aux=lambda rngs, epoch: None,
         train_data=(tokens,),
         val_data=val,
         steps_per_epoch=None,
         lm=True,
     )
-
-
-def make_lm_eval_fn(model: nn.Module, batch_size: int) -> Callable[..., Metrics]:
-    """``eval_fn(params, x, y) -> Metrics`` over windows ``x, y`` (N, T), per character:
-    ``count`` is the number of characters scored, ``loss`` their summed cross-entropy (nats).
-    Batches of ``batch_size`` windows; the last one is taken flush with the end and the
-    windows already counted get weight 0 (as :func:`~jaxopt_zoo.train.make_eval_fn`)."""
-
-    def eval_fn(params, x, y):
-        n, t = x.shape
-        bs = min(batch_size, n)
-
-        def body(b, totals):
-            start = b * bs
-            lo = jnp.minimum(start, n - bs)
-            xb = jax.lax.dynamic_slice_in_dim(x, lo, bs)
-            yb = jax.lax.dynamic_slice_in_dim(y, lo, bs)
-            w = (lo + jnp.arange(bs) >= start).astype(jnp.float32)
-            logits = model.apply({"params": params}, xb, train=False)
-            assert isinstance(logits, jax.Array)
-            m = batch_metrics(
-                logits.reshape(bs * t, -1), yb.reshape(-1), jnp.repeat(w, t)
-            )  # per character
-            return Metrics(*(s + v for s, v in zip(totals, m)))
-
-        return jax.lax.fori_loop(0, -(-n // bs), body, Metrics.zeros())
-
-    return eval_fn
