@@ -17,7 +17,7 @@ from jaxopt_zoo import cli
 from jaxopt_zoo.models import MLP
 from jaxopt_zoo.train import Checkpointer, LoopState, TrainConfig, train_and_evaluate
 from jaxopt_zoo.train.checkpoint import RUN_FILE
-from jaxopt_zoo.train.checkpoint_format import FORMAT
+from jaxopt_zoo.train.checkpoint.format import FORMAT
 from jaxopt_zoo.train.history import BITS_KEYS, HISTORY_KEYS
 from jaxopt_zoo.train.runner import RunSpec
 from jaxopt_zoo.train.techniques import Techniques

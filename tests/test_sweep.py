@@ -17,7 +17,7 @@ from jaxopt_zoo.models.transformer import lm_loss
 from jaxopt_zoo.train import TrainConfig, step_dropout_key, train_and_evaluate, train_step
 from jaxopt_zoo.train.runner import RunSpec, load_data, run
 from jaxopt_zoo.train.sweep import SweepConfig, grid_points, sweep
-from jaxopt_zoo.train.sweep_plan import Chunking, _equal_chunks
+from jaxopt_zoo.train.sweep.plan import Chunking, _equal_chunks
 from jaxopt_zoo.train.techniques import Techniques
 
 LRS = [1e-3, 3e-3]

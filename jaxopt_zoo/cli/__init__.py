@@ -15,9 +15,10 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+from jaxopt_zoo.cli.args import EXIT_FAILURE, EXIT_USAGE, UsageError
 from jaxopt_zoo.cli.commands import cmd_compare, cmd_list, cmd_train
 from jaxopt_zoo.cli.devices import setup_devices
-from jaxopt_zoo.cli.flags import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser
+from jaxopt_zoo.cli.parser import build_parser
 from jaxopt_zoo.cli.sample import cmd_sample
 from jaxopt_zoo.cli.sweep import cmd_sweep
 

@@ -1,10 +1,11 @@
-"""The ``list``, ``train`` and ``compare`` commands."""
+"""The ``list``, ``train`` and ``compare`` commands: their parsers and what they run."""
 
 from __future__ import annotations
 
 import sys
 import time
 
+from jaxopt_zoo.cli.args import EXIT_FAILURE, UsageError, nonneg_int, positive_int
 from jaxopt_zoo.cli.common import (
     _checkpointer,
     _config,
@@ -16,8 +17,71 @@ from jaxopt_zoo.cli.common import (
     _run_with_checkpoints,
     _specs,
 )
-from jaxopt_zoo.cli.devices import watchdog
-from jaxopt_zoo.cli.flags import EXIT_FAILURE, UsageError
+from jaxopt_zoo.cli.devices import add_device_flags, watchdog
+from jaxopt_zoo.cli.flags import add_training_flags
+
+
+def add_list_parser(sub) -> None:
+    """The ``list`` subcommand's parser, added to ``sub`` (argparse subparsers)."""
+    p_list = sub.add_parser("list", help="the optimizers, their defaults and references")
+    p_list.add_argument("--preset", choices=("native", "keras", "torch", "all"), default="all")
+
+
+def add_train_parser(sub) -> None:
+    """The ``train`` subcommand's parser."""
+    p_train = sub.add_parser("train", help="train one model and write metrics.json + a plot")
+    p_train.add_argument("--optimizer", required=True)
+    p_train.add_argument("--seed", type=nonneg_int, default=0)
+    add_training_flags(p_train)
+    add_device_flags(p_train)
+    p_train.add_argument(
+        "--on-nonfinite",
+        choices=("ignore", "skip", "stop"),
+        default="ignore",
+        help="a step with a non-finite loss, gradient or update: apply it "
+        "(ignore), skip it, or stop with a message naming it",
+    )
+    ck = p_train.add_argument_group("checkpoints")
+    ck.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        metavar="DIR",
+        help="save checkpoints in DIR (at the end, on Ctrl-C, and every "
+        "--checkpoint-every steps); a folder of another run is refused",
+    )
+    ck.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        metavar="STEPS",
+        help="also save every STEPS optimizer steps",
+    )
+    ck.add_argument(
+        "--keep-checkpoints",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="keep the newest N checkpoints (default 3)",
+    )
+    ck.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest good checkpoint in --checkpoint-dir "
+        "(from scratch when it holds none)",
+    )
+
+
+def add_compare_parser(sub) -> None:
+    """The ``compare`` subcommand's parser."""
+    p_cmp = sub.add_parser("compare", help="train with several optimizers and compare")
+    p_cmp.add_argument(
+        "--optimizers", required=True, help="comma-separated names, e.g. adam,sgd,rmsprop"
+    )
+    p_cmp.add_argument(
+        "--seeds", type=positive_int, default=1, help="number of seeds per optimizer (0 .. K-1)"
+    )
+    add_training_flags(p_cmp)
+    add_device_flags(p_cmp)
 
 
 def cmd_list(args) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from jaxopt_zoo.cli.flags import UsageError
+from jaxopt_zoo.cli.args import UsageError
+from jaxopt_zoo.cli.devices import device_config
 
 
 def _specs(names: Sequence[str], args) -> List[Any]:
@@ -127,7 +128,6 @@ def _model_options(args, vocab_size: int = 84):
 
 
 def _config(args, seed: int):
-    from jaxopt_zoo.cli.devices import device_config
     from jaxopt_zoo.train import TrainConfig
 
     return TrainConfig(

@@ -10,10 +10,11 @@ import os
 import sys
 from typing import Any, Dict, Iterator, Optional
 
-from jaxopt_zoo.cli.flags import UsageError
+from jaxopt_zoo.cli.args import UsageError, nonneg_int, positive_int
 
 
-def add_device_flags(p: argparse.ArgumentParser, positive_int: Any, nonneg_int: Any) -> None:
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """--devices, --shard-optimizer-state and the multi-process flags (train, compare)."""
     g = p.add_argument_group("devices and processes (data parallel; see the README's 'Scale out')")
     g.add_argument(
         "--devices",
@@ -114,8 +115,8 @@ def device_config(args: argparse.Namespace) -> Dict[str, Any]:
 @contextlib.contextmanager
 def watchdog(args: argparse.Namespace, ckpt: Any = None) -> Iterator[Any]:
     """In a multi-process run, guard the training in the block: a
-    :class:`~jaxopt_zoo.train.processes.PeerMonitor` (a peer died: name it) and a
-    :class:`~jaxopt_zoo.train.processes.Watchdog` (no progress for 3x the timeout), both
+    :class:`~jaxopt_zoo.train.distributed.processes.PeerMonitor` (a peer died: name it) and a
+    :class:`~jaxopt_zoo.train.distributed.processes.Watchdog` (no progress for 3x the timeout), both
     ending this process with one line that says what to do; a collective that raises
     because a peer died ends the same way. Yields the train callback that records the
     step (a callback that does nothing in one process)."""
@@ -124,7 +125,7 @@ def watchdog(args: argparse.Namespace, ckpt: Any = None) -> Iterator[Any]:
     if jax.process_count() == 1:
         yield lambda state: None
         return
-    from jaxopt_zoo.train.processes import PeerMonitor, Watchdog
+    from jaxopt_zoo.train.distributed.processes import PeerMonitor, Watchdog
 
     timeout = getattr(args, "distributed_timeout", 60)
     here = f"process {jax.process_index()} of {jax.process_count()}"

@@ -9,10 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-from jaxopt_zoo.cli.flags import UsageError, _nonneg_float, _nonneg_int, _positive_int
+from jaxopt_zoo.cli.args import UsageError, nonneg_float, nonneg_int, positive_int
 
 
 def add_sample_parser(sub) -> None:
+    """The ``sample`` subcommand's parser, added to ``sub`` (argparse subparsers)."""
     p = sub.add_parser(
         "sample", help="print text from the newest checkpoint of a --model charlm run"
     )
@@ -24,16 +25,16 @@ def add_sample_parser(sub) -> None:
     )
     p.add_argument("--prompt", default="\n", help="the text to continue (default: a newline)")
     p.add_argument(
-        "--length", type=_positive_int, default=500, metavar="N", help="characters to generate"
+        "--length", type=positive_int, default=500, metavar="N", help="characters to generate"
     )
     p.add_argument(
         "--temperature",
-        type=_nonneg_float,
+        type=nonneg_float,
         default=1.0,
         metavar="T",
         help="softmax temperature; 0 takes the most likely character (default 1)",
     )
-    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
 
 
 def _run_metadata(directory: Path) -> dict:

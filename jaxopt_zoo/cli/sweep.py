@@ -17,13 +17,9 @@ import json
 import time
 from typing import Any, Dict, List, Tuple
 
-from jaxopt_zoo.cli.flags import (
-    UsageError,
-    _add_budget_flags,
-    _add_technique_flags,
-    _nonneg_int,
-    _positive_int,
-)
+from jaxopt_zoo.cli.args import UsageError, nonneg_int, positive_int
+from jaxopt_zoo.cli.common import _data, _output_dir, _prepare, _techniques
+from jaxopt_zoo.cli.flags import add_budget_flags, add_technique_flags
 
 FILES = ("sweep.json", "sweep.csv", "sweep.png")
 
@@ -82,7 +78,7 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="learning rates, comma-separated (default: the optimizer's default)",
     )
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0 .. K-1 per setting")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 .. K-1 per setting")
     p.add_argument(
         "--opt-arg",
         type=_sweep_arg,
@@ -100,22 +96,22 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="default: shakespeare for --model charlm, else mnist",
     )
-    p.add_argument("--epochs", type=_nonneg_int, default=3)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--epochs", type=nonneg_int, default=3)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--val-limit", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--val-size", type=_nonneg_int, default=0)
+    p.add_argument("--train-limit", type=positive_int, default=None, metavar="N")
+    p.add_argument("--val-limit", type=positive_int, default=None, metavar="N")
+    p.add_argument("--val-size", type=nonneg_int, default=0)
     p.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="at most N configurations per program (default: as many as fit in memory)",
     )
     p.add_argument("--dropout", type=float, default=0.0, help="the char-LM's dropout rate")
     # the flags of train, with its names, defaults and checks (a configuration = a train run)
-    _add_budget_flags(p)
-    _add_technique_flags(p)
+    add_budget_flags(p)
+    add_technique_flags(p)
     p.add_argument("--output", default=None, help="folder for the results (created)")
     p.add_argument("--overwrite", action="store_true")
     return p
@@ -150,8 +146,6 @@ def _make_tx(full: str, fixed: Dict[str, Any], techniques: Any, per_epoch: int, 
 
 
 def _check_flags(args) -> None:
-    from jaxopt_zoo.cli.common import _prepare
-
     _prepare(args)  # train's defaults and refusals (charlm: --steps, --eval-windows, ...)
     if args.model != "charlm" and args.dropout:
         raise UsageError("--dropout is for --model charlm")
@@ -176,8 +170,6 @@ def _load(args, init: str):
     from jaxopt_zoo.models import CharTransformer, get_model
 
     if args.model != "charlm":
-        from jaxopt_zoo.cli.common import _data
-
         train, val = _data(args)
         return get_model(args.model, init), train, val, len(train.labels)
     from jaxopt_zoo.data.text import load_shakespeare
@@ -200,11 +192,10 @@ def _load(args, init: str):
 
 def cmd_sweep(args) -> int:
     from jaxopt_zoo import registry
-    from jaxopt_zoo.cli.common import _output_dir, _techniques
     from jaxopt_zoo.train.report import write_json
     from jaxopt_zoo.train.runner import PRESET_INIT, resolve_optimizer, to_builtin
     from jaxopt_zoo.train.sweep import SweepConfig, grid_points, sweep
-    from jaxopt_zoo.train.sweep_report import (
+    from jaxopt_zoo.train.sweep.report import (
         config_rows,
         format_sweep_table,
         plot_sweep,

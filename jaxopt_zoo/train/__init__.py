@@ -1,6 +1,13 @@
-"""Training: jitted train steps and evaluation, the resumable epoch loop and its history."""
+"""Training: jitted train steps and evaluation, the resumable epoch loop and its history.
+
+The trainer's core is the modules at this level (``loop``, ``state``, ``steps``, ``metrics``,
+``checks``, ``history``, ``nonfinite``; ``techniques`` and ``lm`` for the recipes, ``runner``
+and ``report`` for named runs and their results); three concepts have subpackages:
+``checkpoint``, ``sweep`` and ``distributed``.
+"""
 
 import jaxopt_zoo._train_extra  # noqa: F401  (a clear error without [train])
+from jaxopt_zoo.train import _moved
 from jaxopt_zoo.train.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -36,6 +43,8 @@ from jaxopt_zoo.train.steps import (
     make_train_step,
     train_step,
 )
+
+_moved.install()  # the modules' old import paths (jaxopt_zoo.train.sweep_report, ...)
 
 __all__ = [
     "HISTORY_KEYS",

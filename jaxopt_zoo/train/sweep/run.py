@@ -21,7 +21,7 @@ import numpy as np
 from jaxopt_zoo.train.checks import distinct_buffers
 from jaxopt_zoo.train.state import step_dropout_key
 from jaxopt_zoo.train.steps import Metrics, train_step
-from jaxopt_zoo.train.sweep_workloads import Workload
+from jaxopt_zoo.train.sweep.workloads import Workload
 from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
 
 __all__: list = []  # internal: the public API is jaxopt_zoo.train.sweep

@@ -6,7 +6,7 @@ and the metrics history. Restoring the newest one and passing it to ``train_and_
 as ``state=`` continues the run bit for bit (see :mod:`jaxopt_zoo.train.loop`).
 
 The layout of a checkpoint directory (``DIR/jaxopt_zoo_run.json``, ``DIR/<n>/``,
-``DIR/damaged/``) is described in :mod:`jaxopt_zoo.train.checkpoint_dir`.
+``DIR/damaged/``) is described in :mod:`jaxopt_zoo.train.checkpoint.directory`.
 
 How it fails safely:
 
@@ -40,15 +40,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxopt_zoo.core import check_int
-from jaxopt_zoo.train import checkpoint_dir as _dir
-from jaxopt_zoo.train import checkpoint_format as _fmt
-from jaxopt_zoo.train import checkpoint_sharded as _sharded
-from jaxopt_zoo.train.checkpoint_dir import (
+from jaxopt_zoo.train.checkpoint import directory as _dir
+from jaxopt_zoo.train.checkpoint import format as _fmt
+from jaxopt_zoo.train.checkpoint import sharded as _sharded
+from jaxopt_zoo.train.checkpoint.directory import (
     RUN_FILE,
     CheckpointError,
     CheckpointMismatchError,
 )
-from jaxopt_zoo.train.checkpoint_format import FORMAT
+from jaxopt_zoo.train.checkpoint.format import FORMAT
 from jaxopt_zoo.train.loop import LoopState
 
 __all__ = [

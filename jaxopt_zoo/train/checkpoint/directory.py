@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from jaxopt_zoo.train import checkpoint_format as _fmt
-from jaxopt_zoo.train import checkpoint_sharded as _sharded
-from jaxopt_zoo.train.checkpoint_format import FORMAT
+from jaxopt_zoo.train.checkpoint import format as _fmt
+from jaxopt_zoo.train.checkpoint import sharded as _sharded
+from jaxopt_zoo.train.checkpoint.format import FORMAT
 from jaxopt_zoo.train.state import LoopState
 
 __all__: list = []  # internal: used by jaxopt_zoo.train.checkpoint

@@ -1,7 +1,7 @@
-"""The trainer on several devices and processes: the mesh and where a run's arrays live.
+"""The mesh of a run on several devices and processes, and where its arrays live.
 
 Joining the processes (``jax.distributed``) and stopping when one dies live in
-:mod:`jaxopt_zoo.train.processes`; their names are importable from here too.
+:mod:`jaxopt_zoo.train.distributed.processes`.
 
 ``TrainConfig(devices=N)`` trains data-parallel on a one-axis mesh of N devices
 (:func:`jaxopt_zoo.sharding.data_mesh`): the parameters are replicated, the optimizer state
@@ -41,16 +41,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxopt_zoo import sharding as sh
-from jaxopt_zoo.train.processes import (  # noqa: F401  (this module's names before the split)
-    ENV_COORDINATOR,
-    ENV_NUM_PROCESSES,
-    ENV_PROCESS_ID,
-    PeerMonitor,
-    Watchdog,
-    host_value,
-    initialize,
-    is_primary,
-)
 
 __all__ = ["Layout", "mesh_devices"]
 

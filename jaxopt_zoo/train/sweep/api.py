@@ -44,9 +44,9 @@ import optax
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.models.adapter import as_linen_like
 from jaxopt_zoo.train.checks import as_device_arrays
-from jaxopt_zoo.train.sweep_plan import Chunking, available_memory, plan_chunks
-from jaxopt_zoo.train.sweep_run import compiled_fns, run_chunk
-from jaxopt_zoo.train.sweep_workloads import Workload, classifier_workload, lm_workload
+from jaxopt_zoo.train.sweep.plan import Chunking, available_memory, plan_chunks
+from jaxopt_zoo.train.sweep.run import compiled_fns, run_chunk
+from jaxopt_zoo.train.sweep.workloads import Workload, classifier_workload, lm_workload
 
 __all__ = ["Chunking", "SweepConfig", "SweepResult", "grid_points", "sweep"]
 
