@@ -1,6 +1,9 @@
-"""Test-wide settings: strict JAX numerics and Keras on the JAX backend."""
+"""Test-wide settings: strict JAX numerics, Keras on the JAX backend, and the real data sets
+(``needs_data``: skipped where the data cannot be had, required in CI)."""
 
 import os
+
+import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -15,3 +18,62 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+# Real data sets. A test that reads one is marked ``@pytest.mark.needs_data("mnist", ...)``.
+# Where the data is not on this machine and cannot be downloaded, the test is skipped with a
+# line saying how to provide it, so that the README's test command passes on a fresh machine
+# as it stands. CI (``.ci/run``) provides every data set and sets JAXOPT_ZOO_REQUIRE_DATA=1,
+# which turns such a skip into a failure: nothing is skipped there for want of data.
+REQUIRE_DATA = "JAXOPT_ZOO_REQUIRE_DATA"
+HOW_TO_GET = {
+    "mnist": "set JAXOPT_ZOO_DATA=<folder with the four MNIST IDX files>, or run the tests "
+    "once with internet access (they are downloaded to ~/.cache/jaxopt_zoo)",
+    "fashion_mnist": "apt-get install dataset-fashion-mnist (Debian's package, as .ci/run "
+    "does), or run the tests once with internet access",
+    "shakespeare": "set JAXOPT_ZOO_DATA to a data folder whose sibling 'shakespeare' holds "
+    "the corpus, or run the tests once with internet access",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "needs_data(*names): reads real data sets (mnist, fashion_mnist, shakespeare); "
+        f"skipped where they cannot be found or downloaded, unless {REQUIRE_DATA}=1",
+    )
+
+
+_MISSING: dict = {}
+
+
+def _missing(name):
+    """Why the data set ``name`` cannot be had here (None: it is here, found or downloaded).
+    Looked up once per test process."""
+    if name not in _MISSING:
+        from jaxopt_zoo.data import DataNotFoundError, load
+        from jaxopt_zoo.data.text import read_shakespeare
+
+        try:
+            if name == "shakespeare":
+                read_shakespeare()
+            else:
+                for split in ("train", "test"):
+                    load(name, split)
+            _MISSING[name] = None
+        except DataNotFoundError as e:
+            _MISSING[name] = str(e).splitlines()[0]
+    return _MISSING[name]
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_data"):
+        for name in mark.args:
+            assert name in HOW_TO_GET, f"needs_data: unknown data set {name!r}"
+            why = _missing(name)
+            if why is None:
+                continue
+            message = f"needs the {name} data set, which is not here ({why}): {HOW_TO_GET[name]}"
+            if os.environ.get(REQUIRE_DATA) == "1":
+                pytest.fail(f"{REQUIRE_DATA}=1 and this test {message}", pytrace=False)
+            pytest.skip(message)
