@@ -6,7 +6,8 @@ structure ``tx.init`` produces. ``home_device_assignment`` / ``run_on_home_devic
 whole-matrix work (Muon's Newton-Schulz: ``jz.muon(..., home_devices=mesh)``) once per
 matrix, spread over the devices. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes
 the collectives, and the same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and
-several hosts.
+several hosts. On a CPU, N virtual devices need a thread pool of 2 N threads for their
+collectives (``threads``: ``use_cpu_devices`` sets it; ``data_mesh`` warns where it is short).
 """
 
 from jaxopt_zoo.sharding.home import (
@@ -33,14 +34,24 @@ from jaxopt_zoo.sharding.placement import (
     zero1_sharding,
 )
 from jaxopt_zoo.sharding.stats import collective_bytes, compiled_stats
+from jaxopt_zoo.sharding.threads import (
+    CollectiveThreadsWarning,
+    collective_hazard,
+    cpu_pool_size,
+    ensure_collective_threads,
+)
 
 __all__ = [
+    "CollectiveThreadsWarning",
     "assignment_loads",
     "batch_sharding",
     "bytes_per_device",
     "collective_bytes",
+    "collective_hazard",
     "compiled_stats",
+    "cpu_pool_size",
     "data_mesh",
+    "ensure_collective_threads",
     "home_device_assignment",
     "init_sharded",
     "matrix_view",

@@ -8,12 +8,19 @@ multi-process aware), and what each device holds of a tree (``bytes_per_device``
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxopt_zoo.sharding.threads import (
+    CollectiveThreadsWarning,
+    ensure_collective_threads,
+    warn_collective_hazard,
+)
 
 __all__ = [
     "batch_sharding",
@@ -29,8 +36,12 @@ __all__ = [
 def use_cpu_devices(n: int) -> None:
     """Make JAX's CPU backend offer ``n`` (virtual) devices, so N-device code runs anywhere.
 
-    Call it before JAX runs anything (it sets ``jax_num_cpu_devices``). If JAX has started
-    already, it is a no-op when at least ``n`` devices exist and a ``RuntimeError`` otherwise.
+    Call it before JAX runs anything (it sets ``jax_num_cpu_devices``, and ``PJRT_NPROC`` to
+    at least ``2 n`` so that collectives over the ``n`` devices cannot deadlock XLA's CPU
+    thread pool: :mod:`jaxopt_zoo.sharding.threads`). If JAX has started already, it is a
+    no-op when at least ``n`` devices exist (with a
+    :class:`~jaxopt_zoo.sharding.threads.CollectiveThreadsWarning` if their pool is too small)
+    and a ``RuntimeError`` otherwise.
     GPUs and TPUs are unaffected: there ``jax.devices()`` lists the real accelerators.
 
     Args:
@@ -47,10 +58,15 @@ def use_cpu_devices(n: int) -> None:
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"Invalid number of devices: {n!r}. Expected an int >= 1.")
+    raised = ensure_collective_threads(int(n))  # before the backend starts (see threads.py)
+    if raised is not None:
+        warnings.warn(raised, CollectiveThreadsWarning, stacklevel=2)
     try:
         jax.config.update("jax_num_cpu_devices", int(n))
     except RuntimeError as e:
         if jax.device_count() >= n:
+            # started already: the pool is what it is; say so if it can deadlock
+            warn_collective_hazard(jax.local_devices()[:n])
             return
         raise RuntimeError(
             f"JAX has already started with {jax.device_count()} device(s), fewer than {n}. "
@@ -59,13 +75,23 @@ def use_cpu_devices(n: int) -> None:
         ) from e
 
 
-def data_mesh(devices: Union[None, int, Sequence[Any]] = None, axis: str = "data") -> Mesh:
+def data_mesh(
+    devices: Union[None, int, Sequence[Any]] = None,
+    axis: str = "data",
+    *,
+    check_threads: bool = True,
+) -> Mesh:
     """A one-axis data-parallel mesh.
 
     Args:
       devices: ``None`` for every device (all processes' devices in a multi-process run), an
         int ``n`` for the first ``n`` devices, or an explicit sequence of devices.
       axis: the axis name.
+      check_threads: warn (:class:`~jaxopt_zoo.sharding.threads.CollectiveThreadsWarning`)
+        when the mesh has several CPU devices in this process and XLA's CPU thread pool is
+        too small for their collectives, which then deadlock once a program runs more than
+        32 steps ahead (:mod:`jaxopt_zoo.sharding.threads`). False for a caller that bounds
+        its steps ahead, as the trainer does.
 
     Returns:
       ``jax.sharding.Mesh`` of shape ``(n,)`` with axis name ``axis``.
@@ -94,6 +120,8 @@ def data_mesh(devices: Union[None, int, Sequence[Any]] = None, axis: str = "data
         devs = list(devices)
         if not devs:
             raise ValueError("Invalid devices: an empty sequence.")
+    if check_threads:
+        warn_collective_hazard(devs)  # a CPU pool too small for these devices' collectives
     return Mesh(np.array(devs), (axis,))
 
 

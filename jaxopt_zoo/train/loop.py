@@ -231,6 +231,7 @@ def train_and_evaluate(
         callbacks=as_callback_list(callbacks),
         per_char=per_epoch is None,
         on_mesh=on_mesh,
+        steps_ahead=distributed.steps_ahead(layout),
     )
 
 
@@ -245,9 +246,12 @@ def _run(
     callbacks: List[Callback],
     per_char: bool,
     on_mesh: Callable[[Any], Any],
+    steps_ahead: Optional[int] = None,
 ) -> Tuple[LoopState, List[dict]]:
     """The loop: steps up to the next evaluation point (a multiple of ``period``, or
-    ``budget``), the evaluation, and so on until ``budget`` steps are done and evaluated."""
+    ``budget``), the evaluation, and so on until ``budget`` steps are done and evaluated.
+    With ``steps_ahead`` (a mesh of CPU devices), it waits for the step before last every
+    so many steps, so that XLA never queues enough executions to deadlock a collective."""
     progress = progress_enabled(config.progress) and distributed.is_primary()
     guard = config.on_nonfinite != "ignore"
     averaging = find_average(state.opt_state) is not None
@@ -295,6 +299,8 @@ def _run(
                     raise nonfinite_error(check, params, current())
             batch += 1
             step += 1
+            if steps_ahead is not None and step % steps_ahead == 0:
+                jax.block_until_ready(params)  # see distributed.steps_ahead
             if callbacks:
                 now = current()
                 if any([cb(now) is True for cb in callbacks]):

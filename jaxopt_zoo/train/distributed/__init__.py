@@ -7,6 +7,7 @@ from jaxopt_zoo.train.distributed.mesh import (  # noqa: F401  (read as distribu
     mesh_devices,
     placer,
     prepare,
+    steps_ahead,
 )
 from jaxopt_zoo.train.distributed.processes import (  # noqa: F401  (names of the old module)
     ENV_COORDINATOR,

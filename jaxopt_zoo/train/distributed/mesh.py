@@ -134,7 +134,8 @@ class Layout:
           >>> layout.state_sharding[0].mu["w"].spec
           P('data', None)
         """
-        mesh = sh.data_mesh(mesh_devices(int(devices)))
+        # the loop bounds its steps ahead (steps_ahead), so a short CPU pool cannot deadlock
+        mesh = sh.data_mesh(mesh_devices(int(devices)), check_threads=False)
         abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(np.shape(p), p.dtype), params)
         p_sh = jax.tree.map(lambda _: sh.replicated(mesh), abstract)
         s_sh = sh.state_sharding(
@@ -241,3 +242,22 @@ def placer(layout: Optional[Layout]) -> Callable[[Any], Any]:
     if layout is None:
         return lambda x: x
     return layout.put
+
+
+STEPS_AHEAD_ON_CPU = 8  # well under XLA's 32 execution slots per CPU device
+
+
+def steps_ahead(layout: Optional[Layout]) -> Optional[int]:
+    """How many steps the loop may dispatch before it waits for the oldest: None (no limit)
+    on one device and on accelerators; :data:`STEPS_AHEAD_ON_CPU` on a mesh with several CPU
+    devices in this process, where more than 32 queued executions per device can deadlock
+    the all-reduce when XLA's CPU pool is short of threads
+    (:mod:`jaxopt_zoo.sharding.threads`). The wait costs one dispatch's overlap per 8 steps."""
+    if layout is None:
+        return None
+    local = [
+        d
+        for d in layout.mesh.devices.flat
+        if d.platform == "cpu" and d.process_index == jax.process_index()
+    ]
+    return STEPS_AHEAD_ON_CPU if len(local) >= 2 else None
