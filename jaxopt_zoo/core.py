@@ -159,6 +159,18 @@ def resolve(hparam: ScalarOrSchedule, count: jax.Array) -> Any:
 # --------------------------------------------------------------------------- #
 
 
+def fresh_copy(x: Any, dtype: Any = None) -> jax.Array:
+    """``x`` as a new array (cast to ``dtype`` if given): never ``x`` itself, never its buffer.
+
+    For optimizer state that starts at the parameters' values. Called eagerly,
+    ``jnp.asarray(p)`` and ``p.astype(p.dtype)`` return ``p`` itself, and a state holding the
+    parameters' own arrays cannot be donated together with them: ``jax.jit(step,
+    donate_argnums=(0, 1))`` fails with "Attempt to donate the same buffer twice". Under
+    ``jit`` the copy costs nothing (outputs get their own buffers anyway).
+    """
+    return jnp.array(x, dtype=dtype, copy=True)
+
+
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
 

@@ -56,6 +56,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     check_scalar,
     compute_dtype,
+    fresh_copy,
     increment,
     is_concrete_scalar,
     is_zero,
@@ -1505,7 +1506,7 @@ def schedule_free_adamw(
         [
             keras_variable_step(
                 "keras.schedule_free_adamw",
-                lambda p, dt: (p.astype(dt), jnp.zeros(p.shape, dt)),
+                lambda p, dt: (fresh_copy(p, dt), jnp.zeros(p.shape, dt)),  # z: a copy of p
                 step,
                 learning_rate,
                 weight_decay,

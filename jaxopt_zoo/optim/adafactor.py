@@ -95,13 +95,16 @@ def scale_by_factored_rms(
     def init_leaf(p):
         dims = factored_dims(p.shape, factored, min_dim_size_to_factor)
         dt = stat_dtype(p.dtype)
-        placeholder = jnp.zeros((1,), dt)
+
+        def placeholder():  # a new array each call: a state holding one array twice
+            return jnp.zeros((1,), dt)  # cannot be donated ("donate the same buffer twice")
+
         if dims is None:
-            return placeholder, placeholder, jnp.zeros(p.shape, dt)
+            return placeholder(), placeholder(), jnp.zeros(p.shape, dt)
         d_row, d_col = dims  # d_row: the smaller of the two axes; we average over the other
         row = jnp.zeros(tuple(s for i, s in enumerate(p.shape) if i != d_col), dt)
         col = jnp.zeros(tuple(s for i, s in enumerate(p.shape) if i != d_row), dt)
-        return row, col, placeholder
+        return row, col, placeholder()
 
     def init_fn(params):
         parts = [init_leaf(p) for p in jax.tree.leaves(params)]

@@ -19,6 +19,7 @@ from jaxopt_zoo.core import (
     check_int,
     check_nonneg,
     check_scalar,
+    fresh_copy,
     increment,
     is_zero,
     require_params,
@@ -107,7 +108,7 @@ def schedule_free(
 
     def init_fn(params):
         dt = scalar_dtype(params)
-        z = jax.tree.map(lambda p: jnp.array(p, dtype=_z_dtype(p.dtype, state_dtype)), params)
+        z = jax.tree.map(lambda p: fresh_copy(p, _z_dtype(p.dtype, state_dtype)), params)
         return ScheduleFreeState(
             count=zero_count(),
             b1=jnp.asarray(b1, dt),

@@ -24,6 +24,7 @@ from jaxopt_zoo.core import (
     check_int,
     check_same_structure,
     check_scalar,
+    fresh_copy,
     increment,
     require_params,
     zero_count,
@@ -68,7 +69,7 @@ def _avg_dtype(dtype: Any) -> Any:
 
 
 def _init_average(params: Any) -> Any:
-    return jax.tree.map(lambda p: jnp.asarray(p).astype(_avg_dtype(jnp.result_type(p))), params)
+    return jax.tree.map(lambda p: fresh_copy(p, _avg_dtype(jnp.result_type(p))), params)
 
 
 def _inner_update(base, updates, state, params, extra):

@@ -15,6 +15,7 @@ from jaxopt_zoo.core import (
     check_int,
     check_same_structure,
     check_scalar,
+    fresh_copy,
     increment,
     require_params,
     zero_count,
@@ -74,7 +75,7 @@ def lookahead(
 
     def init_fn(params):
         return LookaheadState(
-            inner=tx.init(params), slow=jax.tree.map(jnp.asarray, params), count=zero_count()
+            inner=tx.init(params), slow=jax.tree.map(fresh_copy, params), count=zero_count()
         )
 
     def update_fn(updates, state, params=None, **extra):
