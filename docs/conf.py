@@ -1,6 +1,8 @@
-"""Sphinx configuration: the API reference from the docstrings, and the README's guides.
+"""Sphinx configuration: the user guide (the Markdown pages in docs/) and the API reference
+from the docstrings.
 
-Build (CI does, with warnings as errors): ``python -m sphinx -W --keep-going docs docs/_build/html``
+Build (CI does, with warnings as errors):
+``python -m sphinx -W --keep-going -q -b html docs docs/_build/html``
 """
 
 import os

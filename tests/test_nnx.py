@@ -1,6 +1,6 @@
 """NNX: the models' NNX twins compute what the Linen ones do, the adapter lets the trainer
-train NNX modules, nnx.Optimizer works with every registered optimizer, and the README's
-NNX training loop runs."""
+train NNX modules, nnx.Optimizer works with every registered optimizer, and the guide's
+NNX training loop (docs/getting-started.md) runs."""
 
 import re
 from pathlib import Path
@@ -191,14 +191,14 @@ def test_nnx_optimizer_with_every_registered_optimizer(name):
     assert not np.allclose(got["kernel"], nnx.Linear(3, 2, rngs=nnx.Rngs(0)).kernel[...])
 
 
-def test_readme_nnx_training_loop_runs(capsys):
-    text = (ROOT / "README.md").read_text()
+def test_the_guides_nnx_training_loop_runs(capsys):
+    text = (ROOT / "docs" / "getting-started.md").read_text()
     block = re.search(
         r"<!-- tests/test_nnx.py runs this block -->\n```python\n(.*?)```", text, re.S
     )
-    assert block, "README's NNX example is marked for this test"
+    assert block, "docs/getting-started.md's NNX example is marked for this test"
     namespace: dict = {}
-    exec(compile(block.group(1), "README.md (NNX example)", "exec"), namespace)
+    exec(compile(block.group(1), "docs/getting-started.md (NNX example)", "exec"), namespace)
     assert float(namespace["accuracy"]) > 0.8, namespace["accuracy"]
     assert "test accuracy" in capsys.readouterr().out
     assert isinstance(namespace["model"], nn.Module) is False
