@@ -42,7 +42,9 @@ def _install_kill(step: int) -> None:
 def library() -> dict:
     import jax
 
-    jax.config.update("jax_num_cpu_devices", 8)
+    from jaxopt_zoo.sharding import use_cpu_devices
+
+    use_cpu_devices(8)  # and XLA's CPU pool of 16 threads, which the collectives need
     import jax.numpy as jnp
     import numpy as np
 

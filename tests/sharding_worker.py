@@ -402,7 +402,7 @@ def muon_home_checks(mesh, dtype, modes):
 
 # SOAP's statistics: square matrices, and one whose long side (24) is not preconditioned, so that
 # every preconditioned statistic has full rank and distinct eigenvalues (its first eigh has one
-# basis, up to signs; see the README's "Known gaps").
+# basis, up to signs; see docs/scale-out.md, "Known gaps").
 SOAP_SHAPES = {"a": (16, 16), "c": (20, 20), "d": (8, 24), "v": (16,)}
 
 

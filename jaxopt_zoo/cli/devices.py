@@ -15,7 +15,7 @@ from jaxopt_zoo.cli.args import UsageError, nonneg_int, positive_int
 
 def add_device_flags(p: argparse.ArgumentParser) -> None:
     """--devices, --shard-optimizer-state and the multi-process flags (train, compare)."""
-    g = p.add_argument_group("devices and processes (data parallel; see the README's 'Scale out')")
+    g = p.add_argument_group("devices and processes (data parallel; see docs/scale-out.md)")
     g.add_argument(
         "--devices",
         type=positive_int,

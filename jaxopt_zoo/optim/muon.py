@@ -8,7 +8,7 @@ Blocks: ``scale_by_muon`` (momentum + orthogonalization), ``orthogonalize_by_new
 correction), its eps (a floor on the norm), its bfloat16 iteration and its shape factor of
 an ``(out, in)`` weight; Keras' Muon in its undamped momentum, its ``rms_rate`` and its Adam
 for non-2-D and "embedding" variables: ``compat.torch.muon`` and ``compat.keras.muon``
-reproduce each (README, "Muon: three references"; ``tests/test_muon.py``).
+reproduce each (the guide's docs/muon.md, "Muon: three references"; ``tests/test_muon.py``).
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def muon(
       ``partition({"muon": scale_by_muon -> scale_by_muon_shape -> add_decayed_weights ->
       scale_by_learning_rate, "adam": adamw})``. Same defaults and trajectory as
       ``optax.contrib.muon``; ``compat.torch.muon`` and ``compat.keras.muon`` follow those
-      frameworks (README, "Muon: three references").
+      frameworks (docs/muon.md, "Muon: three references").
 
     Example:
       >>> import jax.numpy as jnp, jaxopt_zoo as jz

@@ -13,7 +13,8 @@ from jaxopt_zoo.core import GradientTransformation
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One registered optimizer: what :func:`get` builds and the README's table shows.
+    """One registered optimizer: what :func:`get` builds and the optimizer table shows
+    (docs/optimizers.md).
 
     Attributes:
       name: the registry name (``"adam"``, ``"torch.adam"``).
@@ -76,8 +77,8 @@ def register(
       factory: the function building the ``GradientTransformation``.
       default_lr: the learning rate ``get`` passes when none is given (None: required or
         built in).
-      paper: the reference, for the README's table.
-      blocks: the chain of building blocks, for the README's table.
+      paper: the reference, for the optimizer table.
+      blocks: the chain of building blocks, for the optimizer table.
       verified: the references it is tested against.
       **fixed: keyword arguments always passed to ``factory`` (e.g. ``nesterov=True``).
 

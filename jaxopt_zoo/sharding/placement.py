@@ -312,7 +312,7 @@ def sharded_update(
     (``param_sharding``), the state as ``state_sharding(tx, params, mesh,
     shard_over=shard_over)``. With ZeRO-1, each device updates its shard of the state and XLA
     gathers the new parameters. Inside a larger jitted train step, use the same shardings as
-    that step's ``out_shardings`` instead (see the README's "Scale out").
+    that step's ``out_shardings`` instead (see docs/scale-out.md).
 
     Args:
       tx: any ``optax.GradientTransformation``.
