@@ -67,8 +67,10 @@ def _cli(tmp, *args, env=None, run=RUN):
     )
 
 
-def _pair(tmp, name, *args, kill_at=None, resume=False, run=RUN):
-    """Two processes x 2 CPU devices, ZeRO-1, checkpoints in tmp/ck_name (train)."""
+def _pair(tmp, name, *args, kill_at=None, kill0_at=None, resume=False, run=RUN):
+    """Two processes x 2 CPU devices, ZeRO-1, checkpoints in tmp/ck_name (train); process 1
+    (``kill_at``) or process 0, the coordinator (``kill0_at``), SIGKILLs itself after that
+    step."""
     port = _free_port()
     common = [
         "--devices", "2", "--shard-optimizer-state", "--num-processes", "2",
@@ -77,7 +79,8 @@ def _pair(tmp, name, *args, kill_at=None, resume=False, run=RUN):
     ]  # fmt: skip
     if run is RUN:
         common += ["--checkpoint-dir", f"ck_{name}"]
-    p0 = _cli(tmp, *common, "--process-id", "0", run=run)
+    env0 = _env(JAXOPT_ZOO_TEST_KILL_AT=str(kill0_at)) if kill0_at else None
+    p0 = _cli(tmp, *common, "--process-id", "0", env=env0, run=run)
     env1 = _env(JAXOPT_ZOO_TEST_KILL_AT=str(kill_at)) if kill_at else None
     p1 = _cli(tmp, *common, "--process-id", "1", env=env1, run=run)
     return p0, p1
@@ -192,6 +195,13 @@ def runs(tmp_path_factory):
     out["killed0_seconds"] = time.monotonic() - died
     out["killed_numbers"] = sorted(p.name for p in (tmp / "ck_killed").iterdir())
     out["resumed"] = [_finish(p) for p in _pair(tmp, "killed", resume=True)]
+    # Process 0, which hosts the coordination service's address, SIGKILLs itself after step 6.
+    p0, p1 = _pair(tmp, "coord", kill0_at=6)
+    out["coord0"] = _finish(p0)
+    died = time.monotonic()
+    out["coord1"] = _finish(p1)
+    out["coord1_seconds"] = time.monotonic() - died
+    out["coord_resumed"] = [_finish(p) for p in _pair(tmp, "coord", resume=True)]
     # compare: on one device, and on 2 processes x 2 devices (ZeRO-1) at the same time
     cmp1 = _cli(tmp, "--output", "cmp1", run=COMPARE)
     cmp4 = _pair(tmp, "cmp4", run=COMPARE)
@@ -273,6 +283,37 @@ def test_resume_after_the_kill_is_bit_identical(runs):
     for k in a:  # parameters, optimizer state, metrics, key and counters
         assert np.array_equal(a[k], b[k]), k
     assert _history(tmp, "killed") == _history(tmp, "mp")
+
+
+def test_a_killed_coordinator_stops_the_others_with_a_clear_error(runs):
+    rc0, _, err0 = runs["coord0"]
+    assert rc0 == -signal.SIGKILL, err0[-2000:]
+    rc1, _, err1 = runs["coord1"]
+    assert rc1 == 1, err1[-3000:]
+    # Without the service in a process of its own (train/distributed/service.py), JAX's
+    # client in process 1 aborted 0.3 s after process 0 died ("the JAX distributed service
+    # detected fatal errors", SIGABRT, a C++ trace); now process 1's PeerMonitor names it.
+    last = err1.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"jaxopt-zoo: error: process 0 of 2 \(the coordinator\) stopped responding at step "
+        r"\d+; the newest complete checkpoint is step 4 \(checkpoint 4\) in \S*ck_coord: "
+        r"restart every process with --resume",
+        last,
+    ), err1[-3000:]
+    assert "fatal errors" not in err1 and "Check failure" not in err1
+    assert runs["coord1_seconds"] < 2 * HEARTBEAT + 10  # within the timeout, no hang
+
+
+def test_resume_after_the_coordinator_was_killed_is_bit_identical(runs):
+    tmp = runs["tmp"]
+    for rc, _, err in runs["coord_resumed"]:
+        assert rc == 0, err[-3000:]
+    assert "Resumed from checkpoint 4" in runs["coord_resumed"][0][1]
+    a, b = _state(tmp / "ck_coord"), _state(tmp / "ck_mp")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert _history(tmp, "coord") == _history(tmp, "mp")
 
 
 def test_four_device_checkpoint_continues_on_two(runs):

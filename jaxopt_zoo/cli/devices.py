@@ -74,9 +74,10 @@ def setup_devices(args: argparse.Namespace) -> None:
             coordinator=args.coordinator,
             num_processes=args.num_processes,
             process_id=args.process_id,
-            # twice ours: JAX's own verdict ends the process with SIGABRT and a C++ trace;
-            # the PeerMonitor (``guard``) speaks first, with a clear line
-            heartbeat_timeout=2 * args.distributed_timeout,
+            # 4x ours: JAX's own verdict ends the process with SIGABRT and a C++ trace; the
+            # PeerMonitor (``guard``) speaks first, with a clear line, even on a loaded
+            # machine where its thread runs late (it waits up to 2x for the dead peer's name)
+            heartbeat_timeout=4 * args.distributed_timeout,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -15,23 +15,29 @@ raises "Connection closed by peer" for a lone all-gather, but a training step's 
 over several devices per process was measured to wait until the end), and the coordination
 service, after ``heartbeat_timeout`` seconds without a heartbeat, ends every process with
 ``SIGABRT`` and a C++ stack trace ("another task died"). The command therefore gives the
-coordination service twice the monitor's timeout, so that the monitor speaks first.
+coordination service four times the monitor's timeout, so that the monitor speaks first.
+Process 0 hosts that service in a child process (:mod:`.service`): JAX's clients end their
+process the moment the service's socket closes, which would be the moment process 0 dies.
 Checkpoints are written atomically (orbax renames a finished write), so ending a process
 mid-write leaves the newest complete checkpoint intact.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import socket
+import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import jax
 import numpy as np
 
 from jaxopt_zoo import sharding as sh
+from jaxopt_zoo.train.distributed import service
 
 __all__ = ["PeerMonitor", "Watchdog", "host_value", "initialize", "is_primary"]
 
@@ -58,7 +64,9 @@ def initialize(
     ``$JAX_PROCESS_ID``), it calls ``jax.distributed.initialize``; CPU collectives then go
     through gloo over TCP (``jax_cpu_collectives_implementation``). A process that stops
     sending heartbeats for ``heartbeat_timeout`` seconds is declared dead and the others
-    stop with an error instead of waiting forever.
+    stop with an error instead of waiting forever. Process 0 runs the coordination service
+    in a child process of its own (:mod:`jaxopt_zoo.train.distributed.service`), so that the
+    others outlive process 0's death long enough to say which process died.
 
     Args:
       devices: CPU devices for this process, or None to leave the backend as it is.
@@ -115,6 +123,19 @@ def initialize(
                 f"{jax.process_count()}, not {process_id} of {num_processes}."
             )
         return
+    assert num_processes is not None and coordinator is not None
+    bind = None
+    if process_id == 0:  # the coordination service in a process of its own (service.py)
+        child = service.start(
+            "[::]:" + coordinator.rsplit(":", 1)[1],
+            num_processes,
+            heartbeat_timeout,
+            linger=heartbeat_timeout,  # the others name process 0 well before
+        )
+        if child is not None:
+            _SERVICE.append(child)
+            atexit.register(service.finish, child)
+            bind = f"127.0.0.1:{_free_loopback_port()}"  # JAX's own, which no one joins
     try:
         jax.distributed.initialize(
             coordinator_address=coordinator,
@@ -123,6 +144,7 @@ def initialize(
             initialization_timeout=int(initialization_timeout),
             heartbeat_timeout_seconds=int(heartbeat_timeout),
             shutdown_timeout_seconds=int(heartbeat_timeout),
+            coordinator_bind_address=bind,
         )
     except RuntimeError as e:
         if "before" in str(e) or "backend" in str(e).lower():
@@ -131,6 +153,15 @@ def initialize(
                 "computation (the jaxopt-zoo command does it first thing)."
             ) from e
         raise
+
+
+_SERVICE: List[subprocess.Popen] = []  # process 0's coordination service, alive while it is
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _env_int(value: Optional[int], name: str) -> Optional[int]:
@@ -346,7 +377,7 @@ class PeerMonitor:
     def failure(self, error: BaseException) -> None:
         """For an exception that ended training in a multi-process run: a collective that
         failed because a peer died (gloo's "Connection closed by peer") waits up to
-        ``timeout + 2 * interval`` seconds for the monitor to name the dead process, then
+        ``2 * (timeout + interval)`` seconds for the monitor to name the dead process, then
         stops with ``describe`` of "a peer process"; anything else returns None.
 
         Args:
@@ -354,7 +385,9 @@ class PeerMonitor:
         """
         if self.count == 1 or not _collective_error(error):
             return None
-        self._dead.wait(self.timeout + 2 * self.interval + 1)
+        # the peer died about when the collective failed: the monitor names it one timeout
+        # later, or a little more on a loaded machine (JAX's own verdict comes at 4x)
+        self._dead.wait(2 * self.timeout + 2 * self.interval)
         _stop(self.describe("a peer process") + f" ({_first_line(error)})")
 
     def __enter__(self) -> "PeerMonitor":
