@@ -289,6 +289,14 @@ def test_unfinished_writes_are_never_taken_for_checkpoints(tmp_path):
         f"No checkpoint in {only} (only 1 unfinished write(s) of a run killed while "
         "saving, which are not checkpoints): starting from scratch.",
     )
+    # A run killed while writing the run file leaves its temporary file; the next run
+    # accepts the folder and removes it when it writes the run file.
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / f".{RUN_FILE}.x1y2z3.tmp").write_text('{"format": ')
+    ck = Checkpointer(first, metadata=META, async_save=False)
+    assert ck.save(template(), force=True)
+    assert sorted(os.listdir(first)) == ["0", RUN_FILE]
 
 
 def test_directories_of_another_run_are_refused(tmp_path):

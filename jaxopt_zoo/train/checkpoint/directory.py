@@ -138,8 +138,18 @@ def write_run_file(
     run = {"format": FORMAT, "metadata": metadata or {}, "structure": structure}
     directory.mkdir(parents=True, exist_ok=True)
     if _sharded.primary():  # several processes: process 0 writes the side files
+        for tmp in run_file_writes(directory):  # of a process killed while writing it
+            tmp.unlink(missing_ok=True)
         _fmt.write_json_atomic(directory / RUN_FILE, run)
     return run
+
+
+def run_file_writes(directory: Path) -> List[Path]:
+    """Temporary files of run-file writes that never finished (``.jaxopt_zoo_run.json.*``,
+    see :func:`~jaxopt_zoo.train.checkpoint.format.write_json_atomic`)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.startswith(f".{RUN_FILE}."))
 
 
 def move_damaged(directory: Path, failures: Sequence[Tuple[int, str]]) -> List[str]:
