@@ -1,12 +1,17 @@
 """Checkpoints: exact round trips, resume after SIGKILL and Ctrl-C, damaged and foreign
 directories."""
 
+import collections
+import contextlib
 import glob
 import json
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from jaxopt_zoo.train import (
     train_and_evaluate,
 )
 from jaxopt_zoo.train.checkpoint import RUN_FILE, checkpoint_number
+from jaxopt_zoo.train.checkpoint.directory import TMP_MARK
 
 _rng = np.random.default_rng(0)
 IMAGES = _rng.uniform(0.0, 1.0, (200, 28, 28, 1)).astype(np.float32)
@@ -297,6 +303,260 @@ def test_unfinished_writes_are_never_taken_for_checkpoints(tmp_path):
     ck = Checkpointer(first, metadata=META, async_save=False)
     assert ck.save(template(), force=True)
     assert sorted(os.listdir(first)) == ["0", RUN_FILE]
+
+
+# --------------------------------------------------------------------------- #
+# Writers killed with SIGKILL (tests/checkpoint_writer.py)
+# --------------------------------------------------------------------------- #
+
+WRITER = Path(__file__).with_name("checkpoint_writer.py")
+
+
+class _WriterServer:
+    """tests/checkpoint_writer.py's fork server: sends it writers to start, reads what it
+    prints (each line with the time it arrived) and kills its writers."""
+
+    def __init__(self):
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            OPENBLAS_NUM_THREADS="1",
+            PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WRITER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: "queue.Queue" = queue.Queue()
+        self.err: list = []
+        self.pid = None
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream, put), daemon=True)
+            for stream, put in (
+                (self.proc.stdout, self.lines.put),
+                (self.proc.stderr, self.err.append),
+            )
+        ]
+        for reader in self.readers:
+            reader.start()
+        assert self.next()[1] == "ready"
+
+    @staticmethod
+    def _read(stream, put):
+        for line in stream:
+            put((time.monotonic(), line.rstrip("\n")))
+        put((time.monotonic(), None))
+
+    def next(self, timeout=60.0):
+        try:
+            t, line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            raise AssertionError(
+                "the checkpoint writer stopped answering; its stderr:\n"
+                + "".join(x for _, x in self.err)[-4000:]
+            )
+        return t, line
+
+    def start(self, directory, saves, phase=None):
+        self.proc.stdin.write(json.dumps({"dir": str(directory), "saves": saves, "phase": phase}))
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
+    def until(self, word, seen):
+        """Read lines (with the time each arrived) into ``seen`` up to the first that starts
+        with ``word``; returns that time and the line's other fields."""
+        while True:
+            t, line = self.next()
+            seen.append((t, line))
+            fields = line.split()
+            if fields[0] == "pid":
+                self.pid = int(fields[1])
+            if fields[0] == word:
+                return t, fields[1:]
+            if fields[0] == "exit" and word != "exit":
+                raise AssertionError(f"the writer ended ({line}) before {word!r}: {_tail(seen)}")
+
+    def kill(self, seen):
+        os.kill(self.pid, signal.SIGKILL)
+        _, (code,) = self.until("exit", seen)
+        self.pid = None
+        assert code == str(-signal.SIGKILL), (_tail(seen), "".join(x for _, x in self.err)[-4000:])
+
+    def close(self):
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for reader in self.readers:
+            reader.join(timeout=10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def _tail(seen):
+    return [line for _, line in seen[-12:]]
+
+
+RESUMING = "resuming (restoring, removing unfinished writes)"
+BEFORE_RUN_FILE = "before the run file was in place"
+IN_TMP = "in orbax's temporary folder"
+COMMITTED = "in orbax's temporary folder, committed, before the rename"
+RENAMED = "after the rename, before or while deleting the oldest checkpoint"
+# Where each of checkpoint_writer.PHASES must have left the directory.
+PHASE_LEFT = {
+    "run-file": BEFORE_RUN_FILE,
+    "tmp-dir": IN_TMP,
+    "data-written": IN_TMP,
+    "before-rename": COMMITTED,
+    "after-rename": RENAMED,
+    "deleting": RENAMED,
+    "resume-cleanup": RESUMING,
+}
+
+
+def _where_killed(directory, began, ended):
+    """Which part of a write the kill hit, from what the writer printed and left on disk."""
+    from checkpoint_writer import KEEP
+
+    if began is None:
+        return RESUMING
+    if ended == began:
+        return "between writes"
+    tmp = directory / f"{began}{TMP_MARK}"
+    if (directory / str(began)).is_dir():
+        if len(numbers(directory)) > KEEP:
+            return RENAMED
+        return "after the rename and the deletion, before the writer heard of it"
+    if tmp.is_dir():
+        return COMMITTED if (tmp / "commit_success.txt").exists() else IN_TMP
+    if not (directory / RUN_FILE).exists():
+        return BEFORE_RUN_FILE
+    return "before orbax's temporary folder (copy to host, sha256)"
+
+
+def _same_state(a, b):
+    return (
+        (a.step, a.epoch, a.batch) == (b.step, b.epoch, b.batch)
+        and leaves_equal(
+            (a.params, a.opt_state, tuple(a.totals), a.rng),
+            (b.params, b.opt_state, tuple(b.totals), b.rng),
+        )
+        and list(a.history) == list(b.history)
+    )
+
+
+def test_sigkill_at_random_points_of_checkpoint_writes(tmp_path):
+    """Real writer processes (tests/checkpoint_writer.py: each resumes from the newest
+    checkpoint in one directory, as ``--resume`` does, and saves the next ones, 4.8 MB each)
+    killed with SIGKILL 27 times in a row:
+
+    - 16 times at a random moment of a save: the first or the second of the writer's, at a
+      seeded draw from 0 to 1.25 times the measured length of a save after the writer says
+      it starts it;
+    - 4 times at a random moment of resuming (restoring, removing unfinished writes);
+    - 7 times at the points of a write that a random moment rarely hits
+      (checkpoint_writer.PHASES: the run file's rename, orbax's fresh temporary folder, the
+      data written, half-way through removing an unfinished write on resume, the commit,
+      just after the rename, half-way through deleting an old checkpoint); that the kill
+      left the directory in that state is checked.
+
+    After every kill a new Checkpointer on a copy of the directory must resume from a
+    checkpoint that is complete: not older than the last one the writer had finished, not
+    newer than the one it had begun, with exactly the content the writer saved under that
+    number (recomputed here), and nothing reported damaged. The next writer resumes in the
+    directory itself, among the leftovers of every kill so far, and must take the same one.
+    Each writer computes its states from the one it restored, so the last writer, which runs
+    to the end, saves the checkpoints of an uninterrupted run only if every resume restored
+    every bit; after it, the directory holds nothing but the run file and those checkpoints.
+
+    The writers are forked from one process that imported JAX, orbax and jaxopt_zoo once:
+    a fresh Python + JAX process costs 3-6 s to start, 27 would take minutes; a forked
+    writer is resumed ~0.5 s after the fork (2 cores). The whole test takes ~30 s there.
+    """
+    from checkpoint_writer import KEEP, META, PHASES, expected, initial_state, on_device
+
+    rng = np.random.default_rng(2121)
+    plan = ["save"] * 27
+    for r in (5, 12, 19, 26):
+        plan[r] = "resume"
+    for r, phase in zip((0, 3, 6, 7, 10, 13, 16), PHASES):
+        plan[r] = phase
+    assert plan.count("save") == 16 and plan.count("resume") == 4 and len(set(plan)) == 9
+    directory = tmp_path / "ck"
+    template = on_device(initial_state())
+    newest = 0  # the newest complete checkpoint
+    wait_until = lambda t: time.sleep(max(0.0, t - time.monotonic()))
+    save_s, startup_s, hits = [0.25], [0.6], collections.Counter()
+    server = _WriterServer()
+    try:
+        for r, what in enumerate(plan):
+            phase = what if what in PHASES else None
+            seen: list = []
+            server.start(directory, 6 if phase else 3, phase)  # killed before the end
+            t0, _ = server.until("pid", seen)
+            if phase:
+                server.until("phase", seen)
+            elif what == "resume":
+                wait_until(t0 + rng.uniform(0, 1) * np.median(startup_s))
+            else:
+                for _ in range(1 + rng.integers(0, 2)):  # in the first or the second save
+                    t, _ = server.until("begin", seen)
+                wait_until(t + rng.uniform(0, 1.25) * np.median(save_s))
+            server.kill(seen)
+
+            fields = [line.split() for _, line in seen]
+            startup_s += [t - t0 for t, line in seen if line.startswith("begin")][:1]
+            save_s += [float(f[2]) for f in fields if f[0] == "end"]
+            resumed = [int(f[1]) for f in fields if f[0] == "resumed"]
+            began = max((int(f[1]) for f in fields if f[0] == "begin"), default=None)
+            ended = max((int(f[1]) for f in fields if f[0] == "end"), default=None)
+            names = sorted(p.name for p in directory.iterdir())
+            where = _where_killed(directory, began, ended)
+            hits[f"at {phase}" if phase else where] += 1
+            assert phase is None or where == PHASE_LEFT[phase], (phase, where, names)
+            if phase == "run-file":
+                assert any(x.startswith(f".{RUN_FILE}.") for x in names), names
+            if phase == "resume-cleanup":
+                assert any(TMP_MARK in x for x in names), names
+            assert resumed in ([], [newest]), (_tail(seen), newest)  # the writer found it too
+
+            copy = tmp_path / f"copy{r}"
+            shutil.copytree(directory, copy, symlinks=True)
+            ck = Checkpointer(copy, keep=KEEP, metadata=META)
+            state, message = ck.restore_latest(template)
+            got = 0 if state is None else checkpoint_number(state)
+            low = newest if ended is None else ended
+            high = newest if began is None else began
+            assert low <= got <= high, (_tail(seen), message, names)
+            assert "damaged" not in message and not (copy / "damaged").exists(), message
+            assert state is None or _same_state(state, expected(got)), (got, _tail(seen))
+            assert state is None or ck.unfinished() == []  # removed once resumed
+            shutil.rmtree(copy)
+            newest = got
+
+        seen = []
+        server.start(directory, 3)  # the last writer runs to the end
+        server.until("exit", seen)
+        assert seen[-1][1] == "exit 0", (_tail(seen), "".join(x for _, x in server.err)[-4000:])
+    finally:
+        server.close()
+    print(f"\n{len(plan)} SIGKILLs, checkpoints 1 to {newest + 3}:", dict(hits))
+    last = newest + 3
+    assert sorted(os.listdir(directory)) == sorted([str(last - 1), str(last), RUN_FILE])
+    state, _ = Checkpointer(directory, keep=KEEP, metadata=META).restore_latest(template)
+    assert checkpoint_number(state) == last and _same_state(state, expected(last))
 
 
 def test_directories_of_another_run_are_refused(tmp_path):
