@@ -758,13 +758,60 @@ def assert_same_final_state(dir_a, dir_b, step, tx=None):
     assert strip_seconds(a.history) == strip_seconds(b.history)
 
 
+def _stopped(pid, timeout=10.0):
+    """Wait until the process ``pid`` is stopped (SIGSTOP delivered: state T in /proc)."""
+    t0 = time.monotonic()
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() - t0 < timeout, f"process {pid} did not stop"
+        time.sleep(0.001)
+
+
+def _stop_while_writing(proc, ck, above, timeout=120.0):
+    """Freeze ``proc`` (SIGSTOP) while orbax writes a checkpoint numbered above ``above`` into
+    ``ck``: its temporary folder is there and not yet renamed. Polled every millisecond; a
+    write that was already renamed once the process stood still is let go (SIGCONT), and
+    the next one is caught. Returns the number of the checkpoint being written."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before a write above {above}")
+        names = [e.name for e in os.scandir(ck)] if ck.is_dir() else []
+        writing = [int(x.split(".")[0]) for x in names if TMP_MARK in x]
+        writing = [n for n in writing if n > above]
+        if writing:
+            n = writing[0]
+            proc.send_signal(signal.SIGSTOP)
+            _stopped(proc.pid)
+            if (ck / f"{n}{TMP_MARK}").is_dir() and not (ck / str(n)).exists():
+                return n
+            proc.send_signal(signal.SIGCONT)  # it was quicker: catch the next one
+            above = n
+        time.sleep(0.001)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for a checkpoint write above {above}")
+
+
 # SAM (two gradients a step) and SWA with SWALR from epoch 2: the averages and the schedule's
 # position live in the optimizer state, so a killed run resumes them exactly too.
 SAM_SWA = ("--sam-rho", "0.05", "--swa-start", "2", "--swa-lr", "5e-4")
 
 
-@pytest.mark.parametrize("techniques", [(), SAM_SWA], ids=["plain", "sam+swa"])
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
+@pytest.mark.needs_data("mnist")
+@pytest.mark.parametrize(
+    "techniques,moment",
+    [((), "while writing"), (SAM_SWA, "after a write")],
+    ids=["plain-killed-while-writing", "sam+swa-killed-after-a-write"],
+)
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques, moment):
+    """``jaxopt-zoo train`` killed with SIGKILL in epoch 2 (of 3), then ``--resume``: the
+    run ends bit-identical to an uninterrupted one.
+
+    "while writing": the run is frozen (SIGSTOP) the moment orbax's temporary folder of a
+    checkpoint above 38 appears, polled every millisecond (see _stop_while_writing), then
+    SIGKILLed: the write never finishes, and ``--resume`` meets its leftover. The random
+    points inside a write are tested in test_sigkill_at_random_points_of_checkpoint_writes.
+    "after a write": SIGKILLed as soon as a checkpoint of epoch 2 is renamed into place
+    (orbax may be deleting the oldest one)."""
     from jaxopt_zoo.train.runner import RunSpec
     from jaxopt_zoo.train.techniques import Techniques
 
@@ -776,18 +823,24 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
     a_ck, b_ck = tmp_path / "a_ck", tmp_path / "b_ck"
     a = _start(a_ck, tmp_path / "a_out", *techniques)  # uninterrupted, alongside the others
     b = _start(b_ck, tmp_path / "b_out", *techniques)
-    # SIGKILL as soon as a checkpoint of epoch 2 is written (step > 32: number > 33).
-    _wait_for(lambda: any(n > 33 for n in numbers(b_ck)), b, "epoch 2")
+    if moment == "while writing":  # the checkpoint before it is then of epoch 2 (step > 32)
+        writing = _stop_while_writing(b, b_ck, above=38)
+    else:  # as soon as a checkpoint of epoch 2 is written (step > 32: number > 33)
+        _wait_for(lambda: any(n > 33 for n in numbers(b_ck)), b, "epoch 2")
     b.kill()
     b.communicate()
     assert b.returncode == -signal.SIGKILL
+    if moment == "while writing":
+        assert (b_ck / f"{writing}{TMP_MARK}").is_dir() and max(numbers(b_ck)) < writing
     mlp_template = template(MLP(), tx, seed=0)
-    killed, _ = Checkpointer(b_ck).restore_latest(mlp_template)
+    shutil.copytree(b_ck, tmp_path / "b_copy")  # resume in b_ck among the leftovers
+    killed, _ = Checkpointer(tmp_path / "b_copy").restore_latest(mlp_template)
     assert 32 < killed.step < 96 and killed.batch > 0, "the kill came too late to test anything"
 
     d = _start(b_ck, tmp_path / "b_out", *techniques, "--resume")
     out, err = d.communicate(timeout=120)
     assert d.returncode == 0, err
+    assert not [p for p in b_ck.iterdir() if TMP_MARK in p.name]  # removed on resume
     assert (
         f"Resumed from checkpoint {checkpoint_number(killed)} in {b_ck}: step {killed.step} " in out
     )
