@@ -8,6 +8,12 @@ Layout of a checkpoint directory::
     DIR/<n>/state/              orbax PyTree: params, opt_state, totals, rng, counters
     DIR/<n>/meta/metadata       JSON: step, epoch, batch, history, sha256 of the state
     DIR/damaged/<n>-<time>/     checkpoints found damaged on resume, moved aside
+    DIR/<n>.orbax-checkpoint-tmp/
+                                a write orbax has not finished (a run killed while saving):
+                                never taken for a checkpoint, removed on resume
+    DIR/.jaxopt_zoo_run.json.*.tmp
+                                a run-file write that never finished, removed when the run
+                                file is next written
 
 ``<n>``, the checkpoint number, counts optimizer steps plus completed epochs, so that the
 state after an epoch's evaluation (same step, one more history entry) comes after the one
