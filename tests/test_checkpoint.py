@@ -1,12 +1,17 @@
 """Checkpoints: exact round trips, resume after SIGKILL and Ctrl-C, damaged and foreign
 directories."""
 
+import collections
+import contextlib
 import glob
 import json
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from jaxopt_zoo.train import (
     train_and_evaluate,
 )
 from jaxopt_zoo.train.checkpoint import RUN_FILE, checkpoint_number
+from jaxopt_zoo.train.checkpoint.directory import TMP_MARK
 
 _rng = np.random.default_rng(0)
 IMAGES = _rng.uniform(0.0, 1.0, (200, 28, 28, 1)).astype(np.float32)
@@ -289,6 +295,268 @@ def test_unfinished_writes_are_never_taken_for_checkpoints(tmp_path):
         f"No checkpoint in {only} (only 1 unfinished write(s) of a run killed while "
         "saving, which are not checkpoints): starting from scratch.",
     )
+    # A run killed while writing the run file leaves its temporary file; the next run
+    # accepts the folder and removes it when it writes the run file.
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / f".{RUN_FILE}.x1y2z3.tmp").write_text('{"format": ')
+    ck = Checkpointer(first, metadata=META, async_save=False)
+    assert ck.save(template(), force=True)
+    assert sorted(os.listdir(first)) == ["0", RUN_FILE]
+
+
+# --------------------------------------------------------------------------- #
+# Writers killed with SIGKILL (tests/checkpoint_writer.py)
+# --------------------------------------------------------------------------- #
+
+WRITER = Path(__file__).with_name("checkpoint_writer.py")
+
+
+class _WriterServer:
+    """tests/checkpoint_writer.py's fork server: sends it writers to start, reads what it
+    prints (each line with the time it arrived) and kills its writers."""
+
+    def __init__(self):
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            OPENBLAS_NUM_THREADS="1",
+            PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WRITER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: "queue.Queue" = queue.Queue()
+        self.err: list = []
+        self.pid = None
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream, put), daemon=True)
+            for stream, put in (
+                (self.proc.stdout, self.lines.put),
+                (self.proc.stderr, self.err.append),
+            )
+        ]
+        for reader in self.readers:
+            reader.start()
+        assert self.next()[1] == "ready"
+
+    @staticmethod
+    def _read(stream, put):
+        for line in stream:
+            put((time.monotonic(), line.rstrip("\n")))
+        put((time.monotonic(), None))
+
+    def next(self, timeout=60.0):
+        try:
+            t, line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            raise AssertionError(
+                "the checkpoint writer stopped answering; its stderr:\n"
+                + "".join(x for _, x in self.err)[-4000:]
+            )
+        return t, line
+
+    def start(self, directory, saves, phase=None):
+        self.proc.stdin.write(json.dumps({"dir": str(directory), "saves": saves, "phase": phase}))
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
+    def until(self, word, seen):
+        """Read lines (with the time each arrived) into ``seen`` up to the first that starts
+        with ``word``; returns that time and the line's other fields."""
+        while True:
+            t, line = self.next()
+            seen.append((t, line))
+            fields = line.split()
+            if fields[0] == "pid":
+                self.pid = int(fields[1])
+            if fields[0] == word:
+                return t, fields[1:]
+            if fields[0] == "exit" and word != "exit":
+                raise AssertionError(f"the writer ended ({line}) before {word!r}: {_tail(seen)}")
+
+    def kill(self, seen):
+        os.kill(self.pid, signal.SIGKILL)
+        _, (code,) = self.until("exit", seen)
+        self.pid = None
+        assert code == str(-signal.SIGKILL), (_tail(seen), "".join(x for _, x in self.err)[-4000:])
+
+    def close(self):
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for reader in self.readers:
+            reader.join(timeout=10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def _tail(seen):
+    return [line for _, line in seen[-12:]]
+
+
+RESUMING = "resuming (restoring, removing unfinished writes)"
+BEFORE_RUN_FILE = "before the run file was in place"
+IN_TMP = "in orbax's temporary folder"
+COMMITTED = "in orbax's temporary folder, committed, before the rename"
+RENAMED = "after the rename, before or while deleting the oldest checkpoint"
+# Where each of checkpoint_writer.PHASES must have left the directory.
+PHASE_LEFT = {
+    "run-file": BEFORE_RUN_FILE,
+    "tmp-dir": IN_TMP,
+    "data-written": IN_TMP,
+    "before-rename": COMMITTED,
+    "after-rename": RENAMED,
+    "deleting": RENAMED,
+    "resume-cleanup": RESUMING,
+}
+
+
+def _where_killed(directory, began, ended):
+    """Which part of a write the kill hit, from what the writer printed and left on disk."""
+    from checkpoint_writer import KEEP
+
+    if began is None:
+        return RESUMING
+    if ended == began:
+        return "between writes"
+    tmp = directory / f"{began}{TMP_MARK}"
+    if (directory / str(began)).is_dir():
+        if len(numbers(directory)) > KEEP:
+            return RENAMED
+        return "after the rename and the deletion, before the writer heard of it"
+    if tmp.is_dir():
+        return COMMITTED if (tmp / "commit_success.txt").exists() else IN_TMP
+    if not (directory / RUN_FILE).exists():
+        return BEFORE_RUN_FILE
+    return "before orbax's temporary folder (copy to host, sha256)"
+
+
+def _same_state(a, b):
+    return (
+        (a.step, a.epoch, a.batch) == (b.step, b.epoch, b.batch)
+        and leaves_equal(
+            (a.params, a.opt_state, tuple(a.totals), a.rng),
+            (b.params, b.opt_state, tuple(b.totals), b.rng),
+        )
+        and list(a.history) == list(b.history)
+    )
+
+
+def test_sigkill_at_random_points_of_checkpoint_writes(tmp_path):
+    """Real writer processes (tests/checkpoint_writer.py: each resumes from the newest
+    checkpoint in one directory, as ``--resume`` does, and saves the next ones, 4.8 MB each)
+    killed with SIGKILL 27 times in a row:
+
+    - 16 times at a random moment of a save: the first or the second of the writer's, at a
+      seeded draw from 0 to 1.25 times the measured length of a save after the writer says
+      it starts it;
+    - 4 times at a random moment of resuming (restoring, removing unfinished writes);
+    - 7 times at the points of a write that a random moment rarely hits
+      (checkpoint_writer.PHASES: the run file's rename, orbax's fresh temporary folder, the
+      data written, half-way through removing an unfinished write on resume, the commit,
+      just after the rename, half-way through deleting an old checkpoint); that the kill
+      left the directory in that state is checked.
+
+    After every kill a new Checkpointer on a copy of the directory must resume from a
+    checkpoint that is complete: not older than the last one the writer had finished, not
+    newer than the one it had begun, with exactly the content the writer saved under that
+    number (recomputed here), and nothing reported damaged. The next writer resumes in the
+    directory itself, among the leftovers of every kill so far, and must take the same one.
+    Each writer computes its states from the one it restored, so the last writer, which runs
+    to the end, saves the checkpoints of an uninterrupted run only if every resume restored
+    every bit; after it, the directory holds nothing but the run file and those checkpoints.
+
+    The writers are forked from one process that imported JAX, orbax and jaxopt_zoo once:
+    a fresh Python + JAX process costs 3-6 s to start, 27 would take minutes; a forked
+    writer is resumed ~0.5 s after the fork (2 cores). The whole test takes ~30 s there.
+    """
+    from checkpoint_writer import KEEP, META, PHASES, expected, initial_state, on_device
+
+    rng = np.random.default_rng(2121)
+    plan = ["save"] * 27
+    for r in (5, 12, 19, 26):
+        plan[r] = "resume"
+    for r, phase in zip((0, 3, 6, 7, 10, 13, 16), PHASES):
+        plan[r] = phase
+    assert plan.count("save") == 16 and plan.count("resume") == 4 and len(set(plan)) == 9
+    directory = tmp_path / "ck"
+    template = on_device(initial_state())
+    newest = 0  # the newest complete checkpoint
+    wait_until = lambda t: time.sleep(max(0.0, t - time.monotonic()))
+    save_s, startup_s, hits = [0.25], [0.6], collections.Counter()
+    server = _WriterServer()
+    try:
+        for r, what in enumerate(plan):
+            phase = what if what in PHASES else None
+            seen: list = []
+            server.start(directory, 6, phase)  # killed long before the sixth save ends
+            t0, _ = server.until("pid", seen)
+            if phase:
+                server.until("phase", seen)
+            elif what == "resume":
+                wait_until(t0 + rng.uniform(0, 1) * np.median(startup_s))
+            else:
+                for _ in range(1 + rng.integers(0, 2)):  # in the first or the second save
+                    t, _ = server.until("begin", seen)
+                wait_until(t + rng.uniform(0, 1.25) * np.median(save_s))
+            server.kill(seen)
+
+            fields = [line.split() for _, line in seen]
+            startup_s += [t - t0 for t, line in seen if line.startswith("begin")][:1]
+            save_s += [float(f[2]) for f in fields if f[0] == "end"]
+            resumed = [int(f[1]) for f in fields if f[0] == "resumed"]
+            began = max((int(f[1]) for f in fields if f[0] == "begin"), default=None)
+            ended = max((int(f[1]) for f in fields if f[0] == "end"), default=None)
+            names = sorted(p.name for p in directory.iterdir())
+            where = _where_killed(directory, began, ended)
+            hits[f"at {phase}" if phase else where] += 1
+            assert phase is None or where == PHASE_LEFT[phase], (phase, where, names)
+            if phase == "run-file":
+                assert any(x.startswith(f".{RUN_FILE}.") for x in names), names
+            if phase == "resume-cleanup":
+                assert any(TMP_MARK in x for x in names), names
+            assert resumed in ([], [newest]), (_tail(seen), newest)  # the writer found it too
+
+            copy = tmp_path / f"copy{r}"
+            shutil.copytree(directory, copy, symlinks=True)
+            ck = Checkpointer(copy, keep=KEEP, metadata=META)
+            state, message = ck.restore_latest(template)
+            got = 0 if state is None else checkpoint_number(state)
+            low = newest if ended is None else ended
+            high = newest if began is None else began
+            assert low <= got <= high, (_tail(seen), message, names)
+            assert "damaged" not in message and not (copy / "damaged").exists(), message
+            assert state is None or _same_state(state, expected(got)), (got, _tail(seen))
+            assert state is None or ck.unfinished() == []  # removed once resumed
+            shutil.rmtree(copy)
+            newest = got
+
+        seen = []
+        server.start(directory, 3)  # the last writer runs to the end
+        server.until("exit", seen)
+        assert seen[-1][1] == "exit 0", (_tail(seen), "".join(x for _, x in server.err)[-4000:])
+    finally:
+        server.close()
+    print(f"\n{len(plan)} SIGKILLs, checkpoints 1 to {newest + 3}:", dict(hits))
+    last = newest + 3
+    assert sorted(os.listdir(directory)) == sorted([str(last - 1), str(last), RUN_FILE])
+    state, _ = Checkpointer(directory, keep=KEEP, metadata=META).restore_latest(template)
+    assert checkpoint_number(state) == last and _same_state(state, expected(last))
 
 
 def test_directories_of_another_run_are_refused(tmp_path):
@@ -490,13 +758,60 @@ def assert_same_final_state(dir_a, dir_b, step, tx=None):
     assert strip_seconds(a.history) == strip_seconds(b.history)
 
 
+def _stopped(pid, timeout=10.0):
+    """Wait until the process ``pid`` is stopped (SIGSTOP delivered: state T in /proc)."""
+    t0 = time.monotonic()
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() - t0 < timeout, f"process {pid} did not stop"
+        time.sleep(0.001)
+
+
+def _stop_while_writing(proc, ck, above, timeout=120.0):
+    """Freeze ``proc`` (SIGSTOP) while orbax writes a checkpoint numbered above ``above`` into
+    ``ck``: its temporary folder is there and not yet renamed. Polled every millisecond; a
+    write that was already renamed once the process stood still is let go (SIGCONT), and
+    the next one is caught. Returns the number of the checkpoint being written."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before a write above {above}")
+        names = [e.name for e in os.scandir(ck)] if ck.is_dir() else []
+        writing = [int(x.split(".")[0]) for x in names if TMP_MARK in x]
+        writing = [n for n in writing if n > above]
+        if writing:
+            n = writing[0]
+            proc.send_signal(signal.SIGSTOP)
+            _stopped(proc.pid)
+            if (ck / f"{n}{TMP_MARK}").is_dir() and not (ck / str(n)).exists():
+                return n
+            proc.send_signal(signal.SIGCONT)  # it was quicker: catch the next one
+            above = n
+        time.sleep(0.001)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for a checkpoint write above {above}")
+
+
 # SAM (two gradients a step) and SWA with SWALR from epoch 2: the averages and the schedule's
 # position live in the optimizer state, so a killed run resumes them exactly too.
 SAM_SWA = ("--sam-rho", "0.05", "--swa-start", "2", "--swa-lr", "5e-4")
 
 
-@pytest.mark.parametrize("techniques", [(), SAM_SWA], ids=["plain", "sam+swa"])
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
+@pytest.mark.needs_data("mnist")
+@pytest.mark.parametrize(
+    "techniques,moment",
+    [((), "while writing"), (SAM_SWA, "after a write")],
+    ids=["plain-killed-while-writing", "sam+swa-killed-after-a-write"],
+)
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques, moment):
+    """``jaxopt-zoo train`` killed with SIGKILL in epoch 2 (of 3), then ``--resume``: the
+    run ends bit-identical to an uninterrupted one.
+
+    "while writing": the run is frozen (SIGSTOP) the moment orbax's temporary folder of a
+    checkpoint above 38 appears, polled every millisecond (see _stop_while_writing), then
+    SIGKILLed: the write never finishes, and ``--resume`` meets its leftover. The random
+    points inside a write are tested in test_sigkill_at_random_points_of_checkpoint_writes.
+    "after a write": SIGKILLed as soon as a checkpoint of epoch 2 is renamed into place
+    (orbax may be deleting the oldest one)."""
     from jaxopt_zoo.train.runner import RunSpec
     from jaxopt_zoo.train.techniques import Techniques
 
@@ -508,18 +823,24 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques):
     a_ck, b_ck = tmp_path / "a_ck", tmp_path / "b_ck"
     a = _start(a_ck, tmp_path / "a_out", *techniques)  # uninterrupted, alongside the others
     b = _start(b_ck, tmp_path / "b_out", *techniques)
-    # SIGKILL as soon as a checkpoint of epoch 2 is written (step > 32: number > 33).
-    _wait_for(lambda: any(n > 33 for n in numbers(b_ck)), b, "epoch 2")
+    if moment == "while writing":  # the checkpoint before it is then of epoch 2 (step > 32)
+        writing = _stop_while_writing(b, b_ck, above=38)
+    else:  # as soon as a checkpoint of epoch 2 is written (step > 32: number > 33)
+        _wait_for(lambda: any(n > 33 for n in numbers(b_ck)), b, "epoch 2")
     b.kill()
     b.communicate()
     assert b.returncode == -signal.SIGKILL
+    if moment == "while writing":
+        assert (b_ck / f"{writing}{TMP_MARK}").is_dir() and max(numbers(b_ck)) < writing
     mlp_template = template(MLP(), tx, seed=0)
-    killed, _ = Checkpointer(b_ck).restore_latest(mlp_template)
+    shutil.copytree(b_ck, tmp_path / "b_copy")  # resume in b_ck among the leftovers
+    killed, _ = Checkpointer(tmp_path / "b_copy").restore_latest(mlp_template)
     assert 32 < killed.step < 96 and killed.batch > 0, "the kill came too late to test anything"
 
     d = _start(b_ck, tmp_path / "b_out", *techniques, "--resume")
     out, err = d.communicate(timeout=120)
     assert d.returncode == 0, err
+    assert not [p for p in b_ck.iterdir() if TMP_MARK in p.name]  # removed on resume
     assert (
         f"Resumed from checkpoint {checkpoint_number(killed)} in {b_ck}: step {killed.step} " in out
     )

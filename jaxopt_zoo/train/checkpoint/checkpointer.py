@@ -10,9 +10,12 @@ The layout of a checkpoint directory (``DIR/jaxopt_zoo_run.json``, ``DIR/<n>/``,
 
 How it fails safely:
 
-- Writes are atomic: orbax writes ``<n>.orbax-checkpoint-tmp-<time>/`` and renames it to
-  ``<n>/`` only when complete, so a run killed mid-write leaves a temporary folder that is
-  never taken for a checkpoint (and is removed after the next successful resume).
+- Writes are atomic: orbax writes ``<n>.orbax-checkpoint-tmp/`` (``-<time>`` appended in
+  older orbax versions) and renames it to ``<n>/`` only when complete, so a run killed
+  mid-write leaves a temporary folder that is never taken for a checkpoint (and is removed
+  after the next successful resume). The run file is written to a temporary name and
+  renamed too. A run killed while orbax deletes the oldest checkpoint leaves it half
+  deleted; it is never the newest, and the next save deletes it.
 - A checkpoint that does not load, or whose content does not match the sha256 recorded when
   it was written (a truncated, edited or bit-flipped file), is skipped: resuming takes the
   newest good one, moves the damaged newer ones to ``DIR/damaged/`` and says so. With no

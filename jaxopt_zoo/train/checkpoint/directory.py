@@ -8,6 +8,12 @@ Layout of a checkpoint directory::
     DIR/<n>/state/              orbax PyTree: params, opt_state, totals, rng, counters
     DIR/<n>/meta/metadata       JSON: step, epoch, batch, history, sha256 of the state
     DIR/damaged/<n>-<time>/     checkpoints found damaged on resume, moved aside
+    DIR/<n>.orbax-checkpoint-tmp/
+                                a write orbax has not finished (a run killed while saving):
+                                never taken for a checkpoint, removed on resume
+    DIR/.jaxopt_zoo_run.json.*.tmp
+                                a run-file write that never finished, removed when the run
+                                file is next written
 
 ``<n>``, the checkpoint number, counts optimizer steps plus completed epochs, so that the
 state after an epoch's evaluation (same step, one more history entry) comes after the one
@@ -138,8 +144,18 @@ def write_run_file(
     run = {"format": FORMAT, "metadata": metadata or {}, "structure": structure}
     directory.mkdir(parents=True, exist_ok=True)
     if _sharded.primary():  # several processes: process 0 writes the side files
+        for tmp in run_file_writes(directory):  # of a process killed while writing it
+            tmp.unlink(missing_ok=True)
         _fmt.write_json_atomic(directory / RUN_FILE, run)
     return run
+
+
+def run_file_writes(directory: Path) -> List[Path]:
+    """Temporary files of run-file writes that never finished (``.jaxopt_zoo_run.json.*``,
+    see :func:`~jaxopt_zoo.train.checkpoint.format.write_json_atomic`)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.startswith(f".{RUN_FILE}."))
 
 
 def move_damaged(directory: Path, failures: Sequence[Tuple[int, str]]) -> List[str]:
