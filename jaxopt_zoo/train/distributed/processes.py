@@ -376,19 +376,45 @@ class PeerMonitor:
 
     def failure(self, error: BaseException) -> None:
         """For an exception that ended training in a multi-process run: a collective that
-        failed because a peer died (gloo's "Connection closed by peer") waits up to
-        ``2 * (timeout + interval)`` seconds for the monitor to name the dead process, then
-        stops with ``describe`` of "a peer process"; anything else returns None.
+        failed because a peer died (gloo's "Connection closed by peer") names the peer whose
+        counter has stopped since the failure (the living ones bump theirs every
+        ``interval``), or the one the monitor names first, within ``2 * (timeout +
+        interval)`` seconds; failing both, it stops with ``describe`` of "a peer process".
+        Anything else returns None.
 
         Args:
           error: the exception.
         """
         if self.count == 1 or not _collective_error(error):
             return None
-        # the peer died about when the collective failed: the monitor names it one timeout
-        # later, or a little more on a loaded machine (JAX's own verdict comes at 4x)
-        self._dead.wait(2 * self.timeout + 2 * self.interval)
+        # The peer died about when the collective failed. Watching the counters from now on
+        # finds it in a few intervals, where the monitor needs a whole timeout after its
+        # last beat: on a loaded machine that came too close to JAX's own verdict (4x).
+        before = self._counters()
+        deadline = time.monotonic() + 2 * (self.timeout + self.interval)
+        while not self._dead.wait(max(2.5 * self.interval, 0.5)):
+            now = self._counters()
+            stale = [
+                i
+                for i, value in before.items()
+                if value is not None and now.get(i) == value and self._read(i, "done") is None
+            ]
+            if stale:
+                self._fire(self._who(stale[0]))
+            if time.monotonic() > deadline:
+                break
         _stop(self.describe("a peer process") + f" ({_first_line(error)})")
+
+    def _counters(self) -> Dict[int, Optional[str]]:
+        """The peers' counters now (None: not started, or the store did not answer)."""
+        out: Dict[int, Optional[str]] = {}
+        for i in range(self.count):
+            if i != self.index:
+                try:
+                    out[i] = self._read(i)
+                except Exception:  # the store (process 0's service) does not answer
+                    out[i] = None
+        return out
 
     def __enter__(self) -> "PeerMonitor":
         if self.count > 1:
