@@ -62,7 +62,7 @@ def _missing(name):
                     load(name, split)
             _MISSING[name] = None
         except DataNotFoundError as e:
-            _MISSING[name] = str(e).splitlines()[0]
+            _MISSING[name] = str(e).splitlines()[0].removesuffix(" Looked in:")
     return _MISSING[name]
 
 

@@ -857,6 +857,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, techniques, mo
         assert metrics[0][-1]["val_accuracy_avg"] > 0.5
 
 
+@pytest.mark.needs_data("mnist")
 def test_cli_stop_on_nonfinite_saves_the_state_before_the_step(tmp_path, capsys):
     # Adam at lr 1e30: the first step blows the parameters up, the second has a nan loss.
     ck = tmp_path / "ck"
@@ -893,6 +894,7 @@ def test_cli_stop_on_nonfinite_saves_the_state_before_the_step(tmp_path, capsys)
     assert numbers(ck) == [1]
 
 
+@pytest.mark.needs_data("mnist")
 def test_cli_ctrl_c_saves_the_current_step_and_resumes(tmp_path, capsys, monkeypatch):
     # Ctrl-C arrives during step 3 (sent from inside the run, so the timing is exact).
     callback = Checkpointer.callback

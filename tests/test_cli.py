@@ -29,6 +29,7 @@ def test_list_shows_every_optimizer_with_references():
     assert "Kingma & Ba 2015" in r.stdout and "keras.optimizers.Adadelta" in r.stdout
 
 
+@pytest.mark.needs_data("mnist")
 def test_train_writes_metrics_and_a_plot(tmp_path):
     out = tmp_path / "run"
     r = jz("train", "--optimizer", "adam", "--model", "mlp", "--output", str(out), *QUICK)
@@ -70,6 +71,7 @@ def test_train_writes_metrics_and_a_plot(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["config"]["optimizer"] == "sgd"
 
 
+@pytest.mark.needs_data("mnist")
 def test_compare_writes_results_table_csv_and_plot(tmp_path):
     out = tmp_path / "cmp"
     r = jz(

@@ -481,6 +481,7 @@ def test_unknown_dataset():
 # The real data
 
 
+@pytest.mark.needs_data("mnist")
 def test_real_mnist():
     # CI sets JAXOPT_ZOO_DATA (to /work/shared/data/mnist); without it the normal lookup finds
     # the user cache or downloads. Either way, the files are verified by sha256.
@@ -501,6 +502,7 @@ def test_real_mnist():
     assert round(float(images.std(dtype=np.float64)), 4) == 0.3081
 
 
+@pytest.mark.needs_data("fashion_mnist")
 def test_real_fashion_mnist():
     # .ci/run installs Debian's dataset-fashion-mnist (/usr/share/datasets); elsewhere the normal
     # lookup finds the cache or downloads. With JAXOPT_ZOO_DATA pointing at MNIST, this also

@@ -229,6 +229,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.needs_data("mnist")
 def test_two_processes_match_one_process_on_four_devices(runs):
     tmp = runs["tmp"]
     assert runs["ref4"][0] == 0, runs["ref4"][2][-3000:]
@@ -250,6 +251,7 @@ def test_two_processes_match_one_process_on_four_devices(runs):
     )
 
 
+@pytest.mark.needs_data("mnist")
 def test_a_killed_process_stops_the_other_with_a_clear_error(runs):
     rc1, _, err1 = runs["killed1"]
     assert rc1 == -signal.SIGKILL, err1[-2000:]
@@ -273,6 +275,7 @@ def test_a_killed_process_stops_the_other_with_a_clear_error(runs):
                for n in runs["killed_numbers"])  # fmt: skip
 
 
+@pytest.mark.needs_data("mnist")
 def test_resume_after_the_kill_is_bit_identical(runs):
     tmp = runs["tmp"]
     for rc, _, err in runs["resumed"]:
@@ -285,6 +288,7 @@ def test_resume_after_the_kill_is_bit_identical(runs):
     assert _history(tmp, "killed") == _history(tmp, "mp")
 
 
+@pytest.mark.needs_data("mnist")
 def test_a_killed_coordinator_stops_the_others_with_a_clear_error(runs):
     rc0, _, err0 = runs["coord0"]
     assert rc0 == -signal.SIGKILL, err0[-2000:]
@@ -304,6 +308,7 @@ def test_a_killed_coordinator_stops_the_others_with_a_clear_error(runs):
     assert runs["coord1_seconds"] < 2 * HEARTBEAT + 10  # within the timeout, no hang
 
 
+@pytest.mark.needs_data("mnist")
 def test_resume_after_the_coordinator_was_killed_is_bit_identical(runs):
     tmp = runs["tmp"]
     for rc, _, err in runs["coord_resumed"]:
@@ -316,6 +321,7 @@ def test_resume_after_the_coordinator_was_killed_is_bit_identical(runs):
     assert _history(tmp, "coord") == _history(tmp, "mp")
 
 
+@pytest.mark.needs_data("mnist")
 def test_four_device_checkpoint_continues_on_two(runs):
     tmp = runs["tmp"]
     rc, out, err = runs["on2"]
@@ -329,6 +335,7 @@ def test_four_device_checkpoint_continues_on_two(runs):
     np.testing.assert_allclose(a[1]["val_loss"], b[1]["val_loss"], rtol=1e-6)
 
 
+@pytest.mark.needs_data("mnist")
 def test_compare_on_two_processes_writes_once_and_matches_one_device(runs):
     tmp = runs["tmp"]
     assert runs["cmp1"][0] == 0, runs["cmp1"][2][-3000:]

@@ -135,6 +135,7 @@ def test_saddle_adaptive_methods_escape_where_sgd_crawls(traj):
     assert sgd[-1] > 0 and adam[-1] < -1.0
 
 
+@pytest.mark.needs_data("mnist")
 def test_explainer_quick_run_writes_its_tables(tmp_path):
     # The explainer experiment's smoke mode: SGD-m, SAM and SWA rows on 1,000 MNIST images for
     # two epochs; every row reports test accuracy, gap and sharpness, SWA its averaged weights.
@@ -152,6 +153,7 @@ def test_explainer_quick_run_writes_its_tables(tmp_path):
     assert (tmp_path / "table.md").read_text().count("|") > 20
 
 
+@pytest.mark.needs_data("mnist", "shakespeare")
 def test_optimizer_benchmark_quick_run_writes_its_report(tmp_path):
     # The time-to-result benchmark's smoke mode: two workloads (MLP on 512 MNIST images, a tiny
     # char-LM), AdamW and Muon, two learning rates each with seed 0, 30 steps.

@@ -65,7 +65,9 @@ def _id(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
 
-PYTHON_PAGES = [p for p in pages() if any(b.language == "python" for b in blocks(p))]
+PYTHON_PAGES = [
+    p for p in pages() if any(b.language == "python" and not b.marker for b in blocks(p))
+]
 SHELL_PAGES = [p for p in pages() if any(b.language == "bash" for b in blocks(p))]
 
 
@@ -104,7 +106,21 @@ def test_every_block_says_its_language_and_skips_say_why(page):
         assert not b.marker or b.language == "python", (where, "only python blocks are skipped")
 
 
-@pytest.mark.parametrize("page", PYTHON_PAGES, ids=_id)
+# What a page's blocks load, for conftest's needs_data (skipped where the data cannot be had).
+DATA_CALLS = {
+    "mnist": re.compile(r"\bload_(mnist|data)\("),
+    "fashion_mnist": re.compile(r"\bload_fashion_mnist\(|fashion"),
+    "shakespeare": re.compile(r"\bload_(lm_data|shakespeare)\(|read_shakespeare\("),
+}
+
+
+def _with_data_marks(page: Path):
+    code = "\n".join(b.code for b in blocks(page) if b.language == "python" and not b.marker)
+    needs = [name for name, call in DATA_CALLS.items() if call.search(code)]
+    return pytest.param(page, marks=[pytest.mark.needs_data(*needs)] if needs else [])
+
+
+@pytest.mark.parametrize("page", [_with_data_marks(p) for p in PYTHON_PAGES], ids=_id)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks that write files (checkpoints, results) write here
     import jax

@@ -89,6 +89,7 @@ def lm_runs(tmp_path_factory):
     return tmp, (stopped, resumed, full)
 
 
+@pytest.mark.needs_data("shakespeare")
 def test_cli_charlm_writes_steps_and_bits_and_resumes_bit_identically(lm_runs):
     tmp, codes = lm_runs
     assert codes == (130, 0, 0)
@@ -116,6 +117,7 @@ def test_cli_charlm_writes_steps_and_bits_and_resumes_bit_identically(lm_runs):
     assert run["eval_every"] == 4 and len(run["vocab"]) == 84
 
 
+@pytest.mark.needs_data("shakespeare")
 def test_sample_prints_length_characters_after_the_prompt(lm_runs, capsys):
     tmp, _ = lm_runs
     ck = str(tmp / "ck_b")
@@ -131,6 +133,7 @@ def test_sample_prints_length_characters_after_the_prompt(lm_runs, capsys):
     assert len(capsys.readouterr().out) == len(text) + 1
 
 
+@pytest.mark.needs_data("shakespeare")
 def test_sample_errors_are_clear(lm_runs, tmp_path, capsys):
     lm_dir, _ = lm_runs
     assert cli.main(["sample", "--checkpoint-dir", str(tmp_path / "none")]) == 2

@@ -191,6 +191,7 @@ def test_nnx_optimizer_with_every_registered_optimizer(name):
     assert not np.allclose(got["kernel"], nnx.Linear(3, 2, rngs=nnx.Rngs(0)).kernel[...])
 
 
+@pytest.mark.needs_data("mnist")
 def test_the_guides_nnx_training_loop_runs(capsys):
     text = (ROOT / "docs" / "getting-started.md").read_text()
     block = re.search(

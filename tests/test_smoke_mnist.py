@@ -1,11 +1,14 @@
 """A short real-data run: one epoch of the reference CNN on 4,000 real MNIST images."""
 
+import pytest
+
 import jaxopt_zoo as jz
 from jaxopt_zoo.models import get_model
 from jaxopt_zoo.train import TrainConfig, train_and_evaluate
 from jaxopt_zoo.train.runner import load_data
 
 
+@pytest.mark.needs_data("mnist")
 def test_one_epoch_of_the_reference_cnn_learns_mnist():
     train, val = load_data("mnist", train_limit=4000, val_limit=2000)
     state, history = train_and_evaluate(

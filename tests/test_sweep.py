@@ -58,6 +58,7 @@ def max_abs_diff(a, b):
     return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
 
 
+@pytest.mark.needs_data("mnist")
 def test_each_configuration_equals_its_own_train_run(mnist, mlp_sweep):
     train, val = mnist
     assert [(r["hparams"]["learning_rate"], r["seed"]) for r in mlp_sweep.records] == [
@@ -87,6 +88,7 @@ def test_each_configuration_equals_its_own_train_run(mnist, mlp_sweep):
     assert all(float(np.abs(p[0] - p[j]).max()) > 1e-3 for j in (1, 2, 3))
 
 
+@pytest.mark.needs_data("mnist")
 def test_cli_chunked_sweep_writes_the_same_results(tmp_path, mlp_sweep, capsys):
     out = tmp_path / "sweep"
     argv = ["sweep", "--optimizer", "adam", "--model", "mlp", "--lr", "1e-3,3e-3"]
@@ -260,10 +262,11 @@ def test_equal_chunks_pad_the_last():
         (["--model", "charlm", "--steps", "9", "--swa-start", "1"], "use --ema"),
         (["--dropout", "0.1"], "--dropout is for --model charlm"),
         (["--schedule", "wsd", "--warmup-steps", "100", "--steps", "50"], "leaves nothing"),
-        (  # 2 steps in all: known once the data is loaded, still before anything is written
+        pytest.param(  # 2 steps in all: known once the data is loaded, before any writing
             ["--schedule", "warmup-cosine", "--warmup-steps", "3", "--epochs", "1"]
             + ["--train-limit", "64", "--batch-size", "32"],
             "the run's 2 steps leave nothing after 3 warm-up steps",
+            marks=pytest.mark.needs_data("mnist"),
         ),
         (["--optimizer", "adma"], "adma"),
         (["--optimizer", "adam,adam"], "repeated name"),

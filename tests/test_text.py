@@ -295,6 +295,7 @@ def test_eval_windows():
 # The real corpus
 
 
+@pytest.mark.needs_data("shakespeare")
 def test_real_shakespeare():
     # CI sets JAXOPT_ZOO_DATA to the shared data/mnist: the corpus is found in the sibling
     # data/shakespeare, verified by sha256.
@@ -316,6 +317,7 @@ def test_real_shakespeare():
         )
 
 
+@pytest.mark.needs_data("shakespeare")
 def test_real_corrupted_copy_refused(tmp_path):
     good = read_shakespeare(download=False).encode()
     body = bytearray(good)

@@ -184,6 +184,7 @@ def test_lm_loss():
         lm_loss(logits, targets, jnp.ones((3,)))
 
 
+@pytest.mark.needs_data("shakespeare")
 def test_adam_steps_reduce_the_loss_on_shakespeare():
     data = load_shakespeare(download=False)
     model = CharTransformer(vocab_size=data.vocab.size, context=32, width=32, depth=1, heads=2)
