@@ -38,7 +38,7 @@ def use_cpu_devices(n: int) -> None:
 
     Call it before JAX runs anything (it sets ``jax_num_cpu_devices``, and ``PJRT_NPROC`` to
     at least ``2 n`` so that collectives over the ``n`` devices cannot deadlock XLA's CPU
-    thread pool: :mod:`jaxopt_zoo.sharding.threads`). If JAX has started already, it is a
+    thread pool: ``jaxopt_zoo.sharding.threads``). If JAX has started already, it is a
     no-op when at least ``n`` devices exist (with a
     :class:`~jaxopt_zoo.sharding.threads.CollectiveThreadsWarning` if their pool is too small)
     and a ``RuntimeError`` otherwise.
@@ -90,7 +90,7 @@ def data_mesh(
       check_threads: warn (:class:`~jaxopt_zoo.sharding.threads.CollectiveThreadsWarning`)
         when the mesh has several CPU devices in this process and XLA's CPU thread pool is
         too small for their collectives, which then deadlock once a program runs more than
-        32 steps ahead (:mod:`jaxopt_zoo.sharding.threads`). False for a caller that bounds
+        32 steps ahead (``jaxopt_zoo.sharding.threads``). False for a caller that bounds
         its steps ahead, as the trainer does.
 
     Returns:

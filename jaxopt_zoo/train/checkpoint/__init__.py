@@ -1,5 +1,5 @@
 """Checkpoints of a training run: save every N steps, keep the last few, resume exactly
-(:mod:`.checkpointer`; the directory on disk, the format and the sharded case beside it)."""
+(``.checkpointer``; the directory on disk, the format and the sharded case beside it)."""
 
 from jaxopt_zoo.train.checkpoint.checkpointer import (
     RUN_FILE,

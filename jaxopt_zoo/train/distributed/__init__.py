@@ -1,5 +1,5 @@
-"""The trainer on several devices and processes: the mesh (:mod:`.mesh`) and the processes
-(:mod:`.processes`: ``jax.distributed``, and a clean stop when a peer dies)."""
+"""The trainer on several devices and processes: the mesh (``.mesh``) and the processes
+(``.processes``: ``jax.distributed``, and a clean stop when a peer dies)."""
 
 from jaxopt_zoo.train.distributed.mesh import (  # noqa: F401  (read as distributed.X by the trainer)
     Layout,

@@ -252,7 +252,7 @@ def steps_ahead(layout: Optional[Layout]) -> Optional[int]:
     on one device and on accelerators; :data:`STEPS_AHEAD_ON_CPU` on a mesh with several CPU
     devices in this process, where more than 32 queued executions per device can deadlock
     the all-reduce when XLA's CPU pool is short of threads
-    (:mod:`jaxopt_zoo.sharding.threads`). The wait costs one dispatch's overlap per 8 steps."""
+    (``jaxopt_zoo.sharding.threads``). The wait costs one dispatch's overlap per 8 steps."""
     if layout is None:
         return None
     local = [

@@ -16,7 +16,7 @@ over several devices per process was measured to wait until the end), and the co
 service, after ``heartbeat_timeout`` seconds without a heartbeat, ends every process with
 ``SIGABRT`` and a C++ stack trace ("another task died"). The command therefore gives the
 coordination service four times the monitor's timeout, so that the monitor speaks first.
-Process 0 hosts that service in a child process (:mod:`.service`): JAX's clients end their
+Process 0 hosts that service in a child process (``.service``): JAX's clients end their
 process the moment the service's socket closes, which would be the moment process 0 dies.
 Checkpoints are written atomically (orbax renames a finished write), so ending a process
 mid-write leaves the newest complete checkpoint intact.
@@ -65,7 +65,7 @@ def initialize(
     through gloo over TCP (``jax_cpu_collectives_implementation``). A process that stops
     sending heartbeats for ``heartbeat_timeout`` seconds is declared dead and the others
     stop with an error instead of waiting forever. Process 0 runs the coordination service
-    in a child process of its own (:mod:`jaxopt_zoo.train.distributed.service`), so that the
+    in a child process of its own (``jaxopt_zoo.train.distributed.service``), so that the
     others outlive process 0's death long enough to say which process died.
 
     Args:

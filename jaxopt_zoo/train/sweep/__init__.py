@@ -1,6 +1,6 @@
-"""Hyperparameter sweeps in one vmapped program (:mod:`.api`), how a grid is split into
-chunks (:mod:`.plan`), the compiled programs (:mod:`.run`), what one configuration computes
-per workload (:mod:`.workloads`) and the results' tables and plots (:mod:`.report`)."""
+"""Hyperparameter sweeps in one vmapped program (``.api``), how a grid is split into
+chunks (``.plan``), the compiled programs (``.run``), what one configuration computes
+per workload (``.workloads``) and the results' tables and plots (``.report``)."""
 
 from jaxopt_zoo.train.sweep.api import Chunking, SweepConfig, SweepResult, grid_points, sweep
 
