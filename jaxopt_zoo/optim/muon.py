@@ -327,8 +327,9 @@ def muon(
         every device (N - 1 of those copies unused). The orthogonalized matrices are still
         all-gathered: replicated parameters need every update on every device. Same
         results either way; a ``home_zero1`` that does not match the state's layout only
-        moves more bytes (``False`` with ZeRO-1: the all-gather; ``True`` with replicated
-        state: 1/N of the matrices that need not move).
+        moves more bytes (``False`` with ZeRO-1: that all-gather; ``True`` with a replicated
+        state: about as much again, as XLA splits the momentum to match and gathers it back
+        for the state). Measured in BENCHMARKS.md ("Scale out").
 
     Returns:
       ``partition({"muon": scale_by_muon -> scale_by_muon_shape -> add_decayed_weights ->
