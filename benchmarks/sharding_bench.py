@@ -13,9 +13,14 @@ runs anywhere (on GPUs/TPUs the same code takes the real devices):
    one home device per matrix (the assignment's cost model, and XLA's FLOP count of each
    device's share), and the per-device FLOPs and step time of the whole Muon step, plain
    (every device iterates every matrix) vs ``home_devices=mesh``.
+3. ZeRO-1 with home devices (``--no-zero1-home`` skips it): the collective bytes of the
+   compiled Muon and SOAP updates of the 4-layer width-384 char transformer's parameters,
+   each matrix's state all-gathered to every device (``home_zero1=False``) vs moved only to
+   its home device (``home_zero1=True``). Compiled only, from abstract arguments.
 
-    python benchmarks/sharding_bench.py                   # 8 devices, both models (~3 min)
+    python benchmarks/sharding_bench.py                   # 8 devices, both models (~4 min)
     python benchmarks/sharding_bench.py --models cnn --repeats 3 --json sharding.json
+    python benchmarks/sharding_bench.py --models '' --no-muon   # ZeRO-1 + home only (~1 min)
 
 Virtual CPU devices share the machine's cores: step times measure total work (what a
 device saves by not repeating the others' work), not the parallel speedup of real devices.
@@ -182,6 +187,7 @@ def muon_spread(params, mesh, repeats, batch, loss_fn) -> Dict[str, Any]:
         ("plain", {}, None),
         ("home", {"home_devices": mesh}, None),
         ("home + ZeRO-1", {"home_devices": mesh}, "data"),
+        ("home + ZeRO-1, home_zero1", {"home_devices": mesh, "home_zero1": True}, "data"),
     ):
         tx = jz.muon(0.02, **kw)
         p = sh.replicate(params, mesh)
@@ -209,6 +215,50 @@ def muon_spread(params, mesh, repeats, batch, loss_fn) -> Dict[str, Any]:
     for mode, ms in median_ms(runners, repeats).items():
         rows[mode]["step_ms"] = ms
     out["step"] = rows
+    return out
+
+
+def zero1_home_bytes(mesh) -> Dict[str, Any]:
+    """Collective bytes of the compiled Muon / SOAP update (float32, ``home_devices=mesh``,
+    ZeRO-1 state) of CharTransformer(width=384, depth=4)'s parameters: ``home_zero1`` off
+    (each matrix's state all-gathered to every device) and on (moved to its home device)."""
+    import jax.numpy as jnp
+
+    import jaxopt_zoo as jz
+    from jaxopt_zoo.models.transformer import CharTransformer
+
+    lm = CharTransformer(width=384, depth=4)
+    shapes = jax.eval_shape(lm.init, jax.random.key(0), jnp.zeros((1, 128), jnp.int32))["params"]
+    rep = sh.replicated(mesh)
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), shapes)
+    leaves = jax.tree.leaves(params)
+    out: Dict[str, Any] = {
+        "param_bytes": sum(4 * a.size for a in leaves),
+        "matrix_bytes": sum(4 * a.size for a in leaves if a.ndim == 2),
+        "matrices": sum(a.ndim == 2 for a in leaves),
+    }
+    opts = {
+        "muon": lambda **kw: jz.muon(0.02, home_devices=mesh, **kw),
+        "soap": lambda **kw: jz.soap(
+            3e-3, precondition_frequency=10, max_precondition_dim=1536, home_devices=mesh, **kw
+        ),
+    }
+    for name, make in opts.items():
+        for zero1 in (False, True):
+            tx = make(home_zero1=zero1)
+            s_sh = sh.state_sharding(tx, params, shard_over="data")
+            state = jax.tree.map(
+                lambda a, ns: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ns),
+                jax.eval_shape(tx.init, params),
+                s_sh,
+            )
+            step = sh.sharded_update(tx, params, shard_over="data", donate=False)
+            t0 = time.perf_counter()
+            compiled = step.lower(params, state, params).compile()
+            stats = sh.compiled_stats(compiled)
+            stats["compile_s"] = time.perf_counter() - t0
+            out[f"{name}, home_zero1={zero1}"] = stats
+            print(f"{name} home_zero1={zero1}: compiled", file=sys.stderr)
     return out
 
 
@@ -258,17 +308,37 @@ def report(res: Dict[str, Any]) -> None:
             + ", ".join(f"{f / 1e9:.2f}" for f in r["xla_flops_per_device"])
             + f" GFLOP; busiest / mean {r['xla_max_over_mean']:.3f}"
         )
-        print("\n| Muon step | FLOPs per device | all-gather | all-reduce | step time |")
-        print("|---|---|---|---|---|")
+        print(
+            "\n| Muon step | FLOPs per device | all-gather | all-to-all | all-reduce | step time |"
+        )
+        print("|---|---|---|---|---|---|")
         base = m["step"]["plain"]
         for mode, s in m["step"].items():
             c = s["collectives"]
             print(
                 f"| {mode} | {s['flops_per_device'] / 1e9:.2f} G "
                 f"({s['flops_per_device'] / base['flops_per_device']:.2f}x) | "
-                f"{kib(c.get('all-gather', 0))} | {kib(c.get('all-reduce', 0))} | "
+                f"{kib(c.get('all-gather', 0))} | {kib(c.get('all-to-all', 0))} | "
+                f"{kib(c.get('all-reduce', 0))} | "
                 f"{s['step_ms']:.0f} ms ({s['step_ms'] / base['step_ms']:.2f}x) |"
             )
+
+
+def report_zero1_home(z: Dict[str, Any], devices: int) -> None:
+    print(
+        f"\nZeRO-1 with home devices, CharTransformer(width=384, depth=4) on {devices} devices: "
+        f"{z['matrices']} matrices, {kib(z['matrix_bytes'])} of float32 matrices "
+        f"({kib(z['param_bytes'])} of parameters). Collective bytes per device of the "
+        "compiled update (both branches of SOAP's refresh switch counted):\n"
+    )
+    rows = [k for k in z if k.startswith(("muon", "soap"))]
+    kinds = sorted({c for k in rows for c in z[k]["collectives"]})
+    print("| update | " + " | ".join(kinds) + " | total |")
+    print("|---|" + "---|" * (len(kinds) + 1))
+    for k in rows:
+        c = z[k]["collectives"]
+        cells = [kib(c.get(kind, 0)) for kind in kinds]
+        print(f"| {k} | " + " | ".join(cells) + f" | {kib(sum(c.values()))} |")
 
 
 def main(argv=None):
@@ -277,6 +347,7 @@ def main(argv=None):
     ap.add_argument("--models", default="cnn,transformer")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-muon", action="store_true")
+    ap.add_argument("--no-zero1-home", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.models.split(",") if s.strip()]
@@ -298,7 +369,11 @@ def main(argv=None):
     if not args.no_muon and "transformer" in built:
         params, batch, loss_fn = built["transformer"]
         res["muon"] = muon_spread(params, mesh, args.repeats, batch, loss_fn)
+    if not args.no_zero1_home:
+        res["zero1_home"] = zero1_home_bytes(mesh)
     report(res)
+    if "zero1_home" in res:
+        report_zero1_home(res["zero1_home"], args.devices)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
 

@@ -21,7 +21,11 @@ os.environ["XLA_FLAGS"] = (
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 8)
+from jaxopt_zoo.sharding import use_cpu_devices  # noqa: E402
+
+# 8 devices, and PJRT_NPROC >= 16 so that XLA's CPU pool cannot deadlock a collective
+# (jaxopt_zoo/sharding/threads.py); a bare jax_num_cpu_devices leaves 8 threads on 2 cores.
+use_cpu_devices(8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import jax.numpy as jnp  # noqa: E402
@@ -266,7 +270,40 @@ def home_checks(mesh):
     jax.effects_barrier()
     ctx_counts = dict(calls)
     calls.clear()
+    # Inputs in the ZeRO-1 layout (as `mats` are placed), moved only to their home devices,
+    # and the results split back in that layout (replicated results: Muon's checks). (20, 12)
+    # splits in no dimension: it stays whole; the vector splits.
+    split_shapes = shapes + [(20, 12), (16,)]
+    zmats = [
+        jax.device_put(np.asarray(rng.normal(size=s), np.float32), _zero1(mesh, s))
+        for s in split_shapes
+    ]
+    zref = jax.jit(lambda ms: [newton_schulz(m) for m in ms])([np.asarray(m) for m in zmats])
+    jax.effects_barrier()
+    calls.clear()
+    zgot = jax.jit(
+        lambda ms: sh.run_on_home_devices(
+            newton_schulz, ms, mesh, in_split="zero1", out_split="zero1"
+        )
+    )(zmats)
+    jax.effects_barrier()
+    split = {
+        "exact": all(
+            bool(np.array_equal(np.asarray(a), np.asarray(b))) for a, b in zip(zgot, zref)
+        ),
+        "calls_per_matrix": [calls.get(int(np.prod(s)), 0) for s in split_shapes],
+        "split_zero1": [a.sharding.is_equivalent_to(_zero1(mesh, a.shape), a.ndim) for a in zgot],
+        "replicated": [a.sharding.is_fully_replicated for a in zgot],
+    }
+    calls.clear()
+    try:
+        # (20, 12): 8 divides neither dimension
+        jax.jit(lambda ms: sh.run_on_home_devices(jnp.sin, ms, mesh, in_split=[0]))(zmats[7:8])
+        split["bad_split_error"] = None
+    except ValueError as e:
+        split["bad_split_error"] = str(e)
     return {
+        "split": split,
         "context_exact": all(
             bool(np.array_equal(np.asarray(a), np.asarray(b))) for a, b in zip(ctx, ref)
         ),
@@ -279,6 +316,12 @@ def home_checks(mesh):
         "replicated": all(a.sharding.is_fully_replicated for a in got),
         "assignment": sh.home_device_assignment(shapes, 8),
     }
+
+
+def _zero1(mesh, shape):
+    """The ZeRO-1 sharding of an array of ``shape`` over the mesh's ``data`` axis."""
+    d = sh.zero1_dim(shape, mesh.shape["data"])
+    return NamedSharding(mesh, P(*["data" if j == d else None for j in range(len(shape))]))
 
 
 def train_checks():
@@ -355,18 +398,16 @@ MUON_SHAPES = {
 }
 
 
-def muon_home_checks(mesh, dtype, modes):
-    """``jz.muon(home_devices=mesh)`` on 8 devices vs ``jz.muon`` on one: STEPS + 2 steps,
-    with the state placed as ``modes`` say (None: replicated, "data": ZeRO-1); for float32
+def muon_home_checks(mesh, dtype, modes, shapes=MUON_SHAPES, steps=STEPS + 2):
+    """``jz.muon(home_devices=mesh)`` on 8 devices vs ``jz.muon`` on one: ``steps`` steps,
+    with the state placed as ``modes`` say (None: replicated, "data": ZeRO-1; "data+zero1":
+    ZeRO-1 with ``home_zero1=True``, each momentum moved only to its home device); for float32
     replicated, also the per-device FLOPs of the plain Muon's step (which repeats every
     iteration on every device)."""
     out = {}
     rng = np.random.default_rng(1)
-    host = {k: rng.normal(size=s).astype(dtype) for k, s in MUON_SHAPES.items()}
-    gs = [
-        {k: rng.normal(size=s).astype(dtype) for k, s in MUON_SHAPES.items()}
-        for _ in range(STEPS + 2)
-    ]
+    host = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
+    gs = [{k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()} for _ in range(steps)]
     tx = jz.muon(0.02, weight_decay=0.1)
     ref = jax.jit(lambda g, s, p, tx=tx: _step(tx, g, s, p))
     ref_p = jax.tree.map(jnp.asarray, host)
@@ -374,8 +415,9 @@ def muon_home_checks(mesh, dtype, modes):
     for g in gs:
         ref_p, ref_s = ref(g, ref_s, ref_p)
     moved = float(max(np.max(np.abs(np.asarray(ref_p[k]) - host[k])) for k in host))
-    txh = jz.muon(0.02, weight_decay=0.1, home_devices=mesh)
-    for shard_over in modes:
+    for mode in modes:
+        shard_over = None if mode is None else "data"
+        txh = jz.muon(0.02, weight_decay=0.1, home_devices=mesh, home_zero1=mode == "data+zero1")
         params = sh.replicate(host, mesh)
         state = sh.init_sharded(txh, params, shard_over=shard_over)
         upd = sh.sharded_update(txh, params, shard_over=shard_over)
@@ -391,12 +433,64 @@ def muon_home_checks(mesh, dtype, modes):
             "collectives": sh.compiled_stats(compiled)["collectives"],
             "flops": (compiled.cost_analysis() or {}).get("flops"),
         }
-        if dtype == np.float32 and shard_over is None:  # the plain Muon's program
+        if dtype == np.float32 and mode is None:  # the plain Muon's program
             rep = sh.replicate(host, mesh)
             plain = sh.sharded_update(tx, rep, donate=False)
             plain_c = plain.lower(rep, sh.init_sharded(tx, rep), rep).compile()
             r["plain_flops"] = (plain_c.cost_analysis() or {}).get("flops")
-        out[f"{np.dtype(dtype).name}_{shard_over}"] = r
+        out[f"{np.dtype(dtype).name}_{mode}"] = r
+    return out
+
+
+# With ZeRO-1, also a matrix that 8 divides in no dimension (it stays whole on every device).
+MUON_ZERO1_SHAPES = dict(MUON_SHAPES, odd=(12, 20))
+MUON_ZERO1_STEPS = 20
+
+# The matrices of the 4-layer width-384 char transformer (per layer: attention in and out, MLP
+# up and down), where the collective bytes of Muon's step with ZeRO-1 are measured.
+TRANSFORMER_384 = {
+    f"{name}{layer}": shape
+    for layer in range(4)
+    for name, shape in (
+        ("qkv", (384, 1152)),
+        ("out", (384, 384)),
+        ("up", (384, 1536)),
+        ("down", (1536, 384)),
+    )
+}
+
+
+def muon_zero1_bytes(mesh):
+    """Collective bytes of Muon's compiled step (float32, ``home_devices=mesh``) on
+    TRANSFORMER_384 over 8 devices with ZeRO-1 state: each momentum all-gathered to every
+    device (``home_zero1=False``), or moved only to its home device (``home_zero1=True``). Compiled
+    from abstract arguments, not run. Also the bytes the all-to-all should move: the matrices
+    of the busiest home device (the assignment jz.muon makes)."""
+    from jaxopt_zoo.optim.newton_schulz import stack_flops
+
+    n = mesh.shape["data"]
+    rep = sh.replicated(mesh)
+    params = {
+        k: jax.ShapeDtypeStruct(s, jnp.float32, sharding=rep) for k, s in TRANSFORMER_384.items()
+    }
+    out = {}
+    for name, shard_over, zero1 in (("zero1_gather", "data", False), ("zero1_home", "data", True)):
+        tx = jz.muon(0.02, home_devices=mesh, home_zero1=zero1)
+        s_sh = sh.state_sharding(tx, params, shard_over=shard_over)
+        state = jax.tree.map(
+            lambda a, ns: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ns),
+            jax.eval_shape(tx.init, params),
+            s_sh,
+        )
+        upd = sh.sharded_update(tx, params, shard_over=shard_over, donate=False)
+        out[name] = sh.compiled_stats(upd.lower(params, state, params).compile())["collectives"]
+    shapes = [TRANSFORMER_384[k] for k in sorted(TRANSFORMER_384)]  # the leaves' order
+    home = sh.home_device_assignment(
+        [(1, *sorted(s)) for s in shapes], n, lambda w: stack_flops(w, jnp.float32, "auto", 5)
+    )
+    sizes = [4 * int(np.prod(s)) for s in shapes]
+    out["matrix_bytes"] = sum(sizes)
+    out["busiest_home_bytes"] = max(sum(b for b, h in zip(sizes, home) if h == d) for d in range(n))
     return out
 
 
@@ -439,7 +533,7 @@ def soap_home_checks(mesh):
     rep = sh.replicate(host, mesh)
     plain = sh.sharded_update(tx, rep, donate=False)
     plain_c = plain.lower(rep, sh.init_sharded(tx, rep), rep).compile()
-    return {
+    out = {
         "moved": moved,
         "compiles": upd._cache_size(),
         "param_err_move": err(params, ref_p, lambda y, path: moved),
@@ -448,6 +542,50 @@ def soap_home_checks(mesh):
         "flops": (compiled.cost_analysis() or {}).get("flops"),
         "plain_flops": (plain_c.cost_analysis() or {}).get("flops"),
     }
+    # ZeRO-1 state: statistics and bases all-gathered to every device (home_zero1=False), or
+    # moved only to their home device and the new bases sent back split (home_zero1=True).
+    for name, zero1 in (("zero1_gather", False), ("zero1_home", True)):
+        txz = jz.soap(**kw, home_devices=mesh, home_zero1=zero1)
+        params = sh.replicate(host, mesh)
+        state = sh.init_sharded(txz, params, shard_over="data")
+        upd = sh.sharded_update(txz, params, shard_over="data", donate=False)
+        r = {
+            "collectives": sh.compiled_stats(upd.lower(params, state, params).compile())[
+                "collectives"
+            ]
+        }
+        if zero1:
+            for g in gs:
+                params, state = upd(jax.device_put(g, sh.param_sharding(params)), state, params)
+            r["compiles"] = upd._cache_size()
+            r["param_err_move"] = err(params, ref_p, lambda y, path: moved)
+            r["state_err"] = err(state, ref_s, lambda y, path: float(np.max(np.abs(y), initial=0)))
+            r["bases_split"] = [
+                list(spec_axes(q.sharding.spec, 2)[0]) for q in jax.tree.leaves(state[0].q)
+            ]
+        out[name] = r
+    # What the home part should move with home_zero1: per move (eigh: gg in, basis out;
+    # refresh: gg and q in, basis and order out), the busiest home device's pieces from or to
+    # each of the 8 devices. Statistics whose d is not a multiple of 8 stay whole (not moved).
+    from jaxopt_zoo.optim.soap_refresh import refresh_cost
+
+    ds = [d for shp in SOAP_SHAPES.values() if len(shp) == 2 for d in shp if d <= 20]
+    home = sh.home_device_assignment([(d, d) for d in ds], 8, refresh_cost)
+    per_row = {"eigh_in": 1, "eigh_out": 1, "refresh_in": 2, "refresh_out": 1}
+    moved_bytes = 0
+    for move, k in per_row.items():
+        cols = [k * d + (1 if move == "refresh_out" else 0) for d in ds]
+        loads = [0] * 8
+        for d, c, h in zip(ds, cols, home):
+            if d % 8 == 0:
+                loads[h] += d * c * 8  # float64
+        moved_bytes += max(loads)
+    out["home_all_to_all_bytes"] = moved_bytes
+    # the split statistics and bases, which home_zero1=False all-gathers (eigh: gg; refresh:
+    # gg and q); the orders (d values per split basis), which GSPMD gathers with home_zero1
+    out["split_stat_bytes"] = sum(8 * d * d for d in ds if d % 8 == 0)
+    out["split_order_bytes"] = sum(8 * d for d in ds if d % 8 == 0)
+    return out
 
 
 def main():
@@ -489,8 +627,19 @@ def main():
     t1 = time.perf_counter()
     result["muon_home"] = muon_home_checks(mesh1, np.float32, (None, "data"))
     with jax.enable_x64(True):
-        result["muon_home"].update(muon_home_checks(mesh1, np.float64, ("data",)))
+        result["muon_home"].update(
+            muon_home_checks(
+                mesh1,
+                np.float64,
+                ("data", "data+zero1"),
+                shapes=MUON_ZERO1_SHAPES,
+                steps=MUON_ZERO1_STEPS,
+            )
+        )
     result["muon_home_seconds"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    result["muon_zero1_bytes"] = muon_zero1_bytes(mesh1)
+    result["muon_zero1_bytes_seconds"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     with jax.enable_x64(True):
         result["soap_home"] = soap_home_checks(mesh1)

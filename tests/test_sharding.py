@@ -174,9 +174,32 @@ def test_home_devices_compute_each_matrix_once_and_exactly(worker):
     assert len(set(home["assignment"])) == len(home["assignment"])  # 7 matrices, 8 devices
 
 
+def test_home_devices_take_and_return_the_zero1_layout(worker):
+    split = worker["home"]["split"]
+    # inputs split over the 8 devices, moved only to their home devices: still once, exact
+    assert split["exact"]
+    assert split["calls_per_matrix"] == [1] * len(split["calls_per_matrix"])
+    # results split back the same way; (20, 12), which 8 divides in no dimension, whole
+    assert all(split["split_zero1"])
+    assert split["replicated"] == [False] * 7 + [True, False]
+    assert "Invalid in_split" in split["bad_split_error"]
+
+
+def test_zero1_dim_is_zero1_shardings_rule():
+    from jaxopt_zoo.sharding.placement import _add_axis
+
+    class Mesh8:
+        shape = {"data": 8}
+
+    for shape in [(384, 1536), (1536, 384), (16, 16), (20, 20), (8, 24), (3, 3, 8, 16), (7,), ()]:
+        entries = _add_axis((None,) * len(shape), shape, Mesh8(), "data")  # type: ignore[arg-type]
+        expected = entries.index("data") if "data" in entries else None
+        assert sh.zero1_dim(shape, 8) == expected, shape
+
+
 def test_muon_with_home_devices_follows_the_plain_muon(worker):
     runs = worker["muon_home"]
-    assert set(runs) == {"float32_None", "float32_data", "float64_data"}
+    assert set(runs) == {"float32_None", "float32_data", "float64_data", "float64_data+zero1"}
     for name, r in runs.items():
         assert r["moved"] > 1e-2, name
         assert r["compiles"] == 1, name
@@ -196,6 +219,26 @@ def test_muon_with_home_devices_follows_the_plain_muon(worker):
     assert rep["flops"] < 0.4 * rep["plain_flops"], rep
 
 
+def test_muon_with_zero1_moves_each_momentum_only_to_its_home_device(worker):
+    # 20 float64 steps, ZeRO-1 state, home_zero1=True: the one-device trajectory
+    r = worker["muon_home"]["float64_data+zero1"]
+    assert r["moved"] > 1e-2 and r["compiles"] == 1, r
+    assert r["param_err_move"] < 1e-12, r
+    assert r["state_err"] < 1e-13, r
+    assert r["collectives"].get("all-to-all", 0) > 0, r
+    # The 4-layer width-384 transformer's 16 matrices (27 MiB of float32) on 8 devices.
+    b = worker["muon_zero1_bytes"]
+    old, new, total = b["zero1_gather"], b["zero1_home"], b["matrix_bytes"]
+    # One all-to-all brings each home device its matrices' pieces from the 7 others (and its
+    # own): the busiest home device's matrices, ~1/8 of them (the spread balances FLOPs)
+    assert "all-to-all" not in old, old
+    assert new["all-to-all"] == b["busiest_home_bytes"] <= 1.25 * total / 8, b
+    # instead of every momentum all-gathered to every device. The results' all-gather stays:
+    # replicated parameters need every update on every device (padded to the busiest share).
+    assert old["all-gather"] - new["all-gather"] == total, b
+    assert new["all-gather"] <= 1.2 * total, b
+
+
 def test_soap_with_home_devices_follows_the_plain_soap(worker):
     r = worker["soap_home"]
     assert r["moved"] > 1e-2, r
@@ -208,6 +251,27 @@ def test_soap_with_home_devices_follows_the_plain_soap(worker):
     # eigh / QR (custom calls), and Adam's rotations run on every device either way: the
     # drop is the power iteration's products of the other devices' matrices.
     assert r["flops"] < 0.9 * r["plain_flops"], r
+
+
+def test_soap_with_zero1_moves_statistics_only_to_their_home_device(worker):
+    r = worker["soap_home"]
+    z, g = r["zero1_home"], r["zero1_gather"]
+    assert z["compiles"] == 1, z
+    # float64, ZeRO-1 state, home_zero1=True: the one-device path (GSPMD's partitioned sums
+    # in Adam's rotations leave the order of sums)
+    assert z["param_err_move"] < 1e-12, z
+    assert z["state_err"] < 1e-12, z
+    # the new bases are back where the ZeRO-1 state keeps them: split by rows where 8
+    # divides d (16, 16, 8), whole where not (20, 20)
+    assert z["bases_split"] == [["data"], ["data"], [], [], ["data"]], z
+    # the all-to-alls of the home part move exactly the busiest home devices' pieces ...
+    home_a2a = z["collectives"]["all-to-all"] - g["collectives"].get("all-to-all", 0)
+    assert home_a2a == r["home_all_to_all_bytes"], r
+    # ... and the split statistics and bases are no longer all-gathered (eigh: gg; refresh:
+    # gg and q); GSPMD gathers the split orders (d values each) for the second moments
+    assert z["collectives"]["all-gather"] <= (
+        g["collectives"]["all-gather"] - 3 * r["split_stat_bytes"] + r["split_order_bytes"]
+    ), r
 
 
 def test_data_parallel_training_matches_one_device(worker):

@@ -82,6 +82,7 @@ def scale_by_muon(
     ns_method: str = "auto",
     home_devices: HomeDevices = None,
     home_axis: str = "data",
+    home_zero1: bool = False,
 ) -> GradientTransformation:
     """Muon's direction: bias-corrected (Nesterov) momentum, orthogonalized (optax's form).
 
@@ -105,6 +106,7 @@ def scale_by_muon(
       home_devices: ``None``, a ``Mesh`` or ``True``: one home device per matrix (see
         :func:`muon`).
       home_axis: the mesh axis whose devices share the iterations.
+      home_zero1: the state is split over ``home_axis`` (ZeRO-1; see :func:`muon`).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``ScaleByMuonState``.
@@ -126,6 +128,7 @@ def scale_by_muon(
         ns_method=ns_method,
         home_devices=home_devices,
         home_axis=home_axis,
+        home_zero1=home_zero1,
     )
 
     def init_fn(params):
@@ -263,6 +266,7 @@ def muon(
     ns_method: str = "auto",
     home_devices: HomeDevices = None,
     home_axis: str = "data",
+    home_zero1: bool = False,
 ) -> GradientTransformation:
     r"""Muon (Jordan et al. 2024; Liu et al. 2025, https://arxiv.org/abs/2502.16982).
 
@@ -315,6 +319,17 @@ def muon(
         per matrix: the same trajectory as without. Use it inside ``jax.jit``; with no mesh,
         or one device along ``home_axis``, it is the plain computation.
       home_axis: the mesh axis whose devices share the iterations (default ``"data"``).
+      home_zero1: with ``home_devices``, say that the state is split over ``home_axis``
+        (ZeRO-1: ``sharding.zero1_sharding``, ``init_sharded(..., shard_over=home_axis)``,
+        ``TrainConfig(shard_optimizer_state=True)``; parameters replicated). Each matrix's
+        momentum is then moved only to its home device: one all-to-all of ~1/N of the
+        matrices' bytes per device, where without it XLA all-gathers every momentum to
+        every device (N - 1 of those copies unused). The orthogonalized matrices are still
+        all-gathered: replicated parameters need every update on every device. Same
+        results either way; a ``home_zero1`` that does not match the state's layout only
+        moves more bytes (``False`` with ZeRO-1: that all-gather; ``True`` with a replicated
+        state: about as much again, as XLA splits the momentum to match and gathers it back
+        for the state). Measured in BENCHMARKS.md ("Scale out").
 
     Returns:
       ``partition({"muon": scale_by_muon -> scale_by_muon_shape -> add_decayed_weights ->
@@ -348,6 +363,7 @@ def muon(
             ns_method=ns_method,
             home_devices=home_devices,
             home_axis=home_axis,
+            home_zero1=home_zero1,
         ),
         scale_by_muon_shape(dims, consistent_rms, width_scaling=width_scaling),
     ]

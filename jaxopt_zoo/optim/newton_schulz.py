@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from jaxopt_zoo.core import EmptyState, GradientTransformation, Scalar, check_int, check_nonneg
-from jaxopt_zoo.sharding.home import newton_schulz_flops, run_on_home_devices
+from jaxopt_zoo.sharding.home import newton_schulz_flops, run_indexed_on_home_devices
 
 Triple = Tuple[float, float, float]
 NsCoeffs = Union[Triple, Sequence[Triple], str]
@@ -278,6 +278,7 @@ def orthogonalize(
     ns_method: str = "standard",
     home_devices: HomeDevices = None,
     home_axis: str = "data",
+    home_zero1: bool = False,
 ) -> List[jax.Array]:
     """Newton-Schulz on each leaf with dimension numbers (others returned unchanged).
 
@@ -290,31 +291,39 @@ def orthogonalize(
     balanced by Newton-Schulz FLOPs (``sharding.home_device_assignment``); each device
     batches its own matrices of one shape, and one all-gather shares the results
     (``sharding.run_on_home_devices``). The same arithmetic per matrix, so the same result.
+    ``home_zero1``: the leaves are split along ``home_axis`` in the ZeRO-1 layout
+    (``sharding.zero1_dim``), and each is moved whole only to its home device (one
+    all-to-all, ~1/N of the bytes an all-gather to every device moves).
     """
     out = list(leaves)
     idx = [i for i, d in enumerate(dims) if d is not None]
     if not idx:
         return out
-    wide = [_wide(leaves[i], dims[i], ns_dtype) for i in idx]
-    stacks = [m for m, _ in wide]
+    mats = [leaves[i] for i in idx]
+    mat_dims = [dims[i] for i in idx]
 
-    def run(ms: Sequence[jax.Array]) -> List[jax.Array]:
-        return _newton_schulz_stacks(ms, coeffs, eps, clamp_eps, ns_method)
+    def run(which: Sequence[int], ms: Sequence[jax.Array]) -> List[jax.Array]:
+        wide = [_wide(m, mat_dims[j], ns_dtype) for j, m in zip(which, ms)]
+        res = _newton_schulz_stacks([w for w, _ in wide], coeffs, eps, clamp_eps, ns_method)
+        return [back(r) for (_, back), r in zip(wide, res)]
 
     if home_devices is None or home_devices is False:
-        results = run(stacks)
+        results = run(range(len(mats)), mats)
     else:
-        costs = {m.shape: stack_flops(m.shape, m.dtype, ns_method, len(coeffs)) for m in stacks}
-        results = run_on_home_devices(
+        costs = []
+        for m, d in zip(mats, mat_dims):
+            w = jax.eval_shape(lambda x, d=d: _wide(x, d, ns_dtype)[0], m)
+            costs.append(stack_flops(w.shape, w.dtype, ns_method, len(coeffs)))
+        results = run_indexed_on_home_devices(
             run,
-            stacks,
+            mats,
             home_devices if isinstance(home_devices, Mesh) else None,
             home_axis,
-            cost=lambda shape: costs[shape],
-            batched=True,
+            costs=costs,
+            in_split="zero1" if home_zero1 else None,
         )
-    for i, (_, back), r in zip(idx, wide, results):
-        out[i] = back(r)
+    for i, r in zip(idx, results):
+        out[i] = r
     return out
 
 
@@ -334,6 +343,7 @@ def orthogonalize_by_newton_schulz(
     ns_method: str = "auto",
     home_devices: HomeDevices = None,
     home_axis: str = "data",
+    home_zero1: bool = False,
 ) -> GradientTransformation:
     """Replace each matrix update by its Newton-Schulz orthogonalization (stateless).
 
@@ -355,6 +365,9 @@ def orthogonalize_by_newton_schulz(
         runs once, on one home device along ``home_axis``, and the results are shared
         (see ``orthogonalize``; the same results).
       home_axis: the mesh axis whose devices share the iterations.
+      home_zero1: the updates arrive split over ``home_axis`` as a ZeRO-1 state is (Muon's
+        momentum with ``shard_over=home_axis``): each matrix's pieces are moved only to its
+        home device (see ``orthogonalize``).
 
     Returns:
       A stateless ``optax.GradientTransformation``.
@@ -390,6 +403,7 @@ def orthogonalize_by_newton_schulz(
             ns_method=ns_method,
             home_devices=home_devices,
             home_axis=home_axis,
+            home_zero1=home_zero1,
         )
         return jax.tree.unflatten(treedef, new), state
 

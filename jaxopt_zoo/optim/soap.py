@@ -115,6 +115,7 @@ def scale_by_soap(
     *,
     home_devices: HomeDevices = None,
     home_axis: str = "data",
+    home_zero1: bool = False,
 ) -> GradientTransformation:
     """SOAP's direction ``D`` (equations in :func:`soap`); the first call only sets the
     preconditioner up and returns zeros.
@@ -134,6 +135,7 @@ def scale_by_soap(
       home_devices: ``None``, a ``Mesh`` or ``True``: one home device per statistic for
         its eigh / power-iteration-and-QR (see :func:`soap`).
       home_axis: the mesh axis whose devices share them.
+      home_zero1: the state is split over ``home_axis`` (ZeRO-1; see :func:`soap`).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -241,6 +243,7 @@ def scale_by_soap(
             qr_dtype,
             home_devices,
             home_axis,
+            home_zero1,
         )
         qs_new = [list(q) for q in qs_old]
         for (j, i), q in zip(where, qs_flat):
@@ -307,6 +310,7 @@ def soap(
     *,
     home_devices: HomeDevices = None,
     home_axis: str = "data",
+    home_zero1: bool = False,
 ) -> GradientTransformation:
     r"""SOAP (Vyas et al. 2024, https://arxiv.org/abs/2409.11321): Adam run in the
     eigenbasis of Shampoo's preconditioner.
@@ -344,6 +348,13 @@ def soap(
         spread by ``d^3``, and one all-gather shares the bases (as ``muon``'s; use it inside
         ``jax.jit``). The same arithmetic per matrix.
       home_axis: the mesh axis whose devices share that work (default ``"data"``).
+      home_zero1: with ``home_devices``, say that the state is split over ``home_axis``
+        (ZeRO-1, ``shard_over=home_axis``): each statistic and basis (split by rows where
+        the axis divides ``d``) is moved only to its home device, and the new basis goes
+        back split by rows, as the state keeps it: an all-to-all each way of ~1/N of the
+        bytes, where without it XLA all-gathers the statistics and the bases to every device
+        and the new bases are all-gathered too. Same results either way; a mismatch with
+        the state's layout only moves more bytes.
 
     Returns:
       ``chain(scale_by_soap, scale_by_learning_rate, decay_after_step)``.
@@ -376,6 +387,7 @@ def soap(
             qr_dtype,
             home_devices=home_devices,
             home_axis=home_axis,
+            home_zero1=home_zero1,
         ),
         scale_by_learning_rate(learning_rate),
     ]

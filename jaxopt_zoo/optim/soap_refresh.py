@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from jaxopt_zoo.optim.linalg import eigh_vectors, qr_q
-from jaxopt_zoo.sharding.home import run_on_home_devices
+from jaxopt_zoo.sharding.home import home_mesh, run_on_home_devices
 
 
 def eigenbasis(gg: jax.Array) -> jax.Array:
@@ -47,13 +47,15 @@ def refresh_cost(shape: Tuple[int, ...]) -> float:
 
 
 def _packed_power_qr(qr_dtype: Optional[Any]) -> Callable[[jax.Array], jax.Array]:
-    """``power_qr`` on ``stack([gg, q])``, returning ``(d + 1, d)``: the new basis, then the
-    order as a last row (integers below 2^24: exact in every float dtype), so that one array
-    carries both through ``run_on_home_devices``."""
+    """``power_qr`` on ``stack([gg, q], axis=1)`` (``(d, 2, d)``: rows stay rows, so a ZeRO-1
+    split of ``gg`` and ``q`` by rows is one of the stack), returning ``(d, d + 1)``: the new
+    basis, then the order as a last column (integers below 2^24: exact in every float dtype),
+    so that one array carries both through ``run_on_home_devices`` (and splits by rows like
+    the basis)."""
 
     def fn(gq: jax.Array) -> jax.Array:
-        new_q, order = power_qr(gq[0], gq[1], qr_dtype)
-        return jnp.concatenate([new_q, order.astype(new_q.dtype)[None, :]], axis=0)
+        new_q, order = power_qr(gq[:, 0], gq[:, 1], qr_dtype)
+        return jnp.concatenate([new_q, order.astype(new_q.dtype)[:, None]], axis=1)
 
     return fn
 
@@ -67,6 +69,7 @@ def update_bases(
     qr_dtype: Optional[Any],
     home_devices: Any = None,
     home_axis: str = "data",
+    home_zero1: bool = False,
 ) -> Tuple[List[jax.Array], List[jax.Array]]:
     """The bases after a step: ``branch`` 0 keeps ``qs``, 1 takes ``eigenbasis(gg)``, 2 runs
     ``power_qr`` and permutes the second moments to match.
@@ -74,13 +77,25 @@ def update_bases(
     ``ggs[k]`` and ``qs[k]`` are matrix ``k``'s statistic and basis; ``where[k]`` is
     ``(leaf, axis)``: which of ``nus`` (second moments, in the preconditioned shape) it
     preconditions, along which axis. Returns the new bases and second moments.
+
+    ``home_zero1``: the statistics and bases are split by rows over ``home_axis`` (ZeRO-1:
+    each ``(d, d)`` leaf whose ``d`` the axis divides); each is moved only to its home
+    device and the new basis goes back split the same way (two all-to-alls of ~1/N of the
+    bytes, where the replicated layout all-gathers them to every device).
     """
+    mesh = home_devices if isinstance(home_devices, Mesh) else None
+    n = 1
+    if home_devices is not None and home_devices is not False:
+        found = home_mesh(mesh, home_axis)
+        n = 1 if found is None else int(found.shape[home_axis])
 
     def home_map(fn: Callable[[jax.Array], jax.Array], mats: List[jax.Array]) -> List[jax.Array]:
         if home_devices is None or home_devices is False:
             return [fn(m) for m in mats]
-        mesh = home_devices if isinstance(home_devices, Mesh) else None
-        return run_on_home_devices(fn, mats, mesh, home_axis, cost=refresh_cost)
+        rows = [0 if m.shape[0] % n == 0 else None for m in mats] if home_zero1 else None
+        return run_on_home_devices(
+            fn, mats, mesh, home_axis, cost=refresh_cost, in_split=rows, out_split=rows
+        )
 
     def keep(ggs_, qs_, nus_):
         return list(qs_), list(nus_)
@@ -89,14 +104,14 @@ def update_bases(
         return home_map(eigenbasis, list(ggs_)), list(nus_)
 
     def refresh(ggs_, qs_, nus_):
-        stacked = [jnp.stack([m, q]) for m, q in zip(ggs_, qs_)]
+        stacked = [jnp.stack([m, q], axis=1) for m, q in zip(ggs_, qs_)]
         outs = home_map(_packed_power_qr(qr_dtype), stacked)
         new_nus = list(nus_)
         new_qs = []
         for (leaf, axis), out in zip(where, outs):
-            d = out.shape[1]
-            new_qs.append(out[:d])
-            order = jnp.real(out[d]).astype(jnp.int32)
+            d = out.shape[0]
+            new_qs.append(out[:, :d])
+            order = jnp.real(out[:, d]).astype(jnp.int32)
             new_nus[leaf] = jnp.take(new_nus[leaf], order, axis=axis)
         return new_qs, new_nus
 

@@ -4,7 +4,8 @@
 the parameters it belongs to (optionally split over the data axis: ZeRO-1), read from the
 structure ``tx.init`` produces. ``home_device_assignment`` / ``run_on_home_devices`` run
 whole-matrix work (Muon's Newton-Schulz: ``jz.muon(..., home_devices=mesh)``) once per
-matrix, spread over the devices. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes
+matrix, spread over the devices; with a ZeRO-1 state (``home_zero1=True``) each matrix's
+pieces move only to its home device. All of it is ``jax.sharding`` and ``jax.jit``: XLA writes
 the collectives, and the same code runs on 1 CPU, N virtual CPU devices, GPUs, TPUs and
 several hosts. On a CPU, N virtual devices need a thread pool of 2 N threads for their
 collectives (``threads``: ``use_cpu_devices`` sets it; ``data_mesh`` warns where it is short).
@@ -16,6 +17,7 @@ from jaxopt_zoo.sharding.home import (
     matrix_view,
     newton_schulz_flops,
     run_on_home_devices,
+    zero1_dim,
 )
 from jaxopt_zoo.sharding.mesh import (
     batch_sharding,
@@ -64,5 +66,6 @@ __all__ = [
     "sharded_update",
     "state_sharding",
     "use_cpu_devices",
+    "zero1_dim",
     "zero1_sharding",
 ]
