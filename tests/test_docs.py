@@ -133,14 +133,35 @@ def _doctests():
     return out
 
 
-def test_docstring_examples_run():
-    """Every ``>>>`` example of the reference runs, and prints what it shows."""
+# Examples that read a real data set (the loaders' own): run where the data can be had.
+READS_DATA = re.compile(
+    r"\bload(_mnist|_fashion_mnist|_data|_shakespeare|_lm_data)?\(|read_shakespeare\("
+)
+
+
+def _run_doctests(tests):
     import doctest
 
-    tests = _doctests()
-    assert len(tests) > 100, len(tests)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     report = []
     for test in tests:
         runner.run(test, out=report.append)
     assert runner.failures == 0 and not report, "".join(report)
+
+
+def _reads_data(test):
+    return bool(READS_DATA.search("".join(e.source for e in test.examples)))
+
+
+def test_docstring_examples_run():
+    """Every ``>>>`` example of the reference runs, and prints what it shows."""
+    tests = [t for t in _doctests() if not _reads_data(t)]
+    assert len(tests) > 100, len(tests)
+    _run_doctests(tests)
+
+
+@pytest.mark.needs_data("mnist", "fashion_mnist", "shakespeare")
+def test_docstring_examples_that_read_data_run():
+    tests = [t for t in _doctests() if _reads_data(t)]
+    assert {t.name for t in tests} >= {"jaxopt_zoo.data.load_mnist", "jaxopt_zoo.data.load"}
+    _run_doctests(tests)
