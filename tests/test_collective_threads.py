@@ -132,7 +132,8 @@ def test_the_trainer_on_a_short_pool_runs_at_real_size():
 def test_the_reproduction_in_reliability_md_completes_with_a_pool_of_2n():
     # RELIABILITY.md's upstream reproduction, as printed there, with the workaround it names
     # (without it, it hangs and aborts after 40 s + 20 s: measured, too slow for the suite)
-    text = open(os.path.join(ROOT, "RELIABILITY.md")).read()
+    with open(os.path.join(ROOT, "RELIABILITY.md")) as f:
+        text = f.read()
     block = re.search(
         r"<!-- tests/test_collective_threads.py runs this block -->\n```python\n(.*?)^```",
         text,
