@@ -168,7 +168,7 @@ def assignment_loads(
     return loads
 
 
-def zero1_dim(shape: Sequence[int], num_devices: int) -> Optional[int]:
+def zero1_dim(shape: Sequence[int], num_devices: int, taken: Sequence[int] = ()) -> Optional[int]:
     """The dimension ZeRO-1 splits an array of ``shape`` along over ``num_devices`` devices.
 
     The largest dimension that ``num_devices`` divides, the first on ties; ``None`` where
@@ -178,6 +178,7 @@ def zero1_dim(shape: Sequence[int], num_devices: int) -> Optional[int]:
     Args:
       shape: the array's shape.
       num_devices: the number of devices along the split axis.
+      taken: dimensions already split over another mesh axis (not candidates).
 
     Returns:
       A dimension index, or None.
@@ -187,7 +188,7 @@ def zero1_dim(shape: Sequence[int], num_devices: int) -> Optional[int]:
       (1, None, 0)
     """
     shape = tuple(int(s) for s in shape)
-    free = [d for d in range(len(shape)) if shape[d] % num_devices == 0]
+    free = [d for d in range(len(shape)) if d not in taken and shape[d] % num_devices == 0]
     if not free:
         return None
     return max(free, key=lambda d: (shape[d], -d))

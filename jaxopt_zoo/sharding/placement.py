@@ -33,6 +33,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxopt_zoo.core import GradientTransformation
+from jaxopt_zoo.sharding.home import zero1_dim
 
 # The mesh helpers lived here first; re-exported so ``sharding.placement.data_mesh`` etc. keep
 # working (and the examples below can use them).
@@ -165,11 +166,10 @@ def _add_axis(
     """ZeRO-1: split the largest free dimension that ``axis`` divides over ``axis``."""
     if any(axis in _axes(e) for e in entries):
         return entries
-    n = mesh.shape[axis]
-    free = [d for d in range(len(shape)) if entries[d] is None and shape[d] % n == 0]
-    if not free:
+    taken = [i for i, e in enumerate(entries) if e is not None]
+    d = zero1_dim(shape, mesh.shape[axis], taken)  # largest free; the first one on ties
+    if d is None:
         return entries
-    d = max(free, key=lambda i: (shape[i], -i))  # largest; the first one on ties
     return entries[:d] + (axis,) + entries[d + 1 :]
 
 

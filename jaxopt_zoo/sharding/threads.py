@@ -107,6 +107,13 @@ def ensure_collective_threads(
     return None
 
 
+def local_cpu_devices(devices: Sequence[Any]) -> list:
+    """The CPU devices of this process among ``devices``: the ones that share its pool."""
+    import jax
+
+    return [d for d in devices if d.platform == "cpu" and d.process_index == jax.process_index()]
+
+
 def collective_hazard(devices: Sequence[Any]) -> Optional[str]:
     """Whether a collective over ``devices`` can deadlock in XLA's CPU pool (see the module).
 
@@ -124,8 +131,7 @@ def collective_hazard(devices: Sequence[Any]) -> Optional[str]:
     """
     import jax
 
-    local = [d for d in devices if d.platform == "cpu" and d.process_index == jax.process_index()]
-    n = len(local)
+    n = len(local_cpu_devices(devices))
     if n < 2:
         return None
     pool = cpu_pool_size(len(jax.local_devices(backend="cpu")))

@@ -41,6 +41,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxopt_zoo import sharding as sh
+from jaxopt_zoo.sharding.threads import local_cpu_devices
 
 __all__ = ["Layout", "mesh_devices"]
 
@@ -255,9 +256,5 @@ def steps_ahead(layout: Optional[Layout]) -> Optional[int]:
     (``jaxopt_zoo.sharding.threads``). The wait costs one dispatch's overlap per 8 steps."""
     if layout is None:
         return None
-    local = [
-        d
-        for d in layout.mesh.devices.flat
-        if d.platform == "cpu" and d.process_index == jax.process_index()
-    ]
+    local = local_cpu_devices(list(layout.mesh.devices.flat))
     return STEPS_AHEAD_ON_CPU if len(local) >= 2 else None
