@@ -55,3 +55,27 @@ def max_rel_err(a, b):
         if x.size:
             worst = max(worst, float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30)))
     return worst
+
+
+def stand_in_extra_args(name, params, grads, step=0):
+    """The ``update`` keyword arguments that registry entry ``name`` needs
+    (``Entry.extra_args``), for the registry-wide tests that feed random gradients without
+    a loss: the loss is taken as ``0.5 * sum(p**2)`` (so ``value``, ``value_fn``, ``grad``
+    and ``obj_fn`` agree with one another, if not with the random gradients), and ``key``
+    is folded from ``step``."""
+    import jaxopt_zoo as jz
+
+    def loss(p):
+        return 0.5 * sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(p))
+
+    out = {}
+    for a in jz.entry(name).extra_args:
+        if a == "value":
+            out[a] = loss(params)
+        elif a in ("value_fn", "obj_fn"):
+            out[a] = loss
+        elif a == "grad":
+            out[a] = grads
+        elif a == "key":
+            out[a] = jax.random.fold_in(jax.random.key(0), step)
+    return out

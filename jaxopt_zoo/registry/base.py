@@ -25,6 +25,12 @@ class Entry:
       verified: the references it is tested against.
       fixed: keyword arguments always passed to ``factory`` (presets such as
         ``nesterov=True``).
+      extra_args: keyword arguments its ``update`` needs besides ``(grads, state,
+        params)``: ``"value"`` (the loss at ``params``: Polyak step, MoMo, L-BFGS),
+        ``"value_fn"`` (the loss as a function of the parameters, for line searches),
+        ``"grad"`` (the gradient again, for line searches), ``"obj_fn"`` (Sophia's
+        objective of the parameters), ``"key"`` (a PRNG key). The trainer and the
+        registry-wide tests pass exactly these.
     """
 
     name: str
@@ -34,6 +40,7 @@ class Entry:
     blocks: str
     verified: Tuple[str, ...]  # references it is tested against
     fixed: Dict[str, Any] = dataclasses.field(default_factory=dict)  # preset kwargs
+    extra_args: Tuple[str, ...] = ()  # update(..., **{name: ...}) it needs
 
     def defaults(self) -> Dict[str, Any]:
         """The constructor's keyword defaults, with this entry's presets applied."""
@@ -50,6 +57,8 @@ class Entry:
 
 
 _REGISTRY: Dict[str, Entry] = {}
+# The keyword arguments an optimizer's update may need (Entry.extra_args).
+EXTRA_ARGS = ("value", "value_fn", "grad", "obj_fn", "key")
 
 
 class UnknownOptimizerError(KeyError, ValueError):
@@ -67,6 +76,7 @@ def register(
     paper: str,
     blocks: str,
     verified: Tuple[str, ...] = (),
+    extra_args: Tuple[str, ...] = (),
     **fixed: Any,
 ) -> None:
     """Add an optimizer to the registry (``available()``, ``get(name)``, the CLI, the
@@ -80,6 +90,7 @@ def register(
       paper: the reference, for the optimizer table.
       blocks: the chain of building blocks, for the optimizer table.
       verified: the references it is tested against.
+      extra_args: the keyword arguments ``update`` needs (see :class:`Entry`).
       **fixed: keyword arguments always passed to ``factory`` (e.g. ``nesterov=True``).
 
     Raises:
@@ -91,7 +102,14 @@ def register(
     """
     if name in _REGISTRY:
         raise ValueError(f"An optimizer named {name!r} is already registered.")
-    _REGISTRY[name] = Entry(name, factory, default_lr, paper, blocks, tuple(verified), fixed)
+    unknown = set(extra_args) - set(EXTRA_ARGS)
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown extra_args {sorted(unknown)}; expected some of {EXTRA_ARGS}."
+        )
+    _REGISTRY[name] = Entry(
+        name, factory, default_lr, paper, blocks, tuple(verified), fixed, tuple(extra_args)
+    )
 
 
 def available(prefix: Optional[str] = None) -> List[str]:
