@@ -58,34 +58,65 @@ def max_abs_diff(a, b):
     return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
 
 
-@pytest.mark.needs_data("mnist")
-def test_each_configuration_equals_its_own_train_run(mnist, mlp_sweep):
+@pytest.fixture(scope="module")
+def train_runs(mnist):
+    """The 4 configurations as separate runs on the path of ``jaxopt-zoo train``
+    (runner.run: RunSpec.build, then train_and_evaluate): ``[(params, history)]``."""
     train, val = mnist
+    txs = {lr: adam(lr) for lr in LRS}  # one object per lr: both seeds share its compile
+    out = []
+    for lr in LRS:
+        for seed in (0, 1):
+            config = TrainConfig(batch_size=32, epochs=2, seed=seed, progress=False)
+            state, history = run(adam_spec(lr), train, val, model="mlp", config=config, tx=txs[lr])
+            out.append((jax.device_get(state.params), history))
+    return out
+
+
+HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+AVG_KEYS = ("val_loss_avg", "val_accuracy_avg")  # the EMA's weights
+
+
+@pytest.mark.needs_data("mnist")
+def test_each_configuration_equals_its_own_train_run(mlp_sweep, train_runs):
     assert [(r["hparams"]["learning_rate"], r["seed"]) for r in mlp_sweep.records] == [
         (lr, s) for lr in LRS for s in (0, 1)
     ]
-    txs = {lr: adam(lr) for lr in LRS}  # one object per lr: both seeds share its compile
-    for i, rec in enumerate(mlp_sweep.records):
-        config = TrainConfig(batch_size=32, epochs=2, seed=rec["seed"], progress=False)
-        spec = adam_spec(rec["hparams"]["learning_rate"])
-        # the path of `jaxopt-zoo train`: runner.run (RunSpec.build, then train_and_evaluate)
-        state, history = run(spec, train, val, model="mlp", config=config, tx=txs[spec.lr])
+    for i, (rec, (params, history)) in enumerate(zip(mlp_sweep.records, train_runs)):
         mine = jax.tree.map(lambda x, i=i: x[i], mlp_sweep.params)
         # Measured on CPU: the parameters are bit-identical, the losses within 2.4e-7
         # (the vmapped loss sums reduce in another order). Allow float32 rounding.
-        diff = max_abs_diff(jax.device_get(state.params), mine)
+        diff = max_abs_diff(params, mine)
         assert diff <= 1e-6, (i, diff)
         assert [r["step"] for r in rec["history"]] == [8, 16]
         assert len(history) == len(rec["history"]) == 2
         for theirs, ours in zip(history, rec["history"]):
             assert set(theirs) | {"step"} == set(ours)
-            for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-                assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
-            for key in ("val_loss_avg", "val_accuracy_avg"):  # the EMA's weights
+            for key in HISTORY_KEYS + AVG_KEYS:
                 assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
     # the configurations really differ (not one run copied four times)
     p = mlp_sweep.params["Dense_0"]["kernel"]
     assert all(float(np.abs(p[0] - p[j]).max()) > 1e-3 for j in (1, 2, 3))
+
+
+@pytest.mark.needs_data("mnist")
+def test_exact_sweep_is_bit_identical_to_train_runs(mnist, train_runs):
+    train, val = mnist
+    config = SweepConfig(batch_size=32, epochs=2, exact=True)
+    lines = []
+    result = sweep(
+        get_model("mlp"), adam, {"learning_rate": LRS}, [0, 1], train, val, config,
+        log=lines.append,
+    )  # fmt: skip
+    assert lines[0] == "4 configs, one at a time (exact)"
+    assert result.compile_seconds == 0.0 and result.chunking.chunks == 4
+    for i, (rec, (params, history)) in enumerate(zip(result.records, train_runs)):
+        mine = jax.tree.map(lambda x, i=i: x[i], result.params)
+        assert max_abs_diff(params, mine) == 0.0, i  # bit for bit
+        assert len(rec["history"]) == len(history) == 2
+        for theirs, ours in zip(history, rec["history"]):
+            for key in HISTORY_KEYS + AVG_KEYS:
+                assert ours[key] == theirs[key], (i, key)
 
 
 @pytest.mark.needs_data("mnist")
@@ -133,6 +164,23 @@ def test_cli_chunked_sweep_writes_the_same_results(tmp_path, mlp_sweep, capsys):
     assert lines[0] == "optimizer,learning_rate,seed,final_val_accuracy,best_val_accuracy"
     assert len(lines) == 5
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.needs_data("mnist")
+def test_cli_exact_sweep_equals_train_runs_bit_for_bit(tmp_path, train_runs, capsys):
+    out = tmp_path / "exact"
+    argv = ["sweep", "--optimizer", "adam", "--model", "mlp", "--lr", "1e-3,3e-3", "--exact"]
+    argv += ["--seeds", "2", "--epochs", "2", "--batch-size", "32"]
+    argv += ["--train-limit", "256", "--val-limit", "200", "--output", str(out)]
+    argv += TECHNIQUE_FLAGS
+    assert main(argv) == 0
+    assert "4 configs, one at a time (exact)" in capsys.readouterr().out
+    records = json.loads((out / "sweep.json").read_text())["records"]
+    assert len(records) == 4
+    for rec, (_, history) in zip(records, train_runs):
+        for theirs, ours in zip(history, rec["history"], strict=True):
+            for key in HISTORY_KEYS + AVG_KEYS:
+                assert ours[key] == theirs[key], key
 
 
 # --------------------------------------------------------------------------- #

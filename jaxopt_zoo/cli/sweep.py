@@ -108,6 +108,12 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="at most N configurations per program (default: as many as fit in memory)",
     )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="train the configurations one after another through train's own program: "
+        "results bit-identical to separate train runs, no vmap batching (slower)",
+    )
     p.add_argument("--dropout", type=float, default=0.0, help="the char-LM's dropout rate")
     # the flags of train, with its names, defaults and checks (a configuration = a train run)
     add_budget_flags(p)
@@ -238,6 +244,7 @@ def cmd_sweep(args) -> int:
         eval_batch_size=128 if args.model == "charlm" else 1000,  # as train
         eval_windows=args.eval_windows if args.model == "charlm" else None,
         chunk_size=args.chunk_size,
+        exact=args.exact,
     )
     lm = args.model == "charlm"
     metric, higher = ("val_bits_per_char", False) if lm else ("val_accuracy", True)

@@ -70,6 +70,15 @@ class SweepConfig:
         fit in ``memory_budget``).
       memory_budget: bytes the step and evaluation may use (None: half of the free device
         memory, or of the host's available memory on CPU).
+      exact: train the configurations one after another, each through the very program
+        ``train`` runs (:func:`~jaxopt_zoo.train.train_and_evaluate` with
+        ``make_tx(**point)`` built from Python floats and ``TrainConfig(seed=seed, ...)``),
+        instead of all at once under ``vmap``. The results are then bit-identical to
+        separate ``train`` runs, at the cost of one compile per grid point and no batching
+        across configurations (``chunk_size`` and ``memory_budget`` do not apply). Without
+        it (the default) a configuration equals its ``train`` run to float32 rounding only:
+        ``vmap`` turns each matrix product into a batched one that XLA sums in another order
+        (see the module docstring and ``experiments/sweep_exactness.py``).
     """
 
     batch_size: int = 32
@@ -81,8 +90,11 @@ class SweepConfig:
     drop_last: bool = False
     chunk_size: Optional[int] = None
     memory_budget: Optional[int] = None
+    exact: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.exact, bool):
+            raise TypeError(f"Invalid exact: expected True or False, got {self.exact!r}.")
         check_int("batch_size", self.batch_size, low=1)
         check_int("epochs", self.epochs, low=0)
         check_int("eval_batch_size", self.eval_batch_size, low=1)
@@ -103,7 +115,9 @@ class SweepResult(NamedTuple):
         previous evaluation (its configurations train together).
       params: the final parameters as NumPy arrays, one leading axis over the configurations.
       chunking: how the grid was split (:class:`Chunking`).
-      compile_seconds: time spent compiling the step and the evaluation.
+      compile_seconds: time spent compiling the step and the evaluation (0 with
+        ``exact=True``, where each ``train`` run compiles its own and counts it in its
+        ``seconds``).
       seconds: total wall time, compilation included.
     """
 
@@ -206,8 +220,10 @@ def sweep(
     _check_make_tx(make_tx, points[0])
     workload = _workload(as_linen_like(model), train, val, config)
     total, evals = _schedule(workload, config)
-    fns = compiled_fns(workload, make_tx, points[0])
     say = log or (lambda _: None)
+    if config.exact:
+        return _sweep_exact(model, make_tx, configs, train, val, config, say, t_start)
+    fns = compiled_fns(workload, make_tx, points[0])
 
     chunking, compiled, compile_s = plan_chunks(
         fns,
@@ -236,6 +252,56 @@ def sweep(
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
+
+
+def _sweep_exact(model, make_tx, configs, train, val, config, say, t_start) -> SweepResult:
+    """``SweepConfig(exact=True)``: each configuration through ``train``'s own program."""
+    from jaxopt_zoo.train.loop import train_and_evaluate
+    from jaxopt_zoo.train.state import TrainConfig
+
+    if _is_tokens(train):
+        from jaxopt_zoo.data.text import eval_windows
+        from jaxopt_zoo.train.lm import TokenWindows
+
+        context = int(model.context)
+        train_data: Any = TokenWindows(np.asarray(train), context)
+        val_data: Any = None
+        if val is not None:
+            val_data = eval_windows(np.asarray(val), context, config.eval_windows)
+    else:
+        train_data, val_data = train, val
+    say(f"{len(configs)} configs, one at a time (exact)")
+    records: List[Dict[str, Any]] = []
+    final = []
+    compile_s = 0.0
+    txs: Dict[tuple, Any] = {}  # one optimizer object per grid point: its seeds share a compile
+    for point, seed in configs:
+        key = tuple(sorted(point.items()))
+        if key not in txs:
+            txs[key] = make_tx(**point)
+        run_config = TrainConfig(
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=seed,
+            drop_last=config.drop_last,
+            progress=False,
+            eval_batch_size=config.eval_batch_size,
+            steps=config.steps,
+            eval_every=config.eval_every,
+        )
+        state, history = train_and_evaluate(model, txs[key], train_data, val_data, run_config)
+        records.append({"hparams": dict(point), "seed": seed, "history": history})
+        final.append(jax.tree.map(np.asarray, state.params))
+        last = history[-1] if history else {}
+        say(
+            f"{dict(point)} seed {seed}: "
+            + ", ".join(
+                f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_") and v is not None
+            )
+        )
+    params = jax.tree.map(lambda *xs: np.stack(xs), *final)
+    chunking = Chunking(len(configs), len(configs), 1, None, 0, True)
+    return SweepResult(records, params, chunking, compile_s, time.perf_counter() - t_start)
 
 
 def _check_make_tx(make_tx: Callable, point: Mapping[str, float]) -> None:
