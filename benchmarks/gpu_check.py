@@ -110,7 +110,9 @@ def ratios(med: Dict[str, float], pairs: Dict[str, tuple], m: bench_machine.Mach
 def check_parity_tests(targets: List[str], workers: int, timeout: float) -> Dict[str, Any]:
     cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:benchmark"]
     cmd += ["-p", "no:cacheprovider", *targets]
-    if workers > 1:
+    import importlib.util
+
+    if workers > 1 and importlib.util.find_spec("xdist") is not None:  # pytest-xdist
         cmd += ["-n", str(workers), "--dist", "loadfile"]
     env = dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest")
     env.pop("JAX_PLATFORMS", None)  # the default backend: the GPU where there is one
