@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # jaxopt_zoo
 import machine as bench_machine  # noqa: E402
 
 _C = """#include <xmmintrin.h>
