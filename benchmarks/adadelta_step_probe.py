@@ -5,9 +5,12 @@ BENCHMARKS.md, "Adadelta's slow step (issue 12)"). This probe builds the trainer
 (`make_train_step`, params and state donated) for several optimizers on the Keras-preset CNN
 (batch 64), among them Adadelta's block as it was before the fix ("old sqrt/sqrt":
 ``sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g``), and Adadelta and Adam as two jits
-(gradient, then update). It runs them in interleaved chunks of 10 steps (so machine load hits
-all alike) and reports the median ms/step, then counts the subnormal float32 values in
-parameters, optimizer state, gradients and activations.
+(gradient, then update). It runs them in interleaved chunks of 10 steps (the order rotated each
+round, so machine load hits all alike) and reports the median ms/step, its spread and the ratio
+to Keras Adam's, then counts the subnormal float32 values in parameters, optimizer state,
+gradients and activations. The machine block (``machine.py``) is printed first (and written
+into ``--json``); ratios measured on a busy machine are marked "not a result", and
+``--require-quiet`` refuses to run or write there.
 
     python benchmarks/adadelta_step_probe.py [--rounds 12] [--ftz]
 
@@ -19,10 +22,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # jaxopt_zoo
+import machine as bench_machine  # noqa: E402
 
 _C = """#include <xmmintrin.h>
 unsigned int get_csr(void) { return _mm_getcsr(); }
@@ -39,11 +49,14 @@ def _csr_lib() -> ctypes.CDLL:
     return ctypes.CDLL(str(d / "ftz.so"))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=12, help="chunks of 10 steps per optimizer")
     ap.add_argument("--ftz", action="store_true", help="set MXCSR FTZ+DAZ before JAX starts")
-    args = ap.parse_args()
+    ap.add_argument("--json", default=None, help="also write the timings here")
+    bench_machine.add_arguments(ap)
+    args = ap.parse_args(argv)
+    m = bench_machine.start(args)
     lib = _csr_lib()
     if args.ftz:
         lib.set_ftz_daz()
@@ -122,8 +135,9 @@ def main() -> None:
         live[name] = [step, p, s]
     times: dict[str, list[float]] = {n: [] for n in live}
     i = 1
-    for _ in range(args.rounds):
-        for name, entry in live.items():
+    for order in bench_machine.rotated_rounds(list(live), args.rounds):
+        for name in order:
+            entry = live[name]
             step, p, s = entry
             jax.block_until_ready(p)
             t = time.perf_counter()
@@ -135,8 +149,16 @@ def main() -> None:
             entry[1], entry[2] = p, s
         i += 10
     print(f"MXCSR {lib.get_csr():#x}; {args.rounds * 10} steps each, median ms/step:")
-    for name, v in times.items():
-        print(f"  {name:28s} {np.median(v):6.1f}  (min {min(v):.1f})")
+    summary = {name: bench_machine.stats(v) for name, v in times.items()}
+    adam = summary["keras adam"]["median"]
+    for name, st in summary.items():
+        print(
+            f"  {name:28s} {st['median']:6.1f}  (min {st['min']:.1f}, spread "
+            f"{st['spread']:.0%})  {st['median'] / adam:.2f}x Adam"
+        )
+    busy = m.busy_reason()
+    if busy:
+        print(f"  **{busy}**: the x Adam ratios above are not a result")
 
     def subnormals(tree) -> str:
         xs = [
@@ -159,6 +181,9 @@ def main() -> None:
             f"{name}: subnormal/total params {subnormals(p)} state {subnormals(s)} "
             f"grads {subnormals(grad(p, x, y, key)[1])} activations {subnormals(inter)}"
         )
+    block = m.finish()  # --require-quiet: exits here on a busy machine
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": block, "ms_per_step": summary}, indent=1))
 
 
 if __name__ == "__main__":

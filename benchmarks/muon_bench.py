@@ -4,9 +4,11 @@ Each at the other's Newton-Schulz precision: ours in float32 against optax (floa
 bfloat16 (``ns_dtype=jnp.bfloat16``: bfloat16 products with float32 accumulation) against
 torch (bfloat16 on the CPU as well). One step = momentum, orthogonalization, parameter update;
 the JAX steps are jitted with parameters and state donated, torch steps ``torch.optim.Muon``
-on tensors with ``.grad`` set. Variants are timed round-robin (repeat after repeat) so that a
-busy neighbour slows all of them alike; the table reports medians and ratios (time of the
-other / ours: > 1 means ours is faster).
+on tensors with ``.grad`` set. Variants are timed round-robin (repeat after repeat, the order
+rotated each repeat) so that a busy neighbour slows all of them alike; the table reports
+medians, spreads and ratios (time of the other / ours: > 1 means ours is faster). The machine
+block (``machine.py``) is printed and written into ``--json``; ratios measured on a busy
+machine are marked "not a result", and ``--require-quiet`` refuses to run or write there.
 
     python benchmarks/muon_bench.py                      # both shape sets (about a minute)
     python benchmarks/muon_bench.py --shapes transformer --repeats 5
@@ -20,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -35,6 +34,9 @@ import optax.contrib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jaxopt_zoo as jz  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine as bench_machine  # noqa: E402
 
 SHAPES: Dict[str, List[Tuple[int, int]]] = {
     "transformer": [(384, 1152), (384, 384), (384, 1536), (1536, 384)] * 4,
@@ -92,14 +94,10 @@ def torch_variant(shapes) -> Callable[[int], None]:
 
 def time_round_robin(
     variants: Dict[str, Callable[[int], None]], iters: int, repeats: int
-) -> Dict[str, List[float]]:
-    times: Dict[str, List[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            t = time.perf_counter()
-            run(iters)
-            times[name].append((time.perf_counter() - t) / iters * 1e3)
-    return times
+) -> Dict[str, Dict[str, float]]:
+    """Per variant: median, min, max, spread of ms per step (``machine.interleave``)."""
+    calls = {k: (lambda run=run: run(iters)) for k, run in variants.items()}
+    return bench_machine.interleave(calls, repeats, per_call=iters)
 
 
 def main(argv=None) -> dict:
@@ -113,12 +111,14 @@ def main(argv=None) -> dict:
         action="store_true",
         help="also time ours in float32 without the Gram form (ns_method='standard')",
     )
+    bench_machine.add_arguments(ap)
     args = ap.parse_args(argv)
+    m = bench_machine.start(args)
 
     import torch
 
     print(
-        f"# {platform.processor() or platform.machine()}, jax {jax.__version__} "
+        f"# jax {jax.__version__} "
         f"({jax.default_backend()}), optax {optax.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)"
     )
@@ -135,11 +135,12 @@ def main(argv=None) -> dict:
         if args.ablation:
             variants["ours f32 std"] = jax_variant(jz.muon(LR, ns_method="standard"), shapes)
         times = time_round_robin(variants, args.iters, args.repeats)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = {k: v["median"] for k, v in times.items()}
         row = {
             "matrices": len(shapes),
             "params": n_params,
             "ms": med,
+            "spread": {k: v["spread"] for k, v in times.items()},
             "optax_f32_over_ours_f32": med["optax f32"] / med["ours f32"],
             "torch_bf16_over_ours_bf16": med["torch bf16"] / med["ours bf16"],
         }
@@ -149,11 +150,14 @@ def main(argv=None) -> dict:
             f"(median of {args.repeats} x {args.iters} steps, ms per step)"
         )
         for k, v in med.items():
-            print(f"  {k:<11} {v:8.1f} ms   (min {min(times[k]):.1f}, max {max(times[k]):.1f})")
-        print(f"  optax f32 / ours f32   = {row['optax_f32_over_ours_f32']:.2f}x")
-        print(f"  torch bf16 / ours bf16 = {row['torch_bf16_over_ours_bf16']:.2f}x")
+            t = times[k]
+            print(f"  {k:<11} {v:8.1f} ms   (min {t['min']:.1f}, max {t['max']:.1f})")
+        print(m.headline(f"  optax f32 / ours f32   = {row['optax_f32_over_ours_f32']:.2f}x"))
+        print(m.headline(f"  torch bf16 / ours bf16 = {row['torch_bf16_over_ours_bf16']:.2f}x"))
+        row["busy"] = m.busy_reason()
+    block = m.finish()  # --require-quiet: exits here on a busy machine
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps({"machine": block, **results}, indent=2))
     return results
 
 

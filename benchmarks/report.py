@@ -2,6 +2,10 @@
 
 python benchmarks/report.py update results_update.json
 python benchmarks/report.py train results_train.json
+
+Files written since the machine block was added (``{"machine": ..., "rows": [...]}``) get a
+line naming the machine and its load first; a run on a busy machine is marked "not a result".
+Older files (a bare list of rows) are read as before.
 """
 
 from __future__ import annotations
@@ -96,11 +100,29 @@ def train_table(rows) -> str:
     return "\n".join(out)
 
 
+def machine_line(block) -> str:
+    """One line saying where and under what load the numbers were measured."""
+    load = lambda x: "unknown" if x is None else f"{x[0]:.2f}"  # noqa: E731
+    flags = " ".join(block.get("isa_flags") or []) or "unknown"
+    line = (
+        f"Machine: {block['cpu']}, {block['cores']} cores, ISA flags {flags}; load average "
+        f"{load(block['load_before'])} at the start, {load(block['load_after'])} at the end "
+        f"({block['started']})"
+    )
+    if not block["quiet"]:
+        line += f". **{block['busy']}**: the ratios below are not a result"
+    return line
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     kind, path = argv
     with open(path) as f:
-        rows = json.load(f)
+        data = json.load(f)
+    rows = data
+    if isinstance(data, dict):
+        rows = data["rows"]
+        print(machine_line(data["machine"]))
     if kind == "update":
         print(update_tables(rows))
         print()

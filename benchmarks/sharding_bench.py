@@ -24,6 +24,10 @@ runs anywhere (on GPUs/TPUs the same code takes the real devices):
 
 Virtual CPU devices share the machine's cores: step times measure total work (what a
 device saves by not repeating the others' work), not the parallel speedup of real devices.
+Step times are timed round-robin with the order rotated each repeat; the machine block
+(``machine.py``) is printed and written into ``--json``, step-time ratios measured on a busy
+machine are marked "not a result" (byte counts and FLOPs do not depend on the load), and
+``--require-quiet`` refuses to run or write there.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +44,9 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from jaxopt_zoo import sharding as sh  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine as bench_machine  # noqa: E402
 
 
 def models(names: List[str]) -> Dict[str, Tuple[Any, Any, Callable]]:
@@ -90,14 +96,8 @@ def train_step(tx, loss_fn):
 
 
 def median_ms(fns: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
-    """Round-robin: each fn once per repeat, so a busy neighbour slows all alike."""
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(1e3 * (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Round-robin, the order rotated each repeat, so a busy neighbour slows all alike."""
+    return {k: v["median"] for k, v in bench_machine.interleave(fns, repeats).items()}
 
 
 def data_parallel(name, params, batch, loss_fn, mesh, repeats) -> Dict[str, Any]:
@@ -268,6 +268,9 @@ def kib(b: Any) -> str:
 
 def report(res: Dict[str, Any]) -> None:
     print(f"\n{res['devices']} devices ({res['platform']}), jax {res['jax']}\n")
+    busy = res.get("machine", {}).get("busy")
+    if busy:
+        print(f"**{busy}**: the step times and their ratios are not a result\n")
     print("| model | per device | DP | ZeRO-1 | ZeRO-1 / DP |")
     print("|---|---|---|---|---|")
     for name, rows in res["data_parallel"].items():
@@ -349,7 +352,9 @@ def main(argv=None):
     ap.add_argument("--no-muon", action="store_true")
     ap.add_argument("--no-zero1-home", action="store_true")
     ap.add_argument("--json", default=None)
+    bench_machine.add_arguments(ap)
     args = ap.parse_args(argv)
+    m = bench_machine.start(args)
     names = [s.strip() for s in args.models.split(",") if s.strip()]
     unknown = set(names) - {"cnn", "transformer"}
     if unknown:
@@ -371,9 +376,11 @@ def main(argv=None):
         res["muon"] = muon_spread(params, mesh, args.repeats, batch, loss_fn)
     if not args.no_zero1_home:
         res["zero1_home"] = zero1_home_bytes(mesh)
+    res["machine"] = m.block()
     report(res)
     if "zero1_home" in res:
         report_zero1_home(res["zero1_home"], args.devices)
+    res["machine"] = m.finish()  # --require-quiet: exits here on a busy machine
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
 

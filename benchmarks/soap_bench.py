@@ -4,7 +4,9 @@ pytorch_optimizer's SOAP, side by side (float32, CPU).
 A refresh (one power iteration ``L @ Q`` and a QR per preconditioned dimension, every
 ``precondition_frequency`` steps) is timed as the difference between a step that refreshes
 (``precondition_frequency=1``) and one that never does (a huge frequency); both optimizers
-are timed round-robin over the same gradients and the medians are reported.
+are timed round-robin over the same gradients (the order rotated each repeat) and the medians
+are reported. The machine block (``machine.py``) is printed first; on a busy machine the ratios
+are marked "not a result", and ``--require-quiet`` refuses to run (or to write ``--json``).
 
     python benchmarks/soap_bench.py                  # ~1 minute
     python benchmarks/soap_bench.py --repeats 5 --shapes 256x256,512x128
@@ -13,10 +15,9 @@ are timed round-robin over the same gradients and the medians are reported.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import statistics
 import sys
-import time
 
 # XLA's CPU QR and eigh call the LAPACK of scipy's OpenBLAS, whose threads spin-wait on a
 # loaded machine: a 512x512 QR took 228 ms with its default threads and 20 ms with one
@@ -30,6 +31,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jaxopt_zoo as jz  # noqa: E402
 from jaxopt_zoo import registry  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine as bench_machine  # noqa: E402
 
 NEVER = 10**9
 
@@ -84,14 +88,15 @@ def torch_state_bytes(opt, params):
 
 
 def median_ms(fns, repeats, inner):
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
+    def calls(f):
+        def run():
             for _ in range(inner):
                 f()
-            times[k].append((time.perf_counter() - t0) / inner * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+
+        return run
+
+    timed = bench_machine.interleave({k: calls(f) for k, f in fns.items()}, repeats, inner)
+    return {k: v["median"] for k, v in timed.items()}, timed
 
 
 def main(argv=None):
@@ -102,7 +107,10 @@ def main(argv=None):
     # torch with 2 OpenMP threads on the loaded 2-CPU machine ran its SOAP steps 20-30x
     # slower (threads spin-wait for each other); 1 thread is its best case there
     ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    bench_machine.add_arguments(ap)
     args = ap.parse_args(argv)
+    m = bench_machine.start(args)
     torch.set_num_threads(args.torch_threads)
     shapes = parse_shapes(args.shapes)
     n = sum(int(np.prod(s)) for s in shapes)
@@ -117,11 +125,18 @@ def main(argv=None):
         fns[f"ours {tag}"], tx, params = ours_step(shapes, freq)
         fns[f"torch {tag}"], opt, tparams = torch_step(shapes, freq)
         objs[tag] = (tx, params, opt, tparams)
-    ms = median_ms(fns, args.repeats, args.inner)
+    ms, timed = median_ms(fns, args.repeats, args.inner)
 
     tx, params, opt, tparams = objs["plain"]
     ours_b = registry.state_bytes_per_param(tx, params=params)
     torch_b = torch_state_bytes(opt, tparams)
+    print(
+        "\nspread (max - min) / median: "
+        + ", ".join(f"{k} {v['spread']:.0%}" for k, v in timed.items())
+    )
+    busy = m.busy_reason()
+    if busy:
+        print(f"\n**{busy}**: the ratios below are not a result")
     print("\n| | ours | pytorch_optimizer | torch / ours |")
     print("|---|---|---|---|")
     print(f"| state bytes per parameter | {ours_b:.2f} | {torch_b:.2f} | {torch_b / ours_b:.2f} |")
@@ -140,6 +155,11 @@ def main(argv=None):
         f"{ms['torch plain'] + rt / 10:.2f} | "
         f"{(ms['torch plain'] + rt / 10) / (ms['ours plain'] + ro / 10):.2f}x |"
     )
+    block = m.finish()  # --require-quiet: exits here on a busy machine
+    if args.json:
+        out = {"machine": block, "state_bytes": {"ours": ours_b, "torch": torch_b}, "ms": ms}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ few cores"; issue #21).
 A hang is a run still going after --timeout seconds (XLA's own abort comes at 40-60 s); an
 abort is any other non-zero exit (134: XLA's SIGABRT); a mismatch is a final train or
 validation loss more than --rtol (relative) from the one-device run's, or a repeat of a
-configuration that is not bit-identical to its first run. Prints a table and the load
-average and CPU model it ran at; exits 1 when anything hung, aborted or mismatched.
+configuration that is not bit-identical to its first run. Prints a table and the machine block
+(``machine.py``: CPU model and ISA flags from /proc/cpuinfo, load average at the start and the
+end; also in ``--json``); exits 1 when anything hung, aborted or mismatched.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine as bench_machine  # noqa: E402
 
 # The sizes users run (the README's "Scale out" commands): the MLP at 784-128-10 on 6400
 # images (100 steps of 64), the reference CNN on 1280 images (20 steps), the default
@@ -43,18 +46,6 @@ LAYOUTS = [  # (label, per-process devices, ZeRO-1, processes)
     ("8 devices, ZeRO-1", 8, True, 1),
     ("2 processes x 2 devices", 2, False, 2),
 ]
-
-
-def machine() -> dict:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {"cpu": model, "cores": os.cpu_count(), "loadavg": os.getloadavg()}
 
 
 def _free_port() -> int:
@@ -122,8 +113,7 @@ def main(argv=None) -> int:
     layouts = LAYOUTS
     if args.layouts:
         layouts = [LAYOUTS[int(i)] for i in args.layouts.split(",")]
-    start = machine()
-    print(f"# {start['cpu']}, {start['cores']} cores, load average {start['loadavg']}")
+    m = bench_machine.start()  # a reliability run: the load is recorded, not judged
     records, failed = [], 0
     for model in args.models.split(","):
         reference = run_once(model, None, False, 1, args.timeout)
@@ -157,10 +147,10 @@ def main(argv=None) -> int:
                 f"| {label} | {args.runs} | {counts['hang']} | {counts['abort']} | "
                 f"{counts['mismatch']} | {worst:.1e} | {sum(seconds) / len(seconds):.1f} |"
             )
-    end = machine()
-    print(f"\n# load average at the end {end['loadavg']}")
+    block = m.block()
+    print(f"\n# load average at the start {block['load_before']}, at the end {block['load_after']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": [start, end], "runs": records}, indent=1))
+        Path(args.json).write_text(json.dumps({"machine": block, "runs": records}, indent=1))
     return 1 if failed else 0
 
 

@@ -16,12 +16,20 @@ of steps, with the same evaluations, twice:
 Reported per workload: wall seconds (compilation included), compile seconds (JAX's own
 trace + lowering + backend-compile events, summed), steady-state seconds (wall - compile),
 and throughput in configuration-steps per second; ratios are sweep / sequential.
+
+With ``--rounds N`` the two modes alternate N times (sequential, sweep / sweep, sequential /
+...) and the ratios use the medians, so that a change of load hits both alike; every round
+compiles afresh (new optimizer objects, new jitted functions). The machine block
+(``machine.py``) is printed and written into ``--json``; ratios measured on a busy machine are
+marked "not a result", and ``--require-quiet`` refuses to run or write there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import sys
 import time
 
@@ -33,6 +41,9 @@ import jax.numpy as jnp  # noqa: E402
 
 import jaxopt_zoo as jz  # noqa: E402
 from jaxopt_zoo.train.sweep import SweepConfig, sweep  # noqa: E402
+
+sys.path.insert(0, HERE)
+import machine as bench_machine  # noqa: E402
 
 LRS = [3e-4, 1e-3, 3e-3, 1e-2]
 SEEDS = [0, 1]
@@ -130,11 +141,15 @@ def charlm(steps: int, batch: int):
     return sequential, swept
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workloads", default="mlp,charlm,cnn")
     ap.add_argument("--steps", type=int, default=None, help="steps per configuration")
-    args = ap.parse_args()
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the two modes this often")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    bench_machine.add_arguments(ap)
+    args = ap.parse_args(argv)
+    m = bench_machine.start(args)
     steps_default = {"mlp": 300, "charlm": 200, "cnn": 60}
     batch = {"mlp": 64, "charlm": 32, "cnn": 64}
     print(
@@ -153,21 +168,42 @@ def main() -> None:
             seq, swp = charlm(steps, batch[name])
         else:
             seq, swp = classifier(name, steps, batch[name])
-        result = {}
-        for mode, fn in (("sequential", seq), ("sweep", swp)):
-            _, wall, comp = timed(fn)
-            work = 8 * steps
-            result[mode] = (wall, comp)
-            print(
-                f"{name:9} {steps:5d} {mode:10} {wall:7.2f} {comp:9.2f} {wall - comp:8.2f} "
-                f"{work / wall:11.1f} {work / max(wall - comp, 1e-9):18.1f}",
-                flush=True,
-            )
-        (sw, sc), (vw, vc) = result["sequential"], result["sweep"]
-        rows.append((name, sw / vw, (sw - sc) / max(vw - vc, 1e-9)))
-    print("\nthroughput ratio sweep / sequential (higher is better):")
-    for name, total, steady in rows:
-        print(f"  {name:7} {total:5.2f}x with compilation, {steady:5.2f}x steady state")
+        runs: dict = {"sequential": [], "sweep": []}
+        for order in bench_machine.rotated_rounds(["sequential", "sweep"], args.rounds):
+            for mode in order:
+                _, wall, comp = timed(seq if mode == "sequential" else swp)
+                work = 8 * steps
+                runs[mode].append((wall, comp))
+                print(
+                    f"{name:9} {steps:5d} {mode:10} {wall:7.2f} {comp:9.2f} {wall - comp:8.2f} "
+                    f"{work / wall:11.1f} {work / max(wall - comp, 1e-9):18.1f}",
+                    flush=True,
+                )
+        med = {
+            mode: tuple(statistics.median(r[i] for r in rs) for i in (0, 1))
+            for mode, rs in runs.items()
+        }
+        (sw, sc), (vw, vc) = med["sequential"], med["sweep"]
+        rows.append(
+            {
+                "workload": name,
+                "steps": steps,
+                "runs": runs,
+                "with_compilation": sw / vw,
+                "steady": (sw - sc) / max(vw - vc, 1e-9),
+            }
+        )
+    print(f"\nthroughput ratio sweep / sequential (higher is better; medians of {args.rounds}):")
+    for r in rows:
+        line = (
+            f"  {r['workload']:7} {r['with_compilation']:5.2f}x with compilation, "
+            f"{r['steady']:5.2f}x steady state"
+        )
+        print(m.headline(line))
+    block = m.finish()  # --require-quiet: exits here on a busy machine
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": block, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

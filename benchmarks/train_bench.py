@@ -19,6 +19,12 @@ Per run it reports:
   PyTorch, plus its evaluation).
 - ``test acc``: accuracy on the 10,000 test images after that one epoch.
 - ``peak MB``: the subprocess' peak RSS; ``over base``: minus the RSS after imports and data.
+
+With ``--rounds N`` the variants run N times each, alternating, the order rotated each round,
+and the table reports medians. The machine block (``machine.py``: CPU model and ISA flags
+from /proc/cpuinfo, load average before and after) is printed and written into ``--json``
+(``{"machine": ..., "rows": [...]}``); on a busy machine the ``vs torch`` ratios are marked
+"not a result", and ``--require-quiet`` refuses to run or write there.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+import machine as bench_machine  # noqa: E402
 
 # jax-rbg: the trainer with JAX's "unsafe_rbg" PRNG (XLA's RngBitGenerator) for dropout
 # instead of the default threefry, which costs about as much as the convolution on CPU.
@@ -325,18 +333,23 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    bench_machine.add_arguments(ap)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    variants = args.variants.split(",")
+    for variant in variants:
+        if variant not in VARIANTS:
+            ap.error(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    m = bench_machine.start(args)
 
     env = dict(os.environ)
     env.setdefault("JAXOPT_ZOO_DATA", os.path.join(HERE, "..", "..", "shared", "data", "mnist"))
     results = {}
-    for _ in range(args.rounds):
+    orders = list(bench_machine.rotated_rounds(variants, args.rounds))
+    for order in orders:
         for model in args.models.split(","):
-            for variant in args.variants.split(","):
-                if variant not in VARIANTS:
-                    ap.error(f"unknown variant {variant!r}; choose from {VARIANTS}")
+            for variant in order:
                 cmd = [
                     sys.executable,
                     os.path.abspath(__file__),
@@ -379,10 +392,13 @@ def main(argv=None):
             f"{med['peak_mb'] - med['base_mb']:9.0f}"
         )
         rows.append({"model": model, "variant": variant, "ms_step_vs_torch": vs, **med, "runs": rs})
-    print("(vs torch = ms/step of this variant / ms/step of PyTorch eager; < 1 is faster)")
+    print(
+        m.headline("(vs torch = ms/step of this variant / ms/step of PyTorch eager; < 1 is faster)")
+    )
+    block = m.finish()  # --require-quiet: exits here on a busy machine
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"machine": block, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

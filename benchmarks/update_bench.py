@@ -3,8 +3,11 @@
 One update = read params, grads and state, write params and state. Every JAX variant is a
 jitted step ``(params, state, grads) -> (params, state)`` with params and state donated, so it
 can run in place; torch steps its optimizer on tensors with ``.grad`` set. Variants are timed
-round-robin (repeat after repeat) so that a busy neighbour slows all of them alike, and the
-table reports the median.
+round-robin (repeat after repeat, the order rotated each repeat) so that a busy neighbour slows
+all of them alike, and the table reports the median. The machine block (``machine.py``: CPU
+model and ISA flags from /proc/cpuinfo, load average before and after) is printed and written
+into ``--json``; on a busy machine the headline ratios are marked, and ``--require-quiet``
+refuses to run or write.
 
     python benchmarks/update_bench.py                       # the full table (a few minutes)
     python benchmarks/update_bench.py --optimizers adam --sizes 8M --leaves 1 --repeats 3
@@ -20,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +36,9 @@ import optax
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jaxopt_zoo as jz  # noqa: E402
 from jaxopt_zoo.fast import FlatParams, fused_apply  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine as bench_machine  # noqa: E402
 
 # name: (ours, optax, torch factory or None, minimal bytes per float32 parameter)
 OPTIMIZERS = {
@@ -198,8 +203,8 @@ def stream_variants(n: int, torch) -> List[Variant]:
 
 
 def time_round_robin(variants: List[Variant], iters: int, repeats: int) -> None:
-    for _ in range(repeats):
-        for v in variants:
+    for order in bench_machine.rotated_rounds(variants, repeats):
+        for v in order:
             time.sleep(0.02)  # let the other framework's spinning worker threads go idle
             t = time.perf_counter()
             v.run(iters)
@@ -222,7 +227,9 @@ def main(argv=None):
     )
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", default=None, help="write the results here")
+    bench_machine.add_arguments(ap)
     args = ap.parse_args(argv)
+    m = bench_machine.start(args)
 
     torch = None
     if not args.no_torch:
@@ -244,7 +251,7 @@ def main(argv=None):
 
     print(f"# native kernel: {jz.native.status()['reason']}")
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax "
+        f"# jax "
         f"{jax.__version__}, optax {optax.__version__}"
         + (f", torch {torch.__version__} ({args.threads} threads)" if torch else "")
         + f"; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
@@ -303,14 +310,15 @@ def main(argv=None):
                                 variants.append(v)
                 iters = args.iters or max(3, int(0.25 / max(1e-4, _probe(variants[2]))))
                 time_round_robin(variants + streams, iters, args.repeats)
-                row = report(opt, size, nl, total, nbytes, variants, streams)
+                row = report(opt, size, nl, total, nbytes, variants, streams, m)
                 results.append(row)
                 for v in streams:
                     v.times.clear()
                 del variants, params, grads, fp, fg, fpn, fgn, fpa, fga
+    block = m.finish()  # --require-quiet: exits here on a busy machine
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({"machine": block, "rows": results}, f, indent=1)
     return results
 
 
@@ -320,22 +328,29 @@ def _probe(v: Variant) -> float:
     return (time.perf_counter() - t) / 2
 
 
-def report(opt, size, nl, total, nbytes, variants, streams) -> dict:
+def report(opt, size, nl, total, nbytes, variants, streams, m=None) -> dict:
     med = {v.name: statistics.median(v.times) for v in variants + streams}
+    spread = {v.name: bench_machine.stats(v.times)["spread"] for v in variants + streams}
     ours_best = min((k for k in med if k.startswith("ours")), key=lambda k: med[k])
     torch_keys = [k for k in med if k.startswith("torch")]
     torch_best = min(torch_keys, key=lambda k: med[k]) if torch_keys else None
     gb = lambda ms, b=nbytes: b * total / (ms * 1e-3) / 1e9  # noqa: E731
     print(f"\n## {opt}, {size} parameters, {nl} leaves ({nbytes} B/param minimal traffic)")
-    print(f"{'variant':34s} {'ms':>8s} {'GB/s':>7s} {'vs optax':>9s} {'vs torch best':>13s}")
+    print(
+        f"{'variant':34s} {'ms':>8s} {'spread':>7s} {'GB/s':>7s} {'vs optax':>9s} "
+        f"{'vs torch best':>13s}"
+    )
     for v in variants:
         ms = med[v.name]
         vs_optax = med["optax (donated)"] / ms
         vs_torch = (med[torch_best] / ms) if torch_best else float("nan")
-        print(f"{v.name:34s} {ms:8.2f} {gb(ms):7.1f} {vs_optax:8.2f}x {vs_torch:12.2f}x")
+        print(
+            f"{v.name:34s} {ms:8.2f} {spread[v.name]:6.0%} {gb(ms):7.1f} {vs_optax:8.2f}x "
+            f"{vs_torch:12.2f}x"
+        )
     for v in streams:
         ms = med[v.name]
-        print(f"{v.name:34s} {ms:8.2f} {gb(ms, 12):7.1f}")
+        print(f"{v.name:34s} {ms:8.2f} {spread[v.name]:6.0%} {gb(ms, 12):7.1f}")
     mem = {v.name: v.memory for v in variants if v.memory}
     row = {
         "optimizer": opt,
@@ -343,6 +358,7 @@ def report(opt, size, nl, total, nbytes, variants, streams) -> dict:
         "leaves": nl,
         "bytes_per_param": nbytes,
         "ms": med,
+        "spread": spread,
         "best_ours": ours_best,
         "best_torch": torch_best,
         "best_ours_vs_optax": med["optax (donated)"] / med[ours_best],
@@ -352,7 +368,9 @@ def report(opt, size, nl, total, nbytes, variants, streams) -> dict:
     line = f"best ours = {ours_best}: {row['best_ours_vs_optax']:.2f}x optax (donated)"
     if torch_best:
         line += f", {row['best_ours_vs_torch']:.2f}x {torch_best}"
-    print(line)
+    print(m.headline(line) if m is not None else line)
+    if m is not None:
+        row["busy"] = m.busy_reason()
     return row
 
 
