@@ -2,10 +2,26 @@
 (``needs_data``: skipped where the data cannot be had, required in CI)."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+# One persistent compilation cache for the whole run: the pytest workers and every process
+# they start (the distributed, sharding and checkpoint workers launch the same trainer in
+# up to a dozen processes, each compiling the same programs) share what any of them
+# compiled. Created by the first process to load this file (pytest itself, before it starts
+# its workers, which inherit the variable), removed at its end; a fresh machine starts empty,
+# so no result depends on an earlier run. Programs that compile in under 0.2 s are not
+# stored (reading them back costs about as much).
+_CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
+_OWN_CACHE = None
+if _CACHE_VAR not in os.environ:
+    _OWN_CACHE = tempfile.mkdtemp(prefix="jaxopt-zoo-tests-xla-")
+    os.environ[_CACHE_VAR] = _OWN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 
@@ -34,6 +50,11 @@ HOW_TO_GET = {
     "shakespeare": "set JAXOPT_ZOO_DATA to a data folder whose sibling 'shakespeare' holds "
     "the corpus, or run the tests once with internet access",
 }
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def pytest_configure(config):
