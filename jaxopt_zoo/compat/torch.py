@@ -30,6 +30,18 @@ from typing import Any, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo.compat._torch_lbfgs import TorchLBFGSState, lbfgs
+from jaxopt_zoo.compat._torch_more import (
+    TorchAdafactorState,
+    TorchASGDState,
+    TorchRpropState,
+    TorchSparseAdamState,
+    asgd_averaged_params,
+    scale_by_torch_adafactor,
+    scale_by_torch_asgd,
+    scale_by_torch_rprop,
+    scale_by_torch_sparse_adam,
+)
 from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -49,18 +61,6 @@ from jaxopt_zoo.core import (
     resolve,
     scalar_dtype,
     zero_count,
-)
-from jaxopt_zoo.compat._torch_lbfgs import TorchLBFGSState, lbfgs
-from jaxopt_zoo.compat._torch_more import (
-    TorchAdafactorState,
-    TorchASGDState,
-    TorchRpropState,
-    TorchSparseAdamState,
-    asgd_averaged_params,
-    scale_by_torch_adafactor,
-    scale_by_torch_asgd,
-    scale_by_torch_rprop,
-    scale_by_torch_sparse_adam,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe, is_elementwise
 from jaxopt_zoo.optim._common import init_moments
@@ -1145,12 +1145,14 @@ def adafactor(
         U_t = g_t / sqrt(max(V_t, eps1^2))
         p_t = p_{t-1} (1 - lr wd) - a_t U_t / max(1, RMS(U_t) / d)
 
-    torch's formulas differ from optax's (``jaxopt_zoo.adafactor``): eps1 floors ``V`` and
-    the row mean instead of being added to ``g^2``; ``lr`` caps the relative step
-    (optax: ``min(0.01, 1/sqrt(t))`` times its learning rate); every leaf of two or more
-    dimensions is factored over its last two axes (optax: the two largest, when >= 128);
-    no momentum. ``eps=(None, ...)``: eps1 is the machine
-    epsilon of each leaf's dtype. Complex parameters raise ``ValueError``, as in torch.
+    Compared with optax's (``jaxopt_zoo.adafactor(lr)``): torch caps the relative step at
+    ``1 / sqrt(t)`` (optax's is ``lr`` throughout), factors every leaf of two or more
+    dimensions over its last two axes (optax: the two largest, when both are >= 128),
+    floors ``V`` at ``eps1^2`` and the row mean at ``eps1`` (optax adds 1e-30 to ``g^2``)
+    and decays by ``lr * weight_decay`` (optax: ``weight_decay_rate``, not scaled). With
+    ``min_dim_size_to_factor=1``, no decay and ``t <= 1 / lr^2`` the two agree to the eps
+    terms. ``eps=(None, ...)``: eps1 is the machine epsilon of each leaf's dtype. Complex
+    parameters raise ``ValueError``, as in torch.
     Blocks: ``scale_by_torch_adafactor``.
 
     Raises:
