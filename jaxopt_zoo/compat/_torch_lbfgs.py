@@ -82,7 +82,8 @@ def _flatten(tree: Any, dt: Any) -> jax.Array:
 
 
 def _unflattener(like: Any) -> Callable[[jax.Array], Any]:
-    leaves, treedef = jax.tree.flatten(like)
+    leaves, treedef_ = jax.tree.flatten(like)
+    treedef: Any = treedef_
     metas = []
     for x in leaves:
         x = jnp.asarray(x)
@@ -230,7 +231,7 @@ def _strong_wolfe(fg, x, t, d, f, g, gtd, max_ls):
             return out + (new_low, done)
 
         def replace_low(_):
-            arrays = (bt, bf, bg, bgtd)
+            arrays: Any = (bt, bf, bg, bgtd)
             flip = (~wolfe) & (gtd_new * (bt[high] - bt[low]) >= 0)
             old_low = tuple(a[low] for a in arrays)
             flipped = put(arrays, high, old_low)

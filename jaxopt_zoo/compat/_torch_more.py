@@ -43,6 +43,13 @@ __all__ = [
 ]
 
 
+def _unzip(updates: Any, out: Any, k: int):
+    """Split a tree of k-tuples (``out``, shaped like ``updates``) into k trees."""
+    treedef: Any = jax.tree.structure(updates)  # its stub lacks flatten_up_to
+    cols = list(zip(*treedef.flatten_up_to(out))) or [()] * k
+    return tuple(treedef.unflatten(c) for c in cols)
+
+
 # --------------------------------------------------------------------------- #
 # Rprop
 # --------------------------------------------------------------------------- #
@@ -115,8 +122,7 @@ def scale_by_torch_rprop(
             return -jnp.sign(g) * s.astype(g.dtype), g.astype(prev.dtype), s
 
         out = jax.tree.map(leaf, updates, state.prev, state.step_size)
-        treedef = jax.tree.structure(updates)
-        u, prev, s = (treedef.unflatten(x) for x in zip(*treedef.flatten_up_to(out)))
+        u, prev, s = _unzip(updates, out, 3)
         return u, TorchRpropState(increment(state.count), prev, s)
 
     return describe(
@@ -199,8 +205,7 @@ def scale_by_torch_asgd(
             return (new_p - p).astype(p.dtype), new_ax.astype(ax.dtype)
 
         out = jax.tree.map(leaf, updates, params, state.ax)
-        treedef = jax.tree.structure(updates)
-        u, ax = (treedef.unflatten(x) for x in zip(*treedef.flatten_up_to(out)))
+        u, ax = _unzip(updates, out, 2)
         return u, TorchASGDState(increment(c), ax)
 
     return describe(
@@ -286,7 +291,8 @@ def scale_by_torch_adafactor(
     ::
 
         rho_t = min(lr, 1 / sqrt(t)),  a_t = max(eps2, RMS(p_{t-1})) rho_t,  w_t = t^beta2_decay
-        ndim >= 2:  R_t = lerp(R_{t-1}, mean_{-1}(g^2), w_t),  C_t = lerp(C_{t-1}, mean_{-2}(g^2), w_t)
+        ndim >= 2:  R_t = lerp(R_{t-1}, mean_{-1}(g^2), w_t)
+                    C_t = lerp(C_{t-1}, mean_{-2}(g^2), w_t)
                     V_t = R_t C_t / max(mean_{-2}(R_t), eps1)
         otherwise:  V_t = lerp(V_{t-1}, g^2, w_t)
         U_t = g / sqrt(max(V_t, eps1^2)),   u_t = -lr wd p_{t-1} - a_t U_t / max(1, RMS(U_t) / d)
@@ -370,8 +376,7 @@ def scale_by_torch_adafactor(
             return out.astype(p.dtype), r.astype(p.dtype), c.astype(p.dtype), v.astype(p.dtype)
 
         out = jax.tree.map(leaf, updates, params, state.row_var, state.col_var, state.variance)
-        treedef = jax.tree.structure(updates)
-        u, r, c, v = (treedef.unflatten(x) for x in zip(*treedef.flatten_up_to(out)))
+        u, r, c, v = _unzip(updates, out, 4)
         return u, TorchAdafactorState(count, r, c, v)
 
     return describe(
@@ -464,8 +469,7 @@ def scale_by_torch_sparse_adam(
             )
 
         out = jax.tree.map(leaf, updates, state.mu, state.nu)
-        treedef = jax.tree.structure(updates)
-        u, m, v = (treedef.unflatten(x) for x in zip(*treedef.flatten_up_to(out)))
+        u, m, v = _unzip(updates, out, 3)
         return u, TorchSparseAdamState(count, m, v)
 
     return describe(

@@ -999,7 +999,7 @@ def muon(
 # --------------------------------------------------------------------------- #
 
 
-def _torch_check(ok: bool, message: str, expected: str) -> None:
+def _torch_check(ok: Any, message: str, expected: str) -> None:
     if not ok:
         raise ValueError(f"{message}. Expected {expected}.")
 
@@ -1022,7 +1022,7 @@ def rprop(
 
     ::
 
-        f_t = etaplus if g_t g'_{t-1} > 0,  etaminus if < 0,  1 if == 0   (etas = (etaminus, etaplus))
+        f_t = etaplus if g_t g'_{t-1} > 0,  etaminus if < 0,  1 if == 0   (etas: the two)
         s_t = clip(s_{t-1} f_t, *step_sizes)                               (s_0 = lr)
         g'_t = 0 where f_t == etaminus, else g_t
         p_t = p_{t-1} - sign(g'_t) s_t
