@@ -26,8 +26,10 @@ from jaxopt_zoo.core import (
     require_params,
     resolve,
     scalar_dtype,
+    stat_dtype,
     zero_count,
 )
+from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 
 __all__ = [
@@ -95,7 +97,7 @@ def scale_by_torch_rprop(
       >>> tx = jz.compat.torch.scale_by_torch_rprop(lr=0.01)
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
-      >>> float(updates["w"][0])
+      >>> round(float(updates["w"][0]), 6)
       -0.01
     """
 
@@ -111,7 +113,8 @@ def scale_by_torch_rprop(
         check_same_structure(updates, state.prev, "scale_by_torch_rprop")
 
         def leaf(g, prev, s):
-            prod = g * prev.astype(g.dtype)
+            # sign(g prev) as the product of signs: g * prev underflows in float16.
+            prod = jnp.sign(g) * jnp.sign(prev.astype(g.dtype))
             factor = jnp.where(
                 prod > 0,
                 jnp.asarray(etaplus, s.dtype),
@@ -196,13 +199,13 @@ def scale_by_torch_asgd(
         mu = jnp.where(c == 0, 1.0, 1.0 / jnp.maximum(1.0, cf - t0)).astype(dt)
 
         def leaf(g, p, ax):
-            ct = p.dtype
-            g = g.astype(ct)
+            ct = compute_dtype(p.dtype)  # float32 for half precision: p_t - p_{t-1} is small
+            g, pc, axc = g.astype(ct), p.astype(ct), ax.astype(ct)
             if not is_zero(weight_decay):
-                g = g + weight_decay * p
-            new_p = p * (1 - lambd * eta).astype(ct) - eta.astype(ct) * g
-            new_ax = jnp.where(mu == 1, new_p, ax + (new_p - ax) * mu.astype(ct))
-            return (new_p - p).astype(p.dtype), new_ax.astype(ax.dtype)
+                g = g + weight_decay * pc
+            new_p = pc * (1 - lambd * eta).astype(ct) - eta.astype(ct) * g
+            new_ax = jnp.where(mu == 1, new_p, axc + (new_p - axc) * mu.astype(ct))
+            return (new_p - pc).astype(p.dtype), new_ax.astype(ax.dtype)
 
         out = jax.tree.map(leaf, updates, params, state.ax)
         u, ax = _unzip(updates, out, 2)
@@ -300,8 +303,9 @@ def scale_by_torch_adafactor(
     Unlike ``jaxopt_zoo.adafactor`` (optax, the paper) the last two axes are factored
     whatever their sizes, eps1 bounds ``V`` and the row mean instead of being added to
     ``g^2``, the relative step is capped by ``lr`` and there is no momentum.
-    ``eps1=None`` is the machine epsilon of each leaf's dtype (torch takes the first
-    parameter's).
+    ``eps1=None`` is the machine epsilon of the dtype each leaf computes in: its own for
+    float32 and float64 (torch takes the first parameter's), float32's for half precision
+    (torch would take float16's 1e-3 or bfloat16's 8e-3, which swamp small gradients).
 
     Args:
       lr: learning rate: the cap of the relative step and the decay's factor.
@@ -323,15 +327,16 @@ def scale_by_torch_adafactor(
 
     def init_fn(params):
         def row(p):
-            return jnp.zeros(p.shape[:-1] + (1,), p.dtype) if p.ndim > 1 else jnp.zeros(0, p.dtype)
+            dt = stat_dtype(p.dtype)
+            return jnp.zeros(p.shape[:-1] + (1,), dt) if p.ndim > 1 else jnp.zeros(0, dt)
 
         def col(p):
-            if p.ndim > 1:
-                return jnp.zeros(p.shape[:-2] + (1, p.shape[-1]), p.dtype)
-            return jnp.zeros(0, p.dtype)
+            dt = stat_dtype(p.dtype)
+            return jnp.zeros(p.shape[:-2] + (1, p.shape[-1]), dt) if p.ndim > 1 else jnp.zeros(0, dt)
 
         def var(p):
-            return jnp.zeros_like(p) if p.ndim <= 1 else jnp.zeros(0, p.dtype)
+            dt = stat_dtype(p.dtype)
+            return jnp.zeros(p.shape, dt) if p.ndim <= 1 else jnp.zeros(0, dt)
 
         return TorchAdafactorState(
             zero_count(),
@@ -354,7 +359,7 @@ def scale_by_torch_adafactor(
             ct = compute_dtype(p.dtype)
             g = g.astype(ct)
             pc = p.astype(ct)
-            e1 = jnp.finfo(p.dtype).eps if eps1 is None else eps1
+            e1 = jnp.finfo(ct).eps if eps1 is None else eps1
             e1 = jnp.asarray(e1, ct)
             wt = w.astype(ct)
             n = max(p.size, 1)
@@ -373,7 +378,8 @@ def scale_by_torch_adafactor(
             out = -(a / jnp.maximum(1.0, rms_u)) * u
             if not is_zero(weight_decay):
                 out = out - (lr_t.astype(ct) * weight_decay) * pc
-            return out.astype(p.dtype), r.astype(p.dtype), c.astype(p.dtype), v.astype(p.dtype)
+            sd = stat_dtype(p.dtype)
+            return out.astype(p.dtype), r.astype(sd), c.astype(sd), v.astype(sd)
 
         out = jax.tree.map(leaf, updates, params, state.row_var, state.col_var, state.variance)
         u, r, c, v = _unzip(updates, out, 4)
@@ -404,8 +410,7 @@ def _active_rows(g):
     broadcastable against ``g``."""
     if g.ndim == 0:
         return g != 0
-    nz = g != 0
-    return jnp.any(nz.reshape(g.shape[0], -1), axis=1).reshape((g.shape[0],) + (1,) * (g.ndim - 1))
+    return jnp.any(g != 0, axis=tuple(range(1, g.ndim)), keepdims=True)
 
 
 def scale_by_torch_sparse_adam(
@@ -442,11 +447,7 @@ def scale_by_torch_sparse_adam(
     """
 
     def init_fn(params):
-        return TorchSparseAdamState(
-            zero_count(),
-            jax.tree.map(jnp.zeros_like, params),
-            jax.tree.map(jnp.zeros_like, params),
-        )
+        return TorchSparseAdamState(zero_count(), *init_moments(params))
 
     def update_fn(updates, state, params=None):
         del params

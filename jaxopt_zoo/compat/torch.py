@@ -1151,8 +1151,9 @@ def adafactor(
     floors ``V`` at ``eps1^2`` and the row mean at ``eps1`` (optax adds 1e-30 to ``g^2``)
     and decays by ``lr * weight_decay`` (optax: ``weight_decay_rate``, not scaled). With
     ``min_dim_size_to_factor=1``, no decay and ``t <= 1 / lr^2`` the two agree to the eps
-    terms. ``eps=(None, ...)``: eps1 is the machine epsilon of each leaf's dtype. Complex
-    parameters raise ``ValueError``, as in torch.
+    terms. ``eps=(None, ...)``: eps1 is the machine epsilon of each leaf's dtype (float32's
+    for half precision, where torch's would swamp small gradients). Complex parameters
+    raise ``ValueError``, as in torch.
     Blocks: ``scale_by_torch_adafactor``.
 
     Raises:
