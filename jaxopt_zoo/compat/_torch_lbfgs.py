@@ -359,12 +359,11 @@ def lbfgs(
     def init_fn(params):
         dt = scalar_dtype(params)
         n = _flatten(params, dt).shape[0]
-        zero = jnp.zeros([], dt)
         return TorchLBFGSState(
             n_iter=jnp.zeros([], jnp.int32),
             func_evals=jnp.zeros([], jnp.int32),
             d=jnp.zeros((n,), dt),
-            t=zero,
+            t=jnp.zeros([], dt),
             old_dirs=jnp.zeros((history_size, n), dt),
             old_stps=jnp.zeros((history_size, n), dt),
             ro=jnp.zeros((history_size,), dt),
@@ -372,7 +371,7 @@ def lbfgs(
             hist_len=jnp.zeros([], jnp.int32),
             h_diag=jnp.ones([], dt),
             prev_flat_grad=jnp.zeros((n,), dt),
-            prev_loss=zero,
+            prev_loss=jnp.zeros([], dt),  # every state array its own (safe to donate)
         )
 
     def update_fn(updates, state, params=None, *, value=None, value_fn=None, **extra):

@@ -29,8 +29,8 @@ from jaxopt_zoo.core import (
     stat_dtype,
     zero_count,
 )
-from jaxopt_zoo.optim._common import init_moments
 from jaxopt_zoo.fast.spec import BlockSpec, describe
+from jaxopt_zoo.optim._common import init_moments
 
 __all__ = [
     "TorchASGDState",
@@ -332,7 +332,9 @@ def scale_by_torch_adafactor(
 
         def col(p):
             dt = stat_dtype(p.dtype)
-            return jnp.zeros(p.shape[:-2] + (1, p.shape[-1]), dt) if p.ndim > 1 else jnp.zeros(0, dt)
+            if p.ndim > 1:
+                return jnp.zeros(p.shape[:-2] + (1, p.shape[-1]), dt)
+            return jnp.zeros(0, dt)
 
         def var(p):
             dt = stat_dtype(p.dtype)
