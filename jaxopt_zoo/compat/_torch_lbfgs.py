@@ -495,8 +495,8 @@ def lbfgs(
 
         c = jax.lax.while_loop(cond, body, carry0)
         new_params = unflatten(c["x"])
-        out = jax.tree.map(
-            lambda new, p: (new - p).astype(jnp.asarray(p).dtype), new_params, params
+        out = jax.tree.map(  # in the gradients' dtypes, as every update
+            lambda new, p, g: (new - p).astype(jnp.asarray(g).dtype), new_params, params, updates
         )
         new_state = TorchLBFGSState(
             n_iter=c["n_total"],

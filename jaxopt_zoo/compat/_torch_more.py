@@ -200,12 +200,13 @@ def scale_by_torch_asgd(
 
         def leaf(g, p, ax):
             ct = compute_dtype(p.dtype)  # float32 for half precision: p_t - p_{t-1} is small
+            out_dtype = g.dtype
             g, pc, axc = g.astype(ct), p.astype(ct), ax.astype(ct)
             if not is_zero(weight_decay):
                 g = g + weight_decay * pc
             new_p = pc * (1 - lambd * eta).astype(ct) - eta.astype(ct) * g
             new_ax = jnp.where(mu == 1, new_p, axc + (new_p - axc) * mu.astype(ct))
-            return (new_p - pc).astype(p.dtype), new_ax.astype(ax.dtype)
+            return (new_p - pc).astype(out_dtype), new_ax.astype(ax.dtype)
 
         out = jax.tree.map(leaf, updates, params, state.ax)
         u, ax = _unzip(updates, out, 2)
@@ -359,6 +360,7 @@ def scale_by_torch_adafactor(
 
         def leaf(g, p, r, c, v):
             ct = compute_dtype(p.dtype)
+            out_dtype = g.dtype
             g = g.astype(ct)
             pc = p.astype(ct)
             e1 = jnp.finfo(ct).eps if eps1 is None else eps1
@@ -381,7 +383,7 @@ def scale_by_torch_adafactor(
             if not is_zero(weight_decay):
                 out = out - (lr_t.astype(ct) * weight_decay) * pc
             sd = stat_dtype(p.dtype)
-            return out.astype(p.dtype), r.astype(sd), c.astype(sd), v.astype(sd)
+            return out.astype(out_dtype), r.astype(sd), c.astype(sd), v.astype(sd)
 
         out = jax.tree.map(leaf, updates, params, state.row_var, state.col_var, state.variance)
         u, r, c, v = _unzip(updates, out, 4)
