@@ -29,6 +29,7 @@ from jaxopt_zoo.core import (
     stat_dtype,
     zero_count,
 )
+from jaxopt_zoo.fast.layout import FlatParams
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments
 
@@ -361,6 +362,8 @@ def scale_by_torch_adafactor(
         def leaf(g, p, r, c, v):
             ct = compute_dtype(p.dtype)
             out_dtype = g.dtype
+            if p.size == 0:  # no elements: means over empty axes would be nan
+                return jnp.zeros(g.shape, out_dtype), r, c, v
             g = g.astype(ct)
             pc = p.astype(ct)
             e1 = jnp.finfo(ct).eps if eps1 is None else eps1
@@ -450,11 +453,20 @@ def scale_by_torch_sparse_adam(
       True
     """
 
+    def refuse_flat(tree):
+        if isinstance(tree, FlatParams):
+            raise ValueError(
+                "scale_by_torch_sparse_adam: rows (axis 0 of each leaf) are lost in flat "
+                "buffers, so jaxopt_zoo.fuse cannot run it; use it unfused."
+            )
+
     def init_fn(params):
+        refuse_flat(params)
         return TorchSparseAdamState(zero_count(), *init_moments(params))
 
     def update_fn(updates, state, params=None):
         del params
+        refuse_flat(updates)
         check_same_structure(updates, state.mu, "scale_by_torch_sparse_adam")
         count = increment(state.count)
 
