@@ -49,8 +49,15 @@ SHAPES = {
 }
 
 
+def checked_names():
+    """Every registered optimizer whose update needs no loss: this worker feeds gradients
+    only (torch.lbfgs's update needs ``value_fn``, its closure)."""
+    names = jz.available() + jz.available("torch.") + jz.available("keras.")
+    return [n for n in names if not jz.entry(n).extra_args]
+
+
 def optimizers():
-    txs = {n: jz.get(n) for n in jz.available() + jz.available("torch.") + jz.available("keras.")}
+    txs = {n: jz.get(n) for n in checked_names()}
     # torch.optim.Muon takes matrices only (torch.muon refuses the rest, as torch does):
     # matrices to it, everything else to AdamW, as torch users split their parameters.
     txs["torch.muon"] = jz.partition(

@@ -48,4 +48,5 @@ def test_no_allocation_and_transformations_accepted():
 def test_every_registered_optimizer_has_a_size():
     for name in jz.available() + jz.available("torch.") + jz.available("keras."):
         b = registry.state_bytes_per_param(name)
-        assert 0 <= b < 64, (name, b)
+        # torch.lbfgs keeps history_size = 100 pairs (y, s) of flat vectors, as torch does.
+        assert 0 <= b < (2 * 100 * 4 + 64 if name == "torch.lbfgs" else 64), (name, b)

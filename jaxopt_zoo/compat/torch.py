@@ -30,6 +30,18 @@ from typing import Any, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxopt_zoo.compat._torch_lbfgs import TorchLBFGSState, lbfgs
+from jaxopt_zoo.compat._torch_more import (
+    TorchAdafactorState,
+    TorchASGDState,
+    TorchRpropState,
+    TorchSparseAdamState,
+    asgd_averaged_params,
+    scale_by_torch_adafactor,
+    scale_by_torch_asgd,
+    scale_by_torch_rprop,
+    scale_by_torch_sparse_adam,
+)
 from jaxopt_zoo.core import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -64,21 +76,36 @@ from jaxopt_zoo.transforms.momentum import trace
 from jaxopt_zoo.transforms.weight_decay import add_decayed_weights
 
 __all__ = [
+    "TorchASGDState",
+    "TorchAdafactorState",
     "TorchAmsgradState",
+    "TorchLBFGSState",
     "TorchNAdamState",
+    "TorchRpropState",
+    "TorchSparseAdamState",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
+    "asgd",
+    "asgd_averaged_params",
+    "lbfgs",
     "muon",
     "nadam",
     "radam",
     "rmsprop",
+    "rprop",
+    "scale_by_torch_adafactor",
     "scale_by_torch_amsgrad",
+    "scale_by_torch_asgd",
     "scale_by_torch_nadam",
     "scale_by_torch_radam",
+    "scale_by_torch_rprop",
+    "scale_by_torch_sparse_adam",
     "sgd",
+    "sparse_adam",
 ]
 
 
@@ -967,6 +994,277 @@ def muon(
     return GradientTransformation(init_fn, update_fn)
 
 
+# --------------------------------------------------------------------------- #
+# Rprop, ASGD, Adafactor, SparseAdam (blocks in _torch_more), L-BFGS (_torch_lbfgs)
+# --------------------------------------------------------------------------- #
+
+
+def _torch_check(ok: Any, message: str, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{message}. Expected {expected}.")
+
+
+def _whole_step(block: GradientTransformation, maximize: bool) -> GradientTransformationExtraArgs:
+    """``maximize`` and the complex view around a block that returns the whole parameter
+    change (no trailing learning rate)."""
+    parts = [scale(-1.0)] if maximize else []
+    return _real_view(chain(*parts, block))
+
+
+def rprop(
+    lr: Scalar = 1e-2,
+    etas: Tuple[Any, Any] = (0.5, 1.2),
+    step_sizes: Tuple[Any, Any] = (1e-6, 50),
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.Rprop`` (Riedmiller & Braun 1993; "Rprop-", no weight-backtracking).
+
+    ::
+
+        f_t = etaplus if g_t g'_{t-1} > 0,  etaminus if < 0,  1 if == 0   (etas: the two)
+        s_t = clip(s_{t-1} f_t, *step_sizes)                               (s_0 = lr)
+        g'_t = 0 where f_t == etaminus, else g_t
+        p_t = p_{t-1} - sign(g'_t) s_t
+
+    ``lr`` only sets the initial step sizes (torch's schedulers do not reach them either),
+    so it is a number, not a schedule. ``optax.rprop`` differs: it keeps the sign of the
+    raw gradient and updates with the previous step after a sign change (see
+    docs/verification.md). Blocks: ``scale_by_torch_rprop``.
+
+    Raises:
+      ValueError: negative ``lr``; ``etas`` not ``0 < etaminus < 1 < etaplus``;
+        ``step_sizes`` not ``0 <= min <= max``.
+
+    Args:
+      lr: the initial step size.
+      etas: ``(etaminus, etaplus)``, the step-size factors after a sign change and while
+        the sign holds.
+      step_sizes: ``(min, max)`` bounds of the step sizes.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.rprop(lr=0.01)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
+    check_nonneg("learning rate", lr, schedule_ok=False)
+    etaminus, etaplus = etas
+    if is_concrete_scalar(etaminus) and is_concrete_scalar(etaplus):
+        _torch_check(
+            0.0 < etaminus < 1.0 < etaplus,
+            f"Invalid eta values: {etaminus}, {etaplus}",
+            "0 < etaminus < 1 < etaplus",
+        )
+    lo, hi = step_sizes
+    if is_concrete_scalar(lo) and is_concrete_scalar(hi):
+        _torch_check(
+            0.0 <= lo <= hi,
+            f"Invalid step_sizes: {lo}, {hi}",
+            "0 <= step_size_min <= step_size_max",
+        )
+    return _whole_step(scale_by_torch_rprop(lr, etaminus, etaplus, lo, hi), maximize)
+
+
+def asgd(
+    lr: ScalarOrSchedule = 1e-2,
+    lambd: Scalar = 1e-4,
+    alpha: Scalar = 0.75,
+    t0: Scalar = 1e6,
+    weight_decay: Scalar = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.ASGD`` (Polyak & Juditsky 1992), averaged parameters in the state.
+
+    ::
+
+        eta_t = lr / (1 + lambd lr (t - 1))^alpha,   mu_t = 1 / max(1, t - 1 - t0)
+        g_t = grad_t + weight_decay p_{t-1}                        (-grad_t if maximize)
+        p_t = p_{t-1} (1 - lambd eta_t) - eta_t g_t
+        ax_t = p_t if mu_t == 1 else ax_{t-1} + mu_t (p_t - ax_{t-1})
+
+    The average ``ax`` is what to evaluate: :func:`asgd_averaged_params`. With a schedule,
+    ``eta_t`` uses the learning rate of step ``t - 2`` (0-based), as torch with an
+    ``LRScheduler``. Blocks: ``scale_by_torch_asgd``.
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      lambd: decay term.
+      alpha: power of the step-size decay.
+      t0: the step after which averaging starts.
+      weight_decay: L2 penalty ``weight_decay * p`` added to the gradient.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation`` (it needs ``params``).
+
+    Example:
+      >>> tx = jz.compat.torch.asgd(lr=0.1, t0=10)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+      >>> ax = jz.compat.torch.asgd_averaged_params(state, params)
+    """
+    _check_lr(lr)
+    _check_weight_decay(weight_decay)
+    check_nonneg("lambd value", lambd, schedule_ok=False)
+    check_nonneg("alpha value", alpha, schedule_ok=False)
+    return _whole_step(scale_by_torch_asgd(lr, lambd, alpha, t0, weight_decay), maximize)
+
+
+def _refuse_complex(tree: Any, name: str) -> None:
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.iscomplexobj(x):
+            raise ValueError(
+                f"{name} does not support complex parameters (as torch.optim.{name}); got "
+                f"{jnp.result_type(x)} at {jax.tree_util.keystr(path)}."
+            )
+
+
+def adafactor(
+    lr: ScalarOrSchedule = 1e-2,
+    beta2_decay: Scalar = -0.8,
+    eps: Tuple[Any, Any] = (None, 1e-3),
+    d: Scalar = 1.0,
+    weight_decay: Scalar = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """``torch.optim.Adafactor`` (Shazeer & Stern 2018, with torch's choices).
+
+    ::
+
+        rho_t = min(lr, 1 / sqrt(t)),   a_t = max(eps2, RMS(p_{t-1})) rho_t,   w_t = t^beta2_decay
+        ndim >= 2 (the last two axes factored):
+            R_t = lerp(R_{t-1}, mean_{-1}(g^2), w_t),   C_t = lerp(C_{t-1}, mean_{-2}(g^2), w_t)
+            V_t = R_t C_t / max(mean_{-2}(R_t), eps1)
+        otherwise:   V_t = lerp(V_{t-1}, g^2, w_t)
+        U_t = g_t / sqrt(max(V_t, eps1^2))
+        p_t = p_{t-1} (1 - lr wd) - a_t U_t / max(1, RMS(U_t) / d)
+
+    Compared with optax's (``jaxopt_zoo.adafactor(lr)``): torch caps the relative step at
+    ``1 / sqrt(t)`` (optax's is ``lr`` throughout), factors every leaf of two or more
+    dimensions over its last two axes (optax: the two largest, when both are >= 128),
+    floors ``V`` at ``eps1^2`` and the row mean at ``eps1`` (optax adds 1e-30 to ``g^2``)
+    and decays by ``lr * weight_decay`` (optax: ``weight_decay_rate``, not scaled). With
+    ``min_dim_size_to_factor=1``, no decay and ``t <= 1 / lr^2`` the two agree to the eps
+    terms. ``eps=(None, ...)``: eps1 is the machine epsilon of each leaf's dtype (float32's
+    for half precision, where torch's would swamp small gradients). Complex parameters
+    raise ``ValueError``, as in torch.
+    Blocks: ``scale_by_torch_adafactor``.
+
+    Raises:
+      ValueError: negative ``lr``, eps or ``weight_decay``; ``beta2_decay > 0``; ``d < 1``.
+
+    Args:
+      lr: learning rate (the cap of the relative step and the decay's factor), a number or
+        a schedule of the step count.
+      beta2_decay: exponent of the moving-average weight ``t^beta2_decay``, <= 0.
+      eps: ``(eps1, eps2)``: the floor of the variance estimate (None: machine epsilon) and
+        of the parameter RMS.
+      d: clipping threshold of the update RMS, >= 1.
+      weight_decay: decoupled decay ``p (1 - lr weight_decay)``.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation`` (it needs ``params``).
+
+    Example:
+      >>> tx = jz.compat.torch.adafactor(lr=1e-2)
+      >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+    """
+    try:
+        eps1, eps2 = eps
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Invalid eps: {eps!r}. Expected a pair (eps1, eps2), e.g. (None, 1e-3)."
+        ) from None
+    if is_concrete_scalar(lr):
+        _torch_check(0.0 <= lr, f"Learning rate should be >= 0 but is: {lr}", "lr >= 0")
+    if is_concrete_scalar(beta2_decay):
+        _torch_check(
+            0.0 >= beta2_decay, f"beta2_decay should be <= 0 but is: {beta2_decay}", "<= 0"
+        )
+    if eps1 is not None and is_concrete_scalar(eps1):
+        _torch_check(0.0 <= eps1, f"epsilon1 should be >= 0 but is: {eps1}", "eps1 >= 0")
+    if is_concrete_scalar(eps2):
+        _torch_check(0.0 <= eps2, f"epsilon2 should be >= 0 but is: {eps2}", "eps2 >= 0")
+    if is_concrete_scalar(d):
+        _torch_check(1.0 <= d, f"Clipping threshold d should be >= 1 but is: {d}", "d >= 1")
+    if is_concrete_scalar(weight_decay):
+        _torch_check(
+            0.0 <= weight_decay,
+            f"weight_decay should be >= 0 but is: {weight_decay}",
+            "weight_decay >= 0",
+        )
+    inner = chain(
+        *([scale(-1.0)] if maximize else []),
+        scale_by_torch_adafactor(lr, beta2_decay, eps1, eps2, d, weight_decay),
+    )
+
+    def init_fn(params):
+        _refuse_complex(params, "Adafactor")
+        return inner.init(params)
+
+    return GradientTransformation(init_fn, inner.update)
+
+
+def sparse_adam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[Any, Any] = (0.9, 0.999),
+    eps: Scalar = 1e-8,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """``torch.optim.SparseAdam`` as lazy Adam on dense gradients.
+
+    torch's SparseAdam takes the sparse gradient of ``nn.Embedding(sparse=True)``: only
+    the rows it holds (the rows looked up in the batch) update their moments and
+    parameters. A dense JAX gradient carries zeros in the other rows, so a row here is
+    active when any of its elements is non-zero::
+
+        active rows:  m_t = m_{t-1} + (1 - b1)(g_t - m_{t-1})
+                      v_t = v_{t-1} + (1 - b2)(g_t^2 - v_{t-1})
+                      p_t = p_{t-1} - lr sqrt(1 - b2^t) / (1 - b1^t) m_t / (sqrt(v_t) + eps)
+        other rows:   m, v and p unchanged        (t counts every step)
+
+    Rows are slices along axis 0 (a scalar is one row). Where a gradient row is zero
+    although the row was looked up (a zero gradient from the loss), torch moves it and
+    this does not: the sparse gradient's structure is not in a dense array. Blocks:
+    ``scale_by_torch_sparse_adam -> scale_by_learning_rate``.
+
+    Raises:
+      ValueError: ``lr`` or ``eps`` not > 0; a beta outside [0, 1).
+
+    Args:
+      lr: learning rate, a number or a schedule of the step count.
+      betas: ``(b1, b2)``, decay rates of the first and second moments, in [0, 1).
+      eps: added to the uncorrected ``sqrt(v_t)``.
+      maximize: ascend the objective (the gradient is negated).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.compat.torch.sparse_adam(lr=1e-3)
+      >>> params = {"emb": jnp.ones((4, 3))}
+      >>> g = {"emb": jnp.zeros((4, 3)).at[2].set(0.5)}
+      >>> updates, state = tx.update(g, tx.init(params), params)
+    """
+    if is_concrete_scalar(lr):
+        _torch_check(0.0 < lr, f"Invalid learning rate: {lr}", "a number > 0")
+    else:
+        _check_lr(lr)
+    if is_concrete_scalar(eps):
+        _torch_check(0.0 < eps, f"Invalid epsilon value: {eps}", "a number > 0")
+    b1, b2 = _check_betas(betas)
+    return _assemble(scale_by_torch_sparse_adam(b1, b2, eps), lr, 0.0, maximize=maximize)
+
+
 #: Every optimizer of this module and the ``torch.optim`` class it reproduces. The registry
 #: registers ``"torch.<name>"`` from this table (one list, kept beside the functions).
 CLASS_NAMES = {
@@ -980,4 +1278,12 @@ CLASS_NAMES = {
     "nadam": "NAdam",
     "radam": "RAdam",
     "muon": "Muon",
+    "lbfgs": "LBFGS",
+    "rprop": "Rprop",
+    "asgd": "ASGD",
+    "adafactor": "Adafactor",
+    "sparse_adam": "SparseAdam",
 }
+
+#: The ``update`` keyword arguments (``Entry.extra_args``) of the optimizers that need some.
+EXTRA_ARGS = {"lbfgs": ("value", "value_fn")}

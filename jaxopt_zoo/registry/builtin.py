@@ -262,4 +262,5 @@ for _fw, _mod, _where in (("torch", _torch, "torch.optim"), ("keras", _keras, "k
             paper=f"{_where}.{_cls}",
             blocks=f"compat.{_fw}",
             verified=(_fw,),
+            extra_args=getattr(_mod, "EXTRA_ARGS", {}).get(_n, ()),
         )
