@@ -16,10 +16,10 @@ from jaxopt_zoo.core import (
     check_nonneg,
     check_same_structure,
     check_scalar,
+    compute_dtype,
     fresh_copy,
     is_zero,
     require_params,
-    stat_dtype,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
@@ -40,9 +40,10 @@ class COCOBState(NamedTuple):
 
 
 def _wide(dtype: Any) -> Any:
-    """The dtype of COCOB's statistics: float32 for float16 parameters (``eps = 1e-8`` is 0
-    in float16 and every division would be 0 / 0), the real dtype for complex ones."""
-    return stat_dtype(dtype)
+    """The real dtype COCOB computes in: float32 for float16 and bfloat16 parameters
+    (``eps = 1e-8`` is 0 in float16, and ``x_0 + C frac - p`` cancels to a few bits in
+    either), float64 for float64 ones."""
+    return compute_dtype(dtype)
 
 
 def scale_by_cocob(alpha: Scalar = 100.0, eps: Scalar = 1e-8) -> GradientTransformation:
@@ -60,8 +61,8 @@ def scale_by_cocob(alpha: Scalar = 100.0, eps: Scalar = 1e-8) -> GradientTransfo
       >>> tx = jz.scale_by_cocob()
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
-      >>> updates["w"]  # -C / (L max(G + L, alpha L)) L = -1 / 100
-      Array([-0.01, -0.01, -0.01], dtype=float32)
+      >>> round(float(updates["w"][0]), 6)  # C (L + R) / (L max(G + L, alpha L)) = -1 / 100
+      -0.01
     """
     check_scalar("alpha", alpha, low=0.0, low_open=True, schedule_ok=False)
     check_scalar("eps", eps, low=0.0, low_open=True, schedule_ok=False)
@@ -156,8 +157,8 @@ def cocob(
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
 
     Equals ``optax.contrib.cocob`` (0.2.8). For complex parameters ``|c|`` and the real
-    part of the product are this module's extension. Statistics are float32 for float16
-    parameters (optax keeps them in float16, where ``eps`` is 0).
+    part of the product are this module's extension. The state (but ``x_0``) is float32 for
+    float16 and bfloat16 parameters (optax keeps it in their dtype, where ``eps`` is 0).
     """
     check_nonneg("weight_decay", weight_decay)
     parts = []

@@ -22,13 +22,17 @@ def _key_data(key: Any) -> tuple[jax.Array, Any]:
     """Raw key data and the key's implementation (None: the default)."""
     if isinstance(key, (numbers.Integral,)) and not isinstance(key, bool):
         key = jax.random.key(int(key))
+    elif (
+        isinstance(key, jax.Array) and key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer)
+    ):  # a seed as an array (optax.inject_hyperparams turns int arguments into arrays)
+        key = jax.random.key(key)
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key), jax.random.key_impl(key)
     if isinstance(key, jax.Array) and key.dtype == jnp.uint32:
         return key, None
     raise TypeError(
-        f"Invalid key: {key!r}. Expected an int seed, a typed key (jax.random.key) or a raw "
-        "uint32 key (jax.random.PRNGKey)."
+        f"Invalid key: {key!r}. Expected an int seed (or an integer scalar array), a typed key "
+        "(jax.random.key) or a raw uint32 key (jax.random.PRNGKey)."
     )
 
 
@@ -36,7 +40,9 @@ def _noise_dtype(dtype: Any) -> Any:
     """Noise is drawn in the gradient's dtype, but in float32 for float16 and bfloat16 (so
     half-precision runs see the float32 noise rounded once)."""
     dtype = jnp.dtype(dtype)
-    return jnp.dtype(jnp.float32) if dtype in (jnp.float16, jnp.bfloat16) else dtype
+    if dtype in (jnp.float16, jnp.bfloat16) or not jnp.issubdtype(dtype, jnp.inexact):
+        return jnp.dtype(jnp.float32)  # half precision, and integer leaves (cast back)
+    return dtype
 
 
 def differentially_private_aggregate(
