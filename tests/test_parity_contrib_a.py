@@ -7,7 +7,11 @@ Every case runs 120 steps of a noisy quadratic, ``g_t = h * (p - p_star) + 0.3 *
 element (curvatures ``h`` in [0.5, 2], so the gradient depends on where the optimizer is), on
 a matrix, a 4-D conv kernel, a vector and a scalar, and compares the whole parameter
 trajectory: relative error ``max|ours - ref| / max|ref|`` per leaf below 1e-6 in float64 and
-1e-5 in float32. Every reference must move. Ours and optax's run in one ``jit`` per case.
+1e-5 in float32. Every reference must move. Ours and optax's run in one ``jit`` per case;
+to keep compiles few, each optimizer runs one setting in float32 and another in float64.
+``mechanize(adam)`` is compared in float64 only: Mechanic amplifies rounding, and optax's own
+float32 and float64 paths are 4% apart there (Adam's rounding, fed to the coin betting); with
+SGD inside, float32 agrees to the bit.
 DP-SGD gets per-example gradients (a batch of 4, each with its own noise ``xi``) and matches
 optax's noise bit for bit: the key is in the state and split as optax splits it.
 
@@ -126,9 +130,10 @@ def linear_to_zero(count):
     return 1.0 - count / STEPS
 
 
-# (id, ours, optax.contrib, kind, float32 too)
+# (id, ours, optax.contrib, kind, dtypes): per optimizer, one setting in float32 and
+# another in float64 (compile time: one jit per case)
 CASES = [
-    ("acprop", lambda: jz.acprop(1e-2), lambda: C.acprop(1e-2), "plain", True),
+    ("acprop", lambda: jz.acprop(1e-2), lambda: C.acprop(1e-2), "plain", ("float32",)),
     (
         "acprop-options",
         lambda: jz.acprop(
@@ -148,14 +153,14 @@ CASES = [
             weight_decay=0.1,
         ),
         "plain",
-        False,
+        ("float64",),
     ),
     (
         "simplified_ademamix",
         lambda: jz.simplified_ademamix(1e-3, alpha=2.0),
         lambda: C.simplified_ademamix(1e-3, alpha=2.0),
         "plain",
-        True,
+        ("float32",),
     ),
     (
         "simplified_ademamix-options",
@@ -178,51 +183,44 @@ CASES = [
             weight_decay=0.05,
         ),
         "plain",
-        False,
+        ("float64",),
     ),
-    ("cocob", lambda: jz.cocob(), lambda: C.cocob(), "plain", True),
+    ("cocob", lambda: jz.cocob(), lambda: C.cocob(), "plain", ("float32",)),
     (
         "cocob-options",
         lambda: jz.cocob(0.5, alpha=50.0, eps=1e-6, weight_decay=0.01),
         lambda: C.cocob(0.5, alpha=50.0, eps=1e-6, weight_decay=0.01),
         "plain",
-        False,
+        ("float64",),
     ),
     (
         "dog",
         lambda: jz.dog(init_step=("heuristic", 1e-4)),
         lambda: C.dog(init_step=("heuristic", 1e-4)),
         "plain",
-        True,
+        ("float32",),
     ),
     (
         "dog-learning-rate-decay",
         lambda: jz.dog(linear_to_zero, init_step=("learning_rate", 1e-2), weight_decay=0.01),
         lambda: C.dog(linear_to_zero, init_step=("learning_rate", 1e-2), weight_decay=0.01),
         "plain",
-        False,
+        ("float64",),
     ),
-    (
-        "dog-distance",
-        lambda: jz.dog(init_step=("distance", 1e-2), eps=1e-6),
-        lambda: C.dog(init_step=("distance", 1e-2), eps=1e-6),
-        "plain",
-        False,
-    ),
-    ("dowg", lambda: jz.dowg(), lambda: C.dowg(), "plain", False),
+    ("dowg", lambda: jz.dowg(), lambda: C.dowg(), "plain", ("float32",)),
     (
         "dowg-options",
         lambda: jz.dowg(0.5, init_estim_sq_dist=1e-2, eps=1e-6, weight_decay=0.01),
         lambda: C.dowg(0.5, init_estim_sq_dist=1e-2, eps=1e-6, weight_decay=0.01),
         "plain",
-        False,
+        ("float64",),
     ),
     (
         "dadapt_adamw",
         lambda: jz.dadapt_adamw(estim_lr0=1e-3),
         lambda: C.dadapt_adamw(estim_lr0=1e-3),
         "plain",
-        True,
+        ("float32",),
     ),
     (
         "dadapt_adamw-options",
@@ -233,14 +231,14 @@ CASES = [
             linear_to_zero, betas=(0.8, 0.99), eps=1e-6, estim_lr0=1e-4, weight_decay=0.1
         ),
         "plain",
-        False,
+        ("float64",),
     ),
     (
         "mechanize-adam",
         lambda: jz.mechanize(jz.adam(1.0)),
         lambda: C.mechanize(optax.adam(1.0)),
         "plain",
-        False,
+        ("float64",),
     ),
     (
         "mechanize-momentum-options",
@@ -251,28 +249,28 @@ CASES = [
             optax.sgd(1.0, momentum=0.9), weight_decay=0.1, eps=1e-6, s_init=1e-4, num_betas=3
         ),
         "plain",
-        True,
+        ("float32",),
     ),
     (
         "normalize",
         lambda: jz.chain(jz.normalize(), jz.sgd(0.05)),
         lambda: optax.chain(C.normalize(), optax.sgd(0.05)),
         "plain",
-        False,
+        ("float64", "float32"),
     ),
     (
         "split_real_and_imaginary-adam",
         lambda: jz.split_real_and_imaginary(jz.adam(1e-2)),
         lambda: C.split_real_and_imaginary(optax.adam(1e-2)),
         "complex",
-        True,
+        ("float64", "float32"),
     ),
     (
         "dpsgd",
         lambda: jz.dpsgd(0.05, l2_norm_clip=1.0, noise_multiplier=1.1, seed=3),
         lambda: optax_dpsgd(0.05, l2_norm_clip=1.0, noise_multiplier=1.1, seed=3),
         "per_example",
-        True,
+        ("float32",),
     ),
     (
         "dpsgd-nesterov",
@@ -283,27 +281,13 @@ CASES = [
             0.01, l2_norm_clip=0.5, noise_multiplier=0.3, seed=1, momentum=0.9, nesterov=True
         ),
         "per_example",
-        False,
-    ),
-    (
-        "differentially_private_aggregate-per-example-false",
-        lambda: jz.chain(
-            jz.differentially_private_aggregate(2.0, 0.5, key=jax.random.key(7), per_example=False),
-            jz.sgd(0.05),
-        ),
-        lambda: optax.chain(
-            optax.stateless(lambda g, p=None: jax.tree.map(lambda x: x[None], g)),
-            C.differentially_private_aggregate(2.0, 0.5, key=jax.random.key(7)),
-            optax.sgd(0.05),
-        ),
-        "plain",
-        False,
+        ("float64",),
     ),
 ]
 PARAMS = [
     pytest.param(make, ref, kind, dtype, id=f"{name}-{dtype}")
-    for name, make, ref, kind, f32 in CASES
-    for dtype in (("float64", "float32") if f32 else ("float64",))
+    for name, make, ref, kind, dtypes in CASES
+    for dtype in dtypes
 ]
 
 
@@ -359,7 +343,7 @@ AUTHORS = [
         dict(bias_correction=False, decouple=False, estim_lr0=1e-3),
         dict(d0=1e-3),
         None,
-        ("float64", "float32"),
+        ("float64",),
     ),
     (
         "options",
