@@ -102,6 +102,13 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "mars": 0.01,
         "ademamix": 0.03,
         "muon": 0.03,  # a vector: Muon's NAdamW part, so NAdam's choice
+        "acprop": 0.01,
+        "cocob": 0.0003,
+        "dadapt_adamw": 0.3,
+        "dog": 3,
+        "dowg": 0.3,
+        "dpsgd": 0.01,
+        "simplified_ademamix": 0.0003,
     },
     "beale": {
         "adabelief": 0.03,
@@ -133,6 +140,13 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "mars": 0.01,
         "ademamix": 0.3,
         "muon": 0.03,
+        "acprop": 0.01,
+        "cocob": 0.0001,
+        "dadapt_adamw": 0.3,
+        "dog": 3,
+        "dowg": 0.3,
+        "dpsgd": 0.01,
+        "simplified_ademamix": 0.0001,  # no lr on the grid stays in the window
     },
     "saddle": {
         "adabelief": 0.003,
@@ -164,6 +178,13 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "mars": 0.01,
         "ademamix": 0.01,
         "muon": 0.01,
+        "acprop": 0.001,
+        "cocob": 0.0001,  # no lr on the grid stays in the window
+        "dadapt_adamw": 0.1,
+        "dog": 1,
+        "dowg": 0.1,
+        "dpsgd": 0.03,
+        "simplified_ademamix": 0.0003,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

@@ -78,6 +78,16 @@ from jaxopt_zoo.optim import (
     soap,
     yogi,
 )
+from jaxopt_zoo.optim.acprop import ScaleByAcpropState, acprop, scale_by_acprop
+from jaxopt_zoo.optim.cocob import COCOBState, cocob, scale_by_cocob
+from jaxopt_zoo.optim.dadapt import DAdaptAdamWState, dadapt_adamw
+from jaxopt_zoo.optim.dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
+from jaxopt_zoo.optim.dpsgd import dpsgd
+from jaxopt_zoo.optim.simplified_ademamix import (
+    ScaleBySimplifiedAdEMAMixState,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
 from jaxopt_zoo.registry import available, entry, get
 from jaxopt_zoo.transforms import (
     EmaState,
@@ -116,6 +126,17 @@ from jaxopt_zoo.transforms import (
     skip_not_finite,
     swa,
     trace,
+)
+from jaxopt_zoo.transforms.complex_valued import (
+    SplitRealAndImaginaryArrays,
+    SplitRealAndImaginaryState,
+    split_real_and_imaginary,
+)
+from jaxopt_zoo.transforms.mechanic import MechanicState, mechanize
+from jaxopt_zoo.transforms.normalize import NormalizeState, normalize
+from jaxopt_zoo.transforms.privacy import (
+    DifferentiallyPrivateAggregateState,
+    differentially_private_aggregate,
 )
 
 __all__ = [
@@ -235,6 +256,34 @@ __all__ = [
     "trace",
     "TraceState",
     "yogi",
+    # optax.contrib's optimizers, transforms and wrappers (contrib-a)
+    "acprop",
+    "cocob",
+    "COCOBState",
+    "dadapt_adamw",
+    "DAdaptAdamWState",
+    "dog",
+    "DoGState",
+    "dowg",
+    "DoWGState",
+    "dpsgd",
+    "scale_by_acprop",
+    "scale_by_cocob",
+    "scale_by_dog",
+    "scale_by_dowg",
+    "scale_by_simplified_ademamix",
+    "ScaleByAcpropState",
+    "ScaleBySimplifiedAdEMAMixState",
+    "simplified_ademamix",
+    "differentially_private_aggregate",
+    "DifferentiallyPrivateAggregateState",
+    "mechanize",
+    "MechanicState",
+    "normalize",
+    "NormalizeState",
+    "split_real_and_imaginary",
+    "SplitRealAndImaginaryArrays",
+    "SplitRealAndImaginaryState",
 ]
 
 __version__ = "0.1.0"

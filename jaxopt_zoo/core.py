@@ -389,3 +389,17 @@ def identity() -> GradientTransformation:
         return updates, state
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def tree_real_vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
+    """``Re <a, b> = sum over leaves of Re(sum(conj(a) * b))``, as a scalar of ``dtype``.
+
+    Each leaf's product is one ``tensordot`` over all its axes (a dot product, summed in the
+    order XLA's dot uses, as optax's ``tree.vdot``), and the leaves are added in order.
+    """
+    total = jnp.zeros([], dtype)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x = jnp.conj(x) if jnp.iscomplexobj(x) else x
+        d = jnp.tensordot(x, y, x.ndim, precision=jax.lax.Precision.HIGHEST)
+        total = total + jnp.real(d).astype(dtype)
+    return total

@@ -53,6 +53,14 @@ TABLE = {
     "ademamix": dict(kw=dict(learning_rate=0.05)),
     # Matrices only in the tree tests below; the 2-vectors here take Muon's NAdamW part.
     "muon": dict(kw=dict(learning_rate=0.05)),
+    # optax.contrib's (contrib-a); cocob, dadapt_adamw, dog and dowg need no learning rate
+    "acprop": dict(kw=dict(learning_rate=0.01)),
+    "cocob": dict(kw=dict(learning_rate=1.0)),
+    "dadapt_adamw": dict(kw=dict(learning_rate=1.0)),
+    "dog": dict(kw=dict(learning_rate=1.0)),
+    "dowg": dict(kw=dict(learning_rate=1.0)),
+    "dpsgd": dict(kw=dict(learning_rate=0.01, noise_multiplier=1e-3)),  # noise: 5e-5 from 0
+    "simplified_ademamix": dict(kw=dict(learning_rate=0.001)),
 }
 STEPS = 3000
 
@@ -203,11 +211,12 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     lr = TABLE[name]["kw"]["learning_rate"]
     other = {k: v for k, v in TABLE[name]["kw"].items() if k != "learning_rate"}
     e = jz.entry(name)
-    factory = functools.partial(e.factory, **e.fixed, **other)
+    factory = functools.partial(e.factory, **{**e.fixed, **other})
     static = {
         "adafactor": ("min_dim_size_to_factor", "decay_offset"),
         "soap": ("precondition_frequency", "max_precondition_dim"),
         "muon": ("ns_steps",),
+        "dpsgd": ("seed",),
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
     plain = jz.get(name, **TABLE[name]["kw"])

@@ -44,6 +44,7 @@ NOT_ELEMENTWISE = {
     "torch.sparse_adam",  # a row is active when any of its elements is
     "torch.lbfgs",  # the whole flattened parameter vector
 }  # matrix products
+NOT_ELEMENTWISE |= {"dpsgd"}  # noise drawn per leaf: fuse refuses it
 # torch.optim.Muon refuses non-matrix (and complex) parameters; so does torch.muon: matrices only.
 MATRIX_ONLY = {"torch.muon"}
 # Algorithms built on a sign or a maximum of the gradient, and their framework versions: drawn
@@ -220,8 +221,15 @@ def test_half_precision_updates_track_float32(name):
         assert np.all(np.isfinite(got)), (name, dtype, got)
         if name in HALF_UNTRACKED:
             continue
+        # float16 holds updates below its normal range (6e-5) only to its subnormal step,
+        # 6e-8: D-Adaptation's first updates are ~1e-6 (d_0 = 1e-6)
+        floor = float(jnp.finfo(jnp.float16).smallest_subnormal) if dtype == "float16" else 0
         np.testing.assert_allclose(
-            got, want, rtol=0, atol=tol * np.max(np.abs(want)), err_msg=f"{name} in {dtype}"
+            got,
+            want,
+            rtol=0,
+            atol=max(tol * np.max(np.abs(want)), floor),
+            err_msg=f"{name} in {dtype}",
         )
 
 

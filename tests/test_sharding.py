@@ -89,7 +89,8 @@ def test_state_is_placed_like_the_parameters(worker):
         # Keras' Adafactor, Ftrl, Lamb and ScheduleFreeAdamW keep their statistics in
         # KerasVariableStep's own tuple, whose paths do not end in the parameters': they are
         # replicated (correct, not placed).
-        if name not in ("sgd", "torch.sgd", "keras.sgd") + KERAS_VARIABLE_STEP:
+        # dpsgd keeps only its PRNG key
+        if name not in ("sgd", "torch.sgd", "keras.sgd", "dpsgd") + KERAS_VARIABLE_STEP:
             # not vacuous: some leaf follows "w"
             assert any(x["param"] == "w" and x["axes"][0] == ["model"] for x in placed), name
 
@@ -119,7 +120,8 @@ def test_state_bytes_per_device_are_one_nth(worker):
             assert total / 8 <= r["max_device_bytes"] <= (total - unsplit) / 8 + unsplit
             # element-wise state: all but the tiny leaves split (not Adafactor's factored
             # moments, nor SOAP's preconditioners and eigenbases, square matrices per dimension)
-            if "adafactor" not in name and name not in ("soap",) + KERAS_VARIABLE_STEP:
+            # (dpsgd's only state is its 8-byte PRNG key: nothing to split)
+            if "adafactor" not in name and name not in ("soap", "dpsgd") + KERAS_VARIABLE_STEP:
                 assert unsplit <= 0.02 * total, (run, name, r)
                 # + 64 B: the replicated scalars (counts, schedule-free's weight sum, ...)
                 assert r["max_device_bytes"] <= 1.05 * total / 8 + 64, (run, name, r)

@@ -1,5 +1,6 @@
 """Optimizer families: each file holds its state, its ``scale_by_*`` block and its aliases."""
 
+from jaxopt_zoo.optim.acprop import ScaleByAcpropState, acprop, scale_by_acprop
 from jaxopt_zoo.optim.adabelief import adabelief, scale_by_belief
 from jaxopt_zoo.optim.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
 from jaxopt_zoo.optim.adafactor import (
@@ -22,6 +23,10 @@ from jaxopt_zoo.optim.adam import (
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from jaxopt_zoo.optim.ademamix import ScaleByAdemamixState, ademamix, scale_by_ademamix
 from jaxopt_zoo.optim.adopt import ScaleByAdoptState, adopt, scale_by_adopt
+from jaxopt_zoo.optim.cocob import COCOBState, cocob, scale_by_cocob
+from jaxopt_zoo.optim.dadapt import DAdaptAdamWState, dadapt_adamw
+from jaxopt_zoo.optim.dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
+from jaxopt_zoo.optim.dpsgd import dpsgd
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
 from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
@@ -38,6 +43,11 @@ from jaxopt_zoo.optim.schedule_free import (
     schedule_free_sgd,
 )
 from jaxopt_zoo.optim.sgd import sgd
+from jaxopt_zoo.optim.simplified_ademamix import (
+    ScaleBySimplifiedAdEMAMixState,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
 from jaxopt_zoo.optim.soap import ScaleBySoapState, decay_after_step, scale_by_soap, soap
 from jaxopt_zoo.optim.yogi import scale_by_yogi, yogi
 
@@ -105,4 +115,23 @@ __all__ = [
     "ScaleBySoapState",
     "decay_after_step",
     "yogi",
+    # optax.contrib's optimizers (contrib-a)
+    "acprop",
+    "cocob",
+    "COCOBState",
+    "dadapt_adamw",
+    "DAdaptAdamWState",
+    "dog",
+    "DoGState",
+    "dowg",
+    "DoWGState",
+    "dpsgd",
+    "scale_by_acprop",
+    "scale_by_cocob",
+    "scale_by_dog",
+    "scale_by_dowg",
+    "scale_by_simplified_ademamix",
+    "ScaleByAcpropState",
+    "ScaleBySimplifiedAdEMAMixState",
+    "simplified_ademamix",
 ]

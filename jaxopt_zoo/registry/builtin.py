@@ -264,3 +264,68 @@ for _fw, _mod, _where in (("torch", _torch, "torch.optim"), ("keras", _keras, "k
             verified=(_fw,),
             extra_args=getattr(_mod, "EXTRA_ARGS", {}).get(_n, ()),
         )
+
+# optax.contrib's optimizers (issue 18, part contrib-a), each verified against optax.contrib.
+_CONTRIB = ("optax.contrib",)
+register(
+    "acprop",
+    _o.acprop,
+    default_lr=1e-3,
+    paper="Zhuang et al. 2021",
+    blocks="scale_by_acprop -> add_decayed_weights -> scale_by_learning_rate",
+    verified=_CONTRIB,
+)
+register(
+    "cocob",
+    _o.cocob,
+    default_lr=None,
+    paper="Orabona & Tommasi 2017",
+    blocks="add_decayed_weights -> scale_by_learning_rate(flip_sign=False) -> scale_by_cocob",
+    verified=_CONTRIB,
+)
+register(
+    "dadapt_adamw",
+    _o.dadapt_adamw,
+    default_lr=None,
+    paper="Defazio & Mishchenko 2023",
+    blocks="dadapt_adamw (one block: d enters the moments)",
+    verified=("optax.contrib", "dadaptation"),
+)
+register(
+    "dog",
+    _o.dog,
+    default_lr=None,
+    paper="Ivgi et al. 2023",
+    blocks="add_decayed_weights -> scale_by_dog -> scale_by_learning_rate",
+    verified=_CONTRIB,
+)
+register(
+    "dowg",
+    _o.dowg,
+    default_lr=None,
+    paper="Khaled et al. 2023",
+    blocks="add_decayed_weights -> scale_by_dowg -> scale_by_learning_rate",
+    verified=_CONTRIB,
+)
+# DP-SGD takes per-example gradients; registered on plain gradients as a batch of one
+# (per_example=False), with a clip of 1, a noise multiplier of 0.1 and seed 0.
+register(
+    "dpsgd",
+    _o.dpsgd,
+    default_lr=0.01,
+    paper="Abadi et al. 2016",
+    blocks="differentially_private_aggregate(per_example=False) -> scale_by_learning_rate",
+    verified=_CONTRIB,
+    l2_norm_clip=1.0,
+    noise_multiplier=0.1,
+    seed=0,
+    per_example=False,
+)
+register(
+    "simplified_ademamix",
+    _o.simplified_ademamix,
+    default_lr=1e-4,
+    paper="Morwani et al. 2025",
+    blocks="scale_by_simplified_ademamix -> add_decayed_weights -> scale_by_learning_rate",
+    verified=_CONTRIB,
+)
