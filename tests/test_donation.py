@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import jaxopt_zoo as jz
+from tests.helpers import stand_in_extra_args
 
 ALL_NAMES = jz.available() + jz.available("torch.") + jz.available("keras.")
 
@@ -97,7 +98,8 @@ def _case(name):
     tx, extra = WRAPPED[name] if name in WRAPPED else (jz.get(name), _no_extra)
 
     def step(params, state, grads):
-        updates, state = tx.update(grads, state, params, **extra(params))
+        kw = stand_in_extra_args(name, params, grads) if name in ALL_NAMES else {}
+        updates, state = tx.update(grads, state, params, **extra(params), **kw)
         return optax.apply_updates(params, updates), state
 
     return tx, step

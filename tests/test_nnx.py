@@ -166,6 +166,9 @@ def test_the_trainer_trains_an_nnx_model_as_it_trains_the_linen_one():
 # Variable nodes in that tree its update cannot line the tuples up with the gradients yet
 # (a known limitation, tracked in the closing note): it is left out here, not hidden.
 NNX_UNSUPPORTED = {"soap"}
+# L-BFGS's update needs the loss as a function of the parameters (value_fn=, value=, grad=),
+# which this loop, written for gradient-only optimizers, does not give.
+NNX_UNSUPPORTED |= {"lbfgs"}
 
 
 @pytest.mark.parametrize("name", sorted(set(jz.available()) - NNX_UNSUPPORTED))

@@ -45,7 +45,12 @@ def test_no_allocation_and_transformations_accepted():
         registry.state_bytes_per_param("adam", params={})
 
 
+# L-BFGS keeps memory_size=10 pairs (s, y), the last parameters and gradient, and its line
+# search's gradient: 23 float32 buffers, 92 B/param.
+LARGER_STATE = {"lbfgs": 96}
+
+
 def test_every_registered_optimizer_has_a_size():
     for name in jz.available() + jz.available("torch.") + jz.available("keras."):
         b = registry.state_bytes_per_param(name)
-        assert 0 <= b < 64, (name, b)
+        assert 0 <= b < LARGER_STATE.get(name, 64), (name, b)

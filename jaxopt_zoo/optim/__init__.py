@@ -23,6 +23,7 @@ from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from jaxopt_zoo.optim.ademamix import ScaleByAdemamixState, ademamix, scale_by_ademamix
 from jaxopt_zoo.optim.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jaxopt_zoo.optim.lamb import lamb, lars
+from jaxopt_zoo.optim.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
 from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
 from jaxopt_zoo.optim.muon import ScaleByMuonState, muon, scale_by_muon, scale_by_muon_shape
@@ -105,4 +106,8 @@ __all__ = [
     "ScaleBySoapState",
     "decay_after_step",
     "yogi",
+    # L-BFGS
+    "lbfgs",
+    "scale_by_lbfgs",
+    "ScaleByLBFGSState",
 ]
