@@ -99,7 +99,7 @@ def _linesearch_evals(state: Any) -> jax.Array:
     return n
 
 
-def _run(fun, tx, max_steps, params, gtol, args):
+def _run(fun, tx, params, max_steps, gtol, args):
     def f(p):
         return fun(p, *args)
 
@@ -179,7 +179,7 @@ def _run(fun, tx, max_steps, params, gtol, args):
     return MinimizeResult(params, state, value, gnorm, k, nfev, status)
 
 
-_run_jit = jax.jit(_run, static_argnums=(0, 1, 2))
+_run_jit = jax.jit(_run, static_argnums=(0, 1))
 
 
 def minimize(
@@ -204,8 +204,8 @@ def minimize(
     ``jit``). The tolerance is on the Euclidean norm of the gradient, as jaxopt's (scipy's
     ``gtol`` is on its largest element).
 
-    Jittable (``fun`` and ``tx`` are static: the same ones reuse the compiled loop) and
-    differentiable in nothing (a ``while_loop``).
+    Jittable; ``fun`` and ``tx`` are static (the same ones reuse the compiled loop, whatever
+    the start, ``max_steps``, ``gtol`` or ``args``). Not differentiable (a ``while_loop``).
 
     Args:
       fun: the loss, a scalar function of ``params`` (and of ``args``).
@@ -240,7 +240,7 @@ def minimize(
         raise TypeError(
             f"minimize: args must be a tuple of fun's extra arguments, got {type(args).__name__}."
         )
-    res = _run_jit(fun, tx, max_steps, params, gtol, args)
+    res = _run_jit(fun, tx, params, max_steps, gtol, args)
     if not isinstance(res.status, jax.core.Tracer) and int(res.status) == _NONFINITE_START:
         warnings.warn(
             "minimize: the loss or its gradient is NaN or infinite at the starting point; "

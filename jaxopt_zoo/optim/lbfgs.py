@@ -19,6 +19,7 @@ from jaxopt_zoo.core import (
     global_norm,
     identity,
     increment,
+    tree_sum_squares,
     zero_count,
 )
 from jaxopt_zoo.transforms.learning_rate import scale, scale_by_learning_rate
@@ -142,7 +143,8 @@ def scale_by_lbfgs(
         y_mem = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.diff_updates_memory, y)
         rho_mem = state.weights_memory.at[slot].set(rho)
         if scale_init_precond:
-            yy = tree_vdot(y, y, dt)
+            # <y, y> summed as optax's squared norm (the same rounding)
+            yy = tree_sum_squares(jax.tree.map(lambda x: x.astype(jnp.result_type(dt, x)), y))
             gamma = jnp.where(yy > 0.0, sy / yy, 1.0)
             g_norm = global_norm(jax.lax.stop_gradient(updates)).astype(dt)
             gamma = jnp.where(first, jnp.minimum(1.0, 1.0 / g_norm), gamma).astype(dt)

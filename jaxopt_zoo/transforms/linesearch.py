@@ -60,7 +60,10 @@ def tree_vdot(a: Any, b: Any, dtype: Any = None) -> jax.Array:
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         dt = dtype or compute_dtype(x.dtype)
         cd = jnp.result_type(dt, x.dtype) if jnp.iscomplexobj(x) else dt
-        v = jnp.real(jnp.vdot(x.astype(cd), y.astype(cd), precision=jax.lax.Precision.HIGHEST))
+        a, b = x.astype(cd), y.astype(cd)
+        a = jnp.conj(a) if jnp.iscomplexobj(a) else a
+        # a contraction over all axes (not a dot of raveled vectors): optax's summation order
+        v = jnp.real(jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST))
         total = v if total is None else total + v
     return jnp.zeros((), dtype or jnp.float32) if total is None else total
 
@@ -329,7 +332,8 @@ def scale_by_zoom_linesearch(
         grad0 = _cast_like(grad0, params)
         slope0 = tree_vdot(updates, grad0, dt)
         guess = jnp.ones((), dt) if initial_guess_strategy == "one" else state.learning_rate
-        c1, c2, tol_ = (jnp.asarray(x, dt) for x in (slope_rtol, curv_rtol, tol))
+        # the hyperparameters as given: Python numbers stay weakly typed (optax's rounding)
+        c1, c2, tol_ = slope_rtol, curv_rtol, tol
         vg = jax.value_and_grad(lambda p: value_fn(p, **fn_kwargs))
 
         def on_line(eta):
