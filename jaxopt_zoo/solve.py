@@ -7,6 +7,7 @@ gradient-norm tolerance inside one compiled program.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
@@ -182,6 +183,13 @@ def _run(fun, tx, params, max_steps, gtol, args):
 _run_jit = jax.jit(_run, static_argnums=(0, 1))
 
 
+@functools.lru_cache(maxsize=1)
+def _default_tx() -> GradientTransformation:
+    """One ``lbfgs()`` for every call that names no ``tx`` (the compiled loop is cached
+    per ``fun`` and ``tx``: a new transformation each call would compile again)."""
+    return lbfgs()
+
+
 def minimize(
     fun: Callable[..., Any],
     params: Any,
@@ -204,8 +212,10 @@ def minimize(
     ``jit``). The tolerance is on the Euclidean norm of the gradient, as jaxopt's (scipy's
     ``gtol`` is on its largest element).
 
-    Jittable; ``fun`` and ``tx`` are static (the same ones reuse the compiled loop, whatever
-    the start, ``max_steps``, ``gtol`` or ``args``). Not differentiable (a ``while_loop``).
+    Jittable; ``fun`` and ``tx`` are static: the same objects reuse the compiled loop,
+    whatever the start, ``max_steps``, ``gtol`` or ``args`` (so build ``tx`` once, not in
+    the call, and pass data through ``args`` rather than a new closure). Not
+    differentiable (a ``while_loop``).
 
     Args:
       fun: the loss, a scalar function of ``params`` (and of ``args``).
@@ -233,7 +243,7 @@ def minimize(
     max_steps = check_int("max_steps", max_steps, low=0)
     check_scalar("gtol", gtol, low=0.0, schedule_ok=False)
     if tx is None:
-        tx = lbfgs()
+        tx = _default_tx()
     elif not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise TypeError(f"minimize: tx must be a GradientTransformation, got {type(tx).__name__}.")
     if not isinstance(args, tuple):
