@@ -49,8 +49,26 @@ SHAPES = {
 }
 
 
+def _with_stand_in_loss(name, tx):
+    """``tx`` with the update keywords its registry entry needs (L-BFGS's line search: the
+    loss 0.5 * |p|^2, its value and the gradient given), so that it runs in a partition."""
+    needs = jz.entry(name).extra_args
+    if not needs:
+        return tx
+
+    def loss(p):
+        return 0.5 * sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(p))
+
+    def update(g, s, p=None):
+        have = {"value": lambda: loss(p), "grad": lambda: g, "value_fn": lambda: loss}
+        return tx.update(g, s, p, **{a: have[a]() for a in needs if a in have})
+
+    return optax.GradientTransformation(tx.init, update)
+
+
 def optimizers():
-    txs = {n: jz.get(n) for n in jz.available() + jz.available("torch.") + jz.available("keras.")}
+    names = jz.available() + jz.available("torch.") + jz.available("keras.")
+    txs = {n: _with_stand_in_loss(n, jz.get(n)) for n in names}
     # torch.optim.Muon takes matrices only (torch.muon refuses the rest, as torch does):
     # matrices to it, everything else to AdamW, as torch users split their parameters.
     txs["torch.muon"] = jz.partition(
