@@ -109,6 +109,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "dowg": 0.3,
         "dpsgd": 0.01,
         "simplified_ademamix": 0.0003,
+        "lbfgs": 0.0001,  # a scale of the direction; its line search sets the step
     },
     "beale": {
         "adabelief": 0.03,
@@ -147,6 +148,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "dowg": 0.3,
         "dpsgd": 0.01,
         "simplified_ademamix": 0.0001,  # no lr on the grid stays in the window
+        "lbfgs": 0.0001,
     },
     "saddle": {
         "adabelief": 0.003,
@@ -185,9 +187,18 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "dowg": 0.1,
         "dpsgd": 0.03,
         "simplified_ademamix": 0.0003,
+        # no lr keeps the path in the window: the line search follows x^2 - y^2 down its
+        # unbounded direction at once (the rule's fallback has nothing to pick from)
+        "lbfgs": 1.0,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
+
+
+def _extra_args(name: str, fn: Callable, p: jax.Array, g: jax.Array) -> Dict[str, Any]:
+    """The update keywords the registry entry needs (L-BFGS's line search: the loss)."""
+    have = {"value": lambda: fn(p), "grad": lambda: g, "value_fn": lambda: fn}
+    return {a: have[a]() for a in jz.entry(name).extra_args if a in have}
 
 
 def _path_fn(name: str, problem: Problem, steps: int):
@@ -200,7 +211,7 @@ def _path_fn(name: str, problem: Problem, steps: int):
         def body(carry, _):
             p, state = carry
             g = jax.grad(problem.fn)(p)
-            updates, state = tx.update(g, state, p)
+            updates, state = tx.update(g, state, p, **_extra_args(name, problem.fn, p, g))
             p = optax.apply_updates(p, updates)
             return (p, state), p
 

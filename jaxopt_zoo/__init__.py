@@ -89,6 +89,7 @@ from jaxopt_zoo.optim.simplified_ademamix import (
     simplified_ademamix,
 )
 from jaxopt_zoo.registry import available, entry, get
+from jaxopt_zoo.solve import MinimizeResult, minimize
 from jaxopt_zoo.transforms import (
     EmaState,
     EmaWeightsState,
@@ -284,6 +285,33 @@ __all__ = [
     "split_real_and_imaginary",
     "SplitRealAndImaginaryArrays",
     "SplitRealAndImaginaryState",
+]
+
+# L-BFGS, line searches and minimize
+from jaxopt_zoo.optim import ScaleByLBFGSState, lbfgs, scale_by_lbfgs  # noqa: E402
+from jaxopt_zoo.transforms import (  # noqa: E402
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    scale_by_backtracking_linesearch,
+    scale_by_zoom_linesearch,
+    value_and_grad_from_state,
+)
+
+__all__ += [
+    "BacktrackingLinesearchInfo",
+    "MinimizeResult",
+    "ScaleByBacktrackingLinesearchState",
+    "ScaleByLBFGSState",
+    "ScaleByZoomLinesearchState",
+    "ZoomLinesearchInfo",
+    "lbfgs",
+    "minimize",
+    "scale_by_backtracking_linesearch",
+    "scale_by_lbfgs",
+    "scale_by_zoom_linesearch",
+    "value_and_grad_from_state",
 ]
 
 __version__ = "0.1.0"

@@ -57,18 +57,23 @@ def max_rel_err(a, b):
     return worst
 
 
-def stand_in_extra_args(name, params, grads, step=0):
+def _stand_in_loss(p):
+    """``0.5 * sum(|p|**2)`` in float32: one function (one identity), so that transforms
+    compiled per loss function (line searches) compile once."""
+    return 0.5 * sum(
+        jnp.sum(jnp.square(jnp.abs(x).astype(jnp.float32))) for x in jax.tree.leaves(p)
+    )
+
+
+def stand_in_extra_args(name, params, grads, step=0, loss=None):
     """The ``update`` keyword arguments that registry entry ``name`` needs
     (``Entry.extra_args``), for the registry-wide tests that feed random gradients without
-    a loss: the loss is taken as ``0.5 * sum(p**2)`` (so ``value``, ``value_fn``, ``grad``
-    and ``obj_fn`` agree with one another, if not with the random gradients), and ``key``
-    is folded from ``step``."""
+    a loss: the loss is taken as ``0.5 * sum(|p|**2)`` (so ``value``, ``value_fn``, ``grad``
+    and ``obj_fn`` agree with one another, if not with the random gradients), or ``loss``
+    where a test has the true one, and ``key`` is folded from ``step``."""
     import jaxopt_zoo as jz
 
-    def loss(p):
-        return 0.5 * sum(
-            jnp.sum(jnp.square(jnp.abs(x).astype(jnp.float32))) for x in jax.tree.leaves(p)
-        )
+    loss = loss or _stand_in_loss
 
     out = {}
     for a in jz.entry(name).extra_args:

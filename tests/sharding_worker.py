@@ -49,15 +49,36 @@ SHAPES = {
 }
 
 
+def _with_stand_in_loss(name, tx):
+    """``tx`` with the update keywords its registry entry needs (L-BFGS's line search: the
+    loss 0.5 * |p|^2, its value and the gradient given), so that it runs in a partition."""
+    needs = jz.entry(name).extra_args
+    if not needs:
+        return tx
+
+    def loss(p):
+        return 0.5 * sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(p))
+
+    def update(g, s, p=None):
+        have = {"value": lambda: loss(p), "grad": lambda: g, "value_fn": lambda: loss}
+        return tx.update(g, s, p, **{a: have[a]() for a in needs if a in have})
+
+    return optax.GradientTransformation(tx.init, update)
+
+
+# torch.lbfgs runs up to max_iter line-searched iterations per update, whose discrete
+# decisions (a Wolfe test, a curvature skip) may flip under the rounding of a partitioned
+# product: not compared here.
+NOT_SHARDED = ("torch.lbfgs",)
+
+
 def checked_names():
-    """Every registered optimizer whose update needs no loss: this worker feeds gradients
-    only (torch.lbfgs's update needs ``value_fn``, its closure)."""
     names = jz.available() + jz.available("torch.") + jz.available("keras.")
-    return [n for n in names if not jz.entry(n).extra_args]
+    return [n for n in names if n not in NOT_SHARDED]
 
 
 def optimizers():
-    txs = {n: jz.get(n) for n in checked_names()}
+    txs = {n: _with_stand_in_loss(n, jz.get(n)) for n in checked_names()}
     # torch.optim.Muon takes matrices only (torch.muon refuses the rest, as torch does):
     # matrices to it, everything else to AdamW, as torch users split their parameters.
     txs["torch.muon"] = jz.partition(

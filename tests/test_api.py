@@ -10,6 +10,7 @@ from flax import nnx
 from flax.training import train_state
 
 import jaxopt_zoo as jz
+from tests.helpers import stand_in_extra_args
 
 # ----------------------------------------------------------------- validation
 
@@ -97,10 +98,11 @@ def test_empty_and_zero_size_params():
         tx = jz.get(name)
         params = {"empty": jnp.zeros((0, 3)), "x": jnp.ones(2)}
         state = tx.init(params)
-        u, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+        g = jax.tree.map(jnp.ones_like, params)
+        u, _ = tx.update(g, state, params, **stand_in_extra_args(name, params, g))
         assert u["empty"].shape == (0, 3), name
         assert bool(jnp.all(jnp.isfinite(u["x"]))), name
-        u, _ = tx.update({}, tx.init({}), {})
+        u, _ = tx.update({}, tx.init({}), {}, **stand_in_extra_args(name, {}, {}))
         assert u == {}, name
 
 

@@ -101,7 +101,8 @@ def _case(name):
         tx, extra = jz.get(name), lambda p: stand_in_extra_args(name, p, p)
 
     def step(params, state, grads):
-        updates, state = tx.update(grads, state, params, **extra(params))
+        kw = stand_in_extra_args(name, params, grads) if name in ALL_NAMES else {}
+        updates, state = tx.update(grads, state, params, **extra(params), **kw)
         return optax.apply_updates(params, updates), state
 
     return tx, step

@@ -16,7 +16,7 @@ from jaxopt_zoo.train import Metrics, make_indexed_train_step
 
 STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon"}
+NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon", "lbfgs"}
 NOT_ELEMENTWISE |= {"dpsgd"}  # noise: refused (its draws depend on the leaves' layout)
 ELEMENTWISE = [n for n in jz.available() if n not in NOT_ELEMENTWISE] + [
     "torch.adam",

@@ -43,6 +43,7 @@ NOT_ELEMENTWISE = {
     "torch.adafactor",  # factored statistics, per-leaf RMS
     "torch.sparse_adam",  # a row is active when any of its elements is
     "torch.lbfgs",  # the whole flattened parameter vector
+    "lbfgs",  # inner products over the whole tree (two-loop recursion, line search)
 }  # matrix products
 NOT_ELEMENTWISE |= {"dpsgd"}  # noise drawn per leaf: fuse refuses it
 # torch.optim.Muon refuses non-matrix (and complex) parameters; so does torch.muon: matrices only.

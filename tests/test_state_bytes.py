@@ -45,8 +45,13 @@ def test_no_allocation_and_transformations_accepted():
         registry.state_bytes_per_param("adam", params={})
 
 
+# L-BFGS keeps memory_size=10 pairs (s, y), the last parameters and gradient, and its line
+# search's gradient: 23 float32 buffers, 92 B/param.
+# torch.lbfgs keeps history_size = 100 pairs (y, s) of flat vectors, as torch does.
+LARGER_STATE = {"lbfgs": 96, "torch.lbfgs": 2 * 100 * 4 + 64}
+
+
 def test_every_registered_optimizer_has_a_size():
     for name in jz.available() + jz.available("torch.") + jz.available("keras."):
         b = registry.state_bytes_per_param(name)
-        # torch.lbfgs keeps history_size = 100 pairs (y, s) of flat vectors, as torch does.
-        assert 0 <= b < (2 * 100 * 4 + 64 if name == "torch.lbfgs" else 64), (name, b)
+        assert 0 <= b < LARGER_STATE.get(name, 64), (name, b)

@@ -37,7 +37,7 @@ from jaxopt_zoo.fast.dataflow import separable
 from jaxopt_zoo.fast.diagnose import diagnose
 from jaxopt_zoo.fast.layout import FlatParams, Layout
 from jaxopt_zoo.fast.probe import Mismatch, compare, run_two_steps, tangent, unflat, values
-from jaxopt_zoo.fast.spec import is_elementwise
+from jaxopt_zoo.fast.spec import NeedsExtraArgsError, is_elementwise
 
 __all__ = ["NotFusableError", "analyze", "check_fusable"]
 
@@ -121,6 +121,10 @@ def _probe_now(tx: Any, layout: Layout) -> None:
 
     try:
         want = jax.jit(on_tree)(tree_p, grads, d_params)
+    except NeedsExtraArgsError as e:  # a line search: no loss to probe it with
+        raise NotFusableError(
+            f"{_message('its update needs keyword arguments the probe cannot give')} ({e})"
+        ) from None
     except (TypeError, ValueError, NotImplementedError):  # no forward derivative (a
         # callback, a custom_vjp): compare the values only; a real error is raised again
         d_params = None

@@ -28,6 +28,7 @@ from jaxopt_zoo.fast.stages import STAGES
 
 __all__ = [
     "BlockSpec",
+    "NeedsExtraArgsError",
     "SpecifiedTransformation",
     "SpecifiedTransformationExtraArgs",
     "block_names",
@@ -39,6 +40,12 @@ __all__ = [
 ]
 
 Scalar = Union[float, jax.Array, Callable[[Any], Any]]
+
+
+class NeedsExtraArgsError(TypeError):
+    """Raised by an ``update`` called without keyword arguments it needs (a line search's
+    ``value_fn``): the fast path's probe, which has none to give, refuses the
+    transformation (``NotFusableError``) instead of failing."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

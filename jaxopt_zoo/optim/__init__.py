@@ -28,6 +28,7 @@ from jaxopt_zoo.optim.dadapt import DAdaptAdamWState, dadapt_adamw
 from jaxopt_zoo.optim.dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
 from jaxopt_zoo.optim.dpsgd import dpsgd
 from jaxopt_zoo.optim.lamb import lamb, lars
+from jaxopt_zoo.optim.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
 from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
 from jaxopt_zoo.optim.muon import ScaleByMuonState, muon, scale_by_muon, scale_by_muon_shape
@@ -134,4 +135,8 @@ __all__ = [
     "ScaleByAcpropState",
     "ScaleBySimplifiedAdEMAMixState",
     "simplified_ademamix",
+    # L-BFGS
+    "lbfgs",
+    "scale_by_lbfgs",
+    "ScaleByLBFGSState",
 ]

@@ -252,6 +252,17 @@ register(
     verified=("pytorch_optimizer", "optax.contrib"),
 )
 
+# L-BFGS: update(grads, state, params, value=, grad=, value_fn=) (its line search needs the loss)
+register(
+    "lbfgs",
+    _o.lbfgs,
+    default_lr=None,
+    paper="Liu & Nocedal 1989; Nocedal & Wright 2006 (Alg. 3.5, 3.6, 7.4)",
+    blocks="scale_by_lbfgs -> scale(-1) -> scale_by_zoom_linesearch",
+    verified=("optax", "jaxopt.LBFGS (iterations)", "scipy L-BFGS-B (iterations)"),
+    extra_args=("value", "grad", "value_fn"),
+)
+
 # The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
 for _fw, _mod, _where in (("torch", _torch, "torch.optim"), ("keras", _keras, "keras.optimizers")):
     for _n, _cls in _mod.CLASS_NAMES.items():

@@ -21,6 +21,15 @@ from jaxopt_zoo.transforms.learning_rate import (
     scale_by_learning_rate,
     scale_by_schedule,
 )
+from jaxopt_zoo.transforms.linesearch import (
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    scale_by_backtracking_linesearch,
+    scale_by_zoom_linesearch,
+    value_and_grad_from_state,
+)
 from jaxopt_zoo.transforms.lookahead import LookaheadState, lookahead
 from jaxopt_zoo.transforms.masking import MaskedState, PartitionState, masked, partition
 from jaxopt_zoo.transforms.mechanic import MechanicState, mechanize
@@ -82,4 +91,12 @@ __all__ = [
     "split_real_and_imaginary",
     "SplitRealAndImaginaryArrays",
     "SplitRealAndImaginaryState",
+    # line searches
+    "BacktrackingLinesearchInfo",
+    "ScaleByBacktrackingLinesearchState",
+    "ScaleByZoomLinesearchState",
+    "ZoomLinesearchInfo",
+    "scale_by_backtracking_linesearch",
+    "scale_by_zoom_linesearch",
+    "value_and_grad_from_state",
 ]
