@@ -112,6 +112,8 @@ def test_compare_writes_results_table_csv_and_plot(tmp_path):
         (["train", "--optimizer", "adam", "--model", "resnet"], r"invalid choice: 'resnet'"),
         (["train", "--optimizer", "adam", "--opt-arg", "b1=2"], r"Invalid b1: 2"),
         (["train", "--optimizer", "adam", "--opt-arg", "betas=1"], r"unknown argument"),
+        (["train", "--optimizer", "lbfgs"], r"needs grad, value_fn .* use jaxopt_zoo.minimize"),
+        (["sweep", "--optimizer", "torch.lbfgs"], r"needs value_fn .* use jaxopt_zoo.minimize"),
         (["compare", "--optimizers", "adam,,sgd"], r"empty optimizer name"),
         (["compare", "--optimizers", "adam,adam"], r"lists a name twice"),
         (["train"], r"required: --optimizer"),

@@ -36,6 +36,10 @@ PRESETS = ("native", "keras", "torch")
 PRESET_INIT = {"native": "flax", "keras": "keras", "torch": "flax"}
 
 
+# The update keywords the trainer passes (train.steps.train_step): the batch loss.
+TRAINER_EXTRA_ARGS = ("value",)
+
+
 def resolve_optimizer(name: str, preset: str = "native") -> str:
     """The registry name of ``name`` under ``preset`` (``adam`` + keras -> ``keras.adam``).
 
@@ -70,7 +74,15 @@ class RunSpec:
         ``total_steps`` (the run's optimizer steps) sizes a learning-rate schedule."""
         t = self.techniques
         kw = dict(self.kwargs)
-        defaults = registry.entry(self.optimizer).defaults()
+        entry = registry.entry(self.optimizer)
+        missing = [a for a in entry.extra_args if a not in TRAINER_EXTRA_ARGS]
+        if missing:
+            raise ValueError(
+                f"{self.optimizer}'s update needs {', '.join(missing)} (the loss as a function "
+                "of the parameters, for its line search), which a mini-batch trainer does not "
+                "give: for a full-batch problem use jaxopt_zoo.minimize (docs/full-batch.md)."
+            )
+        defaults = entry.defaults()
         lr = self.lr
         if lr is None and (t.swa_lr is not None or t.schedule != "constant" or t.decay_mask):
             lr = defaults.get("learning_rate", defaults.get("lr"))  # the schedule's peak
