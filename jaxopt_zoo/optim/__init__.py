@@ -22,9 +22,12 @@ from jaxopt_zoo.optim.adam import (
 from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from jaxopt_zoo.optim.ademamix import ScaleByAdemamixState, ademamix, scale_by_ademamix
 from jaxopt_zoo.optim.adopt import ScaleByAdoptState, adopt, scale_by_adopt
+from jaxopt_zoo.optim.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
+from jaxopt_zoo.optim.madgrad import MadgradState, madgrad, scale_by_madgrad
 from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
+from jaxopt_zoo.optim.momo import MomoAdamState, MomoState, momo, momo_adam
 from jaxopt_zoo.optim.muon import ScaleByMuonState, muon, scale_by_muon, scale_by_muon_shape
 from jaxopt_zoo.optim.newton_schulz import MuonDimensionNumbers, orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.prodigy import ProdigyState, prodigy
@@ -39,6 +42,14 @@ from jaxopt_zoo.optim.schedule_free import (
 )
 from jaxopt_zoo.optim.sgd import sgd
 from jaxopt_zoo.optim.soap import ScaleBySoapState, decay_after_step, scale_by_soap, soap
+from jaxopt_zoo.optim.sophia import (
+    HutchinsonState,
+    SophiaState,
+    hutchinson_estimator_diag_hessian,
+    hutchinson_probes,
+    scale_by_sophia,
+    sophia,
+)
 from jaxopt_zoo.optim.yogi import scale_by_yogi, yogi
 
 __all__ = [
@@ -105,4 +116,22 @@ __all__ = [
     "ScaleBySoapState",
     "decay_after_step",
     "yogi",
+    # optax.contrib: GaLore, MADGRAD, MoMo, Sophia
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
+    "galore",
+    "scale_by_galore",
+    "MadgradState",
+    "madgrad",
+    "scale_by_madgrad",
+    "MomoAdamState",
+    "MomoState",
+    "momo",
+    "momo_adam",
+    "HutchinsonState",
+    "SophiaState",
+    "hutchinson_estimator_diag_hessian",
+    "hutchinson_probes",
+    "scale_by_sophia",
+    "sophia",
 ]
