@@ -16,8 +16,11 @@ from jaxopt_zoo.train import Metrics, make_indexed_train_step
 
 STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon"}
-ELEMENTWISE = [n for n in jz.available() if n not in NOT_ELEMENTWISE] + [
+NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon", "galore"}
+# fuse probes `update` without the extra arguments (value, obj_fn) that some need
+ELEMENTWISE = [
+    n for n in jz.available() if n not in NOT_ELEMENTWISE and not jz.entry(n).extra_args
+] + [
     "torch.adam",
     "keras.lion",
 ]  # the compat ones are written with the same blocks

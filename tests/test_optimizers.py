@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import jaxopt_zoo as jz
+from tests.helpers import stand_in_extra_args
 
 NAMES = jz.available()
 
@@ -53,6 +54,11 @@ TABLE = {
     "ademamix": dict(kw=dict(learning_rate=0.05)),
     # Matrices only in the tree tests below; the 2-vectors here take Muon's NAdamW part.
     "muon": dict(kw=dict(learning_rate=0.05)),
+    "galore": dict(kw=dict(learning_rate=0.05)),  # 2-vectors: Adam; matrices projected below
+    "madgrad": dict(kw=dict(learning_rate=0.01)),
+    "momo": dict(kw=dict(learning_rate=1.0)),
+    "momo_adam": dict(kw=dict(learning_rate=0.05)),
+    "sophia": dict(kw=dict(learning_rate=0.005)),
 }
 STEPS = 3000
 
@@ -80,7 +86,8 @@ def run(name, fn_name):
         def body(carry, _):
             p, s = carry
             g = jax.grad(fn)(p)
-            u, s = tx.update(g, s, p)
+            extra = {"value": fn(p), "obj_fn": fn}  # the loss, for those that need it
+            u, s = tx.update(g, s, p, **{k: extra[k] for k in jz.entry(name).extra_args})
             p = optax.apply_updates(p, u)
             return (p, s), fn(p)
 
@@ -116,7 +123,7 @@ def test_descends_with_only_required_arguments(name):
     tx = e.factory(**kwargs)
     p = jnp.array([3.0, -2.0])
     s = tx.init(p)
-    step = jax.jit(lambda p, s: tx.update(2 * p, s, p))
+    step = jax.jit(lambda p, s: tx.update(2 * p, s, p, **stand_in_extra_args(name, p, 2 * p)))
     for _ in range(20):
         u, s = step(p, s)
         p = optax.apply_updates(p, u)
@@ -144,7 +151,7 @@ def tree_params(dtype):
 @functools.lru_cache(maxsize=None)
 def stepper(name, dtype_name):
     tx = jz.get(name, **TABLE[name]["kw"])
-    return tx, jax.jit(lambda g, s, p: tx.update(g, s, p))
+    return tx, jax.jit(lambda g, s, p: tx.update(g, s, p, **stand_in_extra_args(name, p, g)))
 
 
 DTYPES = ["float32", "bfloat16", "complex64"]
@@ -192,7 +199,7 @@ def test_jit_and_eager_agree(name):
     for _ in range(4):
         u1, s1 = step(grads, s1, p1)
         p1 = optax.apply_updates(p1, u1)
-        u2, s2 = tx.update(grads, s2, p2)
+        u2, s2 = tx.update(grads, s2, p2, **stand_in_extra_args(name, p2, grads))
         p2 = optax.apply_updates(p2, u2)
     chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(s1, s2, rtol=1e-5, atol=1e-6)
@@ -208,6 +215,8 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
         "adafactor": ("min_dim_size_to_factor", "decay_offset"),
         "soap": ("precondition_frequency", "max_precondition_dim"),
         "muon": ("ns_steps",),
+        "galore": ("rank", "update_proj_gap"),
+        "sophia": ("update_interval",),
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
     plain = jz.get(name, **TABLE[name]["kw"])
@@ -217,7 +226,7 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
 
     def run_tx(tx, n=3):
         s, p = tx.init(params), params
-        step = jax.jit(tx.update)
+        step = jax.jit(lambda g, s, p: tx.update(g, s, p, **stand_in_extra_args(name, p, g)))
         for _ in range(n):
             u, s = step(grads, s, p)
             p = optax.apply_updates(p, u)
@@ -231,9 +240,10 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     # arithmetic rounds differently: agreement to float32 noise, not bit for bit
     chex.assert_trees_all_close(p_inj, p_plain, rtol=1e-4, atol=1e-6)
     # the injected learning rate is live state: changing it changes the next step
-    u_before, _ = injected.update(grads, s_inj, p_inj)
+    extra = stand_in_extra_args(name, p_inj, grads)
+    u_before, _ = injected.update(grads, s_inj, p_inj, **extra)
     s_inj.hyperparams["learning_rate"] = jnp.asarray(0.0)
-    u_zero, _ = injected.update(grads, s_inj, p_inj)
+    u_zero, _ = injected.update(grads, s_inj, p_inj, **extra)
     diff = max(
         float(jnp.max(jnp.abs(a - b)))
         for a, b in zip(jax.tree.leaves(u_before), jax.tree.leaves(u_zero))

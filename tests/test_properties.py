@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 import jaxopt_zoo as jz
 from jaxopt_zoo import registry
+from tests.helpers import stand_in_extra_args
 
 NAMES = jz.available() + jz.available("torch.") + jz.available("keras.")
 NOT_ELEMENTWISE = {
@@ -37,6 +38,7 @@ NOT_ELEMENTWISE = {
     "soap",
     "mars",  # per-parameter norms / factored statistics
     "muon",
+    "galore",  # an SVD per matrix
     "torch.muon",
     "keras.muon",
 }  # matrix products
@@ -144,7 +146,8 @@ def test_init_and_update_keep_structure_and_stay_finite(name, data):
     tx = jz.get(name)
     params = materialize(spec, 0, 1.0)
     grads = [materialize(spec, k, scale, zeros) for k in (1, 2)]
-    fused = None if name in NOT_ELEMENTWISE else jz.fuse(tx)
+    # fuse probes `update` without the extra arguments (value, obj_fn) some need
+    fused = None if name in NOT_ELEMENTWISE or jz.entry(name).extra_args else jz.fuse(tx)
     fused_params, fused_state = params, None
     if fused is not None:
         try:
@@ -155,7 +158,7 @@ def test_init_and_update_keep_structure_and_stay_finite(name, data):
     state = tx.init(params)
     state_sig = signature(state)
     for g in grads:
-        updates, state = tx.update(g, state, params)
+        updates, state = tx.update(g, state, params, **stand_in_extra_args(name, params, g))
         assert signature(updates) == signature(g), name
         assert signature(state) == state_sig, name
         params = optax.apply_updates(params, updates)
@@ -197,7 +200,8 @@ def test_half_precision_updates_track_float32(name):
         p = jnp.asarray(p0, dtype).reshape(shape)
         state, out = tx.init(p), []
         for g in HALF_GRADS:
-            u, state = tx.update(jnp.asarray(g, dtype).reshape(shape), state, p)
+            g = jnp.asarray(g, dtype).reshape(shape)
+            u, state = tx.update(g, state, p, **stand_in_extra_args(name, p, g))
             assert u.dtype == jnp.dtype(dtype) and all_finite(state), (name, dtype, state)
             out.append(np.asarray(u.astype(jnp.float32)))
         return np.array(out)

@@ -209,12 +209,14 @@ def scale_by_galore(
             is_left = left(v)
 
             def svd_projector(g2=g2, r=r, is_left=is_left, dt=g.dtype):
-                # in float32, as optax and pytorch_optimizer (which do so for float64 too)
-                u, _, vh = jnp.linalg.svd(g2.astype(jnp.float32), full_matrices=False)
-                return (u[:, :r] if is_left else vh[:r, :].T).astype(dt)
+                # in float32, as optax and pytorch_optimizer (which do so for float64 too);
+                # complex64 for complex parameters (then P^H replaces P^T)
+                sd = jnp.complex64 if jnp.iscomplexobj(g2) else jnp.float32
+                u, _, vh = jnp.linalg.svd(g2.astype(sd), full_matrices=False)
+                return (u[:, :r] if is_left else jnp.conj(vh[:r, :]).T).astype(dt)
 
             P = jax.lax.cond(refresh, svd_projector, lambda P=P: P)
-            low.append(P.T @ g2 if is_left else g2 @ P)
+            low.append(jnp.conj(P).T @ g2 if is_left else g2 @ P)
             new_proj.append(P)
             views.append((v, is_left))
         low_tree = jax.tree.unflatten(tdef, low)
@@ -225,7 +227,7 @@ def scale_by_galore(
                 out.append(u)
                 continue
             v, is_left = vw
-            full = P @ u if is_left else u @ P.T
+            full = P @ u if is_left else u @ jnp.conj(P).T
             out.append((scale * v.from_2d(full)).astype(g.dtype))
         new_state = GaLoreState(increment(k), base_state, jax.tree.unflatten(tdef, new_proj))
         return jax.tree.unflatten(tdef, out), new_state

@@ -224,7 +224,7 @@ def scale_by_sophia(
 
         def estimate(hs, nu):
             diag, hs = hess.update(updates, hs, params, **extra_args)
-            return hs, ema_update(diag, nu, b2)
+            return hs, ema_update(jax.tree.map(jnp.real, diag), nu, b2)
 
         hs, nu = jax.lax.cond(
             state.count % interval == 0,
@@ -236,8 +236,10 @@ def scale_by_sophia(
         h = nu if hessian_first else state.nu
 
         def direction(m_, h_, g):
-            d = m_.astype(h_.dtype) / jnp.maximum(gamma * h_, eps)
-            if clip_threshold is not None:
+            d = m_.astype(jnp.result_type(m_.dtype, h_.dtype)) / jnp.maximum(gamma * h_, eps)
+            if clip_threshold is not None and jnp.iscomplexobj(d):  # clip the modulus
+                d = d * jnp.minimum(1, clip_threshold / jnp.maximum(jnp.abs(d), 1e-30))
+            elif clip_threshold is not None:
                 d = jnp.clip(d, -clip_threshold, clip_threshold)
             return d.astype(g.dtype)
 
