@@ -215,8 +215,11 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
         "adafactor": ("min_dim_size_to_factor", "decay_offset"),
         "soap": ("precondition_frequency", "max_precondition_dim"),
         "muon": ("ns_steps",),
-        "galore": ("rank", "update_proj_gap"),
-        "sophia": ("update_interval",),
+        "galore": ("rank", "update_proj_gap", "proj_step_offset", "decay_after_update"),
+        "sophia": ("update_interval", "bias_correction", "hessian_first"),
+        "madgrad": ("decouple_decay",),
+        "momo": ("adapt_lower_bound",),
+        "momo_adam": ("adapt_lower_bound",),
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
     plain = jz.get(name, **TABLE[name]["kw"])

@@ -56,7 +56,8 @@ def _lowest_dtype(params: Any) -> Any:
     """The narrowest real dtype among the leaves (the dtype of the scalar state, so that
     the updates keep the parameters' dtypes)."""
     dts = [jnp.finfo(jnp.result_type(x)).dtype for x in jax.tree.leaves(params)]
-    return min(dts, key=lambda d: d.itemsize) if dts else jnp.dtype(jnp.float32)
+    low = min(dts, key=lambda d: d.itemsize) if dts else jnp.dtype(jnp.float32)
+    return jnp.dtype(jnp.float32) if low.itemsize < 4 else low  # half precision: float32
 
 
 def _vdot(a: Any, b: Any, dt: Any) -> jax.Array:
@@ -267,7 +268,9 @@ def momo_adam(
         )
         bc2 = (1 - b2**t).astype(dt)
         precond = jax.tree.map(lambda v: eps + jnp.sqrt(v / bc2.astype(v.dtype)), exp_avg_sq)
-        weighted = jax.tree.map(lambda d, q: d / q.astype(d.dtype), exp_avg, precond)
+        weighted = jax.tree.map(
+            lambda d, q: d.astype(jnp.result_type(d.dtype, q.dtype)) / q, exp_avg, precond
+        )
         norm = _vdot(exp_avg, weighted, dt)
         gamma = b1 * state.gamma + (1 - b1) * _vdot(updates, params, dt)
         iprod = _vdot(exp_avg, params, dt)

@@ -75,7 +75,11 @@ def hutchinson_probes(key: jax.Array, params: Any, distribution: str = "rademach
     keys = jax.random.split(key, len(leaves))
     dt = _lowest_dtype(params)
     draw = jax.random.rademacher if distribution == "rademacher" else jax.random.normal
-    z = [draw(k, jnp.shape(x), jnp.float32).astype(dt) for k, x in zip(keys, leaves)]
+
+    def cast(z, x):  # optax's: the narrowest dtype (the same where all leaves share one)
+        return z.astype(dt).astype(jnp.result_type(x))
+
+    z = [cast(draw(k, jnp.shape(x), jnp.float32), x) for k, x in zip(keys, leaves)]
     return jax.tree.unflatten(tdef, z)
 
 
@@ -133,6 +137,11 @@ def hutchinson_estimator_diag_hessian(
     return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _wide(dtype: Any) -> Any:
+    d = jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32) if d in (jnp.float16, jnp.bfloat16) else d
+
+
 class SophiaState(NamedTuple):
     """State of :func:`scale_by_sophia` (names as in optax.contrib): the step ``count``,
     the momentum ``mu``, the EMA of the Hessian diagonal ``nu`` and the estimator's state
@@ -186,7 +195,8 @@ def scale_by_sophia(
       hessian_diagonal_fn: the estimator, a transformation returning the diagonal (default
         :func:`hutchinson_estimator_diag_hessian`); extra ``update`` keyword arguments
         (``obj_fn``) are passed on to it.
-      mu_dtype: dtype of the momentum (default: the parameters').
+      mu_dtype: dtype of the momentum (default: the parameters', float32 for float16 and
+        bfloat16, as ``m / (gamma h)`` magnifies its rounding).
       bias_correction: divide the momentum by ``1 - b1^t`` (optax's); False: pytorch_optimizer's
         ``SophiaH`` and the paper's algorithm.
       hessian_first: fold a new Hessian estimate into ``h`` before this step's direction
@@ -206,12 +216,13 @@ def scale_by_sophia(
 
     def init_fn(params):
         mu = jax.tree.map(
-            lambda p: jnp.zeros(p.shape, mu_dtype if mu_dtype is not None else p.dtype), params
+            lambda p: jnp.zeros(p.shape, mu_dtype if mu_dtype is not None else _wide(p.dtype)),
+            params,
         )
         return SophiaState(
             count=zero_count(),
             mu=mu,
-            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, stat_dtype(p.dtype)), params),
+            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, _wide(stat_dtype(p.dtype))), params),
             hessian_fn_state=hess.init(params),
         )
 
