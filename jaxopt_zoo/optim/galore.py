@@ -125,6 +125,13 @@ def scale_by_galore(
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`GaLoreState`.
+
+    Example:
+      >>> tx = jz.scale_by_galore(rank=2)
+      >>> p = {"w": jnp.ones((4, 3))}
+      >>> u, s = tx.update(p, tx.init(p), p)
+      >>> s.projector["w"].shape
+      (4, 2)
     """
     if not isinstance(rank, int) or isinstance(rank, bool):
         raise TypeError(f"Invalid rank: {rank!r}. Expected a positive integer.")

@@ -70,6 +70,11 @@ def hutchinson_probes(key: jax.Array, params: Any, distribution: str = "rademach
 
     Returns:
       A tree like ``params``.
+
+    Example:
+      >>> z = jz.hutchinson_probes(jax.random.PRNGKey(0), {"w": jnp.zeros((2, 3))})
+      >>> sorted(set(jnp.abs(z["w"]).ravel().tolist()))
+      [1.0]
     """
     leaves, tdef = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
@@ -204,6 +209,11 @@ def scale_by_sophia(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`SophiaState`.
+
+    Example:
+      >>> tx = jz.chain(jz.scale_by_sophia(), jz.scale_by_learning_rate(1e-3))
+      >>> p = {"w": jnp.ones(3)}
+      >>> u, s = tx.update(p, tx.init(p), p, obj_fn=lambda q: jnp.sum(q["w"] ** 2))
     """
     check_betas(b1, b2, eps)
     check_nonneg("gamma", gamma, schedule_ok=False)
