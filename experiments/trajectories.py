@@ -102,6 +102,11 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "mars": 0.01,
         "ademamix": 0.03,
         "muon": 0.03,  # a vector: Muon's NAdamW part, so NAdam's choice
+        "galore": 0.1,  # 2-vectors: Adam
+        "madgrad": 0.01,
+        "momo": 0.1,
+        "momo_adam": 0.1,
+        "sophia": 0.01,
     },
     "beale": {
         "adabelief": 0.03,
@@ -133,6 +138,11 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "mars": 0.01,
         "ademamix": 0.3,
         "muon": 0.03,
+        "galore": 0.03,  # 2-vectors: Adam
+        "madgrad": 0.01,
+        "momo": 0.1,
+        "momo_adam": 0.03,
+        "sophia": 0.01,
     },
     "saddle": {
         "adabelief": 0.003,
@@ -164,6 +174,11 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "mars": 0.01,
         "ademamix": 0.01,
         "muon": 0.01,
+        "galore": 0.01,  # 2-vectors: Adam
+        "madgrad": 0.01,
+        "momo": 0.1,
+        "momo_adam": 0.01,
+        "sophia": 0.01,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
@@ -179,7 +194,9 @@ def _path_fn(name: str, problem: Problem, steps: int):
         def body(carry, _):
             p, state = carry
             g = jax.grad(problem.fn)(p)
-            updates, state = tx.update(g, state, p)
+            extra = {"value": problem.fn(p), "obj_fn": problem.fn}  # MoMo's, Sophia's
+            need = jz.entry(name).extra_args
+            updates, state = tx.update(g, state, p, **{k: extra[k] for k in need})
             p = optax.apply_updates(p, updates)
             return (p, state), p
 
