@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import jaxopt_zoo as jz
+from tests.helpers import stand_in_extra_args
 
 ALL_NAMES = jz.available() + jz.available("torch.") + jz.available("keras.")
 
@@ -94,7 +95,11 @@ def _case(name):
     if name in FAST:
         tx = jz.fuse(_adam())
         return tx, jz.fused_apply(tx, native="XLA" not in name)
-    tx, extra = WRAPPED[name] if name in WRAPPED else (jz.get(name), _no_extra)
+    tx, extra = (
+        WRAPPED[name]
+        if name in WRAPPED
+        else (jz.get(name), lambda params: stand_in_extra_args(name, params, None))
+    )
 
     def step(params, state, grads):
         updates, state = tx.update(grads, state, params, **extra(params))

@@ -215,7 +215,7 @@ def scale_by_galore(
             r = min(rank, v.rows, v.cols)
             is_left = left(v)
 
-            def svd_projector(g2=g2, r=r, is_left=is_left, dt=g.dtype):
+            def svd_projector(g2=g2, r=r, is_left=is_left, dt=P.dtype):
                 # in float32, as optax and pytorch_optimizer (which do so for float64 too);
                 # complex64 for complex parameters (then P^H replaces P^T)
                 sd = jnp.complex64 if jnp.iscomplexobj(g2) else jnp.float32

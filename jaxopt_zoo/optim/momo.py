@@ -55,7 +55,11 @@ class MomoAdamState(NamedTuple):
 def _lowest_dtype(params: Any) -> Any:
     """The narrowest real dtype among the leaves (the dtype of the scalar state, so that
     the updates keep the parameters' dtypes)."""
-    dts = [jnp.finfo(jnp.result_type(x)).dtype for x in jax.tree.leaves(params)]
+    dts = [
+        jnp.finfo(jnp.result_type(x)).dtype
+        for x in jax.tree.leaves(params)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
     low = min(dts, key=lambda d: d.itemsize) if dts else jnp.dtype(jnp.float32)
     return jnp.dtype(jnp.float32) if low.itemsize < 4 else low  # half precision: float32
 
@@ -184,9 +188,10 @@ def momo(
             adapt_lower_bound,
         )
         out = jax.tree.map(
-            lambda d, p: (-(alpha * weight_decay) / rho * p - tau * d).astype(p.dtype),
+            lambda d, p, g: (-(alpha * weight_decay) / rho * p - tau * d).astype(g.dtype),
             exp_avg,
             params,
+            updates,
         )
         return out, MomoState(exp_avg, barf, gamma, lb.astype(dt), increment(k))
 
@@ -289,9 +294,10 @@ def momo_adam(
             adapt_lower_bound,
         )
         out = jax.tree.map(
-            lambda w, p: (-(alpha * weight_decay) / rho * p - tau * w).astype(p.dtype),
+            lambda w, p, g: (-(alpha * weight_decay) / rho * p - tau * w).astype(g.dtype),
             weighted,
             params,
+            updates,
         )
         new = MomoAdamState(exp_avg, exp_avg_sq, barf, gamma, lb.astype(dt), t)
         return out, new

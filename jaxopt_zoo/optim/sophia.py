@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_zoo.core import (
     GradientTransformation,
@@ -52,7 +53,11 @@ class HutchinsonState(NamedTuple):
 
 
 def _lowest_dtype(params: Any) -> Any:
-    dts = [jnp.dtype(jnp.result_type(x)) for x in jax.tree.leaves(params)]
+    dts = [
+        jnp.dtype(jnp.result_type(x))
+        for x in jax.tree.leaves(params)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
     return min(dts, key=lambda d: d.itemsize) if dts else jnp.dtype(jnp.float32)
 
 
@@ -82,6 +87,8 @@ def hutchinson_probes(key: jax.Array, params: Any, distribution: str = "rademach
     draw = jax.random.rademacher if distribution == "rademacher" else jax.random.normal
 
     def cast(z, x):  # optax's: the narrowest dtype (the same where all leaves share one)
+        if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):  # no tangent for integers
+            return np.zeros(jnp.shape(x), jax.dtypes.float0)
         return z.astype(dt).astype(jnp.result_type(x))
 
     z = [cast(draw(k, jnp.shape(x), jnp.float32), x) for k, x in zip(keys, leaves)]
@@ -135,8 +142,15 @@ def hutchinson_estimator_diag_hessian(
             )
         key, sub = jax.random.split(state.key)
         z = hutchinson_probes(sub, params, distribution)
-        hz = jax.jvp(jax.grad(obj_fn), (params,), (z,))[1]
-        out = jax.tree.map(lambda h, v, p: (h * v).astype(p.dtype), hz, z, params)
+        hz = jax.jvp(jax.grad(obj_fn, allow_int=True), (params,), (z,))[1]
+        out = jax.tree.map(
+            lambda h, v, p: (
+                (h * v).astype(p.dtype) if v.dtype != jax.dtypes.float0 else jnp.zeros_like(p)
+            ),
+            hz,
+            z,
+            params,
+        )
         return out, HutchinsonState(key=key)
 
     return GradientTransformationExtraArgs(init_fn, update_fn)
