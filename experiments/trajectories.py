@@ -110,6 +110,11 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "dpsgd": 0.01,
         "simplified_ademamix": 0.0003,
         "lbfgs": 0.0001,  # a scale of the direction; its line search sets the step
+        "galore": 0.1,  # 2-vectors: Adam
+        "madgrad": 0.01,
+        "momo": 0.1,
+        "momo_adam": 0.1,
+        "sophia": 0.01,
     },
     "beale": {
         "adabelief": 0.03,
@@ -149,6 +154,11 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "dpsgd": 0.01,
         "simplified_ademamix": 0.0001,  # no lr on the grid stays in the window
         "lbfgs": 0.0001,
+        "galore": 0.03,  # 2-vectors: Adam
+        "madgrad": 0.01,
+        "momo": 0.1,
+        "momo_adam": 0.03,
+        "sophia": 0.01,
     },
     "saddle": {
         "adabelief": 0.003,
@@ -190,14 +200,20 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         # no lr keeps the path in the window: the line search follows x^2 - y^2 down its
         # unbounded direction at once (the rule's fallback has nothing to pick from)
         "lbfgs": 1.0,
+        "galore": 0.01,  # 2-vectors: Adam
+        "madgrad": 0.01,
+        "momo": 0.1,
+        "momo_adam": 0.01,
+        "sophia": 0.01,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 
 
 def _extra_args(name: str, fn: Callable, p: jax.Array, g: jax.Array) -> Dict[str, Any]:
-    """The update keywords the registry entry needs (L-BFGS's line search: the loss)."""
-    have = {"value": lambda: fn(p), "grad": lambda: g, "value_fn": lambda: fn}
+    """The update keywords the registry entry needs (L-BFGS's line search, MoMo, Sophia:
+    the loss)."""
+    have = {"value": lambda: fn(p), "grad": lambda: g, "value_fn": lambda: fn, "obj_fn": lambda: fn}
     return {a: have[a]() for a in jz.entry(name).extra_args if a in have}
 
 

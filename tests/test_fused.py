@@ -16,9 +16,12 @@ from jaxopt_zoo.train import Metrics, make_indexed_train_step
 
 STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
-NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon", "lbfgs"}
+NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon", "lbfgs", "galore"}
 NOT_ELEMENTWISE |= {"dpsgd"}  # noise: refused (its draws depend on the leaves' layout)
-ELEMENTWISE = [n for n in jz.available() if n not in NOT_ELEMENTWISE] + [
+# fuse probes `update` without the extra arguments (value, obj_fn) that some need
+ELEMENTWISE = [
+    n for n in jz.available() if n not in NOT_ELEMENTWISE and not jz.entry(n).extra_args
+] + [
     "torch.adam",
     "keras.lion",
 ]  # the compat ones are written with the same blocks

@@ -16,6 +16,7 @@ from flax import nnx
 import jaxopt_zoo as jz
 from jaxopt_zoo.models import NNXModel, as_linen_like, get_model, layers, nnx_models
 from jaxopt_zoo.train import TrainConfig, init_loop_state, train_and_evaluate
+from tests.helpers import stand_in_extra_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,9 +188,9 @@ def test_nnx_optimizer_with_every_registered_optimizer(name):
     ref_state = tx.init(params)
     for _ in range(3):
         grads = nnx.grad(loss)(model)
-        opt.update(model, grads)
+        opt.update(model, grads, **stand_in_extra_args(name, params, grads))
         g = jax.grad(lambda p: loss(_with_params(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), p)))(params)
-        updates, ref_state = tx.update(g, ref_state, params)
+        updates, ref_state = tx.update(g, ref_state, params, **stand_in_extra_args(name, params, g))
         params = optax.apply_updates(params, updates)
     got = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, params)

@@ -64,6 +64,11 @@ TABLE = {
     "simplified_ademamix": dict(kw=dict(learning_rate=0.001)),
     # its line search sets the step; the learning rate scales the direction before it
     "lbfgs": dict(kw=dict(learning_rate=0.1)),
+    "galore": dict(kw=dict(learning_rate=0.05)),  # 2-vectors: Adam; matrices projected below
+    "madgrad": dict(kw=dict(learning_rate=0.01)),
+    "momo": dict(kw=dict(learning_rate=1.0)),
+    "momo_adam": dict(kw=dict(learning_rate=0.05)),
+    "sophia": dict(kw=dict(learning_rate=0.005)),
 }
 STEPS = 3000
 
@@ -222,6 +227,11 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
         "muon": ("ns_steps",),
         "dpsgd": ("seed",),
         "lbfgs": ("memory_size", "scale_init_precond"),
+        "galore": ("rank", "update_proj_gap", "proj_step_offset", "decay_after_update"),
+        "sophia": ("update_interval", "bias_correction", "hessian_first"),
+        "madgrad": ("decouple_decay",),
+        "momo": ("adapt_lower_bound",),
+        "momo_adam": ("adapt_lower_bound",),
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
     plain = jz.get(name, **TABLE[name]["kw"])

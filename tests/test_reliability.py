@@ -293,7 +293,9 @@ def test_integer_leaves_get_integer_updates_and_float_leaves_are_unaffected(name
         "dog",  # these three: global norms over every leaf include the int leaf's
         "dowg",
         "dpsgd",
-    ):  # block-wise: the int leaf is its own block
+        "momo",
+        "momo_adam",
+    ):  # block-wise: the int leaf is its own block; MoMo: <g, x> sums over every leaf
         np.testing.assert_array_equal(u["f"], alone["f"])
 
 

@@ -27,10 +27,13 @@ from jaxopt_zoo.optim.cocob import COCOBState, cocob, scale_by_cocob
 from jaxopt_zoo.optim.dadapt import DAdaptAdamWState, dadapt_adamw
 from jaxopt_zoo.optim.dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
 from jaxopt_zoo.optim.dpsgd import dpsgd
+from jaxopt_zoo.optim.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from jaxopt_zoo.optim.lion import ScaleByLionState, lion, scale_by_lion
+from jaxopt_zoo.optim.madgrad import MadgradState, madgrad, scale_by_madgrad
 from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
+from jaxopt_zoo.optim.momo import MomoAdamState, MomoState, momo, momo_adam
 from jaxopt_zoo.optim.muon import ScaleByMuonState, muon, scale_by_muon, scale_by_muon_shape
 from jaxopt_zoo.optim.newton_schulz import MuonDimensionNumbers, orthogonalize_by_newton_schulz
 from jaxopt_zoo.optim.prodigy import ProdigyState, prodigy
@@ -50,6 +53,14 @@ from jaxopt_zoo.optim.simplified_ademamix import (
     simplified_ademamix,
 )
 from jaxopt_zoo.optim.soap import ScaleBySoapState, decay_after_step, scale_by_soap, soap
+from jaxopt_zoo.optim.sophia import (
+    HutchinsonState,
+    SophiaState,
+    hutchinson_estimator_diag_hessian,
+    hutchinson_probes,
+    scale_by_sophia,
+    sophia,
+)
 from jaxopt_zoo.optim.yogi import scale_by_yogi, yogi
 
 __all__ = [
@@ -139,4 +150,22 @@ __all__ = [
     "lbfgs",
     "scale_by_lbfgs",
     "ScaleByLBFGSState",
+    # optax.contrib: GaLore, MADGRAD, MoMo, Sophia
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
+    "galore",
+    "scale_by_galore",
+    "MadgradState",
+    "madgrad",
+    "scale_by_madgrad",
+    "MomoAdamState",
+    "MomoState",
+    "momo",
+    "momo_adam",
+    "HutchinsonState",
+    "SophiaState",
+    "hutchinson_estimator_diag_hessian",
+    "hutchinson_probes",
+    "scale_by_sophia",
+    "sophia",
 ]

@@ -340,3 +340,50 @@ register(
     blocks="scale_by_simplified_ademamix -> add_decayed_weights -> scale_by_learning_rate",
     verified=_CONTRIB,
 )
+# optax.contrib's GaLore, MADGRAD, MoMo and Sophia, each verified against optax.contrib and,
+# where one installs, the authors' code or pytorch_optimizer (tests/test_parity_contrib_b.py).
+register(
+    "galore",
+    _o.galore,
+    default_lr=1e-3,
+    paper="Zhao et al. 2024",
+    blocks="scale_by_galore(scale_by_adam on P^T G) -> add_decayed_weights -> "
+    "scale_by_learning_rate",
+    verified=("optax.contrib", "pytorch_optimizer"),
+)
+register(
+    "madgrad",
+    _o.madgrad,
+    default_lr=1e-2,
+    paper="Defazio & Jelassi 2021",
+    blocks="add_decayed_weights -> scale_by_madgrad (the learning rate is inside)",
+    verified=("optax.contrib", "madgrad", "pytorch_optimizer"),
+)
+register(
+    "momo",
+    _o.momo,
+    default_lr=1.0,
+    paper="Schaipp et al. 2023",
+    blocks="momo (one block: the step size comes from the loss value)",
+    verified=("optax.contrib",),
+    extra_args=("value",),
+)
+register(
+    "momo_adam",
+    _o.momo_adam,
+    default_lr=1e-2,
+    paper="Schaipp et al. 2023",
+    blocks="momo_adam (one block: the step size comes from the loss value)",
+    verified=("optax.contrib",),
+    extra_args=("value",),
+)
+register(
+    "sophia",
+    _o.sophia,
+    default_lr=1e-3,
+    paper="Liu et al. 2023",
+    blocks="scale_by_sophia(hutchinson_estimator_diag_hessian) -> add_decayed_weights -> "
+    "scale_by_learning_rate",
+    verified=("optax.contrib", "pytorch_optimizer"),
+    extra_args=("obj_fn",),
+)
