@@ -58,7 +58,7 @@ def test_arrays_tracers_and_schedules_pass_validation():
 
 def test_registry_errors_name_the_options():
     with pytest.raises(
-        KeyError, match=r"^Unknown optimizer 'adma'. Did you mean .*'adam'.*Known: adabelief"
+        KeyError, match=r"^Unknown optimizer 'adma'. Did you mean .*'adam'.*Known: .*adabelief"
     ):
         jz.get("adma")
     with pytest.raises(TypeError, match=r"adam: unknown argument\(s\) \['betas'\]"):
