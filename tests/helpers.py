@@ -66,7 +66,9 @@ def stand_in_extra_args(name, params, grads, step=0):
     import jaxopt_zoo as jz
 
     def loss(p):
-        return 0.5 * sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(p))
+        return 0.5 * sum(
+            jnp.sum(jnp.square(jnp.abs(x).astype(jnp.float32))) for x in jax.tree.leaves(p)
+        )
 
     out = {}
     for a in jz.entry(name).extra_args:

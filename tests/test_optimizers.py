@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import stand_in_extra_args
 
 import jaxopt_zoo as jz
 
@@ -53,6 +54,21 @@ TABLE = {
     "ademamix": dict(kw=dict(learning_rate=0.05)),
     # Matrices only in the tree tests below; the 2-vectors here take Muon's NAdamW part.
     "muon": dict(kw=dict(learning_rate=0.05)),
+    # optax 0.2.8's remaining optimizers (polyak_sgd has no learning rate: the first
+    # keyword is the one injected below)
+    "adamaxw": dict(kw=dict(learning_rate=0.05)),
+    "adan": dict(kw=dict(learning_rate=0.05)),
+    "fromage": dict(kw=dict(learning_rate=0.01)),
+    "noisy_sgd": dict(kw=dict(learning_rate=0.002)),
+    "novograd": dict(kw=dict(learning_rate=0.005)),
+    "optimistic_gradient_descent": dict(kw=dict(learning_rate=0.001)),
+    "optimistic_adam": dict(kw=dict(learning_rate=0.05)),
+    "optimistic_adam_v2": dict(kw=dict(learning_rate=0.05)),
+    "polyak_sgd": dict(kw=dict(max_learning_rate=0.01)),
+    "rprop": dict(kw=dict(learning_rate=0.01)),
+    "sign_sgd": dict(kw=dict(learning_rate=0.001)),
+    "signum": dict(kw=dict(learning_rate=0.001)),
+    "sm3": dict(kw=dict(learning_rate=0.5)),
 }
 STEPS = 3000
 
@@ -80,7 +96,10 @@ def run(name, fn_name):
         def body(carry, _):
             p, s = carry
             g = jax.grad(fn)(p)
-            u, s = tx.update(g, s, p)
+            extra = stand_in_extra_args(name, p, g)
+            if "value" in extra:
+                extra["value"] = fn(p)  # the true loss here
+            u, s = tx.update(g, s, p, **extra)
             p = optax.apply_updates(p, u)
             return (p, s), fn(p)
 
@@ -116,7 +135,7 @@ def test_descends_with_only_required_arguments(name):
     tx = e.factory(**kwargs)
     p = jnp.array([3.0, -2.0])
     s = tx.init(p)
-    step = jax.jit(lambda p, s: tx.update(2 * p, s, p))
+    step = jax.jit(lambda p, s: tx.update(2 * p, s, p, **stand_in_extra_args(name, p, 2 * p)))
     for _ in range(20):
         u, s = step(p, s)
         p = optax.apply_updates(p, u)
@@ -144,7 +163,7 @@ def tree_params(dtype):
 @functools.lru_cache(maxsize=None)
 def stepper(name, dtype_name):
     tx = jz.get(name, **TABLE[name]["kw"])
-    return tx, jax.jit(lambda g, s, p: tx.update(g, s, p))
+    return tx, jax.jit(lambda g, s, p: tx.update(g, s, p, **stand_in_extra_args(name, p, g)))
 
 
 DTYPES = ["float32", "bfloat16", "complex64"]
@@ -192,7 +211,7 @@ def test_jit_and_eager_agree(name):
     for _ in range(4):
         u1, s1 = step(grads, s1, p1)
         p1 = optax.apply_updates(p1, u1)
-        u2, s2 = tx.update(grads, s2, p2)
+        u2, s2 = tx.update(grads, s2, p2, **stand_in_extra_args(name, p2, grads))
         p2 = optax.apply_updates(p2, u2)
     chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(s1, s2, rtol=1e-5, atol=1e-6)
@@ -200,8 +219,9 @@ def test_jit_and_eager_agree(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_inside_optax_chain_and_inject_hyperparams(name):
-    lr = TABLE[name]["kw"]["learning_rate"]
-    other = {k: v for k, v in TABLE[name]["kw"].items() if k != "learning_rate"}
+    hp = "learning_rate" if "learning_rate" in TABLE[name]["kw"] else next(iter(TABLE[name]["kw"]))
+    lr = TABLE[name]["kw"][hp]
+    other = {k: v for k, v in TABLE[name]["kw"].items() if k != hp}
     e = jz.entry(name)
     factory = functools.partial(e.factory, **e.fixed, **other)
     static = {
@@ -209,7 +229,7 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
         "soap": ("precondition_frequency", "max_precondition_dim"),
         "muon": ("ns_steps",),
     }.get(name, ())  # loop counts stay Python ints
-    injected = optax.inject_hyperparams(factory, static_args=static)(learning_rate=lr)
+    injected = optax.inject_hyperparams(factory, static_args=static)(**{hp: lr})
     plain = jz.get(name, **TABLE[name]["kw"])
     chained = optax.chain(optax.clip_by_global_norm(1e6), plain)
     params = tree_params(jnp.float32)
@@ -217,7 +237,7 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
 
     def run_tx(tx, n=3):
         s, p = tx.init(params), params
-        step = jax.jit(tx.update)
+        step = jax.jit(lambda g, s, p: tx.update(g, s, p, **stand_in_extra_args(name, p, g)))
         for _ in range(n):
             u, s = step(grads, s, p)
             p = optax.apply_updates(p, u)
@@ -231,11 +251,20 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     # arithmetic rounds differently: agreement to float32 noise, not bit for bit
     chex.assert_trees_all_close(p_inj, p_plain, rtol=1e-4, atol=1e-6)
     # the injected learning rate is live state: changing it changes the next step
-    u_before, _ = injected.update(grads, s_inj, p_inj)
-    s_inj.hyperparams["learning_rate"] = jnp.asarray(0.0)
-    u_zero, _ = injected.update(grads, s_inj, p_inj)
+    extra = stand_in_extra_args(name, p_inj, grads)
+    u_before, _ = injected.update(grads, s_inj, p_inj, **extra)
+    s_inj.hyperparams[hp] = jnp.asarray(0.0)
+    u_zero, _ = injected.update(grads, s_inj, p_inj, **extra)
     diff = max(
         float(jnp.max(jnp.abs(a - b)))
         for a, b in zip(jax.tree.leaves(u_before), jax.tree.leaves(u_zero))
     )
-    assert diff > 1e-6, name
+    if name in INIT_ONLY_LR:
+        assert diff == 0.0, name
+    else:
+        assert diff > 1e-6, name
+
+
+# Their learning rate is only the initial value of a state (rprop's step sizes), so changing
+# the injected one after init changes nothing (as in optax).
+INIT_ONLY_LR = {"rprop"}

@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     chain,
     check_same_structure,
     check_scalar,
+    real_dtype,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.transforms.learning_rate import scale
@@ -50,6 +51,9 @@ def scale_by_rprop(
     one behind and its first update is 0; ``current_step=True`` outputs this step's ``u_t``
     (the paper and ``torch.optim.Rprop``).
 
+    Complex parameters use ``s = Re(g_t * conj(u_{t-1}))`` and ``sign(g) = g / |g|``, with
+    real step sizes.
+
     Args:
       learning_rate: the initial step size, > 0.
       eta_minus: shrink factor after a sign change, in (0, 1].
@@ -84,7 +88,9 @@ def scale_by_rprop(
 
     def init_fn(params):
         return ScaleByRpropState(
-            step_sizes=jax.tree.map(lambda p: jnp.full(p.shape, learning_rate, p.dtype), params),
+            step_sizes=jax.tree.map(
+                lambda p: jnp.full(p.shape, learning_rate, real_dtype(p.dtype)), params
+            ),
             prev_updates=jax.tree.map(jnp.zeros_like, params),
         )
 
@@ -94,7 +100,7 @@ def scale_by_rprop(
 
         def leaf(g, step, prev):
             g = g.astype(prev.dtype)
-            s = g * prev
+            s = jnp.real(g * jnp.conj(prev))  # g * prev for real; direction agreement for complex
             factor = jnp.where(s > 0, eta_plus, jnp.where(s < 0, eta_minus, 1.0))
             grown = jnp.clip(step * factor.astype(step.dtype), min_step_size, max_step_size)
             new_step = grown if clamp_unchanged else jnp.where(s == 0, step, grown)

@@ -12,6 +12,7 @@ from jaxopt_zoo.core import (
     GradientTransformation,
     Scalar,
     ScalarOrSchedule,
+    abs_sq_in,
     chain,
     check_decay,
     check_nonneg,
@@ -63,7 +64,8 @@ def scale_by_sm3(b1: Scalar = 0.9, b2: Scalar = 1.0, eps: Scalar = 1e-8) -> Grad
       eps: added inside the square root.
 
     Returns:
-      An ``optax.GradientTransformation`` (real parameters only).
+      An ``optax.GradientTransformation`` (complex parameters accumulate ``|g|^2``; optax
+      rejects them).
 
     Example:
       >>> tx = jz.chain(jz.scale_by_sm3(), jz.scale_by_learning_rate(1e-1))
@@ -76,11 +78,6 @@ def scale_by_sm3(b1: Scalar = 0.9, b2: Scalar = 1.0, eps: Scalar = 1e-8) -> Grad
     new_weight = 1.0 if (isinstance(b2, (int, float)) and b2 == 1.0) else 1 - b2
 
     def accumulators_for(p: jax.Array) -> List[jax.Array]:
-        if jnp.iscomplexobj(p):
-            raise ValueError(
-                f"scale_by_sm3: complex parameters (dtype {p.dtype}) are not supported; "
-                "split them into real and imaginary parts."
-            )
         dt = stat_dtype(p.dtype)
         if p.ndim < 2:
             return [jnp.zeros(p.shape, dt)]
@@ -93,13 +90,13 @@ def scale_by_sm3(b1: Scalar = 0.9, b2: Scalar = 1.0, eps: Scalar = 1e-8) -> Grad
 
     def leaf(g, accs, m):
         dt = accs[0].dtype
-        g2 = g.astype(dt) ** 2
+        g2 = abs_sq_in(g, dt)
         if g.ndim < 2:
             old = accs[0]
         else:
             old = functools.reduce(jnp.minimum, [_expand(a, i, g.ndim) for i, a in enumerate(accs)])
         nu = new_weight * g2 + b2 * old
-        u = jnp.where(nu > 0, g.astype(dt) * jax.lax.rsqrt(nu + eps), 0.0)
+        u = jnp.where(nu > 0, g.astype(m.dtype) * jax.lax.rsqrt(nu + eps).astype(m.dtype), 0)
         m = (b1 * m + (1 - b1) * u.astype(m.dtype)).astype(m.dtype)
         if g.ndim < 2:
             new_accs = [nu.astype(dt)]
