@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
@@ -172,14 +173,21 @@ LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 def _path_fn(name: str, problem: Problem, steps: int):
     """lr -> (points p_0..p_steps, losses f(p_t)): one ``lax.scan``, lr may be traced."""
 
+    entry = jz.entry(name)
+    # The step size is the factory's first argument (learning_rate; polyak_sgd's
+    # max_learning_rate); an optimizer that needs the loss gets it as `value`.
+    step_arg = next(iter(inspect.signature(entry.factory).parameters))
+    needs_value = "value" in entry.extra_args
+
     def go(lr):
-        tx = jz.get(name, learning_rate=lr)
+        tx = jz.get(name, **{step_arg: lr})
         p0 = jnp.asarray(problem.start, jnp.float32)
 
         def body(carry, _):
             p, state = carry
             g = jax.grad(problem.fn)(p)
-            updates, state = tx.update(g, state, p)
+            extra = {"value": problem.fn(p)} if needs_value else {}
+            updates, state = tx.update(g, state, p, **extra)
             p = optax.apply_updates(p, updates)
             return (p, state), p
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import stand_in_extra_args
 
 import jaxopt_zoo as jz
 
@@ -94,7 +95,11 @@ def _case(name):
     if name in FAST:
         tx = jz.fuse(_adam())
         return tx, jz.fused_apply(tx, native="XLA" not in name)
-    tx, extra = WRAPPED[name] if name in WRAPPED else (jz.get(name), _no_extra)
+    tx, extra = (
+        WRAPPED[name]
+        if name in WRAPPED
+        else (jz.get(name), lambda p: stand_in_extra_args(name, p, p))
+    )
 
     def step(params, state, grads):
         updates, state = tx.update(grads, state, params, **extra(params))

@@ -17,6 +17,8 @@ from jaxopt_zoo.train import Metrics, make_indexed_train_step
 STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
 NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon"}
+# per-leaf or global norms, per-dimension accumulators, noise drawn per leaf
+NOT_ELEMENTWISE |= {"fromage", "novograd", "polyak_sgd", "sm3", "noisy_sgd"}
 ELEMENTWISE = [n for n in jz.available() if n not in NOT_ELEMENTWISE] + [
     "torch.adam",
     "keras.lion",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import stand_in_extra_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +40,13 @@ NOT_ELEMENTWISE = {
     "muon",
     "torch.muon",
     "keras.muon",
+    # per-leaf norms (fromage, novograd), a global norm (polyak_sgd), per-dimension
+    # accumulators (sm3), noise drawn per leaf (noisy_sgd)
+    "fromage",
+    "novograd",
+    "polyak_sgd",
+    "sm3",
+    "noisy_sgd",
 }  # matrix products
 # torch.optim.Muon refuses non-matrix (and complex) parameters; so does torch.muon: matrices only.
 MATRIX_ONLY = {"torch.muon"}
@@ -155,7 +163,7 @@ def test_init_and_update_keep_structure_and_stay_finite(name, data):
     state = tx.init(params)
     state_sig = signature(state)
     for g in grads:
-        updates, state = tx.update(g, state, params)
+        updates, state = tx.update(g, state, params, **stand_in_extra_args(name, params, g))
         assert signature(updates) == signature(g), name
         assert signature(state) == state_sig, name
         params = optax.apply_updates(params, updates)
@@ -197,7 +205,8 @@ def test_half_precision_updates_track_float32(name):
         p = jnp.asarray(p0, dtype).reshape(shape)
         state, out = tx.init(p), []
         for g in HALF_GRADS:
-            u, state = tx.update(jnp.asarray(g, dtype).reshape(shape), state, p)
+            g = jnp.asarray(g, dtype).reshape(shape)
+            u, state = tx.update(g, state, p, **stand_in_extra_args(name, p, g))
             assert u.dtype == jnp.dtype(dtype) and all_finite(state), (name, dtype, state)
             out.append(np.asarray(u.astype(jnp.float32)))
         return np.array(out)

@@ -48,7 +48,9 @@ def add_noise(
 
     The key lives in the state: each step splits it into the next key and a sample key,
     and the sample key is split once per leaf (in tree order), so runs are reproducible and
-    the noise equals optax's ``add_noise`` for the same key.
+    the noise equals optax's ``add_noise`` for the same key. float16 and bfloat16 leaves draw
+    their noise in float32 (optax draws it in the leaf's dtype), so the noise does not
+    depend on the precision.
 
     Args:
       eta: the noise variance at the first step, >= 0.
@@ -90,8 +92,10 @@ def add_noise(
         std = jnp.sqrt(eta / count**gamma)
 
         def leaf(g, k):
-            dt = g.dtype
-            return (g + std.astype(dt) * jax.random.normal(k, g.shape, dt)).astype(dt)
+            # half-precision leaves draw in float32 (the same noise as float32 leaves)
+            dt = jnp.float32 if g.dtype in (jnp.float16, jnp.bfloat16) else g.dtype
+            noise = std.astype(dt) * jax.random.normal(k, g.shape, dt)
+            return (g.astype(dt) + noise).astype(g.dtype)
 
         out = jax.tree.unflatten(treedef, [leaf(g, keys[i]) for i, g in enumerate(leaves)])
         return out, AddNoiseState(count=count, rng_key=jax.random.key_data(next_key))

@@ -102,7 +102,10 @@ def scale_by_sm3(b1: Scalar = 0.9, b2: Scalar = 1.0, eps: Scalar = 1e-8) -> Grad
             new_accs = [nu.astype(dt)]
         else:
             axes = range(g.ndim)
-            new_accs = [jnp.max(nu, axis=tuple(j for j in axes if j != i)).astype(dt) for i in axes]
+            new_accs = [
+                jnp.max(nu, axis=tuple(j for j in axes if j != i), initial=0.0).astype(dt)
+                for i in axes
+            ]
         return m, new_accs
 
     def update_fn(updates, state, params=None):
