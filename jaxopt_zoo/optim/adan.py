@@ -29,6 +29,7 @@ from jaxopt_zoo.core import (
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import init_moments, scaled_with_decay
+from jaxopt_zoo.optim._multi import tree_map_multi
 from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState, scale_by_learning_rate
 from jaxopt_zoo.transforms.masking import masked
 
@@ -105,11 +106,11 @@ def scale_by_adan(
             out = (m_hat + c * d_hat) / (jnp.sqrt(n_hat + eps_root) + eps)
             return out.astype(g.dtype), m, d, n
 
-        res = jax.tree.map(leaf, updates, state.mu, state.delta, state.nu, state.prev_grad)
-        is_res = lambda x: isinstance(x, tuple)  # noqa: E731
-        pick = lambda i: jax.tree.map(lambda r: r[i], res, is_leaf=is_res)  # noqa: E731
+        out, mu, delta, nu = tree_map_multi(
+            leaf, 4, updates, state.mu, state.delta, state.nu, state.prev_grad
+        )
         prev = jax.tree.map(lambda g, p: g.astype(p.dtype), updates, state.prev_grad)
-        return pick(0), ScaleByAdanState(count, pick(1), pick(2), pick(3), prev)
+        return out, ScaleByAdanState(count, mu, delta, nu, prev)
 
     return describe(
         GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_adan", elementwise=True)

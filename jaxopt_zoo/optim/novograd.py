@@ -25,6 +25,7 @@ from jaxopt_zoo.core import (
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 from jaxopt_zoo.optim._common import moment_dtype
+from jaxopt_zoo.optim._multi import tree_map_multi
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 
 
@@ -95,10 +96,7 @@ def scale_by_novograd(
             m = jnp.where(first, x, b1 * m + x).astype(m.dtype)
             return m, n
 
-        res = jax.tree.map(leaf, updates, params, state.mu, state.nu)
-        is_res = lambda x: isinstance(x, tuple)  # noqa: E731
-        mu = jax.tree.map(lambda r: r[0], res, is_leaf=is_res)
-        nu = jax.tree.map(lambda r: r[1], res, is_leaf=is_res)
+        mu, nu = tree_map_multi(leaf, 2, updates, params, state.mu, state.nu)
         out = jax.tree.map(lambda m, g: m.astype(g.dtype), mu, updates)
         return out, ScaleByNovogradState(count=increment(state.count), mu=mu, nu=nu)
 

@@ -16,6 +16,7 @@ from jaxopt_zoo.core import (
     real_dtype,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
+from jaxopt_zoo.optim._multi import tree_map_multi
 from jaxopt_zoo.transforms.learning_rate import scale
 
 
@@ -109,11 +110,9 @@ def scale_by_rprop(
             out = new if current_step else jnp.where(s < 0, jnp.zeros_like(prev), prev)
             return out, new, new_step
 
-        res = jax.tree.map(leaf, updates, state.step_sizes, state.prev_updates)
-        is_res = lambda x: isinstance(x, tuple)  # noqa: E731
-        pick = lambda i: jax.tree.map(lambda t: t[i], res, is_leaf=is_res)  # noqa: E731
-        out = jax.tree.map(lambda o, g: o.astype(g.dtype), pick(0), updates)
-        return out, ScaleByRpropState(step_sizes=pick(2), prev_updates=pick(1))
+        out, new, steps = tree_map_multi(leaf, 3, updates, state.step_sizes, state.prev_updates)
+        out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
+        return out, ScaleByRpropState(step_sizes=steps, prev_updates=new)
 
     return describe(
         GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_rprop", elementwise=True)

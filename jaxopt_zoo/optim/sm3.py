@@ -33,10 +33,6 @@ class ScaleBySM3State(NamedTuple):
     mu: Any
 
 
-def _is_list(x: Any) -> bool:
-    return isinstance(x, list)
-
-
 def _expand(acc: jax.Array, axis: int, ndim: int) -> jax.Array:
     """A dimension's accumulator reshaped to broadcast along ``axis`` of a rank-``ndim``
     tensor."""
@@ -112,7 +108,8 @@ def scale_by_sm3(b1: Scalar = 0.9, b2: Scalar = 1.0, eps: Scalar = 1e-8) -> Grad
         del params
         check_same_structure(updates, state.mu, "scale_by_sm3")
         leaves_g, treedef = jax.tree.flatten(updates)
-        leaves_a = jax.tree.leaves(state.accumulators, is_leaf=_is_list)
+        # one list per leaf of the gradients (lists in the params' own tree stay nodes)
+        leaves_a = treedef.flatten_up_to(state.accumulators)  # type: ignore[attr-defined]
         leaves_m = jax.tree.leaves(state.mu)
         res = [leaf(g, a, m) for g, a, m in zip(leaves_g, leaves_a, leaves_m)]
         mu = jax.tree.unflatten(treedef, [r[0] for r in res])
