@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, List, NamedTuple
+from typing import Any, List, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_zoo.core import (
     GradientTransformation,
@@ -21,13 +22,15 @@ from jaxopt_zoo.core import (
     stat_dtype,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
+from jaxopt_zoo.optim._multi import tree_map_multi
 from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 
 
 class ScaleBySM3State(NamedTuple):
-    """State of :func:`scale_by_sm3`: per leaf, a list of ``accumulators`` (one vector per
-    dimension for tensors of rank >= 2; one accumulator shaped like the leaf for vectors and
-    scalars) and the momentum ``mu`` of the scaled gradient."""
+    """State of :func:`scale_by_sm3`: per leaf, its ``accumulators`` (for tensors of rank
+    >= 2 the per-dimension vectors concatenated, ``sum(shape)`` numbers; for vectors and
+    scalars one accumulator shaped like the leaf) and the momentum ``mu`` of the scaled
+    gradient. One array per leaf, so the state is a tree shaped like the parameters."""
 
     accumulators: Any
     mu: Any
@@ -73,47 +76,42 @@ def scale_by_sm3(b1: Scalar = 0.9, b2: Scalar = 1.0, eps: Scalar = 1e-8) -> Grad
     check_nonneg("eps", eps, schedule_ok=False)
     new_weight = 1.0 if (isinstance(b2, (int, float)) and b2 == 1.0) else 1 - b2
 
-    def accumulators_for(p: jax.Array) -> List[jax.Array]:
+    def accumulators_for(p: jax.Array) -> jax.Array:
         dt = stat_dtype(p.dtype)
-        if p.ndim < 2:
-            return [jnp.zeros(p.shape, dt)]
-        return [jnp.zeros((d,), dt) for d in p.shape]
+        return jnp.zeros(p.shape if p.ndim < 2 else (sum(p.shape),), dt)
+
+    def split(acc: jax.Array, shape: Tuple[int, ...]) -> List[jax.Array]:
+        offsets = np.cumsum((0,) + shape)
+        return [acc[offsets[i] : offsets[i + 1]] for i in range(len(shape))]
 
     def init_fn(params):
         accs = jax.tree.map(accumulators_for, params)
         mu = jax.tree.map(jnp.zeros_like, params)
         return ScaleBySM3State(accumulators=accs, mu=mu)
 
-    def leaf(g, accs, m):
-        dt = accs[0].dtype
+    def leaf(g, acc, m):
+        dt = acc.dtype
         g2 = abs_sq_in(g, dt)
         if g.ndim < 2:
-            old = accs[0]
+            old = acc
         else:
+            accs = split(acc, g.shape)
             old = functools.reduce(jnp.minimum, [_expand(a, i, g.ndim) for i, a in enumerate(accs)])
         nu = new_weight * g2 + b2 * old
         u = jnp.where(nu > 0, g.astype(m.dtype) * jax.lax.rsqrt(nu + eps).astype(m.dtype), 0)
         m = (b1 * m + (1 - b1) * u.astype(m.dtype)).astype(m.dtype)
         if g.ndim < 2:
-            new_accs = [nu.astype(dt)]
-        else:
-            axes = range(g.ndim)
-            new_accs = [
-                jnp.max(nu, axis=tuple(j for j in axes if j != i), initial=0.0).astype(dt)
-                for i in axes
-            ]
-        return m, new_accs
+            return m, nu.astype(dt)
+        axes = range(g.ndim)
+        new_accs = [
+            jnp.max(nu, axis=tuple(j for j in axes if j != i), initial=0.0).astype(dt) for i in axes
+        ]
+        return m, jnp.concatenate(new_accs)
 
     def update_fn(updates, state, params=None):
         del params
         check_same_structure(updates, state.mu, "scale_by_sm3")
-        leaves_g, treedef = jax.tree.flatten(updates)
-        # one list per leaf of the gradients (lists in the params' own tree stay nodes)
-        leaves_a = treedef.flatten_up_to(state.accumulators)  # type: ignore[attr-defined]
-        leaves_m = jax.tree.leaves(state.mu)
-        res = [leaf(g, a, m) for g, a, m in zip(leaves_g, leaves_a, leaves_m)]
-        mu = jax.tree.unflatten(treedef, [r[0] for r in res])
-        accs = jax.tree.unflatten(treedef, [r[1] for r in res])
+        mu, accs = tree_map_multi(leaf, 2, updates, state.accumulators, state.mu)
         out = jax.tree.map(lambda m, g: m.astype(g.dtype), mu, updates)
         return out, ScaleBySM3State(accumulators=accs, mu=mu)
 
