@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import stand_in_extra_args
 
 import jaxopt_zoo as jz
 from jaxopt_zoo.train import (
@@ -271,14 +272,17 @@ def test_integer_leaves_get_integer_updates_and_float_leaves_are_unaffected(name
     g = {"f": jnp.array([0.5, -0.25]), "i": jnp.array([1, 1], jnp.int32)}
     if name == "torch.muon":  # refuses non-matrix leaves, as torch.optim.Muon
         p, g = jax.tree.map(lambda x: x[None], p), jax.tree.map(lambda x: x[None], g)
-    u, _ = tx.update(g, tx.init(p), p)
-    alone, _ = tx.update({"f": g["f"]}, tx.init({"f": p["f"]}), {"f": p["f"]})
+    u, _ = tx.update(g, tx.init(p), p, **stand_in_extra_args(name, p, g))
+    pf, gf = {"f": p["f"]}, {"f": g["f"]}
+    alone, _ = tx.update(gf, tx.init(pf), pf, **stand_in_extra_args(name, pf, gf))
     assert u["i"].dtype == jnp.int32
     if name not in (
         "lamb",
         "lars",
         "adafactor",
         "soap",
+        "polyak_sgd",  # one step size from the norm over all leaves
+        "noisy_sgd",  # one noise key per leaf: another tree, other noise
     ):  # block-wise: the int leaf is its own block
         np.testing.assert_array_equal(u["f"], alone["f"])
 
@@ -291,7 +295,8 @@ def test_gradients_of_another_dtype_keep_the_state_dtypes(name):
     p = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
     state = tx.init(p)
     dtypes = [x.dtype for x in jax.tree.leaves(state)]
-    u, state = tx.update({"w": (p["w"] * 0.5).astype(jnp.bfloat16)}, state, p)
+    g = {"w": (p["w"] * 0.5).astype(jnp.bfloat16)}
+    u, state = tx.update(g, state, p, **stand_in_extra_args(name, p, g))
     assert u["w"].dtype == jnp.bfloat16
     assert [x.dtype for x in jax.tree.leaves(state)] == dtypes
     assert bool(jnp.all(jnp.isfinite(u["w"].astype(jnp.float32))))

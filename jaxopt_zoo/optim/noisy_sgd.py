@@ -93,7 +93,9 @@ def add_noise(
 
         def leaf(g, k):
             # half-precision leaves draw in float32 (the same noise as float32 leaves)
-            dt = jnp.float32 if g.dtype in (jnp.float16, jnp.bfloat16) else g.dtype
+            # (integer leaves too: their update is cast back, as every optimizer's)
+            exact = jnp.issubdtype(g.dtype, jnp.inexact) and g.dtype.itemsize >= 4
+            dt = g.dtype if exact else jnp.float32
             noise = std.astype(dt) * jax.random.normal(k, g.shape, dt)
             return (g.astype(dt) + noise).astype(g.dtype)
 
