@@ -49,8 +49,22 @@ SHAPES = {
 }
 
 
+def _with_stand_in_args(name, tx):
+    """``tx`` whose update supplies the registry entry's extra arguments (polyak_sgd's
+    ``value``) itself, from ``helpers.stand_in_extra_args``."""
+    from helpers import stand_in_extra_args
+
+    def update(g, s, p=None):
+        return tx.update(g, s, p, **stand_in_extra_args(name, p, g))
+
+    return optax.GradientTransformation(tx.init, update)
+
+
 def optimizers():
     txs = {n: jz.get(n) for n in jz.available() + jz.available("torch.") + jz.available("keras.")}
+    for n in list(txs):
+        if jz.entry(n).extra_args:
+            txs[n] = _with_stand_in_args(n, txs[n])
     # torch.optim.Muon takes matrices only (torch.muon refuses the rest, as torch does):
     # matrices to it, everything else to AdamW, as torch users split their parameters.
     txs["torch.muon"] = jz.partition(
