@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
@@ -115,6 +116,19 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "momo": 0.1,
         "momo_adam": 0.1,
         "sophia": 0.01,
+        "adamaxw": 1,
+        "adan": 0.03,
+        "fromage": 0.1,
+        "noisy_sgd": 0.001,
+        "novograd": 0.001,
+        "optimistic_gradient_descent": 0.001,
+        "optimistic_adam": 0.03,
+        "optimistic_adam_v2": 0.03,
+        "polyak_sgd": 0.1,
+        "rprop": 0.3,
+        "sign_sgd": 0.001,
+        "signum": 0.03,
+        "sm3": 3,
     },
     "beale": {
         "adabelief": 0.03,
@@ -159,6 +173,19 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "momo": 0.1,
         "momo_adam": 0.03,
         "sophia": 0.01,
+        "adamaxw": 0.3,
+        "adan": 0.01,
+        "fromage": 0.003,
+        "noisy_sgd": 0.01,
+        "novograd": 0.001,
+        "optimistic_gradient_descent": 0.01,
+        "optimistic_adam": 0.03,
+        "optimistic_adam_v2": 0.03,
+        "polyak_sgd": 0.01,
+        "rprop": 0.0001,
+        "sign_sgd": 0.003,
+        "signum": 0.003,
+        "sm3": 1,
     },
     "saddle": {
         "adabelief": 0.003,
@@ -205,6 +232,19 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "momo": 0.1,
         "momo_adam": 0.01,
         "sophia": 0.01,
+        "adamaxw": 0.01,
+        "adan": 0.01,
+        "fromage": 0.03,
+        "noisy_sgd": 0.01,
+        "novograd": 0.003,
+        "optimistic_gradient_descent": 0.03,
+        "optimistic_adam": 0.01,
+        "optimistic_adam_v2": 0.01,
+        "polyak_sgd": 0.03,
+        "rprop": 0.0001,  # no rate of the grid stays in the window: the smallest
+        "sign_sgd": 0.01,
+        "signum": 0.01,
+        "sm3": 0.03,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
@@ -220,8 +260,13 @@ def _extra_args(name: str, fn: Callable, p: jax.Array, g: jax.Array) -> Dict[str
 def _path_fn(name: str, problem: Problem, steps: int):
     """lr -> (points p_0..p_steps, losses f(p_t)): one ``lax.scan``, lr may be traced."""
 
+    entry = jz.entry(name)
+    # The step size is the factory's first argument (learning_rate; polyak_sgd's
+    # max_learning_rate); an optimizer that needs the loss gets it (_extra_args).
+    step_arg = next(iter(inspect.signature(entry.factory).parameters))
+
     def go(lr):
-        tx = jz.get(name, learning_rate=lr)
+        tx = jz.get(name, **{step_arg: lr})
         p0 = jnp.asarray(problem.start, jnp.float32)
 
         def body(carry, _):

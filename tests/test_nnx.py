@@ -188,9 +188,10 @@ def test_nnx_optimizer_with_every_registered_optimizer(name):
     ref_state = tx.init(params)
     for _ in range(3):
         grads = nnx.grad(loss)(model)
-        opt.update(model, grads, **stand_in_extra_args(name, params, grads))
         g = jax.grad(lambda p: loss(_with_params(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), p)))(params)
-        updates, ref_state = tx.update(g, ref_state, params, **stand_in_extra_args(name, params, g))
+        extra = stand_in_extra_args(name, params, g)  # polyak_sgd's value, ...
+        opt.update(model, grads, **extra)
+        updates, ref_state = tx.update(g, ref_state, params, **extra)
         params = optax.apply_updates(params, updates)
     got = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, params)

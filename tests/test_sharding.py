@@ -71,6 +71,8 @@ def test_every_registered_optimizer_is_checked(worker):
 
 
 KERAS_VARIABLE_STEP = ("keras.adafactor", "keras.ftrl", "keras.lamb", "keras.schedule_free_adamw")
+# No state shaped like a parameter (a key, a count, or nothing): nothing to place.
+STATELESS = ("fromage", "noisy_sgd", "polyak_sgd", "sign_sgd")
 
 
 def test_state_is_placed_like_the_parameters(worker):
@@ -90,7 +92,7 @@ def test_state_is_placed_like_the_parameters(worker):
         # KerasVariableStep's own tuple, whose paths do not end in the parameters': they are
         # replicated (correct, not placed).
         # dpsgd keeps only its PRNG key
-        if name not in ("sgd", "torch.sgd", "keras.sgd", "dpsgd") + KERAS_VARIABLE_STEP:
+        if name not in ("sgd", "torch.sgd", "keras.sgd", "dpsgd") + KERAS_VARIABLE_STEP + STATELESS:
             # not vacuous: some leaf follows "w"
             assert any(x["param"] == "w" and x["axes"][0] == ["model"] for x in placed), name
 
@@ -120,8 +122,10 @@ def test_state_bytes_per_device_are_one_nth(worker):
             assert total / 8 <= r["max_device_bytes"] <= (total - unsplit) / 8 + unsplit
             # element-wise state: all but the tiny leaves split (not Adafactor's factored
             # moments, nor SOAP's preconditioners and eigenbases, square matrices per dimension)
-            # (dpsgd's only state is its 8-byte PRNG key: nothing to split)
-            if "adafactor" not in name and name not in ("soap", "dpsgd") + KERAS_VARIABLE_STEP:
+            # (nor dpsgd's or noisy_sgd's PRNG key, their whole state, nor sm3's per-dimension
+            # accumulators)
+            not_elementwise = ("soap", "dpsgd", "noisy_sgd", "sm3") + KERAS_VARIABLE_STEP
+            if "adafactor" not in name and name not in not_elementwise:
                 assert unsplit <= 0.02 * total, (run, name, r)
                 # + 64 B: the replicated scalars (counts, schedule-free's weight sum, ...)
                 assert r["max_device_bytes"] <= 1.05 * total / 8 + 64, (run, name, r)

@@ -20,13 +20,15 @@ from jaxopt_zoo.optim.adam import (
     nadamw,
     scale_by_adam,
 )
-from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from jaxopt_zoo.optim.adamax import ScaleByAdamaxState, adamax, adamaxw, scale_by_adamax
+from jaxopt_zoo.optim.adan import ScaleByAdanState, adan, proximal_decay, scale_by_adan
 from jaxopt_zoo.optim.ademamix import ScaleByAdemamixState, ademamix, scale_by_ademamix
 from jaxopt_zoo.optim.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jaxopt_zoo.optim.cocob import COCOBState, cocob, scale_by_cocob
 from jaxopt_zoo.optim.dadapt import DAdaptAdamWState, dadapt_adamw
 from jaxopt_zoo.optim.dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
 from jaxopt_zoo.optim.dpsgd import dpsgd
+from jaxopt_zoo.optim.fromage import fromage
 from jaxopt_zoo.optim.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from jaxopt_zoo.optim.lamb import lamb, lars
 from jaxopt_zoo.optim.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
@@ -36,9 +38,20 @@ from jaxopt_zoo.optim.mars import ScaleByMarsState, mars, scale_by_mars
 from jaxopt_zoo.optim.momo import MomoAdamState, MomoState, momo, momo_adam
 from jaxopt_zoo.optim.muon import ScaleByMuonState, muon, scale_by_muon, scale_by_muon_shape
 from jaxopt_zoo.optim.newton_schulz import MuonDimensionNumbers, orthogonalize_by_newton_schulz
+from jaxopt_zoo.optim.noisy_sgd import AddNoiseState, add_noise, noisy_sgd
+from jaxopt_zoo.optim.novograd import ScaleByNovogradState, novograd, scale_by_novograd
+from jaxopt_zoo.optim.optimistic import (
+    ScaleByOptimisticGradientState,
+    optimistic_adam,
+    optimistic_adam_v2,
+    optimistic_gradient_descent,
+    scale_by_optimistic_gradient,
+)
+from jaxopt_zoo.optim.polyak import polyak_sgd, scale_by_polyak
 from jaxopt_zoo.optim.prodigy import ProdigyState, prodigy
 from jaxopt_zoo.optim.radam import radam, scale_by_radam
 from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
+from jaxopt_zoo.optim.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from jaxopt_zoo.optim.schedule_free import (
     ScheduleFreeState,
     schedule_free,
@@ -47,11 +60,13 @@ from jaxopt_zoo.optim.schedule_free import (
     schedule_free_sgd,
 )
 from jaxopt_zoo.optim.sgd import sgd
+from jaxopt_zoo.optim.sign import scale_by_sign, sign_sgd, signum
 from jaxopt_zoo.optim.simplified_ademamix import (
     ScaleBySimplifiedAdEMAMixState,
     scale_by_simplified_ademamix,
     simplified_ademamix,
 )
+from jaxopt_zoo.optim.sm3 import ScaleBySM3State, scale_by_sm3, sm3
 from jaxopt_zoo.optim.soap import ScaleBySoapState, decay_after_step, scale_by_soap, soap
 from jaxopt_zoo.optim.sophia import (
     HutchinsonState,
@@ -168,4 +183,33 @@ __all__ = [
     "hutchinson_probes",
     "scale_by_sophia",
     "sophia",
+    # optax-core
+    "adamaxw",
+    "ScaleByAdanState",
+    "adan",
+    "proximal_decay",
+    "scale_by_adan",
+    "fromage",
+    "AddNoiseState",
+    "add_noise",
+    "noisy_sgd",
+    "ScaleByNovogradState",
+    "novograd",
+    "scale_by_novograd",
+    "ScaleByOptimisticGradientState",
+    "optimistic_adam",
+    "optimistic_adam_v2",
+    "optimistic_gradient_descent",
+    "scale_by_optimistic_gradient",
+    "polyak_sgd",
+    "scale_by_polyak",
+    "ScaleByRpropState",
+    "rprop",
+    "scale_by_rprop",
+    "scale_by_sign",
+    "sign_sgd",
+    "signum",
+    "ScaleBySM3State",
+    "scale_by_sm3",
+    "sm3",
 ]

@@ -112,3 +112,38 @@ def adamax(
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     return scaled_with_decay(scale_by_adamax(b1, b2, eps), learning_rate)
+
+
+def adamaxw(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 1e-4,
+    mask: Any = None,
+) -> GradientTransformation:
+    """AdaMax with decoupled weight decay (Kingma & Ba 2015; Loshchilov & Hutter 2019).
+
+    ::
+
+        p_t = p_{t-1} - lr * (m_t / (1 - b1^t) / u_t + weight_decay * p_{t-1})
+
+    with ``m_t`` and ``u_t`` as in :func:`adamax`. Identical to ``optax.adamaxw``.
+
+    Args:
+      learning_rate: a number or a schedule of the step count (``jaxopt_zoo.schedules``).
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the infinity norm, in [0, 1).
+      eps: added to the infinity norm.
+      weight_decay: decoupled decay rate (multiplied by the learning rate).
+      mask: which parameters decay (a tree of booleans or a function of the params).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> tx = jz.adamaxw(2e-3, weight_decay=1e-2)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    """
+    return scaled_with_decay(scale_by_adamax(b1, b2, eps), learning_rate, weight_decay, mask)

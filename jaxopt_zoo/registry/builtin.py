@@ -262,6 +262,117 @@ register(
     verified=("optax", "jaxopt.LBFGS (iterations)", "scipy L-BFGS-B (iterations)"),
     extra_args=("value", "grad", "value_fn"),
 )
+# optax 0.2.8's remaining optimizers (issue 18, optax-core); tests/test_parity_optax_more.py.
+_PO = ("optax", "pytorch_optimizer")
+for _name, _lr, _paper, _blocks, _verified, _extra in (
+    (
+        "adamaxw",
+        2e-3,
+        "Kingma & Ba 2015; Loshchilov & Hutter 2019",
+        "scale_by_adamax -> add_decayed_weights -> scale_by_learning_rate",
+        _OPTAX,
+        (),
+    ),
+    (
+        "adan",
+        1e-3,
+        "Xie et al. 2022",
+        "scale_by_adan -> add_decayed_weights -> scale_by_learning_rate",
+        _PO,
+        (),
+    ),
+    (
+        "fromage",
+        1e-2,
+        "Bernstein et al. 2020",
+        "scale_by_trust_ratio -> scale_by_learning_rate -> add_scaled_params",
+        _PO,
+        (),
+    ),
+    (
+        "noisy_sgd",
+        1e-2,
+        "Neelakantan et al. 2015",
+        "add_noise -> scale_by_learning_rate",
+        _OPTAX,
+        (),
+    ),
+    (
+        "novograd",
+        1e-2,
+        "Ginsburg et al. 2019",
+        "scale_by_novograd -> scale_by_learning_rate",
+        _PO,
+        (),
+    ),
+    (
+        "optimistic_gradient_descent",
+        1e-2,
+        "Popov 1980; Daskalakis et al. 2018",
+        "scale_by_optimistic_gradient -> scale_by_learning_rate",
+        _OPTAX,
+        (),
+    ),
+    (
+        "optimistic_adam",
+        1e-3,
+        "Daskalakis et al. 2018",
+        "scale_by_adam(nesterov) -> scale_by_optimistic_gradient(lr, optimism) -> "
+        "scale_by_learning_rate(1)",
+        _OPTAX,
+        (),
+    ),
+    (
+        "optimistic_adam_v2",
+        1e-3,
+        "Daskalakis et al. 2018",
+        "scale_by_adam(nesterov) -> scale_by_optimistic_gradient -> scale_by_learning_rate",
+        _OPTAX,
+        (),
+    ),
+    (
+        "polyak_sgd",
+        None,
+        "Polyak 1987; Loizou et al. 2021",
+        "sgd(scaling) -> scale_by_polyak",
+        _OPTAX,
+        ("value",),
+    ),
+    (
+        "rprop",
+        1e-3,
+        "Riedmiller & Braun 1993",
+        "scale_by_rprop -> scale(-1)",
+        ("optax", "torch"),
+        (),
+    ),
+    (
+        "sign_sgd",
+        1e-3,
+        "Bernstein et al. 2018",
+        "scale_by_sign -> add_decayed_weights -> scale_by_learning_rate",
+        _PO,
+        (),
+    ),
+    (
+        "signum",
+        1e-3,
+        "Bernstein et al. 2018",
+        "ema(debias=False) -> scale_by_sign -> add_decayed_weights -> scale_by_learning_rate",
+        _PO,
+        (),
+    ),
+    ("sm3", 1e-1, "Anil et al. 2019", "scale_by_sm3 -> scale_by_learning_rate", _PO, ()),
+):
+    register(
+        _name,
+        getattr(_o, _name),
+        default_lr=_lr,
+        paper=_paper,
+        blocks=_blocks,
+        verified=_verified,
+        extra_args=_extra,
+    )
 
 # The other frameworks' semantics: "torch.<name>" and "keras.<name>" with their defaults.
 for _fw, _mod, _where in (("torch", _torch, "torch.optim"), ("keras", _keras, "keras.optimizers")):
