@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
-import time
 import warnings
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +35,12 @@ import numpy as np
 import optax
 import scipy.optimize
 
-import jaxopt_zoo as jz
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jaxopt_zoo as jz  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402  (benchmarks/machine.py)
+from machine import interleave  # noqa: E402
 
 
 def _jaxopt():
@@ -203,46 +205,36 @@ def speed_table(small: bool, repeats: int) -> str:
         "scipy L-BFGS-B (jax grads)": lambda: run_scipy(vg, w0, args, gtol, max_steps),
     }
     info = {k: r() for k, r in runs.items()}  # warm-up: compiles
-    times: Dict[str, List[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, r in runs.items():
-            t = time.perf_counter()
-            r()
-            times[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    timed = interleave(runs, rounds=repeats)  # ms; the order rotated round after round
+    med = {k: v["median"] / 1e3 for k, v in timed.items()}
     ours = med["jz.minimize (lbfgs)"]
     fastest_other = min(v for k, v in med.items() if k != "jz.minimize (lbfgs)")
     lines = [
         f"Wall time to ||grad|| <= {gtol:g}: L2-regularised logistic regression, {d} features, "
         f"{n} samples, float32 (median of {repeats}, round-robin; compile excluded).",
         "",
-        "| method | iterations | s (median) | time / ours |",
-        "|---|---:|---:|---:|",
+        "| method | iterations | s (median) | spread | time / ours |",
+        "|---|---:|---:|---:|---:|",
     ]
     for k in runs:
         it, _, gnorm = info[k]
         mark = "" if gnorm <= gtol else f" (stopped at {gnorm:.1e})"
-        lines.append(f"| {k} | {it}{mark} | {med[k]:.3f} | {med[k] / ours:.2f}x |")
+        spread = timed[k]["spread"]
+        lines.append(f"| {k} | {it}{mark} | {med[k]:.3f} | {spread:.0%} | {med[k] / ours:.2f}x |")
     lines.append("")
-    lines.append(f"ours vs the fastest other: {fastest_other / ours:.2f}x (> 1: ours faster)")
+    lines.append(
+        MACHINE.headline(
+            f"ours vs the fastest other: {fastest_other / ours:.2f}x (> 1: ours faster)"
+        )
+    )
     return "\n".join(lines)
 
 
-def machine() -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"CPU: {cpu}, {os.cpu_count()} cores; load average {load}; jax {jax.__version__}, "
-        f"optax {optax.__version__}, scipy {scipy.__version__}"
-    )
+def versions() -> str:
+    return f"jax {jax.__version__}, optax {optax.__version__}, scipy {scipy.__version__}"
+
+
+MACHINE = None  # the run's benchmarks.machine.Machine (set by main)
 
 
 def main(argv=None) -> int:
@@ -250,16 +242,19 @@ def main(argv=None) -> int:
     p.add_argument("--small", action="store_true", help="small problems: a check that it runs")
     p.add_argument("--only", choices=("counts", "speed"), default=None)
     p.add_argument("--repeats", type=int, default=5)
+    machine.add_arguments(p)
     a = p.parse_args(argv)
-    print(machine())
+    global MACHINE
+    MACHINE = machine.start(a)
+    print(versions())
     if a.only in (None, "counts"):
         print()
         print(counts_table(a.small))
     if a.only in (None, "speed"):
         print()
         print(speed_table(a.small, 2 if a.small else a.repeats))
-    print()
-    print(machine())
+    block = MACHINE.finish()
+    print(f"# load average {block['load_before']} before, {block['load_after']} after")
     return 0
 
 
