@@ -60,7 +60,12 @@ def _with_stand_in_loss(name, tx):
         return 0.5 * sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(p))
 
     def update(g, s, p=None):
-        have = {"value": lambda: loss(p), "grad": lambda: g, "value_fn": lambda: loss}
+        have = {
+            "value": lambda: loss(p),
+            "grad": lambda: g,
+            "value_fn": lambda: loss,
+            "obj_fn": lambda: loss,  # Sophia's
+        }
         return tx.update(g, s, p, **{a: have[a]() for a in needs if a in have})
 
     return optax.GradientTransformation(tx.init, update)

@@ -97,8 +97,8 @@ def _case(name):
         return tx, jz.fused_apply(tx, native="XLA" not in name)
     if name in WRAPPED:
         tx, extra = WRAPPED[name]
-    else:  # the registry's stand-in loss where update needs one (torch.lbfgs)
-        tx, extra = jz.get(name), lambda p: stand_in_extra_args(name, p, p)
+    else:  # the registry's stand-in loss where update needs one (kw below)
+        tx, extra = jz.get(name), lambda p: {}
 
     def step(params, state, grads):
         kw = stand_in_extra_args(name, params, grads) if name in ALL_NAMES else {}

@@ -277,7 +277,7 @@ for _name, _lr, _paper, _blocks, _verified, _extra in (
         "adan",
         1e-3,
         "Xie et al. 2022",
-        "scale_by_adan -> add_decayed_weights -> scale_by_learning_rate",
+        "scale_by_adan(then add_decayed_weights if weight_decay > 0) -> scale_by_learning_rate",
         _PO,
         (),
     ),
@@ -334,7 +334,7 @@ for _name, _lr, _paper, _blocks, _verified, _extra in (
         "polyak_sgd",
         None,
         "Polyak 1987; Loizou et al. 2021",
-        "sgd(scaling) -> scale_by_polyak",
+        "scale_by_learning_rate(scaling) -> scale_by_polyak",
         _OPTAX,
         ("value",),
     ),
@@ -350,7 +350,7 @@ for _name, _lr, _paper, _blocks, _verified, _extra in (
         "sign_sgd",
         1e-3,
         "Bernstein et al. 2018",
-        "scale_by_sign -> add_decayed_weights -> scale_by_learning_rate",
+        "scale_by_sign(then add_decayed_weights if weight_decay > 0) -> scale_by_learning_rate",
         _PO,
         (),
     ),
@@ -358,7 +358,8 @@ for _name, _lr, _paper, _blocks, _verified, _extra in (
         "signum",
         1e-3,
         "Bernstein et al. 2018",
-        "ema(debias=False) -> scale_by_sign -> add_decayed_weights -> scale_by_learning_rate",
+        "ema(debias=False) -> scale_by_sign(then add_decayed_weights if weight_decay > 0) -> "
+        "scale_by_learning_rate",
         _PO,
         (),
     ),
@@ -394,7 +395,8 @@ register(
     _o.acprop,
     default_lr=1e-3,
     paper="Zhuang et al. 2021",
-    blocks="scale_by_acprop -> add_decayed_weights -> scale_by_learning_rate",
+    blocks="scale_by_acprop(then add_decayed_weights if weight_decay > 0) -> "
+    "scale_by_learning_rate",
     verified=_CONTRIB,
 )
 register(
@@ -402,7 +404,8 @@ register(
     _o.cocob,
     default_lr=None,
     paper="Orabona & Tommasi 2017",
-    blocks="add_decayed_weights -> scale_by_learning_rate(flip_sign=False) -> scale_by_cocob",
+    blocks="scale_by_cocob(after add_decayed_weights and an unflipped scale_by_learning_rate "
+    "when weight_decay > 0 or learning_rate != 1)",
     verified=_CONTRIB,
 )
 register(
@@ -448,7 +451,8 @@ register(
     _o.simplified_ademamix,
     default_lr=1e-4,
     paper="Morwani et al. 2025",
-    blocks="scale_by_simplified_ademamix -> add_decayed_weights -> scale_by_learning_rate",
+    blocks="scale_by_simplified_ademamix(then add_decayed_weights if weight_decay > 0) -> "
+    "scale_by_learning_rate",
     verified=_CONTRIB,
 )
 # optax.contrib's GaLore, MADGRAD, MoMo and Sophia, each verified against optax.contrib and,
@@ -467,7 +471,8 @@ register(
     _o.madgrad,
     default_lr=1e-2,
     paper="Defazio & Jelassi 2021",
-    blocks="add_decayed_weights -> scale_by_madgrad (the learning rate is inside)",
+    blocks="scale_by_madgrad(the learning rate inside; after add_decayed_weights if "
+    "weight_decay > 0)",
     verified=("optax.contrib", "madgrad", "pytorch_optimizer"),
 )
 register(
