@@ -55,7 +55,7 @@ class MinimizeResult(NamedTuple):
       num_steps: the optimizer steps taken.
       num_fun_evals: the evaluations of the loss and its gradient (the line search's
         included).
-      status: why it stopped, a code of :data:`STATUS` (``reason`` gives its name).
+      status: why it stopped, a code of ``jaxopt_zoo.solve.STATUS`` (``reason`` gives its name).
     """
 
     params: Any
@@ -68,8 +68,9 @@ class MinimizeResult(NamedTuple):
 
     @property
     def reason(self) -> str:
-        """Why it stopped: ``"converged"``, ``"max_steps"``, ``"nonfinite"``,
-        ``"nonfinite_start"`` or ``"stalled"`` (needs a concrete ``status``)."""
+        """The name of ``status``, why it stopped -- ``"converged"``, ``"max_steps"``,
+        ``"nonfinite"``, ``"nonfinite_start"`` or ``"stalled"`` (needs a concrete
+        ``status``)."""
         return STATUS[int(self.status)]
 
 

@@ -283,8 +283,9 @@ def galore(
 
     Args:
       learning_rate: a number or a schedule of the step count.
-      rank, update_proj_gap, scale, base_optimizer, weight_dimension_numbers,
-        projection_type, proj_step_offset: as in :func:`scale_by_galore`.
+      rank, update_proj_gap, scale, base_optimizer: as in :func:`scale_by_galore`.
+      weight_dimension_numbers, projection_type: as in :func:`scale_by_galore`.
+      proj_step_offset: as in :func:`scale_by_galore`.
       weight_decay: decoupled decay strength (times the learning rate).
       mask: which parameters decay (a tree of bools or a function of params).
       decay_after_update: decay the updated parameters (the authors' order) instead of the

@@ -326,8 +326,9 @@ def sophia(
 
     Args:
       learning_rate: a number or a schedule of the step count.
-      b1, b2, eps, gamma, clip_threshold, update_interval, hessian_diagonal_fn, mu_dtype,
-        bias_correction, hessian_first: as in :func:`scale_by_sophia`.
+      b1, b2, eps, gamma, clip_threshold: as in :func:`scale_by_sophia`.
+      update_interval, hessian_diagonal_fn, mu_dtype: as in :func:`scale_by_sophia`.
+      bias_correction, hessian_first: as in :func:`scale_by_sophia`.
       weight_decay: decoupled decay strength (times the learning rate).
       weight_decay_mask: which parameters decay (a tree of bools or a function of params).
 
