@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from jaxopt_zoo.core import (
-    EmptyState,
     GradientTransformation,
     Scalar,
     ScalarOrSchedule,
     chain,
     check_nonneg,
-    check_same_structure,
-    increment,
-    require_params,
-    resolve,
-    zero_count,
 )
-from jaxopt_zoo.fast.spec import BlockSpec, describe
-from jaxopt_zoo.transforms.learning_rate import ScaleByScheduleState, scale_by_learning_rate
+from jaxopt_zoo.fast.spec import BlockSpec
+from jaxopt_zoo.transforms.learning_rate import scale_by_learning_rate
 from jaxopt_zoo.transforms.trust_ratio import scale_by_trust_ratio
+from jaxopt_zoo.transforms.weight_decay import add_scaled_params
 
-
-def _add_scaled_params(coef: ScalarOrSchedule) -> GradientTransformation:
-    """``u + coef * p`` with ``coef`` of either sign (a number or a schedule of the step)."""
-    scheduled = callable(coef)
-
-    def init_fn(params):
-        del params
-        return ScaleByScheduleState(count=zero_count()) if scheduled else EmptyState()
-
-    def update_fn(updates, state, params=None):
-        require_params(params, "fromage")
-        check_same_structure(updates, params, "fromage")
-        c = resolve(coef, state.count) if scheduled else coef
-        out = jax.tree.map(
-            lambda u, p: (u + jnp.asarray(c).astype(u.dtype) * p.astype(u.dtype)).astype(u.dtype),
-            updates,
-            params,
-        )
-        return out, (ScaleByScheduleState(count=increment(state.count)) if scheduled else state)
-
-    return describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("add_scaled_params", elementwise=True)
-    )
+_SHRINK_SPEC = BlockSpec("add_scaled_params", elementwise=True)
 
 
 def fromage(learning_rate: ScalarOrSchedule, min_norm: Scalar = 1e-6) -> GradientTransformation:
@@ -87,5 +59,7 @@ def fromage(learning_rate: ScalarOrSchedule, min_norm: Scalar = 1e-6) -> Gradien
         m = 1 / (1 + learning_rate**2) ** 0.5
         step, shrink = learning_rate * m, m - 1
     return chain(
-        scale_by_trust_ratio(min_norm), scale_by_learning_rate(step), _add_scaled_params(shrink)
+        scale_by_trust_ratio(min_norm),
+        scale_by_learning_rate(step),
+        add_scaled_params(shrink, "fromage", _SHRINK_SPEC),
     )

@@ -49,18 +49,49 @@ def add_decayed_weights(
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     """
     check_nonneg("weight_decay", weight_decay)
-    scheduled = callable(weight_decay)
+    spec = BlockSpec(
+        "add_decayed_weights",
+        elementwise=True,
+        stage="decay",
+        scalars={"weight_decay": weight_decay},
+    )
+    tx = add_scaled_params(weight_decay, "add_decayed_weights", spec)
+    return tx if mask is None else masked(tx, mask)
+
+
+def add_scaled_params(coef: ScalarOrSchedule, name: str, spec: BlockSpec) -> GradientTransformation:
+    """``u + coef * p`` for a coefficient of either sign (a number or a schedule of the
+    step): the arithmetic of :func:`add_decayed_weights`, which checks ``coef >= 0`` first;
+    Fromage adds a negative multiple.
+
+    Args:
+      coef: the coefficient, of either sign (a number or a schedule of the step count).
+      name: the block's name in error messages.
+      spec: the ``BlockSpec`` that describes the block to ``fuse``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> from jaxopt_zoo.fast.spec import BlockSpec
+      >>> from jaxopt_zoo.transforms.weight_decay import add_scaled_params
+      >>> tx = add_scaled_params(-0.5, "shrink", BlockSpec("shrink", elementwise=True))
+      >>> p = {"w": jnp.ones(2)}
+      >>> tx.update({"w": jnp.ones(2)}, tx.init(p), p)[0]["w"].tolist()
+      [0.5, 0.5]
+    """
+    scheduled = callable(coef)
 
     def init_fn(params):
         del params
         return ScaleByScheduleState(count=zero_count()) if scheduled else EmptyState()
 
     def update_fn(updates, state, params=None):
-        require_params(params, "add_decayed_weights")
-        check_same_structure(updates, params, "add_decayed_weights")
-        wd = resolve(weight_decay, state.count) if scheduled else weight_decay
+        require_params(params, name)
+        check_same_structure(updates, params, name)
+        c = resolve(coef, state.count) if scheduled else coef
         out = jax.tree.map(
-            lambda u, p: (u + jnp.asarray(wd).astype(u.dtype) * p.astype(u.dtype)).astype(u.dtype),
+            lambda u, p: (u + jnp.asarray(c).astype(u.dtype) * p.astype(u.dtype)).astype(u.dtype),
             updates,
             params,
         )
@@ -68,16 +99,7 @@ def add_decayed_weights(
         return out, new_state
 
     # A schedule is called with the block's count, as resolve() does in update_fn.
-    tx = describe(
-        GradientTransformation(init_fn, update_fn),
-        BlockSpec(
-            "add_decayed_weights",
-            elementwise=True,
-            stage="decay",
-            scalars={"weight_decay": weight_decay},
-        ),
-    )
-    return tx if mask is None else masked(tx, mask)
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 #: Coupled L2 regularization: ``add_decayed_weights`` placed before the scaler.
