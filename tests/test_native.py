@@ -113,6 +113,18 @@ WITH_KERNEL = {
     "adagrad-no-initial": lambda: jz.chain(
         jz.scale_by_rss(0.0, eps=1e-10), jz.scale_by_learning_rate(0.05)
     ),
+    "sign_sgd": lambda: jz.sign_sgd(1e-3, weight_decay=0.1),
+    "signum": lambda: jz.signum(optax.linear_schedule(1e-3, 1e-4, STEPS), beta=0.8),
+    "ema-debiased": lambda: jz.chain(jz.ema(0.8), jz.scale(-0.05)),
+    "adan": lambda: jz.adan(1e-2, weight_decay=0.02),
+    "adan-paper": lambda: jz.adan(1e-2, eps_root=0.0, paper_weights=True),
+    "optimistic_gradient_descent": lambda: jz.optimistic_gradient_descent(
+        1e-2, alpha=optax.linear_schedule(1.0, 0.5, STEPS), beta=0.7
+    ),
+    "optimistic_adam": lambda: jz.optimistic_adam(1e-2),
+    "simplified_ademamix": lambda: jz.simplified_ademamix(
+        1e-3, b1=0.9, alpha=optax.linear_schedule(0.0, 5.0, STEPS), weight_decay=0.1
+    ),
 }
 
 
@@ -146,6 +158,7 @@ WITHOUT_KERNEL = {
     "adam-mu-dtype": lambda: jz.adam(1e-2, mu_dtype=jnp.bfloat16),
     "rmsprop-centered": lambda: jz.rmsprop(1e-3, centered=True),
     "adabelief": lambda: jz.adabelief(1e-2),
+    "signum-bf16-average": lambda: jz.signum(1e-3, accumulator_dtype=jnp.bfloat16),
     "masked-decay": lambda: jz.adamw(
         1e-2, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p)
     ),

@@ -15,12 +15,22 @@ enum Op : int64_t {
   kNadam = 8,  // NAdam; inv_next_bc1 = 1 / (1 - b1^(t+1)); bufs mu, nu
   kAmsgrad = 9,  // AMSGrad; bufs mu, nu, nu_max
   kAdamax = 10,  // AdaMax; bufs mu, nu
+  kSign = 11,  // sign of the update (signSGD); bufs -
+  kEma = 12,  // moving average; inv_bc = 1 / (1 - decay^t), 1 without debiasing; bufs ema
+  kAdan = 13,  // Adan; c weights the difference, first = 1 on the first step; bufs mu, delta, nu, prev_grad
+  kOptimistic = 14,  // optimistic gradient (alpha + beta) g - beta g_prev; first = 1 on the first step; bufs previous_gradient
+  kSimplifiedAdemamix = 15,  // simplified AdEMAMix; alpha at this step; bufs m, n
+  kBelief = 16,  // AdaBelief; bufs mu, nu
+  kAcprop = 17,  // ACProp; inv_prev_bc2 = 1 / (1 - b2^(t-1)), first = 1 on the first step; bufs mu, nu
+  kRprop = 18,  // Rprop (iRprop-); current_step, clamp_unchanged = 0 or 1; bufs step_sizes, prev_updates
+  kMadgrad = 19,  // MADGRAD (reads params); decay, decay_x0 = 0 or 1; x0 is written only when decay_x0; bufs grad_sum_sq, s, x0
+  kCocob = 20,  // COCOB-Backprop (reads params); init_particles is read, never written; bufs init_particles, cumulative_gradients, scale, subgradients, reward
 };
 
-constexpr int64_t kNumOps = 11;
+constexpr int64_t kNumOps = 21;
 // Scalars and state buffers per opcode (-1: no such opcode).
-constexpr int64_t kScalars[kNumOps] = {-1, 8, 4, 4, 4, 2, 1, 1, 9, 8, 5};
-constexpr int64_t kBuffers[kNumOps] = {-1, 2, 1, 1, 1, 1, 0, 0, 2, 3, 2};
+constexpr int64_t kScalars[kNumOps] = {-1, 8, 4, 4, 4, 2, 1, 1, 9, 8, 5, 0, 3, 13, 3, 7, 8, 8, 6, 6, 1};
+constexpr int64_t kBuffers[kNumOps] = {-1, 2, 1, 1, 1, 1, 0, 0, 2, 3, 2, 0, 1, 4, 1, 2, 2, 2, 2, 3, 5};
 
 // Index of each named scalar within its stage's scalars: sc_<stage>::<scalar>.
 namespace sc_adam { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_minus_b2 = 3, eps = 4, eps_root = 5, inv_bc1 = 6, inv_bc2 = 7; }
@@ -33,3 +43,13 @@ namespace sc_scale { constexpr int64_t step_size = 0; }
 namespace sc_nadam { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_minus_b2 = 3, eps = 4, eps_root = 5, inv_bc1 = 6, inv_bc2 = 7, inv_next_bc1 = 8; }
 namespace sc_amsgrad { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_minus_b2 = 3, eps = 4, eps_root = 5, inv_bc1 = 6, inv_bc2 = 7; }
 namespace sc_adamax { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, eps = 3, inv_bc1 = 4; }
+namespace sc_sign {}  // no scalars
+namespace sc_ema { constexpr int64_t decay = 0, one_minus_decay = 1, inv_bc = 2; }
+namespace sc_adan { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_minus_b2 = 3, b3 = 4, one_minus_b3 = 5, c = 6, eps = 7, eps_root = 8, inv_bc1 = 9, inv_bc2 = 10, inv_bc3 = 11, first = 12; }
+namespace sc_optimistic { constexpr int64_t alpha_plus_beta = 0, beta = 1, first = 2; }
+namespace sc_simplified_ademamix { constexpr int64_t b1 = 0, b2 = 1, one_minus_b2 = 2, alpha = 3, eps = 4, eps_root = 5, inv_bc2 = 6; }
+namespace sc_belief { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_minus_b2 = 3, eps = 4, eps_root = 5, inv_bc1 = 6, inv_bc2 = 7; }
+namespace sc_acprop { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_minus_b2 = 3, eps = 4, eps_root = 5, inv_prev_bc2 = 6, first = 7; }
+namespace sc_rprop { constexpr int64_t eta_minus = 0, eta_plus = 1, min_step_size = 2, max_step_size = 3, current_step = 4, clamp_unchanged = 5; }
+namespace sc_madgrad { constexpr int64_t lamb = 0, one_minus_momentum = 1, eps = 2, lr_wd = 3, decay = 4, decay_x0 = 5; }
+namespace sc_cocob { constexpr int64_t alpha = 0; }

@@ -50,6 +50,14 @@ static_assert(sc_nadam::inv_bc2 == sc_adam::inv_bc2 && sc_amsgrad::inv_bc2 == sc
 
 inline float sign_of(float x) { return x > 0.f ? 1.f : (x < 0.f ? -1.f : x); }
 
+// A state buffer that a stage reads but does not change (COCOB's init_particles, MADGRAD's
+// x0 without decoupled decay). Its output is aliased to its input (input_output_aliases:
+// XLA copies a live input before the call), so the values are already there and nothing is
+// written; the copy is for a caller that does not alias them.
+inline void keep_unchanged(const float* in, float* out, int64_t lo, int64_t len) {
+  if (out != in) std::copy(in + lo, in + lo + len, out + lo);
+}
+
 // One block [lo, lo + len): the stages in order on a local update vector. The first stage
 // reads the gradient in place of a copy, and a final learning-rate scale is applied in the
 // parameter update: every pass over the L1 block costs (measured: 0.84x -> 1.0x of torch's
@@ -189,6 +197,205 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
       case kScale: {
         const float s = sc[sc_scale::step_size];
         for (int64_t i = 0; i < len; ++i) u[i] = in[i] * s;
+        break;
+      }
+      case kSign:
+        for (int64_t i = 0; i < len; ++i) u[i] = sign_of(in[i]);
+        break;
+      case kEma: {
+        const float decay = sc[sc_ema::decay], c = sc[sc_ema::one_minus_decay],
+                    r = sc[sc_ema::inv_bc];
+        const float* __restrict mi = si[0] + lo;
+        float* __restrict mo = so[0] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float m = decay * mi[i] + c * in[i];
+          mo[i] = m;
+          u[i] = m * r;
+        }
+        break;
+      }
+      case kAdan: {
+        const float b1 = sc[sc_adan::b1], c1 = sc[sc_adan::one_minus_b1], b2 = sc[sc_adan::b2],
+                    c2 = sc[sc_adan::one_minus_b2], b3 = sc[sc_adan::b3],
+                    c3 = sc[sc_adan::one_minus_b3], c = sc[sc_adan::c], eps = sc[sc_adan::eps],
+                    eps_root = sc[sc_adan::eps_root], r1 = sc[sc_adan::inv_bc1],
+                    r2 = sc[sc_adan::inv_bc2], r3 = sc[sc_adan::inv_bc3];
+        const bool first = sc[sc_adan::first] != 0.f;
+        const float* __restrict mi = si[0] + lo;
+        const float* __restrict di = si[1] + lo;
+        const float* __restrict ni = si[2] + lo;
+        const float* __restrict gi = si[3] + lo;
+        float* __restrict mo = so[0] + lo;
+        float* __restrict dO = so[1] + lo;
+        float* __restrict no = so[2] + lo;
+        float* __restrict go = so[3] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i];
+          const float diff = first ? 0.f : x - gi[i];
+          const float m = b1 * mi[i] + c1 * x;
+          const float d = b2 * di[i] + c2 * diff;
+          const float look = x + c * diff;
+          const float v = b3 * ni[i] + c3 * (look * look);
+          mo[i] = m;
+          dO[i] = d;
+          no[i] = v;
+          go[i] = x;
+          u[i] = (m * r1 + c * (d * r2)) / (std::sqrt(v * r3 + eps_root) + eps);
+        }
+        break;
+      }
+      case kOptimistic: {
+        const float ab = sc[sc_optimistic::alpha_plus_beta], beta = sc[sc_optimistic::beta];
+        const bool first = sc[sc_optimistic::first] != 0.f;
+        const float* __restrict gi = si[0] + lo;
+        float* __restrict go = so[0] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i];
+          const float prev = first ? x : gi[i];
+          go[i] = x;
+          u[i] = ab * x - beta * prev;
+        }
+        break;
+      }
+      case kSimplifiedAdemamix: {
+        const float b1 = sc[sc_simplified_ademamix::b1], b2 = sc[sc_simplified_ademamix::b2],
+                    c2 = sc[sc_simplified_ademamix::one_minus_b2],
+                    alpha = sc[sc_simplified_ademamix::alpha], eps = sc[sc_simplified_ademamix::eps],
+                    eps_root = sc[sc_simplified_ademamix::eps_root],
+                    r2 = sc[sc_simplified_ademamix::inv_bc2];
+        const float* __restrict mi = si[0] + lo;
+        const float* __restrict ni = si[1] + lo;
+        float* __restrict mo = so[0] + lo;
+        float* __restrict no = so[1] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i];
+          const float m = b1 * mi[i] + x;  // a sum, not an average
+          const float v = b2 * ni[i] + c2 * (x * x);
+          mo[i] = m;
+          no[i] = v;
+          u[i] = (m + alpha * x) / (std::sqrt(v * r2 + eps_root) + eps);
+        }
+        break;
+      }
+      case kBelief: {
+        const float b1 = sc[sc_belief::b1], c1 = sc[sc_belief::one_minus_b1],
+                    b2 = sc[sc_belief::b2], c2 = sc[sc_belief::one_minus_b2],
+                    eps = sc[sc_belief::eps], eps_root = sc[sc_belief::eps_root],
+                    r1 = sc[sc_belief::inv_bc1], r2 = sc[sc_belief::inv_bc2];
+        const float* __restrict mi = si[0] + lo;
+        const float* __restrict vi = si[1] + lo;
+        float* __restrict mo = so[0] + lo;
+        float* __restrict vo = so[1] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i];
+          const float m = b1 * mi[i] + c1 * x;
+          const float e = x - m;  // against the new mean
+          const float v = b2 * vi[i] + c2 * (e * e) + eps_root;
+          mo[i] = m;
+          vo[i] = v;
+          u[i] = (m * r1) / (std::sqrt(v * r2) + eps);
+        }
+        break;
+      }
+      case kAcprop: {
+        const float b1 = sc[sc_acprop::b1], c1 = sc[sc_acprop::one_minus_b1],
+                    b2 = sc[sc_acprop::b2], c2 = sc[sc_acprop::one_minus_b2],
+                    eps = sc[sc_acprop::eps], eps_root = sc[sc_acprop::eps_root],
+                    r2 = sc[sc_acprop::inv_prev_bc2];
+        const bool first = sc[sc_acprop::first] != 0.f;
+        const float* __restrict mi = si[0] + lo;
+        const float* __restrict vi = si[1] + lo;
+        float* __restrict mo = so[0] + lo;
+        float* __restrict vo = so[1] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i], m_old = mi[i], v_old = vi[i];
+          const float e = x - m_old;  // against the previous mean
+          mo[i] = b1 * m_old + c1 * x;
+          vo[i] = b2 * v_old + c2 * (e * e) + eps_root;
+          const float v_hat = first ? 1.f : v_old * r2;  // the previous step's belief
+          u[i] = x / (std::sqrt(v_hat) + eps);
+        }
+        break;
+      }
+      case kRprop: {
+        const float down = sc[sc_rprop::eta_minus], up = sc[sc_rprop::eta_plus],
+                    lo_step = sc[sc_rprop::min_step_size], hi_step = sc[sc_rprop::max_step_size];
+        const bool current = sc[sc_rprop::current_step] != 0.f,
+                   clamp_all = sc[sc_rprop::clamp_unchanged] != 0.f;
+        const float* __restrict ssi = si[0] + lo;
+        const float* __restrict pui = si[1] + lo;
+        float* __restrict sso = so[0] + lo;
+        float* __restrict puo = so[1] + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i], step = ssi[i], prev = pui[i];
+          const float agree = x * prev;
+          const float factor = agree > 0.f ? up : (agree < 0.f ? down : 1.f);
+          const float grown = std::min(std::max(step * factor, lo_step), hi_step);
+          const float new_step = (clamp_all || agree != 0.f) ? grown : step;
+          const float now = agree < 0.f ? 0.f : new_step * sign_of(x);
+          sso[i] = new_step;
+          puo[i] = now;
+          u[i] = current ? now : (agree < 0.f ? 0.f : prev);
+        }
+        break;
+      }
+      case kMadgrad: {
+        const float lamb = sc[sc_madgrad::lamb], keep = sc[sc_madgrad::one_minus_momentum],
+                    eps = sc[sc_madgrad::eps], lr_wd = sc[sc_madgrad::lr_wd];
+        const bool decay = sc[sc_madgrad::decay] != 0.f,
+                   decay_x0 = sc[sc_madgrad::decay_x0] != 0.f;
+        const float* __restrict qi = si[0] + lo;
+        const float* __restrict ti = si[1] + lo;
+        const float* x0i = si[2] + lo;  // may be rewritten through x0o
+        float* __restrict qo = so[0] + lo;
+        float* __restrict to = so[1] + lo;
+        float* x0o = so[2] + lo;  // the same memory as x0i (aliased) unless copied below
+        const float* __restrict p = pr->params_in + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i];
+          const float q = qi[i] + lamb * (x * x);
+          const float t = ti[i] + lamb * x;
+          const float sigma = std::cbrt(q) + eps;
+          const float ratio = sigma == 0.f ? 0.f : t / sigma;  // no gradient yet: no step
+          qo[i] = q;
+          to[i] = t;
+          float step = keep * ((x0i[i] - ratio) - p[i]);
+          if (decay) {
+            const float wd = lr_wd * p[i];
+            step = step - wd;
+            if (decay_x0) x0o[i] = x0i[i] - wd;  // momentum 0: the anchor follows the decay
+          }
+          u[i] = step;
+        }
+        if (!decay_x0) keep_unchanged(si[2], so[2], lo, len);
+        break;
+      }
+      case kCocob: {
+        const float alpha = sc[sc_cocob::alpha];
+        const float* __restrict x0 = si[0] + lo;
+        const float* __restrict ci = si[1] + lo;
+        const float* __restrict li = si[2] + lo;
+        const float* __restrict gi = si[3] + lo;
+        const float* __restrict ri = si[4] + lo;
+        float* __restrict co = so[1] + lo;
+        float* __restrict lO = so[2] + lo;
+        float* __restrict gO = so[3] + lo;
+        float* __restrict ro = so[4] + lo;
+        const float* __restrict p = pr->params_in + lo;
+        for (int64_t i = 0; i < len; ++i) {
+          const float x = in[i], ax = std::fabs(x);
+          const float big_l = std::max(li[i], ax);
+          const float big_g = gi[i] + ax;
+          const float r = std::max(ri[i] - x * (p[i] - x0[i]), 0.f);
+          const float c = ci[i] - x;
+          const float frac = (big_l + r) / (big_l * std::max(big_g + big_l, alpha * big_l));
+          lO[i] = big_l;
+          gO[i] = big_g;
+          ro[i] = r;
+          co[i] = c;
+          u[i] = x0[i] + c * frac - p[i];
+        }
+        keep_unchanged(si[0], so[0], lo, len);  // init_particles: read only
         break;
       }
       default:

@@ -106,8 +106,8 @@ def _next_count(count: jax.Array) -> jax.Array:
 
 def _rebuild(state: Any, spec: BlockSpec, new: Sequence[Any]) -> Any:
     fields = dict(zip(spec.buffers, new))
-    if "count" in getattr(state, "_fields", ()):
-        fields["count"] = _next_count(state.count)
+    if spec.counter in getattr(state, "_fields", ()):
+        fields[spec.counter] = _next_count(getattr(state, spec.counter))
     return state._replace(**fields)
 
 
@@ -319,7 +319,7 @@ def fused_step(
             [
                 jnp.asarray(v, jnp.float32).reshape(())
                 for spec, s in blocks
-                for v in spec.scalar_values(getattr(s, "count", None))
+                for v in spec.scalar_values(getattr(s, spec.counter, None))
             ]
         )
         new_p: Dict[str, jax.Array] = {}

@@ -60,14 +60,17 @@ class BlockSpec:
       stage: the kernel stage it runs as (a key of
         ``jaxopt_zoo.fast.STAGES``), or None (no kernel; XLA).
       scalars: the stage's named scalars: a number or array, or a function of the block's
-        step count (``state.count`` before this step; a schedule, a bias correction).
+        step count (the state's ``counter`` field before this step; a schedule, a bias
+        correction).
       buffers: the state fields the stage reads and rewrites, in the stage's order. After
-        a kernel step the block's state is ``state._replace(**new_buffers)`` with a
-        ``count`` field, if it has one, advanced by one (saturating, like
+        a kernel step the block's state is ``state._replace(**new_buffers)`` with its
+        ``counter`` field, if it has one, advanced by one (saturating, like
         ``jaxopt_zoo.core.increment``).
       parts: for a chain, its transformations in order (its state is the tuple of theirs).
       wraps: for a wrapper, the transformations it runs inside (named for readers such as
         the registry; the kernel does not open a wrapper).
+      counter: the name of the state's step-count field (``"count"``; e.g. ``"t"`` for a
+        state named as in optax.contrib).
 
     A spec with a ``stage`` is checked against the table at construction: its scalars must
     be exactly the stage's and its buffers as many as the stage's.
@@ -80,6 +83,7 @@ class BlockSpec:
     buffers: Tuple[str, ...] = ()
     parts: Tuple[Any, ...] = ()
     wraps: Tuple[Any, ...] = ()
+    counter: str = "count"
 
     def __post_init__(self) -> None:
         if self.stage is None:

@@ -72,6 +72,77 @@ STAGES: Dict[str, Stage] = {
     ),
     "amsgrad": Stage(9, _ADAM_SCALARS, ("mu", "nu", "nu_max"), "AMSGrad"),
     "adamax": Stage(10, ("b1", "one_minus_b1", "b2", "eps", "inv_bc1"), ("mu", "nu"), "AdaMax"),
+    "sign": Stage(11, (), (), "sign of the update (signSGD)"),
+    "ema": Stage(
+        12,
+        ("decay", "one_minus_decay", "inv_bc"),
+        ("ema",),
+        "moving average; inv_bc = 1 / (1 - decay^t), 1 without debiasing",
+    ),
+    "adan": Stage(
+        13,
+        (
+            "b1",
+            "one_minus_b1",
+            "b2",
+            "one_minus_b2",
+            "b3",
+            "one_minus_b3",
+            "c",
+            "eps",
+            "eps_root",
+            "inv_bc1",
+            "inv_bc2",
+            "inv_bc3",
+            "first",
+        ),
+        ("mu", "delta", "nu", "prev_grad"),
+        "Adan; c weights the difference, first = 1 on the first step",
+    ),
+    "optimistic": Stage(
+        14,
+        ("alpha_plus_beta", "beta", "first"),
+        ("previous_gradient",),
+        "optimistic gradient (alpha + beta) g - beta g_prev; first = 1 on the first step",
+    ),
+    "simplified_ademamix": Stage(
+        15,
+        ("b1", "b2", "one_minus_b2", "alpha", "eps", "eps_root", "inv_bc2"),
+        ("m", "n"),
+        "simplified AdEMAMix; alpha at this step",
+    ),
+    "belief": Stage(16, _ADAM_SCALARS, ("mu", "nu"), "AdaBelief"),
+    "acprop": Stage(
+        17,
+        ("b1", "one_minus_b1", "b2", "one_minus_b2", "eps", "eps_root", "inv_prev_bc2", "first"),
+        ("mu", "nu"),
+        "ACProp; inv_prev_bc2 = 1 / (1 - b2^(t-1)), first = 1 on the first step",
+    ),
+    "rprop": Stage(
+        18,
+        (
+            "eta_minus",
+            "eta_plus",
+            "min_step_size",
+            "max_step_size",
+            "current_step",
+            "clamp_unchanged",
+        ),
+        ("step_sizes", "prev_updates"),
+        "Rprop (iRprop-); current_step, clamp_unchanged = 0 or 1",
+    ),
+    "madgrad": Stage(
+        19,
+        ("lamb", "one_minus_momentum", "eps", "lr_wd", "decay", "decay_x0"),
+        ("grad_sum_sq", "s", "x0"),
+        "MADGRAD (reads params); decay, decay_x0 = 0 or 1; x0 is written only when decay_x0",
+    ),
+    "cocob": Stage(
+        20,
+        ("alpha",),
+        ("init_particles", "cumulative_gradients", "scale", "subgradients", "reward"),
+        "COCOB-Backprop (reads params); init_particles is read, never written",
+    ),
 }
 
 
@@ -109,7 +180,11 @@ def header() -> str:
     ]
     for name, st in by_code:
         items = ", ".join(f"{s} = {i}" for i, s in enumerate(st.scalars))
-        out.append(f"namespace sc_{name} {{ constexpr int64_t {items}; }}")
+        out.append(
+            f"namespace sc_{name} {{ constexpr int64_t {items}; }}"
+            if items
+            else f"namespace sc_{name} {{}}  // no scalars"
+        )
     return "\n".join(out) + "\n"
 
 

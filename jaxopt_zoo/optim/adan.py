@@ -112,9 +112,33 @@ def scale_by_adan(
         prev = jax.tree.map(lambda g, p: g.astype(p.dtype), updates, state.prev_grad)
         return out, ScaleByAdanState(count, mu, delta, nu, prev)
 
-    return describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_adan", elementwise=True)
+    def inv_bias_correction(b: Any):  # the leaf's divisor 1 - b^t, as a reciprocal
+        return lambda count: (
+            1 / (1 - jnp.asarray(b, jnp.float32) ** increment(count).astype(jnp.float32))
+        )
+
+    spec = BlockSpec(
+        "scale_by_adan",
+        elementwise=True,
+        stage="adan",
+        scalars={
+            "b1": b1,
+            "one_minus_b1": 1 - b1,
+            "b2": b2,
+            "one_minus_b2": 1 - b2,
+            "b3": b3,
+            "one_minus_b3": 1 - b3,
+            "c": c,
+            "eps": eps,
+            "eps_root": eps_root,
+            "inv_bc1": inv_bias_correction(b1),
+            "inv_bc2": inv_bias_correction(b2),
+            "inv_bc3": inv_bias_correction(b3),
+            "first": lambda count: (count == 0).astype(jnp.float32),
+        },
+        buffers=("mu", "delta", "nu", "prev_grad"),
     )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def proximal_decay(

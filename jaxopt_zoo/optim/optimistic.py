@@ -72,10 +72,18 @@ def scale_by_optimistic_gradient(
         prev = jax.tree.map(lambda g, p: g.astype(p.dtype), updates, state.previous_gradient)
         return out, ScaleByOptimisticGradientState(increment(state.count), prev)
 
-    return describe(
-        GradientTransformation(init_fn, update_fn),
-        BlockSpec("scale_by_optimistic_gradient", elementwise=True),
+    spec = BlockSpec(
+        "scale_by_optimistic_gradient",
+        elementwise=True,
+        stage="optimistic",
+        scalars={
+            "alpha_plus_beta": lambda count: resolve(alpha, count) + resolve(beta, count),
+            "beta": lambda count: resolve(beta, count),
+            "first": lambda count: (count == 0).astype(jnp.float32),
+        },
+        buffers=("previous_gradient",),
     )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def optimistic_gradient_descent(

@@ -43,7 +43,8 @@ def scale_by_sign() -> GradientTransformation:
         return jax.tree.map(jnp.sign, updates), state
 
     return describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_sign", elementwise=True)
+        GradientTransformation(init_fn, update_fn),
+        BlockSpec("scale_by_sign", elementwise=True, stage="sign"),
     )
 
 

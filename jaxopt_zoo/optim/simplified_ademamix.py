@@ -97,10 +97,26 @@ def scale_by_simplified_ademamix(
         out = jax.tree.map(direction, updates, m, n)
         return out, ScaleBySimplifiedAdEMAMixState(t=t, m=m, n=n)
 
-    return describe(
-        GradientTransformation(init_fn, update_fn),
-        BlockSpec("scale_by_simplified_ademamix", elementwise=True),
+    def inv_bc2(t):  # 1 / bc2 for this step's t
+        return 1 / (1 - jnp.asarray(b2, jnp.float32) ** increment(t).astype(jnp.float32))
+
+    spec = BlockSpec(
+        "scale_by_simplified_ademamix",
+        elementwise=True,
+        stage="simplified_ademamix",
+        scalars={
+            "b1": b1,
+            "b2": b2,
+            "one_minus_b2": 1 - b2,
+            "alpha": lambda t: resolve(alpha, t),
+            "eps": eps,
+            "eps_root": eps_root,
+            "inv_bc2": inv_bc2,
+        },
+        buffers=("m", "n"),
+        counter="t",
     )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def simplified_ademamix(

@@ -138,4 +138,18 @@ def ema(
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
         return out, EmaState(count=count, ema=m)
 
-    return describe(GradientTransformation(init_fn, update_fn), BlockSpec("ema", elementwise=True))
+    def inv_bc(count):  # bias_correction's divisor 1 - decay^t, as a reciprocal
+        return 1 / (1 - jnp.asarray(decay, jnp.float32) ** increment(count).astype(jnp.float32))
+
+    spec = BlockSpec(
+        "ema",
+        elementwise=True,
+        stage="ema",
+        scalars={
+            "decay": decay,
+            "one_minus_decay": 1 - decay,
+            "inv_bc": inv_bc if debias else 1.0,
+        },
+        buffers=("ema",),
+    )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
