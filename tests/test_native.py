@@ -118,6 +118,9 @@ WITH_KERNEL = {
     "ema-debiased": lambda: jz.chain(jz.ema(0.8), jz.scale(-0.05)),
     "adan": lambda: jz.adan(1e-2, weight_decay=0.02),
     "adan-paper": lambda: jz.adan(1e-2, eps_root=0.0, paper_weights=True),
+    "adan-proximal": lambda: jz.adan(
+        optax.linear_schedule(1e-2, 1e-3, STEPS), weight_decay=0.5, proximal=True
+    ),
     "optimistic_gradient_descent": lambda: jz.optimistic_gradient_descent(
         1e-2, alpha=optax.linear_schedule(1.0, 0.5, STEPS), beta=0.7
     ),
@@ -125,6 +128,18 @@ WITH_KERNEL = {
     "simplified_ademamix": lambda: jz.simplified_ademamix(
         1e-3, b1=0.9, alpha=optax.linear_schedule(0.0, 5.0, STEPS), weight_decay=0.1
     ),
+    "adabelief": lambda: jz.adabelief(1e-2),
+    "acprop": lambda: jz.acprop(1e-2, weight_decay=0.1),
+    "rprop": lambda: jz.rprop(1e-2),
+    "rprop-torch": lambda: jz.rprop(  # a learning rate above the bounds: clamped at once
+        0.1, min_step_size=1e-3, max_step_size=0.05, current_step=True, clamp_unchanged=True
+    ),
+    "madgrad": lambda: jz.madgrad(optax.linear_schedule(1e-2, 1e-3, STEPS), weight_decay=0.1),
+    "madgrad-dual-averaging": lambda: jz.madgrad(
+        1e-2, momentum=0.0, weight_decay=0.1, decouple_decay=True
+    ),
+    "cocob": lambda: jz.cocob(),
+    "cocob-decay": lambda: jz.cocob(0.5, weight_decay=0.01),
 }
 
 
@@ -157,7 +172,6 @@ WITHOUT_KERNEL = {
     "nadam-amsgrad": lambda: jz.adam(1e-2, nesterov=True, amsgrad=True),
     "adam-mu-dtype": lambda: jz.adam(1e-2, mu_dtype=jnp.bfloat16),
     "rmsprop-centered": lambda: jz.rmsprop(1e-3, centered=True),
-    "adabelief": lambda: jz.adabelief(1e-2),
     "signum-bf16-average": lambda: jz.signum(1e-3, accumulator_dtype=jnp.bfloat16),
     "masked-decay": lambda: jz.adamw(
         1e-2, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p)

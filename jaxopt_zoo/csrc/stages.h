@@ -25,12 +25,13 @@ enum Op : int64_t {
   kRprop = 18,  // Rprop (iRprop-); current_step, clamp_unchanged = 0 or 1; bufs step_sizes, prev_updates
   kMadgrad = 19,  // MADGRAD (reads params); decay, decay_x0 = 0 or 1; x0 is written only when decay_x0; bufs grad_sum_sq, s, x0
   kCocob = 20,  // COCOB-Backprop (reads params); init_particles is read, never written; bufs init_particles, cumulative_gradients, scale, subgradients, reward
+  kProximalDecay = 21,  // (u - lr_wd * params) / (1 + lr_wd): Adan's proximal weight decay; bufs -
 };
 
-constexpr int64_t kNumOps = 21;
+constexpr int64_t kNumOps = 22;
 // Scalars and state buffers per opcode (-1: no such opcode).
-constexpr int64_t kScalars[kNumOps] = {-1, 8, 4, 4, 4, 2, 1, 1, 9, 8, 5, 0, 3, 13, 3, 7, 8, 8, 6, 6, 1};
-constexpr int64_t kBuffers[kNumOps] = {-1, 2, 1, 1, 1, 1, 0, 0, 2, 3, 2, 0, 1, 4, 1, 2, 2, 2, 2, 3, 5};
+constexpr int64_t kScalars[kNumOps] = {-1, 8, 4, 4, 4, 2, 1, 1, 9, 8, 5, 0, 3, 13, 3, 7, 8, 8, 6, 6, 1, 1};
+constexpr int64_t kBuffers[kNumOps] = {-1, 2, 1, 1, 1, 1, 0, 0, 2, 3, 2, 0, 1, 4, 1, 2, 2, 2, 2, 3, 5, 0};
 
 // Index of each named scalar within its stage's scalars: sc_<stage>::<scalar>.
 namespace sc_adam { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_minus_b2 = 3, eps = 4, eps_root = 5, inv_bc1 = 6, inv_bc2 = 7; }
@@ -53,3 +54,4 @@ namespace sc_acprop { constexpr int64_t b1 = 0, one_minus_b1 = 1, b2 = 2, one_mi
 namespace sc_rprop { constexpr int64_t eta_minus = 0, eta_plus = 1, min_step_size = 2, max_step_size = 3, current_step = 4, clamp_unchanged = 5; }
 namespace sc_madgrad { constexpr int64_t lamb = 0, one_minus_momentum = 1, eps = 2, lr_wd = 3, decay = 4, decay_x0 = 5; }
 namespace sc_cocob { constexpr int64_t alpha = 0; }
+namespace sc_proximal_decay { constexpr int64_t lr_wd = 0; }

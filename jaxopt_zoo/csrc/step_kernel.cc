@@ -398,6 +398,12 @@ void run_block(const Program* pr, int64_t lo, int64_t len) {
         keep_unchanged(si[0], so[0], lo, len);  // init_particles: read only
         break;
       }
+      case kProximalDecay: {
+        const float k = sc[sc_proximal_decay::lr_wd];
+        const float* __restrict p = pr->params_in + lo;
+        for (int64_t i = 0; i < len; ++i) u[i] = (in[i] - k * p[i]) / (1.f + k);
+        break;
+      }
       default:
         break;  // validated before running
     }

@@ -10,13 +10,19 @@ of XLA's CPU threads.
 
 Blocks with a stage (as built by jaxopt_zoo's constructors, alone or in ``chain``):
 ``scale_by_adam`` (Adam, NAdam or AMSGrad; no ``mu_dtype``), ``scale_by_adamax``, ``trace``
-(momentum, Nesterov, dampening), ``scale_by_lion``, ``scale_by_rms`` (not centered or
-bias-corrected), ``scale_by_rss`` (AdaGrad), ``add_decayed_weights`` (unmasked), ``scale``,
-``scale_by_schedule`` and ``scale_by_learning_rate``. So ``sgd``, ``momentum``,
-``nesterov``, ``adam``, ``adamw``, ``nadam``, ``nadamw``, ``amsgrad``, ``adamax``, ``lion``,
-``rmsprop``, ``adagrad`` and chains of these blocks qualify; anything else (optax blocks,
-``masked``, ``clip_by_global_norm``, ``inject_hyperparams``, other dtypes, GPU/TPU) runs the
-ordinary XLA path with the same results (:func:`explain` says which part kept it there).
+(momentum, Nesterov, dampening), ``ema``, ``scale_by_lion``, ``scale_by_sign``,
+``scale_by_rms`` (not centered or bias-corrected), ``scale_by_rss`` (AdaGrad),
+``scale_by_belief`` (AdaBelief), ``scale_by_acprop``, ``scale_by_adan``,
+``scale_by_optimistic_gradient``, ``scale_by_simplified_ademamix``, ``scale_by_rprop``,
+``scale_by_madgrad``, ``scale_by_cocob``, ``add_decayed_weights`` and ``proximal_decay``
+(unmasked), ``scale``, ``scale_by_schedule`` and ``scale_by_learning_rate``. So ``sgd``,
+``momentum``, ``nesterov``, ``adam``, ``adamw``, ``nadam``, ``nadamw``, ``amsgrad``,
+``adamax``, ``lion``, ``rmsprop``, ``adagrad``, ``adabelief``, ``acprop``, ``adan``,
+``sign_sgd``, ``signum``, ``optimistic_gradient_descent``, ``optimistic_adam(_v2)``,
+``simplified_ademamix``, ``rprop``, ``madgrad``, ``cocob`` and chains of these blocks
+qualify; anything else (optax blocks, ``masked``, ``clip_by_global_norm``,
+``inject_hyperparams``, state or parameters other than float32, GPU/TPU) runs the ordinary
+XLA path with the same results (:func:`explain` says which part kept it there).
 Hyperparameters may be arrays or schedules: the kernel gets their current values.
 
 The kernel is compiled with the system C++ compiler (``$CXX``, else ``c++``) on first use and

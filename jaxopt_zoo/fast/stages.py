@@ -143,6 +143,12 @@ STAGES: Dict[str, Stage] = {
         ("init_particles", "cumulative_gradients", "scale", "subgradients", "reward"),
         "COCOB-Backprop (reads params); init_particles is read, never written",
     ),
+    "proximal_decay": Stage(
+        21,
+        ("lr_wd",),
+        (),
+        "(u - lr_wd * params) / (1 + lr_wd): Adan's proximal weight decay",
+    ),
 }
 
 

@@ -86,9 +86,26 @@ def scale_by_acprop(
         out = jax.tree.map(scale, updates, state.nu)
         return out, ScaleByAcpropState(count=increment(k), mu=mu, nu=nu)
 
-    return describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_acprop", elementwise=True)
+    def inv_prev_bc2(k):  # 1 / corr: the previous step's bias correction (k >= 1)
+        return 1 / (1 - jnp.asarray(b2, jnp.float32) ** jnp.maximum(k, 1).astype(jnp.float32))
+
+    spec = BlockSpec(
+        "scale_by_acprop",
+        elementwise=True,
+        stage="acprop",
+        scalars={
+            "b1": b1,
+            "one_minus_b1": 1 - b1,
+            "b2": b2,
+            "one_minus_b2": 1 - b2,
+            "eps": eps,
+            "eps_root": eps_root,
+            "inv_prev_bc2": inv_prev_bc2,
+            "first": lambda k: (k == 0).astype(jnp.float32),
+        },
+        buffers=("mu", "nu"),
     )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def acprop(

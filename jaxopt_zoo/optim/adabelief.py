@@ -66,9 +66,28 @@ def scale_by_belief(
         )
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_belief", elementwise=True)
+    def inv_bias_correction(b):  # bias_correction's divisor 1 - b^t, as a reciprocal
+        return lambda count: (
+            1 / (1 - jnp.asarray(b, jnp.float32) ** increment(count).astype(jnp.float32))
+        )
+
+    spec = BlockSpec(
+        "scale_by_belief",
+        elementwise=True,
+        stage="belief",
+        scalars={
+            "b1": b1,
+            "one_minus_b1": 1 - b1,
+            "b2": b2,
+            "one_minus_b2": 1 - b2,
+            "eps": eps,
+            "eps_root": eps_root,
+            "inv_bc1": inv_bias_correction(b1),
+            "inv_bc2": inv_bias_correction(b2),
+        },
+        buffers=("mu", "nu"),
     )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def adabelief(

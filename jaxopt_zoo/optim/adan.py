@@ -188,9 +188,16 @@ def proximal_decay(
         new_state = ScaleByScheduleState(count=increment(state.count)) if scheduled else state
         return out, new_state
 
-    tx = describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("proximal_decay", elementwise=True)
+    def lr_wd(count):
+        return resolve(learning_rate, count) * resolve(weight_decay, count)
+
+    spec = BlockSpec(
+        "proximal_decay",
+        elementwise=True,
+        stage="proximal_decay",
+        scalars={"lr_wd": lr_wd if scheduled else learning_rate * weight_decay},
     )
+    tx = describe(GradientTransformation(init_fn, update_fn), spec)
     return tx if mask is None else masked(tx, mask)
 
 

@@ -115,9 +115,16 @@ def scale_by_cocob(alpha: Scalar = 100.0, eps: Scalar = 1e-8) -> GradientTransfo
         new = COCOBState(state.init_particles, *parts[1:])
         return parts[0], new
 
-    return describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_cocob", elementwise=True)
+    # init_particles is a buffer the stage reads and leaves as it is (its kernel output is
+    # its input, aliased: nothing is written).
+    spec = BlockSpec(
+        "scale_by_cocob",
+        elementwise=True,
+        stage="cocob",
+        scalars={"alpha": alpha},
+        buffers=("init_particles", "cumulative_gradients", "scale", "subgradients", "reward"),
     )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def cocob(

@@ -121,7 +121,25 @@ def scale_by_madgrad(
         u, gsq, s, x0 = (jax.tree.unflatten(tdef, [o[i] for o in out]) for i in range(4))
         return u, MadgradState(count=increment(k), grad_sum_sq=gsq, s=s, x0=x0)
 
-    spec = BlockSpec("scale_by_madgrad", elementwise=True)
+    def lr_at(k):  # the step's lr + eps, as update_fn computes it
+        return resolve(learning_rate, k) + eps
+
+    spec = BlockSpec(
+        "scale_by_madgrad",
+        elementwise=True,
+        stage="madgrad",
+        scalars={
+            "lamb": lambda k: lr_at(k) * jnp.sqrt(k + 1.0),
+            "one_minus_momentum": 1 - momentum,
+            "eps": eps,
+            "lr_wd": lambda k: lr_at(k) * decoupled_weight_decay,
+            "decay": float(decay),
+            "decay_x0": lambda k: jnp.logical_and(decay, jnp.asarray(momentum) == 0).astype(
+                jnp.float32
+            ),
+        },
+        buffers=("grad_sum_sq", "s", "x0"),
+    )
     return describe(GradientTransformation(init_fn, update_fn), spec)
 
 

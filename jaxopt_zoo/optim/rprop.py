@@ -114,9 +114,21 @@ def scale_by_rprop(
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
         return out, ScaleByRpropState(step_sizes=steps, prev_updates=new)
 
-    return describe(
-        GradientTransformation(init_fn, update_fn), BlockSpec("scale_by_rprop", elementwise=True)
+    spec = BlockSpec(
+        "scale_by_rprop",
+        elementwise=True,
+        stage="rprop",
+        scalars={
+            "eta_minus": eta_minus,
+            "eta_plus": eta_plus,
+            "min_step_size": min_step_size,
+            "max_step_size": max_step_size,
+            "current_step": float(current_step),
+            "clamp_unchanged": float(clamp_unchanged),
+        },
+        buffers=("step_sizes", "prev_updates"),
     )
+    return describe(GradientTransformation(init_fn, update_fn), spec)
 
 
 def rprop(
