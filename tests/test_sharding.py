@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 import jaxopt_zoo as jz
 from jaxopt_zoo import sharding as sh
+from jaxopt_zoo.fast.spec import is_elementwise
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -67,7 +68,17 @@ def test_every_registered_optimizer_is_checked(worker):
     names = jz.available() + jz.available("torch.") + jz.available("keras.")
     names = [n for n in names if n != "torch.lbfgs"]  # see sharding_worker.NOT_SHARDED
     assert set(names) <= set(worker["placement"])
-    assert set(names) <= set(worker["tp2_zero4"]["per_optimizer"])
+    updated = set(worker["tp2_zero4"]["per_optimizer"])
+    layout = set(worker["tp2_zero4_layout"]["per_optimizer"])
+    assert set(names) <= updated | layout and not updated & layout
+    # Sharded updates for every optimizer that is not element-wise, and for a sample of the
+    # element-wise ones (sharding_worker.ELEMENTWISE_UPDATED says why that suffices); the
+    # others' state layout only.
+    for n in names:
+        if not is_elementwise(jz.get(n)):
+            assert n in updated, n
+    assert {"adam", "lion", "adan", "torch.adam", "keras.adam"} <= updated
+    assert len(layout) >= 30  # the element-wise rest: not a vacuous split
 
 
 KERAS_VARIABLE_STEP = ("keras.adafactor", "keras.ftrl", "keras.lamb", "keras.schedule_free_adamw")
@@ -114,7 +125,7 @@ def test_zero1_splits_each_leaf_over_data_along_its_largest_free_dimension(worke
 
 
 def test_state_bytes_per_device_are_one_nth(worker):
-    for run in ("tp2_zero4", "dp8_zero8", "f64_tp2_zero4"):
+    for run in ("tp2_zero4", "tp2_zero4_layout", "dp8_zero8", "f64_tp2_zero4"):
         for name, r in worker[run]["per_optimizer"].items():
             total, unsplit = r["total_bytes"], r["unsplit_bytes"]
             assert r["min_device_bytes"] == r["max_device_bytes"], (run, name)  # even
@@ -142,6 +153,7 @@ def test_state_bytes_per_device_are_one_nth(worker):
 
 
 def test_updates_keep_the_shardings_and_compile_once(worker):
+    assert worker["tp2_zero4_layout"]["init_shardings_ok"]
     for run, out in _runs(worker).items():
         assert out["init_shardings_ok"], run
         assert out["compiles"] == 1, run  # the same program for steps 1, 2, 3
