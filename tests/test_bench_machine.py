@@ -151,13 +151,29 @@ def test_the_interleaver_interleaves_and_rotates():
     ticks = iter(range(10**6))
     variants = {k: (lambda k=k: calls.append(k)) for k in "ABC"}
     out = machine.interleave(variants, rounds=4, clock=lambda: float(next(ticks)))
-    assert "".join(calls) == "ABC" + "BCA" + "CAB" + "ABC"
+    # a balanced Latin square's rows: each first in turn, then the rows backwards
+    assert "".join(calls) == "ABC" + "BCA" + "CAB" + "CBA"
     assert set(out) == set("ABC")
     for s in out.values():
         assert len(s["times"]) == 4 and s["median"] == 1e3  # 1 tick per call, in ms
         assert s["min"] <= s["median"] <= s["max"] and s["spread"] == 0.0
     per = machine.interleave({"A": lambda: None}, 2, per_call=4, clock=lambda: next(ticks) * 1.0)
     assert per["A"]["median"] == 250.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_every_variant_follows_every_other_equally_often(n):
+    names = list(range(n))
+    cycle = 2 * n if n % 2 else n
+    rounds = list(machine.rotated_rounds(names, 2 * cycle))
+    assert all(sorted(r) == names for r in rounds)  # each round runs each variant once
+    assert rounds[:cycle] == rounds[cycle:]  # then the cycle repeats
+    firsts = [r[0] for r in rounds[:cycle]]
+    assert all(firsts.count(k) == cycle // n for k in names)
+    pairs = [(a, b) for r in rounds[:cycle] for a, b in zip(r, r[1:])]
+    if n > 1:  # each ordered pair (a just before b) equally often
+        want = len(pairs) // (n * (n - 1))
+        assert all(pairs.count((a, b)) == want for a in names for b in names if a != b)
 
 
 def test_a_script_refuses_on_a_busy_machine():

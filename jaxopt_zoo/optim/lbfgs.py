@@ -138,14 +138,20 @@ def scale_by_lbfgs(
             lambda g, h: jnp.where(first, 0, g - h).astype(h.dtype), updates, state.updates
         )
         sy = tree_vdot(y, s, dt)
-        rho = jnp.where(first | (sy == 0.0), 0.0, 1.0 / sy).astype(dt)
+        # A pair without positive curvature (<s, y> <= 0: possible when the step was not
+        # chosen by the strong Wolfe conditions, e.g. under a capped or backtracking search
+        # on a non-convex loss) would make H indefinite: it is kept out of H (rho = 0, and
+        # gamma stays 1), as torch.optim.LBFGS skips it. Under the zoom search <s, y> > 0,
+        # so optax's iterates are unchanged.
+        curved = ~first & (sy > 0.0)
+        rho = jnp.where(curved, 1.0 / jnp.where(curved, sy, 1.0), 0.0).astype(dt)
         s_mem = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.diff_params_memory, s)
         y_mem = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.diff_updates_memory, y)
         rho_mem = state.weights_memory.at[slot].set(rho)
         if scale_init_precond:
             # <y, y> summed as optax's squared norm (the same rounding)
             yy = tree_sum_squares(jax.tree.map(lambda x: x.astype(jnp.result_type(dt, x)), y))
-            gamma = jnp.where(yy > 0.0, sy / yy, 1.0)
+            gamma = jnp.where(curved & (yy > 0.0), sy / jnp.where(yy > 0.0, yy, 1.0), 1.0)
             g_norm = global_norm(jax.lax.stop_gradient(updates)).astype(dt)
             gamma = jnp.where(first, jnp.minimum(1.0, 1.0 / g_norm), gamma).astype(dt)
         else:
@@ -174,6 +180,7 @@ def lbfgs(
     memory_size: int = 10,
     scale_init_precond: bool = True,
     linesearch: Union[GradientTransformation, str, None] = "zoom",
+    max_learning_rate: Optional[float] = None,
 ) -> GradientTransformationExtraArgs:
     """L-BFGS (Liu & Nocedal 1989; Nocedal & Wright 2006, Alg. 7.4-7.5) with a line search.
 
@@ -200,6 +207,14 @@ def lbfgs(
         (``scale_by_backtracking_linesearch(max_backtracking_steps=20, store_grad=True)``),
         a line-search transformation of your own, or None (no line search: the
         learning rate alone).
+      max_learning_rate: the largest step the ``"zoom"`` or ``"backtracking"`` search
+        tries, > 0 (None: no bound for zoom, as ``optax.lbfgs``; 1 for backtracking).
+        ``1.0`` is ``jaxopt.LBFGS``'s bound and :func:`minimize`'s default: the unit
+        quasi-Newton step is taken once it decreases the loss enough, even where a longer
+        one would meet the curvature condition (on the first step, whose direction is the
+        raw gradient when its norm is below 1, the unbounded zoom spends up to 8 more
+        evaluations growing the step; the next step's ``gamma`` rescales it anyway).
+        A pair with ``<s, y> <= 0`` that such a step may leave is kept out of ``H``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -213,13 +228,28 @@ def lbfgs(
     check_int("memory_size", memory_size, low=1)
     if learning_rate is not None:
         check_scalar("learning_rate", learning_rate, low=0.0)
+    if max_learning_rate is not None:
+        check_scalar(
+            "max_learning_rate", max_learning_rate, low=0.0, low_open=True, schedule_ok=False
+        )
+        if not isinstance(linesearch, str):
+            raise ValueError(
+                "lbfgs: max_learning_rate bounds the 'zoom' or 'backtracking' line search "
+                "built here; with your own line search (or none), set the bound there."
+            )
     if isinstance(linesearch, str):
         if linesearch == "zoom":
             ls: GradientTransformation = scale_by_zoom_linesearch(
-                max_linesearch_steps=20, initial_guess_strategy="one"
+                max_linesearch_steps=20,
+                initial_guess_strategy="one",
+                max_learning_rate=max_learning_rate,
             )
         elif linesearch == "backtracking":
-            ls = scale_by_backtracking_linesearch(max_backtracking_steps=20, store_grad=True)
+            ls = scale_by_backtracking_linesearch(
+                max_backtracking_steps=20,
+                store_grad=True,
+                max_learning_rate=1.0 if max_learning_rate is None else max_learning_rate,
+            )
         else:
             raise ValueError(
                 f"Invalid linesearch: {linesearch!r}. Expected 'zoom', 'backtracking', a "
