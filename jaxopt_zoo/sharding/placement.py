@@ -9,7 +9,9 @@ per-optimizer code, so it holds for every optimizer here, optax's, and any chain
   (``mu``, ``nu``, ``trace``, ...) takes the parameter's ``PartitionSpec``;
 - a leaf with the parameter's shape less one dimension (Adafactor's factored row and column
   moments) takes the parameter's spec less that dimension; one with some dimensions of size 1
-  (kept reduced dimensions) takes the spec with those dimensions unsharded;
+  (kept reduced dimensions) takes the spec with those dimensions unsharded; one with an
+  extra leading dimension before the parameter's shape (a stack of copies: L-BFGS's
+  ``(memory, ...)`` history) takes the parameter's spec on the trailing dimensions;
 - anything else (step counts, scalars, flat buffers) is replicated.
 
 With ``shard_over="data"`` (ZeRO-1) every state leaf is then also split over that mesh axis
@@ -157,6 +159,10 @@ def _derive(
                 return pentries[:i] + pentries[i + 1 :]
     if len(shape) == len(pshape) and all(s in (p, 1) for s, p in zip(shape, pshape)):
         return tuple(e if s == p else None for e, s, p in zip(pentries, shape, pshape))
+    if len(shape) == len(pshape) + 1 and shape[1:] == pshape:
+        # a stack of parameter-shaped copies (L-BFGS's (memory, ...) history): each copy
+        # placed like the parameter, the stacking dimension free (ZeRO-1 may split it)
+        return (None,) + tuple(pentries)
     return None
 
 
