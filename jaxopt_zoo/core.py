@@ -250,6 +250,18 @@ def bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
     return jax.tree.map(corr, moment)
 
 
+def inv_bias_correction(decay: Any, ahead: int = 0) -> Callable[[jax.Array], jax.Array]:
+    """A kernel-stage scalar (``BlockSpec.scalars``): ``count -> 1 / (1 - decay^(t + ahead))``
+    in float32, with ``t = count + 1`` this step's count: :func:`bias_correction`'s divisor
+    as the reciprocal the native kernel multiplies by (``ahead=1``: NAdam's next step)."""
+
+    def inv(count: jax.Array) -> jax.Array:
+        t = increment(count).astype(jnp.float32) + ahead
+        return 1 / (1 - jnp.asarray(decay, jnp.float32) ** t)
+
+    return inv
+
+
 def ema_update(new: Any, old: Any, decay: Any, order: int = 1) -> Any:
     """``decay * old + (1 - decay) * new`` leaf-wise, in ``old``'s dtype; ``order=2`` uses
     ``|new|^2`` (real for complex ``new``)."""

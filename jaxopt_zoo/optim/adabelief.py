@@ -14,6 +14,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     ema_update,
     increment,
+    inv_bias_correction,
     zero_count,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
@@ -65,11 +66,6 @@ def scale_by_belief(
             lambda m, s, g: (m / (jnp.sqrt(s) + eps)).astype(g.dtype), mu_hat, nu_hat, updates
         )
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu)
-
-    def inv_bias_correction(b):  # bias_correction's divisor 1 - b^t, as a reciprocal
-        return lambda count: (
-            1 / (1 - jnp.asarray(b, jnp.float32) ** increment(count).astype(jnp.float32))
-        )
 
     spec = BlockSpec(
         "scale_by_belief",

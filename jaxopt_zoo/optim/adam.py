@@ -18,6 +18,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     ema_update,
     increment,
+    inv_bias_correction,
     zero_count,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
@@ -123,12 +124,6 @@ def scale_by_adam(
     tx = GradientTransformation(init_fn, update_fn)
     if (nesterov and amsgrad) or mu_dtype is not None:
         return describe(tx, BlockSpec("scale_by_adam", elementwise=True))
-
-    def inv_bias_correction(b: Any, ahead: int = 0):
-        # bias_correction's divisor 1 - b^t for this step's t (+ ahead), as a reciprocal
-        return lambda count: (
-            1 / (1 - jnp.asarray(b, jnp.float32) ** (increment(count).astype(jnp.float32) + ahead))
-        )
 
     scalars = {
         "b1": b1,

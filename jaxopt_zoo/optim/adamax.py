@@ -16,6 +16,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     ema_update,
     increment,
+    inv_bias_correction,
     zero_count,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
@@ -70,14 +71,17 @@ def scale_by_adamax(
         out = jax.tree.map(lambda m, u, g: (m / u).astype(g.dtype), mu_hat, nu, updates)
         return out, ScaleByAdamaxState(count=count, mu=mu, nu=nu)
 
-    def inv_bc1(count):  # bias_correction's divisor 1 - b1^t, as a reciprocal
-        return 1 / (1 - jnp.asarray(b1, jnp.float32) ** increment(count).astype(jnp.float32))
-
     spec = BlockSpec(
         "scale_by_adamax",
         elementwise=True,
         stage="adamax",
-        scalars={"b1": b1, "one_minus_b1": 1 - b1, "b2": b2, "eps": eps, "inv_bc1": inv_bc1},
+        scalars={
+            "b1": b1,
+            "one_minus_b1": 1 - b1,
+            "b2": b2,
+            "eps": eps,
+            "inv_bc1": inv_bias_correction(b1),
+        },
         buffers=("mu", "nu"),
     )
     return describe(GradientTransformation(init_fn, update_fn), spec)

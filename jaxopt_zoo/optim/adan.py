@@ -22,6 +22,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     compute_dtype,
     increment,
+    inv_bias_correction,
     is_zero,
     require_params,
     resolve,
@@ -111,11 +112,6 @@ def scale_by_adan(
         )
         prev = jax.tree.map(lambda g, p: g.astype(p.dtype), updates, state.prev_grad)
         return out, ScaleByAdanState(count, mu, delta, nu, prev)
-
-    def inv_bias_correction(b: Any):  # the leaf's divisor 1 - b^t, as a reciprocal
-        return lambda count: (
-            1 / (1 - jnp.asarray(b, jnp.float32) ** increment(count).astype(jnp.float32))
-        )
 
     spec = BlockSpec(
         "scale_by_adan",

@@ -18,6 +18,7 @@ from jaxopt_zoo.core import (
     check_nonneg,
     check_same_structure,
     increment,
+    inv_bias_correction,
     resolve,
     scalar_dtype,
     zero_count,
@@ -97,9 +98,6 @@ def scale_by_simplified_ademamix(
         out = jax.tree.map(direction, updates, m, n)
         return out, ScaleBySimplifiedAdEMAMixState(t=t, m=m, n=n)
 
-    def inv_bc2(t):  # 1 / bc2 for this step's t
-        return 1 / (1 - jnp.asarray(b2, jnp.float32) ** increment(t).astype(jnp.float32))
-
     spec = BlockSpec(
         "scale_by_simplified_ademamix",
         elementwise=True,
@@ -111,7 +109,7 @@ def scale_by_simplified_ademamix(
             "alpha": lambda t: resolve(alpha, t),
             "eps": eps,
             "eps_root": eps_root,
-            "inv_bc2": inv_bc2,
+            "inv_bc2": inv_bias_correction(b2),
         },
         buffers=("m", "n"),
         counter="t",

@@ -17,6 +17,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     ema_update,
     increment,
+    inv_bias_correction,
     tree_zeros_like,
     zero_count,
 )
@@ -138,9 +139,6 @@ def ema(
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
         return out, EmaState(count=count, ema=m)
 
-    def inv_bc(count):  # bias_correction's divisor 1 - decay^t, as a reciprocal
-        return 1 / (1 - jnp.asarray(decay, jnp.float32) ** increment(count).astype(jnp.float32))
-
     spec = BlockSpec(
         "ema",
         elementwise=True,
@@ -148,7 +146,7 @@ def ema(
         scalars={
             "decay": decay,
             "one_minus_decay": 1 - decay,
-            "inv_bc": inv_bc if debias else 1.0,
+            "inv_bc": inv_bias_correction(decay) if debias else 1.0,
         },
         buffers=("ema",),
     )
