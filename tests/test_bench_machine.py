@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -119,12 +120,43 @@ def test_a_headline_on_a_busy_machine_is_marked():
     assert m.headline("optax / ours = 3.14x") == "optax / ours = 3.14x"
     load[0] = (3.2, 3.0, 2.0)  # the neighbours arrive during the run
     marked = m.headline("optax / ours = 3.14x")
-    assert marked == "optax / ours = 3.14x  [not a result: load 3.2 > 1.5 on 2 cores]"
+    assert marked == "optax / ours = 3.14x  [not a result: others' load 3.2 > 1.5 on 2 cores]"
     # busy at the start stays marked even if the load has dropped by the end
     load[0] = (3.2, 3.0, 2.0)
     m = machine.Machine(loadavg=lambda: load[0], cpuinfo_text=EPYC)
     load[0] = (0.1, 0.1, 0.1)
     assert "not a result: load 3.2 > 1.5" in m.headline("2x")
+
+
+def test_the_runs_own_load_is_not_counted_against_it():
+    # A 5-minute run that kept both cores busy ends with the load average near 2 and
+    # nothing else running: that is its own load, not a neighbour's.
+    now, cpu = [0.0], [0.0]
+    load = [(0.6, 0.6, 0.6)]
+    m = machine.Machine(
+        loadavg=lambda: load[0],
+        cpuinfo_text=EPYC,
+        clock=lambda: now[0],
+        own_cpu=lambda: cpu[0],
+    )
+    now[0], cpu[0], load[0] = 300.0, 600.0, (2.27, 1.8, 1.2)
+    assert m.busy_reason() is None
+    assert m.block()["own_load"] == pytest.approx(2.0 * (1 - math.exp(-5)), abs=0.01)
+    # the same end load from a run that used one core: a neighbour took the other
+    load[0] = (0.6, 0.6, 0.6)
+    m = machine.Machine(
+        loadavg=lambda: load[0], cpuinfo_text=EPYC, clock=lambda: now[0], own_cpu=lambda: cpu[0]
+    )
+    now[0], cpu[0] = 600.0, 900.0
+    load[0] = (2.9, 2.0, 1.5)
+    assert "not a result: others' load" in m.busy_reason()
+    # a run of a second hardly moves the 1-minute average: its end load counts in full
+    load[0] = (0.6, 0.6, 0.6)
+    m = machine.Machine(
+        loadavg=lambda: load[0], cpuinfo_text=EPYC, clock=lambda: now[0], own_cpu=lambda: cpu[0]
+    )
+    now[0], cpu[0], load[0] = 601.0, 902.0, (2.0, 1.0, 1.0)
+    assert "not a result" in m.busy_reason()
 
 
 def test_require_quiet_refuses_to_start_and_to_write():
