@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
@@ -51,9 +52,12 @@ LEFT_OUT = {
 
 
 def optax_factory(name: str) -> Optional[Callable[..., Any]]:
-    """optax's (or optax.contrib's) constructor of the same name, or None."""
-    for mod in (optax, optax.contrib):
-        f = getattr(mod, name, None)
+    """optax's (or optax.contrib's) constructor of the same name, or None (optax.contrib
+    first: optax keeps deprecated aliases of some contrib names, e.g. dpsgd)."""
+    for mod in (optax.contrib, optax):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            f = getattr(mod, name, None)
         if callable(f):
             return f
     return None

@@ -220,3 +220,23 @@ def test_a_script_refuses_on_a_busy_machine():
     assert out.returncode == machine.REFUSED, out.stderr[-2000:]
     assert "refused: not starting: not a result: load" in out.stderr
     assert "# machine: " in out.stdout
+
+
+def test_the_plain_path_benchmark_runs_and_compares_with_optax(capsys):
+    # benchmarks/plain_bench.py at a tiny size: every shared name it times is registered
+    # here and present in optax or optax.contrib; the table has a row and a ratio per name.
+    spec = importlib.util.spec_from_file_location(
+        "plain_bench", os.path.join(ROOT, "benchmarks", "plain_bench.py")
+    )
+    plain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plain)
+    names, skipped = plain.shared_names()
+    assert {"adam", "adabelief", "lion", "lamb", "schedule_free_adamw"} <= set(names)
+    assert "lbfgs" in skipped and not set(names) & set(skipped)
+    args = ["--size", "100K", "--leaves", "4", "--repeats", "1", "--iters", "1"]
+    assert plain.main([*args, "--only", "adam,adabelief"]) == 0
+    out = capsys.readouterr().out
+    for name in ("adam", "adabelief"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        assert row.rstrip(" |").split("|")[4].strip().endswith("x")
+    assert "geometric mean" in out
