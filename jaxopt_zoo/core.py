@@ -262,6 +262,23 @@ def inv_bias_correction(decay: Any, ahead: int = 0) -> Callable[[jax.Array], jax
     return inv
 
 
+def moment_scalars(b1: Any, b2: Any, eps: Any, eps_root: Any, debias: bool = True) -> dict:
+    """The kernel-stage scalars of a two-moment block (Adam's, AdaBelief's, ACProp's):
+    ``b1, 1 - b1, b2, 1 - b2, eps, eps_root`` and, with ``debias``, this step's
+    ``inv_bc1`` and ``inv_bc2`` (:func:`inv_bias_correction`)."""
+    out = {
+        "b1": b1,
+        "one_minus_b1": 1 - b1,
+        "b2": b2,
+        "one_minus_b2": 1 - b2,
+        "eps": eps,
+        "eps_root": eps_root,
+    }
+    if debias:
+        out.update(inv_bc1=inv_bias_correction(b1), inv_bc2=inv_bias_correction(b2))
+    return out
+
+
 def ema_update(new: Any, old: Any, decay: Any, order: int = 1) -> Any:
     """``decay * old + (1 - decay) * new`` leaf-wise, in ``old``'s dtype; ``order=2`` uses
     ``|new|^2`` (real for complex ``new``)."""

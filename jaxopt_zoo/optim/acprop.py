@@ -19,6 +19,7 @@ from jaxopt_zoo.core import (
     compute_dtype,
     ema_update,
     increment,
+    moment_scalars,
     zero_count,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
@@ -94,12 +95,7 @@ def scale_by_acprop(
         elementwise=True,
         stage="acprop",
         scalars={
-            "b1": b1,
-            "one_minus_b1": 1 - b1,
-            "b2": b2,
-            "one_minus_b2": 1 - b2,
-            "eps": eps,
-            "eps_root": eps_root,
+            **moment_scalars(b1, b2, eps, eps_root, debias=False),
             "inv_prev_bc2": inv_prev_bc2,
             "first": lambda k: (k == 0).astype(jnp.float32),
         },

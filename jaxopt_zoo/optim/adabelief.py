@@ -14,7 +14,7 @@ from jaxopt_zoo.core import (
     check_same_structure,
     ema_update,
     increment,
-    inv_bias_correction,
+    moment_scalars,
     zero_count,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
@@ -71,16 +71,7 @@ def scale_by_belief(
         "scale_by_belief",
         elementwise=True,
         stage="belief",
-        scalars={
-            "b1": b1,
-            "one_minus_b1": 1 - b1,
-            "b2": b2,
-            "one_minus_b2": 1 - b2,
-            "eps": eps,
-            "eps_root": eps_root,
-            "inv_bc1": inv_bias_correction(b1),
-            "inv_bc2": inv_bias_correction(b2),
-        },
+        scalars=moment_scalars(b1, b2, eps, eps_root),
         buffers=("mu", "nu"),
     )
     return describe(GradientTransformation(init_fn, update_fn), spec)

@@ -19,6 +19,7 @@ from jaxopt_zoo.core import (
     ema_update,
     increment,
     inv_bias_correction,
+    moment_scalars,
     zero_count,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
@@ -125,16 +126,7 @@ def scale_by_adam(
     if (nesterov and amsgrad) or mu_dtype is not None:
         return describe(tx, BlockSpec("scale_by_adam", elementwise=True))
 
-    scalars = {
-        "b1": b1,
-        "one_minus_b1": 1 - b1,
-        "b2": b2,
-        "one_minus_b2": 1 - b2,
-        "eps": eps,
-        "eps_root": eps_root,
-        "inv_bc1": inv_bias_correction(b1),
-        "inv_bc2": inv_bias_correction(b2),
-    }
+    scalars = moment_scalars(b1, b2, eps, eps_root)
     if nesterov:
         scalars["inv_next_bc1"] = inv_bias_correction(b1, 1)
     stage = "nadam" if nesterov else "amsgrad" if amsgrad else "adam"
