@@ -144,14 +144,18 @@ def schedule_free(
                 state.z,
             )
 
-        def leaf(y, z, dz, g):
-            # y' = y + c (z - y) + (1 - b1 (1 - c)) dz  with  z' = z + dz  (the authors' form)
-            c = ck.astype(z.real.dtype)
-            step = c * (z - y.astype(z.dtype)) + (1 - b1 * (1 - c)) * dz.astype(z.dtype)
+        z = jax.tree.map(lambda z, dz: (z + dz.astype(z.dtype)).astype(z.dtype), state.z, steps)
+
+        def leaf(y, z_old, z_new, g):
+            # y' = y + c (z - y) + (1 - b1 (1 - c)) dz  with  z' = z + dz  (the authors' form),
+            # dz taken as z' - z: the base step then has one reader (the new z) and XLA fuses
+            # it there instead of writing it out and reading it twice (optax's dataflow too).
+            c = ck.astype(z_old.real.dtype)
+            dz = z_new - z_old
+            step = c * (z_old - y.astype(z_old.dtype)) + (1 - b1 * (1 - c)) * dz
             return step.astype(g.dtype)
 
-        out = jax.tree.map(leaf, params, state.z, steps, updates)
-        z = jax.tree.map(lambda z, dz: (z + dz.astype(z.dtype)).astype(z.dtype), state.z, steps)
+        out = jax.tree.map(leaf, params, state.z, z, updates)
         return out, ScheduleFreeState(
             count=increment(k),
             b1=state.b1,
