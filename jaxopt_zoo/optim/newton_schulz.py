@@ -129,6 +129,14 @@ def coeff_table(ns_coeffs: NsCoeffs, ns_steps: int) -> Tuple[Triple, ...]:
 
 
 def _dot(x, y, acc):
+    """Batched ``x @ y`` accumulated in ``acc``. On the CPU a bfloat16 / float16 product is
+    taken as a float32 product of the same (upcast) operands: a product of two bfloat16
+    numbers is exact in float32, so this is the bfloat16 product with float32 accumulation,
+    but XLA:CPU runs its float32 GEMM instead of its slower low-precision one (most CPUs
+    have no bfloat16 matrix instructions; BENCHMARKS.md, Muon's step)."""
+    low = x.dtype in (jnp.bfloat16, jnp.float16)
+    if low and jnp.dtype(acc) == jnp.float32 and jax.default_backend() == "cpu":
+        x, y = x.astype(jnp.float32), y.astype(jnp.float32)
     return jnp.einsum("bij,bjk->bik", x, y, preferred_element_type=acc)
 
 
