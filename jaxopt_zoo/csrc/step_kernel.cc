@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -502,6 +503,224 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::Remain
   return ffi::Error::Success();
 }
 
+// --------------------------------------------------------------------------------------- //
+// The same stages over 8-bit block-wise state (jaxopt_zoo.quant, bitsandbytes' format): a
+// state buffer is uint8 codes into a 256-entry ascending map plus one float32 absmax per
+// `block_size` elements. Each stretch of whole quantization blocks is dequantized into L1
+// (value[code] * absmax), run through run_block as float32, and quantized again: the new
+// absmax of each block, q = x / absmax (0 for an all-zero block), and the code of the nearest
+// map value, halfway going down -- the number of midpoints (value[j] + value[j+1]) / 2
+// below q, as jaxopt_zoo.quant.blockwise's "bnb" quantizer counts them. 1 + 4 bytes per
+// 256 elements of state instead of 4 bytes an element.
+
+constexpr int kCellShift = 18;  // a float's cell: its sign, exponent and top 5 mantissa bits
+constexpr int64_t kCells = int64_t{1} << (32 - kCellShift);
+
+struct QMap {
+  const float* value;    // value[code], ascending
+  const float* mid;      // mid[j] = (value[j] + value[j + 1]) / 2 for j < 255
+  const uint8_t* start;  // start[cell] = #{j : mid[j] < the smallest float of the cell}
+};
+
+// The number of midpoints below q: start from the count below q's cell (a few midpoints at
+// most lie inside one cell) and step up. NaN gets code 0, as a failed search does in XLA.
+inline uint8_t quantize_code(const QMap& m, float q) {
+  if (q != q) return 0;
+  uint32_t bits;
+  std::memcpy(&bits, &q, sizeof bits);
+  int c = m.start[bits >> kCellShift];
+  while (c < 255 && m.mid[c] < q) ++c;
+  return static_cast<uint8_t>(c);
+}
+
+enum StateKind : int64_t { kF32 = 0, kSigned8 = 1, kUnsigned8 = 2 };
+
+struct QuantProgram {
+  Program base;  // ops, scalars, params, grads (state pointers unused)
+  std::vector<int64_t> kinds;
+  std::vector<const float*> f32_in;  // per buffer (kF32), else null
+  std::vector<float*> f32_out;
+  std::vector<const uint8_t*> codes_in;  // per buffer (8-bit), else null
+  std::vector<uint8_t*> codes_out;
+  std::vector<const float*> absmax_in;
+  std::vector<float*> absmax_out;
+  QMap maps[2];  // signed, unsigned
+  int64_t block_size;
+  int64_t span;  // elements per stretch: a multiple of block_size and of kBlock
+};
+
+void run_quant_range(const QuantProgram* qp, int64_t lo, int64_t hi) {
+  const int64_t n_bufs = static_cast<int64_t>(qp->kinds.size());
+  const int64_t bs = qp->block_size, span = qp->span;
+  std::vector<float> local(static_cast<size_t>(2 * n_bufs * span));
+  Program pr = qp->base;  // this thread's view: pointers into the stretch
+  pr.state_in.assign(n_bufs, nullptr);
+  pr.state_out.assign(n_bufs, nullptr);
+  for (int64_t s = lo; s < hi; s += span) {
+    const int64_t len = std::min(span, hi - s);
+    pr.params_in = qp->base.params_in + s;
+    pr.params_out = qp->base.params_out + s;
+    pr.grads = qp->base.grads + s;
+    for (int64_t k = 0; k < n_bufs; ++k) {
+      if (qp->kinds[k] == kF32) {
+        pr.state_in[k] = qp->f32_in[k] + s;
+        pr.state_out[k] = qp->f32_out[k] + s;
+        continue;
+      }
+      float* in = local.data() + 2 * k * span;
+      const float* value = qp->maps[qp->kinds[k] == kSigned8 ? 0 : 1].value;
+      const uint8_t* codes = qp->codes_in[k] + s;
+      const float* absmax = qp->absmax_in[k] + s / bs;
+      for (int64_t j = 0; j < len; ++j) in[j] = value[codes[j]] * absmax[j / bs];
+      pr.state_in[k] = in;
+      pr.state_out[k] = in + span;
+    }
+    for (int64_t b = 0; b < len; b += kBlock) run_block(&pr, b, std::min(kBlock, len - b));
+    for (int64_t k = 0; k < n_bufs; ++k) {
+      if (qp->kinds[k] == kF32) continue;
+      const QMap& map = qp->maps[qp->kinds[k] == kSigned8 ? 0 : 1];
+      const float* x = local.data() + (2 * k + 1) * span;
+      uint8_t* codes = qp->codes_out[k] + s;
+      float* absmax = qp->absmax_out[k] + s / bs;
+      for (int64_t b = 0; b < len; b += bs) {
+        const int64_t m = std::min(bs, len - b);
+        float amax = 0.f;
+        for (int64_t j = 0; j < m; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+        absmax[b / bs] = amax;
+        for (int64_t j = 0; j < m; ++j) {
+          float q = amax > 0.f ? x[b + j] / amax : 0.f;
+          q = std::min(1.f, std::max(-1.f, q));
+          codes[b + j] = quantize_code(map, q);
+        }
+      }
+    }
+  }
+}
+
+struct QuantShared {
+  QuantProgram program;
+  int64_t n = 0, chunk = 0, chunks = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+
+  void work() {
+    for (int64_t c; (c = next.fetch_add(1)) < chunks;) {
+      const int64_t lo = c * chunk;
+      run_quant_range(&program, lo, std::min(n, lo + chunk));
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+// Inputs: scalars, params, grads, the signed map's value[256], mid[256] and start[kCells],
+// the unsigned map's three, then per state buffer either its float32 values (kind kF32) or
+// its codes (uint8, one per element) and absmax (float32, one per block). Outputs: params,
+// then per state buffer its float32 values or its codes and absmax (aliased by the caller).
+ffi::Error QuantStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
+                     ffi::RemainingRets rets, ffi::Span<const int64_t> ops,
+                     ffi::Span<const int64_t> kinds, int64_t block_size) {
+  auto shared = std::make_shared<QuantShared>();
+  QuantProgram& qp = shared->program;
+  Program& pr = qp.base;
+  pr.ops.assign(ops.begin(), ops.end());
+  qp.kinds.assign(kinds.begin(), kinds.end());
+  int64_t n_scalars = 0, n_bufs = 0;
+  for (int64_t op : pr.ops) {
+    const int64_t s = scalars_needed(op);
+    if (s < 0) return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: unknown opcode");
+    n_scalars += s;
+    n_bufs += buffers_needed(op);
+  }
+  if (static_cast<int64_t>(qp.kinds.size()) != n_bufs)
+    return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: one kind per state buffer");
+  if (block_size < 1 || (block_size & (block_size - 1)) != 0)
+    return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: block_size: a power of two");
+  if (static_cast<int64_t>(scalars.element_count()) != n_scalars)
+    return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: wrong number of scalars");
+  int64_t n_args = 2 + 6, n_rets = 1;
+  for (int64_t k : qp.kinds) {
+    if (k != kF32 && k != kSigned8 && k != kUnsigned8)
+      return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: unknown state kind");
+    n_args += k == kF32 ? 1 : 2;
+    n_rets += k == kF32 ? 1 : 2;
+  }
+  if (static_cast<int64_t>(args.size()) != n_args || static_cast<int64_t>(rets.size()) != n_rets)
+    return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: wrong number of buffers");
+  pr.scalars.assign(scalars.typed_data(), scalars.typed_data() + n_scalars);
+
+  auto p_in = args.get<ffi::Buffer<ffi::F32>>(0);
+  auto g_in = args.get<ffi::Buffer<ffi::F32>>(1);
+  auto p_out = rets.get<ffi::Buffer<ffi::F32>>(0);
+  if (p_in.has_error() || g_in.has_error() || p_out.has_error())
+    return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: params and grads must be f32");
+  const int64_t n = static_cast<int64_t>(p_in->element_count());
+  if (static_cast<int64_t>(g_in->element_count()) != n)
+    return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: grads and params differ in size");
+  pr.n = n;
+  pr.params_in = p_in->typed_data();
+  pr.grads = g_in->typed_data();
+  pr.params_out = (*p_out)->typed_data();
+  for (int m = 0; m < 2; ++m) {
+    auto value = args.get<ffi::Buffer<ffi::F32>>(2 + 3 * m);
+    auto mid = args.get<ffi::Buffer<ffi::F32>>(3 + 3 * m);
+    auto start = args.get<ffi::Buffer<ffi::U8>>(4 + 3 * m);
+    if (value.has_error() || mid.has_error() || start.has_error() ||
+        value->element_count() != 256 || mid->element_count() != 256 ||
+        static_cast<int64_t>(start->element_count()) != kCells)
+      return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: malformed code map tables");
+    qp.maps[m] = QMap{value->typed_data(), mid->typed_data(), start->typed_data()};
+  }
+  const int64_t n_blocks = (n + block_size - 1) / block_size;
+  int64_t a = 8, r = 1;
+  for (int64_t k : qp.kinds) {
+    if (k == kF32) {
+      auto si = args.get<ffi::Buffer<ffi::F32>>(a++);
+      auto so = rets.get<ffi::Buffer<ffi::F32>>(r++);
+      if (si.has_error() || so.has_error() || static_cast<int64_t>(si->element_count()) != n)
+        return ffi::Error::InvalidArgument(
+            "jaxopt_zoo 8-bit kernel: float32 state must be sized like the params");
+      qp.f32_in.push_back(si->typed_data());
+      qp.f32_out.push_back((*so)->typed_data());
+      qp.codes_in.push_back(nullptr);
+      qp.codes_out.push_back(nullptr);
+      qp.absmax_in.push_back(nullptr);
+      qp.absmax_out.push_back(nullptr);
+      continue;
+    }
+    auto ci = args.get<ffi::Buffer<ffi::U8>>(a++);
+    auto ai = args.get<ffi::Buffer<ffi::F32>>(a++);
+    auto co = rets.get<ffi::Buffer<ffi::U8>>(r++);
+    auto ao = rets.get<ffi::Buffer<ffi::F32>>(r++);
+    if (ci.has_error() || ai.has_error() || co.has_error() || ao.has_error() ||
+        static_cast<int64_t>(ci->element_count()) != n ||
+        static_cast<int64_t>(ai->element_count()) != n_blocks)
+      return ffi::Error::InvalidArgument(
+          "jaxopt_zoo 8-bit kernel: codes must be uint8 like the params, absmax float32 per block");
+    qp.f32_in.push_back(nullptr);
+    qp.f32_out.push_back(nullptr);
+    qp.codes_in.push_back(ci->typed_data());
+    qp.codes_out.push_back((*co)->typed_data());
+    qp.absmax_in.push_back(ai->typed_data());
+    qp.absmax_out.push_back((*ao)->typed_data());
+  }
+  qp.block_size = block_size;
+  qp.span = std::max(block_size, kBlock);
+  shared->n = n;
+  if (n < kParallelMin) {
+    run_quant_range(&qp, 0, n);
+    return ffi::Error::Success();
+  }
+  const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
+  shared->chunk = ((n + threads - 1) / threads + qp.span - 1) / qp.span * qp.span;
+  shared->chunks = (n + shared->chunk - 1) / shared->chunk;
+  const int64_t helpers = std::min<int64_t>(threads, shared->chunks) - 1;
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([shared] { shared->work(); });
+  shared->work();
+  while (shared->done.load(std::memory_order_acquire) < shared->chunks)
+    std::this_thread::yield();
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptZooStep, Step,
@@ -511,3 +730,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptZooStep, Step,
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<ffi::Span<const int64_t>>("ops"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptZooQuantStep, QuantStep,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<ffi::Span<const int64_t>>("ops")
+                                  .Attr<ffi::Span<const int64_t>>("kinds")
+                                  .Attr<int64_t>("block_size"));

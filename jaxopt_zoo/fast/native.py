@@ -56,6 +56,7 @@ from jaxopt_zoo.fast.stages import STAGES
 __all__ = ["TARGET", "available", "explain", "fused_step", "status"]
 
 TARGET = "jaxopt_zoo_step"
+QUANT_TARGET = "jaxopt_zoo_quant_step"  # the same stages over 8-bit block-wise state
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "step_kernel.cc"
 
 
@@ -218,6 +219,9 @@ def status() -> dict:
             jax.ffi.register_ffi_target(
                 TARGET, jax.ffi.pycapsule(lib.JaxoptZooStep), platform="cpu"
             )
+            jax.ffi.register_ffi_target(
+                QUANT_TARGET, jax.ffi.pycapsule(lib.JaxoptZooQuantStep), platform="cpu"
+            )
             _status.update(available=True, library=str(lib_path), reason="one-pass kernel loaded")
         except Exception as e:  # noqa: BLE001 -- any failure means: use XLA
             _status.update(
@@ -257,6 +261,77 @@ def _call(
         TARGET, out_types, input_output_aliases=aliases, vmap_method="sequential"
     )
     return list(call(scalars, p, g, *bufs, ops=np.asarray(ops, np.int64)))
+
+
+# 8-bit state (jaxopt_zoo.quant): the kernel's state kinds and its code-map tables.
+KIND_F32, KIND_SIGNED8, KIND_UNSIGNED8 = 0, 1, 2
+_CELL_SHIFT = 18  # csrc/step_kernel.cc: kCellShift
+
+
+def map_tables(value: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's tables for an ascending 256-entry code map: the values, the midpoints
+    ``(value[j] + value[j + 1]) / 2`` in float32 (padded with +inf to 256) and, per float
+    cell (sign, exponent, top 5 mantissa bits), the number of midpoints below the cell's
+    smallest float, where the kernel starts counting the midpoints below ``q``."""
+    value = np.asarray(value, np.float32)
+    if value.shape != (256,) or np.any(np.diff(value) < 0):
+        raise ValueError("map_tables: expected an ascending map of 256 float32 values.")
+    mid = ((value[:-1] + value[1:]) / np.float32(2)).astype(np.float32)
+    cells = np.arange(1 << (32 - _CELL_SHIFT), dtype=np.uint32) << np.uint32(_CELL_SHIFT)
+    negative = (cells >> np.uint32(31)) == 1
+    low = np.where(negative, cells | np.uint32((1 << _CELL_SHIFT) - 1), cells).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        start = np.searchsorted(mid, low, side="left")  # #{mid < low}; NaN cells: 255
+    start = np.where(np.isnan(low), 0, start).astype(np.uint8)
+    return value, np.append(mid, np.float32(np.inf)), start
+
+
+def quant_call(
+    ops: Sequence[int],
+    kinds: Sequence[int],
+    block_size: int,
+    scalars: jax.Array,
+    p: jax.Array,
+    g: jax.Array,
+    signed_map: np.ndarray,
+    unsigned_map: np.ndarray,
+    bufs: Sequence[Any],
+) -> List[Any]:
+    """One call of the 8-bit kernel on a flat float32 buffer ``p``: ``bufs`` holds, per
+    state buffer of the ``ops`` stages, a float32 array (``KIND_F32``) or a ``(codes,
+    absmax)`` pair (``KIND_SIGNED8`` / ``KIND_UNSIGNED8``: uint8 codes like ``p``, float32
+    absmax per ``block_size`` elements). Returns the new ``p`` and the new ``bufs`` in the same
+    form (aliased to the inputs, so a donated step updates in place)."""
+    tables = [jnp.asarray(t) for m in (signed_map, unsigned_map) for t in map_tables(m)]
+    flat: List[jax.Array] = []
+    for k, b in zip(kinds, bufs):
+        flat.extend([b] if k == KIND_F32 else list(b))
+    out_types = [jax.ShapeDtypeStruct(p.shape, p.dtype)] + [
+        jax.ShapeDtypeStruct(x.shape, x.dtype) for x in flat
+    ]
+    aliases = {1: 0, **{9 + i: 1 + i for i in range(len(flat))}}
+    call = jax.ffi.ffi_call(
+        QUANT_TARGET, out_types, input_output_aliases=aliases, vmap_method="sequential"
+    )
+    outs = list(
+        call(
+            scalars,
+            p,
+            g,
+            *tables,
+            *flat,
+            ops=np.asarray(ops, np.int64),
+            kinds=np.asarray(kinds, np.int64),
+            block_size=np.int64(block_size),
+        )
+    )
+    new_p, rest, new_bufs = outs[0], outs[1:], []
+    for k in kinds:
+        if k == KIND_F32:
+            new_bufs.append(rest.pop(0))
+        else:
+            new_bufs.append((rest.pop(0), rest.pop(0)))
+    return [new_p, *new_bufs]
 
 
 def fused_step(
