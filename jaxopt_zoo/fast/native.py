@@ -325,7 +325,8 @@ def quant_call(
             block_size=np.int64(block_size),
         )
     )
-    new_p, rest, new_bufs = outs[0], outs[1:], []
+    new_p, rest = outs[0], outs[1:]
+    new_bufs: List[Any] = []
     for k in kinds:
         if k == KIND_F32:
             new_bufs.append(rest.pop(0))
