@@ -518,19 +518,24 @@ constexpr int64_t kCells = int64_t{1} << (32 - kCellShift);
 
 struct QMap {
   const float* value;    // value[code], ascending
-  const float* mid;      // mid[j] = (value[j] + value[j + 1]) / 2 for j < 255
+  const float* mid;      // mid[j] = (value[j] + value[j + 1]) / 2 for j < 255, then +inf
   const uint8_t* start;  // start[cell] = #{j : mid[j] < the smallest float of the cell}
 };
 
 // The number of midpoints below q: start from the count below q's cell (a few midpoints at
 // most lie inside one cell) and step up. NaN gets code 0, as a failed search does in XLA.
+// At most kMidsPerCell midpoints lie inside one cell (map_tables checks it): the count is
+// start plus the comparisons with the next three midpoints, independent loads that the CPU
+// runs together (mid is padded with +inf past its 255 values).
+constexpr int kMidsPerCell = 3;
+
 inline uint8_t quantize_code(const QMap& m, float q) {
   if (q != q) return 0;
   uint32_t bits;
   std::memcpy(&bits, &q, sizeof bits);
-  int c = m.start[bits >> kCellShift];
-  while (c < 255 && m.mid[c] < q) ++c;
-  return static_cast<uint8_t>(c);
+  const int c = m.start[bits >> kCellShift];
+  const float* mid = m.mid + c;
+  return static_cast<uint8_t>(c + (mid[0] < q) + (mid[1] < q) + (mid[2] < q));
 }
 
 enum StateKind : int64_t { kF32 = 0, kSigned8 = 1, kUnsigned8 = 2 };
@@ -549,6 +554,9 @@ struct QuantProgram {
   int64_t span;  // elements per stretch: a multiple of block_size and of kBlock
 };
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 void run_quant_range(const QuantProgram* qp, int64_t lo, int64_t hi) {
   const int64_t n_bufs = static_cast<int64_t>(qp->kinds.size());
   const int64_t bs = qp->block_size, span = qp->span;
@@ -571,7 +579,11 @@ void run_quant_range(const QuantProgram* qp, int64_t lo, int64_t hi) {
       const float* value = qp->maps[qp->kinds[k] == kSigned8 ? 0 : 1].value;
       const uint8_t* codes = qp->codes_in[k] + s;
       const float* absmax = qp->absmax_in[k] + s / bs;
-      for (int64_t j = 0; j < len; ++j) in[j] = value[codes[j]] * absmax[j / bs];
+      for (int64_t b = 0; b < len; b += bs) {
+        const float a = absmax[b / bs];
+        const int64_t m = std::min(bs, len - b);
+        for (int64_t j = b; j < b + m; ++j) in[j] = value[codes[j]] * a;
+      }
       pr.state_in[k] = in;
       pr.state_out[k] = in + span;
     }
@@ -582,17 +594,19 @@ void run_quant_range(const QuantProgram* qp, int64_t lo, int64_t hi) {
       const float* x = local.data() + (2 * k + 1) * span;
       uint8_t* codes = qp->codes_out[k] + s;
       float* absmax = qp->absmax_out[k] + s / bs;
+      float* q = local.data() + 2 * k * span;  // the dequantized input is no longer needed
       for (int64_t b = 0; b < len; b += bs) {
         const int64_t m = std::min(bs, len - b);
         float amax = 0.f;
-        for (int64_t j = 0; j < m; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+        for (int64_t j = b; j < b + m; ++j) amax = std::max(amax, std::fabs(x[j]));
         absmax[b / bs] = amax;
-        for (int64_t j = 0; j < m; ++j) {
-          float q = amax > 0.f ? x[b + j] / amax : 0.f;
-          q = std::min(1.f, std::max(-1.f, q));
-          codes[b + j] = quantize_code(map, q);
+        if (amax > 0.f) {
+          for (int64_t j = b; j < b + m; ++j) q[j] = std::min(1.f, std::max(-1.f, x[j] / amax));
+        } else {
+          std::fill(q + b, q + b + m, 0.f);
         }
       }
+      for (int64_t j = 0; j < len; ++j) codes[j] = quantize_code(map, q[j]);
     }
   }
 }
@@ -665,7 +679,7 @@ ffi::Error QuantStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::R
     auto mid = args.get<ffi::Buffer<ffi::F32>>(3 + 3 * m);
     auto start = args.get<ffi::Buffer<ffi::U8>>(4 + 3 * m);
     if (value.has_error() || mid.has_error() || start.has_error() ||
-        value->element_count() != 256 || mid->element_count() != 256 ||
+        value->element_count() != 256 || mid->element_count() != 255 + kMidsPerCell ||
         static_cast<int64_t>(start->element_count()) != kCells)
       return ffi::Error::InvalidArgument("jaxopt_zoo 8-bit kernel: malformed code map tables");
     qp.maps[m] = QMap{value->typed_data(), mid->typed_data(), start->typed_data()};

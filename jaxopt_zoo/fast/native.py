@@ -266,11 +266,12 @@ def _call(
 # 8-bit state (jaxopt_zoo.quant): the kernel's state kinds and its code-map tables.
 KIND_F32, KIND_SIGNED8, KIND_UNSIGNED8 = 0, 1, 2
 _CELL_SHIFT = 18  # csrc/step_kernel.cc: kCellShift
+_MIDS_PER_CELL = 3  # csrc/step_kernel.cc: kMidsPerCell
 
 
 def map_tables(value: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's tables for an ascending 256-entry code map: the values, the midpoints
-    ``(value[j] + value[j + 1]) / 2`` in float32 (padded with +inf to 256) and, per float
+    ``(value[j] + value[j + 1]) / 2`` in float32 (padded with +inf) and, per float
     cell (sign, exponent, top 5 mantissa bits), the number of midpoints below the cell's
     smallest float, where the kernel starts counting the midpoints below ``q``."""
     value = np.asarray(value, np.float32)
@@ -282,8 +283,15 @@ def map_tables(value: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     low = np.where(negative, cells | np.uint32((1 << _CELL_SHIFT) - 1), cells).view(np.float32)
     with np.errstate(invalid="ignore"):
         start = np.searchsorted(mid, low, side="left")  # #{mid < low}; NaN cells: 255
-    start = np.where(np.isnan(low), 0, start).astype(np.uint8)
-    return value, np.append(mid, np.float32(np.inf)), start
+    start = np.where(np.isnan(low), 0, start)
+    # the midpoints inside each cell (below its successor's smallest float): the kernel
+    # counts at most _MIDS_PER_CELL of them
+    high = np.append(start[1:], 255)
+    inside = np.where(negative, np.roll(start, 1) - start, high - start)
+    if np.max(inside[~np.isnan(low)], initial=0) > _MIDS_PER_CELL:
+        raise ValueError("map_tables: the map is too dense for the kernel's float cells.")
+    pad = np.full(_MIDS_PER_CELL, np.inf, np.float32)
+    return value, np.concatenate([mid, pad]), start.astype(np.uint8)
 
 
 def quant_call(
@@ -302,6 +310,8 @@ def quant_call(
     absmax)`` pair (``KIND_SIGNED8`` / ``KIND_UNSIGNED8``: uint8 codes like ``p``, float32
     absmax per ``block_size`` elements). Returns the new ``p`` and the new ``bufs`` in the same
     form (aliased to the inputs, so a donated step updates in place)."""
+    if not available():
+        raise RuntimeError(f"quant_call: {status()['reason']}")
     tables = [jnp.asarray(t) for m in (signed_map, unsigned_map) for t in map_tables(m)]
     flat: List[jax.Array] = []
     for k, b in zip(kinds, bufs):
