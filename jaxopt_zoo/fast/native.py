@@ -265,14 +265,14 @@ def _call(
 
 # 8-bit state (jaxopt_zoo.quant): the kernel's state kinds and its code-map tables.
 KIND_F32, KIND_SIGNED8, KIND_UNSIGNED8 = 0, 1, 2
-_CELL_SHIFT = 18  # csrc/step_kernel.cc: kCellShift
-_MIDS_PER_CELL = 3  # csrc/step_kernel.cc: kMidsPerCell
+_CELL_SHIFT = 16  # csrc/step_kernel.cc: kCellShift
+_MIDS_PER_CELL = 1  # csrc/step_kernel.cc: quantize_code
 
 
 def map_tables(value: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's tables for an ascending 256-entry code map: the values, the midpoints
     ``(value[j] + value[j + 1]) / 2`` in float32 (padded with +inf) and, per float
-    cell (sign, exponent, top 5 mantissa bits), the number of midpoints below the cell's
+    cell (sign, exponent, top 7 mantissa bits), the number of midpoints below the cell's
     smallest float, where the kernel starts counting the midpoints below ``q``."""
     value = np.asarray(value, np.float32)
     if value.shape != (256,) or np.any(np.diff(value) < 0):
