@@ -163,8 +163,8 @@ def quantize_state(
 
     Raises:
       ValueError: at construction for bits outside {8, 4, "fp8"}, a block size that is not
-        a power of two, an unknown rounding or quantizer; at ``init`` for a non-float
-        parameter.
+        a power of two, an unknown rounding or quantizer; at ``init`` for an integer or
+        boolean parameter (complex ones are accepted and their moments left as they are).
 
     Example:
       >>> tx = jz.quantize_state(jz.adamw(1e-3), bits=8)
@@ -209,9 +209,10 @@ def quantize_state(
 
     def init_fn(params):
         for leaf in jax.tree.leaves(params):
-            if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+            if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact):
                 raise ValueError(
-                    f"quantize_state: parameters must be floating point, found a leaf of dtype "
+                    "quantize_state: parameters must be floating point (complex leaves are "
+                    f"kept unquantized), found a leaf of dtype "
                     f"{jnp.asarray(leaf).dtype} and shape {np.shape(leaf)}; quantize only the "
                     "float leaves (optax.masked) or cast them."
                 )
