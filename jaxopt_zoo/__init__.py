@@ -406,4 +406,27 @@ __all__ += [
     "sm3",
 ]
 
+# Low-bit state (issue 19): block-wise quantized moments for any optimizer.
+from jaxopt_zoo import quant  # noqa: E402
+from jaxopt_zoo.optim.lowbit import (  # noqa: E402
+    adam_8bit,
+    adamw_4bit,
+    adamw_8bit,
+    adamw_fp8,
+    lion_8bit,
+)
+from jaxopt_zoo.quant.state import QuantizedArray, QuantizedState, quantize_state  # noqa: E402
+
+__all__ += [
+    "QuantizedArray",
+    "QuantizedState",
+    "adam_8bit",
+    "adamw_4bit",
+    "adamw_8bit",
+    "adamw_fp8",
+    "lion_8bit",
+    "quant",
+    "quantize_state",
+]
+
 __version__ = "0.1.0"

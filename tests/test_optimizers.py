@@ -39,6 +39,12 @@ TABLE = {
     "adabelief": dict(kw=dict(learning_rate=0.05)),
     "yogi": dict(kw=dict(learning_rate=0.05)),
     "lion": dict(kw=dict(learning_rate=0.005)),
+    # low-bit state: the test's small leaves stay float32 (min_size), as adamw and lion
+    "adam_8bit": dict(kw=dict(learning_rate=0.05)),
+    "adamw_8bit": dict(kw=dict(learning_rate=0.05)),
+    "adamw_4bit": dict(kw=dict(learning_rate=0.05)),
+    "adamw_fp8": dict(kw=dict(learning_rate=0.05)),
+    "lion_8bit": dict(kw=dict(learning_rate=0.005)),
     "lamb": dict(kw=dict(learning_rate=0.02)),
     "lars": dict(kw=dict(learning_rate=1.0, trust_coefficient=0.01)),
     "adafactor": dict(kw=dict(learning_rate=0.05, multiply_by_parameter_scale=False)),
@@ -253,6 +259,11 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
         "madgrad": ("decouple_decay",),
         "momo": ("adapt_lower_bound",),
         "momo_adam": ("adapt_lower_bound",),
+        # low-bit state: the block size, size threshold and rounding seed shape the state
+        **{
+            n: ("block_size", "min_size", "seed")
+            for n in ("adam_8bit", "adamw_8bit", "adamw_4bit", "adamw_fp8", "lion_8bit")
+        },
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(**{hp: lr})
     params = tree_params(jnp.float32)

@@ -213,3 +213,14 @@ __all__ = [
     "scale_by_sm3",
     "sm3",
 ]
+
+# Low-bit state (issue 19): 8-bit, 4-bit and FP8 moments.
+from jaxopt_zoo.optim.lowbit import (  # noqa: E402
+    adam_8bit,
+    adamw_4bit,
+    adamw_8bit,
+    adamw_fp8,
+    lion_8bit,
+)
+
+__all__ += ["adam_8bit", "adamw_4bit", "adamw_8bit", "adamw_fp8", "lion_8bit"]

@@ -503,3 +503,47 @@ register(
     verified=("optax.contrib", "pytorch_optimizer"),
     extra_args=("obj_fn",),
 )
+# Low-bit state (issue 19): quantize_state around adamw / lion (tests/test_lowbit.py).
+_LOWBIT = "quantize_state(8-bit dynamic maps, 256 per block: {}) "
+register(
+    "adam_8bit",
+    _o.adam_8bit,
+    default_lr=1e-3,
+    paper="Dettmers et al. 2022",
+    blocks=_LOWBIT.format("scale_by_adam -> scale_by_learning_rate"),
+    verified=("bitsandbytes", "torchao"),
+)
+register(
+    "adamw_8bit",
+    _o.adamw_8bit,
+    default_lr=1e-3,
+    paper="Dettmers et al. 2022",
+    blocks=_LOWBIT.format("scale_by_adam -> add_decayed_weights -> scale_by_learning_rate"),
+    verified=("bitsandbytes", "torchao"),
+)
+register(
+    "adamw_4bit",
+    _o.adamw_4bit,
+    default_lr=1e-3,
+    paper="Li et al. 2023 (torchao's AdamW4bit)",
+    blocks="quantize_state(4-bit torchao maps, 128 per block: scale_by_adam -> "
+    "add_decayed_weights -> scale_by_learning_rate)",
+    verified=("torchao",),
+)
+register(
+    "adamw_fp8",
+    _o.adamw_fp8,
+    default_lr=1e-3,
+    paper="torchao's AdamWFp8",
+    blocks="quantize_state(float8_e4m3fn, 256 per block: scale_by_adam -> "
+    "add_decayed_weights -> scale_by_learning_rate)",
+    verified=("torchao",),
+)
+register(
+    "lion_8bit",
+    _o.lion_8bit,
+    default_lr=1e-4,
+    paper="Chen et al. 2023; Dettmers et al. 2022",
+    blocks=_LOWBIT.format("scale_by_lion -> add_decayed_weights -> scale_by_learning_rate"),
+    verified=("bitsandbytes",),
+)
