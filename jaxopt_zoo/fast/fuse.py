@@ -86,7 +86,9 @@ def fuse(
       check: verify once per parameter layout that ``tx`` is exact on flat buffers and raise
         :class:`NotFusableError` otherwise: blocks whose ``BlockSpec`` says element-wise are
         accepted as they are, anything else is probed (``jaxopt_zoo.fast.check``: two
-        compiled steps on each layout). ``False`` skips it.
+        compiled steps on each layout). ``False`` skips it. For ``quantize_state(inner)``
+        (``adamw_8bit``, ...) ``inner`` is checked; the quantization blocks then run along
+        the flat buffers instead of each parameter.
 
     Returns:
       A ``GradientTransformationExtraArgs``. ``init(params)`` and ``update(grads, state,
@@ -112,9 +114,14 @@ def fuse(
         layout = Layout.of(tree, chunks) if layout is None else layout
         return FlatParams(layout.flatten(tree), layout)
 
+    # quantize_state(inner): the check is the inner optimizer's. The quantization blocks are
+    # then taken along each flat buffer (a block may span two parameters), a different
+    # grouping from the tree's, the same format and arithmetic (docs/low-bit.md).
+    probe = tx.inner if getattr(tx, "quant_config", None) is not None else tx
+
     def verify(layout: Layout) -> bool:
         if layout not in checked:
-            checked[layout] = analyze(tx, layout) if check else False
+            checked[layout] = analyze(probe, layout) if check else False
         return checked[layout]
 
     def init_fn(params):

@@ -267,7 +267,43 @@ def quantize_state(
         new_state = jax.tree.map(requant, state.inner, new_inner, is_leaf=_is_q)
         return new_updates, QuantizedState(new_state, key)
 
-    return GradientTransformation(init_fn, update_fn)
+    return QuantizedTransformation(
+        init_fn,
+        update_fn,
+        inner,
+        QuantConfig(bits, block_size, min_size, rounding, quantizer),
+    )
+
+
+class QuantConfig(NamedTuple):
+    """The format :func:`quantize_state` keeps moments in (read by the native CPU kernel,
+    ``jaxopt_zoo.fast.native``, which runs 8-bit, ``"bnb"``, nearest-rounded state)."""
+
+    bits: Bits
+    block_size: int
+    min_size: int
+    rounding: str
+    quantizer: str
+
+
+class QuantizedTransformation(GradientTransformation):
+    """What :func:`quantize_state` returns: a ``GradientTransformation`` that also carries
+    the optimizer it wraps (``.inner``) and the format (``.quant_config``), so that
+    ``jz.fused_apply(jz.fuse(tx))`` can run the step in the native kernel."""
+
+    inner: GradientTransformation
+    quant_config: QuantConfig
+
+    def __new__(cls, init: Any, update: Any, inner: Any, quant_config: QuantConfig):
+        self = super().__new__(cls, init, update)
+        self.inner, self.quant_config = inner, quant_config
+        return self
+
+    def __getnewargs__(self):  # copy and pickle keep what the native path reads
+        return (self.init, self.update, self.inner, self.quant_config)
+
+    def _replace(self, **kw):  # new functions: no longer the quantized transformation
+        return GradientTransformation(**{**self._asdict(), **kw})
 
 
 def quantized_leaves(state: Any):
@@ -277,6 +313,8 @@ def quantized_leaves(state: Any):
 
 __all__ = [
     "NONNEGATIVE_FIELDS",
+    "QuantConfig",
+    "QuantizedTransformation",
     "QuantizedArray",
     "QuantizedState",
     "num_blocks",
