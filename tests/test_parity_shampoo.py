@@ -20,14 +20,17 @@ reproduces each:
   from the all-ones vector; both converge (1e-10 apart).
 - Grafting. ``ScalableShampoo``'s RMSProp graft has no bias correction: ``graft="rmsprop"``;
   ``graft="adam"`` (the default here, Meta's AdamGrafting) divides ``v`` by ``1 - b2^t``
-  (~0.6 apart over 100 steps here). Its graft epsilon (``diagonal_eps``) defaults to 1e-10, ours to 1e-8.
-  Grafting takes the norm per parameter (all blocks together) in both.
+  (~0.6 apart over 100 steps here). Its graft epsilon (``diagonal_eps``) defaults to 1e-10,
+  ours to 1e-8. Grafting takes the norm per parameter (all blocks together) in both.
 - Shapes. ``ScalableShampoo`` merges neighbouring dimensions while their product stays
   <= ``block_size`` (so a matrix with ``m n <= block_size`` becomes a vector and gets the
   graft only) and splits larger ones into blocks, exponent ``2 x`` the number of merged
-  dimensions; the plain ``Shampoo`` neither merges nor splits and preconditions vectors by a
-  full ``(n, n)`` factor (exponent 2): ``merge_dims=False, precondition_1d=True``, a large
-  ``block_size``.
+  dimensions. Its merge also puts a size-1 dimension before a first dimension larger than
+  ``block_size`` (``(8, 4)`` at 5 is ``(1, 8, 4)``): a ``1 x 1`` factor per block and
+  exponent 6 instead of 4: ``merge_dims="keep_ones"`` (used below); the default drops it
+  (a test asserts the size of that difference); the plain ``Shampoo`` neither merges nor
+  splits and preconditions vectors by a full ``(n, n)`` factor (exponent 2):
+  ``merge_dims=False, precondition_1d=True``, a large ``block_size``.
 - Momentum. ``ScalableShampoo``: ``m = b1 m + S`` (``moving_average_for_momentum``:
   ``momentum_ema=True``), Nesterov ``b1 m + S``, a separate momentum of the graft's direction
   used before ``start_preconditioning_step``: as here. The plain ``Shampoo`` lerps the raw
@@ -190,6 +193,12 @@ def test_newton_root_matches_the_reference_default():
     # epsilon added relative to lambda_max or only at the start
     init = ours_traj("rmsprop_nesterov")
     assert 1e-8 < max_rel_err(exact, init) < 1e-5
+
+
+def test_the_references_size_1_dimension_changes_the_path():
+    with jax.enable_x64(True):
+        dropped = ours_traj("rmsprop_nesterov", merge_dims=True)
+    assert 1e-3 < max_rel_err(dropped, reference("rmsprop_nesterov")) < 1.0
 
 
 def test_adam_graft_is_the_bias_corrected_rmsprop_graft():

@@ -138,7 +138,7 @@ def test_state_bytes_per_device_are_one_nth(worker):
             # (nor GaLore's projectors, a matrix per parameter as SOAP's bases). L-BFGS's
             # (memory, ...) history is placed like the parameters on its trailing dimensions
             # and split by ZeRO-1 (87% of its state stayed whole before that).
-            not_elementwise = ("soap", "galore", "dpsgd", "noisy_sgd", "sm3")
+            not_elementwise = ("soap", "galore", "dpsgd", "noisy_sgd", "sm3", "shampoo")
             not_elementwise += KERAS_VARIABLE_STEP
             if "adafactor" not in name and name not in not_elementwise:
                 assert unsplit <= 0.02 * total, (run, name, r)

@@ -13,6 +13,7 @@ from jaxopt_zoo.core import (
     Scalar,
     ScalarOrSchedule,
     StepCount,
+    abs_sq_in,
     check_int,
     check_nonneg,
     check_scalar,
@@ -23,7 +24,7 @@ from jaxopt_zoo.core import (
 from jaxopt_zoo.optim._common import scaled_with_decay
 from jaxopt_zoo.optim.newton_schulz import HomeDevices, check_home_devices
 from jaxopt_zoo.optim.shampoo_roots import EPSILON_MODES, ROOT_METHODS, inverse_roots
-from jaxopt_zoo.optim.soap import merge_small_dims
+from jaxopt_zoo.optim.soap import _mat_dtype, merge_small_dims
 
 GRAFTS = ("adagrad", "rmsprop", "adam", "sgd", None)
 
@@ -83,15 +84,15 @@ def _slices(block: Tuple[Tuple[int, int], ...]) -> Tuple[slice, ...]:
 
 
 def _precondition(x: jax.Array, roots: Tuple[jax.Array, ...]) -> jax.Array:
-    """``x`` times ``roots[i]`` along every dimension ``i`` (the roots are symmetric)."""
+    """``x`` times ``roots[i]`` along every dimension ``i`` (the roots are Hermitian)."""
     for r in roots:
-        x = jnp.tensordot(x, r, axes=([0], [0]))
+        x = jnp.tensordot(x, jnp.conj(r), axes=([0], [0]))
     return x
 
 
 def _statistic(x: jax.Array, axis: int) -> jax.Array:
     others = [k for k in range(x.ndim) if k != axis]
-    return jnp.tensordot(x, x, axes=(others, others))
+    return jnp.tensordot(x, jnp.conj(x), axes=(others, others))
 
 
 def scale_by_shampoo(
@@ -187,7 +188,7 @@ def scale_by_shampoo(
     def init_fn(params):
         def mats(p, scale):
             work, blocks = plan(p)
-            dt = compute_dtype(jnp.result_type(p))
+            dt = _mat_dtype(jnp.result_type(p))
             return tuple(tuple(scale * jnp.eye(n, dtype=dt) for _, n in blk) for blk in blocks)
 
         def like(p, dt=None):
@@ -267,25 +268,28 @@ def scale_by_shampoo(
         outs, new_mus, new_gmus, new_gnus = [], [], [], []
         for g, mu, gmu, gnu, rt in zip(gs, mus, gmus, gnus, new_roots):
             work, blocks = plan(g)
-            cdt = compute_dtype(g.dtype)
+            rdt = compute_dtype(g.dtype)
+            mu_dt = None if mu is None else mu.dtype
+            nu_dt = None if gnu is None else gnu.dtype
+            cdt = _mat_dtype(g.dtype)
             gc = g.astype(cdt)
             # the grafting optimizer's direction
             if graft == "adagrad":
-                gnu = gnu + jnp.square(gc)
+                gnu = gnu + abs_sq_in(gc, rdt)
                 gd = gc / (jnp.sqrt(gnu) + graft_eps)
             elif graft in ("rmsprop", "adam"):
-                gnu = gb2 * gnu + (1 - gb2) * jnp.square(gc)
+                gnu = gb2 * gnu + (1 - gb2) * abs_sq_in(gc, rdt)
                 v = gnu
                 if graft == "adam":
-                    v = gnu / (1 - jnp.asarray(gb2, cdt) ** tf.astype(cdt))
+                    v = gnu / (1 - jnp.asarray(gb2, rdt) ** tf.astype(rdt))
                 gd = gc / (jnp.sqrt(v) + graft_eps)
             else:
                 gd = gc
             # Shampoo's direction, block by block
             if blocks:
-                rdt = rt[0][0].dtype
-                gw = g.astype(rdt).reshape(work)
-                sd = jnp.zeros(work, rdt)
+                mdt = rt[0][0].dtype
+                gw = g.astype(mdt).reshape(work)
+                sd = jnp.zeros(work, mdt)
                 for blk, rb in zip(blocks, rt):
                     sd = sd.at[_slices(blk)].set(_precondition(gw[_slices(blk)], rb))
                 sd = sd.reshape(g.shape).astype(cdt)
@@ -304,12 +308,12 @@ def scale_by_shampoo(
                 else:
                     m, d = mu, sd
                 out = b1 * m + w_mom * d if nesterov else m
-                mu = mu.astype(g.dtype)
-                gmu = None if gmu is None else gmu.astype(g.dtype)
+                mu = mu.astype(mu_dt)
+                gmu = None if gmu is None else gmu.astype(mu_dt)
             outs.append(out.astype(g.dtype))
             new_mus.append(mu)
             new_gmus.append(gmu)
-            new_gnus.append(gnu)
+            new_gnus.append(None if gnu is None else gnu.astype(nu_dt))
 
         def tree(xs, old):
             return None if old is None else treedef.unflatten(xs)

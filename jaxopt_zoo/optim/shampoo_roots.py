@@ -33,7 +33,7 @@ def eigh_root(s: jax.Array, p: int, eps: float, relative: bool) -> jax.Array:
     if relative:
         w = w + eps * jnp.maximum(w[-1], 1e-16)
     w = jnp.maximum(w, jnp.finfo(w.dtype).tiny)
-    return (v * (w ** (-1.0 / p))[None, :]) @ v.T
+    return (v * (w ** (-1.0 / p)).astype(v.dtype)[None, :]) @ jnp.conj(v.T)
 
 
 def max_eigenvalue(s: jax.Array, iters: int = 100) -> jax.Array:
@@ -46,7 +46,7 @@ def max_eigenvalue(s: jax.Array, iters: int = 100) -> jax.Array:
         return u / jnp.maximum(jnp.linalg.norm(u), tiny)
 
     v = jax.lax.fori_loop(0, iters, body, jnp.full((s.shape[0],), 1.0 / s.shape[0] ** 0.5, s.dtype))
-    return jnp.maximum(v @ (s @ v), 1e-16)
+    return jnp.maximum(jnp.real(jnp.vdot(v, s @ v)), 1e-16)
 
 
 def newton_root(
@@ -65,7 +65,8 @@ def newton_root(
     ``max_error_ratio`` (then the previous ``X``), at most ``max_iters`` times. The ridge is
     ``eps * lambda_max(S)`` (power iteration) with ``relative``."""
     if s.shape[0] == 1:  # exact, as the reference's
-        return (s * (1 + eps) if relative else s) ** (-1.0 / p)
+        r = jnp.real(s) * (1 + eps) if relative else jnp.real(s)
+        return (r ** (-1.0 / p)).astype(s.dtype)
     eye = jnp.eye(s.shape[0], dtype=s.dtype)
     if relative:
         s = s + eps * max_eigenvalue(s) * eye

@@ -503,3 +503,13 @@ register(
     verified=("optax.contrib", "pytorch_optimizer"),
     extra_args=("obj_fn",),
 )
+
+# issue 20: Shampoo
+register(
+    "shampoo",
+    _o.shampoo,
+    default_lr=1e-3,
+    paper="Gupta et al. 2018; Anil et al. 2020",
+    blocks="scale_by_shampoo -> add_decayed_weights -> scale_by_learning_rate",
+    verified=("pytorch_optimizer",),
+)
