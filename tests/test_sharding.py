@@ -283,6 +283,19 @@ def test_soap_with_home_devices_follows_the_plain_soap(worker):
     assert r["flops"] < 0.9 * r["plain_flops"], r
 
 
+def test_shampoo_with_home_devices_follows_the_plain_shampoo(worker):
+    r = worker["shampoo_home"]
+    assert r["moved"] > 1e-2, r
+    assert r["compiles"] == 1, r
+    assert r["collectives"].get("all-gather", 0) > 0, r  # the roots, shared
+    # float64: each root computed by the same code on one device, so the same path
+    assert r["param_err_move"] < 1e-12, r
+    assert r["state_err"] < 1e-12, r
+    # each device forms only its own statistics' roots (V diag(w^(-1/p)) V^T products;
+    # XLA counts no FLOPs for LAPACK's eigh)
+    assert r["flops"] < r["plain_flops"], r
+
+
 def test_soap_with_zero1_moves_statistics_only_to_their_home_device(worker):
     r = worker["soap_home"]
     z, g = r["zero1_home"], r["zero1_gather"]
