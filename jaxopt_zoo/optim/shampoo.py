@@ -34,12 +34,13 @@ Plan = Tuple[Tuple[int, ...], Tuple[Tuple[Tuple[int, int], ...], ...]]
 
 
 class ScaleByShampooState(NamedTuple):
-    """``count``: steps so far; ``mu``: momentum of the grafted Shampoo direction (``None``
-    when ``b1 == 0``); ``graft_mu``: momentum of the grafting direction, used before
-    ``start_preconditioning_step`` (``None`` when that is 1 or ``b1 == 0``); ``graft_nu``:
-    the grafting optimizer's second moment (``None`` for ``"sgd"`` and no graft); ``stats``
-    and ``roots``: per leaf, per block, per dimension, the ``(d, d)`` statistic and its
-    inverse root (empty tuples where a leaf is not preconditioned)."""
+    """``count``: steps so far; ``mu``: momentum of the grafted Shampoo direction (the last
+    update with ``momentum_on="gradient"``; ``None`` when ``b1 == 0``); ``graft_mu``:
+    momentum of the grafting direction, used before ``start_preconditioning_step`` (``None``
+    when that is 1 or ``b1 == 0``); ``graft_nu``: the grafting optimizer's second moment
+    (``None`` for ``"sgd"`` and no graft); ``stats`` and ``roots``: per leaf, per block, per
+    dimension, the ``(d, d)`` statistic and its inverse root (empty tuples where a leaf is
+    not preconditioned)."""
 
     count: StepCount
     mu: Any
@@ -108,6 +109,7 @@ def scale_by_shampoo(
     graft_b2: Optional[Scalar] = None,
     nesterov: bool = True,
     momentum_ema: bool = False,
+    momentum_on: str = "update",
     merge_dims: Union[bool, str] = True,
     precondition_1d: bool = False,
     root_method: str = "eigh",
@@ -121,6 +123,12 @@ def scale_by_shampoo(
     Args:
       b1: momentum, in [0, 1); nesterov: Nesterov's form; momentum_ema: ``m = b1 m + (1 -
         b1) u`` instead of ``m = b1 m + u``.
+      momentum_on: ``"update"`` (a momentum of the grafted direction, as Anil et al. and
+        ``ScalableShampoo``) or ``"gradient"`` (as pytorch_optimizer's plain ``Shampoo``: the
+        gradient is first moved toward the previous update, ``g <- g + b1 (D_prev - g)``
+        (``g`` itself at the first step), and that is what the statistics, the graft and the
+        preconditioner see; the direction is then used as it is: ``nesterov`` and
+        ``momentum_ema`` do not apply).
       b2: decay of the statistics in [0, 1]; 1.0 sums them (Gupta et al.).
       epsilon: the statistics start at ``epsilon * I``; with ``epsilon_mode="relative"``
         ``epsilon * lambda_max`` is also added before each root.
@@ -164,6 +172,8 @@ def scale_by_shampoo(
         raise ValueError(
             f"Invalid merge_dims: {merge_dims!r}. Expected True, False or 'keep_ones'."
         )
+    if momentum_on not in ("update", "gradient"):
+        raise ValueError(f"Invalid momentum_on: {momentum_on!r}. Expected 'update' or 'gradient'.")
     if graft not in GRAFTS:
         raise ValueError(f"Invalid graft: {graft!r}. Expected one of {GRAFTS}.")
     if root_method not in ROOT_METHODS:
@@ -175,7 +185,8 @@ def scale_by_shampoo(
     check_home_devices(home_devices, home_axis)
     gb2 = b2 if graft_b2 is None else graft_b2
     no_momentum = isinstance(b1, (int, float)) and b1 == 0
-    keep_graft_mu = start > 1 and not no_momentum
+    on_grad = momentum_on == "gradient"
+    keep_graft_mu = start > 1 and not no_momentum and not on_grad
     w_mom = (1 - b1) if momentum_ema else 1.0
     w_stat = 1.0 if (isinstance(b2, (int, float)) and b2 == 1.0) else 1 - b2
 
@@ -212,6 +223,11 @@ def scale_by_shampoo(
         n = len(gs)
         none = [None] * n
         mus = treedef.flatten_up_to(state.mu) if state.mu is not None else none
+        if on_grad and not no_momentum:  # the gradient moved toward the previous update
+            gs = [
+                jnp.where(t == 1, g, g + b1 * (m.astype(g.dtype) - g)).astype(g.dtype)
+                for g, m in zip(gs, mus)
+            ]
         gmus = treedef.flatten_up_to(state.graft_mu) if state.graft_mu is not None else none
         gnus = treedef.flatten_up_to(state.graft_nu) if state.graft_nu is not None else none
         stats = treedef.flatten_up_to(state.stats)
@@ -297,8 +313,9 @@ def scale_by_shampoo(
                 sd = gd
             if graft is not None:
                 sd = sd * (jnp.linalg.norm(gd) / (jnp.linalg.norm(sd) + 1e-16))
-            if no_momentum:
+            if no_momentum or on_grad:
                 out = jnp.where(on, sd, gd)
+                mu = None if mu is None else out.astype(mu_dt)
             else:
                 mu = b1 * mu.astype(cdt) + w_mom * sd
                 if keep_graft_mu:
@@ -345,6 +362,7 @@ def shampoo(
     graft_b2: Optional[Scalar] = None,
     nesterov: bool = True,
     momentum_ema: bool = False,
+    momentum_on: str = "update",
     merge_dims: Union[bool, str] = True,
     precondition_1d: bool = False,
     root_method: str = "eigh",
@@ -382,7 +400,8 @@ def shampoo(
     Args:
       learning_rate: a number or a schedule. weight_decay: decoupled (as AdamW).
       b1, b2, epsilon, block_size, precondition_frequency, start_preconditioning_step,
-      exponent_override, graft, graft_eps, graft_b2, nesterov, momentum_ema, merge_dims,
+      exponent_override, graft, graft_eps, graft_b2, nesterov, momentum_ema, momentum_on,
+      merge_dims,
       precondition_1d, root_method, epsilon_mode: see :func:`scale_by_shampoo`.
       home_devices: ``None`` (every device computes every root) or a ``Mesh`` / ``True``:
         each statistic's root runs once, on one home device along ``home_axis``, spread by
@@ -402,7 +421,8 @@ def shampoo(
     ``epsilon_mode="init"``; its default coupled Newton path is ``root_method="newton"``,
     whose stopping tolerance 1e-3 bounds the agreement) and ``Shampoo`` (``graft=None,
     b2=1.0, epsilon_mode="init", merge_dims=False, precondition_1d=True``, refresh and start
-    1), tests/test_parity_shampoo.py, where the conventions that differ are listed.
+    1; its momentum is ``momentum_on="gradient"``), tests/test_parity_shampoo.py, where the
+    conventions that differ are listed.
     """
     return scaled_with_decay(
         scale_by_shampoo(
@@ -418,6 +438,7 @@ def shampoo(
             graft_b2,
             nesterov,
             momentum_ema,
+            momentum_on,
             merge_dims,
             precondition_1d,
             root_method,
