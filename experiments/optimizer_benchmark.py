@@ -167,6 +167,8 @@ OPTIMIZERS: Dict[str, Optimizer] = {
         Optimizer("soap",  # dims over 1024 (the CNN's 5408-wide kernel) not rotated, see below
                   lambda lr, s, n: jz.soap(lambda c: lr * s(c), max_precondition_dim=1024),
                   (1e-3, 3e-3, 1e-2)),
+        Optimizer("shampoo", lambda lr, s, n: jz.shampoo(lambda c: lr * s(c)),
+                  (1e-3, 3e-3, 1e-2)),
         Optimizer("schedule_free_adamw",  # its own warm-up; no decay: that is the point
                   lambda lr, s, n: jz.schedule_free_adamw(lr, warmup_steps=_warmup(n)),
                   (1e-3, 3e-3, 1e-2)),

@@ -128,6 +128,7 @@ from jaxopt_zoo.optim.cocob import COCOBState, cocob, scale_by_cocob
 from jaxopt_zoo.optim.dadapt import DAdaptAdamWState, dadapt_adamw
 from jaxopt_zoo.optim.dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
 from jaxopt_zoo.optim.dpsgd import dpsgd
+from jaxopt_zoo.optim.shampoo import ScaleByShampooState, scale_by_shampoo, shampoo
 from jaxopt_zoo.optim.simplified_ademamix import (
     ScaleBySimplifiedAdEMAMixState,
     scale_by_simplified_ademamix,
@@ -404,6 +405,10 @@ __all__ += [
     "ScaleBySM3State",
     "scale_by_sm3",
     "sm3",
+    # issue 20: shampoo
+    "ScaleByShampooState",
+    "scale_by_shampoo",
+    "shampoo",
 ]
 
 # Low-bit state (issue 19): block-wise quantized moments for any optimizer.

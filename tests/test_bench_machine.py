@@ -240,3 +240,21 @@ def test_the_plain_path_benchmark_runs_and_compares_with_optax(capsys):
         row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
         assert row.rstrip(" |").split("|")[4].strip().endswith("x")
     assert "geometric mean" in out
+
+
+def test_the_shampoo_benchmark_runs_and_compares_with_pytorch_optimizer(capsys):
+    # benchmarks/shampoo_bench.py at a tiny size, one pair: its table, ratios and state bytes
+    # (a matrix merged into a vector and a vector: a momentum and the graft's statistic or
+    # momentum each, 8 bytes per parameter, plus our step count)
+    spec = importlib.util.spec_from_file_location(
+        "shampoo_bench", os.path.join(ROOT, "benchmarks", "shampoo_bench.py")
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--shapes", "6x5,4", "--repeats", "1", "--no-newton"])
+    text = capsys.readouterr().out
+    assert text.count("| refresh alone (difference), ms |") == 1
+    for pair in out["pairs"].values():
+        assert pair["state_bytes"]["torch"] == 8.0
+        assert pair["state_bytes"]["ours"] == pytest.approx(8.0 + 4 / 34)
+        assert all(v > 0 for v in pair["ms"]["ours"].values())

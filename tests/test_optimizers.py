@@ -52,6 +52,7 @@ TABLE = {
     # rank-deficient, and with eps=1e-8 Adam in the eigenbasis blows rounding noise along
     # the null direction up to full-size steps (jit and eager then differ by 3e-2)
     "soap": dict(kw=dict(learning_rate=0.05, eps=1e-2)),
+    "shampoo": dict(kw=dict(learning_rate=0.05)),
     "schedule_free_sgd": dict(kw=dict(learning_rate=0.007)),
     "schedule_free_adamw": dict(kw=dict(learning_rate=0.05)),
     "prodigy": dict(kw=dict(learning_rate=1.0)),
@@ -251,6 +252,7 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
     static = {
         "adafactor": ("min_dim_size_to_factor", "decay_offset"),
         "soap": ("precondition_frequency", "max_precondition_dim"),
+        "shampoo": ("block_size", "precondition_frequency", "start_preconditioning_step"),
         "muon": ("ns_steps",),
         "dpsgd": ("seed",),
         "lbfgs": ("memory_size", "scale_init_precond"),

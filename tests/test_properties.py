@@ -36,6 +36,7 @@ NOT_ELEMENTWISE = {
     "lars",
     "adafactor",
     "soap",
+    "shampoo",
     "mars",  # per-parameter norms / factored statistics
     "muon",
     "galore",  # an SVD per matrix

@@ -293,6 +293,7 @@ def test_integer_leaves_get_integer_updates_and_float_leaves_are_unaffected(name
         "lars",
         "adafactor",
         "soap",
+        "shampoo",
         "torch.lbfgs",  # one search direction over all leaves, the int leaf's too
         "dog",  # these three: global norms over every leaf include the int leaf's
         "dowg",

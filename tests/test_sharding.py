@@ -138,7 +138,7 @@ def test_state_bytes_per_device_are_one_nth(worker):
             # (nor GaLore's projectors, a matrix per parameter as SOAP's bases). L-BFGS's
             # (memory, ...) history is placed like the parameters on its trailing dimensions
             # and split by ZeRO-1 (87% of its state stayed whole before that).
-            not_elementwise = ("soap", "galore", "dpsgd", "noisy_sgd", "sm3")
+            not_elementwise = ("soap", "galore", "dpsgd", "noisy_sgd", "sm3", "shampoo")
             not_elementwise += KERAS_VARIABLE_STEP
             if "adafactor" not in name and name not in not_elementwise:
                 assert unsplit <= 0.02 * total, (run, name, r)
@@ -281,6 +281,19 @@ def test_soap_with_home_devices_follows_the_plain_soap(worker):
     # eigh / QR (custom calls), and Adam's rotations run on every device either way: the
     # drop is the power iteration's products of the other devices' matrices.
     assert r["flops"] < 0.9 * r["plain_flops"], r
+
+
+def test_shampoo_with_home_devices_follows_the_plain_shampoo(worker):
+    r = worker["shampoo_home"]
+    assert r["moved"] > 1e-2, r
+    assert r["compiles"] == 1, r
+    assert r["collectives"].get("all-gather", 0) > 0, r  # the roots, shared
+    # float64: each root computed by the same code on one device, so the same path
+    assert r["param_err_move"] < 1e-12, r
+    assert r["state_err"] < 1e-12, r
+    # each device forms only its own statistics' roots (V diag(w^(-1/p)) V^T products;
+    # XLA counts no FLOPs for LAPACK's eigh)
+    assert r["flops"] < r["plain_flops"], r
 
 
 def test_soap_with_zero1_moves_statistics_only_to_their_home_device(worker):

@@ -60,6 +60,7 @@ from jaxopt_zoo.optim.schedule_free import (
     schedule_free_sgd,
 )
 from jaxopt_zoo.optim.sgd import sgd
+from jaxopt_zoo.optim.shampoo import ScaleByShampooState, scale_by_shampoo, shampoo
 from jaxopt_zoo.optim.sign import scale_by_sign, sign_sgd, signum
 from jaxopt_zoo.optim.simplified_ademamix import (
     ScaleBySimplifiedAdEMAMixState,
@@ -212,6 +213,10 @@ __all__ = [
     "ScaleBySM3State",
     "scale_by_sm3",
     "sm3",
+    # issue 20: shampoo
+    "ScaleByShampooState",
+    "scale_by_shampoo",
+    "shampoo",
 ]
 
 # Low-bit state (issue 19): 8-bit, 4-bit and FP8 moments.

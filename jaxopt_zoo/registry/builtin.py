@@ -200,6 +200,14 @@ register(
     blocks="scale_by_soap -> scale_by_learning_rate -> decay_after_step",
     verified=("pytorch_optimizer",),
 )
+register(  # issue 20
+    "shampoo",
+    _o.shampoo,
+    default_lr=1e-3,
+    paper="Gupta et al. 2018; Anil et al. 2020",
+    blocks="scale_by_shampoo -> add_decayed_weights -> scale_by_learning_rate",
+    verified=("pytorch_optimizer",),
+)
 
 # Optimizers of 2024, each verified against its authors' code and the other references.
 _SF = ("schedulefree", "optax.contrib")
