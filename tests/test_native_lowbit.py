@@ -150,3 +150,36 @@ def test_other_formats_take_the_xla_path(make):
     b = jax.jit(jz.fused_apply(fused, native=False))(params, fused.init(params), g)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _binary_search(table, q, strict):
+    # in XLA, as the search it replaced (XLA on the CPU reads subnormals as zero: NumPy
+    # would place -1e-45 below a midpoint at -0.0 that XLA does not)
+    table, idx = jnp.asarray(table), jnp.zeros(q.shape, jnp.int32)
+    bit = table.shape[0] // 2
+    while bit:
+        cand = idx + bit
+        idx = jnp.where((table[cand] < q) if strict else (table[cand] <= q), cand, idx)
+        bit //= 2
+    return np.asarray(idx)
+
+
+def test_xla_quantizer_cell_search_equals_a_binary_search():
+    # blockwise._search finds a code with two gathers (the count of map values below the
+    # float cell of q, then one comparison): the same index as the binary search it replaced,
+    # on every map, for both comparisons, at zeros, infinities, NaN and subnormals.
+    from jaxopt_zoo.quant import blockwise
+
+    rng = np.random.default_rng(0)
+    mags = 10.0 ** rng.uniform(-12, 0, 20000)
+    edges = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, -3e38]
+    q = np.concatenate([rng.uniform(-1, 1, 20000), mags, -mags, edges]).astype(np.float32)
+    for bits in (8, 4):
+        for signed in (True, False):
+            m = code_map(bits, signed)
+            mids = ((m[:-1] + m[1:]) / np.float32(2)).astype(np.float32)
+            for table, strict in ((np.concatenate([[-np.inf], mids]), True), (m, False)):
+                table = table.astype(np.float32)
+                assert blockwise._cell_base(table.tobytes()) is not None  # the two-gather path
+                got = np.asarray(blockwise._search(table, jnp.asarray(q), strict))
+                np.testing.assert_array_equal(got, _binary_search(table, jnp.asarray(q), strict))
