@@ -56,8 +56,9 @@ _CELL_SHIFT = 16  # a float's cell: its sign, exponent and top 7 mantissa bits
 
 @functools.lru_cache(maxsize=64)
 def _cell_base(table_bytes: bytes) -> Optional[np.ndarray]:
-    """Per float cell, the number of table values below the cell's smallest float (int16),
-    or None when some cell holds more than one table value (a search is needed there)."""
+    """Per float cell, the number of table values below the cell's smallest float (at most
+    ``len(table) - 1``), or None when some cell holds more than one table value (a search is
+    needed there)."""
     table = np.frombuffer(table_bytes, np.float32)
     cells = np.arange(1 << (32 - _CELL_SHIFT), dtype=np.uint32) << np.uint32(_CELL_SHIFT)
     fill = np.uint32((1 << _CELL_SHIFT) - 1)
@@ -68,7 +69,10 @@ def _cell_base(table_bytes: bytes) -> Optional[np.ndarray]:
     inside = np.searchsorted(table, high, side="right") - base
     if np.any(inside[~(np.isnan(low) | np.isnan(high))] > 1):
         return None
-    return base.astype(np.int16)
+    # base = n only where every value lies below the cell; n - 1 then counts the same (the
+    # last value is below q), and the table fits uint8 for maps of up to 256 values
+    base = np.minimum(base, table.size - 1)
+    return base.astype(np.uint8 if table.size <= 256 else np.int32)
 
 
 def _search(table: np.ndarray, q: jax.Array, strict: bool) -> jax.Array:
@@ -86,8 +90,9 @@ def _search(table: np.ndarray, q: jax.Array, strict: bool) -> jax.Array:
     base = _cell_base(table.tobytes())
     if base is not None:
         bits = jax.lax.bitcast_convert_type(q.astype(jnp.float32), jnp.uint32)
-        c = jnp.asarray(base)[(bits >> _CELL_SHIFT).astype(jnp.int32)].astype(jnp.int32)
-        nxt = jnp.asarray(np.append(table, np.float32(np.nan)))[c]  # NaN compares false
+        cell = (bits >> _CELL_SHIFT).astype(jnp.int32)
+        c = jnp.asarray(base).at[cell].get(mode="promise_in_bounds").astype(jnp.int32)
+        nxt = jnp.asarray(table).at[c].get(mode="promise_in_bounds")
         count = c + ((nxt < q) if strict else (nxt <= q)).astype(jnp.int32)
         return jnp.maximum(count - 1, 0)
     jt = jnp.asarray(table)
