@@ -406,4 +406,14 @@ __all__ += [
     "sm3",
 ]
 
+# Issue 19: Adam-mini and bfloat16 parameters.
+from jaxopt_zoo.optim import (  # noqa: E402
+    MiniBlocks,
+    ScaleByAdamMiniState,
+    adam_mini,
+    scale_by_adam_mini,
+)
+
+__all__ += ["MiniBlocks", "ScaleByAdamMiniState", "adam_mini", "scale_by_adam_mini"]
+
 __version__ = "0.1.0"

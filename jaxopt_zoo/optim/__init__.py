@@ -213,3 +213,13 @@ __all__ = [
     "scale_by_sm3",
     "sm3",
 ]
+
+# Issue 19: Adam-mini.
+from jaxopt_zoo.optim.adam_mini import (  # noqa: E402
+    MiniBlocks,
+    ScaleByAdamMiniState,
+    adam_mini,
+    scale_by_adam_mini,
+)
+
+__all__ += ["MiniBlocks", "ScaleByAdamMiniState", "adam_mini", "scale_by_adam_mini"]

@@ -503,3 +503,13 @@ register(
     verified=("optax.contrib", "pytorch_optimizer"),
     extra_args=("obj_fn",),
 )
+# Issue 19: Adam-mini (tests/test_adam_mini.py).
+register(
+    "adam_mini",
+    _o.adam_mini,
+    default_lr=1e-3,
+    paper="Zhang et al. 2024",
+    blocks="scale_by_adam_mini(one v per head / neuron / embedding row / tensor, from the key "
+    "path) -> add_decayed_weights(masked by name) -> scale_by_learning_rate",
+    verified=("adam-mini (Adam_mini)", "pytorch_optimizer (rules='pytorch_optimizer')"),
+)
