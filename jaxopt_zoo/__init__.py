@@ -417,10 +417,12 @@ from jaxopt_zoo.transforms.bf16_params import (  # noqa: E402
     Bf16ParamsState,
     bf16_params,
     cast_params_bf16,
+    params_for,
     stochastic_round_bf16,
 )
 
 __all__ += ["MiniBlocks", "ScaleByAdamMiniState", "adam_mini", "scale_by_adam_mini"]
-__all__ += ["Bf16ParamsState", "bf16_params", "cast_params_bf16", "stochastic_round_bf16"]
+__all__ += ["Bf16ParamsState", "bf16_params", "cast_params_bf16", "params_for"]
+__all__ += ["stochastic_round_bf16"]
 
 __version__ = "0.1.0"

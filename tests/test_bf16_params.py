@@ -186,3 +186,61 @@ def test_cast_params_bf16():
     c = jz.cast_params_bf16(p)
     assert c["w"].dtype == jnp.bfloat16 and c["h"].dtype == jnp.bfloat16
     assert c["i"].dtype == p["i"].dtype
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+def _fake_images(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.int32)
+    images = rng.uniform(0.0, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
+    for k in range(10):
+        images[labels == k, 2 * k : 2 * k + 2] += 0.5  # a learnable stripe per label
+    return images, labels
+
+
+def test_trainer_casts_the_params():
+    from jaxopt_zoo.train import init_loop_state
+    from jaxopt_zoo.train.runner import RunSpec
+    from jaxopt_zoo.train.techniques import Techniques
+
+    with pytest.raises(ValueError, match="Invalid bf16_rounding: 'up'"):
+        Techniques(bf16_params=True, bf16_rounding="up")
+    t = Techniques(bf16_params=True, bf16_rounding="kahan")
+    assert t.record() == {"bf16_params": True, "bf16_rounding": "kahan"}
+    assert Techniques().record() == {}  # off: absent from metrics and checkpoint identities
+    spec = RunSpec("adam", lr=3e-3, techniques=t)
+    # The trainer casts the model's parameters (the CLI test below trains them).
+    state = init_loop_state(_mlp(), spec.build(), _fake_images(1, 0)[0])
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
+    assert state.opt_state.compensation is not None
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state.inner)} >= {jnp.dtype(jnp.float32)}
+
+
+def _mlp():
+    from jaxopt_zoo.models import get_model
+
+    return get_model("mlp")
+
+
+@pytest.mark.needs_data("mnist")
+def test_cli_train_and_sweep_take_bf16_params(tmp_path, capsys):
+    import json
+
+    from jaxopt_zoo.cli import main
+
+    quick = ["--model", "mlp", "--train-limit", "256", "--val-limit", "200", "--epochs", "2"]
+    quick += ["--batch-size", "32"]
+    out = tmp_path / "train"
+    argv = ["train", "--optimizer", "adam", "--bf16-params", "--output", str(out), *quick]
+    assert main(argv) == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["techniques"] == {"bf16_params": True, "bf16_rounding": "stochastic"}
+    assert m["history"][-1]["val_accuracy"] > 0.4, m["history"]  # 16 steps; chance is 0.1
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--optimizer", "adam", "--lr", "1e-3", "--seeds", "1", "--bf16-params"]
+    argv += ["--bf16-rounding", "nearest", "--output", str(out), *quick]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["config"]["techniques"] == {"bf16_params": True, "bf16_rounding": "nearest"}

@@ -118,6 +118,9 @@ def test_compare_writes_results_table_csv_and_plot(tmp_path):
         (["compare", "--optimizers", "adam,adam"], r"lists a name twice"),
         (["train"], r"required: --optimizer"),
         (["fly"], r"invalid choice: 'fly'"),
+        # issue 19: bfloat16 parameters
+        (["train", "--optimizer", "adam", "--bf16-rounding", "kahan"], r"needs --bf16-params"),
+        (["sweep", "--optimizer", "adam", "--bf16-params", "--bf16-rounding", "up"], "'up'"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(args, message, capsys):

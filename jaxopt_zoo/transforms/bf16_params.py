@@ -14,6 +14,7 @@ from jaxopt_zoo.core import (
     check_int,
     require_params,
 )
+from jaxopt_zoo.fast.spec import BlockSpec, describe, spec_of
 
 ROUNDINGS = ("stochastic", "kahan", "nearest")
 
@@ -175,7 +176,24 @@ def bf16_params(
         comp = treedef.unflatten(comp_out) if rounding == "kahan" else None
         return treedef.unflatten(out), Bf16ParamsState(inner_state, key, comp)
 
-    return GradientTransformationExtraArgs(init_fn, update_fn)
+    spec = BlockSpec("bf16_params", wraps=(inner,))
+    return describe(GradientTransformationExtraArgs(init_fn, update_fn), spec)
+
+
+def params_for(tx: Any, params: Any) -> Any:
+    """``params`` as ``tx`` trains them: cast to bfloat16 (:func:`cast_params_bf16`) when
+    ``tx`` is a :func:`bf16_params` wrapper, unchanged otherwise. The trainer calls it on a
+    model's fresh parameters before ``tx.init``.
+
+    Example:
+      >>> params = {"w": jnp.ones(2)}
+      >>> jz.params_for(jz.bf16_params(jz.sgd(0.1)), params)["w"].dtype
+      dtype(bfloat16)
+      >>> jz.params_for(jz.sgd(0.1), params)["w"].dtype
+      dtype('float32')
+    """
+    spec = spec_of(tx)
+    return cast_params_bf16(params) if spec is not None and spec.name == "bf16_params" else params
 
 
 def cast_params_bf16(params: Any) -> Any:
