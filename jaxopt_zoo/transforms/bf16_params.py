@@ -185,6 +185,13 @@ def params_for(tx: Any, params: Any) -> Any:
     ``tx`` is a :func:`bf16_params` wrapper, unchanged otherwise. The trainer calls it on a
     model's fresh parameters before ``tx.init``.
 
+    Args:
+      tx: the optimizer.
+      params: a model's parameters.
+
+    Returns:
+      ``params``, cast for a ``bf16_params`` optimizer.
+
     Example:
       >>> params = {"w": jnp.ones(2)}
       >>> jz.params_for(jz.bf16_params(jz.sgd(0.1)), params)["w"].dtype
@@ -198,7 +205,18 @@ def params_for(tx: Any, params: Any) -> Any:
 
 def cast_params_bf16(params: Any) -> Any:
     """Floating-point leaves of ``params`` cast to bfloat16 (others unchanged): the
-    parameters :func:`bf16_params` is meant for."""
+    parameters :func:`bf16_params` is meant for.
+
+    Args:
+      params: a tree of arrays.
+
+    Returns:
+      The tree with bfloat16 floating-point leaves.
+
+    Example:
+      >>> jz.cast_params_bf16({"w": jnp.ones(2), "n": jnp.arange(2)})["w"].dtype
+      dtype(bfloat16)
+    """
     return jax.tree.map(
         lambda x: (
             x.astype(jnp.bfloat16)
