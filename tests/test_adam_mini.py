@@ -2,7 +2,7 @@
 ``pytorch_optimizer`` 4.1.0 (``AdamMini``), step for step.
 
 A small transformer-like parameter set whose PyTorch names both references recognise (an
-embedding, per-head query and key, value, output projection and MLP matrices, a 4-D conv
+embedding, per-head query and key, value, output projection, fused qkv and MLP matrices, a 4-D conv
 kernel, a bias, a norm scale, an unnamed scalar and the LM head) runs 120
 steps of a noisy quadratic, ``g_t = h * (p - p_star) + 0.3 * xi_t`` per element, at two
 hyperparameter settings; the whole trajectory agrees to 1e-6 relative in float64 and 1e-5
@@ -52,6 +52,7 @@ SHAPES = {
     "layers.0.attn.k_proj.weight": (D, D),
     "layers.0.attn.v_proj.weight": (D, D),
     "layers.0.attn.o_proj.weight": (D, D),
+    "layers.1.attn.qkv.weight": (3 * D, D),  # fused: pytorch_optimizer's per (group, q/k/v)
     "layers.0.mlp.up.weight": (F, D),
     "layers.0.conv.weight": (3, 2, 2, 2),
     "layers.0.norm.weight": (D,),
