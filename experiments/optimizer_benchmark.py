@@ -181,6 +181,9 @@ OPTIMIZERS: Dict[str, Optimizer] = {
                   (3e-4, 1e-3, 3e-3)),
         Optimizer("sam_adamw", lambda lr, s, n: jz.sam(_adamw_decay(lr, s), rho=0.05),
                   (3e-4, 1e-3, 3e-3)),
+        Optimizer("adam_mini",  # issue 19: AdamW's decay; blocks from the Flax key paths
+                  lambda lr, s, n: jz.adam_mini(lambda c: lr * s(c), weight_decay=1e-4),
+                  (3e-4, 1e-3, 3e-3)),
     )
 }  # fmt: skip
 

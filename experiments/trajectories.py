@@ -109,6 +109,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "adopt": 1,
         "mars": 0.01,
         "ademamix": 0.03,
+        "adam_mini": 0.1,  # issue 19
         "muon": 0.03,  # a vector: Muon's NAdamW part, so NAdam's choice
         "acprop": 0.01,
         "cocob": 0.0003,
@@ -173,6 +174,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "adopt": 0.3,
         "mars": 0.01,
         "ademamix": 0.3,
+        "adam_mini": 0.1,  # issue 19
         "muon": 0.03,
         "acprop": 0.01,
         "cocob": 0.0001,
@@ -237,6 +239,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "adopt": 0.003,
         "mars": 0.01,
         "ademamix": 0.01,
+        "adam_mini": 0.03,  # issue 19
         "muon": 0.01,
         "acprop": 0.001,
         "cocob": 0.0001,  # no lr on the grid stays in the window

@@ -434,4 +434,23 @@ __all__ += [
     "quantize_state",
 ]
 
+# Issue 19: Adam-mini and bfloat16 parameters.
+from jaxopt_zoo.optim import (  # noqa: E402
+    MiniBlocks,
+    ScaleByAdamMiniState,
+    adam_mini,
+    scale_by_adam_mini,
+)
+from jaxopt_zoo.transforms.bf16_params import (  # noqa: E402
+    Bf16ParamsState,
+    bf16_params,
+    cast_params_bf16,
+    params_for,
+    stochastic_round_bf16,
+)
+
+__all__ += ["MiniBlocks", "ScaleByAdamMiniState", "adam_mini", "scale_by_adam_mini"]
+__all__ += ["Bf16ParamsState", "bf16_params", "cast_params_bf16", "params_for"]
+__all__ += ["stochastic_round_bf16"]
+
 __version__ = "0.1.0"

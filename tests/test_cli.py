@@ -118,6 +118,9 @@ def test_compare_writes_results_table_csv_and_plot(tmp_path):
         (["compare", "--optimizers", "adam,adam"], r"lists a name twice"),
         (["train"], r"required: --optimizer"),
         (["fly"], r"invalid choice: 'fly'"),
+        # issue 19: bfloat16 parameters
+        (["train", "--optimizer", "adam", "--bf16-rounding", "kahan"], r"needs --bf16-params"),
+        (["sweep", "--optimizer", "adam", "--bf16-params", "--bf16-rounding", "up"], "'up'"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(args, message, capsys):
@@ -147,3 +150,24 @@ def test_missing_data_is_a_message_not_a_traceback(tmp_path):
     r = jz("train", "--optimizer", "adam", "--data-dir", str(tmp_path), *QUICK)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and str(tmp_path) in r.stderr
+
+
+# issue 19: bfloat16 parameters through train and sweep (in-process, as the bad-flag cases)
+@pytest.mark.needs_data("mnist")
+def test_cli_train_and_sweep_take_bf16_params(tmp_path, capsys):
+    from jaxopt_zoo.cli import main
+
+    quick = ["--model", "mlp", "--train-limit", "256", "--val-limit", "200", "--epochs", "2"]
+    quick += ["--batch-size", "32"]
+    out = tmp_path / "train"
+    argv = ["train", "--optimizer", "adam", "--bf16-params", "--output", str(out), *quick]
+    assert main(argv) == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["techniques"] == {"bf16_params": True, "bf16_rounding": "stochastic"}
+    assert m["history"][-1]["val_accuracy"] > 0.4, m["history"]  # 16 steps; chance is 0.1
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--optimizer", "adam", "--lr", "1e-3", "--seeds", "1", "--bf16-params"]
+    argv += ["--bf16-rounding", "nearest", "--output", str(out), *quick]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["config"]["techniques"] == {"bf16_params": True, "bf16_rounding": "nearest"}

@@ -21,6 +21,7 @@ NOT_ELEMENTWISE |= {"shampoo"}  # issue 20
 NOT_ELEMENTWISE |= {"dpsgd"}  # noise: refused (its draws depend on the leaves' layout)
 # per-leaf or global norms, per-dimension accumulators, noise drawn per leaf
 NOT_ELEMENTWISE |= {"fromage", "novograd", "polyak_sgd", "sm3", "noisy_sgd"}
+NOT_ELEMENTWISE |= {"adam_mini"}  # issue 19: a second moment shared within each block
 # fuse probes `update` without the extra arguments (value, obj_fn) that some need
 ELEMENTWISE = [
     n for n in jz.available() if n not in NOT_ELEMENTWISE and not jz.entry(n).extra_args

@@ -91,6 +91,8 @@ TABLE = {
     "sign_sgd": dict(kw=dict(learning_rate=0.001)),
     "signum": dict(kw=dict(learning_rate=0.001)),
     "sm3": dict(kw=dict(learning_rate=0.5)),
+    # issue 19 (the unnamed 2-vector shares one second moment)
+    "adam_mini": dict(kw=dict(learning_rate=0.05)),
 }
 STEPS = 3000
 
@@ -266,6 +268,7 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
             n: ("block_size", "min_size", "seed")
             for n in ("adam_8bit", "adamw_8bit", "adamw_4bit", "adamw_fp8", "lion_8bit")
         },
+        "adam_mini": ("dim", "n_heads"),  # issue 19: the blocks' shapes
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(**{hp: lr})
     params = tree_params(jnp.float32)

@@ -49,6 +49,7 @@ def _techniques(args):
         "warmup_steps": args.warmup_steps or 0,
         "decay_fraction": 0.2 if args.decay_fraction is None else args.decay_fraction,
         "decay_mask": args.decay_mask,
+        **_precision(args),
     }
     if args.schedule == "constant" and args.warmup_steps is not None:
         raise UsageError("--warmup-steps needs --schedule warmup-cosine or wsd")
@@ -78,6 +79,15 @@ def _techniques(args):
         return Techniques(**flags)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _precision(args) -> dict:
+    """The parameter-precision settings of ``Techniques`` from --bf16-params/--bf16-rounding."""
+    if args.bf16_rounding is not None and not args.bf16_params:
+        raise UsageError("--bf16-rounding needs --bf16-params")
+    if not args.bf16_params:
+        return {}
+    return {"bf16_params": True, "bf16_rounding": args.bf16_rounding or "stochastic"}
 
 
 def _prepare(args) -> None:

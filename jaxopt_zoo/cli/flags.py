@@ -96,6 +96,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     )
     add_budget_flags(p)
     add_technique_flags(p)
+    add_precision_flags(p)
     bar = p.add_mutually_exclusive_group()
     bar.add_argument(
         "--progress",
@@ -159,6 +160,27 @@ def add_technique_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DECAY",
         help="keep an exponential moving average of the weights (e.g. 0.999)",
+    )
+
+
+def add_precision_flags(p: argparse.ArgumentParser) -> None:
+    """--bf16-params and --bf16-rounding (train, compare, sweep): the precision of the
+    parameters (and, beside them, of the optimizer state)."""
+    from jaxopt_zoo.transforms.bf16_params import ROUNDINGS
+
+    pr = p.add_argument_group("parameter and optimizer-state precision (any optimizer)")
+    pr.add_argument(
+        "--bf16-params",
+        action="store_true",
+        help="train bfloat16 parameters without a float32 master copy (the optimizer runs "
+        "in float32 and its new values are rounded: jaxopt_zoo.bf16_params)",
+    )
+    pr.add_argument(
+        "--bf16-rounding",
+        choices=ROUNDINGS,
+        default=None,
+        help="with --bf16-params: stochastic (default; unbiased), kahan (a bfloat16 "
+        "compensation buffer) or nearest (small updates are lost)",
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Tuple
 
 from jaxopt_zoo.cli.args import UsageError, nonneg_int, positive_int
 from jaxopt_zoo.cli.common import _data, _output_dir, _prepare, _techniques
-from jaxopt_zoo.cli.flags import add_budget_flags, add_technique_flags
+from jaxopt_zoo.cli.flags import add_budget_flags, add_precision_flags, add_technique_flags
 
 FILES = ("sweep.json", "sweep.csv", "sweep.png")
 
@@ -118,6 +118,7 @@ def add_sweep_parser(sub) -> argparse.ArgumentParser:
     # the flags of train, with its names, defaults and checks (a configuration = a train run)
     add_budget_flags(p)
     add_technique_flags(p)
+    add_precision_flags(p)
     p.add_argument("--output", default=None, help="folder for the results (created)")
     p.add_argument("--overwrite", action="store_true")
     return p

@@ -229,3 +229,12 @@ from jaxopt_zoo.optim.lowbit import (  # noqa: E402
 )
 
 __all__ += ["adam_8bit", "adamw_4bit", "adamw_8bit", "adamw_fp8", "lion_8bit"]
+# Issue 19: Adam-mini.
+from jaxopt_zoo.optim.adam_mini import (  # noqa: E402
+    MiniBlocks,
+    ScaleByAdamMiniState,
+    adam_mini,
+    scale_by_adam_mini,
+)
+
+__all__ += ["MiniBlocks", "ScaleByAdamMiniState", "adam_mini", "scale_by_adam_mini"]

@@ -555,3 +555,13 @@ register(
     blocks=_LOWBIT.format("scale_by_lion -> add_decayed_weights -> scale_by_learning_rate"),
     verified=("bitsandbytes",),
 )
+# Issue 19: Adam-mini (tests/test_adam_mini.py).
+register(
+    "adam_mini",
+    _o.adam_mini,
+    default_lr=1e-3,
+    paper="Zhang et al. 2024",
+    blocks="scale_by_adam_mini(one v per head / neuron / embedding row / tensor, from the key "
+    "path) -> add_decayed_weights(masked by name) -> scale_by_learning_rate",
+    verified=("adam-mini (Adam_mini)", "pytorch_optimizer (rules='pytorch_optimizer')"),
+)

@@ -25,6 +25,7 @@ import optax
 from jaxopt_zoo.core import check_int
 from jaxopt_zoo.models.adapter import as_linen_like
 from jaxopt_zoo.train.metrics import Metrics, memoized
+from jaxopt_zoo.transforms.bf16_params import params_for
 
 __all__ = [
     "NONFINITE_MODES",
@@ -304,6 +305,7 @@ def init_loop_state(
     if not jnp.issubdtype(x.dtype, jnp.integer):
         x = x.astype(jnp.float32)
     params = memoized(jitted_init, model)(jax.random.fold_in(rng, _INIT), x)
+    params = params_for(tx, params)  # bfloat16 for jz.bf16_params (issue 19)
     return LoopState(params, tx.init(params), 0, 0, 0, rng, zero_metrics(), ())
 
 

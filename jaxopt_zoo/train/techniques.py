@@ -52,6 +52,10 @@ class Techniques:
         the optimizer's own ``mask`` / ``weight_decay_mask`` when it has one; an optimizer
         with a ``weight_decay`` but no mask gets decoupled decay instead of its own
         (``-lr * weight_decay * p`` on the kept leaves, after its update).
+      bf16_params: train bfloat16 parameters without a float32 master copy
+        (``jaxopt_zoo.bf16_params`` around everything else; the trainer casts the model's
+        parameters through ``jaxopt_zoo.params_for``).
+      bf16_rounding: its rounding: ``"stochastic"``, ``"kahan"`` or ``"nearest"``.
     """
 
     sam_rho: Optional[float] = None
@@ -66,8 +70,18 @@ class Techniques:
     warmup_steps: int = 0
     decay_fraction: float = 0.2
     decay_mask: bool = False
+    # Parameter precision (issue 19).
+    bf16_params: bool = False
+    bf16_rounding: str = "stochastic"
 
     def __post_init__(self):
+        from jaxopt_zoo.transforms.bf16_params import ROUNDINGS
+
+        if self.bf16_rounding not in ROUNDINGS:
+            raise ValueError(
+                f"Invalid bf16_rounding: {self.bf16_rounding!r}. Expected one of "
+                f"{', '.join(map(repr, ROUNDINGS))}."
+            )
         if self.sam_rho is not None:
             check_scalar("sam_rho", self.sam_rho, low=0.0, low_open=True, schedule_ok=False)
         if self.sam_adaptive and self.sam_rho is None:
@@ -202,6 +216,8 @@ class Techniques:
                 )
         elif self.ema is not None:
             tx = jz.ema_weights(tx, self.ema)
+        if self.bf16_params:  # outermost: everything inside runs in float32
+            tx = jz.bf16_params(tx, rounding=self.bf16_rounding)
         return tx
 
     def record(self) -> Dict[str, Any]:
@@ -213,6 +229,8 @@ class Techniques:
             off["decay_fraction"] = self.decay_fraction
         if self.swa_lr is None:
             off["swa_anneal_epochs"] = self.swa_anneal_epochs
+        if not self.bf16_params:
+            off["bf16_rounding"] = self.bf16_rounding
         return {
             k: v
             for k, v in dataclasses.asdict(self).items()

@@ -23,6 +23,7 @@ from jaxopt_zoo.train.state import step_dropout_key
 from jaxopt_zoo.train.steps import Metrics, train_step
 from jaxopt_zoo.train.sweep.workloads import Workload
 from jaxopt_zoo.transforms.averaging import average_started, averaged_params, find_average
+from jaxopt_zoo.transforms.bf16_params import params_for
 
 __all__: list = []  # internal: the public API is jaxopt_zoo.train.sweep
 
@@ -44,8 +45,9 @@ def compiled_fns(workload: Workload, make_tx: Callable, point: dict) -> Fns:
     model = workload.model
 
     def init_one(rng, hp):
-        params = workload.init(rng)
-        return params, make_tx(**hp).init(params)
+        tx = make_tx(**hp)
+        params = params_for(tx, workload.init(rng))  # bfloat16 for jz.bf16_params
+        return params, tx.init(params)
 
     def step_one(params, opt_state, totals, hp, rng, aux, data, batch, step):
         x, y, w = workload.batch(data, aux, rng, batch, step)
