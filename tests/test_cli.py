@@ -121,6 +121,13 @@ def test_compare_writes_results_table_csv_and_plot(tmp_path):
         # issue 19: bfloat16 parameters
         (["train", "--optimizer", "adam", "--bf16-rounding", "kahan"], r"needs --bf16-params"),
         (["sweep", "--optimizer", "adam", "--bf16-params", "--bf16-rounding", "up"], "'up'"),
+        # issue 19: quantized optimizer state
+        (["train", "--optimizer", "adam", "--state-bits", "3"], r"invalid choice: '3'"),
+        (["train", "--optimizer", "adam", "--state-block-size", "64"], r"needs --state-bits"),
+        (
+            ["compare", "--optimizers", "adam", "--state-bits", "8", "--state-block-size", "96"],
+            r"Invalid state_block_size: 96",
+        ),  # fmt: skip
     ],
 )
 def test_bad_flags_exit_2_with_one_line(args, message, capsys):
@@ -171,3 +178,24 @@ def test_cli_train_and_sweep_take_bf16_params(tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     record = json.loads((out / "sweep.json").read_text())
     assert record["config"]["techniques"] == {"bf16_params": True, "bf16_rounding": "nearest"}
+
+
+# issue 19: quantized optimizer state through train and sweep
+@pytest.mark.needs_data("mnist")
+def test_cli_train_and_sweep_take_state_bits(tmp_path, capsys):
+    from jaxopt_zoo.cli import main
+
+    quick = ["--model", "mlp", "--train-limit", "256", "--val-limit", "200", "--epochs", "1"]
+    quick += ["--batch-size", "16"]
+    out = tmp_path / "train"
+    argv = ["train", "--optimizer", "adamw", "--state-bits", "8", "--output", str(out), *quick]
+    assert main(argv) == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["techniques"] == {"state_bits": "8"}
+    assert m["history"][-1]["val_accuracy"] > 0.4, m["history"]  # 16 steps; chance is 0.1
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--optimizer", "adam", "--lr", "1e-3,3e-3", "--seeds", "1"]
+    argv += ["--state-bits", "4", "--state-block-size", "64", "--output", str(out), *quick]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["config"]["techniques"] == {"state_bits": "4", "state_block_size": 64}

@@ -82,12 +82,20 @@ def _techniques(args):
 
 
 def _precision(args) -> dict:
-    """The parameter-precision settings of ``Techniques`` from --bf16-params/--bf16-rounding."""
+    """The precision settings of ``Techniques`` from --bf16-params/--bf16-rounding and
+    --state-bits/--state-block-size."""
     if args.bf16_rounding is not None and not args.bf16_params:
         raise UsageError("--bf16-rounding needs --bf16-params")
-    if not args.bf16_params:
-        return {}
-    return {"bf16_params": True, "bf16_rounding": args.bf16_rounding or "stochastic"}
+    out: dict = {}
+    if args.state_block_size is not None and args.state_bits is None:
+        raise UsageError("--state-block-size needs --state-bits (8, 4 or fp8)")
+    if args.state_bits is not None:
+        out["state_bits"] = args.state_bits
+        if args.state_block_size is not None:
+            out["state_block_size"] = args.state_block_size
+    if args.bf16_params:
+        out.update(bf16_params=True, bf16_rounding=args.bf16_rounding or "stochastic")
+    return out
 
 
 def _prepare(args) -> None:

@@ -166,6 +166,7 @@ def add_technique_flags(p: argparse.ArgumentParser) -> None:
 def add_precision_flags(p: argparse.ArgumentParser) -> None:
     """--bf16-params and --bf16-rounding (train, compare, sweep): the precision of the
     parameters (and, beside them, of the optimizer state)."""
+    from jaxopt_zoo.train.techniques import STATE_BITS
     from jaxopt_zoo.transforms.bf16_params import ROUNDINGS
 
     pr = p.add_argument_group("parameter and optimizer-state precision (any optimizer)")
@@ -181,6 +182,21 @@ def add_precision_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="with --bf16-params: stochastic (default; unbiased), kahan (a bfloat16 "
         "compensation buffer) or nearest (small updates are lost)",
+    )
+    pr.add_argument(
+        "--state-bits",
+        choices=STATE_BITS,
+        default=None,
+        help="keep the optimizer's moments block-wise quantized: 8 (bitsandbytes' dynamic "
+        "map, ~2 bytes per parameter for Adam), 4 (torchao's, ~1) or fp8 (e4m3): "
+        "jaxopt_zoo.quantize_state, docs/low-bit.md",
+    )
+    pr.add_argument(
+        "--state-block-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --state-bits: elements per scale, a power of two (default 256; 128 for 4)",
     )
 
 

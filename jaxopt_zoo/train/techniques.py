@@ -19,6 +19,8 @@ __all__ = ["SCHEDULES", "Techniques"]
 
 #: The learning-rate schedules of ``Techniques.schedule`` (``--schedule``).
 SCHEDULES = ("constant", "warmup-cosine", "wsd")
+#: The quantized-state formats of ``Techniques.state_bits`` (``--state-bits``).
+STATE_BITS = ("8", "4", "fp8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,11 @@ class Techniques:
         (``jaxopt_zoo.bf16_params`` around everything else; the trainer casts the model's
         parameters through ``jaxopt_zoo.params_for``).
       bf16_rounding: its rounding: ``"stochastic"``, ``"kahan"`` or ``"nearest"``.
+      state_bits: keep the optimizer's moments block-wise quantized: ``"8"``, ``"4"`` or
+        ``"fp8"`` (``jaxopt_zoo.quantize_state`` around the optimizer itself, inside clipping,
+        SAM and the weight averages, whose own state stays float32); None: float32 state.
+      state_block_size: elements per quantization scale (a power of two; None: 256, 128
+        for 4 bits).
     """
 
     sam_rho: Optional[float] = None
@@ -73,9 +80,26 @@ class Techniques:
     # Parameter precision (issue 19).
     bf16_params: bool = False
     bf16_rounding: str = "stochastic"
+    state_bits: Optional[str] = None
+    state_block_size: Optional[int] = None
 
     def __post_init__(self):
         from jaxopt_zoo.transforms.bf16_params import ROUNDINGS
+
+        if self.state_bits is not None and self.state_bits not in STATE_BITS:
+            raise ValueError(
+                f"Invalid state_bits: {self.state_bits!r}. Expected one of "
+                f"{', '.join(map(repr, STATE_BITS))} (or None for float32 state)."
+            )
+        if self.state_block_size is not None:
+            if self.state_bits is None:
+                raise ValueError("state_block_size needs state_bits (e.g. '8').")
+            b = self.state_block_size
+            if isinstance(b, bool) or not isinstance(b, int) or b < 2 or b & (b - 1):
+                raise ValueError(
+                    f"Invalid state_block_size: {b!r}. Expected a power of two >= 2 "
+                    "(256 for 8 bits and FP8, 128 for 4 bits, as bitsandbytes and torchao)."
+                )
 
         if self.bf16_rounding not in ROUNDINGS:
             raise ValueError(
@@ -199,6 +223,9 @@ class Techniques:
         """``tx`` with SAM inside and the averaging outside (averaging SAM's updates)."""
         import jaxopt_zoo as jz
 
+        if self.state_bits is not None:  # the optimizer's moments only (docs/low-bit.md)
+            bits = "fp8" if self.state_bits == "fp8" else int(self.state_bits)
+            tx = jz.quantize_state(tx, bits=bits, block_size=self.state_block_size)
         if self.clip_norm is not None:
             tx = jz.chain(jz.clip_by_global_norm(self.clip_norm), tx)
         if self.sam_rho is not None:
