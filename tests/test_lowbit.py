@@ -401,8 +401,13 @@ def test_bad_arguments():
         quantize_state(jz.adam(1e-3), rounding="up")
     with pytest.raises(ValueError, match="scheme"):
         jz.adamw_8bit(1e-3, scheme="cuda")
-    with pytest.raises(ValueError, match="floating point"):
-        jz.adamw_8bit(1e-3).init({"w": jnp.ones((64, 64), jnp.int32)})
+    with pytest.raises(ValueError, match="non_float"):
+        quantize_state(jz.adam(1e-3), non_float="raise")
+    int_params = {"w": jnp.ones((64, 64), jnp.int32)}
+    with pytest.raises(ValueError, match="floating point.*int32"):
+        quantize_state(jz.adamw(1e-3), non_float="error").init(int_params)
+    # the default, as every optimizer here: integer leaves are not refused, not quantized
+    assert quantized_leaves(jz.adamw_8bit(1e-3).init(int_params)) == []
 
 
 def test_min_size_and_torchao_divisibility():
