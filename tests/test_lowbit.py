@@ -258,12 +258,13 @@ def test_stochastic_rounding_unbiased():
     """The mean of many stochastic roundings of one block: within 1e-3 (relative to the
     block's absmax) of the input for 8 bits and FP8, and for every format within 5 standard
     errors of it (the spread of a two-point rounding, from the gap around each value)."""
-    x = _inputs(True)[256:512]  # one block
+    x = _inputs(True)[256:320]  # one block of 64
     x = x * np.sign(x[np.argmax(np.abs(x))])  # absmax positive: -1 is outside the signed map
     absmax = float(np.max(np.abs(x)))
-    n = 20000
+    n = 12000  # FP8's widest gap is 32/448 of absmax: 3 sigma of the mean below 1e-3
     tiled = jnp.asarray(np.tile(x, n))
-    for fmt, bs in ((8, 256), (4, 128), ("fp8", 256)):
+    for fmt in (8, 4, "fp8"):
+        bs = 64
         c, sc = blockwise.quantize(tiled, fmt, True, bs, "torchao", key=jax.random.PRNGKey(1))
         draws = np.asarray(blockwise.dequantize(c, sc, fmt, True, tiled.shape, bs)).reshape(n, -1)
         mean = draws.mean(axis=0)
