@@ -144,7 +144,7 @@ def _min_agreement(states, ref_codes, fields):
     """Per (moment, leaf): the smallest fraction of equal codes over the steps."""
     worst = {}
     for ours_f, ref_f in fields:
-        for leaf in ("matrix", "conv"):
+        for leaf in ref_codes[0]:
             ours = _codes(states, ours_f, leaf)
             for t in range(STEPS):
                 r = ref_codes[t][leaf][ref_f]
@@ -299,7 +299,10 @@ def test_stochastic_rounding_unbiased():
 def test_against_torchao(name, ours, ref, fields, min_codes, max_path, torchao_eager):
     factory = {"AdamW8bit": jz.adamw_8bit, "AdamW4bit": jz.adamw_4bit, "AdamWFp8": jz.adamw_fp8}
     tx = factory[name](1e-2, 0.9, 0.99, weight_decay=1e-2, **ours)
-    params, grads = _params(), _grads()
+    # 8 bits on the matrix and the conv kernel; 4 bits and FP8 (quantizers checked exactly
+    # above) on the matrix alone, to keep the file's time down
+    leaves = ("matrix", "conv") if name == "AdamW8bit" else ("matrix",)
+    params, grads = _params(leaves), {k: v for k, v in _grads().items() if k in leaves}
     traj, states = _ours(tx, params, grads)
     ref_traj, ref_codes = _torch_run(
         lambda ps: getattr(torchao_eager, ref)(ps, **HP),
