@@ -43,7 +43,7 @@ from jaxopt_zoo.registry.memory import state_bytes_per_param  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machine as bench_machine  # noqa: E402
 
-SIZES = {"1M": 1_000_000, "8M": 8_000_000}
+SIZES = {"100K": 100_000, "1M": 1_000_000, "8M": 8_000_000}
 HP = dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, wd=1e-2)
 
 

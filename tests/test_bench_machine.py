@@ -258,3 +258,22 @@ def test_the_shampoo_benchmark_runs_and_compares_with_pytorch_optimizer(capsys):
         assert pair["state_bytes"]["torch"] == 8.0
         assert pair["state_bytes"]["ours"] == pytest.approx(8.0 + 4 / 34)
         assert all(v > 0 for v in pair["ms"]["ours"].values())
+
+
+def test_the_lowbit_benchmark_runs(capsys):
+    # benchmarks/lowbit_bench.py at a tiny size, the JAX variants and torch's fused AdamW
+    # (torchao and bitsandbytes are slow to start): its table, the state bytes of 8-bit
+    # AdamW (<= 2.05 per parameter, issue 19) and the ratios it prints.
+    spec = importlib.util.spec_from_file_location(
+        "lowbit_bench", os.path.join(ROOT, "benchmarks", "lowbit_bench.py")
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--size", "100K", "--leaves", "4", "--repeats", "1", "--skip", "torchao,bnb"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    for name in ("ours 8-bit native", "ours 8-bit XLA", "ours f32 XLA", "torch fused f32"):
+        assert any(line.startswith(f"| {name} |") for line in out.splitlines()), name
+    bpp = float(out.split("state bytes per parameter: 8-bit ")[1].split(",")[0])
+    assert 2.0 < bpp <= 2.05
+    assert "torch fused f32 / ours 8-bit native" in out and "ours 8-bit XLA / ours f32 XLA" in out

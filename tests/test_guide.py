@@ -279,8 +279,9 @@ def test_relative_links_and_images_resolve(page):
 IMPORT_RULES = {
     "core.py": {"core", "fast"},
     "transforms": {"core", "fast", "transforms"},
-    "optim": {"core", "transforms", "fast", "sharding", "optim"},
+    "optim": {"core", "transforms", "fast", "sharding", "optim", "quant"},
     "fast": {"fast"},
+    "quant": {"core", "quant"},
 }
 
 

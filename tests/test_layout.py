@@ -125,6 +125,10 @@ RULES = [
     ),
     ("jaxopt_zoo.fast", ("jaxopt_zoo.train", "jaxopt_zoo.cli", "jaxopt_zoo.data")),
     ("jaxopt_zoo.train", ("jaxopt_zoo.cli",)),
+    (
+        "jaxopt_zoo.quant",
+        ("jaxopt_zoo.optim", "jaxopt_zoo.transforms", "jaxopt_zoo.train", "jaxopt_zoo.cli"),
+    ),
 ]
 
 

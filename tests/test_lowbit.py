@@ -6,7 +6,7 @@ torchao 0.18.0, on the CPU.
 - Quantizers: torchao's 8-bit, 4-bit (packed) and FP8 codes and scales reproduced exactly on
   the same inputs. bitsandbytes' compiled CPU kernel (``quantize_blockwise``) does not always
   pick the nearest map value, unlike the rule in its C source (``csrc/common.cpp``): on
-  gradient-like inputs about 0.1% of signed and a few % of unsigned codes differ, all at
+  inputs spanning several decades 1.4% of signed and 36% of unsigned codes differ, at
   normalized values where the map is dense, up to 7 codes away; ours is the exact nearest, so
   never farther from the input (``test_bnb_quantizer``). This, not the update arithmetic, is
   why our 8-bit trajectories agree with bitsandbytes' on most but not all codes.
@@ -144,7 +144,7 @@ def _min_agreement(states, ref_codes, fields):
     """Per (moment, leaf): the smallest fraction of equal codes over the steps."""
     worst = {}
     for ours_f, ref_f in fields:
-        for leaf in ("matrix", "conv"):
+        for leaf in ref_codes[0]:
             ours = _codes(states, ours_f, leaf)
             for t in range(STEPS):
                 r = ref_codes[t][leaf][ref_f]
@@ -258,12 +258,13 @@ def test_stochastic_rounding_unbiased():
     """The mean of many stochastic roundings of one block: within 1e-3 (relative to the
     block's absmax) of the input for 8 bits and FP8, and for every format within 5 standard
     errors of it (the spread of a two-point rounding, from the gap around each value)."""
-    x = _inputs(True)[256:512]  # one block
+    x = _inputs(True)[256:320]  # one block of 64
     x = x * np.sign(x[np.argmax(np.abs(x))])  # absmax positive: -1 is outside the signed map
     absmax = float(np.max(np.abs(x)))
-    n = 20000
+    n = 12000  # FP8's widest gap is 32/448 of absmax: 3 sigma of the mean below 1e-3
     tiled = jnp.asarray(np.tile(x, n))
-    for fmt, bs in ((8, 256), (4, 128), ("fp8", 256)):
+    for fmt in (8, 4, "fp8"):
+        bs = 64
         c, sc = blockwise.quantize(tiled, fmt, True, bs, "torchao", key=jax.random.PRNGKey(1))
         draws = np.asarray(blockwise.dequantize(c, sc, fmt, True, tiled.shape, bs)).reshape(n, -1)
         mean = draws.mean(axis=0)
@@ -298,7 +299,10 @@ def test_stochastic_rounding_unbiased():
 def test_against_torchao(name, ours, ref, fields, min_codes, max_path, torchao_eager):
     factory = {"AdamW8bit": jz.adamw_8bit, "AdamW4bit": jz.adamw_4bit, "AdamWFp8": jz.adamw_fp8}
     tx = factory[name](1e-2, 0.9, 0.99, weight_decay=1e-2, **ours)
-    params, grads = _params(), _grads()
+    # 8 bits on the matrix and the conv kernel; 4 bits and FP8 (quantizers checked exactly
+    # above) on the matrix alone, to keep the file's time down
+    leaves = ("matrix", "conv") if name == "AdamW8bit" else ("matrix",)
+    params, grads = _params(leaves), {k: v for k, v in _grads().items() if k in leaves}
     traj, states = _ours(tx, params, grads)
     ref_traj, ref_codes = _torch_run(
         lambda ps: getattr(torchao_eager, ref)(ps, **HP),
@@ -401,8 +405,13 @@ def test_bad_arguments():
         quantize_state(jz.adam(1e-3), rounding="up")
     with pytest.raises(ValueError, match="scheme"):
         jz.adamw_8bit(1e-3, scheme="cuda")
-    with pytest.raises(ValueError, match="floating point"):
-        jz.adamw_8bit(1e-3).init({"w": jnp.ones((64, 64), jnp.int32)})
+    with pytest.raises(ValueError, match="non_float"):
+        quantize_state(jz.adam(1e-3), non_float="raise")
+    int_params = {"w": jnp.ones((64, 64), jnp.int32)}
+    with pytest.raises(ValueError, match="floating point.*int32"):
+        quantize_state(jz.adamw(1e-3), non_float="error").init(int_params)
+    # the default, as every optimizer here: integer leaves are not refused, not quantized
+    assert quantized_leaves(jz.adamw_8bit(1e-3).init(int_params)) == []
 
 
 def test_min_size_and_torchao_divisibility():

@@ -129,6 +129,7 @@ def quantize_state(
     signed: Union[None, bool, Callable[[Tuple[Any, ...]], bool]] = None,
     quantizer: Optional[str] = None,
     seed: int = 0,
+    non_float: str = "keep",
 ) -> GradientTransformation:
     """Keep ``inner``'s moments block-wise quantized between steps (Dettmers et al. 2022;
     Li et al. 2023): codes plus one float32 scale per block, as bitsandbytes and torchao store
@@ -157,14 +158,18 @@ def quantize_state(
         ``"bnb"`` for 8 bits, ``"torchao"`` for 4 bits. ``"torchao"`` also keeps a leaf whose
         size ``block_size`` does not divide in float32, as torchao does.
       seed: seeds the stochastic-rounding key.
+      non_float: ``"keep"`` leaves the moments of integer or boolean parameters as ``inner``
+        keeps them (the library's rule: optimizers do not refuse integer leaves,
+        RELIABILITY.md); ``"error"`` refuses such parameters at ``init``.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a :class:`QuantizedState`.
 
     Raises:
       ValueError: at construction for bits outside {8, 4, "fp8"}, a block size that is not
-        a power of two, an unknown rounding or quantizer; at ``init`` for an integer or
-        boolean parameter (complex ones are accepted and their moments left as they are).
+        a power of two, an unknown rounding, quantizer or ``non_float``; at ``init`` for an
+        integer or boolean parameter with ``non_float="error"`` (complex parameters are
+        accepted and their moments left as they are).
 
     Example:
       >>> tx = jz.quantize_state(jz.adamw(1e-3), bits=8)
@@ -187,6 +192,8 @@ def quantize_state(
         raise ValueError(f"Invalid min_size: {min_size!r}; expected an integer >= 0.")
     if not (signed is None or isinstance(signed, bool) or callable(signed)):
         raise ValueError(f"Invalid signed: {signed!r}; expected None, a bool or a function.")
+    if non_float not in ("keep", "error"):
+        raise ValueError(f"Invalid non_float: {non_float!r}; expected 'keep' or 'error'.")
     stochastic = rounding == "stochastic"
 
     def is_signed(path: Tuple[Any, ...]) -> bool:
@@ -201,14 +208,14 @@ def quantize_state(
         return (
             hasattr(x, "dtype")
             and jnp.issubdtype(x.dtype, jnp.floating)
+            and jnp.issubdtype(jnp.result_type(p), jnp.floating)
             and np.shape(x) == np.shape(p)
             and size >= max(min_size, 1)
-            and (quantizer == "bnb" or bits == 8 or size % block_size == 0)
             and (quantizer == "bnb" or size % block_size == 0)
         )
 
     def init_fn(params):
-        for leaf in jax.tree.leaves(params):
+        for leaf in jax.tree.leaves(params) if non_float == "error" else ():
             if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact):
                 raise ValueError(
                     "quantize_state: parameters must be floating point (complex leaves are "
