@@ -460,3 +460,31 @@ def test_stochastic_state_vmap_and_checkpoint(tmp_path):
     assert jax.tree.structure(restored.opt_state) == jax.tree.structure(opt_state)
     for a, b in zip(jax.tree.leaves(restored.opt_state), jax.tree.leaves(opt_state)):
         assert a.dtype == b.dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+def test_zero1_places_codes_like_their_moment_and_splits_scales_along_blocks():
+    # state_sharding reaches the QuantizedArray's children through the parameter's place:
+    # the 8-bit codes (the parameter's shape) get the float32 moment's ZeRO-1 spec, the
+    # per-block scales (one dimension, the blocks) are split along it; the 4-bit packed codes
+    # (flat) too. A 1-device mesh: the specs, not the device count, are what is checked.
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxopt_zoo.sharding import zero1_sharding
+
+    # the parameter split over a second axis, so that its placement shows in the state's; 64 x
+    # 96, whose block counts (24 for 8 bits, 48 for 4) are no dimension of the parameter's
+    mesh = Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+    w = jax.ShapeDtypeStruct((64, 96), jnp.float32, sharding=NamedSharding(mesh, P("model")))
+    params = {"w": w}
+    plain = zero1_sharding(jz.adamw(1e-3), params, mesh)[0].mu["w"].spec
+    assert plain == P("model", "data")
+    for tx in (jz.adamw_8bit(1e-3), jz.adamw_4bit(1e-3)):
+        q = quantized_leaves(zero1_sharding(tx, params, mesh).inner[0])
+        assert len(q) == 2
+        for leaf in q:
+            if tx.quant_config.bits == 8:
+                assert leaf.codes.spec == plain
+            else:
+                assert leaf.codes.spec == P("data")
+            assert leaf.scale.spec == P("data")

@@ -166,6 +166,10 @@ def _derive(
     return None
 
 
+def _keyless(key: Any) -> bool:
+    return isinstance(key, jax.tree_util.FlattenedIndexKey)
+
+
 def _add_axis(
     entries: Tuple[SpecEntry, ...], shape: Tuple[int, ...], mesh: Mesh, axis: str
 ) -> Tuple[SpecEntry, ...]:
@@ -228,10 +232,17 @@ def state_sharding(
         shape = tuple(leaf.shape)
         entries: Optional[Tuple[SpecEntry, ...]] = None
         path = tuple(path)
-        for k in range(len(path), -1, -1):  # the longest parameter path that ends this one
-            hit = by_path.get(path[len(path) - k :])
-            if hit is not None:
-                entries = _derive(shape, *hit)
+        # A leaf of a node without keys inside a parameter's place (a QuantizedArray's codes
+        # and scales: jaxopt_zoo.quant) belongs to that parameter too: codes of its shape are
+        # placed like it, scales (one per block of the flattened leaf) get the ZeRO-1 split.
+        nested = (path, path[:-1]) if path and _keyless(path[-1]) else (path,)
+        for where in nested:
+            for k in range(len(where), -1, -1):  # the longest parameter path that ends it
+                hit = by_path.get(where[len(where) - k :])
+                if hit is not None:
+                    entries = _derive(shape, *hit)
+                    break
+            if entries is not None:
                 break
         entries = _fits(entries, shape, mesh) if entries is not None else (None,) * len(shape)
         if shard_over is not None:
