@@ -406,4 +406,14 @@ __all__ += [
     "sm3",
 ]
 
+# PSGD Kron (issue 20)
+from jaxopt_zoo.optim.psgd_kron import (  # noqa: E402
+    ScaleByKronState,
+    precond_update_prob_schedule,
+    psgd_kron,
+    scale_by_kron,
+)
+
+__all__ += ["precond_update_prob_schedule", "psgd_kron", "scale_by_kron", "ScaleByKronState"]
+
 __version__ = "0.1.0"
