@@ -179,6 +179,9 @@ OPTIMIZERS: Dict[str, Optimizer] = {
                   (3e-4, 1e-3, 3e-3)),
         Optimizer("sam_adamw", lambda lr, s, n: jz.sam(_adamw_decay(lr, s), rho=0.05),
                   (3e-4, 1e-3, 3e-3)),
+        Optimizer("psgd_kron",  # kron_torch's defaults (b1 0.9, the annealed update probability)
+                  lambda lr, s, n: jz.psgd_kron(lambda c: lr * s(c), weight_decay=1e-4),
+                  (3e-4, 1e-3, 3e-3)),
     )
 }  # fmt: skip
 

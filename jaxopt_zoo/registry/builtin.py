@@ -503,3 +503,13 @@ register(
     verified=("optax.contrib", "pytorch_optimizer"),
     extra_args=("obj_fn",),
 )
+
+# PSGD Kron (issue 20), verified against the author's PyTorch port and pytorch_optimizer.
+register(
+    "psgd_kron",
+    _o.psgd_kron,
+    default_lr=3e-4,
+    paper="Li 2018",
+    blocks="scale_by_kron -> add_decayed_weights(rank >= 2) -> scale_by_learning_rate",
+    verified=("kron_torch", "pytorch_optimizer"),
+)
