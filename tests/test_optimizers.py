@@ -84,6 +84,8 @@ TABLE = {
     "sign_sgd": dict(kw=dict(learning_rate=0.001)),
     "signum": dict(kw=dict(learning_rate=0.001)),
     "sm3": dict(kw=dict(learning_rate=0.5)),
+    # PSGD Kron: its RMS clip bounds a step at 1.1 * lr (the parabola's end: within ~lr)
+    "psgd_kron": dict(kw=dict(learning_rate=0.003)),
 }
 STEPS = 3000
 
@@ -253,6 +255,7 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
         "madgrad": ("decouple_decay",),
         "momo": ("adapt_lower_bound",),
         "momo_adam": ("adapt_lower_bound",),
+        "psgd_kron": ("max_size_triangular", "min_ndim_triangular", "seed"),
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(**{hp: lr})
     params = tree_params(jnp.float32)

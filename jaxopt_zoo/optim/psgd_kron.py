@@ -55,8 +55,10 @@ class ScaleByKronState(NamedTuple):
     """``count``: steps so far; ``key``: the PRNG key of the next step's draws (the probe
     vectors, whether to update, whether to balance); ``counter``: steps since the last
     preconditioner update (the deterministic rule's counter); ``mu``: the momentum, in the
-    leaf's shape; ``q``: per leaf, a tuple of factors ``Q_i``, one per (merged) dimension:
-    an upper-triangular ``(d, d)`` matrix or a ``(d,)`` diagonal (a scalar leaf: one ``()``)."""
+    leaf's shape; ``q``: one tuple per leaf (in ``jax.tree.leaves`` order, so that the
+    state holds no tuples inside the parameters' tree: NNX's ``Variable`` nodes and
+    placement rules see plain arrays) of factors ``Q_i``, one per (merged) dimension: an
+    upper-triangular ``(d, d)`` matrix or a ``(d,)`` diagonal (a scalar leaf: one ``()``)."""
 
     count: StepCount
     key: jax.Array
@@ -72,10 +74,18 @@ def precond_update_prob_schedule(
     ``clip(max_prob * exp(-decay * (n - flat_start)), min_prob, max_prob)`` in float32:
     1 for the first 500 steps, then down to 0.03 by about step 4000.
 
+    Args:
+      max_prob, min_prob: the bounds, in [0, 1].
+      decay: the exponential rate after the flat start (>= 0).
+      flat_start: the steps at ``max_prob``.
+
+    Returns:
+      A schedule: a function of the (0-based) step count.
+
     Example:
       >>> s = jz.precond_update_prob_schedule()
-      >>> float(s(0)), round(float(s(1500)), 4), float(s(10**5))
-      (1.0, 0.3679, 0.03)
+      >>> [round(float(s(n)), 4) for n in (0, 1500, 10**5)]
+      [1.0, 0.3679, 0.03]
     """
     for name, v in (("max_prob", max_prob), ("min_prob", min_prob)):
         check_scalar(name, v, low=0.0, high=1.0, schedule_ok=False)
@@ -175,14 +185,17 @@ def _mul_last(q: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def _solve_last(q: jax.Array, y: jax.Array) -> jax.Array:
-    """``y Q^{-1}`` for upper-triangular ``Q`` (the last axis of ``y``)."""
-    flat = y.reshape(-1, y.shape[-1])
-    out = jax.lax.linalg.triangular_solve(q, flat, left_side=False, lower=False)
-    return out.reshape(y.shape)
+    """``y Q^{-1}`` for upper-triangular ``Q`` (the last axis of ``y``), in float32 at least
+    (as kron_torch, for bfloat16 factors)."""
+    sdt = jnp.promote_types(q.dtype, jnp.float32)
+    flat = y.reshape(-1, y.shape[-1]).astype(sdt)
+    out = jax.lax.linalg.triangular_solve(q.astype(sdt), flat, left_side=False, lower=False)
+    return out.astype(y.dtype).reshape(y.shape)
 
 
 def _qtq_last(q: jax.Array, y: jax.Array) -> jax.Array:
-    return (y @ q.T) @ q
+    """``Q^H Q`` applied to the last axis of ``y``."""
+    return (y @ q.T) @ jnp.conj(q)
 
 
 def _left(q: jax.Array, x: jax.Array, i: int, diag: bool) -> jax.Array:
@@ -193,21 +206,21 @@ def _left(q: jax.Array, x: jax.Array, i: int, diag: bool) -> jax.Array:
 
 
 def _gram(x: jax.Array, i: int, diag: bool) -> jax.Array:
-    """``x_(i) x_(i)^T`` over every axis but ``i`` (its diagonal for a diagonal factor)."""
+    """``x_(i) x_(i)^H`` over every axis but ``i`` (its diagonal for a diagonal factor)."""
     if x.ndim == 0:
-        return x * x
+        return x * jnp.conj(x)
     m = jnp.moveaxis(x, i, 0).reshape(x.shape[i], -1)
-    return jnp.sum(m * m, axis=1) if diag else m @ m.T
+    return jnp.sum(m * jnp.conj(m), axis=1) if diag else m @ jnp.conj(m).T
 
 
 def _lb_columns(s: jax.Array, norm: jax.Array) -> jax.Array:
-    """kron_torch's cheap lower bound of the spectral norm of symmetric ``s`` (``norm`` =
+    """kron_torch's cheap lower bound of the spectral norm of Hermitian ``s`` (``norm`` =
     ``max|s| > 0``): one power step from its largest column."""
     a = s / norm
-    col = jnp.argmax(jnp.sum(a * a, axis=0))
-    x = a[:, col] @ a
+    col = jnp.argmax(jnp.sum(jnp.real(a * jnp.conj(a)), axis=0))
+    x = jnp.conj(a[:, col]) @ a
     x = x / jnp.linalg.norm(x)
-    return jnp.linalg.norm(a @ x) * norm
+    return jnp.linalg.norm(x @ jnp.conj(a).T) * norm
 
 
 def _update_q(
@@ -219,43 +232,47 @@ def _update_q(
     damping: bool,
 ) -> Tuple[Tuple[jax.Array, ...], jax.Array]:
     """One step of the preconditioner fit on the pair ``(V, G)``; returns the new factors
-    and the gradient it used (``G`` plus the damping noise)."""
+    and the gradient it used (``G`` plus the damping noise). Complex leaves: ``A A^H`` and
+    ``B B^H`` with ``B = Q^{-H} V`` along every mode."""
     dt = g.dtype
-    tiny = jnp.asarray(jnp.finfo(dt).tiny, dt)
+    rdt = jnp.finfo(dt).dtype
+    tiny = jnp.asarray(jnp.finfo(dt).tiny, rdt)
     if damping:
-        g = g + jnp.asarray(math.sqrt(_EPS32), dt) * jnp.mean(jnp.abs(g)) * v
+        scale = jnp.asarray(math.sqrt(_EPS32), rdt) * jnp.mean(jnp.abs(g))
+        g = g + scale.astype(dt) * v
     order = g.ndim
     a = g
     for i, (q, dg) in enumerate(zip(qs, diags)):
         a = a * q if order == 0 else _left(q, a, i, dg)
-    b = v  # V with Q_i^{-T} applied along every mode: conj(B)
+    cb = jnp.conj(v)  # conj(V) with Q_i^{-1} applied along every mode: conj(B)
     for i, (q, dg) in enumerate(zip(qs, diags)):
         if order == 0:
-            b = b / q
+            cb = cb / q
         else:
-            b = _along(b, i, functools.partial(_div_last if dg else _solve_last, q))
+            cb = _along(cb, i, functools.partial(_div_last if dg else _solve_last, q))
+    b = jnp.conj(cb)
     new = []
-    lr = jnp.asarray(precond_lr, dt)
+    lr = jnp.asarray(precond_lr, rdt)
     for i, (q, dg) in enumerate(zip(qs, diags)):
         t1, t2 = _gram(a, i, dg), _gram(b, i, dg)
-        diff, tot = (t1 - t2) * lr, t1 + t2
+        diff, tot = (t1 - t2) * lr.astype(dt), t1 + t2
         norm = jnp.max(jnp.abs(tot))
         if order == 0 or dg:
-            new.append(q - diff * (q / jnp.maximum(norm, tiny)))
+            new.append(q - diff * (q / jnp.maximum(norm, tiny).astype(dt)))
         else:
             safe = jnp.where(norm > 0, norm, jnp.ones_like(norm))
             lb = jnp.where(norm > 0, _lb_columns(tot, safe), norm)
-            new.append(q - (jnp.triu(diff) / jnp.maximum(lb, tiny)) @ q)
+            new.append(q - (jnp.triu(diff) / jnp.maximum(lb, tiny).astype(dt)) @ q)
     return tuple(new), g
 
 
 def _precondition(qs: Tuple[jax.Array, ...], g: jax.Array, diags: Tuple[bool, ...]) -> jax.Array:
-    """``P G = Q^T Q G`` along every mode."""
+    """``P G = Q^H Q G`` along every mode."""
     if g.ndim == 0:
-        return qs[0] * qs[0] * g
+        return jnp.conj(qs[0]) * qs[0] * g
     for i, (q, dg) in enumerate(zip(qs, diags)):
         if dg:
-            g = _along(g, i, functools.partial(_mul_last, q * q))
+            g = _along(g, i, functools.partial(_mul_last, jnp.conj(q) * q))
         else:
             g = _along(g, i, functools.partial(_qtq_last, q))
     return g
@@ -271,6 +288,13 @@ def _balance(qs: Tuple[jax.Array, ...]) -> Tuple[jax.Array, ...]:
 # --------------------------------------------------------------------------- #
 # The block
 # --------------------------------------------------------------------------- #
+
+
+def _with_kind(real: Any, like: Any) -> Any:
+    """``real`` (float32 / float64), or its complex counterpart where ``like`` is complex."""
+    if jnp.issubdtype(like, jnp.complexfloating):
+        return jnp.dtype(jnp.complex128 if real == jnp.float64 else jnp.complex64)
+    return jnp.dtype(real)
 
 
 class _Leaf(NamedTuple):
@@ -319,8 +343,14 @@ def scale_by_kron(
     home_devices: HomeDevices = None,
     home_axis: str = "data",
 ) -> GradientTransformation:
-    """PSGD Kron's direction (equations and arguments in :func:`psgd_kron`), before weight
-    decay and the learning rate.
+    """PSGD Kron's direction (equations in :func:`psgd_kron`), before weight decay and the
+    learning rate.
+
+    Args:
+      b1, preconditioner_update_probability, max_size_triangular, min_ndim_triangular,
+      memory_save_mode, momentum_into_precond_update, precond_lr, precond_init_scale,
+      merge_dims, mu_dtype, precond_dtype, seed, deterministic_updates, balance_prob,
+      damping, damped_step, clip_eps, home_devices, home_axis: as in :func:`psgd_kron`.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -329,7 +359,7 @@ def scale_by_kron(
       >>> tx = jz.scale_by_kron()
       >>> g = {"w": jnp.ones((3, 2))}
       >>> u, state = tx.update(g, tx.init(g))
-      >>> u["w"].shape, [q.shape for q in state.q["w"]]
+      >>> u["w"].shape, [q.shape for q in state.q[0]]
       ((3, 2), [(3, 3), (2, 2)])
     """
     check_decay("b1", b1, schedule_ok=False)
@@ -356,7 +386,7 @@ def scale_by_kron(
         shape = tuple(int(s) for s in jnp.shape(p))
         work = work_shape(shape, merge_dims)
         dt = jnp.result_type(p)
-        pdt = jnp.dtype(precond_dtype) if precond_dtype is not None else compute_dtype(dt)
+        pdt = _with_kind(precond_dtype if precond_dtype is not None else compute_dtype(dt), dt)
         return _Leaf(shape, work, diagonal_dims(work, max_size, min_ndim, memory_save_mode), pdt)
 
     def init_fn(params):
@@ -371,7 +401,7 @@ def scale_by_kron(
             )
 
         mu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), mu_dtype or jnp.result_type(p)), params)
-        q = jax.tree.map(factors, params)
+        q = tuple(factors(p) for p in jax.tree.leaves(params))
         return ScaleByKronState(
             count=zero_count(),
             key=jax.random.PRNGKey(seed),
@@ -387,11 +417,12 @@ def scale_by_kron(
 
     def _grouped_update(leaves, idx, qs, gs, vs):
         groups: Dict[Tuple[Any, ...], List[int]] = {}
+        new_q: List[Any] = list(qs)  # empty leaves stay as they are
+        new_g: List[Any] = list(gs)
         for k, j in enumerate(idx):
             lf = leaves[j]
-            groups.setdefault((lf.work, lf.diags, str(lf.pdt)), []).append(k)
-        new_q: List[Any] = [None] * len(idx)
-        new_g: List[Any] = [None] * len(idx)
+            if math.prod(lf.work) > 0:
+                groups.setdefault((lf.work, lf.diags, str(lf.pdt)), []).append(k)
         for ks in groups.values():
             diags = leaves[idx[ks[0]]].diags
 
@@ -470,13 +501,14 @@ def scale_by_kron(
 
         mus, ds, qs = [], [], []
         for g, mu, q, lf in zip(
-            gs_in, jax.tree.leaves(state.mu), treedef.flatten_up_to(state.q), leaves
+            gs_in, jax.tree.leaves(state.mu), state.q, leaves
         ):
             rdt = compute_dtype(mu.dtype)
-            mu_new = (b1 * mu.astype(rdt) + (1 - b1) * g.astype(rdt)).astype(mu.dtype)
+            cdt = _with_kind(rdt, mu.dtype)
+            mu_new = (b1 * mu.astype(cdt) + (1 - b1) * g.astype(cdt)).astype(mu.dtype)
             bc = 1 - jnp.asarray(b1, rdt) ** count.astype(rdt)
             d = (mu_new / bc.astype(mu_new.dtype)).astype(lf.pdt).reshape(lf.work)
-            if len(lf.work) > 1:
+            if len(lf.work) > 1 and math.prod(lf.work) > 0:
                 q = jax.lax.cond(balance, _balance, lambda x: tuple(x), tuple(q))
             mus.append(mu_new)
             ds.append(d)
@@ -499,17 +531,17 @@ def scale_by_kron(
             if damped_step and damping and momentum_into_precond_update:
                 d = damped[j]  # kron_torch adds the damping noise to the momentum in place
             pg = _precondition(q, d, lf.diags)
-            rms = jnp.sqrt(jnp.mean(pg * pg))
+            rms = jnp.sqrt(jnp.mean(jnp.real(pg * jnp.conj(pg))))
             pg = pg * jnp.minimum(
-                jnp.ones((), pg.dtype), 1.1 / (rms + jnp.asarray(clip_eps, pg.dtype))
-            )
+                jnp.ones((), rms.dtype), 1.1 / (rms + jnp.asarray(clip_eps, rms.dtype))
+            ).astype(pg.dtype)
             outs.append(pg.reshape(lf.shape).astype(gs_in[j].dtype))
         new_state = ScaleByKronState(
             count=count,
             key=nxt,
             counter=counter,
             mu=treedef.unflatten(mus),
-            q=treedef.unflatten([tuple(q) for q in new_qs]),
+            q=tuple(tuple(q) for q in new_qs),
         )
         return treedef.unflatten(outs), new_state
 
