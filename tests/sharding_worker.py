@@ -664,7 +664,6 @@ def soap_home_checks(mesh):
     return out
 
 
-
 # PSGD Kron's factors: two same-shape matrices (batched on their home device), a conv kernel
 # merged to a matrix, a vector (a diagonal factor).
 KRON_SHAPES = {"a": (16, 12), "b": (16, 12), "k": (3, 3, 4, 8), "v": (10,)}

@@ -284,7 +284,6 @@ def test_soap_with_home_devices_follows_the_plain_soap(worker):
     assert r["flops"] < 0.9 * r["plain_flops"], r
 
 
-
 def test_psgd_kron_with_home_devices_follows_the_plain_psgd_kron(worker):
     r = worker["kron_home"]
     assert r["moved"] > 1e-2, r
@@ -295,6 +294,7 @@ def test_psgd_kron_with_home_devices_follows_the_plain_psgd_kron(worker):
     assert r["state_err"] < 1e-12, r
     # each device fits only its own leaves' factors (the products and triangular solves)
     assert r["flops"] < 0.9 * r["plain_flops"], r
+
 
 def test_soap_with_zero1_moves_statistics_only_to_their_home_device(worker):
     r = worker["soap_home"]

@@ -500,9 +500,7 @@ def scale_by_kron(
         balance = (u_bal < jnp.float32(balance_prob)) & do_update
 
         mus, ds, qs = [], [], []
-        for g, mu, q, lf in zip(
-            gs_in, jax.tree.leaves(state.mu), state.q, leaves
-        ):
+        for g, mu, q, lf in zip(gs_in, jax.tree.leaves(state.mu), state.q, leaves):
             rdt = compute_dtype(mu.dtype)
             cdt = _with_kind(rdt, mu.dtype)
             mu_new = (b1 * mu.astype(cdt) + (1 - b1) * g.astype(cdt)).astype(mu.dtype)
