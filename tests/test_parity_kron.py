@@ -310,8 +310,8 @@ def test_kron_torch_cannot_take_a_scalar_parameter(eager_torch):
 
 
 def test_heavyball_psgd_kron_is_another_algorithm(monkeypatch):
-    """HeavyBall's PSGDKron (closest settings: same lr, b1, no weight decay) on float32
-    case 2's data: a different path (> 1e-2), not a rounding difference."""
+    """HeavyBall's PSGDKron (closest settings: same lr, b1 and weight decay) on float32
+    case 2's data, 40 steps: a different path (> 1e-2), not a rounding difference."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import heavyball
@@ -320,15 +320,15 @@ def test_heavyball_psgd_kron_is_another_algorithm(monkeypatch):
     (traj, *_), p0, grads = kt_case_run(2)
     params = [torch.tensor(p, dtype=torch.float32, requires_grad=True) for p in p0]
     opt = heavyball.PSGDKron(params, lr=0.01, betas=(0.9, 0.999), weight_decay=0.01)
-    ref = []
-    for t in range(STEPS):
+    ref, steps = [], 40  # HeavyBall's eager steps are slow; 40 show the gap
+    for t in range(steps):
         for p, g in zip(params, grads):
             p.grad = torch.tensor(g[t], dtype=torch.float32)
         opt.step()
         ref.append([p.detach().numpy().copy() for p in params])
     ref_traj = [np.stack([s[i] for s in ref]) for i in range(len(params))]
     assert all(np.isfinite(r).all() for r in ref_traj)
-    assert max_rel_err(traj, ref_traj) > 1e-2
+    assert max_rel_err([t[:steps] for t in traj], ref_traj) > 1e-2
 
 
 @pytest.mark.parametrize("mode", [None, "smart_one_diag", "one_diag", "all_diag"])
