@@ -184,6 +184,9 @@ OPTIMIZERS: Dict[str, Optimizer] = {
         Optimizer("adam_mini",  # issue 19: AdamW's decay; blocks from the Flax key paths
                   lambda lr, s, n: jz.adam_mini(lambda c: lr * s(c), weight_decay=1e-4),
                   (3e-4, 1e-3, 3e-3)),
+        Optimizer("psgd_kron",  # kron_torch's defaults (b1 0.9, the annealed update probability)
+                  lambda lr, s, n: jz.psgd_kron(lambda c: lr * s(c), weight_decay=1e-4),
+                  (3e-4, 1e-3, 3e-3)),
     )
 }  # fmt: skip
 

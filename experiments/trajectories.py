@@ -137,6 +137,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "sign_sgd": 0.001,
         "signum": 0.03,
         "sm3": 3,
+        "psgd_kron": 0.01,
     },
     "beale": {
         "adabelief": 0.03,
@@ -202,6 +203,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "sign_sgd": 0.003,
         "signum": 0.003,
         "sm3": 1,
+        "psgd_kron": 0.01,
     },
     "saddle": {
         "adabelief": 0.003,
@@ -269,6 +271,7 @@ LEARNING_RATES: Dict[str, Dict[str, float]] = {
         "sign_sgd": 0.01,
         "signum": 0.01,
         "sm3": 0.03,
+        "psgd_kron": 0.03,
     },
 }
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

@@ -452,5 +452,14 @@ from jaxopt_zoo.transforms.bf16_params import (  # noqa: E402
 __all__ += ["MiniBlocks", "ScaleByAdamMiniState", "adam_mini", "scale_by_adam_mini"]
 __all__ += ["Bf16ParamsState", "bf16_params", "cast_params_bf16", "params_for"]
 __all__ += ["stochastic_round_bf16"]
+# PSGD Kron (issue 20)
+from jaxopt_zoo.optim.psgd_kron import (  # noqa: E402
+    ScaleByKronState,
+    precond_update_prob_schedule,
+    psgd_kron,
+    scale_by_kron,
+)
+
+__all__ += ["precond_update_prob_schedule", "psgd_kron", "scale_by_kron", "ScaleByKronState"]
 
 __version__ = "0.1.0"

@@ -277,3 +277,21 @@ def test_the_lowbit_benchmark_runs(capsys):
     bpp = float(out.split("state bytes per parameter: 8-bit ")[1].split(",")[0])
     assert 2.0 < bpp <= 2.05
     assert "torch fused f32 / ours 8-bit native" in out and "ours 8-bit XLA / ours f32 XLA" in out
+
+
+def test_the_kron_benchmark_runs_and_compares_with_kron_torch(capsys):
+    # benchmarks/kron_bench.py at a tiny size (kron_torch eager: no inductor build here):
+    # a row per quantity with both sides' numbers and a ratio.
+    spec = importlib.util.spec_from_file_location(
+        "kron_bench", os.path.join(ROOT, "benchmarks", "kron_bench.py")
+    )
+    kron = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kron)
+    args = ["--shapes", "8x12,8x12", "--repeats", "1", "--inner", "1"]
+    assert kron.main([*args, "--torch-eager"]) == 0
+    out = capsys.readouterr().out
+    for label in ("state bytes per parameter", "step without update", "step with update"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {label}"))
+        cells = [c.strip() for c in row.strip(" |").split("|")]
+        assert float(cells[1]) > 0 and float(cells[2]) > 0, row
+    assert "update alone (difference)" in out

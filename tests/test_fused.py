@@ -18,6 +18,7 @@ STEPS = 20
 # Not elementwise: per-parameter norms (trust ratio), factored / per-block statistics.
 NOT_ELEMENTWISE = {"lamb", "lars", "adafactor", "soap", "mars", "muon", "lbfgs", "galore"}
 NOT_ELEMENTWISE |= {"shampoo"}  # issue 20
+NOT_ELEMENTWISE |= {"psgd_kron"}  # Kronecker factors per leaf (matrix products)
 NOT_ELEMENTWISE |= {"dpsgd"}  # noise: refused (its draws depend on the leaves' layout)
 # per-leaf or global norms, per-dimension accumulators, noise drawn per leaf
 NOT_ELEMENTWISE |= {"fromage", "novograd", "polyak_sgd", "sm3", "noisy_sgd"}

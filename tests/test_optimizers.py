@@ -93,6 +93,8 @@ TABLE = {
     "sm3": dict(kw=dict(learning_rate=0.5)),
     # issue 19 (the unnamed 2-vector shares one second moment)
     "adam_mini": dict(kw=dict(learning_rate=0.05)),
+    # PSGD Kron: its RMS clip bounds a step at 1.1 * lr (the parabola's end: within ~lr)
+    "psgd_kron": dict(kw=dict(learning_rate=0.003)),
 }
 STEPS = 3000
 
@@ -269,6 +271,7 @@ def test_inside_optax_chain_and_inject_hyperparams(name):
             for n in ("adam_8bit", "adamw_8bit", "adamw_4bit", "adamw_fp8", "lion_8bit")
         },
         "adam_mini": ("dim", "n_heads"),  # issue 19: the blocks' shapes
+        "psgd_kron": ("max_size_triangular", "min_ndim_triangular", "seed"),
     }.get(name, ())  # loop counts stay Python ints
     injected = optax.inject_hyperparams(factory, static_args=static)(**{hp: lr})
     params = tree_params(jnp.float32)

@@ -55,6 +55,7 @@ NOT_ELEMENTWISE = {
     "noisy_sgd",
 }  # matrix products
 NOT_ELEMENTWISE |= {"dpsgd"}  # noise drawn per leaf: fuse refuses it
+NOT_ELEMENTWISE |= {"psgd_kron"}  # Kronecker factors per leaf (matrix products)
 # torch.optim.Muon refuses non-matrix (and complex) parameters; so does torch.muon: matrices only.
 MATRIX_ONLY = {"torch.muon"}
 # Algorithms built on a sign or a maximum of the gradient, and their framework versions: drawn

@@ -139,6 +139,7 @@ def test_state_bytes_per_device_are_one_nth(worker):
             # (memory, ...) history is placed like the parameters on its trailing dimensions
             # and split by ZeRO-1 (87% of its state stayed whole before that).
             not_elementwise = ("soap", "galore", "dpsgd", "noisy_sgd", "sm3", "shampoo")
+            not_elementwise += ("psgd_kron",)  # a factor per dimension, and its PRNG key
             not_elementwise += KERAS_VARIABLE_STEP
             if "adafactor" not in name and name not in not_elementwise:
                 assert unsplit <= 0.02 * total, (run, name, r)
@@ -294,6 +295,18 @@ def test_shampoo_with_home_devices_follows_the_plain_shampoo(worker):
     # each device forms only its own statistics' roots (V diag(w^(-1/p)) V^T products;
     # XLA counts no FLOPs for LAPACK's eigh)
     assert r["flops"] < r["plain_flops"], r
+
+
+def test_psgd_kron_with_home_devices_follows_the_plain_psgd_kron(worker):
+    r = worker["kron_home"]
+    assert r["moved"] > 1e-2, r
+    assert r["compiles"] == 1, r
+    assert r["collectives"].get("all-gather", 0) > 0, r  # the new factors, shared
+    # the same arithmetic per leaf on its home device: the one-device path
+    assert r["param_err_move"] < 1e-12, r
+    assert r["state_err"] < 1e-12, r
+    # each device fits only its own leaves' factors (the products and triangular solves)
+    assert r["flops"] < 0.9 * r["plain_flops"], r
 
 
 def test_soap_with_zero1_moves_statistics_only_to_their_home_device(worker):

@@ -49,6 +49,12 @@ from jaxopt_zoo.optim.optimistic import (
 )
 from jaxopt_zoo.optim.polyak import polyak_sgd, scale_by_polyak
 from jaxopt_zoo.optim.prodigy import ProdigyState, prodigy
+from jaxopt_zoo.optim.psgd_kron import (
+    ScaleByKronState,
+    precond_update_prob_schedule,
+    psgd_kron,
+    scale_by_kron,
+)
 from jaxopt_zoo.optim.radam import radam, scale_by_radam
 from jaxopt_zoo.optim.rmsprop import ScaleByRmsState, ScaleByStddevState, rmsprop, scale_by_rms
 from jaxopt_zoo.optim.rprop import ScaleByRpropState, rprop, scale_by_rprop
@@ -217,6 +223,11 @@ __all__ = [
     "ScaleByShampooState",
     "scale_by_shampoo",
     "shampoo",
+    # PSGD Kron (issue 20)
+    "precond_update_prob_schedule",
+    "psgd_kron",
+    "scale_by_kron",
+    "ScaleByKronState",
 ]
 
 # Low-bit state (issue 19): 8-bit, 4-bit and FP8 moments.

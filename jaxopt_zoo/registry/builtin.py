@@ -565,3 +565,13 @@ register(
     "path) -> add_decayed_weights(masked by name) -> scale_by_learning_rate",
     verified=("adam-mini (Adam_mini)", "pytorch_optimizer (rules='pytorch_optimizer')"),
 )
+
+# PSGD Kron (issue 20), verified against the author's PyTorch port and pytorch_optimizer.
+register(
+    "psgd_kron",
+    _o.psgd_kron,
+    default_lr=3e-4,
+    paper="Li 2018",
+    blocks="scale_by_kron -> add_decayed_weights(rank >= 2) -> scale_by_learning_rate",
+    verified=("kron_torch", "pytorch_optimizer"),
+)
