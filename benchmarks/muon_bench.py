@@ -130,10 +130,21 @@ def main(argv=None) -> dict:
             "ours f32": jax_variant(jz.muon(LR), shapes),
             "optax f32": jax_variant(optax.contrib.muon(LR), shapes),
             "ours bf16": jax_variant(jz.muon(LR, ns_dtype=jnp.bfloat16), shapes),
+            # the compat preset: torch.optim.Muon's arithmetic (bfloat16 Newton-Schulz)
+            "torch.muon": jax_variant(jz.get("torch.muon", learning_rate=LR), shapes),
             "torch bf16": torch_variant(shapes),
         }
         if args.ablation:
             variants["ours f32 std"] = jax_variant(jz.muon(LR, ns_method="standard"), shapes)
+            # bfloat16 products through XLA:CPU's own bfloat16 GEMM, as before the CPU path
+            # took them as float32 products of the upcast operands (newton_schulz._dot)
+            ns = jz.optim.newton_schulz
+            fast_dot = ns._dot
+            ns._dot = lambda x, y, acc: jnp.einsum("bij,bjk->bik", x, y, preferred_element_type=acc)
+            try:
+                variants["ours bf16 gemm"] = jax_variant(jz.muon(LR, ns_dtype=jnp.bfloat16), shapes)
+            finally:
+                ns._dot = fast_dot
         times = time_round_robin(variants, args.iters, args.repeats)
         med = {k: v["median"] for k, v in times.items()}
         row = {
@@ -143,6 +154,7 @@ def main(argv=None) -> dict:
             "spread": {k: v["spread"] for k, v in times.items()},
             "optax_f32_over_ours_f32": med["optax f32"] / med["ours f32"],
             "torch_bf16_over_ours_bf16": med["torch bf16"] / med["ours bf16"],
+            "torch_bf16_over_torch_muon": med["torch bf16"] / med["torch.muon"],
         }
         results[key] = row
         print(
@@ -151,9 +163,10 @@ def main(argv=None) -> dict:
         )
         for k, v in med.items():
             t = times[k]
-            print(f"  {k:<11} {v:8.1f} ms   (min {t['min']:.1f}, max {t['max']:.1f})")
+            print(f"  {k:<14} {v:8.1f} ms   (min {t['min']:.1f}, max {t['max']:.1f})")
         print(m.headline(f"  optax f32 / ours f32   = {row['optax_f32_over_ours_f32']:.2f}x"))
         print(m.headline(f"  torch bf16 / ours bf16 = {row['torch_bf16_over_ours_bf16']:.2f}x"))
+        print(m.headline(f"  torch bf16 / torch.muon = {row['torch_bf16_over_torch_muon']:.2f}x"))
         row["busy"] = m.busy_reason()
     block = m.finish()  # --require-quiet: exits here on a busy machine
     if args.json:

@@ -410,3 +410,35 @@ def test_default_schedule_matches_kron_torch():
     with torch._dynamo.config.patch(disable=True):
         for n in (0, 499, 500, 1500, 4000, 10**5):
             assert float(ours(n)) == pytest.approx(float(ref(torch.tensor(float(n)))), rel=1e-6)
+
+
+def test_the_transformer_step_does_not_hang():
+    # At the sizes users run: 8 matrices of a width-384 transformer, two per shape, so each
+    # shape's two factors are fitted together (vmap). Batched triangular solves used to be
+    # jaxlib's LAPACK trsm over XLA's CPU thread pool, which blocks a pool thread until its
+    # parts finish: two at once on the 2 threads of this machine waited for each other for
+    # ever on the first step (64-wide matrices did not split and passed). A subprocess with a
+    # time limit, so that a hang fails the test instead of the suite.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        import jaxopt_zoo as jz
+        shapes = [(384, 1152), (384, 384), (384, 1536), (1536, 384)] * 2
+        rng = np.random.default_rng(0)
+        params = {f"w{i}": jnp.asarray(rng.normal(size=s) * 0.02, jnp.float32)
+                  for i, s in enumerate(shapes)}
+        tx = jz.psgd_kron(1e-3, max_size_triangular=2048)
+        step = jax.jit(lambda p, s, g: tx.update(g, s, p))
+        u, s = step(params, tx.init(params), params)
+        print(float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(u))))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip().splitlines()[-1]) > 0

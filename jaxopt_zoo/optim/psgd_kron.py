@@ -184,12 +184,24 @@ def _mul_last(q: jax.Array, y: jax.Array) -> jax.Array:
     return y * _last(q, y)
 
 
+@jax.custom_batching.sequential_vmap
+def _triangular_solve_right(q: jax.Array, y: jax.Array) -> jax.Array:
+    """``y Q^{-1}``, ``Q`` upper triangular; under ``vmap`` one solve after another.
+
+    A batched solve is jaxlib's LAPACK ``trsm`` custom call, which splits its batch over
+    XLA's CPU thread pool and blocks a pool thread until the parts are done: two such calls
+    running at once on a 2-thread pool wait for each other for ever (measured: the step of 8
+    transformer matrices, two per shape, hung on its first call). Sequential solves of one
+    matrix each do not split, so they cannot."""
+    return jax.lax.linalg.triangular_solve(q, y, left_side=False, lower=False)
+
+
 def _solve_last(q: jax.Array, y: jax.Array) -> jax.Array:
     """``y Q^{-1}`` for upper-triangular ``Q`` (the last axis of ``y``), in float32 at least
     (as kron_torch, for bfloat16 factors)."""
     sdt = jnp.promote_types(q.dtype, jnp.float32)
     flat = y.reshape(-1, y.shape[-1]).astype(sdt)
-    out = jax.lax.linalg.triangular_solve(q.astype(sdt), flat, left_side=False, lower=False)
+    out = _triangular_solve_right(q.astype(sdt), flat)
     return out.astype(y.dtype).reshape(y.shape)
 
 
