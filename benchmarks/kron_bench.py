@@ -134,7 +134,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--inner", type=int, default=2)
     ap.add_argument("--max-size", type=int, default=2048, help="max_size_triangular (both)")
-    ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch's threads (default: every core, as XLA uses them)",
+    )
     ap.add_argument("--torch-eager", action="store_true", help="kron_torch without compile")
     ap.add_argument("--json", default=None, help="also write the results here")
     bench_machine.add_arguments(ap)

@@ -153,7 +153,12 @@ def main(argv=None):
     ap.add_argument("--inner", type=int, default=1)
     ap.add_argument("--plain", action="store_true", help="also the plain Shampoo pair")
     ap.add_argument("--no-newton", action="store_true", help="leave the Newton pair out")
-    ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch's threads (default: every core, as XLA uses them)",
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
     bench_machine.add_arguments(ap)
     args = ap.parse_args(argv)

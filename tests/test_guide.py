@@ -281,7 +281,7 @@ IMPORT_RULES = {
     "transforms": {"core", "fast", "transforms"},
     "optim": {"core", "transforms", "fast", "sharding", "optim", "quant"},
     "fast": {"fast"},
-    "quant": {"core", "quant"},
+    "quant": {"core", "fast", "quant"},
 }
 
 

@@ -306,6 +306,14 @@ class QuantizedTransformation(GradientTransformation):
         self.inner, self.quant_config = inner, quant_config
         return self
 
+    def native_fused_step(
+        self, params: Any, state: Any, grads: Any, fallback: Callable
+    ) -> Optional[Tuple[Any, Any]]:
+        """The step in the native 8-bit kernel, or None (``jaxopt_zoo.quant.native``)."""
+        from jaxopt_zoo.quant.native import fused_step
+
+        return fused_step(self, params, state, grads, fallback)
+
     def __getnewargs__(self):  # copy and pickle keep what the native path reads
         return (self.init, self.update, self.inner, self.quant_config)
 

@@ -562,7 +562,8 @@ register(
     default_lr=1e-3,
     paper="Zhang et al. 2024",
     blocks="scale_by_adam_mini(one v per head / neuron / embedding row / tensor, from the key "
-    "path) -> add_decayed_weights(masked by name) -> scale_by_learning_rate",
+    "path) -> scale_by_learning_rate(with weight_decay > 0: add_decayed_weights, masked by "
+    "name, before it)",
     verified=("adam-mini (Adam_mini)", "pytorch_optimizer (rules='pytorch_optimizer')"),
 )
 
