@@ -111,8 +111,8 @@ def adam_8bit(
     bitsandbytes (torchao's ``Adam8bit`` adds it to the gradient instead).
 
     Args:
-      learning_rate, b1, b2, eps, weight_decay, mask, block_size, min_size, rounding, scheme,
-      seed: as in :func:`adamw_8bit`.
+      learning_rate, b1, b2, eps, weight_decay, mask, block_size, min_size, rounding, scheme:
+        as in :func:`adamw_8bit`, and so is seed.
 
     Returns:
       An ``optax.GradientTransformation``.

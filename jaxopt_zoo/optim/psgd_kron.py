@@ -359,10 +359,11 @@ def scale_by_kron(
     learning rate.
 
     Args:
-      b1, preconditioner_update_probability, max_size_triangular, min_ndim_triangular,
-      memory_save_mode, momentum_into_precond_update, precond_lr, precond_init_scale,
-      merge_dims, mu_dtype, precond_dtype, seed, deterministic_updates, balance_prob,
-      damping, damped_step, clip_eps, home_devices, home_axis: as in :func:`psgd_kron`.
+      b1, preconditioner_update_probability, max_size_triangular, min_ndim_triangular:
+        as in :func:`psgd_kron`, and so are memory_save_mode, momentum_into_precond_update,
+        precond_lr, precond_init_scale, merge_dims, mu_dtype, precond_dtype, seed,
+        deterministic_updates, balance_prob, damping, damped_step, clip_eps, home_devices
+        and home_axis.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -584,7 +585,7 @@ def psgd_kron(
 ) -> GradientTransformation:
     r"""PSGD Kron (Li 2018, https://arxiv.org/abs/1512.04202; the Kron variant of
     ``kron_torch`` 0.3.3 and ``psgd_jax``): SGD preconditioned by ``P = Q^T Q``,
-    ``Q = Q_1 (x) ... (x) Q_n`` one factor per dimension, fitted online.
+    ``Q`` the Kronecker product of one factor per dimension, fitted online.
 
     Per leaf ``G`` (rank > 2 merged to a matrix with ``merge_dims``), at step ``t``::
 

@@ -142,7 +142,7 @@ def scale_by_shampoo(
         bias-corrected), ``"sgd"`` or ``None``: whose per-leaf norm the direction takes.
       graft_eps: added to the grafting optimizer's ``sqrt(v)``; graft_b2: its decay
         (``None``: ``b2``).
-      merge_dims, precondition_1d: see :func:`plan_leaf`.
+      merge_dims, precondition_1d: see ``plan_leaf``.
       root_method: ``"eigh"`` or ``"newton"`` (coupled Newton iteration).
       epsilon_mode: ``"relative"`` or ``"init"`` (see ``epsilon``).
       home_devices, home_axis: one home device per statistic's root (see :func:`shampoo`).
@@ -375,7 +375,7 @@ def shampoo(
     Anil et al. 2020 (https://arxiv.org/abs/2002.09018): blocks, grafting, momentum.
 
     Each leaf is reshaped (``merge_dims``) and split into blocks of at most ``block_size``
-    per dimension (:func:`plan_leaf`). For a block ``G`` with ``k`` dimensions, per
+    per dimension (``plan_leaf``). For a block ``G`` with ``k`` dimensions, per
     dimension ``i`` a statistic ``L_i`` (starting at ``epsilon I``) and, at step ``t = 1,
     2, ...``::
 
@@ -398,11 +398,12 @@ def shampoo(
     (1 - graft_b2^t)`` (Meta's AdamGrafting; pytorch_optimizer's RMSProp graft has none).
 
     Args:
-      learning_rate: a number or a schedule. weight_decay: decoupled (as AdamW).
-      b1, b2, epsilon, block_size, precondition_frequency, start_preconditioning_step,
-      exponent_override, graft, graft_eps, graft_b2, nesterov, momentum_ema, momentum_on,
-      merge_dims,
-      precondition_1d, root_method, epsilon_mode: see :func:`scale_by_shampoo`.
+      learning_rate: a number or a schedule.
+      weight_decay: decoupled (as AdamW).
+      b1, b2, epsilon, block_size, precondition_frequency, start_preconditioning_step:
+        see :func:`scale_by_shampoo`, as for exponent_override, graft, graft_eps, graft_b2,
+        nesterov, momentum_ema, momentum_on, merge_dims, precondition_1d, root_method and
+        epsilon_mode.
       home_devices: ``None`` (every device computes every root) or a ``Mesh`` / ``True``:
         each statistic's root runs once, on one home device along ``home_axis``, spread by
         ``d^3``, and one all-gather shares them (as ``soap``'s; inside ``jax.jit``).
