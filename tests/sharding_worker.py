@@ -669,22 +669,21 @@ def soap_home_checks(mesh):
 KRON_SHAPES = {"a": (16, 12), "b": (16, 12), "k": (3, 3, 4, 8), "v": (10,)}
 
 
-def kron_home_checks(mesh):
-    """``jz.psgd_kron(home_devices=mesh)`` on 8 devices vs ``jz.psgd_kron`` on one, in
-    float64, 5 steps, every step a preconditioner update (and a balance at step 3), and both
-    programs' per-device FLOPs."""
-    rng = np.random.default_rng(4)
-    gs = [{k: rng.normal(size=s) for k, s in KRON_SHAPES.items()} for _ in range(5)]
-    host = {k: rng.normal(size=s) for k, s in KRON_SHAPES.items()}
-    kw = dict(learning_rate=0.01, weight_decay=0.01, balance_prob=0.5)
-    tx = jz.psgd_kron(**kw)
+def _home_vs_one(make, shapes, seed, mesh):
+    """``make(home_devices=mesh)`` on the mesh's devices vs ``make()`` on one, in float64, 5
+    steps on ``shapes``: how far the parameters moved, the errors, the collectives and both
+    programs' per-device FLOPs (the sharded one without home devices as ``plain_flops``)."""
+    rng = np.random.default_rng(seed)
+    gs = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(5)]
+    host = {k: rng.normal(size=s) for k, s in shapes.items()}
+    tx = make()
     ref = jax.jit(lambda g, s, p: _step(tx, g, s, p))
     ref_p = jax.tree.map(jnp.asarray, host)
     ref_s = tx.init(ref_p)
     for g in gs:
         ref_p, ref_s = ref(g, ref_s, ref_p)
     moved = float(max(np.max(np.abs(np.asarray(ref_p[k]) - host[k])) for k in host))
-    txh = jz.psgd_kron(**kw, home_devices=mesh)
+    txh = make(home_devices=mesh)
     params = sh.replicate(host, mesh)
     state = sh.init_sharded(txh, params)
     upd = sh.sharded_update(txh, params, donate=False)
@@ -703,44 +702,24 @@ def kron_home_checks(mesh):
         "flops": (compiled.cost_analysis() or {}).get("flops"),
         "plain_flops": (plain_c.cost_analysis() or {}).get("flops"),
     }
+
+
+def kron_home_checks(mesh):
+    """``jz.psgd_kron(home_devices=mesh)`` on 8 devices vs ``jz.psgd_kron`` on one, in
+    float64, 5 steps, every step a preconditioner update (and a balance at step 3), and both
+    programs' per-device FLOPs."""
+    kw = dict(learning_rate=0.01, weight_decay=0.01, balance_prob=0.5)
+    return _home_vs_one(lambda **h: jz.psgd_kron(**kw, **h), KRON_SHAPES, 4, mesh)
 
 
 def shampoo_home_checks(mesh):
     """``jz.shampoo(home_devices=mesh)`` on 8 devices vs ``jz.shampoo`` on one, in float64: 5
     steps with the roots refreshed every 2 (SOAP's shapes; the 24-wide side split into blocks
     of 20 and 4), the statistics full rank from the first step (``epsilon * I``)."""
-    rng = np.random.default_rng(3)
-    gs = [{k: rng.normal(size=s) for k, s in SOAP_SHAPES.items()} for _ in range(5)]
-    host = {k: rng.normal(size=s) for k, s in SOAP_SHAPES.items()}
     kw = dict(
         learning_rate=0.01, precondition_frequency=2, start_preconditioning_step=1, block_size=20
     )
-    tx = jz.shampoo(**kw)
-    ref = jax.jit(lambda g, s, p: _step(tx, g, s, p))
-    ref_p = jax.tree.map(jnp.asarray, host)
-    ref_s = tx.init(ref_p)
-    for g in gs:
-        ref_p, ref_s = ref(g, ref_s, ref_p)
-    moved = float(max(np.max(np.abs(np.asarray(ref_p[k]) - host[k])) for k in host))
-    txh = jz.shampoo(**kw, home_devices=mesh)
-    params = sh.replicate(host, mesh)
-    state = sh.init_sharded(txh, params)
-    upd = sh.sharded_update(txh, params, donate=False)
-    compiled = upd.lower(params, state, params).compile()
-    for g in gs:
-        params, state = upd(jax.device_put(g, sh.param_sharding(params)), state, params)
-    rep = sh.replicate(host, mesh)
-    plain = sh.sharded_update(tx, rep, donate=False)
-    plain_c = plain.lower(rep, sh.init_sharded(tx, rep), rep).compile()
-    return {
-        "moved": moved,
-        "compiles": upd._cache_size(),
-        "param_err_move": err(params, ref_p, lambda y, path: moved),
-        "state_err": err(state, ref_s, lambda y, path: float(np.max(np.abs(y), initial=0))),
-        "collectives": sh.compiled_stats(compiled)["collectives"],
-        "flops": (compiled.cost_analysis() or {}).get("flops"),
-        "plain_flops": (plain_c.cost_analysis() or {}).get("flops"),
-    }
+    return _home_vs_one(lambda **h: jz.shampoo(**kw, **h), SOAP_SHAPES, 3, mesh)
 
 
 def main():
