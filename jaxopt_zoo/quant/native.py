@@ -26,15 +26,20 @@ from jaxopt_zoo.quant.maps import code_map
 
 
 def fused_step(
-    tx: Any, params: FlatParams, state: Any, grads: FlatParams, fallback: Callable
+    tx: Any,
+    params: FlatParams,
+    state: Any,
+    grads: FlatParams,
+    fallback: Callable,
+    QuantizedArray: Any,
+    QuantizedState: Any,
 ) -> Optional[Tuple[Any, Any]]:
     """``fast.native.fused_step`` for ``quantize_state(inner)`` (``adamw_8bit``, ``adam_8bit``,
     ...): the step in the 8-bit kernel when the format is 8 bits, ``"bnb"``, nearest
     rounding, ``inner`` a chain of blocks with stages and every state buffer float32 or 8-bit;
     else None (the caller runs XLA). Traceable; on platforms other than the CPU, ``fallback``.
     """
-    from jaxopt_zoo.quant.state import QuantizedArray, QuantizedState
-
+    # QuantizedArray and QuantizedState come from jaxopt_zoo.quant.state, which calls this
     cfg = tx.quant_config
     if not (cfg.bits == 8 and cfg.quantizer == "bnb" and cfg.rounding == "nearest"):
         return None

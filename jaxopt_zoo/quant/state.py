@@ -312,7 +312,7 @@ class QuantizedTransformation(GradientTransformation):
         """The step in the native 8-bit kernel, or None (``jaxopt_zoo.quant.native``)."""
         from jaxopt_zoo.quant.native import fused_step
 
-        return fused_step(self, params, state, grads, fallback)
+        return fused_step(self, params, state, grads, fallback, QuantizedArray, QuantizedState)
 
     def __getnewargs__(self):  # copy and pickle keep what the native path reads
         return (self.init, self.update, self.inner, self.quant_config)
