@@ -34,6 +34,7 @@ runs through XLA; :func:`status` says which and why.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -265,33 +266,47 @@ def _call(
 
 # 8-bit state (jaxopt_zoo.quant): the kernel's state kinds and its code-map tables.
 KIND_F32, KIND_SIGNED8, KIND_UNSIGNED8 = 0, 1, 2
-_CELL_SHIFT = 16  # csrc/step_kernel.cc: kCellShift
-_MIDS_PER_CELL = 1  # csrc/step_kernel.cc: quantize_code
+CELL_SHIFT = 16  # csrc/step_kernel.cc: kCellShift
+
+
+def cell_counts(table: np.ndarray) -> Optional[np.ndarray]:
+    """Per float cell (a float32's sign, exponent and top 7 mantissa bits: its bits >> 16),
+    the number of values of the ascending float32 ``table`` below the cell's smallest float
+    (0 for the cells of NaNs), or None when some cell holds more than one table value. Then
+    the number of values below a float ``q`` is this count for ``q``'s cell plus one
+    comparison with the next value: how the kernel and ``jaxopt_zoo.quant``'s XLA quantizer
+    find a code."""
+    table = np.asarray(table, np.float32)
+    cells = np.arange(1 << (32 - CELL_SHIFT), dtype=np.uint32) << np.uint32(CELL_SHIFT)
+    fill = np.uint32((1 << CELL_SHIFT) - 1)
+    negative = (cells >> np.uint32(31)) == 1
+    low = np.where(negative, cells | fill, cells).view(np.float32)
+    high = np.where(negative, cells, cells | fill).view(np.float32)
+    base = np.where(np.isnan(low), 0, np.searchsorted(table, low, side="left"))
+    inside = np.searchsorted(table, high, side="right") - base
+    if np.any(inside[~(np.isnan(low) | np.isnan(high))] > 1):
+        return None
+    return base
+
+
+@functools.lru_cache(maxsize=16)
+def _map_tables(value_bytes: bytes) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    value = np.frombuffer(value_bytes, np.float32)
+    if value.shape != (256,) or np.any(np.diff(value) < 0):
+        raise ValueError("map_tables: expected an ascending map of 256 float32 values.")
+    mid = ((value[:-1] + value[1:]) / np.float32(2)).astype(np.float32)
+    start = cell_counts(mid)
+    if start is None:
+        raise ValueError("map_tables: the map is too dense for the kernel's float cells.")
+    return value, np.append(mid, np.float32(np.inf)), start.astype(np.uint8)
 
 
 def map_tables(value: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's tables for an ascending 256-entry code map: the values, the midpoints
-    ``(value[j] + value[j + 1]) / 2`` in float32 (padded with +inf) and, per float
-    cell (sign, exponent, top 7 mantissa bits), the number of midpoints below the cell's
-    smallest float, where the kernel starts counting the midpoints below ``q``."""
-    value = np.asarray(value, np.float32)
-    if value.shape != (256,) or np.any(np.diff(value) < 0):
-        raise ValueError("map_tables: expected an ascending map of 256 float32 values.")
-    mid = ((value[:-1] + value[1:]) / np.float32(2)).astype(np.float32)
-    cells = np.arange(1 << (32 - _CELL_SHIFT), dtype=np.uint32) << np.uint32(_CELL_SHIFT)
-    negative = (cells >> np.uint32(31)) == 1
-    low = np.where(negative, cells | np.uint32((1 << _CELL_SHIFT) - 1), cells).view(np.float32)
-    with np.errstate(invalid="ignore"):
-        start = np.searchsorted(mid, low, side="left")  # #{mid < low}; NaN cells: 255
-    start = np.where(np.isnan(low), 0, start)
-    # the midpoints inside each cell (below its successor's smallest float): the kernel
-    # counts at most _MIDS_PER_CELL of them
-    high = np.append(start[1:], 255)
-    inside = np.where(negative, np.roll(start, 1) - start, high - start)
-    if np.max(inside[~np.isnan(low)], initial=0) > _MIDS_PER_CELL:
-        raise ValueError("map_tables: the map is too dense for the kernel's float cells.")
-    pad = np.full(_MIDS_PER_CELL, np.inf, np.float32)
-    return value, np.concatenate([mid, pad]), start.astype(np.uint8)
+    ``(value[j] + value[j + 1]) / 2`` in float32 (padded with +inf) and the count of
+    midpoints below each float cell (:func:`cell_counts`), where the kernel starts counting
+    the midpoints below ``q``; built once per map."""
+    return _map_tables(np.ascontiguousarray(value, np.float32).tobytes())
 
 
 def quant_call(
@@ -343,6 +358,40 @@ def quant_call(
         else:
             new_bufs.append((rest.pop(0), rest.pop(0)))
     return [new_p, *new_bufs]
+
+
+def staged_step(
+    tx: Any, state: Any, params: FlatParams, grads: FlatParams, call: Callable
+) -> Tuple[FlatParams, Any]:
+    """The frame of a kernel step (traced inside the CPU branch): the stages of ``tx`` over
+    ``state``, their scalars for this step, ``call(key, scalars, params_k, grads_k,
+    buffers_k) -> (new params_k, new buffers_k)`` for each flat buffer ``key``, and the state
+    rebuilt around the new buffers with its counters advanced."""
+    blocks = _stages(tx, state)
+    assert blocks is not None
+    buffers = [getattr(s, f) for spec, s in blocks for f in spec.buffers]
+    scalars = jnp.stack(
+        [
+            jnp.asarray(v, jnp.float32).reshape(())
+            for spec, s in blocks
+            for v in spec.scalar_values(getattr(s, spec.counter, None))
+        ]
+    )
+    new_p: Dict[str, jax.Array] = {}
+    new_b: List[Dict[str, Any]] = [{} for _ in buffers]
+    for k in sorted(params.buffers):
+        p_k, bufs_k = call(
+            k, scalars, params.buffers[k], grads.buffers[k], [b.buffers[k] for b in buffers]
+        )
+        new_p[k] = p_k
+        for d, o in zip(new_b, bufs_k):
+            d[k] = o
+    flat_b = [FlatParams(d, b.layout) for d, b in zip(new_b, buffers)]
+    new_states, i = [], 0
+    for spec, s in blocks:
+        new_states.append(_rebuild(s, spec, flat_b[i : i + len(spec.buffers)]))
+        i += len(spec.buffers)
+    return FlatParams(new_p, params.layout), restack(tx, state, new_states)
 
 
 def fused_step(
@@ -407,30 +456,10 @@ def fused_step(
     ops = [STAGES[spec.stage].opcode for spec, _ in blocks if spec.stage is not None]
 
     def kernel(params, state, grads):
-        blocks = _stages(tx, state)  # this branch's own view of the state
-        assert blocks is not None
-        buffers = [getattr(s, f) for spec, s in blocks for f in spec.buffers]
-        scalars = jnp.stack(
-            [
-                jnp.asarray(v, jnp.float32).reshape(())
-                for spec, s in blocks
-                for v in spec.scalar_values(getattr(s, spec.counter, None))
-            ]
-        )
-        new_p: Dict[str, jax.Array] = {}
-        new_b: List[Dict[str, jax.Array]] = [{} for _ in buffers]
-        for k in keys:
-            outs = _call(
-                ops, scalars, params.buffers[k], grads.buffers[k], [b.buffers[k] for b in buffers]
-            )
-            new_p[k] = outs[0]
-            for d, o in zip(new_b, outs[1:]):
-                d[k] = o
-        flat_b = [FlatParams(d, b.layout) for d, b in zip(new_b, buffers)]
-        new_states, i = [], 0
-        for spec, s in blocks:
-            new_states.append(_rebuild(s, spec, flat_b[i : i + len(spec.buffers)]))
-            i += len(spec.buffers)
-        return FlatParams(new_p, params.layout), restack(tx, state, new_states)
+        def call(key, scalars, p, g, bufs):
+            outs = _call(ops, scalars, p, g, bufs)
+            return outs[0], outs[1:]
+
+        return staged_step(tx, state, params, grads, call)
 
     return jax.lax.platform_dependent(params, state, grads, cpu=kernel, default=fallback)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_zoo.fast.native import CELL_SHIFT, cell_counts
 from jaxopt_zoo.quant.maps import code_map
 
 FP8_MAX = 448.0  # float(jnp.finfo(jnp.float8_e4m3fn).max)
@@ -51,26 +52,15 @@ def _blocks(x: jax.Array, block_size: int) -> jax.Array:
     return flat.reshape(-1, block_size)
 
 
-_CELL_SHIFT = 16  # a float's cell: its sign, exponent and top 7 mantissa bits
-
-
 @functools.lru_cache(maxsize=64)
 def _cell_base(table_bytes: bytes) -> Optional[np.ndarray]:
-    """Per float cell, the number of table values below the cell's smallest float (at most
-    ``len(table) - 1``), or None when some cell holds more than one table value (a search is
-    needed there)."""
+    """:func:`jaxopt_zoo.fast.native.cell_counts` of the table, capped at ``len(table) - 1``
+    (where every value lies below the cell, ``len - 1`` counts the same: the last value is
+    below ``q``) so that maps of up to 256 values fit uint8; None where a search is needed."""
     table = np.frombuffer(table_bytes, np.float32)
-    cells = np.arange(1 << (32 - _CELL_SHIFT), dtype=np.uint32) << np.uint32(_CELL_SHIFT)
-    fill = np.uint32((1 << _CELL_SHIFT) - 1)
-    negative = (cells >> np.uint32(31)) == 1
-    low = np.where(negative, cells | fill, cells).view(np.float32)
-    high = np.where(negative, cells, cells | fill).view(np.float32)
-    base = np.where(np.isnan(low), 0, np.searchsorted(table, low, side="left"))
-    inside = np.searchsorted(table, high, side="right") - base
-    if np.any(inside[~(np.isnan(low) | np.isnan(high))] > 1):
+    base = cell_counts(table)
+    if base is None:
         return None
-    # base = n only where every value lies below the cell; n - 1 then counts the same (the
-    # last value is below q), and the table fits uint8 for maps of up to 256 values
     base = np.minimum(base, table.size - 1)
     return base.astype(np.uint8 if table.size <= 256 else np.int32)
 
@@ -90,7 +80,7 @@ def _search(table: np.ndarray, q: jax.Array, strict: bool) -> jax.Array:
     base = _cell_base(table.tobytes())
     if base is not None:
         bits = jax.lax.bitcast_convert_type(q.astype(jnp.float32), jnp.uint32)
-        cell = (bits >> _CELL_SHIFT).astype(jnp.int32)
+        cell = (bits >> CELL_SHIFT).astype(jnp.int32)
         c = jnp.asarray(base).at[cell].get(mode="promise_in_bounds").astype(jnp.int32)
         nxt = jnp.asarray(table).at[c].get(mode="promise_in_bounds")
         count = c + ((nxt < q) if strict else (nxt <= q)).astype(jnp.int32)

@@ -14,13 +14,12 @@ from jaxopt_zoo.fast.native import (
     KIND_F32,
     KIND_SIGNED8,
     KIND_UNSIGNED8,
-    _rebuild,
     _stages,
     available,
     map_tables,
     quant_call,
+    staged_step,
 )
-from jaxopt_zoo.fast.spec import restack
 from jaxopt_zoo.fast.stages import STAGES
 from jaxopt_zoo.quant.maps import code_map
 
@@ -85,54 +84,25 @@ def fused_step(
         return None
     ops = [STAGES[spec.stage].opcode for spec, _ in blocks if spec.stage is not None]
     maps = (code_map(8, True), code_map(8, False))
-    try:
+    try:  # the kernel's tables (built once per map, reused by quant_call)
         for m in maps:
             map_tables(m)
     except ValueError:
         return None
 
     def kernel(params, state, grads):
-        blocks = _stages(tx.inner, state.inner)
-        assert blocks is not None
-        buffers = [getattr(s, f) for spec, s in blocks for f in spec.buffers]
-        scalars = jnp.stack(
-            [
-                jnp.asarray(v, jnp.float32).reshape(())
-                for spec, s in blocks
-                for v in spec.scalar_values(getattr(s, spec.counter, None))
+        def call(key, scalars, p, g, olds):
+            args = [x if kd == KIND_F32 else (x.codes, x.scale) for x, kd in zip(olds, kinds[key])]
+            outs = quant_call(ops, kinds[key], cfg.block_size, scalars, p, g, *maps, args)
+            new = [
+                o
+                if kd == KIND_F32
+                else QuantizedArray(o[0], o[1], 8, x.signed, x.block_size, "bnb", x.shape, x.dtype)
+                for x, kd, o in zip(olds, kinds[key], outs[1:])
             ]
-        )
-        new_p: Dict[str, jax.Array] = {}
-        new_b: List[Dict[str, Any]] = [{} for _ in buffers]
-        for k in keys:
-            olds = [b.buffers[k] for b in buffers]
-            args = [x if kd == KIND_F32 else (x.codes, x.scale) for x, kd in zip(olds, kinds[k])]
-            outs = quant_call(
-                ops,
-                kinds[k],
-                tx.quant_config.block_size,
-                scalars,
-                params.buffers[k],
-                grads.buffers[k],
-                maps[0],
-                maps[1],
-                args,
-            )
-            new_p[k] = outs[0]
-            for d, old, kd, o in zip(new_b, olds, kinds[k], outs[1:]):
-                if kd == KIND_F32:
-                    d[k] = o
-                else:
-                    q = QuantizedArray(
-                        o[0], o[1], 8, old.signed, old.block_size, "bnb", old.shape, old.dtype
-                    )
-                    d[k] = q
-        flat_b = [FlatParams(d, b.layout) for d, b in zip(new_b, buffers)]
-        new_states, i = [], 0
-        for spec, s in blocks:
-            new_states.append(_rebuild(s, spec, flat_b[i : i + len(spec.buffers)]))
-            i += len(spec.buffers)
-        inner = restack(tx.inner, state.inner, new_states)
-        return FlatParams(new_p, params.layout), QuantizedState(inner, None)
+            return outs[0], new
+
+        new_params, inner = staged_step(tx.inner, state.inner, params, grads, call)
+        return new_params, QuantizedState(inner, None)
 
     return jax.lax.platform_dependent(params, state, grads, cpu=kernel, default=fallback)
