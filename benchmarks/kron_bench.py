@@ -161,16 +161,7 @@ def main(argv=None) -> int:
                 shapes, prob, args.max_size, args.torch_eager
             )
 
-        def calls(f):
-            def run():
-                for _ in range(args.inner):
-                    f()
-
-            return run
-
-        timed = bench_machine.interleave(
-            {k: calls(f) for k, f in fns.items()}, args.repeats, args.inner
-        )
+        timed = bench_machine.interleave_repeated(fns, args.repeats, args.inner)
         ms = {k: v["median"] for k, v in timed.items()}
         print(
             "spread (max - min) / median: "

@@ -366,3 +366,21 @@ def interleave(
             variants[name]()
             times[name].append((clock() - t0) / per_call * 1e3)
     return {k: stats(v) for k, v in times.items()}
+
+
+def interleave_repeated(
+    variants: Mapping[str, Callable[[], Any]], rounds: int, inner: int = 1, pause: float = 0.0
+) -> Dict[str, Dict[str, Any]]:
+    """:func:`interleave` of ``variants[name]()`` run ``inner`` times per call: per name,
+    :func:`stats` of the milliseconds per run."""
+
+    def repeated(f: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(inner):
+                f()
+
+        return run
+
+    return interleave(
+        {k: repeated(f) for k, f in variants.items()}, rounds, per_call=inner, pause=pause
+    )

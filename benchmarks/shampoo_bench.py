@@ -135,14 +135,7 @@ def torch_state_bytes(opt, params):
 
 
 def median_ms(fns, repeats, inner):
-    def calls(f):
-        def run():
-            for _ in range(inner):
-                f()
-
-        return run
-
-    timed = bench_machine.interleave({k: calls(f) for k, f in fns.items()}, repeats, inner)
+    timed = bench_machine.interleave_repeated(fns, repeats, inner)
     return {k: v["median"] for k, v in timed.items()}, timed
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,3 +88,18 @@ def stand_in_extra_args(name, params, grads, step=0, loss=None):
         elif a == "key":
             out[a] = jax.random.fold_in(jax.random.key(0), step)
     return out
+
+
+@contextlib.contextmanager
+def torch_precision(dtype: str):
+    """float64 (``dtype == "float64"``) or float32 as torch's default dtype and in JAX
+    (``enable_x64``) for the block: a parity test runs both libraries at one precision."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
+    try:
+        with jax.enable_x64(dtype == "float64"):
+            yield
+    finally:
+        torch.set_default_dtype(old)

@@ -43,6 +43,7 @@ from adam_mini import Adam_mini
 import jaxopt_zoo as jz
 from jaxopt_zoo.optim.adam_mini import MiniBlocks, mini_partition
 from tests.helpers import max_rel_err
+from tests.helpers import torch_precision as precision
 
 D, HEADS, V, F = 8, 2, 11, 12
 SHAPES = {
@@ -70,17 +71,6 @@ SETTINGS = {
     "default": dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0),
     "decay": dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
 }
-
-
-@contextlib.contextmanager
-def precision(dtype: str):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
-    try:
-        with jax.enable_x64(dtype == "float64"):
-            yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 _RUNS: dict = {}

@@ -36,7 +36,6 @@ asserted in ``test_references_disagree``):
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import dadaptation
@@ -49,6 +48,7 @@ import torch
 
 import jaxopt_zoo as jz
 from tests.helpers import max_rel_err
+from tests.helpers import torch_precision as precision
 
 C = optax.contrib
 SHAPES = {"matrix": (4, 3), "conv": (3, 2, 2, 2), "vector": (5,), "scalar": ()}
@@ -62,17 +62,6 @@ PSTAR = {k: _rng.normal(size=s) for k, s in SHAPES.items()}
 NOISE = {k: 0.3 * _rng.normal(size=(STEPS,) + s) for k, s in SHAPES.items()}
 NOISE_PE = {k: 0.3 * _rng.normal(size=(STEPS, BATCH) + s) for k, s in SHAPES.items()}
 NOISE_IM = {k: 0.3 * _rng.normal(size=(STEPS,) + s) for k, s in SHAPES.items()}
-
-
-@contextlib.contextmanager
-def precision(dtype: str):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
-    try:
-        with jax.enable_x64(dtype == "float64"):
-            yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def both(tx_a, tx_b, dtype, kind="plain"):

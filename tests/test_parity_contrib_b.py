@@ -49,7 +49,6 @@ disagreement is asserted in ``test_references_disagree``):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +64,7 @@ import torch
 import jaxopt_zoo as jz
 from jaxopt_zoo.compat.keras import scale_by_keras_adam
 from tests.helpers import max_rel_err
+from tests.helpers import torch_precision as precision
 
 SHAPES = {"tall": (6, 4), "wide": (3, 5), "conv": (3, 2, 2, 2), "vector": (5,), "scalar": ()}
 STEPS = 120
@@ -95,17 +95,6 @@ def grad_np(p: dict, t: int) -> dict:
 def hvp_np(z: dict) -> dict:
     total = sum(np.sum(z[k]) for k in SHAPES)
     return {k: H[k] * z[k] + COUPLING * total for k in SHAPES}
-
-
-@contextlib.contextmanager
-def precision(dtype: str):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
-    try:
-        with jax.enable_x64(dtype == "float64"):
-            yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 # ----------------------------------------------------------------------------- runs

@@ -47,7 +47,6 @@ disagreement is asserted in ``test_references_disagree``):
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +61,7 @@ import torch
 
 import jaxopt_zoo as jz
 from tests.helpers import max_rel_err
+from tests.helpers import torch_precision as precision
 
 SHAPES = {"matrix": (4, 3), "conv": (3, 2, 2, 2), "vector": (5,), "scalar": ()}
 STEPS = 120
@@ -75,17 +75,6 @@ NOISE = {k: 0.3 * _rng.normal(size=(STEPS,) + s) for k, s in SHAPES.items()}
 
 def grad_np(p: dict, t: int) -> dict:
     return {k: H[k] * (p[k] - PSTAR[k]) + NOISE[k][t] for k in p}
-
-
-@contextlib.contextmanager
-def precision(dtype: str):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
-    try:
-        with jax.enable_x64(dtype == "float64"):
-            yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def run_many(pairs, dtype: str, keys_list, values):
