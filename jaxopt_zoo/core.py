@@ -179,7 +179,7 @@ def tree_sum_squares(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
-    return functools.reduce(jnp.add, (jnp.sum(abs_sq(x)) for x in leaves))
+    return functools.reduce(jnp.add, (sum_sq(x) for x in leaves))
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -214,6 +214,17 @@ def abs_sq_in(x: jax.Array, dtype: Any) -> jax.Array:
         return abs_sq(x).astype(dtype)
     x = x.astype(dtype)
     return x * x
+
+
+def sum_sq(x: jax.Array) -> jax.Array:
+    """sum |x|^2 in the leaf's compute dtype (float32 for float16 and bfloat16): a float16
+    leaf's squares overflow float16 once an element passes 256, and its sum long before."""
+    return jnp.sum(abs_sq_in(x, compute_dtype(x.dtype)))
+
+
+def mean_sq(x: jax.Array) -> jax.Array:
+    """mean |x|^2 in the leaf's compute dtype, as :func:`sum_sq`."""
+    return jnp.mean(abs_sq_in(x, compute_dtype(x.dtype)))
 
 
 def increment(count: jax.Array) -> jax.Array:

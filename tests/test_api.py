@@ -139,6 +139,31 @@ def test_clip_by_global_norm_bounds_the_norm():
     np.testing.assert_allclose(u["a"], small["a"])
 
 
+def test_norms_of_half_precision_leaves_are_taken_in_float32():
+    # A float16 leaf's squares overflow at 256 and their sum far earlier: norms, RMS and
+    # trust ratios sum in float32 (before: global_norm inf, the clip zeroed every update,
+    # LAMB/fromage took inf * 0 = nan for a zero update).
+    rng = np.random.default_rng(0)
+    big = {"w": jnp.asarray(rng.normal(size=(64, 64)) * 50, jnp.float16)}
+    want = float(np.sqrt(np.sum(np.asarray(big["w"], np.float64) ** 2)))
+    got = jz.global_norm(big)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    tx = jz.clip_by_global_norm(1.0)
+    u, _ = tx.update(big, tx.init(big))
+    np.testing.assert_allclose(float(jz.global_norm(u)), 1.0, rtol=2e-3)
+    zero = {"w": jnp.zeros((64, 64), jnp.float16)}
+    f32 = lambda t: jax.tree.map(lambda x: x.astype(jnp.float32), t)  # noqa: E731
+    for name in ("lamb", "fromage", "lars"):
+        tx = jz.get(name)
+        for g in (big, zero):
+            u, _ = tx.update(g, tx.init(big), big)
+            want, _ = tx.update(f32(g), tx.init(f32(big)), f32(big))
+            assert u["w"].dtype == jnp.float16, name
+            scale = float(jnp.max(jnp.abs(want["w"])))
+            np.testing.assert_allclose(u["w"].astype(jnp.float32), want["w"], atol=2e-3 * scale)
+
+
 def test_skip_not_finite_equals_a_control_run_that_skips_those_steps():
     # NaN and Inf gradients injected at chosen steps (two of them in a row, under the limit
     # of 2, then more after a finite step reset the count): parameters and inner state end

@@ -15,13 +15,13 @@ from jaxopt_zoo.core import (
     Scalar,
     ScalarOrSchedule,
     StepCount,
-    abs_sq,
     abs_sq_in,
     chain,
     check_int,
     check_nonneg,
     check_same_structure,
     increment,
+    mean_sq,
     require_params,
     stat_dtype,
     zero_count,
@@ -174,7 +174,7 @@ def scale_by_param_block_rms(min_scale: Scalar = 1e-3) -> GradientTransformation
         require_params(params, "scale_by_param_block_rms")
 
         def leaf(u, p):
-            rms = jnp.sqrt(jnp.mean(abs_sq(p))) if p.size else jnp.zeros((), p.dtype)
+            rms = jnp.sqrt(mean_sq(p)) if p.size else jnp.zeros((), p.dtype)
             return (u * jnp.maximum(rms, min_scale).astype(u.dtype)).astype(u.dtype)
 
         return jax.tree.map(leaf, updates, params), state

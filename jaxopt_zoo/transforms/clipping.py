@@ -8,9 +8,9 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
-    abs_sq,
     check_scalar,
     global_norm,
+    mean_sq,
 )
 from jaxopt_zoo.fast.spec import BlockSpec, describe
 
@@ -95,7 +95,7 @@ def clip_by_block_rms(threshold) -> GradientTransformation:
     def leaf(x):
         if x.size == 0:
             return x
-        rms = jnp.sqrt(jnp.mean(abs_sq(x)))
+        rms = jnp.sqrt(mean_sq(x))
         return (x / jnp.maximum(1.0, rms / threshold).astype(x.dtype)).astype(x.dtype)
 
     return _stateless(lambda u: jax.tree.map(leaf, u))

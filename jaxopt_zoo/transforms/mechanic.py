@@ -12,7 +12,6 @@ from jaxopt_zoo.core import (
     GradientTransformationExtraArgs,
     Scalar,
     StepCount,
-    abs_sq,
     check_int,
     check_nonneg,
     check_same_structure,
@@ -20,6 +19,7 @@ from jaxopt_zoo.core import (
     increment,
     require_params,
     scalar_dtype,
+    sum_sq,
     tree_real_vdot,
     zero_count,
 )
@@ -42,7 +42,7 @@ class MechanicState(NamedTuple):
 def _sq_norm(tree: Any, dt: Any) -> jax.Array:
     total = jnp.zeros([], dt)
     for x in jax.tree.leaves(tree):
-        total = total + jnp.sum(abs_sq(x)).astype(dt)
+        total = total + sum_sq(x).astype(dt)
     return total
 
 

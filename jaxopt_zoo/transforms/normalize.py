@@ -36,7 +36,8 @@ def normalize() -> GradientTransformation:
         norm = global_norm(updates)
         inv = jnp.where(norm > 0, 1 / jnp.where(norm > 0, norm, 1), 0)
         return jax.tree.map(
-            lambda g: (g * inv.astype(g.real.dtype)).astype(g.dtype), updates
+            lambda g: (g * inv).astype(g.dtype),
+            updates,  # 1/||g|| may pass float16's range
         ), state
 
     return GradientTransformation(init_fn, update_fn)

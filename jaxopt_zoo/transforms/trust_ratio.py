@@ -8,10 +8,10 @@ import jax.numpy as jnp
 from jaxopt_zoo.core import (
     EmptyState,
     GradientTransformation,
-    abs_sq,
     check_nonneg,
     check_same_structure,
     require_params,
+    sum_sq,
 )
 
 
@@ -47,11 +47,14 @@ def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> Gradie
         check_same_structure(updates, params, "scale_by_trust_ratio")
 
         def leaf(u, p):
-            p_norm = jnp.maximum(jnp.sqrt(jnp.sum(abs_sq(p))), min_norm)
-            u_norm = jnp.maximum(jnp.sqrt(jnp.sum(abs_sq(u))), min_norm)
+            # norms, ratio and product in float32 for float16/bfloat16 leaves: a float16
+            # norm overflows, and ||p|| / ||u|| with ||u|| at the floor is ~1e5 (times a
+            # zero update that was nan)
+            p_norm = jnp.maximum(jnp.sqrt(sum_sq(p)), min_norm)
+            u_norm = jnp.maximum(jnp.sqrt(sum_sq(u)), min_norm)
             ratio = trust_coefficient * p_norm / (u_norm + eps)
             ratio = jnp.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
-            return (u * ratio.astype(u.dtype)).astype(u.dtype)
+            return (u * ratio).astype(u.dtype)
 
         return jax.tree.map(leaf, updates, params), state
 
