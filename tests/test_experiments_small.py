@@ -1,5 +1,6 @@
 """Fast checks of the quadratic race and the 2-D trajectories experiments (no GIFs)."""
 
+import argparse
 import csv
 import importlib.util
 import json
@@ -177,3 +178,46 @@ def test_optimizer_benchmark_quick_run_writes_its_report(tmp_path):
     assert bench.main([*args, "--output", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [r["final_mean"] for r in again] == [r["final_mean"] for r in report["rows"]]
+
+
+@pytest.mark.needs_data("mnist", "shakespeare")
+def test_lowbit_quality_quick_run_reports_every_variant(tmp_path):
+    # Issue 19's quality experiment in smoke mode on the CNN (512 MNIST images, one epoch, one
+    # seed): every variant trains and is reported against f32. Each variant compiles its own
+    # step (seconds each on two cores), so the char-LM is checked without training: every
+    # variant's optimizer builds on the transformer (Adam-mini's blocks from its key paths)
+    # and its state bytes per parameter are measured.
+    lq = _load("lowbit_quality")
+    args = ["--quick", "--workloads", "cnn", "--output", str(tmp_path)]
+    assert lq.main(args) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    rows = {r["variant"]: r for r in report["workloads"]["cnn"]["rows"]}
+    assert list(rows) == list(lq.VARIANTS)
+    for name, r in rows.items():
+        assert np.isfinite(r["final_mean"]) and 0 < r["final_mean"] < 2.3, name  # < ln 10
+        assert np.isfinite(r["seconds_per_run"]) and r["seconds_per_run"] > 0, name
+        curve = report["workloads"]["cnn"]["curves"][name]
+        assert len(curve["step"]) == len(curve["mean"]) == 4 and np.all(np.isfinite(curve["mean"]))
+        if name != "f32":
+            assert np.isfinite(r["rel_diff_mean"]), name
+    assert rows["f32"]["state_bytes_per_param"] == pytest.approx(8.0, abs=0.01)
+    assert rows["8bit"]["state_bytes_per_param"] == pytest.approx(2.04, abs=0.05)
+    assert rows["4bit"]["state_bytes_per_param"] == pytest.approx(1.07, abs=0.05)
+    assert rows["bf16-sr"]["param_bytes_per_param"] == 2.0
+    assert [rows[v]["met"] for v in ("f32", "adam-mini")] == ["baseline", "compare"]
+    assert {rows[v]["met"] for v in ("8bit", "fp8", "4bit", "bf16-sr")} <= {"yes", "no"}
+    assert (tmp_path / "table.md").read_text().count("| 8bit |") == 1
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "runs").glob("cnn-*-seed0.json"))) == len(lq.VARIANTS)
+
+    # the char-LM workload: every variant's optimizer on the full-size transformer, shapes only
+    from jaxopt_zoo.train.lm import TokenWindows
+
+    ns = argparse.Namespace(quick=False, lm_steps=800, cnn_epochs=2, data_dir=None)
+    lm = lq.make_workloads(ns)["charlm"]
+    tokens = TokenWindows(np.zeros(200, np.int32), lm.model_options["context"])
+    for v in lq.VARIANTS.values():
+        spec = lq.spec_for(v, lm)
+        mem = lq.memory(spec, lm, spec.build(*lq.run_lengths_of(tokens, lm.config)), tokens)
+        assert mem["num_params"] > 800_000
+        assert 1.0 < mem["state_bytes_per_param"] <= 8.01, v.name
