@@ -416,6 +416,15 @@ def test_zero_gradients_give_zero_steps_where_optax_gives_nan():
     _, s_ref = ref.update(zeros, ref.init(params), params)
     assert np.all(np.asarray(u["w"]) == 0) and np.isnan(float(s_ref.estim_lr))
     assert int(s.taken) == 0 and int(s.count) == 1 and float(s.estim_lr) == pytest.approx(1e-6)
+    # with decoupled decay too: its term is masked on a skipped step (the m / sqrt(v) term is
+    # 0 there by itself, so the parameter loop needs no elementwise mask)
+    for decay in (0.1, 0.0):
+        tx = jz.dadapt_adamw(weight_decay=decay)
+        state = tx.init(params)
+        for _ in range(3):
+            u, state = tx.update(zeros, state, params)
+            assert np.all(np.asarray(u["w"]) == 0), decay
+        assert int(state.taken) == 0 and int(state.count) == 3
 
 
 def test_per_example_false_is_a_batch_of_one():
