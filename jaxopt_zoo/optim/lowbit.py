@@ -149,6 +149,7 @@ def adamw_4bit(
     min_size: int = 4096,
     rounding: str = "nearest",
     seed: int = 0,
+    normalization: str = "block",
 ) -> GradientTransformation:
     """AdamW with 4-bit block-wise state: torchao's ``AdamW4bit``.
 
@@ -157,12 +158,15 @@ def adamw_4bit(
     ``absmax`` per 128 elements and codes packed two per byte: about 1.06 bytes per parameter.
     Li et al. (2023, arXiv:2309.01507) quantize the second moment with rank-1 normalization
     (the scale of an entry is the smaller of its row's and its column's maximum) and blocks of
-    128 for the first moment only; torchao, and this, use block-wise ``absmax`` for both.
+    128 for the first moment only; torchao, and this by default, use block-wise ``absmax``
+    for both; ``normalization="rank1"`` turns on the paper's second moment.
 
     Args:
       learning_rate, b1, b2, eps, weight_decay, mask, min_size, rounding, seed: as in
         :func:`adamw_8bit`.
       block_size: elements per scale (a power of two; default 128).
+      normalization: ``"block"`` (torchao) or ``"rank1"`` (Li et al. 2023, for the second
+        moment of leaves with two or more dimensions; see :func:`quantize_state`).
 
     Returns:
       An ``optax.GradientTransformation`` (``quantize_state(adamw(...), bits=4)``).
@@ -180,6 +184,7 @@ def adamw_4bit(
         rounding=rounding,
         quantizer="torchao",
         seed=seed,
+        normalization=normalization,
     )
 
 

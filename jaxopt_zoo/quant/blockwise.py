@@ -231,3 +231,85 @@ def dequantize(
         vals = jnp.pad(vals, (0, padded_size - vals.size))
     out = (vals.reshape(-1, block_size) * scale[:, None]).reshape(-1)[:size]
     return out.reshape(shape).astype(dtype)
+
+
+NORMALIZATIONS = ("block", "rank1")
+
+
+def rank1_dims(shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """The ``(rows, cols)`` a leaf of ``shape`` (two or more dimensions) is normalized as:
+    the first dimension, and the others flattened (row-major)."""
+    rows = int(shape[0])
+    return rows, int(np.prod(shape[1:]))
+
+
+def rank1_scale(scale: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
+    """The ``(rows, cols)`` float32 scale ``min(r_i, c_j)`` of every entry, from the stored
+    ``scale = concatenate([r, c])`` (row and column maxima)."""
+    rows, _ = rank1_dims(shape)
+    r, c = scale[:rows], scale[rows:]
+    return jnp.minimum(r[:, None], c[None, :])
+
+
+def quantize_rank1(
+    x: jax.Array, fmt: int, key: Optional[jax.Array] = None
+) -> Tuple[jax.Array, jax.Array]:
+    """Rank-1 normalization (Li et al. 2023) of a non-negative ``x`` with two or more
+    dimensions, in the unsigned ``fmt``-bit map: ``x`` is viewed as ``(rows, cols)``
+    (:func:`rank1_dims`), each entry divided by ``min(r_i, c_j)``, ``r_i`` its row's and ``c_j``
+    its column's absolute maximum (so the quotient lies in ``[0, 1]``), and rounded to the map as
+    torchao's quantizer does (``"torchao"``; stochastic with ``key``).
+
+    Returns:
+      ``(codes, scale)``: codes packed two per byte for 4 bits (``ceil(size / 2)`` uint8, the
+      first element in the high nibble), or uint8 of ``x``'s shape for 8; ``scale`` float32
+      ``concatenate([r, c])`` of ``rows + cols`` entries.
+
+    Example:
+      >>> x = jnp.outer(jnp.arange(1.0, 5.0), jnp.ones(6))
+      >>> codes, scale = quantize_rank1(x, 4)
+      >>> codes.shape, scale.shape
+      ((12,), (10,))
+    """
+    shape = tuple(np.shape(x))
+    rows, cols = rank1_dims(shape)
+    a = jnp.abs(jnp.reshape(x, (rows, cols)).astype(jnp.float32))
+    r = jnp.max(a, axis=1)
+    c = jnp.max(a, axis=0)
+    scale = jnp.concatenate([r, c])
+    s = jnp.maximum(jnp.minimum(r[:, None], c[None, :]), 1e-12)
+    q = jnp.reshape(x, (rows, cols)).astype(jnp.float32) / s
+    idx = _round_to_map(q, code_map(int(fmt), False), "torchao", key).astype(jnp.uint8)
+    flat = jnp.ravel(idx)
+    if fmt == 4:
+        if flat.size % 2:
+            flat = jnp.pad(flat, (0, 1))
+        pairs = flat.reshape(-1, 2)
+        return (pairs[:, 0] << 4) | pairs[:, 1], scale
+    return flat.reshape(shape), scale
+
+
+def dequantize_rank1(
+    codes: jax.Array,
+    scale: jax.Array,
+    fmt: int,
+    shape: Tuple[int, ...],
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """The array :func:`quantize_rank1`'s ``(codes, scale)`` stand for:
+    ``map[code] * min(r_i, c_j)``, in ``shape`` and ``dtype``.
+
+    Example:
+      >>> x = jnp.outer(jnp.arange(1.0, 5.0), jnp.ones(6))
+      >>> y = dequantize_rank1(*quantize_rank1(x, 4), 4, x.shape)
+      >>> bool(jnp.array_equal(x, y))
+      True
+    """
+    rows, cols = rank1_dims(shape)
+    table = jnp.asarray(code_map(int(fmt), False))
+    if fmt == 4:
+        idx = jnp.stack([codes >> 4, codes & 0x0F], axis=-1).reshape(-1)[: rows * cols]
+    else:
+        idx = jnp.ravel(codes)
+    vals = table[idx.astype(jnp.int32)].reshape(rows, cols)
+    return (vals * rank1_scale(scale, shape)).reshape(shape).astype(dtype)

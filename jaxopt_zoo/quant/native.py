@@ -40,7 +40,12 @@ def fused_step(
     """
     # QuantizedArray and QuantizedState come from jaxopt_zoo.quant.state, which calls this
     cfg = tx.quant_config
-    if not (cfg.bits == 8 and cfg.quantizer == "bnb" and cfg.rounding == "nearest"):
+    if not (
+        cfg.bits == 8
+        and cfg.quantizer == "bnb"
+        and cfg.rounding == "nearest"
+        and cfg.normalization == "block"
+    ):
         return None
     if not isinstance(state, QuantizedState) or state.key is not None:
         return None
@@ -61,6 +66,7 @@ def fused_step(
             ok = (
                 x.bits == 8
                 and x.quantizer == "bnb"
+                and x.normalization == "block"
                 and x.block_size == cfg.block_size
                 and x.dtype == jnp.float32
                 and len(x.shape) == 1

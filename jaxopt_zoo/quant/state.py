@@ -11,11 +11,14 @@ import numpy as np
 from jaxopt_zoo.core import GradientTransformation
 from jaxopt_zoo.quant.blockwise import (
     FORMATS,
+    NORMALIZATIONS,
     QUANTIZERS,
     ROUNDINGS,
     dequantize,
+    dequantize_rank1,
     num_blocks,
     quantize,
+    quantize_rank1,
 )
 
 # State fields that hold a non-negative moment by construction (a second moment, a sum of
@@ -33,10 +36,24 @@ class QuantizedArray:
 
     Children (what jit, vmap, checkpoints and shardings see): ``codes`` (uint8, or
     float8_e4m3fn for FP8; 4-bit codes packed two per byte) and ``scale``. Static: ``bits``,
-    ``signed``, ``block_size``, ``quantizer``, the original ``shape`` and ``dtype``.
+    ``signed``, ``block_size``, ``quantizer``, the original ``shape`` and ``dtype``, and
+    ``normalization``: ``"block"`` (``scale`` one absmax per block) or ``"rank1"`` (Li et al.
+    2023: ``scale`` the row maxima then the column maxima of the leaf viewed as
+    ``(shape[0], rest)``, one float32 vector of ``rows + cols`` entries; ``block_size`` unused).
     """
 
-    def __init__(self, codes, scale, bits, signed, block_size, quantizer, shape, dtype):
+    def __init__(
+        self,
+        codes,
+        scale,
+        bits,
+        signed,
+        block_size,
+        quantizer,
+        shape,
+        dtype,
+        normalization="block",
+    ):
         self.codes = codes
         self.scale = scale
         self.bits = bits
@@ -45,6 +62,7 @@ class QuantizedArray:
         self.quantizer = quantizer
         self.shape = tuple(shape)
         self.dtype = jnp.dtype(dtype)
+        self.normalization = normalization
 
     def _meta(self) -> Tuple[Any, ...]:
         return (
@@ -54,6 +72,7 @@ class QuantizedArray:
             self.quantizer,
             self.shape,
             self.dtype.name,
+            self.normalization,
         )
 
     def tree_flatten(self):
@@ -65,6 +84,8 @@ class QuantizedArray:
 
     def dequantize(self) -> jax.Array:
         """The float array (in ``dtype``)."""
+        if self.normalization == "rank1":
+            return dequantize_rank1(self.codes, self.scale, self.bits, self.shape, self.dtype)
         return dequantize(
             self.codes,
             self.scale,
@@ -77,13 +98,17 @@ class QuantizedArray:
 
     def requantize(self, x: jax.Array, key: Optional[jax.Array] = None) -> "QuantizedArray":
         """``x`` (of this shape) quantized with this array's format."""
+        if self.normalization == "rank1":
+            codes, scale = quantize_rank1(x, self.bits, key)
+            return QuantizedArray(codes, scale, *self._meta())
         codes, scale = quantize(x, self.bits, self.signed, self.block_size, self.quantizer, key)
         return QuantizedArray(codes, scale, *self._meta())
 
     def __repr__(self) -> str:
         return (
             f"QuantizedArray(bits={self.bits!r}, signed={self.signed}, "
-            f"block_size={self.block_size}, shape={self.shape})"
+            f"block_size={self.block_size}, shape={self.shape}"
+            + (", normalization='rank1')" if self.normalization == "rank1" else ")")
         )
 
 
@@ -130,6 +155,7 @@ def quantize_state(
     quantizer: Optional[str] = None,
     seed: int = 0,
     non_float: str = "keep",
+    normalization: str = "block",
 ) -> GradientTransformation:
     """Keep ``inner``'s moments block-wise quantized between steps (Dettmers et al. 2022;
     Li et al. 2023): codes plus one float32 scale per block, as bitsandbytes and torchao store
@@ -161,15 +187,23 @@ def quantize_state(
       non_float: ``"keep"`` leaves the moments of integer or boolean parameters as ``inner``
         keeps them (the library's rule: optimizers do not refuse integer leaves,
         RELIABILITY.md); ``"error"`` refuses such parameters at ``init``.
+      normalization: ``"block"`` (default; torchao's ``AdamW4bit``): one ``absmax`` per
+        block for every moment. ``"rank1"`` (4 bits only; Li et al. 2023): the unsigned moments
+        (second moments) of leaves with two or more dimensions are scaled entry by entry by
+        ``min(r_i, c_j)``, the smaller of the row's and the column's maximum of the leaf viewed
+        as ``(shape[0], prod(shape[1:]))``, and store ``rows + cols`` float32 maxima instead of
+        one per block; signed moments (first moments) and 1-D leaves stay block-wise, as in
+        the paper. The native CPU kernel (8 bits only) does not run it.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a :class:`QuantizedState`.
 
     Raises:
       ValueError: at construction for bits outside {8, 4, "fp8"}, a block size that is not
-        a power of two, an unknown rounding, quantizer or ``non_float``; at ``init`` for an
-        integer or boolean parameter with ``non_float="error"`` (complex parameters are
-        accepted and their moments left as they are).
+        a power of two, an unknown rounding, quantizer, ``non_float`` or ``normalization``,
+        ``"rank1"`` with ``bits`` other than 4; at ``init`` for an integer or boolean
+        parameter with ``non_float="error"`` (complex parameters are accepted and their moments
+        left as they are).
 
     Example:
       >>> tx = jz.quantize_state(jz.adamw(1e-3), bits=8)
@@ -194,6 +228,14 @@ def quantize_state(
         raise ValueError(f"Invalid signed: {signed!r}; expected None, a bool or a function.")
     if non_float not in ("keep", "error"):
         raise ValueError(f"Invalid non_float: {non_float!r}; expected 'keep' or 'error'.")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"Invalid normalization: {normalization!r}; expected one of {NORMALIZATIONS}."
+        )
+    if normalization == "rank1" and bits != 4:
+        raise ValueError(
+            f"Invalid normalization: 'rank1' needs bits=4 (Li et al. 2023), got bits={bits!r}."
+        )
     stochastic = rounding == "stochastic"
 
     def is_signed(path: Tuple[Any, ...]) -> bool:
@@ -239,8 +281,12 @@ def quantize_state(
             out = []
             for x, p in zip(leaves, p_leaves):
                 if eligible(x, p):
+                    sgn = is_signed(path)
+                    norm = (
+                        "rank1" if normalization == "rank1" and not sgn and x.ndim >= 2 else "block"
+                    )
                     q = QuantizedArray(
-                        None, None, bits, is_signed(path), block_size, quantizer, x.shape, x.dtype
+                        None, None, bits, sgn, block_size, quantizer, x.shape, x.dtype, norm
                     )
                     # the barrier keeps XLA from constant-folding the quantization of
                     # constant initial moments (slow to compile)
@@ -278,7 +324,7 @@ def quantize_state(
         init_fn,
         update_fn,
         inner,
-        QuantConfig(bits, block_size, min_size, rounding, quantizer),
+        QuantConfig(bits, block_size, min_size, rounding, quantizer, normalization),
     )
 
 
@@ -291,6 +337,7 @@ class QuantConfig(NamedTuple):
     min_size: int
     rounding: str
     quantizer: str
+    normalization: str = "block"
 
 
 class QuantizedTransformation(GradientTransformation):
