@@ -103,3 +103,21 @@ def torch_precision(dtype: str):
             yield
     finally:
         torch.set_default_dtype(old)
+
+
+def checkpoint_round_trip(path, params, opt_state, optimizer):
+    """``opt_state`` saved in a trainer checkpoint (orbax, through ``Checkpointer``) and
+    restored: asserts the same structure and every leaf bit-identical in the same dtype, and
+    returns the restored state."""
+    from jaxopt_zoo.train import Checkpointer, LoopState, Metrics
+
+    metrics = Metrics(*map(jnp.float32, (1, 2, 3)))
+    loop = LoopState(params, opt_state, 2, 0, 2, jax.random.PRNGKey(0), metrics, ())
+    meta = {"model": "mlp32", "optimizer": optimizer}
+    with Checkpointer(path, metadata=meta) as ck:
+        assert ck.save(loop, force=True)
+    restored, _ = Checkpointer(path, metadata=meta).restore_latest(loop)
+    assert jax.tree.structure(restored.opt_state) == jax.tree.structure(opt_state)
+    for a, b in zip(jax.tree.leaves(restored.opt_state), jax.tree.leaves(opt_state)):
+        assert a.dtype == b.dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    return restored.opt_state

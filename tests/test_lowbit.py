@@ -36,6 +36,7 @@ import jaxopt_zoo as jz
 from jaxopt_zoo.quant import blockwise, code_map
 from jaxopt_zoo.quant.state import quantize_state, quantized_leaves
 from jaxopt_zoo.registry.memory import state_bytes_per_param
+from tests.helpers import checkpoint_round_trip
 
 torch = pytest.importorskip("torch")
 
@@ -441,25 +442,13 @@ def test_stochastic_state_vmap_and_checkpoint(tmp_path):
     assert np.allclose(np.asarray(out[1]), 2 * np.asarray(out[0]), rtol=1e-6)
 
     # skip_not_finite around it, then an orbax checkpoint round trip, bit-identical
-    from jaxopt_zoo.train import Checkpointer, LoopState, Metrics
-
     wrapped = jz.skip_not_finite(jz.adamw_fp8(1e-3, min_size=0))
     ws = wrapped.init(params)
     _, ws = jax.jit(wrapped.update)(grads, ws, params)
     _, ws2 = jax.jit(wrapped.update)({"w": jnp.full((16, 32), jnp.nan)}, ws, params)
     same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ws.inner_state, ws2.inner_state)
     assert all(jax.tree.leaves(same))
-    opt_state = (s2, ws2)
-    loop = LoopState(
-        params, opt_state, 2, 0, 2, jax.random.PRNGKey(0), Metrics(*map(jnp.float32, (1, 2, 3))), ()
-    )
-    meta = {"model": "mlp32", "optimizer": "adamw_8bit"}
-    with Checkpointer(tmp_path / "ck", metadata=meta) as ck:
-        assert ck.save(loop, force=True)
-    restored, _ = Checkpointer(tmp_path / "ck", metadata=meta).restore_latest(loop)
-    assert jax.tree.structure(restored.opt_state) == jax.tree.structure(opt_state)
-    for a, b in zip(jax.tree.leaves(restored.opt_state), jax.tree.leaves(opt_state)):
-        assert a.dtype == b.dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    checkpoint_round_trip(tmp_path / "ck", params, (s2, ws2), "adamw_8bit")
 
 
 def test_zero1_places_codes_like_their_moment_and_splits_scales_along_blocks():

@@ -11,6 +11,7 @@ from jaxopt_zoo.quant.blockwise import dequantize_rank1, quantize_rank1, rank1_s
 from jaxopt_zoo.quant.maps import code_map
 from jaxopt_zoo.quant.state import quantize_state, quantized_leaves
 from jaxopt_zoo.registry import state_bytes_per_param
+from tests.helpers import checkpoint_round_trip
 
 
 def _nu_like(shape, seed=0):
@@ -135,19 +136,8 @@ def test_jit_vmap_checkpoint_and_zero1(tmp_path):
     out = jax.jit(jax.vmap(one))(jnp.array([1e-3, 2e-3]))
     assert np.allclose(np.asarray(out[1]), 2 * np.asarray(out[0]), rtol=1e-5)
 
-    from jaxopt_zoo.train import Checkpointer, LoopState, Metrics
-
-    loop = LoopState(
-        params, s2, 2, 0, 2, jax.random.PRNGKey(0), Metrics(*map(jnp.float32, (1, 2, 3))), ()
-    )
-    meta = {"model": "mlp32", "optimizer": "adamw_4bit"}
-    with Checkpointer(tmp_path / "ck", metadata=meta) as ck:
-        assert ck.save(loop, force=True)
-    restored, _ = Checkpointer(tmp_path / "ck", metadata=meta).restore_latest(loop)
-    assert jax.tree.structure(restored.opt_state) == jax.tree.structure(s2)
-    for a, b in zip(jax.tree.leaves(restored.opt_state), jax.tree.leaves(s2)):
-        assert a.dtype == b.dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
-    r_q = [q for q in quantized_leaves(restored.opt_state) if q.normalization == "rank1"]
+    restored = checkpoint_round_trip(tmp_path / "ck", params, s2, "adamw_4bit")
+    r_q = [q for q in quantized_leaves(restored) if q.normalization == "rank1"]
     assert len(r_q) == 1 and r_q[0].scale.shape == (64 + 96,)
 
     # ZeRO-1: as test_lowbit's check; the rank-1 scale vector (rows + cols) is split too

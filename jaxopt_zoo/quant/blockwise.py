@@ -134,6 +134,21 @@ def _fp8_neighbour(codes: jax.Array, up: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(out, jnp.float8_e4m3fn)
 
 
+def _pack4(idx: jax.Array) -> jax.Array:
+    """4-bit codes two per byte, the first element in the high nibble (an odd count is
+    padded with a zero code)."""
+    flat = jnp.ravel(idx)
+    if flat.size % 2:
+        flat = jnp.pad(flat, (0, 1))
+    pairs = flat.reshape(-1, 2)
+    return (pairs[:, 0] << 4) | pairs[:, 1]
+
+
+def _unpack4(codes: jax.Array) -> jax.Array:
+    """The flat 4-bit codes of :func:`_pack4`'s bytes (with its padding)."""
+    return jnp.stack([codes >> 4, codes & 0x0F], axis=-1).reshape(-1)
+
+
 def quantize(
     x: jax.Array,
     fmt: Any,
@@ -193,8 +208,7 @@ def quantize(
         q = blocks / absmax[:, None]
     idx = _round_to_map(q, qmap, quantizer, key).astype(jnp.uint8)
     if fmt == 4:
-        pairs = idx.reshape(-1, 2)
-        return (pairs[:, 0] << 4) | pairs[:, 1], absmax
+        return _pack4(idx), absmax
     return idx.reshape(-1)[:size].reshape(np.shape(x)), absmax
 
 
@@ -221,10 +235,7 @@ def dequantize(
         vals = jnp.ravel(codes).astype(jnp.float32)
     else:
         table = jnp.asarray(code_map(int(fmt), signed))
-        if fmt == 4:
-            idx = jnp.stack([codes >> 4, codes & 0x0F], axis=-1).reshape(-1)
-        else:
-            idx = jnp.ravel(codes)
+        idx = _unpack4(codes) if fmt == 4 else jnp.ravel(codes)
         vals = table[idx.astype(jnp.int32)]
     padded_size = num_blocks(size, block_size) * block_size
     if vals.size != padded_size:
@@ -273,20 +284,12 @@ def quantize_rank1(
     """
     shape = tuple(np.shape(x))
     rows, cols = rank1_dims(shape)
-    a = jnp.abs(jnp.reshape(x, (rows, cols)).astype(jnp.float32))
-    r = jnp.max(a, axis=1)
-    c = jnp.max(a, axis=0)
-    scale = jnp.concatenate([r, c])
-    s = jnp.maximum(jnp.minimum(r[:, None], c[None, :]), 1e-12)
-    q = jnp.reshape(x, (rows, cols)).astype(jnp.float32) / s
+    xf = jnp.reshape(x, (rows, cols)).astype(jnp.float32)
+    a = jnp.abs(xf)
+    scale = jnp.concatenate([jnp.max(a, axis=1), jnp.max(a, axis=0)])
+    q = xf / jnp.maximum(rank1_scale(scale, shape), 1e-12)
     idx = _round_to_map(q, code_map(int(fmt), False), "torchao", key).astype(jnp.uint8)
-    flat = jnp.ravel(idx)
-    if fmt == 4:
-        if flat.size % 2:
-            flat = jnp.pad(flat, (0, 1))
-        pairs = flat.reshape(-1, 2)
-        return (pairs[:, 0] << 4) | pairs[:, 1], scale
-    return flat.reshape(shape), scale
+    return (_pack4(idx) if fmt == 4 else idx.reshape(shape)), scale
 
 
 def dequantize_rank1(
@@ -307,9 +310,6 @@ def dequantize_rank1(
     """
     rows, cols = rank1_dims(shape)
     table = jnp.asarray(code_map(int(fmt), False))
-    if fmt == 4:
-        idx = jnp.stack([codes >> 4, codes & 0x0F], axis=-1).reshape(-1)[: rows * cols]
-    else:
-        idx = jnp.ravel(codes)
+    idx = _unpack4(codes)[: rows * cols] if fmt == 4 else jnp.ravel(codes)
     vals = table[idx.astype(jnp.int32)].reshape(rows, cols)
     return (vals * rank1_scale(scale, shape)).reshape(shape).astype(dtype)
